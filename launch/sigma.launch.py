@@ -1,0 +1,69 @@
+"""Launch the Sigma node graph: ``ros2 launch sigma_ros sigma.launch.py [arg:=value ...]``.
+
+The node list, parameter file and remappable topics come from ``sigma_ros.graph`` (the same
+description ``sigma-graph`` uses where ``launch``/``ros2`` are not installed, e.g. with the PyPI
+ROS 2 wheels). Arguments:
+
+    checkpoint:=DIR               Sigma checkpoint (config.json + <workspace>.safetensors)
+    config_file:=FILE             ROS 2 parameter file (default: share/sigma_ros/config/sigma.yaml)
+    dry_run:=true|false           controller computes commands but does not publish them
+    camera_topic:=/x ...          remap a topic (camera, depth, audio, joint_states, instruction,
+                                  motor_commands)
+    log_level:=info
+
+Example: ros2 launch sigma_ros sigma.launch.py camera_topic:=/front/image_raw \
+             motor_commands_topic:=/arm_controller/joint_trajectory dry_run:=true
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from sigma_ros import graph
+
+
+def _launch_nodes(context, *args, **kwargs):
+    params_file = LaunchConfiguration("config_file").perform(context)
+    checkpoint = LaunchConfiguration("checkpoint").perform(context)
+    dry_run = graph.parse_bool(LaunchConfiguration("dry_run").perform(context))
+    log_level = LaunchConfiguration("log_level").perform(context)
+    remaps = graph.remap_rules(
+        {key: LaunchConfiguration(f"{key}_topic").perform(context) for key in graph.EXTERNAL_TOPICS})
+    nodes = []
+    for spec in graph.NODES:
+        parameters = [params_file]
+        overrides = graph.node_overrides(spec, checkpoint, dry_run)
+        if overrides:
+            parameters.append(overrides)
+        nodes.append(Node(
+            package=graph.PACKAGE,
+            executable=spec.executable,
+            name=spec.name,
+            output="screen",
+            emulate_tty=True,
+            parameters=parameters,
+            remappings=remaps,
+            arguments=["--ros-args", "--log-level", log_level],
+        ))
+    return nodes
+
+
+def generate_launch_description():
+    arguments = [
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="Sigma checkpoint directory; empty = the config file's value "
+                                          "(seeded random weights by default)"),
+        DeclareLaunchArgument("config_file", default_value=str(graph.default_config_file()),
+                              description="ROS 2 parameter file of the four nodes"),
+        DeclareLaunchArgument("dry_run", default_value="",
+                              description="true: the controller computes but does not publish motor commands; "
+                                          "empty = the config file's value"),
+        DeclareLaunchArgument("log_level", default_value="info", description="ROS log level of the nodes"),
+    ]
+    for key in graph.EXTERNAL_TOPICS:
+        spec = graph.TOPIC_BY_KEY[key]
+        arguments.append(DeclareLaunchArgument(
+            f"{key}_topic", default_value=spec.name,
+            description=f"{spec.description} ({spec.msg_type}); remaps '{spec.name}'"))
+    return LaunchDescription(arguments + [OpaqueFunction(function=_launch_nodes)])

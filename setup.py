@@ -1,0 +1,53 @@
+"""sigma_ros: the Sigma VLA (sigma_model, sigma_sim) and its ROS 2 nodes (ament_python package).
+
+Installed by scripts/setup.sh with ``pip install -e . --no-deps`` (dependencies
+are pinned in requirements.txt), or by ``colcon build`` on a ROS 2 install.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "sigma_ros"
+
+# ---------------------------------------------------------------------------
+# Console scripts: one "name = module:function" line each. Add yours here.
+# ---------------------------------------------------------------------------
+CONSOLE_SCRIPTS = [
+    "sigma-demo = sigma_ros.demo:main",
+    "sigma-preprocess = sigma_model.data.preprocess:main",
+    "sigma-train = sigma_model.training.train:main",
+    "sigma-eval = sigma_model.evaluation.evaluate:main",
+    "sigma-graph = sigma_ros.graph_main:main",
+    "sigma-instruct = sigma_ros.instruct:main",
+    "sigma-perception = sigma_ros.perception_node:main",
+    "sigma-language = sigma_ros.language_node:main",
+    "sigma-action = sigma_ros.action_node:main",
+    "sigma-controller = sigma_ros.controller_node:main",
+]
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(
+        include=["sigma_ros", "sigma_ros.*", "sigma_model", "sigma_model.*", "sigma_sim", "sigma_sim.*"]
+    ),
+    package_data={"": ["*.xml", "*.yaml", "*.json", "*.stl", "*.obj", "*.png"]},
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", sorted(glob("launch/*.py"))),
+        ("share/" + package_name + "/config", sorted(glob("config/*.yaml"))),
+    ],
+    # Pinned in requirements.txt; kept out of here so that no install step ever
+    # re-resolves torch (a bare torch requirement pulls multi-GB CUDA wheels).
+    install_requires=[],
+    zip_safe=False,
+    maintainer="Sigma maintainers",
+    maintainer_email="sigma@example.com",
+    description="Sigma VLA model with telepathy factors, MuJoCo SO-101 simulation and ROS 2 runtime.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+)

@@ -1,0 +1,140 @@
+"""Action trajectory workspace (paper section 3.3).
+
+c_act = P_act(r_high, tau); q = LN(Ref(Attn(Q_0, W_s S, W_s S) + b(c_act)));
+baseline at tau = 0: a_base = (H_A(q_base), H_B(q_base), D_traj(q_base, r_high, c_base));
+telepathy residual [da_vec, da_chunk, da_traj] = g([tau_high, tau]); a_tau = a_base + da;
+u_t = phi(a_vec, a_chunk, a_traj); motor commands = C_low(u_t).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configuration_sigma import SigmaConfig
+from .layers import MLP, masked_mean, transformer_stack
+from .outputs import ActionOutput
+from .trajectory_dit import TrajectoryDiT
+
+
+class ActionConditionProjector(nn.Module):
+    """P_act(r_high, tau): MLP over [pooled high_level_rep; tau] -> c_act [B,d]."""
+
+    def __init__(self, d_model: int, d_tau: int, dropout: float) -> None:
+        super().__init__()
+        self.mlp = MLP(d_model + d_tau, 2 * d_model, d_model, dropout)
+
+    def forward(self, high_level_rep, high_level_mask, tau) -> torch.Tensor:
+        return self.mlp(torch.cat([masked_mean(high_level_rep, high_level_mask), tau], dim=-1))
+
+
+class ActionQueryGenerator(nn.Module):
+    """Cross-attention of learnable query seeds to projected state tokens, biased by c_act, refined."""
+
+    def __init__(self, config: SigmaConfig) -> None:
+        super().__init__()
+        c = config
+        self.seeds = nn.Parameter(torch.randn(c.n_action_queries, c.d_model) * c.d_model**-0.5)
+        self.state_proj = nn.Linear(c.d_model, c.d_model)
+        self.attn = nn.MultiheadAttention(c.d_model, c.n_heads, dropout=c.dropout, batch_first=True)
+        self.condition_bias = nn.Linear(c.d_model, c.d_model)
+        self.refine = transformer_stack(c.d_model, c.n_heads, c.action_refine_layers, c.dropout)
+        self.norm = nn.LayerNorm(c.d_model)
+
+    def forward(self, condition: torch.Tensor, state_tokens: torch.Tensor) -> torch.Tensor:
+        q0 = self.seeds.unsqueeze(0).expand(state_tokens.shape[0], -1, -1)
+        s = self.state_proj(state_tokens)
+        q1 = self.attn(q0, s, s, need_weights=False)[0] + self.condition_bias(condition).unsqueeze(1)
+        return self.norm(self.refine(q1))
+
+
+class ActionWorkspace(nn.Module):
+    def __init__(self, config: SigmaConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        a = c.action_dim
+        self.condition_projector = ActionConditionProjector(c.d_model, c.d_tau, c.dropout)
+        self.query_generator = ActionQueryGenerator(c)
+        self.action_token_head = nn.Linear(c.d_model, c.action_token_dim)  # path A: tokens
+        self.action_tokenizer = nn.Linear(c.n_action_queries * c.action_token_dim, a)  # tokens -> vector
+        self.chunk_head = nn.Linear(c.d_model, c.chunk_len * a)  # path B: pooling + linear
+        self.trajectory_dit = TrajectoryDiT(a, c.traj_len, c.d_model, c.n_heads, c.dit_layers, c.dropout)
+        self.residual_head = MLP(c.d_model + c.d_tau, 2 * c.d_model, a * (1 + c.chunk_len + c.traj_len)).zero_last()
+        self.condition_to_tau = nn.Linear(c.d_model, c.d_tau, bias=False)
+        self.register_buffer("fusion_weights", torch.tensor(c.fusion_weights, dtype=torch.float32))
+
+    def branches(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paths A and B: action vector [B,A] and action chunk [B,chunk,A]."""
+        b = queries.shape[0]
+        vector = self.action_tokenizer(self.action_token_head(queries).reshape(b, -1))
+        chunk = self.chunk_head(queries.mean(dim=1)).view(b, self.config.chunk_len, self.config.action_dim)
+        return vector, chunk
+
+    def forward(
+        self,
+        high_level_rep: torch.Tensor,
+        high_level_mask: torch.Tensor,
+        tau: torch.Tensor,
+        state_tokens: torch.Tensor,
+        telepathy: bool = True,
+        generator: torch.Generator | None = None,
+        trajectory_target: torch.Tensor | None = None,
+    ) -> ActionOutput:
+        c = self.config
+        b = tau.shape[0]
+        c_base = self.condition_projector(high_level_rep, high_level_mask, torch.zeros_like(tau))
+        q_base = self.query_generator(c_base, state_tokens)
+        base_vec, base_chunk = self.branches(q_base)
+        context = torch.cat([q_base, high_level_rep], dim=1)
+        context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)
+        traj_loss = None
+        if trajectory_target is not None:
+            traj_loss = self.trajectory_dit.flow_loss(trajectory_target, context, context_valid, c_base, generator)
+            with torch.no_grad():  # the sampled baseline trajectory is a target-free reference
+                base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator)
+        else:
+            base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator)
+
+        c_act = self.condition_projector(high_level_rep, high_level_mask, tau)
+        if telepathy:
+            tau_high = self.query_generator(c_act, state_tokens).mean(dim=1)
+            delta = self.residual_head(torch.cat([tau_high, tau], dim=-1))
+            d_vec, d_chunk, d_traj = delta.split([c.action_dim, c.chunk_len * c.action_dim, c.traj_len * c.action_dim], -1)
+            d_chunk = d_chunk.view(b, c.chunk_len, c.action_dim)
+            d_traj = d_traj.view(b, c.traj_len, c.action_dim)
+        else:
+            d_vec, d_chunk, d_traj = torch.zeros_like(base_vec), torch.zeros_like(base_chunk), torch.zeros_like(base_traj)
+        return ActionOutput(
+            action_vector=base_vec + d_vec,
+            action_chunk=base_chunk + d_chunk,
+            action_trajectory=base_traj + d_traj,
+            baseline_vector=base_vec,
+            baseline_chunk=base_chunk,
+            baseline_trajectory=base_traj,
+            residual_vector=d_vec,
+            residual_chunk=d_chunk,
+            residual_trajectory=d_traj,
+            action_condition=c_act,
+            condition_tau=self.condition_to_tau(c_act),
+            trajectory_loss=traj_loss,
+        )
+
+    def fuse(self, vector: torch.Tensor, chunk: torch.Tensor, trajectory: torch.Tensor, step_index: int) -> torch.Tensor:
+        """phi: weighted mix of the three branches at control tick `step_index` of the plan.
+
+        The action vector is a one-step prediction, so past tick 0 only chunk and trajectory mix
+        (their weights renormalised); ticks past the plan's end reuse its last step.
+        """
+        if step_index < 0:
+            raise ValueError(f"step_index must be >= 0, got {step_index}")
+        w = self.fusion_weights
+        k_chunk = min(step_index, chunk.shape[1] - 1)
+        k_traj = min(step_index, trajectory.shape[1] - 1)
+        if step_index == 0:
+            return (w[0] * vector + w[1] * chunk[:, k_chunk] + w[2] * trajectory[:, k_traj]) / w.sum()
+        return (w[1] * chunk[:, k_chunk] + w[2] * trajectory[:, k_traj]) / (w[1] + w[2])
+
+    def low_level_controller(self, u: torch.Tensor, robot_state: torch.Tensor) -> torch.Tensor:
+        """C_low: first-order tracking of the fused target, state + gain (u - state)."""
+        return robot_state + self.config.controller_gain * (u - robot_state)

@@ -1,0 +1,5 @@
+"""Backbones behind one interface: text ids + vision tokens + state tokens -> hidden sequence."""
+
+from .base import SigmaBackbone, build_backbone
+
+__all__ = ["SigmaBackbone", "build_backbone"]

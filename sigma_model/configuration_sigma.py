@@ -1,0 +1,131 @@
+"""Typed, validated configuration of the Sigma model (saved with every checkpoint)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKBONES = ("tiny", "hf", "pi05", "smolvla")
+WORKSPACES = ("vision", "language", "action")
+
+
+@dataclass
+class SigmaConfig:
+    """Every size and gate of the three Sigma workspaces.
+
+    The defaults are the small CPU-friendly configuration of the embedded default (SO-101 arm:
+    six joint positions in radians, gripper included; a 96x96 RGB front camera).
+    """
+
+    # Shared
+    d_model: int = 128
+    n_heads: int = 4
+    dropout: float = 0.0
+
+    # Backbone (language intent workspace input)
+    backbone: str = "tiny"
+    backbone_path: str | None = None
+    backbone_4bit: bool = False
+    backbone_layers: int = 2
+    backbone_heads: int = 4
+    max_text_tokens: int = 48
+
+    # Cognitive vision workspace
+    image_size: int = 96
+    image_channels: int = 3
+    patch_size: int = 16
+    use_depth: bool = False
+    use_audio: bool = True
+    audio_sample_rate: int = 16000
+    audio_chunk_samples: int = 1600
+    audio_patch_samples: int = 160
+    n_vision_tokens: int = 16
+    n_state_tokens: int = 4
+    state_dim: int = 6
+    vision_block_layers: int = 1
+    tau_log_scale_init: float = 0.0
+    mod_log_scale_init: float = 0.0
+
+    # Language intent workspace
+    n_semantic_factors: int = 8
+    d_tau: int = 32
+    lang_log_scale_init: float = 0.0
+
+    # Action trajectory workspace
+    action_dim: int = 6
+    chunk_len: int = 16
+    traj_len: int = 16
+    n_action_queries: int = 8
+    action_token_dim: int = 16
+    action_refine_layers: int = 2
+    dit_layers: int = 2
+    diffusion_steps: int = 10
+    fusion_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # vector, chunk, trajectory
+    controller_gain: float = 1.0
+
+    # Free-form provenance (dataset, command, seed); never read by the model.
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "d_model", "n_heads", "backbone_layers", "backbone_heads", "max_text_tokens",
+            "image_size", "image_channels", "patch_size", "audio_sample_rate",
+            "audio_chunk_samples", "audio_patch_samples", "n_vision_tokens", "n_state_tokens",
+            "state_dim", "vision_block_layers", "n_semantic_factors", "d_tau", "action_dim",
+            "chunk_len", "traj_len", "n_action_queries", "action_token_dim",
+            "action_refine_layers", "dit_layers", "diffusion_steps",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"SigmaConfig.{name} must be a positive int, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.backbone == "tiny" and self.d_model % self.backbone_heads:
+            raise ValueError("d_model must be divisible by backbone_heads for the tiny backbone")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        if self.audio_chunk_samples % self.audio_patch_samples:
+            raise ValueError("audio_chunk_samples must be a multiple of audio_patch_samples")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.backbone != "tiny" and not self.backbone_path:
+            raise ValueError(f"backbone {self.backbone!r} needs backbone_path (local dir or hub id)")
+        if self.backbone_4bit and self.backbone == "tiny":
+            raise ValueError("backbone_4bit applies to pretrained backbones, not the tiny default")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.fusion_weights = tuple(float(w) for w in self.fusion_weights)
+        if len(self.fusion_weights) != 3 or min(self.fusion_weights) < 0 or sum(self.fusion_weights[1:]) <= 0:
+            raise ValueError(f"fusion_weights must be 3 non-negative weights with chunk+trajectory > 0, got {self.fusion_weights}")
+        if not 0.0 < self.controller_gain <= 1.0:
+            raise ValueError(f"controller_gain must be in (0, 1], got {self.controller_gain}")
+
+    @property
+    def n_image_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def n_audio_patches(self) -> int:
+        return self.audio_chunk_samples // self.audio_patch_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SigmaConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SigmaConfig fields: {unknown}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SigmaConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))

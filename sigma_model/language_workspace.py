@@ -1,0 +1,102 @@
+"""Language intent workspace (paper section 3.2).
+
+[text; vision; state] -> backbone -> hidden_sequence_base -> semantic factors Z_sem ->
+gated semantic memory m_t -> env/behaviour/text summaries -> intent -> telepathy projector (tau)
+-> language modulator (double gating) -> high_level_rep.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import SigmaBackbone
+from .configuration_sigma import SigmaConfig
+from .layers import MLP, AttentionPool
+from .outputs import LanguageOutput, TextTokens
+
+
+class SemanticMemory(nn.Module):
+    """u = GELU(W_u z + b_u); lambda = sigmoid(W_l [m_prev; z] + b_l); m_t = lambda m_prev + (1-lambda) u."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.update = nn.Linear(d_model, d_model)
+        self.gate = nn.Linear(2 * d_model, d_model)
+
+    def forward(self, z_pool: torch.Tensor, m_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = nn.functional.gelu(self.update(z_pool))
+        lam = torch.sigmoid(self.gate(torch.cat([m_prev, z_pool], dim=-1)))
+        return lam * m_prev + (1.0 - lam) * u, lam
+
+
+class LanguageModulator(nn.Module):
+    """Double gating: H + exp(theta_lang) * sigmoid(W_g tau + b_g) * (W_b tau); identity at tau = 0."""
+
+    def __init__(self, d_tau: int, d_model: int, log_scale: float) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(float(log_scale)))
+        self.channel_gate = nn.Linear(d_tau, d_model)
+        self.bias = nn.Linear(d_tau, d_model, bias=False)
+
+    def forward(self, hidden: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gate = torch.sigmoid(self.channel_gate(tau))
+        shift = torch.exp(self.log_scale) * gate * self.bias(tau)
+        return hidden + shift.unsqueeze(1), gate
+
+
+class LanguageIntentWorkspace(nn.Module):
+    def __init__(self, config: SigmaConfig, backbone: SigmaBackbone) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.backbone = backbone
+        h = backbone.hidden_size
+        self.to_backbone = nn.Identity() if h == c.d_model else nn.Linear(c.d_model, h)
+        self.from_backbone = nn.Identity() if h == c.d_model else nn.Linear(h, c.d_model)
+        self.semantic_factor_head = AttentionPool(c.d_model, c.n_heads, c.n_semantic_factors, c.dropout)
+        self.memory = SemanticMemory(c.d_model)
+        self.env_head = AttentionPool(c.d_model, c.n_heads, 1, c.dropout)
+        self.behaviour_head = AttentionPool(c.d_model, c.n_heads, 1, c.dropout)
+        self.text_head = AttentionPool(c.d_model, c.n_heads, 1, c.dropout)
+        self.intent_head = MLP(3 * c.d_model, c.d_model, c.d_model, c.dropout)
+        self.telepathy_projector = MLP(6 * c.d_model, 2 * c.d_model, c.d_tau, c.dropout)
+        self.modulator = LanguageModulator(c.d_tau, c.d_model, c.lang_log_scale_init)
+
+    def hidden_sequence(
+        self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """hidden_sequence_base [B,L,d], its validity mask, and a segment id per position
+        (0 text, 1 vision, 2 state)."""
+        b = text.ids.shape[0]
+        text_emb = self.backbone.embed_text(text.ids)
+        perceptual = self.to_backbone(torch.cat([vision_tokens, state_tokens], dim=1)).to(text_emb.dtype)
+        embeds = torch.cat([text_emb, perceptual], dim=1)
+        valid = torch.cat([text.mask, text.mask.new_ones(b, perceptual.shape[1])], dim=1)
+        hidden = self.from_backbone(self.backbone(embeds, valid).to(vision_tokens.dtype))
+        segment = torch.cat([
+            torch.zeros(text.ids.shape[1], dtype=torch.long),
+            torch.ones(vision_tokens.shape[1], dtype=torch.long),
+            torch.full((state_tokens.shape[1],), 2, dtype=torch.long),
+        ]).to(hidden.device)
+        return hidden, valid, segment
+
+    def forward(
+        self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, memory_prev: torch.Tensor
+    ) -> LanguageOutput:
+        hidden, valid, segment = self.hidden_sequence(text, vision_tokens, state_tokens)
+        z_sem = self.semantic_factor_head(hidden, valid)
+        z_pool = z_sem.mean(dim=1)
+        memory, lam = self.memory(z_pool, memory_prev)
+        c_env = self.env_head(hidden, valid & (segment == 1)).squeeze(1)
+        c_beh = self.behaviour_head(hidden, valid & (segment == 2)).squeeze(1)
+        c_text = self.text_head(hidden, valid & (segment == 0)).squeeze(1)
+        z_intent = self.intent_head(torch.cat([memory, c_env, c_beh], dim=-1))
+        tau = self.telepathy_projector(torch.cat([memory, z_intent, c_env, c_beh, z_pool, c_text], dim=-1))
+        high_level_rep, gate = self.modulator(hidden, tau)
+        return LanguageOutput(
+            tau=tau, memory=memory, z_intent=z_intent, z_sem=z_sem, z_sem_pool=z_pool,
+            c_env=c_env, c_beh=c_beh, c_text=c_text,
+            high_level_rep=high_level_rep, high_level_mask=valid, memory_gate=lam,
+            gates=torch.stack([torch.exp(self.modulator.log_scale), gate.mean(), lam.mean()]).detach(),
+        )

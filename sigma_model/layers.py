@@ -1,0 +1,53 @@
+"""Small building blocks shared by the three workspaces."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Two-layer perceptron with GELU: Linear -> GELU -> Linear."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> None:
+        super().__init__(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+
+    def zero_last(self) -> "MLP":
+        """Zero the output layer so the module starts as an exact zero map."""
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
+        return self
+
+
+def transformer_stack(d_model: int, n_heads: int, n_layers: int, dropout: float) -> nn.TransformerEncoder:
+    """Pre-LN self-attention + FFN blocks (batch first)."""
+    layer = nn.TransformerEncoderLayer(
+        d_model, n_heads, dim_feedforward=4 * d_model, dropout=dropout,
+        activation="gelu", batch_first=True, norm_first=True,
+    )
+    return nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+
+
+class AttentionPool(nn.Module):
+    """Reads a fixed number of vectors from a sequence with learnable queries (multi-head)."""
+
+    def __init__(self, d_model: int, n_heads: int, n_queries: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_queries, d_model) * d_model**-0.5)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, seq: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """seq [B,L,d], valid [B,L] bool (True = attend) -> [B,n_queries,d]."""
+        q = self.queries.unsqueeze(0).expand(seq.shape[0], -1, -1)
+        pad = None if valid is None else ~valid
+        out, _ = self.attn(q, seq, seq, key_padding_mask=pad, need_weights=False)
+        return self.norm(q + out)
+
+
+def masked_mean(seq: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the sequence axis of [B,L,d], counting only valid positions."""
+    if valid is None:
+        return seq.mean(dim=1)
+    w = valid.to(seq.dtype).unsqueeze(-1)
+    return (seq * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)

@@ -1,0 +1,199 @@
+"""SigmaModel: the three workspaces, their stage functions and the whole-model step.
+
+The ROS nodes call the stages one by one; `forward` is exactly their composition, so offline
+evaluation and the robot run one implementation. A model may hold only some workspaces (a node
+loads only its own part).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .action_workspace import ActionWorkspace
+from .backbones import build_backbone
+from .configuration_sigma import WORKSPACES, SigmaConfig
+from .language_workspace import LanguageIntentWorkspace
+from .outputs import ActionOutput, LanguageOutput, SigmaObservation, SigmaOutput, TextTokens, VisionOutput
+from .vision_workspace import CognitiveVisionWorkspace
+
+
+@dataclass
+class RecurrentState:
+    """What one step hands to the next: tau (modulates the next vision stage) and memory m_t."""
+
+    tau: torch.Tensor
+    memory: torch.Tensor
+
+
+def check_tensor(name: str, x: torch.Tensor, shape: tuple, finite: bool = True) -> None:
+    """Raise ValueError unless x has `shape` (None = any size) and, for floats, only finite values."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        want = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ValueError(f"{name} must have shape {want}, got {list(x.shape)}")
+    if finite and x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+class SigmaModel(nn.Module):
+    def __init__(self, config: SigmaConfig, workspaces: tuple[str, ...] = WORKSPACES) -> None:
+        super().__init__()
+        unknown = set(workspaces) - set(WORKSPACES)
+        if unknown:
+            raise ValueError(f"unknown workspaces {sorted(unknown)}; expected a subset of {WORKSPACES}")
+        self.config = config
+        self.workspaces = tuple(w for w in WORKSPACES if w in workspaces)
+        self.vision = CognitiveVisionWorkspace(config) if "vision" in workspaces else None
+        self.language = LanguageIntentWorkspace(config, build_backbone(config)) if "language" in workspaces else None
+        self.action = ActionWorkspace(config) if "action" in workspaces else None
+
+    def _need(self, workspace: str) -> nn.Module:
+        module = getattr(self, workspace)
+        if module is None:
+            raise RuntimeError(f"this SigmaModel was built without the {workspace} workspace (has {self.workspaces})")
+        return module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----------------------------------------------------------------- stages
+    def tokenize(self, texts: list[str]) -> TextTokens:
+        """Instruction strings -> token ids and mask on the model's device."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a list of strings")
+        tokens = self._need("language").backbone.tokenize(list(texts), self.config.max_text_tokens)
+        return TextTokens(tokens.ids.to(self.device), tokens.mask.to(self.device))
+
+    def vision_stage(self, obs: SigmaObservation, tau_prev: torch.Tensor | None = None) -> VisionOutput:
+        """Cognitive vision workspace; tau_prev is the previous step's tau (zeros when None)."""
+        c = self.config
+        workspace = self._need("vision")
+        image = obs.image
+        b = image.shape[0] if isinstance(image, torch.Tensor) and image.dim() == 4 else None
+        check_tensor("image", image, (b, c.image_channels, c.image_size, c.image_size))
+        if image.dtype == torch.uint8:
+            image = image.float() / 255.0
+        check_tensor("robot_state", obs.robot_state, (b, c.state_dim))
+        audio = obs.audio
+        if audio is not None:
+            check_tensor("audio", audio, (b, c.audio_chunk_samples))
+        depth = obs.depth
+        if depth is not None:
+            check_tensor("depth", depth, (b, 1, c.image_size, c.image_size))
+        if tau_prev is None:
+            tau_prev = image.new_zeros(b, c.d_tau)
+        check_tensor("tau_prev", tau_prev, (b, c.d_tau))
+        obs = SigmaObservation(image=image, robot_state=obs.robot_state.float(), audio=audio, depth=depth)
+        return workspace(obs, tau_prev.float())
+
+    def language_stage(
+        self,
+        text: TextTokens,
+        vision_tokens: torch.Tensor,
+        state_tokens: torch.Tensor,
+        memory_prev: torch.Tensor | None = None,
+    ) -> LanguageOutput:
+        """Language intent workspace; memory_prev is m_{t-1} (zeros when None, e.g. a new instruction)."""
+        c = self.config
+        workspace = self._need("language")
+        b = text.ids.shape[0]
+        check_tensor("text.ids", text.ids, (b, None))
+        check_tensor("text.mask", text.mask, (b, text.ids.shape[1]))
+        check_tensor("vision_tokens", vision_tokens, (b, c.n_vision_tokens, c.d_model))
+        check_tensor("state_tokens", state_tokens, (b, c.n_state_tokens, c.d_model))
+        if memory_prev is None:
+            memory_prev = vision_tokens.new_zeros(b, c.d_model)
+        check_tensor("memory_prev", memory_prev, (b, c.d_model))
+        return workspace(text, vision_tokens, state_tokens, memory_prev)
+
+    def action_stage(
+        self,
+        high_level_rep: torch.Tensor,
+        high_level_mask: torch.Tensor,
+        tau: torch.Tensor,
+        state_tokens: torch.Tensor,
+        telepathy: bool = True,
+        generator: torch.Generator | None = None,
+        trajectory_target: torch.Tensor | None = None,
+    ) -> ActionOutput:
+        """Action trajectory workspace: baseline at tau = 0 plus (telepathy on) the tau residual."""
+        c = self.config
+        workspace = self._need("action")
+        b = tau.shape[0]
+        check_tensor("high_level_rep", high_level_rep, (b, None, c.d_model))
+        check_tensor("high_level_mask", high_level_mask, (b, high_level_rep.shape[1]))
+        check_tensor("tau", tau, (b, c.d_tau))
+        check_tensor("state_tokens", state_tokens, (b, c.n_state_tokens, c.d_model))
+        if trajectory_target is not None:
+            check_tensor("trajectory_target", trajectory_target, (b, c.traj_len, c.action_dim))
+        return workspace(high_level_rep, high_level_mask.bool(), tau, state_tokens, telepathy, generator, trajectory_target)
+
+    def control_stage(
+        self,
+        action_vector: torch.Tensor,
+        action_chunk: torch.Tensor,
+        action_trajectory: torch.Tensor,
+        robot_state: torch.Tensor,
+        step_index: int = 0,
+    ) -> torch.Tensor:
+        """Action fusion phi at control tick `step_index` of a plan, then the low-level controller."""
+        c = self.config
+        workspace = self._need("action")
+        b = action_vector.shape[0]
+        check_tensor("action_vector", action_vector, (b, c.action_dim))
+        check_tensor("action_chunk", action_chunk, (b, c.chunk_len, c.action_dim))
+        check_tensor("action_trajectory", action_trajectory, (b, c.traj_len, c.action_dim))
+        check_tensor("robot_state", robot_state, (b, c.state_dim))
+        if c.state_dim != c.action_dim:
+            raise ValueError("the low-level controller tracks joint targets: state_dim must equal action_dim")
+        u = workspace.fuse(action_vector, action_chunk, action_trajectory, step_index)
+        return workspace.low_level_controller(u, robot_state.float())
+
+    # -------------------------------------------------------------- whole step
+    def forward(
+        self,
+        obs: SigmaObservation,
+        text: TextTokens,
+        tau_prev: torch.Tensor | None = None,
+        memory_prev: torch.Tensor | None = None,
+        telepathy: bool = True,
+        generator: torch.Generator | None = None,
+        trajectory_target: torch.Tensor | None = None,
+    ) -> SigmaOutput:
+        """One Sigma step: vision -> language -> action -> control. With telepathy off, vision
+        sees tau = 0 and the actions are the tau = 0 baseline (tau is still computed and reported)."""
+        if not telepathy:
+            tau_prev = None
+        vision = self.vision_stage(obs, tau_prev)
+        language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev)
+        action = self.action_stage(
+            language.high_level_rep, language.high_level_mask, language.tau, vision.state_tokens,
+            telepathy, generator, trajectory_target,
+        )
+        commands = self.control_stage(
+            action.action_vector, action.action_chunk, action.action_trajectory, obs.robot_state
+        )
+        return SigmaOutput(vision=vision, language=language, action=action, motor_commands=commands)
+
+    @torch.no_grad()
+    def select_action(
+        self,
+        obs: SigmaObservation,
+        instructions: list[str],
+        recurrent: RecurrentState | None = None,
+        telepathy: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[SigmaOutput, RecurrentState]:
+        """Inference step for a robot loop: returns the outputs and the state for the next step."""
+        out = self(
+            obs, self.tokenize(instructions),
+            tau_prev=None if recurrent is None else recurrent.tau,
+            memory_prev=None if recurrent is None else recurrent.memory,
+            telepathy=telepathy, generator=generator,
+        )
+        return out, RecurrentState(tau=out.language.tau, memory=out.language.memory)

@@ -1,0 +1,92 @@
+"""Path C of the action workspace: a small DiT denoiser trained with flow matching.
+
+Training: x_t = (1 - t) x_0 + t x_1 with x_0 ~ N(0, I) and x_1 the target trajectory; the DiT
+predicts the velocity x_1 - x_0. Inference: Euler integration of the velocity field from t = 0
+to t = 1 over `steps` steps, starting from seeded Gaussian noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import MLP
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0,1] (scaled by 1000) -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000.0 * t.float().unsqueeze(-1) * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class DiTBlock(nn.Module):
+    """adaLN-zero self-attention, cross-attention to the condition tokens, adaLN-zero MLP."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.norm_cross = nn.LayerNorm(d_model)
+        self.cross_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.mlp = MLP(d_model, 4 * d_model, d_model, dropout)
+        self.ada = nn.Linear(d_model, 6 * d_model)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor) -> torch.Tensor:
+        s1, b1, g1, s2, b2, g2 = self.ada(nn.functional.silu(cond)).unsqueeze(1).chunk(6, dim=-1)
+        h = self.norm1(x) * (1 + s1) + b1
+        x = x + g1 * self.self_attn(h, h, h, need_weights=False)[0]
+        x = x + self.cross_attn(self.norm_cross(x), context, context, key_padding_mask=~context_valid, need_weights=False)[0]
+        h = self.norm2(x) * (1 + s2) + b2
+        return x + g2 * self.mlp(h)
+
+
+class TrajectoryDiT(nn.Module):
+    """Velocity model v(x_t, t | action queries, high_level_rep, action condition)."""
+
+    def __init__(self, action_dim: int, traj_len: int, d_model: int, n_heads: int, n_layers: int, dropout: float) -> None:
+        super().__init__()
+        self.action_dim, self.traj_len, self.d_model = action_dim, traj_len, d_model
+        self.in_proj = nn.Linear(action_dim, d_model)
+        self.pos = nn.Parameter(torch.zeros(traj_len, d_model))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.time_mlp = MLP(d_model, d_model, d_model)
+        self.cond_proj = nn.Linear(d_model, d_model)
+        self.blocks = nn.ModuleList(DiTBlock(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.out_norm = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, action_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def velocity(self, x_t, t, context, context_valid, condition) -> torch.Tensor:
+        cond = self.time_mlp(timestep_embedding(t, self.d_model)) + self.cond_proj(condition)
+        h = self.in_proj(x_t) + self.pos
+        for block in self.blocks:
+            h = block(h, cond, context, context_valid)
+        return self.out(self.out_norm(h))
+
+    def sample(self, context, context_valid, condition, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Euler integration from seeded noise; deterministic for a given generator state."""
+        b = condition.shape[0]
+        x = torch.randn(b, self.traj_len, self.action_dim, generator=generator, device=condition.device)
+        x = x.to(condition.dtype)
+        dt = 1.0 / steps
+        for i in range(steps):
+            t = torch.full((b,), i * dt, device=condition.device, dtype=condition.dtype)
+            x = x + dt * self.velocity(x, t, context, context_valid, condition)
+        return x
+
+    def flow_loss(self, target, context, context_valid, condition, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flow-matching MSE between predicted and true velocity at a random t."""
+        b = target.shape[0]
+        noise = torch.randn(target.shape, generator=generator, device=target.device).to(target.dtype)
+        t = torch.rand(b, generator=generator, device=target.device).to(target.dtype)
+        x_t = (1 - t)[:, None, None] * noise + t[:, None, None] * target
+        pred = self.velocity(x_t, t, context, context_valid, condition)
+        return nn.functional.mse_loss(pred, target - noise)

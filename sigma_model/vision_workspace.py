@@ -1,0 +1,124 @@
+"""Cognitive vision workspace (paper section 3.1).
+
+camera/depth/audio -> patch tokens -> projector -> perceiver resampler (V_base) ->
+FiLM by the telepathy factor tau with log-scale gates (V_mod) -> modulated vision block.
+robot_state -> state encoder -> token expander (state tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configuration_sigma import SigmaConfig
+from .layers import MLP, transformer_stack
+from .outputs import SigmaObservation, VisionOutput
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping conv patches of an image -> [B, N_patches, d] with learned positions."""
+
+    def __init__(self, channels: int, image_size: int, patch_size: int, d_model: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels, d_model, kernel_size=patch_size, stride=patch_size)
+        self.pos = nn.Parameter(torch.zeros((image_size // patch_size) ** 2, d_model))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.proj(image).flatten(2).transpose(1, 2) + self.pos
+
+
+class AudioPatchEmbed(nn.Module):
+    """Non-overlapping 1-D conv patches of a mono waveform -> [B, N_audio, d]."""
+
+    def __init__(self, chunk_samples: int, patch_samples: int, d_model: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv1d(1, d_model, kernel_size=patch_samples, stride=patch_samples)
+        self.pos = nn.Parameter(torch.zeros(chunk_samples // patch_samples, d_model))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.proj(audio.unsqueeze(1)).transpose(1, 2) + self.pos
+
+
+class PerceiverResampler(nn.Module):
+    """V_base = FFN(LN(Q + softmax(Q W_Q (F W_K)^T / sqrt d) F W_V)), N_v learnable queries."""
+
+    def __init__(self, d_model: int, n_heads: int, n_queries: int, dropout: float) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_queries, d_model) * d_model**-0.5)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+        self.ffn = MLP(d_model, 4 * d_model, d_model, dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        q = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)
+        h, _ = self.attn(q, features, features, need_weights=False)
+        return self.ffn(self.norm(q + h))
+
+
+class StateEncoder(nn.Module):
+    """MLP over robot_state, then a token expander to N_s state tokens."""
+
+    def __init__(self, state_dim: int, d_model: int, n_tokens: int) -> None:
+        super().__init__()
+        self.encoder = MLP(state_dim, d_model, d_model)
+        self.token_expander = nn.Linear(d_model, n_tokens * d_model)
+        self.token_embed = nn.Parameter(torch.zeros(n_tokens, d_model))
+        self.n_tokens = n_tokens
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(state)
+        tokens = self.token_expander(z).view(state.shape[0], self.n_tokens, -1)
+        return tokens + self.token_embed
+
+
+class VisionModulator(nn.Module):
+    """tau' = exp(theta_t) tau; [gamma, beta] = W2 GELU(W1 tau' + b1) + b2;
+    V_film = (1 + gamma) V_base + beta; V_mod = V_base + exp(theta_mod) (V_film - V_base)."""
+
+    def __init__(self, d_tau: int, d_model: int, tau_log_scale: float, mod_log_scale: float) -> None:
+        super().__init__()
+        self.tau_log_scale = nn.Parameter(torch.tensor(float(tau_log_scale)))
+        self.mod_log_scale = nn.Parameter(torch.tensor(float(mod_log_scale)))
+        self.film = MLP(d_tau, d_model, 2 * d_model).zero_last()
+
+    def forward(self, v_base: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(torch.exp(self.tau_log_scale) * tau).unsqueeze(1).chunk(2, dim=-1)
+        v_film = (1.0 + gamma) * v_base + beta
+        return v_base + torch.exp(self.mod_log_scale) * (v_film - v_base)
+
+
+class CognitiveVisionWorkspace(nn.Module):
+    def __init__(self, config: SigmaConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.patch_embed = PatchEmbed(c.image_channels, c.image_size, c.patch_size, c.d_model)
+        self.depth_embed = PatchEmbed(1, c.image_size, c.patch_size, c.d_model) if c.use_depth else None
+        self.audio_embed = (
+            AudioPatchEmbed(c.audio_chunk_samples, c.audio_patch_samples, c.d_model) if c.use_audio else None
+        )
+        self.projector = MLP(c.d_model, 2 * c.d_model, c.d_model, c.dropout)
+        self.resampler = PerceiverResampler(c.d_model, c.n_heads, c.n_vision_tokens, c.dropout)
+        self.state_encoder = StateEncoder(c.state_dim, c.d_model, c.n_state_tokens)
+        self.modulator = VisionModulator(c.d_tau, c.d_model, c.tau_log_scale_init, c.mod_log_scale_init)
+        self.block = transformer_stack(c.d_model, c.n_heads, c.vision_block_layers, c.dropout)
+
+    def features(self, obs: SigmaObservation) -> torch.Tensor:
+        """Concatenated projected vision features F [B, N_f, d]."""
+        parts = [self.patch_embed(obs.image)]
+        if self.depth_embed is not None and obs.depth is not None:
+            parts.append(self.depth_embed(obs.depth))
+        if self.audio_embed is not None and obs.audio is not None:
+            parts.append(self.audio_embed(obs.audio))
+        return self.projector(torch.cat(parts, dim=1))
+
+    def forward(self, obs: SigmaObservation, tau: torch.Tensor) -> VisionOutput:
+        v_base = self.resampler(self.features(obs))
+        v_mod = self.modulator(v_base, tau)
+        return VisionOutput(
+            vision_tokens=self.block(v_mod),
+            state_tokens=self.state_encoder(obs.robot_state),
+            vision_tokens_base=v_base,
+        )

@@ -1,0 +1,188 @@
+"""The Sigma node graph, described once.
+
+``launch/sigma.launch.py`` (for ``ros2 launch`` on a ROS 2 install) and the ``sigma-graph``
+command (for the PyPI wheels, which have no ``launch``/``ros2``) both read this module: the node
+list, each node's executable and class, the remappable topics and the parameter file come from
+here and nowhere else. Importing it needs no ROS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "sigma_ros"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the graph reads or writes with its default (relative) name and a description.
+
+    Every node names the topic by ``name``; a launch argument / ``sigma-graph --remap`` maps it
+    to the robot's real topic.
+    """
+
+    key: str
+    name: str
+    msg_type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str  # node name (also the key of its section in config/sigma.yaml)
+    executable: str  # console_scripts entry point (ros2 launch uses it)
+    module: str  # python module holding the Node subclass
+    cls: str  # Node subclass name
+    description: str
+    topics: tuple[str, ...] = field(default_factory=tuple)  # TopicSpec keys it uses
+
+    def load_class(self):
+        return getattr(importlib.import_module(self.module), self.cls)
+
+    def main_entry(self) -> str:
+        return f"{self.executable} = {self.module}:main"
+
+
+# External topics (remappable to the robot's) and the internal Sigma topics.
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("camera", "camera/image_raw", "sensor_msgs/msg/Image", "RGB camera (rgb8, bgr8 or mono8)"),
+    TopicSpec("depth", "camera/depth/image_raw", "sensor_msgs/msg/Image", "Optional depth image (32FC1 metres or 16UC1 millimetres)"),
+    TopicSpec("audio", "audio", "sigma_ros_msgs/msg/AudioChunk", "Microphone audio chunks"),
+    TopicSpec("joint_states", "joint_states", "sensor_msgs/msg/JointState", "Measured joint positions (radians)"),
+    TopicSpec("instruction", "instruction", "std_msgs/msg/String", "Text instruction (a new text resets the semantic memory)"),
+    TopicSpec("motor_commands", "sigma/motor_commands", "trajectory_msgs/msg/JointTrajectory | std_msgs/msg/Float64MultiArray",
+              "Motor commands for ros2_control (type set by controller_node.output_type)"),
+    TopicSpec("vision_tokens", "sigma/vision_tokens", "sigma_ros_msgs/msg/VisionTokens", "Vision + state tokens (perception -> language)"),
+    TopicSpec("state_tokens", "sigma/state_tokens", "sigma_ros_msgs/msg/StateTokens", "State tokens (perception -> action)"),
+    TopicSpec("telepathy_factors", "sigma/telepathy_factors", "sigma_ros_msgs/msg/TelepathyFactors", "Telepathy factors tau (language -> action, perception)"),
+    TopicSpec("semantic_memory", "sigma/semantic_memory", "sigma_ros_msgs/msg/SemanticMemory", "Semantic memory m_t (latched)"),
+    TopicSpec("high_level_rep", "sigma/high_level_rep", "sigma_ros_msgs/msg/HighLevelRep", "High-level representation (language -> action)"),
+    TopicSpec("action_plan", "sigma/action_plan", "sigma_ros_msgs/msg/ActionPlan", "Action plan (action -> controller)"),
+    TopicSpec("status", "sigma/status", "sigma_ros_msgs/msg/Status", "Per-node status: latency, rates, dropped inputs, mode"),
+)
+TOPIC_BY_KEY = {t.key: t for t in TOPICS}
+# Topics a user normally remaps to a robot (launch arguments / sigma-graph options).
+EXTERNAL_TOPICS = ("camera", "depth", "audio", "joint_states", "instruction", "motor_commands")
+
+NODES: tuple[NodeSpec, ...] = (
+    NodeSpec("perception_node", "sigma-perception", "sigma_ros.perception_node", "PerceptionNode",
+             "Cognitive vision workspace: camera/depth/audio/joint states + tau -> vision and state tokens",
+             ("camera", "depth", "audio", "joint_states", "telepathy_factors", "vision_tokens", "state_tokens", "status")),
+    NodeSpec("language_node", "sigma-language", "sigma_ros.language_node", "LanguageNode",
+             "Language intent workspace: instruction + tokens -> telepathy factors, semantic memory, high-level rep",
+             ("instruction", "vision_tokens", "telepathy_factors", "semantic_memory", "high_level_rep", "status")),
+    NodeSpec("action_node", "sigma-action", "sigma_ros.action_node", "ActionNode",
+             "Action trajectory workspace + adapter: high-level rep, tau, state tokens -> action plan",
+             ("high_level_rep", "telepathy_factors", "state_tokens", "action_plan", "status")),
+    NodeSpec("controller_node", "sigma-controller", "sigma_ros.controller_node", "ControllerNode",
+             "Action fusion + low-level controller at a fixed rate, with the safety filter -> motor commands",
+             ("action_plan", "joint_states", "motor_commands", "status")),
+)
+NODE_BY_NAME = {n.name: n for n in NODES}
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def default_config_file() -> Path:
+    """config/sigma.yaml: the source tree's copy, else the installed share/sigma_ros copy."""
+    env = os.environ.get("SIGMA_CONFIG")
+    if env:
+        return Path(env)
+    local = repo_root() / "config" / "sigma.yaml"
+    if local.is_file():
+        return local
+    try:  # installed with colcon / pip data_files
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = Path(get_package_share_directory(PACKAGE)) / "config" / "sigma.yaml"
+        if shared.is_file():
+            return shared
+    except Exception:  # noqa: BLE001 - ament index missing or package not registered
+        pass
+    import sys
+
+    prefix = Path(sys.prefix) / "share" / PACKAGE / "config" / "sigma.yaml"
+    return prefix if prefix.is_file() else local
+
+
+def remap_rules(remaps: dict[str, str]) -> list[tuple[str, str]]:
+    """{topic key or default name: new name} -> [(default name, new name)] (empty values skipped)."""
+    rules = []
+    for key, target in remaps.items():
+        if not target:
+            continue
+        spec = TOPIC_BY_KEY.get(key)
+        source = spec.name if spec else key
+        if target != source:
+            rules.append((source, target))
+    return rules
+
+
+def overrides_file(overrides: dict[str, object], node_name: str | None = None) -> str:
+    """Write parameter overrides to a YAML parameter file and return its path.
+
+    Like launch_ros does for ``parameters=[file, {...}]``, the overrides travel as a second
+    ``--params-file`` keyed by the fully qualified node name (``/<node>``), which takes precedence
+    over the config file's ``/**`` and ``<node>`` sections. The file is named by its content
+    hash, so repeated runs reuse it.
+    """
+    import hashlib
+    import tempfile
+
+    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}
+    key = f"/{node_name.lstrip('/')}" if node_name else "/**"
+    text = json.dumps({key: {"ros__parameters": values}}, sort_keys=True, indent=1) + "\n"  # JSON is YAML
+    directory = Path(tempfile.gettempdir()) / "sigma_ros_params"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"overrides_{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def ros_arguments(params_file: str | os.PathLike | None, remaps: list[tuple[str, str]] = (),
+                  overrides: dict[str, object] | None = None, log_level: str | None = None,
+                  node_name: str | None = None) -> list[str]:
+    """The ``--ros-args`` a launched node gets: the same parameter file, remaps and overrides."""
+    args = ["--ros-args"]
+    if params_file:
+        args += ["--params-file", str(params_file)]
+    if overrides:
+        args += ["--params-file", overrides_file(overrides, node_name)]
+    for source, target in remaps:
+        args += ["-r", f"{source}:={target}"]
+    if log_level:
+        args += ["--log-level", log_level]
+    return args
+
+
+def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool | None = None) -> dict[str, object]:
+    """Parameter values given on the command line / as launch arguments, on top of the file."""
+    values: dict[str, object] = {}
+    if checkpoint:
+        values["checkpoint"] = str(checkpoint)
+    if dry_run is not None and spec.name == "controller_node":
+        values["dry_run"] = bool(dry_run)
+    return values
+
+
+def parse_bool(text: str | bool | None) -> bool | None:
+    """Launch-style booleans ('true'/'false'/'1'/'0'); '' or None -> None (use the file's value)."""
+    if text is None or isinstance(text, bool):
+        return text
+    t = str(text).strip().lower()
+    if t == "":
+        return None
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")

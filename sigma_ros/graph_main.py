@@ -1,0 +1,191 @@
+"""``sigma-graph``: start the Sigma node graph without ``ros2 launch``.
+
+The PyPI ROS 2 wheels have no ``launch``/``launch_ros``/``ros2`` CLI, so this command starts the
+same graph as ``launch/sigma.launch.py``: the node list, parameter file, remappable topics and
+per-node overrides come from :mod:`sigma_ros.graph`, and each node gets exactly the
+``--ros-args`` a launched node would get.
+
+Modes:
+  (default) one child process per node, like ``ros2 launch`` (Ctrl-C stops them all);
+  --single-process: all nodes in this process on a MultiThreadedExecutor.
+
+Examples::
+
+    sigma-graph                                   # config/sigma.yaml, random seeded weights
+    sigma-graph --checkpoint runs/sigma/ckpt --camera-topic /front/image_raw --dry-run true
+    sigma-graph --list-params                     # every parameter with its description
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from sigma_ros import graph
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sigma-graph", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", default=None,
+                    help=f"ROS 2 parameter file (default: {graph.default_config_file()})")
+    ap.add_argument("--checkpoint", default="", help="Sigma checkpoint directory (overrides the file's checkpoint)")
+    ap.add_argument("--dry-run", default="", help="true/false: controller computes but does not publish commands")
+    for key in graph.EXTERNAL_TOPICS:
+        spec = graph.TOPIC_BY_KEY[key]
+        ap.add_argument(f"--{key.replace('_', '-')}-topic", dest=f"{key}_topic", default="",
+                        help=f"{spec.description} (default: {spec.name})")
+    ap.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                    help="extra remap rule for every node (repeatable)")
+    ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
+    ap.add_argument("--single-process", action="store_true", help="run all nodes in this process (MultiThreadedExecutor)")
+    ap.add_argument("--threads", type=int, default=0, help="executor threads in --single-process mode (0: one per node)")
+    ap.add_argument("--log-level", default="", help="ROS log level (debug, info, warn, error)")
+    ap.add_argument("--list-params", action="store_true", help="print every node parameter with its description and exit")
+    return ap
+
+
+def resolve(args) -> tuple[str, list[tuple[str, str]], list[graph.NodeSpec]]:
+    params_file = args.config_file or str(graph.default_config_file())
+    if not os.path.isfile(params_file):
+        raise SystemExit(f"sigma-graph: parameter file not found: {params_file}")
+    remaps = graph.remap_rules({k: getattr(args, f"{k}_topic") for k in graph.EXTERNAL_TOPICS})
+    for rule in args.remap:
+        if ":=" not in rule:
+            raise SystemExit(f"sigma-graph: bad --remap {rule!r} (expected FROM:=TO)")
+        src, dst = rule.split(":=", 1)
+        remaps.append((src, dst))
+    specs = list(graph.NODES)
+    if args.nodes:
+        wanted = [n.strip() for n in args.nodes.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in graph.NODE_BY_NAME]
+        if unknown:
+            raise SystemExit(f"sigma-graph: unknown nodes {unknown}")
+        specs = [graph.NODE_BY_NAME[n] for n in wanted]
+    return params_file, remaps, specs
+
+
+def node_cli_args(spec: graph.NodeSpec, params_file: str, remaps, checkpoint: str, dry_run, log_level: str = "",
+                  extra: dict | None = None) -> list[str]:
+    overrides = graph.node_overrides(spec, checkpoint, dry_run)
+    overrides.update(extra or {})
+    return graph.ros_arguments(params_file, remaps, overrides, log_level or None, node_name=spec.name)
+
+
+def list_params() -> int:
+    from sigma_ros.node_base import COMMON_PARAMS
+
+    def show(p):
+        extra = f" [{p.constraints}]" if p.constraints else ""
+        if p.choices:
+            extra += f" (one of {', '.join(p.choices)})"
+        print(f"    {p.name} = {p.default!r}: {p.description}{extra}")
+
+    print("all nodes (/**):")
+    for p in COMMON_PARAMS:
+        show(p)
+    for spec in graph.NODES:
+        print(f"{spec.name} ({spec.executable}): {spec.description}")
+        for p in spec.load_class().PARAMS:
+            show(p)
+    return 0
+
+
+def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level) -> int:
+    procs: list[tuple[graph.NodeSpec, subprocess.Popen]] = []
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for spec in specs:
+        cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level)
+        print(f"[sigma-graph] starting {spec.name}: {' '.join(cmd)}", flush=True)
+        procs.append((spec, subprocess.Popen(cmd)))
+    rc = 0
+    try:
+        while not stopping:
+            for spec, p in procs:
+                code = p.poll()
+                if code is not None:
+                    print(f"[sigma-graph] {spec.name} exited with {code}; stopping the graph", flush=True)
+                    rc = code or 1
+                    stopping = True
+                    break
+            time.sleep(0.2)
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10.0
+        for spec, p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"[sigma-graph] {spec.name} did not stop on SIGINT; terminating", flush=True)
+                p.terminate()
+                try:
+                    p.wait(timeout=3.0)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    return rc
+
+
+def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, context=None, log_level="",
+                 extra_overrides: dict[str, dict] | None = None):
+    """Instantiate the nodes in this process, each with the --ros-args a launched node would get
+    (extra_overrides: {node name: {parameter: value}} added as -p rules, for tests)."""
+    nodes = []
+    for spec in specs:
+        cls = spec.load_class()
+        extra = (extra_overrides or {}).get(spec.name)
+        nodes.append(cls(context=context,
+                         cli_args=node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level, extra)))
+    return nodes
+
+
+def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level, threads: int) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=[sys.argv[0]])
+    nodes = []
+    try:
+        nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level)
+        executor = MultiThreadedExecutor(num_threads=threads or max(2, len(nodes)))
+        for n in nodes:
+            executor.add_node(n)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for n in nodes:
+            try:
+                n.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            n.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_params:
+        return list_params()
+    params_file, remaps, specs = resolve(args)
+    dry_run = graph.parse_bool(args.dry_run)
+    if args.single_process:
+        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, args.threads)
+    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

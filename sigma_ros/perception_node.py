@@ -1,0 +1,156 @@
+"""Perception node: the cognitive vision workspace (paper 3.1) on live sensors.
+
+Subscribes: camera (sensor_msgs/Image), optional depth (Image), audio (AudioChunk), joint states
+(JointState) and the latest telepathy factors (tau_prev). Each camera frame, with the newest valid
+joint state (and audio window / depth), runs ``model.vision_stage`` and publishes VisionTokens
+(vision + state tokens, for the language node) and StateTokens (for the action node), both with
+the camera frame's header.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from sigma_model.outputs import SigmaObservation
+from sigma_ros import qos
+from sigma_ros.conversions import (
+    AudioBuffer,
+    ConversionError,
+    audio_to_mono,
+    depth_to_tensor,
+    image_to_tensor,
+    joint_state_to_vector,
+    tensor_from_msg,
+    tensor_to_msg,
+)
+from sigma_ros.node_base import Param, SigmaNode, run_node, stamp_key, topic
+from sigma_ros.stats import Timer
+
+
+class PerceptionNode(SigmaNode):
+    WORKSPACES = ("vision",)
+    PARAMS = (
+        Param("resize_images", False, "Resize camera/depth images of another size to the model input "
+              "(false: such frames are rejected)"),
+        Param("use_audio", True, "Feed the newest audio window to the vision stage (needs model use_audio)"),
+        Param("use_depth", False, "Feed depth images to the vision stage (needs model use_depth)"),
+        Param("use_tau_feedback", True, "Modulate vision with the newest telepathy factors (tau_prev)"),
+        Param("tau_timeout_s", 2.0, "Telepathy factors older than this are not used (tau_prev = 0)", min=0.0, max=3600.0),
+        Param("joint_state_timeout_s", 1.0, "A frame needs a joint state at most this old (s)", min=0.0, max=3600.0),
+        Param("depth_timeout_s", 0.5, "Depth older than this is not used (s)", min=0.0, max=3600.0),
+    )
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("perception_node", **kwargs)
+        from sensor_msgs.msg import Image, JointState
+        from sigma_ros_msgs.msg import AudioChunk, StateTokens, TelepathyFactors, VisionTokens
+
+        self._VisionTokens, self._StateTokens = VisionTokens, StateTokens
+        c = self.config
+        self.use_audio = bool(self.p.use_audio and c.use_audio)
+        self.use_depth = bool(self.p.use_depth and c.use_depth)
+        if self.p.use_audio and not c.use_audio:
+            self.get_logger().warn("use_audio is set but the model has use_audio=false: audio ignored")
+        if self.p.use_depth and not c.use_depth:
+            self.get_logger().warn("use_depth is set but the model has use_depth=false: depth ignored")
+        self.audio = AudioBuffer(c.audio_chunk_samples)
+        self.state: np.ndarray | None = None
+        self.state_time = -np.inf
+        self.tau: torch.Tensor | None = None
+        self.tau_stamp = None
+        self.tau_time = -np.inf
+        self.depth: torch.Tensor | None = None
+        self.depth_time = -np.inf
+        self.frames = 0
+
+        self.vision_pub = self.create_publisher(VisionTokens, topic("vision_tokens"), qos.PIPELINE)
+        self.state_pub = self.create_publisher(StateTokens, topic("state_tokens"), qos.PIPELINE)
+        self.create_subscription(Image, topic("camera"), self.guarded("camera", self.on_image), qos.SENSOR)
+        self.create_subscription(JointState, topic("joint_states"), self.guarded("joint_states", self.on_joint_state), qos.SENSOR)
+        self.create_subscription(AudioChunk, topic("audio"), self.guarded("audio", self.on_audio), qos.SENSOR)
+        self.create_subscription(TelepathyFactors, topic("telepathy_factors"), self.guarded("telepathy_factors", self.on_tau),
+                                 qos.PIPELINE)
+        if self.use_depth:
+            self.create_subscription(Image, topic("depth"), self.guarded("depth", self.on_depth), qos.SENSOR)
+        self.set_mode("waiting", "no camera frame yet")
+
+    # --------------------------------------------------------------- inputs
+    def on_joint_state(self, msg) -> None:
+        try:
+            self.state = joint_state_to_vector(msg, self.p.joint_names)
+        except ConversionError:
+            self.state = None  # a faulty sensor invalidates the last state: frames wait for a valid one
+            raise
+        self.state_time = time.monotonic()
+
+    def on_audio(self, msg) -> None:
+        if not self.use_audio:
+            return
+        self.audio.push(audio_to_mono(msg, self.config.audio_sample_rate))
+
+    def on_depth(self, msg) -> None:
+        self.depth = depth_to_tensor(msg, self.config.image_size, self.p.resize_images)
+        self.depth_time = time.monotonic()
+
+    def on_tau(self, msg) -> None:
+        tau = tensor_from_msg(msg.tau, [None, self.config.d_tau], "telepathy_factors.tau")
+        self.tau, self.tau_stamp, self.tau_time = tau, msg.header.stamp, time.monotonic()
+
+    def on_image(self, msg) -> None:
+        with Timer() as t_conv:
+            image = image_to_tensor(msg, self.config.image_size, self.p.resize_images)
+        now = time.monotonic()
+        if self.state is None or now - self.state_time > self.p.joint_state_timeout_s:
+            self.set_mode("waiting", "no valid joint state")
+            self.reject("camera", "no valid joint state within joint_state_timeout_s: frame skipped (hold)")
+            return
+        tau_prev = None
+        used_tau = False
+        if (self.p.telepathy and self.p.use_tau_feedback and self.tau is not None
+                and now - self.tau_time <= self.p.tau_timeout_s and self.tau.shape[0] == 1):
+            tau_prev, used_tau = self.tau, True
+        audio = self.audio.tensor() if self.use_audio else None
+        depth = self.depth if (self.use_depth and now - self.depth_time <= self.p.depth_timeout_s) else None
+        if self.use_depth and depth is None:
+            depth = torch.zeros(1, 1, self.config.image_size, self.config.image_size)
+        robot_state = torch.from_numpy(self.state.astype(np.float32)).unsqueeze(0)
+        obs = SigmaObservation(image=image, robot_state=robot_state, audio=audio, depth=depth)
+        with Timer() as t_model, torch.inference_mode():
+            vis = self.model.vision_stage(obs, tau_prev)
+        self.stats.latency("decode", t_conv.seconds)
+        self.stats.latency("vision_stage", t_model.seconds)
+        self.frames += 1
+
+        header = msg.header
+        if stamp_key(header) == 0:  # unstamped camera: stamp now, the stamp pairs stages downstream
+            header.stamp = self.get_clock().now().to_msg()
+        out = self._VisionTokens()
+        out.header = header
+        out.frame_index = self.frames
+        tensor_to_msg(vis.vision_tokens, out.vision_tokens)
+        tensor_to_msg(vis.state_tokens, out.state_tokens)
+        tensor_to_msg(robot_state, out.robot_state)
+        out.used_tau = used_tau
+        if used_tau:
+            out.tau_stamp = self.tau_stamp
+        st = self._StateTokens()
+        st.header = header
+        st.frame_index = self.frames
+        st.state_tokens = out.state_tokens
+        st.robot_state = out.robot_state
+        # State tokens first: the action node must hold them before the language step completes.
+        self.state_pub.publish(st)
+        self.vision_pub.publish(out)
+        self.stats.event("tokens_out")
+        self.set_mode("running")
+
+
+def main(args=None) -> int:
+    return run_node(PerceptionNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

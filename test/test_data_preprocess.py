@@ -1,0 +1,199 @@
+"""End-to-end preprocessing on a locally written LeRobot dataset (sigma_model.data.preprocess)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("pyarrow")
+
+from sigma_model.data.lerobot_format import LeRobotDatasetReader  # noqa: E402
+from sigma_model.data.preprocess import PreprocessMismatchError, main, preprocess_dataset  # noqa: E402
+from sigma_model.data.shards import ShardDataset, collate_sigma_samples, list_shards  # noqa: E402
+from sigma_model.data.synthetic import expected_window_counts, write_synthetic_dataset  # noqa: E402
+from sigma_model.data.windows import WindowConfig  # noqa: E402
+
+# (static frames, moving frames) per episode: mixed, too short, all static, mixed, all moving
+EPISODES = [(6, 14), (0, 3), (12, 0), (5, 9), (0, 10)]
+T = 4
+MIN_NORM = 0.4  # window kept iff >= 2 of its 4 actions are moving (norm 1): 2/4 = 0.5 >= 0.4 > 1/4
+CFG = WindowConfig(horizon_T=T, stride=1, chunk_len=3, min_action_norm=MIN_NORM, image_size=(16, 16))
+SECRET = "hf_DoNotPrintMe_0123456789abcdef"
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def ds_root(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("pp") / "lerobot_ds", EPISODES, fps=10)
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_expected_window_count_and_filtering(ds_root, tmp_path):
+    exp = expected_window_counts(EPISODES, T, 1, MIN_NORM)
+    # hand count: ep0 17 windows, s>=4 kept (13); ep1 too short; ep2 9 dropped; ep3 11, s>=3 kept (8); ep4 7 kept
+    assert exp == {"windows_total": 44, "windows_kept": 28, "windows_dropped_static": 16, "episodes_too_short": 1}
+    meta = preprocess_dataset(ds_root, tmp_path / "out", CFG, shard_size=8, backend="native", progress=False)
+    assert meta["complete"] and meta["num_samples"] == 28 and meta["num_shards"] == 4
+    w = meta["windows"]
+    assert (w["windows_total"], w["windows_kept"], w["windows_dropped_static"]) == (44, 28, 16)
+    assert meta["episodes"]["seen"] == 5 and meta["episodes"]["too_short"] == 1
+    assert meta["episodes"]["with_kept_windows"] == 3
+    assert meta["episodes"]["per_episode"]["2"] == {"frames": 12, "windows": 9, "kept": 0, "dropped_static": 9}
+    assert meta["dataset"]["total_episodes"] == 5 and meta["dataset"]["total_frames"] == 59
+    assert meta["params"]["window"]["min_action_norm"] == MIN_NORM and meta["params"]["shard_size"] == 8
+    assert meta["keys"] == {"image": "observation.images.front", "state": "observation.state",
+                            "action": "action", "text": "task"}
+    assert meta["sample_keys"]["vision_inputs"] == {"dtype": "U8", "shape": [3, 16, 16]}
+    assert w["avg_action_l2_kept"]["min"] >= MIN_NORM
+
+    ds = ShardDataset(tmp_path / "out", require_complete=True)
+    assert len(ds) == 28
+    starts = [(int(ds[i]["episode_index"]), int(ds[i]["frame_index"])) for i in range(len(ds))]
+    assert starts == [(0, s) for s in range(4, 17)] + [(3, s) for s in range(3, 11)] + [(4, s) for s in range(7)]
+    # ground truth comes from the dataset's own frames
+    frames = [f for f in LeRobotDatasetReader(ds_root) if int(f["episode_index"]) == 3]
+    item = ds[13]  # episode 3, window starting at frame 3
+    acts = torch.stack([f["action"] for f in frames[3:3 + T]])
+    assert torch.equal(item["gt_action_trajectory"], acts)
+    assert torch.equal(item["gt_action_chunk"], acts[:3])
+    assert torch.equal(item["gt_action_vector"], acts[0])
+    assert torch.equal(item["robot_state"], frames[3]["observation.state"])
+    assert item["text"] == frames[3]["task"] == "pick up the red cube"
+    assert item["vision_inputs"].shape == (3, 16, 16) and item["vision_inputs"].dtype == torch.uint8
+    assert float(item["avg_action_l2"]) == pytest.approx(0.5, abs=1e-5)
+    batch = collate_sigma_samples([ds[i] for i in range(5)])
+    assert batch["gt_action_chunk"].shape == (5, 3, 6) and len(batch["text"]) == 5
+
+
+@pytest.mark.parametrize("stop_after", [5, 8, 17, 27])
+def test_interrupted_run_resumes_to_identical_shards(ds_root, tmp_path, stop_after):
+    ref = tmp_path / "ref"
+    preprocess_dataset(ds_root, ref, CFG, shard_size=8, backend="native", progress=False)
+
+    out = tmp_path / "resumed"
+
+    def hook(n):
+        if n == stop_after:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False, on_sample_written=hook)
+    assert len(list_shards(out)) == stop_after // 8  # only full shards reached the disk
+    assert json.loads((out / "meta.json").read_text())["complete"] is False
+    with pytest.raises(RuntimeError, match="not complete"):
+        ShardDataset(out, require_complete=True)
+    written: list[int] = []
+    meta = preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False,
+                              on_sample_written=written.append)
+    assert written[0] == (stop_after // 8) * 8 + 1  # skipped exactly the windows already on disk
+    assert meta["num_samples"] == 28
+    assert _files(out) == _files(ref)  # byte-identical shards and meta.json
+
+
+def test_parameter_change_refused_and_complete_is_noop(ds_root, tmp_path):
+    out = tmp_path / "o"
+    preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False)
+    before = _files(out)
+    calls: list[int] = []
+    preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False, on_sample_written=calls.append)
+    assert calls == [] and _files(out) == before
+    other = WindowConfig(horizon_T=T, stride=2, chunk_len=3, min_action_norm=MIN_NORM, image_size=(16, 16))
+    with pytest.raises(PreprocessMismatchError, match="window"):
+        preprocess_dataset(ds_root, out, other, shard_size=8, backend="native", progress=False)
+    meta = preprocess_dataset(ds_root, out, other, shard_size=8, backend="native", progress=False, overwrite=True)
+    exp = expected_window_counts(EPISODES, T, 2, MIN_NORM)
+    assert meta["num_samples"] == exp["windows_kept"] and meta["windows"]["windows_total"] == exp["windows_total"]
+
+
+def test_baseline_policy_and_max_episodes(ds_root, tmp_path):
+    meta = preprocess_dataset(ds_root, tmp_path / "b", CFG, shard_size=100, backend="native", progress=False,
+                              max_episodes=1, baseline_policy="hold_state")
+    assert meta["num_samples"] == 13 and meta["dataset"]["selected_episodes"] == 1
+    item = ShardDataset(tmp_path / "b")[0]
+    assert torch.equal(item["base_action_chunk"], item["robot_state"].expand(3, 6))
+    assert item["base_action_trajectory"].shape == (T, 6) and item["base_action_vector"].shape == (6,)
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--out-dir", "--horizon", "--stride", "--min-action-norm", "--shard-size", "--image-size",
+                "--env-file", "--max-episodes"):
+        assert opt in out
+
+
+def test_cli_runs_with_env_file_and_never_prints_token(ds_root, tmp_path, capsys, caplog, monkeypatch):
+    for k in ("HF_TOKEN", "HF_token", "SIGMA_DATASET", "SIGMA_SHARD_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    out = tmp_path / "cli"
+    env = tmp_path / "sigma.env"
+    env.write_text(f"HF_token={SECRET}\nSIGMA_DATASET={ds_root}\nSIGMA_SHARD_DIR={out}\n")
+    with caplog.at_level(logging.DEBUG):
+        rc = main(["--env-file", str(env), "--horizon", str(T), "--chunk-len", "3", "--min-action-norm",
+                   str(MIN_NORM), "--shard-size", "10", "--image-size", "16x16", "--backend", "native", "-v"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert "28 samples in 3 shards" in captured.out
+    for text in (captured.out, captured.err, caplog.text):
+        assert SECRET not in text
+    assert os.environ.get("HF_TOKEN") == SECRET
+    assert SECRET not in (out / "meta.json").read_text()
+    assert len(ShardDataset(out)) == 28
+    # clear error for a missing dataset
+    rc = main(["--env-file", str(tmp_path / "none.env"), str(tmp_path / "missing"), "--out-dir", str(tmp_path / "x"),
+               "--no-progress"])
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
+def test_killed_process_resumes_to_identical_shards(ds_root, tmp_path):
+    """A preprocessing process killed with SIGKILL mid-run (no cleanup at all) resumes identically."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    preprocess_dataset(ds_root, ref, CFG, shard_size=8, backend="native", progress=False)
+    script = (
+        "import os, signal\n"
+        "from sigma_model.data.preprocess import preprocess_dataset\n"
+        "from sigma_model.data.windows import WindowConfig\n"
+        f"cfg = WindowConfig(horizon_T={T}, stride=1, chunk_len=3, min_action_norm={MIN_NORM}, image_size=(16, 16))\n"
+        "def hook(n):\n"
+        "    if n == 19:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"preprocess_dataset({str(ds_root)!r}, {str(out)!r}, cfg, shard_size=8, backend='native', progress=False,"
+        " on_sample_written=hook)\n"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert r.returncode == -9, r.stderr.decode()[-2000:]
+    assert len(list_shards(out)) == 2
+    preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False)
+    assert _files(out) == _files(ref)
+
+
+def test_changed_dataset_or_damaged_output_is_reported(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "ds", [(0, 10), (0, 10)])
+    out = tmp_path / "out"
+    cfg = WindowConfig(horizon_T=T, min_action_norm=0.1, image_size=None)
+    preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)
+    (out / "shard_00001.safetensors").write_bytes(b"\x00" * 5)
+    with pytest.raises(Exception, match="shard_00001.safetensors"):
+        preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)
+    write_synthetic_dataset(root, [(0, 10), (0, 12)], overwrite=True)
+    with pytest.raises(PreprocessMismatchError, match="total_frames: 20 -> 22"):
+        preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)

@@ -1,0 +1,142 @@
+"""ShardWriter / ShardDataset (sigma_model.data.shards)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sigma_model.data.shards import (
+    ShardCorruptError,
+    ShardDataset,
+    ShardWriter,
+    collate_sigma_samples,
+    list_shards,
+    read_shard,
+)
+
+
+def _sample(i: int, base: bool = False) -> dict:
+    s = {
+        "vision_inputs": torch.full((3, 4, 5), i % 256, dtype=torch.uint8),
+        "robot_state": torch.arange(6, dtype=torch.float32) + i,
+        "gt_action_vector": torch.full((6,), float(i)),
+        "gt_action_chunk": torch.full((4, 6), float(i)),
+        "gt_action_trajectory": torch.full((8, 6), float(i)),
+        "avg_action_l2": torch.tensor(float(i) / 2),
+        "max_action_l2": torch.tensor(float(i)),
+        "text": f"tâsk {i % 3} ✓" if i % 2 else "",
+        "episode_index": torch.tensor(i // 4),
+        "frame_index": torch.tensor(i % 4),
+        "window_index": torch.tensor(i),
+    }
+    if base:
+        s["base_action_vector"] = torch.zeros(6)
+    return s
+
+
+def test_write_read_roundtrip(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=4)
+    assert w.skip_count == 0 and w.next_shard_index == 0
+    for i in range(10):
+        w.add(_sample(i))
+    assert [p.name for _, p in list_shards(tmp_path)] == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    meta = w.close({"dataset": {"id": "x"}})
+    assert meta["num_samples"] == 10 and meta["num_shards"] == 3 and meta["complete"] is True
+    assert [s["num_samples"] for s in meta["shards"]] == [4, 4, 2]
+    assert json.loads((tmp_path / "meta.json").read_text()) == meta
+    assert not list(tmp_path.glob(".*.tmp"))
+    ds = ShardDataset(tmp_path, require_complete=True, verify_checksums=True)
+    assert len(ds) == 10
+    for i in (0, 3, 4, 9, -1):
+        item = ds[i]
+        j = i % 10
+        ref = _sample(j)
+        for k, v in ref.items():
+            if k == "text":
+                assert item[k] == v
+            else:
+                assert torch.equal(item[k], v), k
+    batch = collate_sigma_samples([ds[0], ds[5], ds[9]])
+    assert batch["vision_inputs"].shape == (3, 3, 4, 5) and batch["vision_inputs"].dtype == torch.uint8
+    assert batch["gt_action_trajectory"].shape == (3, 8, 6)
+    assert batch["text"] == ["", "tâsk 2 ✓", "tâsk 0 ✓"]
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_sigma_samples)
+    assert sum(len(b["text"]) for b in loader) == 10
+    with pytest.raises(IndexError):
+        ds[10]
+
+
+def test_resume_skip_count_and_partial_last_shard(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=3)
+    for i in range(7):
+        w.add(_sample(i))
+    w.close({"k": 1})  # shards of 3, 3, 1
+    w2 = ShardWriter(tmp_path, shard_size=3)
+    # the partial final shard is removed and will be rewritten; full shards are kept
+    assert w2.skip_count == 6 and w2.next_shard_index == 2
+    assert [p.name for _, p in list_shards(tmp_path)] == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    with pytest.raises(ShardCorruptError, match="shard_size"):
+        ShardWriter(tmp_path, shard_size=2)
+    with pytest.raises(FileExistsError):
+        ShardWriter(tmp_path, shard_size=3, resume=False)
+    w3 = ShardWriter(tmp_path, shard_size=3, overwrite=True)
+    assert w3.skip_count == 0 and not list_shards(tmp_path)
+
+
+def test_corrupt_and_truncated_shards_name_the_file(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=2)
+    for i in range(4):
+        w.add(_sample(i, base=True))
+    w.close({})
+    p1 = tmp_path / "shard_00001.safetensors"
+    data = p1.read_bytes()
+    p1.write_bytes(data[:-7])  # truncated
+    with pytest.raises(ShardCorruptError, match="shard_00001.safetensors.*truncated"):
+        ShardDataset(tmp_path)
+    with pytest.raises(ShardCorruptError, match="shard_00001"):
+        ShardWriter(tmp_path, shard_size=2)
+    p1.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\x00" * 8)
+    with pytest.raises(ShardCorruptError, match="shard_00001.safetensors"):
+        read_shard(p1)
+    p1.write_bytes(b"abc")
+    with pytest.raises(ShardCorruptError, match="shard_00001.safetensors"):
+        ShardDataset(tmp_path)
+    (tmp_path / "shard_00001.safetensors").unlink()
+    with pytest.raises(ShardCorruptError, match="missing"):
+        ShardDataset(tmp_path)
+
+
+def test_incomplete_run_refused_when_required(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=2)
+    w.write_meta({}, complete=False)
+    for i in range(2):
+        w.add(_sample(i))
+    with pytest.raises(RuntimeError, match="not complete"):
+        ShardDataset(tmp_path, require_complete=True)
+    w.abandon()
+    assert len(ShardDataset(tmp_path)) == 2  # the full shard written before the "interruption"
+
+
+def test_sample_key_mismatch_rejected(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=2)
+    w.add(_sample(0))
+    with pytest.raises(ValueError, match="keys"):
+        w.add(_sample(1, base=True))
+
+
+def test_pt_shards_loaded_with_weights_only(tmp_path):
+    """The paper's shard_*.pt layout (list of sample dicts) is readable without arbitrary pickle."""
+    torch.save([_sample(i) for i in range(3)], tmp_path / "shard_00000.pt")
+    torch.save({"samples": [_sample(i) for i in range(3, 5)]}, tmp_path / "shard_00001.pt")
+    ds = ShardDataset(tmp_path)
+    assert len(ds) == 5 and ds[4]["text"] == _sample(4)["text"] and torch.equal(ds[3]["robot_state"], _sample(3)["robot_state"])
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"samples": [Evil()]}, tmp_path / "shard_00002.pt")
+    with pytest.raises(ShardCorruptError, match="shard_00002.pt"):
+        ShardDataset(tmp_path)

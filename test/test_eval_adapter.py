@@ -1,0 +1,140 @@
+"""The risk-gated inference adapter (paper 4.3): bounds, fallback, a hand-computed case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sigma_model.evaluation.adapter import AdapterConfig, RiskGatedAdapter
+
+from test_model_equations import TEXT, randomize_
+
+
+def _inputs(b=5, a=3, tc=4, tt=6, d_tau=8, seed=0, residual_scale=0.3, tau_scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    base = [torch.randn(b, a, generator=g), torch.randn(b, tc, a, generator=g), torch.randn(b, tt, a, generator=g)]
+    pred = [x + residual_scale * torch.randn(x.shape, generator=g) for x in base]
+    tau = tau_scale * torch.randn(b, d_tau, generator=g)
+    cond = tau + torch.randn(b, d_tau, generator=g)
+    return pred, base, tau, cond
+
+
+def test_scale_stays_within_bounds_over_random_inputs():
+    adapter = RiskGatedAdapter(AdapterConfig(min_scale=0.2, max_scale=1.5, k=0.7, tau_l2_range=(0.5, 6.0)))
+    normal = 0
+    for seed in range(60):
+        g = torch.Generator().manual_seed(1000 + seed)
+        residual_scale = float(10 ** (torch.rand(1, generator=g) * 4 - 3))  # 1e-3 .. 10
+        tau_scale = float(10 ** (torch.rand(1, generator=g) * 4 - 2))
+        pred, base, tau, cond = _inputs(seed=seed, residual_scale=residual_scale, tau_scale=tau_scale)
+        out = adapter(*pred, *base, tau, cond)
+        ok = ~out.fallback
+        normal += int(ok.sum())
+        assert torch.all(out.scale[ok] >= 0.2) and torch.all(out.scale[ok] <= 1.5)
+        assert torch.all(out.scale[out.fallback] == 0)
+        for adapted, p, q in zip((out.action_vector, out.action_chunk, out.action_trajectory), pred, base):
+            s = out.scale.view(-1, *([1] * (q.dim() - 1)))
+            torch.testing.assert_close(adapted, q + s * (p - q))
+            assert torch.isfinite(adapted).all()
+    assert normal > 100  # most items are ordinary, so the bound check is not vacuous
+
+
+def test_zero_risk_gives_max_scale_and_huge_risk_min_scale():
+    adapter = RiskGatedAdapter(AdapterConfig(min_scale=0.25, max_scale=1.25, max_risk=1e9, max_residual_ratio=1e9))
+    assert float(adapter.scale_from_risk(torch.tensor(0.0))) == pytest.approx(1.25)
+    assert float(adapter.scale_from_risk(torch.tensor(1e6))) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("inject", ["huge", "nan", "inf", "nan_tau"])
+def test_abnormal_residual_falls_back_to_baseline(inject):
+    adapter = RiskGatedAdapter(AdapterConfig(min_scale=0.1, max_scale=1.0))
+    pred, base, tau, cond = _inputs(b=4, tau_scale=1.0)
+    pred = [p.clone() for p in pred]
+    tau = tau.clone()
+    if inject == "huge":
+        pred[1][2] = base[1][2] + 1e6
+    elif inject == "nan":
+        pred[2][2, 0, 0] = float("nan")
+    elif inject == "inf":
+        pred[0][2, 1] = float("inf")
+    else:
+        tau[2, 3] = float("nan")
+    out = adapter(*pred, *base, tau, cond)
+    assert out.fallback.tolist() == [False, False, True, False]
+    assert float(out.scale[2]) == 0.0
+    for adapted, q in zip((out.action_vector, out.action_chunk, out.action_trajectory), base):
+        assert torch.equal(adapted[2], q[2])  # exactly the baseline
+        assert torch.isfinite(adapted).all()
+    assert torch.all(out.scale[[0, 1, 3]] >= 0.1)
+
+
+def test_risk_and_scale_by_hand():
+    cfg = AdapterConfig(min_scale=0.1, max_scale=1.1, k=1.5, w_residual=2.0, w_tau=1.0, w_align=0.5,
+                        tau_l2_range=(1.0, 4.0))
+    base_vec, res_vec = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.6, 0.8]])  # ratio 1/5 = 0.2
+    base_chunk, res_chunk = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 0.1]]])  # ratio 0.1
+    base_traj, res_traj = torch.tensor([[[0.0, 2.0]]]), torch.zeros(1, 1, 2)  # ratio 0
+    tau, cond = torch.tensor([[3.0, 4.0]]), torch.tensor([[4.0, 3.0]])  # |tau| = 5 > 4; cos = 24/25
+    out = RiskGatedAdapter(cfg)(base_vec + res_vec, base_chunk + res_chunk, base_traj + res_traj,
+                                base_vec, base_chunk, base_traj, tau, cond)
+    risk_res, risk_tau, risk_align = 2.0 * 0.2, (5.0 - 4.0) / 4.0, 0.5 * (1 - 24 / 25)
+    risk = risk_res + risk_tau + risk_align  # 0.67
+    scale = 0.1 + 1.0 * math.exp(-1.5 * risk)
+    assert float(out.residual_ratio) == pytest.approx(0.2, rel=1e-6)
+    assert float(out.tau_l2) == pytest.approx(5.0)
+    assert float(out.tau_cos) == pytest.approx(0.96, rel=1e-6)
+    assert float(out.risk_residual) == pytest.approx(risk_res, rel=1e-6)
+    assert float(out.risk_tau) == pytest.approx(risk_tau, rel=1e-6)
+    assert float(out.risk_align) == pytest.approx(risk_align, rel=1e-5)
+    assert float(out.risk) == pytest.approx(0.67, rel=1e-5)
+    assert float(out.scale) == pytest.approx(scale, rel=1e-5)
+    assert not bool(out.fallback)
+    torch.testing.assert_close(out.action_vector, base_vec + scale * res_vec)
+    torch.testing.assert_close(out.action_chunk, base_chunk + scale * res_chunk)
+    torch.testing.assert_close(out.action_trajectory, base_traj)
+    # below the tau range: relative shortfall (lo - |tau|) / lo
+    low = RiskGatedAdapter(cfg)(base_vec, base_chunk, base_traj, base_vec, base_chunk, base_traj,
+                                torch.tensor([[0.3, 0.4]]), torch.tensor([[0.3, 0.4]]))
+    assert float(low.risk_tau) == pytest.approx(0.5, rel=1e-6)
+    assert float(low.risk_align) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_adapt_output_on_model_actions(model, obs):
+    randomize_(model.action.residual_head, seed=3)
+    with torch.no_grad():
+        out = model(obs, model.tokenize(TEXT), generator=torch.Generator().manual_seed(0))
+    adapter = RiskGatedAdapter(AdapterConfig(tau_l2_range=(0.0, 1e3), max_residual_ratio=1e3, max_risk=1e3))
+    res = adapter.adapt_output(out.action, out.language.tau)
+    a = out.action
+    s = res.scale.view(-1, 1)
+    torch.testing.assert_close(res.action_vector, a.baseline_vector + s * a.residual_vector)
+    assert res.scale.shape == (obs.image.shape[0],) and not res.fallback.any()
+    assert set(res.terms()) >= {"scale", "risk", "risk_residual", "risk_tau", "risk_align", "fallback"}
+    # an external baseline (an offline base policy) replaces the tau = 0 path
+    ext = (a.baseline_vector + 1.0, a.baseline_chunk + 1.0, a.baseline_trajectory + 1.0)
+    res2 = adapter.adapt_output(a, out.language.tau, baseline=ext)
+    torch.testing.assert_close(res2.action_vector, ext[0] + res2.scale.view(-1, 1) * (a.action_vector - ext[0]))
+
+
+def test_config_validation_and_round_trip(tmp_path):
+    with pytest.raises(ValueError, match="min_scale"):
+        AdapterConfig(min_scale=2.0, max_scale=1.0)
+    with pytest.raises(ValueError, match="tau_l2_range"):
+        AdapterConfig(tau_l2_range=(5.0, 1.0))
+    with pytest.raises(ValueError, match="finite"):
+        AdapterConfig(k=float("nan"))
+    with pytest.raises(ValueError, match="unknown"):
+        AdapterConfig.from_dict({"bogus": 1})
+    cfg = AdapterConfig(min_scale=0.1, max_scale=1.3, tau_l2_range=(0.5, 9.0))
+    cfg.save(tmp_path / "a.json")
+    assert AdapterConfig.load(tmp_path / "a.json") == cfg
+
+
+def test_shape_mismatch_is_a_clear_error():
+    pred, base, tau, cond = _inputs()
+    with pytest.raises(ValueError, match="differ in shape"):
+        RiskGatedAdapter()(pred[0], pred[1][:, :2], pred[2], *base, tau, cond)
+    with pytest.raises(ValueError, match="condition_tau"):
+        RiskGatedAdapter()(*pred, *base, tau, cond[:, :3])

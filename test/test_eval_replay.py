@@ -1,0 +1,221 @@
+"""Offline replay and sigma-eval end to end: shards (ShardWriter) + a briefly trained checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sigma_model import SigmaModel, save_checkpoint
+from sigma_model.data.shards import ShardWriter
+from sigma_model.evaluation import evaluate
+from sigma_model.evaluation.replay import (
+    ALL_CONDITIONS, ReplayConfig, check_a, heads_tensors, per_sample_mse, replay, resolve_checkpoint,
+)
+from sigma_model.evaluation.report import BATCH_LOG_NAME, IMPROVEMENT_PLOT_NAME, MSE_PLOT_NAME, REPORT_NAME
+from sigma_model.training.batching import SyntheticWindows, collate_samples
+
+from conftest import small_config
+from test_eval_report import PAPER_FIELDS
+from test_model_equations import randomize_
+
+
+def _batches(config, n=10, batch_size=4, with_baseline=False, seed=0):
+    ds = SyntheticWindows(config, n, seed=seed, with_baseline=with_baseline)
+    return [collate_samples([ds[i] for i in range(s, min(n, s + batch_size))]) for s in range(0, n, batch_size)]
+
+
+@pytest.fixture
+def trained_like(config):
+    torch.manual_seed(0)
+    model = SigmaModel(config).eval()
+    randomize_(model.action.residual_head, seed=5)  # a non-zero telepathy residual
+    return model
+
+
+def test_telepathy_off_equals_tau0_baseline_exactly(trained_like, config):
+    batches = _batches(config)
+    res = replay(trained_like, batches, ReplayConfig(batch_size=4))
+    assert res.baseline_source == "tau0"
+    assert res.telepathy_off_vs_tau0_max_abs_diff == 0.0
+    by = {(r["condition"], r["batch"]): r for r in res.records}
+    for b in range(len(batches)):
+        off, base, on = by[("telepathy_off", b)], by[("baseline", b)], by[("sigma", b)]
+        for key in ("mse_vec", "mse_chk", "mse_trj", "tau_l2", "sem_align", "num_hard"):
+            assert off[key] == base[key], key
+        assert on["mse_vec"] != off["mse_vec"]  # telepathy really changes the actions
+        # the tau = 0 path's residual is zero, so the adapter cannot move it
+        assert by[("telepathy_off_adapter", b)]["mse_trj"] == off["mse_trj"]
+    # the model's own switch: telepathy off gives exactly the tau = 0 baseline of the telepathy-on pass
+    from sigma_model.evaluation.replay import observation_from_batch
+
+    obs, _ = observation_from_batch(batches[0], config, torch.device("cpu"))
+    tokens = trained_like.tokenize(batches[0]["text"])
+    with torch.no_grad():
+        on = trained_like(obs, tokens, telepathy=True, generator=torch.Generator().manual_seed(7)).action
+        off = trained_like(obs, tokens, telepathy=False, generator=torch.Generator().manual_seed(7)).action
+    assert torch.equal(off.action_vector, on.baseline_vector)
+    assert torch.equal(off.action_chunk, on.baseline_chunk)
+    assert torch.equal(off.action_trajectory, on.baseline_trajectory)
+
+
+def test_dataset_baseline_and_metrics_by_hand(trained_like, config):
+    batches = _batches(config, n=6, batch_size=3, with_baseline=True)
+    res = replay(trained_like, batches, ReplayConfig(batch_size=3, hard_thresholds={"vec": 0.01, "chunk": 1e9, "traj": 1e9}))
+    assert res.baseline_source == "dataset"
+    for b, batch in enumerate(batches):
+        rec = next(r for r in res.records if r["condition"] == "baseline" and r["batch"] == b)
+        mse = per_sample_mse(batch["base_action_vector"], batch["gt_action_vector"])
+        assert rec["mse_vec"] == pytest.approx(float(mse.mean()), rel=1e-6)
+        assert rec["num_hard"] == int((mse > 0.01).sum())
+        mse_t = per_sample_mse(batch["base_action_trajectory"], batch["gt_action_trajectory"])
+        assert rec["mse_trj"] == pytest.approx(float(mse_t.mean()), rel=1e-6)
+    adapter_recs = [r for r in res.records if r["condition"] == "sigma_adapter"]
+    assert all(0.0 <= r["adapter_scale"] <= 1.0 for r in adapter_recs)
+
+
+def test_separate_baseline_checkpoint(trained_like, config):
+    torch.manual_seed(123)
+    other = SigmaModel(config).eval()
+    batches = _batches(config, n=4)
+    res = replay(trained_like, batches, ReplayConfig(conditions=("sigma", "baseline")), baseline_model=other)
+    assert res.baseline_source == "checkpoint"
+    assert [r["condition"] for r in res.records] == ["sigma", "baseline"]
+    with pytest.raises(ValueError, match="base_action"):
+        replay(trained_like, batches, ReplayConfig(baseline="dataset"))
+
+
+def test_check_a_matches_heads_definition(trained_like):
+    heads = heads_tensors(trained_like)
+    assert heads and not any(k.startswith("language.backbone.") for k in heads)
+    n_backbone = sum(1 for k in trained_like.state_dict() if k.startswith("language.backbone."))
+    assert len(heads) + n_backbone == len(trained_like.state_dict())
+    stats = check_a(trained_like)
+    values = torch.cat([t.reshape(-1).double() for t in heads.values()])
+    assert stats["heads_tensors"] == len(heads)
+    assert stats["mean"] == pytest.approx(float(values.mean()))
+    assert stats["rms"] == pytest.approx(float(values.square().mean().sqrt()))
+    assert stats["std"] ** 2 + stats["mean"] ** 2 == pytest.approx(stats["rms"] ** 2)
+
+
+def test_bad_inputs_are_clear_errors(trained_like, config, tmp_path):
+    batch = _batches(config, n=2)[0]
+    bad = dict(batch, gt_action_chunk=batch["gt_action_chunk"][:, :2])
+    with pytest.raises(ValueError, match="gt_action_chunk has per-sample shape"):
+        replay(trained_like, [bad])
+    with pytest.raises(ValueError, match="lacks 'gt_action_vector'"):
+        replay(trained_like, [{k: v for k, v in batch.items() if k != "gt_action_vector"}])
+    with pytest.raises(ValueError, match="nothing to replay"):
+        replay(trained_like, [])
+    with pytest.raises(FileNotFoundError, match="not a Sigma checkpoint"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="conditions"):
+        ReplayConfig(conditions=("bogus",))
+
+
+# ----------------------------------------------------------------------------- end to end
+def _write_shards(config, directory, n=24, shard_size=10, with_baseline=False, seed=0):
+    ds = SyntheticWindows(config, n, seed=seed, with_baseline=with_baseline)
+    writer = ShardWriter(directory, shard_size=shard_size)
+    for i in range(len(ds)):
+        writer.add(ds[i])
+    writer.close({"source": "test"})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """Shards written by ShardWriter and a checkpoint from a few steps of the real trainer."""
+    from sigma_model.training.configuration_training import TrainingConfig
+    from sigma_model.training.trainer import SigmaTrainer
+
+    root = tmp_path_factory.mktemp("eval_e2e")
+    config = small_config()
+    shards = _write_shards(config, root / "shards")
+    tcfg = TrainingConfig(shards_dir=str(shards), output_dir=str(root / "run"), batch_size=4, max_steps=6,
+                          warmup_steps=0, learning_rate=3e-3, save_every=0, lora_r=4, lora_alpha=8, seed=0,
+                          curriculum_steps=4)
+    SigmaTrainer(tcfg, model_config=config).train()
+    return root, config
+
+
+def test_sigma_eval_end_to_end(trained_run, capsys):
+    root, config = trained_run
+    out = root / "eval"
+    rc = evaluate.main(["--shards", str(root / "shards"), "--checkpoint", str(root / "run"), "--output", str(out),
+                        "--batch-size", "5", "--table-every", "2", "--no-progress", "--n-bootstrap", "300"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "CHECK A" in printed and "CHECK B" in printed and "samples/s" in printed
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert set(report["conditions"]) == set(ALL_CONDITIONS)
+    for name, cond in report["conditions"].items():
+        for field in PAPER_FIELDS:
+            assert field in cond, (name, field)
+        assert cond["num_samples"] == 24 and cond["num_batches"] == 5
+        assert cond["avg_mse_vector"] > 0 and cond["avg_tau_l2"] > 0
+        assert -1.0 <= cond["avg_semantic_text_alignment"] <= 1.0
+    for field in PAPER_FIELDS:
+        assert field in report  # top level, for the primary condition (Sigma)
+    assert report["primary_condition"] == "sigma"
+    assert report["meta"]["baseline_source"] == "tau0"
+    assert report["meta"]["consistency"]["telepathy_off_vs_tau0_max_abs_diff"] == 0.0
+    assert report["conditions"]["telepathy_off"]["avg_mse_traj"] == report["conditions"]["baseline"]["avg_mse_traj"]
+    # the trained residual makes Sigma differ from the baseline
+    assert report["conditions"]["sigma"]["avg_mse_vector"] != report["conditions"]["baseline"]["avg_mse_vector"]
+    imp = report["relative_improvement"]
+    assert imp["reference"] == "baseline"
+    for scale in ("vector", "chunk", "traj"):
+        e = imp["by_condition"]["sigma"][scale]
+        assert e["ci_low"] <= e["ci_high"] and e["n_batches"] == 5 and e["estimate"] is not None
+    # CHECK A agrees with the trainer's sigma_telepathy_heads.safetensors
+    model_dir, heads_file = resolve_checkpoint(root / "run")
+    assert heads_file is not None and heads_file.name == "sigma_telepathy_heads.safetensors"
+    ca = report["check_a"]
+    assert ca["experimental"]["heads_tensors"] == len(load_file(str(heads_file)))
+    assert ca["experimental"]["matches_model"] is True and ca["identical"] is True
+    assert all(row["condition"] in ALL_CONDITIONS for row in report["check_b"]["rows"])
+    lines = (out / BATCH_LOG_NAME).read_text().splitlines()
+    assert len(lines) == 5 * len(ALL_CONDITIONS)
+    for name in (MSE_PLOT_NAME, IMPROVEMENT_PLOT_NAME):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sigma_eval_cli_errors(trained_run, tmp_path, capsys):
+    root, config = trained_run
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--help"])
+    assert exc.value.code == 0
+    assert "--checkpoint" in capsys.readouterr().out
+    rc = evaluate.main(["--shards", str(root / "shards"), "--checkpoint", str(tmp_path / "nope"), "-o", str(tmp_path / "o"),
+                        "--no-progress"])
+    assert rc == 2 and "checkpoint not found" in capsys.readouterr().err
+    broken = tmp_path / "shards"
+    _write_shards(config, broken, n=4, shard_size=4)
+    shard = broken / "shard_00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-50])
+    rc = evaluate.main(["--shards", str(broken), "--checkpoint", str(root / "run"), "-o", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and "truncated" in capsys.readouterr().err
+
+
+def test_dataset_baseline_end_to_end_quiet(trained_run, tmp_path, capsys):
+    root, config = trained_run
+    shards = _write_shards(config, tmp_path / "shards_base", n=8, shard_size=8, with_baseline=True)
+    ckpt = tmp_path / "plain"
+    torch.manual_seed(1)
+    model = SigmaModel(config)
+    randomize_(model.action.residual_head, seed=9)
+    save_checkpoint(model, ckpt)
+    rc = evaluate.main(["--shards", str(shards), "--checkpoint", str(ckpt), "-o", str(tmp_path / "o"), "--quiet",
+                        "--no-plots", "--ci", "t", "--conditions", "sigma", "sigma_adapter", "baseline",
+                        "--adapter-min-scale", "0.2", "--adapter-tau-range", "0", "50"])
+    assert rc == 0
+    report = json.loads((tmp_path / "o" / REPORT_NAME).read_text())
+    assert report["meta"]["baseline_source"] == "dataset"
+    assert report["meta"]["adapter"]["min_scale"] == 0.2
+    assert report["relative_improvement"]["method"] == "t"
+    scale = report["conditions"]["sigma_adapter"]["extra"]["adapter_scale"]
+    assert 0.2 <= scale <= 1.0
+    assert "improvement_plot" not in report["files"] and "mse_plot" not in report["files"]

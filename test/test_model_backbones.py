@@ -1,0 +1,76 @@
+"""Backbones behind one interface: a generic Hugging Face model loaded from a local directory
+(made here, since no hub is reachable) and the LeRobot policy adapters' clear failure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
+from sigma_model.backbones.lerobot_policies import load_lerobot_policy
+
+from conftest import make_observation, small_config
+
+WORDS = ["[PAD]", "[UNK]", "pick", "the", "cube", "and", "place", "it", "on", "left", "right"]
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A tiny Llama with hidden size 24 (not d_model) and a word-level tokenizer, saved locally."""
+    root = tmp_path_factory.mktemp("tiny_hf")
+    torch.manual_seed(0)
+    LlamaModel(LlamaConfig(vocab_size=len(WORDS), hidden_size=24, intermediate_size=48, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)).save_pretrained(root)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(root)
+    return root
+
+
+def test_hf_backbone_from_local_directory(hf_dir, tmp_path):
+    cfg = small_config(backbone="hf", backbone_path=str(hf_dir))
+    torch.manual_seed(0)
+    model = SigmaModel(cfg).eval()
+    assert model.language.backbone.hidden_size == 24
+    assert isinstance(model.language.to_backbone, torch.nn.Linear)  # d_model 32 -> 24 -> 32
+    tokens = model.tokenize(["pick the cube", "place it on the left"])
+    assert tokens.ids[0, :3].tolist() == [2, 3, 4]
+    obs = make_observation(cfg)
+    with torch.no_grad():
+        out = model(obs, tokens, generator=torch.Generator().manual_seed(0))
+    assert out.motor_commands.shape == (2, cfg.action_dim)
+    save_checkpoint(model, tmp_path)
+    again = load_checkpoint(tmp_path).eval()
+    with torch.no_grad():
+        out2 = again(obs, again.tokenize(["pick the cube", "place it on the left"]), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.motor_commands, out2.motor_commands)
+
+
+def test_hf_backbone_missing_path_is_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = small_config(backbone="hf", backbone_path="nobody/no-such-model")
+    with pytest.raises(RuntimeError, match="could not load backbone 'nobody/no-such-model'"):
+        SigmaModel(cfg)
+
+
+def test_4bit_needs_cuda_and_bitsandbytes(hf_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this checks the CPU error path")
+    with pytest.raises(RuntimeError, match="4-bit loading needs a CUDA GPU"):
+        SigmaModel(small_config(backbone="hf", backbone_path=str(hf_dir), backbone_4bit=True))
+
+
+@pytest.mark.parametrize("kind", ["pi05", "smolvla"])
+def test_lerobot_policy_backbones_fail_clearly_without_lerobot(kind):
+    pytest.importorskip("torch")
+    try:
+        import lerobot  # noqa: F401
+        pytest.skip("LeRobot is installed here; the error path does not apply")
+    except ImportError:
+        pass
+    with pytest.raises(RuntimeError, match=f"the {kind} backbone needs LeRobot"):
+        load_lerobot_policy(kind, "lerobot/pi05_base")
+    with pytest.raises(RuntimeError, match="needs LeRobot"):
+        SigmaModel(small_config(backbone=kind, backbone_path="lerobot/pi05_base"))

@@ -1,0 +1,211 @@
+"""The paper's equations hold in the implementation, not only the shapes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sigma_model import SigmaModel
+from sigma_model.trajectory_dit import TrajectoryDiT
+
+from conftest import make_observation, small_config
+
+TEXT = ["pick the cube and place it on the left", "place it right"]
+
+
+def randomize_(module: nn.Module, seed: int = 1) -> None:
+    """Give zero-initialised heads non-zero weights so every path is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def test_vision_modulation_gate_closed_gives_base(model, obs, config):
+    randomize_(model.vision.modulator.film)
+    v_base = torch.randn(2, config.n_vision_tokens, config.d_model)
+    tau = torch.randn(2, config.d_tau)
+    with torch.no_grad():
+        model.vision.modulator.mod_log_scale.fill_(-1e4)  # exp(theta_mod) == 0
+        assert torch.equal(model.vision.modulator(v_base, tau), v_base)
+        model.vision.modulator.mod_log_scale.fill_(0.0)
+        assert not torch.allclose(model.vision.modulator(v_base, tau), v_base)
+
+
+def test_vision_modulation_matches_film_equation(model, config):
+    mod = model.vision.modulator
+    randomize_(mod.film)
+    with torch.no_grad():
+        mod.tau_log_scale.fill_(0.3)
+        mod.mod_log_scale.fill_(-0.5)
+        v_base = torch.randn(2, config.n_vision_tokens, config.d_model)
+        tau = torch.randn(2, config.d_tau)
+        lin1, lin2 = mod.film[0], mod.film[3]
+        h = nn.functional.gelu(torch.exp(torch.tensor(0.3)) * tau @ lin1.weight.T + lin1.bias)
+        gamma, beta = (h @ lin2.weight.T + lin2.bias).chunk(2, dim=-1)
+        v_film = (1 + gamma[:, None]) * v_base + beta[:, None]
+        expected = v_base + torch.exp(torch.tensor(-0.5)) * (v_film - v_base)
+        torch.testing.assert_close(mod(v_base, tau), expected)
+
+
+def test_memory_gate_one_keeps_previous_memory(model, config):
+    mem = model.language.memory
+    z = torch.randn(2, config.d_model)
+    m_prev = torch.randn(2, config.d_model)
+    with torch.no_grad():
+        mem.gate.weight.zero_()
+        mem.gate.bias.fill_(1e4)  # sigmoid -> exactly 1
+        m_t, lam = mem(z, m_prev)
+        assert torch.equal(lam, torch.ones_like(lam))
+        assert torch.equal(m_t, m_prev)
+        mem.gate.bias.fill_(-1e4)  # lambda -> 0: m_t = u = GELU(W_u z + b_u)
+        m_t, _ = mem(z, m_prev)
+        torch.testing.assert_close(m_t, nn.functional.gelu(mem.update(z)))
+
+
+def test_memory_recurrence_mixes_with_lambda(model, config):
+    mem = model.language.memory
+    z, m_prev = torch.randn(2, config.d_model), torch.randn(2, config.d_model)
+    with torch.no_grad():
+        m_t, lam = mem(z, m_prev)
+        u = nn.functional.gelu(mem.update(z))
+        expected_lam = torch.sigmoid(mem.gate(torch.cat([m_prev, z], -1)))
+        torch.testing.assert_close(lam, expected_lam)
+        torch.testing.assert_close(m_t, lam * m_prev + (1 - lam) * u)
+
+
+def test_language_modulator_is_identity_at_tau_zero(model, config):
+    hidden = torch.randn(2, 7, config.d_model)
+    with torch.no_grad():
+        out, _ = model.language.modulator(hidden, torch.zeros(2, config.d_tau))
+        assert torch.equal(out, hidden)
+        out, _ = model.language.modulator(hidden, torch.randn(2, config.d_tau))
+        assert not torch.allclose(out, hidden)
+
+
+def test_telepathy_projector_reads_the_six_vectors(model, obs, config):
+    text = model.tokenize(TEXT)
+    with torch.no_grad():
+        vis = model.vision_stage(obs)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens)
+        x = torch.cat([lang.memory, lang.z_intent, lang.c_env, lang.c_beh, lang.z_sem_pool, lang.c_text], -1)
+        torch.testing.assert_close(model.language.telepathy_projector(x), lang.tau)
+        torch.testing.assert_close(lang.z_sem_pool, lang.z_sem.mean(1))
+        intent = model.language.intent_head(torch.cat([lang.memory, lang.c_env, lang.c_beh], -1))
+        torch.testing.assert_close(intent, lang.z_intent)
+
+
+def test_telepathy_off_is_exactly_the_tau_zero_baseline(model, obs):
+    randomize_(model.action.residual_head, seed=3)
+    text = model.tokenize(TEXT)
+    with torch.no_grad():
+        on = model(obs, text, generator=torch.Generator().manual_seed(5))
+        off = model(obs, text, telepathy=False, generator=torch.Generator().manual_seed(5))
+    for branch in ("vector", "chunk", "trajectory"):
+        assert torch.equal(getattr(off.action, f"action_{branch}"), getattr(off.action, f"baseline_{branch}"))
+        assert torch.equal(getattr(off.action, f"residual_{branch}"), torch.zeros_like(getattr(off.action, f"residual_{branch}")))
+        a_on = getattr(on.action, f"action_{branch}")
+        assert torch.equal(a_on, getattr(on.action, f"baseline_{branch}") + getattr(on.action, f"residual_{branch}"))
+    assert not torch.allclose(on.motor_commands, off.motor_commands)
+    # the baseline is the tau = 0 path: it does not depend on tau at all
+    with torch.no_grad():
+        vis = model.vision_stage(obs, None)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens)
+        for tau in (torch.zeros_like(lang.tau), 10 * torch.randn_like(lang.tau)):
+            act = model.action_stage(lang.high_level_rep, lang.high_level_mask, tau, vis.state_tokens,
+                                     generator=torch.Generator().manual_seed(5))
+            assert torch.equal(act.baseline_vector, off.action.action_vector)
+            assert torch.equal(act.baseline_trajectory, off.action.action_trajectory)
+
+
+def test_residual_head_starts_at_zero_so_untrained_sigma_equals_baseline(model, obs):
+    text = model.tokenize(TEXT)
+    with torch.no_grad():
+        on = model(obs, text, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(on.action.action_chunk, on.action.baseline_chunk)
+
+
+def test_diffusion_sampler_deterministic_under_seed_and_depends_on_steps():
+    torch.manual_seed(0)
+    dit = TrajectoryDiT(action_dim=3, traj_len=5, d_model=16, n_heads=2, n_layers=1, dropout=0.0)
+    randomize_(dit, seed=7)
+    ctx, valid, cond = torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.bool), torch.randn(2, 16)
+    with torch.no_grad():
+        a = dit.sample(ctx, valid, cond, steps=4, generator=torch.Generator().manual_seed(1))
+        b = dit.sample(ctx, valid, cond, steps=4, generator=torch.Generator().manual_seed(1))
+        c = dit.sample(ctx, valid, cond, steps=8, generator=torch.Generator().manual_seed(1))
+        d = dit.sample(ctx, valid, cond, steps=4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert not torch.allclose(a, d)
+
+
+def test_diffusion_sampler_integrates_the_velocity_field():
+    """One Euler step from noise x0 gives x0 + v(x0, 0)."""
+    dit = TrajectoryDiT(action_dim=2, traj_len=3, d_model=16, n_heads=2, n_layers=1, dropout=0.0)
+    randomize_(dit, seed=2)
+    ctx, valid, cond = torch.randn(1, 2, 16), torch.ones(1, 2, dtype=torch.bool), torch.randn(1, 16)
+    with torch.no_grad():
+        x0 = torch.randn(1, 3, 2, generator=torch.Generator().manual_seed(9))
+        expected = x0 + dit.velocity(x0, torch.zeros(1), ctx, valid, cond)
+        got = dit.sample(ctx, valid, cond, steps=1, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(got, expected)
+
+
+def test_flow_matching_training_fits_a_fixed_trajectory():
+    torch.manual_seed(0)
+    dit = TrajectoryDiT(action_dim=2, traj_len=4, d_model=32, n_heads=2, n_layers=1, dropout=0.0)
+    ctx, valid, cond = torch.zeros(8, 1, 32), torch.ones(8, 1, dtype=torch.bool), torch.zeros(8, 32)
+    target = torch.linspace(-1, 1, 8).view(1, 4, 2).expand(8, -1, -1)
+    opt = torch.optim.Adam(dit.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(250):
+        loss = dit.flow_loss(target, ctx, valid, cond, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        sample = dit.sample(ctx, valid, cond, steps=20, generator=torch.Generator().manual_seed(3))
+    assert (sample - target).pow(2).mean() < 0.05
+
+
+def test_fusion_and_controller_equations(model, config):
+    w = torch.tensor([2.0, 1.0, 3.0])
+    model.action.fusion_weights.copy_(w)
+    vec = torch.randn(2, config.action_dim)
+    chunk = torch.randn(2, config.chunk_len, config.action_dim)
+    traj = torch.randn(2, config.traj_len, config.action_dim)
+    state = torch.randn(2, config.state_dim)
+    u0 = (2 * vec + chunk[:, 0] + 3 * traj[:, 0]) / 6
+    torch.testing.assert_close(model.control_stage(vec, chunk, traj, state, 0), u0)
+    u2 = (chunk[:, 2] + 3 * traj[:, 2]) / 4
+    torch.testing.assert_close(model.control_stage(vec, chunk, traj, state, 2), u2)
+    late = model.control_stage(vec, chunk, traj, state, 100)  # past the plan: its last step
+    torch.testing.assert_close(late, (chunk[:, -1] + 3 * traj[:, -1]) / 4)
+    half = SigmaModel(small_config(controller_gain=0.5), workspaces=("action",))
+    half.action.fusion_weights.copy_(w)
+    torch.testing.assert_close(half.control_stage(vec, chunk, traj, state, 0), state + 0.5 * (u0 - state))
+
+
+def test_tau_changes_next_vision_step(model, obs):
+    randomize_(model.vision.modulator.film, seed=4)
+    with torch.no_grad():
+        a = model.vision_stage(obs, None)
+        b = model.vision_stage(obs, torch.randn(2, model.config.d_tau))
+    assert torch.equal(a.vision_tokens_base, b.vision_tokens_base)
+    assert not torch.allclose(a.vision_tokens, b.vision_tokens)
+
+
+def test_depth_and_audio_tokens_are_used():
+    cfg = small_config(use_depth=True)
+    torch.manual_seed(0)
+    model = SigmaModel(cfg, workspaces=("vision",)).eval()
+    obs = make_observation(cfg)
+    with torch.no_grad():
+        plain = model.vision_stage(obs)
+        obs.depth = torch.rand(2, 1, cfg.image_size, cfg.image_size)
+        with_depth = model.vision_stage(obs)
+        obs.audio = None
+        no_audio = model.vision_stage(obs)
+    assert not torch.allclose(plain.vision_tokens, with_depth.vision_tokens)
+    assert not torch.allclose(with_depth.vision_tokens, no_audio.vision_tokens)

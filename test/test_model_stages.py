@@ -1,0 +1,174 @@
+"""Stage composition, per-workspace checkpoints, configs and input validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint, save_checkpoint
+from sigma_model.checkpoint import workspace_file
+
+from conftest import make_observation, small_config
+from test_model_equations import TEXT, randomize_
+
+
+def run_stages(vision_model, language_model, action_model, obs, texts, tau_prev, memory_prev, seed):
+    """What the three ROS nodes do, in order, each with its own model object."""
+    text = language_model.tokenize(texts)
+    vis = vision_model.vision_stage(obs, tau_prev)
+    lang = language_model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory_prev)
+    act = action_model.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens,
+                                    generator=torch.Generator().manual_seed(seed))
+    cmd = action_model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, obs.robot_state)
+    return lang, act, cmd
+
+
+def test_stage_composition_equals_whole_forward(model, obs):
+    randomize_(model.action.residual_head, seed=2)
+    tau_prev, memory_prev = torch.randn(2, model.config.d_tau), torch.randn(2, model.config.d_model)
+    with torch.no_grad():
+        whole = model(obs, model.tokenize(TEXT), tau_prev, memory_prev, generator=torch.Generator().manual_seed(4))
+        lang, act, cmd = run_stages(model, model, model, obs, TEXT, tau_prev, memory_prev, seed=4)
+    assert torch.equal(whole.motor_commands, cmd)
+    assert torch.equal(whole.language.tau, lang.tau)
+    assert torch.equal(whole.language.memory, lang.memory)
+    assert torch.equal(whole.action.action_trajectory, act.action_trajectory)
+
+
+def test_select_action_carries_tau_and_memory(model, obs):
+    out1, state1 = model.select_action(obs, TEXT, generator=torch.Generator().manual_seed(0))
+    out2, _ = model.select_action(obs, TEXT, state1, generator=torch.Generator().manual_seed(0))
+    fresh, _ = model.select_action(obs, TEXT, None, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out1.language.memory, state1.memory)
+    assert torch.equal(fresh.language.memory, out1.language.memory)
+    assert not torch.allclose(out2.language.memory, out1.language.memory)
+
+
+def test_checkpoint_round_trips_bit_for_bit_per_workspace(model, obs, tmp_path):
+    randomize_(model, seed=11)
+    save_checkpoint(model, tmp_path)
+    for ws in ("vision", "language", "action"):
+        keys = load_file(str(workspace_file(tmp_path, ws))).keys()
+        assert keys and all(k.startswith(ws + ".") for k in keys)
+    loaded = load_checkpoint(tmp_path)
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    assert loaded.config == model.config
+    # each node loads only its own workspace, and together they reproduce the whole model
+    nodes = {ws: load_checkpoint(tmp_path, workspaces=(ws,)).eval() for ws in ("vision", "language", "action")}
+    assert nodes["action"].vision is None and nodes["action"].language is None
+    with torch.no_grad():
+        whole = model(obs, model.tokenize(TEXT), generator=torch.Generator().manual_seed(1))
+        _, _, cmd = run_stages(nodes["vision"], nodes["language"], nodes["action"], obs, TEXT, None, None, seed=1)
+    assert torch.equal(whole.motor_commands, cmd)
+
+
+def test_checkpoint_errors_are_clear(model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no Sigma checkpoint"):
+        load_checkpoint(tmp_path)
+    save_checkpoint(model, tmp_path)
+    workspace_file(tmp_path, "action").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="corrupt checkpoint file .*action.safetensors"):
+        load_checkpoint(tmp_path)
+    load_checkpoint(tmp_path, workspaces=("vision",))  # other workspaces are unaffected
+    workspace_file(tmp_path, "vision").unlink()
+    with pytest.raises(FileNotFoundError, match="vision.safetensors"):
+        load_checkpoint(tmp_path, workspaces=("vision",))
+
+
+def test_checkpoint_rejects_mismatched_config(model, tmp_path):
+    save_checkpoint(model, tmp_path)
+    SigmaConfig(**{**model.config.to_dict(), "d_tau": 9}).save(tmp_path / "config.json")
+    with pytest.raises((ValueError, RuntimeError)):
+        load_checkpoint(tmp_path, workspaces=("action",))
+
+
+def test_missing_workspace_is_a_clear_error(config, obs):
+    vision_only = SigmaModel(config, workspaces=("vision",))
+    with pytest.raises(RuntimeError, match="without the language workspace"):
+        vision_only.tokenize(["hi"])
+    with pytest.raises(ValueError, match="unknown workspaces"):
+        SigmaModel(config, workspaces=("vision", "dream"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(d_model=30, n_heads=4), "divisible"),
+        (dict(image_size=30), "multiple of patch_size"),
+        (dict(backbone="gpt"), "backbone must be one of"),
+        (dict(backbone="hf"), "needs backbone_path"),
+        (dict(chunk_len=0), "chunk_len must be a positive int"),
+        (dict(controller_gain=1.5), "controller_gain"),
+        (dict(fusion_weights=(1.0, 0.0, 0.0)), "fusion_weights"),
+        (dict(dropout=1.0), "dropout"),
+    ],
+)
+def test_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        small_config(**overrides)
+
+
+def test_config_round_trip(tmp_path, config):
+    config.save(tmp_path / "c.json")
+    assert SigmaConfig.load(tmp_path / "c.json") == config
+    with pytest.raises(ValueError, match="unknown SigmaConfig fields"):
+        SigmaConfig.from_dict({**config.to_dict(), "bogus": 1})
+    assert dataclasses.replace(config, d_tau=16).d_tau == 16
+
+
+def bad(obs: SigmaObservation, **changes) -> SigmaObservation:
+    return dataclasses.replace(obs, **changes)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda o, c: bad(o, image=o.image[:, :, :10]), r"image must have shape \[2,3,32,32\], got \[2, 3, 10, 32\]"),
+        (lambda o, c: bad(o, image=o.image[0]), "image must have shape"),
+        (lambda o, c: bad(o, image="not a tensor"), "image must be a torch.Tensor"),
+        (lambda o, c: bad(o, robot_state=o.robot_state[:, :4]), "robot_state must have shape"),
+        (lambda o, c: bad(o, robot_state=o.robot_state * float("nan")), "robot_state contains NaN"),
+        (lambda o, c: bad(o, audio=o.audio[:, :7]), "audio must have shape"),
+        (lambda o, c: bad(o, audio=o.audio / 0.0), "audio contains NaN or Inf"),
+        (lambda o, c: bad(o, depth=torch.zeros(2, 1, 5, 5)), "depth must have shape"),
+    ],
+)
+def test_bad_observations_raise_clear_errors(model, obs, config, change, message):
+    with pytest.raises(ValueError, match=message):
+        model.vision_stage(change(obs, config))
+
+
+def test_bad_stage_inputs_raise_clear_errors(model, obs, config):
+    text = model.tokenize(TEXT)
+    with torch.no_grad():
+        vis = model.vision_stage(obs)
+        with pytest.raises(ValueError, match="tau_prev must have shape"):
+            model.vision_stage(obs, torch.zeros(2, config.d_tau + 1))
+        with pytest.raises(ValueError, match="memory_prev contains NaN"):
+            model.language_stage(text, vis.vision_tokens, vis.state_tokens, torch.full((2, config.d_model), float("nan")))
+        with pytest.raises(ValueError, match="vision_tokens must have shape"):
+            model.language_stage(text, vis.vision_tokens[:, :1], vis.state_tokens)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens)
+        with pytest.raises(ValueError, match="tau must have shape"):
+            model.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau[:, :3], vis.state_tokens)
+        with pytest.raises(ValueError, match="action_chunk must have shape"):
+            model.control_stage(torch.zeros(2, 6), torch.zeros(2, 2, 6), torch.zeros(2, 5, 6), obs.robot_state)
+        with pytest.raises(ValueError, match="step_index"):
+            model.control_stage(torch.zeros(2, 6), torch.zeros(2, 4, 6), torch.zeros(2, 5, 6), obs.robot_state, -1)
+    with pytest.raises(ValueError, match="list of strings"):
+        model.tokenize("not a list")
+
+
+def test_tokenizer_truncates_and_handles_empty_and_unicode(model, config):
+    tokens = model.tokenize(["", "x" * 500, "pick the cube ✓"])
+    assert tokens.ids.shape == (3, config.max_text_tokens)
+    assert tokens.mask[0].sum() == 2  # BOS + EOS
+    assert tokens.mask[1].all()
+    with torch.no_grad():
+        obs = make_observation(config, batch=3)
+        out = model(obs, tokens, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.motor_commands).all()

@@ -1,0 +1,223 @@
+"""Bad input on every subscription of the four nodes: the message is rejected with a logged
+(throttled) error, counted as a dropped input, the robot is held safely, and nothing crashes.
+"""
+
+from __future__ import annotations
+
+import array
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("sigma_ros_msgs.msg")
+
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from sigma_ros_msgs.msg import ActionPlan, AudioChunk, HighLevelRep, StateTokens, TelepathyFactors, VisionTokens  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from sigma_ros.conversions import array_to_image, make_audio_chunk, tensor_to_msg  # noqa: E402
+from sigma_ros.testing import JOINTS, GraphHarness, drops  # noqa: E402
+
+Q0 = np.array([0.1, -0.1, 0.2, 0.0, 0.3, 0.1])
+
+
+@pytest.fixture(scope="module")
+def h():
+    harness = GraphHarness("test_ros_bad_inputs", overrides={
+        "controller_node": {"plan_timeout_s": 0.4},
+    })
+    try:
+        harness.wait_matched()
+        harness.stream_joint_states(Q0)
+        harness.send_instruction("stack the blocks")
+        time.sleep(0.5)
+        yield harness
+    finally:
+        harness.close()
+
+
+def wait_drop(h, node: str, key: str, before: int, timeout: float = 5.0) -> int:
+    stats = h.by_name[node].stats
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = stats.drops.get(key, 0)
+        if n > before:
+            return n
+        time.sleep(0.02)
+    raise AssertionError(f"{node}: no dropped {key} message counted (still {stats.drops.get(key, 0)})")
+
+
+def count(h, node, key):
+    return h.by_name[node].stats.drops.get(key, 0)
+
+
+def image(h, rgb=None, encoding="rgb8"):
+    rgb = np.zeros((96, 96, 3), np.uint8) if rgb is None else rgb
+    return array_to_image(rgb, encoding, h.now())
+
+
+def bad_images(h):
+    wrong_enc = image(h)
+    wrong_enc.encoding = "yuv422"
+    small = image(h, np.zeros((64, 64, 3), np.uint8))
+    truncated = image(h)
+    truncated.data = truncated.data[:-10]
+    short_step = image(h)
+    short_step.step = 10
+    empty = Image(encoding="rgb8")
+    return {"encoding": wrong_enc, "size": small, "truncated": truncated, "step": short_step, "empty": empty}
+
+
+def test_bad_camera_frames_dropped_and_logged(h, capfd):
+    expected_reason = {"encoding": "unsupported encoding", "size": "model input", "truncated": "bytes",
+                       "step": "step", "empty": "empty image"}
+    for name, msg in bad_images(h).items():
+        before = count(h, "perception_node", "camera")
+        n_tokens = h.rec.count("vision_tokens")
+        h.pub_image.publish(msg)
+        wait_drop(h, "perception_node", "camera", before)
+        assert expected_reason[name] in h.by_name["perception_node"].stats.last_error, name
+        time.sleep(0.05)
+        assert h.rec.count("vision_tokens") == n_tokens, f"{name}: tokens published for a bad frame"
+        time.sleep(h.by_name["perception_node"].p.error_log_period_s * 0 + 0.01)
+    err = capfd.readouterr().err
+    assert "dropped camera message" in err
+    st = h.status_of("perception_node")
+    assert drops(st)["camera"] >= 5 and st.dropped_inputs >= 5 and st.last_error
+
+
+@pytest.mark.parametrize("kind", ["short", "nan", "missing_name", "names_mismatch"])
+def test_bad_joint_state_holds(h, kind):
+    msg = JointState()
+    if kind == "short":
+        msg.position = [0.0] * 5
+    elif kind == "nan":
+        msg.name = list(JOINTS)
+        msg.position = [0.0, float("nan"), 0.0, 0.0, 0.0, 0.0]
+    elif kind == "missing_name":
+        msg.name = list(JOINTS[:5]) + ["elbow"]
+        msg.position = [0.0] * 6
+    else:
+        msg.name = list(JOINTS)
+        msg.position = [0.0] * 5
+    h.set_joint_positions(None)  # the stream pauses; the bad message is the newest
+    time.sleep(0.1)
+    before_p = count(h, "perception_node", "joint_states")
+    before_c = count(h, "controller_node", "joint_states")
+    n_cmd = h.rec.count("motor_commands")
+    h.pub_joint.publish(msg)
+    wait_drop(h, "perception_node", "joint_states", before_p)
+    wait_drop(h, "controller_node", "joint_states", before_c)
+    time.sleep(0.3)
+    ctrl = h.by_name["controller_node"]
+    assert ctrl.mode == "hold", (ctrl.mode, ctrl.reason)
+    cmds = [np.array(m.points[0].positions) for m in h.rec.get("motor_commands")[n_cmd:]]
+    assert cmds, "the controller stopped publishing its hold command"
+    for c in cmds:
+        assert np.isfinite(c).all()
+        np.testing.assert_allclose(c, Q0, atol=1e-9)  # holds the last valid position
+    # a frame now waits for a valid joint state: no tokens
+    n_tokens = h.rec.count("vision_tokens")
+    h.pub_image.publish(image(h))
+    time.sleep(0.3)
+    assert h.rec.count("vision_tokens") == n_tokens
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 2001])
+def test_bad_instruction_rejected(h, text):
+    lang = h.by_name["language_node"]
+    before = count(h, "language_node", "instruction")
+    current = lang.instruction
+    h.pub_instruction.publish(String(data=text))
+    wait_drop(h, "language_node", "instruction", before)
+    assert lang.instruction == current == "stack the blocks"
+
+
+def _tensor(shape, fill=0.1):
+    return tensor_to_msg(np.full(shape, fill, np.float32))
+
+
+def _bad_tensor(dims, n):
+    t = tensor_to_msg(np.zeros(1, np.float32))
+    t.dims = array.array("I", dims)
+    t.data = array.array("f", [0.0] * n)
+    return t
+
+
+def test_malformed_custom_messages(h):
+    c = h.by_name["perception_node"].config
+    d, nv, ns = c.d_model, c.n_vision_tokens, c.n_state_tokens
+    stamp = h.now()
+
+    cases = []
+    vt = VisionTokens()
+    vt.header.stamp = stamp
+    vt.vision_tokens = _bad_tensor([1, nv, d], nv * d - 1)  # dims/data mismatch
+    vt.state_tokens = _tensor((1, ns, d))
+    cases.append(("vision_tokens", vt, [("language_node", "vision_tokens")]))
+
+    tf = TelepathyFactors()
+    tf.header.stamp = stamp
+    tf.tau = _tensor((1, c.d_tau + 3))  # wrong d_tau
+    cases.append(("telepathy_factors", tf, [("perception_node", "telepathy_factors"),
+                                             ("action_node", "telepathy_factors")]))
+
+    hl = HighLevelRep()
+    hl.header.stamp = stamp
+    hl.high_level_rep = _tensor((1, 5, d))
+    hl.mask = [True] * 4  # wrong mask length
+    cases.append(("high_level_rep", hl, [("action_node", "high_level_rep")]))
+
+    st = StateTokens()
+    st.header.stamp = stamp
+    st.state_tokens = _tensor((1, ns, d), fill=float("nan"))
+    cases.append(("state_tokens", st, [("action_node", "state_tokens")]))
+
+    plan = ActionPlan()
+    plan.header.stamp = stamp
+    plan.action_vector = _tensor((1, c.action_dim), fill=float("nan"))
+    cases.append(("action_plan", plan, [("controller_node", "action_plan")]))
+
+    for topic, msg, targets in cases:
+        befores = [count(h, node, key) for node, key in targets]
+        h.pub_internal[topic].publish(msg)
+        for (node, key), before in zip(targets, befores):
+            wait_drop(h, node, key, before)
+
+    # malformed audio: wrong rate, channels/length mismatch, NaN, empty
+    audio_cases = [make_audio_chunk(np.zeros(1600, np.float32), 8000),
+                   make_audio_chunk(np.zeros(1601, np.float32), c.audio_sample_rate, channels=2),
+                   make_audio_chunk(np.full(1600, np.nan, np.float32), c.audio_sample_rate),
+                   AudioChunk(sample_rate=c.audio_sample_rate, channels=1)]
+    for msg in audio_cases:
+        before = count(h, "perception_node", "audio")
+        h.pub_audio.publish(msg)
+        wait_drop(h, "perception_node", "audio", before)
+
+    # the controller holds (never tracked the malformed plan) and never publishes NaN
+    time.sleep(0.5)
+    ctrl = h.by_name["controller_node"]
+    for m in h.rec.get("motor_commands"):
+        assert np.isfinite(np.array(m.points[0].positions)).all()
+    assert ctrl.mode in ("hold", "running")
+
+
+def test_graph_still_works_after_bad_inputs(h):
+    """No node crashed: a valid frame still produces tokens, tau, a plan and tracking commands."""
+    before = h.rec.count("action_plan")
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+    h.send_audio(np.zeros(1600, np.float32), 16000)
+    h.send_image(np.full((96, 96, 3), 128, np.uint8), encoding="bgr8")
+    h.rec.wait_for("action_plan", before + 1, 20)
+    ctrl = h.by_name["controller_node"]
+    deadline = time.monotonic() + 5
+    while ctrl.mode != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ctrl.mode == "running", (ctrl.mode, ctrl.reason)
+    for name in ("perception_node", "language_node", "action_node", "controller_node"):
+        assert h.by_name[name].context.ok()

@@ -1,0 +1,131 @@
+"""Controller node on real DDS: watchdog hold when plans stop, tick stepping through the plan,
+dry run, the Float64MultiArray output and the achieved control rate."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("sigma_ros_msgs.msg")
+
+import torch  # noqa: E402
+from sigma_ros_msgs.msg import ActionPlan  # noqa: E402
+
+from sigma_ros.conversions import plan_to_msg  # noqa: E402
+from sigma_ros.model_loader import build_full_model  # noqa: E402
+from sigma_ros.testing import JOINTS, GraphHarness  # noqa: E402
+
+Q0 = np.array([0.0, 0.1, -0.1, 0.2, 0.0, 0.3])
+TIMEOUT = 0.3
+RATE = 30.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_full_model(seed=0)
+
+
+def make_plan(model, h, seed: int) -> ActionPlan:
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    rep = torch.randn(1, 10, c.d_model, generator=g)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    tau = torch.randn(1, c.d_tau, generator=g)
+    st = torch.randn(1, c.n_state_tokens, c.d_model, generator=g)
+    with torch.inference_mode():
+        act = model.action_stage(rep, mask, tau, st, generator=torch.Generator().manual_seed(0))
+    msg = plan_to_msg(act)
+    msg.header.stamp = h.now()
+    msg.plan_id = seed
+    msg.joint_names = list(JOINTS)
+    msg.adapter_scale = [1.0]
+    msg.risk = [0.0]
+    return msg, act
+
+
+def commands(h, key="motor_commands"):
+    msgs = h.rec.get(key)
+    times = h.rec.times[key][: len(msgs)]
+    if key == "motor_commands" and h.output_type == "joint_trajectory":
+        return [np.array(m.points[0].positions) for m in msgs], times
+    return [np.array(m.data) for m in msgs], times
+
+
+def test_watchdog_holds_when_plans_stop(model):
+    wide = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
+    with GraphHarness("test_ros_controller_watchdog", nodes=("controller_node",), overrides={
+            "controller_node": dict(wide, plan_timeout_s=TIMEOUT, rate_hz=RATE)}) as h:
+        h.wait_matched()
+        h.stream_joint_states(Q0)
+        time.sleep(0.3)
+        ctrl = h.by_name["controller_node"]
+        assert ctrl.mode == "hold" and "no plan" in ctrl.reason
+        pub = h.pub_internal["action_plan"]
+        t_end = time.monotonic() + 1.0
+        i = 0
+        while time.monotonic() < t_end:
+            msg, act = make_plan(model, h, 100 + i)
+            pub.publish(msg)
+            t_last = time.perf_counter()
+            i += 1
+            time.sleep(0.1)
+        assert ctrl.mode == "running", (ctrl.mode, ctrl.reason)
+        # ticks step through the newest plan: tick k == control_stage(step_index=k)
+        q = torch.tensor(Q0, dtype=torch.float32)[None]
+        with torch.inference_mode():
+            expected = [model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0].double().numpy()
+                        for k in range(4)]
+        time.sleep(TIMEOUT + 0.7)
+        cmds, times = commands(h)
+        start = next(j for j in range(len(cmds)) if np.allclose(cmds[j], expected[0], atol=1e-5))
+        for k in range(1, 4):
+            np.testing.assert_allclose(cmds[start + k], expected[k], atol=1e-5)
+        # after the last plan: hold the measured position within the timeout (+2 ticks, + scheduling slack)
+        held = [j for j in range(len(cmds)) if times[j] > t_last and np.allclose(cmds[j], Q0, atol=1e-12)]
+        assert held, "controller never held after plans stopped"
+        first_hold = times[held[0]] - t_last
+        assert first_hold <= TIMEOUT + 2.0 / RATE + 0.15, first_hold
+        assert first_hold >= TIMEOUT - 0.05, first_hold
+        assert held == list(range(held[0], len(cmds))), "the hold did not persist"
+        assert ctrl.mode == "hold" and "stale" in ctrl.reason
+        st = h.status_of("controller_node")
+        rates = dict(zip(st.rate_names, st.rates_hz))
+        metrics = dict(zip(st.metric_names, st.metric_values))
+        assert abs(rates["control_achieved"] - RATE) < 5.0, rates
+        assert metrics["holds"] >= 2 and metrics["plan_age_s"] > TIMEOUT
+
+
+def test_dry_run_publishes_no_motor_command(model):
+    with GraphHarness("test_ros_controller_dry", nodes=("controller_node",),
+                      overrides={"controller_node": {"dry_run": True}}) as h:
+        h.wait_matched()
+        h.stream_joint_states(Q0)
+        for i in range(5):
+            h.pub_internal["action_plan"].publish(make_plan(model, h, i)[0])
+            time.sleep(0.1)
+        time.sleep(0.3)
+        assert h.rec.count("motor_commands") == 0
+        dry, _ = commands(h, "dry_run_commands")
+        assert len(dry) > 5 and all(np.isfinite(c).all() and c.shape == (6,) for c in dry)
+        assert h.by_name["controller_node"].mode == "dry_run"
+
+
+def test_float64_multi_array_output_and_limits(model):
+    with GraphHarness("test_ros_controller_f64", nodes=("controller_node",), output_type="float64_multi_array",
+                      overrides={"controller_node": {"max_step_rad": [0.05], "plan_timeout_s": 5.0}}) as h:
+        h.wait_matched()
+        h.stream_joint_states(Q0)
+        h.pub_internal["action_plan"].publish(make_plan(model, h, 1)[0])
+        time.sleep(0.6)
+        cmds, _ = commands(h)
+        assert cmds and all(c.shape == (6,) and np.isfinite(c).all() for c in cmds)
+        # per-tick relative limit around the measured position, joint limits
+        ctrl = h.by_name["controller_node"]
+        lo, hi = np.array(ctrl.p.joint_lower_limits), np.array(ctrl.p.joint_upper_limits)
+        for c in cmds:
+            assert (np.abs(c - Q0) <= 0.05 + 1e-12).all()
+            assert (c >= lo).all() and (c <= hi).all()
+        assert h.rec.get("motor_commands")[-1].layout.dim[0].size == 6

@@ -1,0 +1,145 @@
+"""sigma_model.safety.SafetyFilter: the ROS-free safety logic the controller node and the offline
+/simulated evaluation share (no ROS needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sigma_model.safety import MODE_HOLD, MODE_NO_STATE, MODE_TRACK, SafetyConfig, SafetyFilter
+
+LOWER = [-1.0, -1.0, -1.0]
+UPPER = [1.0, 1.0, 0.5]
+NAMES = ("a", "b", "c")
+
+
+def make(**kw) -> SafetyFilter:
+    values = dict(lower=LOWER, upper=UPPER, max_step=0.1, plan_timeout_s=0.5, joint_names=NAMES)
+    values.update(kw)
+    return SafetyFilter(SafetyConfig(**values))
+
+
+def test_track_within_limits_is_bit_exact():
+    f = make()
+    f.feed_plan(0.0)
+    target = np.array([0.05, -0.03, 0.01])
+    d = f.step(target, np.zeros(3), 0.01)
+    assert d.mode == MODE_TRACK and d.publish and not d.clamped_step and not d.clamped_limits
+    assert np.array_equal(d.command, target)
+
+
+def test_max_relative_step_per_tick():
+    f = make()
+    f.feed_plan(0.0)
+    current = np.array([0.2, 0.2, 0.2])
+    d = f.step(np.array([0.9, -0.9, 0.25]), current, 0.01)
+    np.testing.assert_allclose(d.command, [0.3, 0.1, 0.25])
+    assert d.clamped_step and "step limited" in d.reasons
+
+
+def test_per_joint_max_step():
+    f = make(max_step=[0.1, 0.5, 0.01])
+    f.feed_plan(0.0)
+    d = f.step(np.array([1.0, 1.0, 1.0]), np.zeros(3), 0.0)
+    np.testing.assert_allclose(d.command, [0.1, 0.5, 0.01])
+
+
+def test_joint_limits_clamp():
+    f = make(max_step=10.0)
+    f.feed_plan(0.0)
+    d = f.step(np.array([3.0, -3.0, 0.9]), np.zeros(3), 0.0)
+    np.testing.assert_allclose(d.command, [1.0, -1.0, 0.5])
+    assert d.clamped_limits
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_target_rejected_and_holds(bad):
+    f = make()
+    f.feed_plan(0.0)
+    current = np.array([0.1, 0.2, 0.3])
+    d = f.step(np.array([0.0, bad, 0.0]), current, 0.01)
+    assert d.mode == MODE_HOLD and np.isfinite(d.command).all()
+    np.testing.assert_allclose(d.command, current)
+    assert f.rejected_targets == 1
+
+
+def test_wrong_size_target_rejected():
+    f = make()
+    f.feed_plan(0.0)
+    d = f.step(np.zeros(5), np.zeros(3), 0.0)
+    assert d.mode == MODE_HOLD
+
+
+def test_watchdog_holds_latched_position_when_plan_stale():
+    f = make(plan_timeout_s=0.5)
+    f.feed_plan(0.0)
+    assert f.step(np.array([0.05, 0.0, 0.0]), np.zeros(3), 0.4).mode == MODE_TRACK
+    d = f.step(np.array([0.05, 0.0, 0.0]), np.array([0.02, 0.0, 0.0]), 0.6)
+    assert d.mode == MODE_HOLD and any("stale" in r for r in d.reasons)
+    np.testing.assert_allclose(d.command, [0.02, 0.0, 0.0])
+    # the measurement sags: the hold keeps the latched position (within the step limit)
+    d = f.step(None, np.array([-0.03, 0.0, 0.0]), 0.7)
+    np.testing.assert_allclose(d.command, [0.02, 0.0, 0.0])
+    # a fresh plan resumes tracking
+    f.feed_plan(0.8)
+    assert f.step(np.array([0.0, 0.0, 0.0]), np.zeros(3), 0.81).mode == MODE_TRACK
+
+
+def test_invalid_joint_state_holds_last_command():
+    f = make()
+    f.feed_plan(0.0)
+    first = f.step(np.array([0.05, 0.0, 0.0]), np.zeros(3), 0.0).command
+    d = f.step(np.array([0.1, 0.0, 0.0]), np.array([np.nan, 0.0, 0.0]), 0.01)
+    assert d.mode == MODE_HOLD and "invalid joint state" in d.reasons
+    np.testing.assert_allclose(d.command, first)
+
+
+def test_no_state_no_command():
+    f = make()
+    d = f.step(None, None, 0.0)
+    assert d.mode == MODE_NO_STATE and d.command is None and not d.publish
+
+
+def test_hold_position_outside_limits_is_clamped():
+    f = make(max_step=10.0)
+    d = f.step(None, np.array([2.0, 0.0, 0.0]), 0.0)
+    np.testing.assert_allclose(d.command, [1.0, 0.0, 0.0])
+
+
+def test_dry_run_never_publishes():
+    f = make(dry_run=True)
+    f.feed_plan(0.0)
+    d = f.step(np.array([0.05, 0.0, 0.0]), np.zeros(3), 0.0)
+    assert d.command is not None and not d.publish
+
+
+def test_never_nan_under_random_inputs():
+    rng = np.random.default_rng(0)
+    f = make()
+    t = 0.0
+    for i in range(2000):
+        t += 0.033
+        if rng.random() < 0.3:
+            f.feed_plan(t)
+        target = rng.normal(0, 2, 3)
+        current = rng.normal(0, 1, 3)
+        if rng.random() < 0.1:
+            target[rng.integers(3)] = np.nan
+        if rng.random() < 0.1:
+            current[rng.integers(3)] = np.inf
+        d = f.step(target if rng.random() > 0.1 else None, current if rng.random() > 0.05 else None, t)
+        if d.command is not None:
+            assert np.isfinite(d.command).all()
+            assert (d.command >= np.array(LOWER)).all() and (d.command <= np.array(UPPER)).all()
+
+
+@pytest.mark.parametrize("kw", [
+    dict(lower=[0.0, 0.0, 0.0], upper=[-1.0, 1.0, 1.0]),
+    dict(max_step=0.0),
+    dict(max_step=[0.1, 0.1]),
+    dict(lower=[np.nan, 0.0, 0.0]),
+    dict(plan_timeout_s=0.0),
+])
+def test_bad_config_raises(kw):
+    with pytest.raises(ValueError):
+        make(**kw)
