@@ -20,6 +20,7 @@ VENV="${SIGMA_VENV:-$ROOT/.venv}"
 BUILD_DIR="$ROOT/build/sigma_ros_msgs"
 STAMP="$VENV/.sigma-setup.stamp"
 PY_VERSION=3.11
+PIP_VERSION=26.3
 START=$SECONDS
 
 log() { printf '[setup +%ss] %s\n' "$((SECONDS - START))" "$*" >&2; }
@@ -125,6 +126,11 @@ if ! "$VENV/bin/python" -c 'import os, sysconfig, sys; sys.exit(not os.path.exis
   fi
 fi
 
+# A known pip: old ones (Debian's venv has 23.0) take `-e .` through `setup.py develop`.
+if [ "$("$VENV/bin/python" -m pip --version 2>/dev/null | cut -d' ' -f2)" != "$PIP_VERSION" ]; then
+  log "pip install pip==$PIP_VERSION"
+  quiet_pip install -q --progress-bar off "pip==$PIP_VERSION"
+fi
 log "pip install -r requirements.txt"
 quiet_pip install -q --progress-bar off -r requirements.txt
 TORCH="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')"

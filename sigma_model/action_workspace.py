@@ -89,10 +89,8 @@ class ActionWorkspace(nn.Module):
         context = torch.cat([q_base, high_level_rep], dim=1)
         context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)
         traj_loss = None
-        if trajectory_target is not None:
-            traj_loss = self.trajectory_dit.flow_loss(trajectory_target, context, context_valid, c_base, generator)
-            with torch.no_grad():  # the sampled baseline trajectory is a target-free reference
-                base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator)
+        if trajectory_target is not None:  # training: one DiT pass gives the loss and a trajectory estimate
+            traj_loss, base_traj = self.trajectory_dit.flow_loss(trajectory_target, context, context_valid, c_base, generator)
         else:
             base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator)
 

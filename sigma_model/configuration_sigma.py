@@ -45,6 +45,7 @@ class SigmaConfig:
     n_vision_tokens: int = 16
     n_state_tokens: int = 4
     state_dim: int = 6
+    env_state_dim: int = 0  # >0: privileged simulator state (e.g. object pose) joins the state encoder
     vision_block_layers: int = 1
     tau_log_scale_init: float = 0.0
     mod_log_scale_init: float = 0.0
@@ -86,6 +87,8 @@ class SigmaConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.backbone == "tiny" and self.d_model % self.backbone_heads:
             raise ValueError("d_model must be divisible by backbone_heads for the tiny backbone")
+        if not isinstance(self.env_state_dim, int) or self.env_state_dim < 0:
+            raise ValueError(f"SigmaConfig.env_state_dim must be a non-negative int, got {self.env_state_dim!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         if self.audio_chunk_samples % self.audio_patch_samples:

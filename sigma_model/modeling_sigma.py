@@ -85,10 +85,18 @@ class SigmaModel(nn.Module):
         depth = obs.depth
         if depth is not None:
             check_tensor("depth", depth, (b, 1, c.image_size, c.image_size))
+        env_state = obs.env_state
+        if c.env_state_dim:
+            if env_state is None:
+                raise ValueError(f"env_state [B,{c.env_state_dim}] is required by this config (env_state_dim > 0)")
+            check_tensor("env_state", env_state, (b, c.env_state_dim))
+            env_state = env_state.float()
+        elif env_state is not None:
+            raise ValueError("env_state given but this config has env_state_dim = 0")
         if tau_prev is None:
             tau_prev = image.new_zeros(b, c.d_tau)
         check_tensor("tau_prev", tau_prev, (b, c.d_tau))
-        obs = SigmaObservation(image=image, robot_state=obs.robot_state.float(), audio=audio, depth=depth)
+        obs = SigmaObservation(image=image, robot_state=obs.robot_state.float(), audio=audio, depth=depth, env_state=env_state)
         return workspace(obs, tau_prev.float())
 
     def language_stage(

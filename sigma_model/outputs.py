@@ -12,13 +12,15 @@ class SigmaObservation:
     """One sensor snapshot, batch first.
 
     image: [B,C,H,W] uint8 or float in [0,1]; robot_state: [B,state_dim] joint positions;
-    audio: [B,audio_chunk_samples] float in [-1,1] or None; depth: [B,1,H,W] metres or None.
+    audio: [B,audio_chunk_samples] float in [-1,1] or None; depth: [B,1,H,W] metres or None;
+    env_state: [B,env_state_dim] privileged simulator state, only for configs with env_state_dim > 0.
     """
 
     image: torch.Tensor
     robot_state: torch.Tensor
     audio: torch.Tensor | None = None
     depth: torch.Tensor | None = None
+    env_state: torch.Tensor | None = None
 
 
 @dataclass

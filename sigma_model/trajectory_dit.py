@@ -82,11 +82,14 @@ class TrajectoryDiT(nn.Module):
             x = x + dt * self.velocity(x, t, context, context_valid, condition)
         return x
 
-    def flow_loss(self, target, context, context_valid, condition, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Flow-matching MSE between predicted and true velocity at a random t."""
+    def flow_loss(
+        self, target, context, context_valid, condition, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow-matching MSE between predicted and true velocity at a random t, and the one-step
+        estimate of the clean trajectory x_t + (1 - t) v (a differentiable training-time output)."""
         b = target.shape[0]
         noise = torch.randn(target.shape, generator=generator, device=target.device).to(target.dtype)
-        t = torch.rand(b, generator=generator, device=target.device).to(target.dtype)
-        x_t = (1 - t)[:, None, None] * noise + t[:, None, None] * target
-        pred = self.velocity(x_t, t, context, context_valid, condition)
-        return nn.functional.mse_loss(pred, target - noise)
+        t = torch.rand(b, generator=generator, device=target.device).to(target.dtype)[:, None, None]
+        x_t = (1 - t) * noise + t * target
+        pred = self.velocity(x_t, t.view(b), context, context_valid, condition)
+        return nn.functional.mse_loss(pred, target - noise), x_t + (1 - t) * pred

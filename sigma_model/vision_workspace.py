@@ -101,7 +101,7 @@ class CognitiveVisionWorkspace(nn.Module):
         )
         self.projector = MLP(c.d_model, 2 * c.d_model, c.d_model, c.dropout)
         self.resampler = PerceiverResampler(c.d_model, c.n_heads, c.n_vision_tokens, c.dropout)
-        self.state_encoder = StateEncoder(c.state_dim, c.d_model, c.n_state_tokens)
+        self.state_encoder = StateEncoder(c.state_dim + c.env_state_dim, c.d_model, c.n_state_tokens)
         self.modulator = VisionModulator(c.d_tau, c.d_model, c.tau_log_scale_init, c.mod_log_scale_init)
         self.block = transformer_stack(c.d_model, c.n_heads, c.vision_block_layers, c.dropout)
 
@@ -119,6 +119,8 @@ class CognitiveVisionWorkspace(nn.Module):
         v_mod = self.modulator(v_base, tau)
         return VisionOutput(
             vision_tokens=self.block(v_mod),
-            state_tokens=self.state_encoder(obs.robot_state),
+            state_tokens=self.state_encoder(
+                obs.robot_state if obs.env_state is None else torch.cat([obs.robot_state, obs.env_state], dim=-1)
+            ),
             vision_tokens_base=v_base,
         )

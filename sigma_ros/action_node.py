@@ -33,7 +33,7 @@ class ActionNode(SigmaNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("action_node", **kwargs)
-        from sigma_ros_msgs.msg import ActionPlan, HighLevelRep, StateTokens, TelepathyFactors
+        from sigma_ros_msgs.msg import ActionPlan, HighLevelRep, SemanticMemory, StateTokens, TelepathyFactors
 
         self._ActionPlan = ActionPlan
         self.sync = StampSync(("high_level_rep", "telepathy_factors", "state_tokens"), self.p.sync_queue_size)
@@ -48,6 +48,11 @@ class ActionNode(SigmaNode):
                                  self.guarded("telepathy_factors", self.on_tau), qos.PIPELINE)
         self.create_subscription(StateTokens, topic("state_tokens"), self.guarded("state_tokens", self.on_state_tokens),
                                  qos.PIPELINE)
+        # Memory keeper: the language node's latched memory lives in its own process; re-latching
+        # it here lets a crashed and restarted language node restore m_{t-1}.
+        self.memory_keeper_pub = self.create_publisher(SemanticMemory, topic("semantic_memory_kept"), qos.LATCHED)
+        self.create_subscription(SemanticMemory, topic("semantic_memory"),
+                                 self.guarded("semantic_memory", self.memory_keeper_pub.publish), qos.LATCHED)
         self.set_mode("waiting", "no high-level representation yet")
 
     def _new_generator(self) -> torch.Generator | None:

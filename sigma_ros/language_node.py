@@ -6,10 +6,10 @@ publishes TelepathyFactors, SemanticMemory (latched) and HighLevelRep with the s
 header.
 
 Memory: reset to zero on a *different* instruction (``ros2 topic pub`` repeats the same text at
-1 Hz, which must not reset it). On start the node subscribes to its own latched memory topic:
-if a SemanticMemory message is still held by a transient-local publisher (the previous instance
-during a hand-over, a bag replay, a memory keeper) before the first step, the node restores the
-memory, its instruction and the step count from it.
+1 Hz, which must not reset it). On start the node subscribes to its own latched memory topic and
+to the action node's re-latched copy (``sigma/semantic_memory_kept``, which outlives a crash of
+this node): if a SemanticMemory message is held there before the first step, the node restores
+the memory, its instruction and the step count from it.
 """
 
 from __future__ import annotations
@@ -80,10 +80,12 @@ class LanguageNode(SigmaNode):
         self.hlr_pub = self.create_publisher(HighLevelRep, topic("high_level_rep"), qos.PIPELINE)
         self.create_subscription(String, topic("instruction"), self.guarded("instruction", self.on_instruction), qos.INSTRUCTION)
         self.create_subscription(VisionTokens, topic("vision_tokens"), self.guarded("vision_tokens", self.on_tokens), qos.PIPELINE)
-        self._restore_sub = None
+        self._restore_subs = []
         if self.p.restore_memory:
-            self._restore_sub = self.create_subscription(
-                SemanticMemory, topic("semantic_memory"), self.guarded("semantic_memory", self.on_memory_restore), qos.LATCHED)
+            self._restore_subs = [
+                self.create_subscription(SemanticMemory, topic(key), self.guarded(key, self.on_memory_restore), qos.LATCHED)
+                for key in ("semantic_memory", "semantic_memory_kept")
+            ]
         self.set_mode("waiting", "no instruction" if self.instruction is None else "no tokens")
 
     # --------------------------------------------------------------- inputs
@@ -117,8 +119,9 @@ class LanguageNode(SigmaNode):
         self.step_index = int(msg.step_index) + 1
         self.restored = True
         self.get_logger().info(f"restored semantic memory of step {msg.step_index} for {self.instruction[:60]!r}")
-        self.destroy_subscription(self._restore_sub)
-        self._restore_sub = None
+        for sub in self._restore_subs:
+            self.destroy_subscription(sub)
+        self._restore_subs = []
 
     def on_tokens(self, msg) -> None:
         c = self.config

@@ -48,6 +48,10 @@ def test_telepathy_off_equals_tau0_baseline_exactly(trained_like, config):
         assert on["mse_vec"] != off["mse_vec"]  # telepathy really changes the actions
         # the tau = 0 path's residual is zero, so the adapter cannot move it
         assert by[("telepathy_off_adapter", b)]["mse_trj"] == off["mse_trj"]
+    # without a telepathy-off condition the tau = 0 baseline comes from the telepathy-on pass: same numbers
+    short = replay(trained_like, batches, ReplayConfig(batch_size=4, conditions=("sigma", "baseline")))
+    assert short.telepathy_off_vs_tau0_max_abs_diff is None
+    assert [r for r in short.records if r["condition"] == "baseline"] == [r for r in res.records if r["condition"] == "baseline"]
     # the model's own switch: telepathy off gives exactly the tau = 0 baseline of the telepathy-on pass
     from sigma_model.evaluation.replay import observation_from_batch
 
@@ -144,8 +148,13 @@ def trained_run(tmp_path_factory):
 def test_sigma_eval_end_to_end(trained_run, capsys):
     root, config = trained_run
     out = root / "eval"
-    rc = evaluate.main(["--shards", str(root / "shards"), "--checkpoint", str(root / "run"), "--output", str(out),
-                        "--batch-size", "5", "--table-every", "2", "--no-progress", "--n-bootstrap", "300"])
+    threads = torch.get_num_threads()
+    try:
+        rc = evaluate.main(["--shards", str(root / "shards"), "--checkpoint", str(root / "run"), "--output", str(out),
+                            "--batch-size", "5", "--table-every", "2", "--no-progress", "--n-bootstrap", "300",
+                            "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "CHECK A" in printed and "CHECK B" in printed and "samples/s" in printed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -160,7 +161,7 @@ def test_flow_matching_training_fits_a_fixed_trajectory():
     opt = torch.optim.Adam(dit.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(250):
-        loss = dit.flow_loss(target, ctx, valid, cond, generator=g)
+        loss, _ = dit.flow_loss(target, ctx, valid, cond, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -209,3 +210,38 @@ def test_depth_and_audio_tokens_are_used():
         no_audio = model.vision_stage(obs)
     assert not torch.allclose(plain.vision_tokens, with_depth.vision_tokens)
     assert not torch.allclose(with_depth.vision_tokens, no_audio.vision_tokens)
+
+
+def test_flow_loss_estimate_is_the_one_step_clean_prediction():
+    """x1_hat = x_t + (1 - t) v(x_t, t), recomputed from the same seeded noise and t."""
+    dit = TrajectoryDiT(action_dim=2, traj_len=3, d_model=16, n_heads=2, n_layers=1, dropout=0.0)
+    randomize_(dit, seed=5)
+    ctx, valid, cond = torch.randn(2, 2, 16), torch.ones(2, 2, dtype=torch.bool), torch.randn(2, 16)
+    target = torch.randn(2, 3, 2)
+    with torch.no_grad():
+        loss, estimate = dit.flow_loss(target, ctx, valid, cond, generator=torch.Generator().manual_seed(4))
+        g = torch.Generator().manual_seed(4)
+        noise = torch.randn(target.shape, generator=g)
+        t = torch.rand(2, generator=g)[:, None, None]
+        x_t = (1 - t) * noise + t * target
+        v = dit.velocity(x_t, t.view(2), ctx, valid, cond)
+    torch.testing.assert_close(loss, ((v - (target - noise)) ** 2).mean())
+    torch.testing.assert_close(estimate, x_t + (1 - t) * v)
+
+
+def test_env_state_joins_the_state_encoder():
+    cfg = small_config(env_state_dim=3)
+    torch.manual_seed(0)
+    model = SigmaModel(cfg, workspaces=("vision",)).eval()
+    obs = make_observation(cfg)
+    with pytest.raises(ValueError, match="env_state .* is required"):
+        model.vision_stage(obs)
+    obs.env_state = torch.zeros(2, 3)
+    with torch.no_grad():
+        a = model.vision_stage(obs).state_tokens
+        obs.env_state = torch.ones(2, 3)
+        b = model.vision_stage(obs).state_tokens
+    assert not torch.allclose(a, b)
+    plain = SigmaModel(small_config(), workspaces=("vision",))
+    with pytest.raises(ValueError, match="env_state_dim = 0"):
+        plain.vision_stage(obs)

@@ -87,7 +87,7 @@ def test_watchdog_holds_when_plans_stop(model):
         held = [j for j in range(len(cmds)) if times[j] > t_last and np.allclose(cmds[j], Q0, atol=1e-12)]
         assert held, "controller never held after plans stopped"
         first_hold = times[held[0]] - t_last
-        assert first_hold <= TIMEOUT + 2.0 / RATE + 0.15, first_hold
+        assert first_hold <= TIMEOUT + 2.0 / RATE + 0.25, first_hold
         assert first_hold >= TIMEOUT - 0.05, first_hold
         assert held == list(range(held[0], len(cmds))), "the hold did not persist"
         assert ctrl.mode == "hold" and "stale" in ctrl.reason

@@ -24,8 +24,8 @@ def _quantization_config(load_in_4bit: bool):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-class HFBackbone(SigmaBackbone):
-    """Wraps the text decoder of any transformers model (for a VLM: its language model)."""
+class TransformersDecoderBackbone(SigmaBackbone):
+    """A transformers text decoder and its tokenizer behind the Sigma backbone interface."""
 
     def __init__(self, decoder: torch.nn.Module, tokenizer) -> None:
         super().__init__()
@@ -34,6 +34,21 @@ class HFBackbone(SigmaBackbone):
         self.hidden_size = int(decoder.config.hidden_size)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+
+    def tokenize(self, texts: list[str], max_length: int) -> TextTokens:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return TextTokens(ids=enc["input_ids"], mask=enc["attention_mask"].bool())
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder.get_input_embeddings()(ids)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
+        return out.last_hidden_state
+
+
+class HFBackbone(TransformersDecoderBackbone):
+    """The text decoder of any transformers model (for a VLM: its language model)."""
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, load_in_4bit: bool = False) -> "HFBackbone":
@@ -52,14 +67,3 @@ class HFBackbone(SigmaBackbone):
         if getattr(config, "text_config", None) is not None and not hasattr(decoder.config, "hidden_size"):
             decoder.config.hidden_size = config.text_config.hidden_size
         return cls(decoder, tokenizer)
-
-    def tokenize(self, texts: list[str], max_length: int) -> TextTokens:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return TextTokens(ids=enc["input_ids"], mask=enc["attention_mask"].bool())
-
-    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.decoder.get_input_embeddings()(ids)
-
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
-        return out.last_hidden_state

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..outputs import TextTokens
-from .base import SigmaBackbone
+from .hf_vlm import TransformersDecoderBackbone
 
 POLICY_CLASSES = {
     "pi05": ("lerobot.policies.pi05.modeling_pi05", "PI05Policy"),
@@ -47,30 +46,17 @@ def _policy_language_model_and_tokenizer(kind: str, policy):
     return inner.text_model, policy.model.vlm_with_expert.processor.tokenizer
 
 
-class LeRobotPolicyBackbone(SigmaBackbone):
+class LeRobotPolicyBackbone(TransformersDecoderBackbone):
     """The language model of a LeRobot VLA policy; `baseline_actions` runs the policy itself."""
 
     def __init__(self, kind: str, policy) -> None:
-        super().__init__()
+        super().__init__(*_policy_language_model_and_tokenizer(kind, policy))
         self.kind = kind
         self.policy = policy
-        self.decoder, self.tokenizer = _policy_language_model_and_tokenizer(kind, policy)
-        self.hidden_size = int(self.decoder.config.hidden_size)
 
     @classmethod
     def from_pretrained(cls, kind: str, path_or_id: str) -> "LeRobotPolicyBackbone":
         return cls(kind, load_lerobot_policy(kind, path_or_id))
-
-    def tokenize(self, texts: list[str], max_length: int) -> TextTokens:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return TextTokens(ids=enc["input_ids"], mask=enc["attention_mask"].bool())
-
-    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.decoder.get_input_embeddings()(ids)
-
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
-        return out.last_hidden_state
 
     @torch.no_grad()
     def baseline_actions(self, batch: dict) -> torch.Tensor:

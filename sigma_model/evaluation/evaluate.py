@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=None, help="replay at most this many batches")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-batch diffusion noise")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
     p.add_argument("--conditions", nargs="+", choices=ALL_CONDITIONS, default=list(ALL_CONDITIONS))
     p.add_argument("--hard-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2),
                    help="a sample is hard when any of its MSEs exceeds its threshold")
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from .replay import _shard_dataset, num_batches, run_replay
 
+        if args.threads is not None:
+            if args.threads <= 0:
+                raise ValueError("--threads must be positive")
+            torch.set_num_threads(args.threads)
         device = args.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -308,7 +308,7 @@ class ReplayResult:
     num_batches: int
     seconds: float
     baseline_source: str
-    telepathy_off_vs_tau0_max_abs_diff: float
+    telepathy_off_vs_tau0_max_abs_diff: float | None  # None: no telepathy-off condition was replayed
     state_dim_corrected: bool
     condition_info: dict[str, dict[str, Any]]
 
@@ -349,7 +349,7 @@ def replay(
     mc = model.config
     records: list[dict[str, Any]] = []
     source: str | None = None
-    max_diff = 0.0
+    max_diff: float | None = None  # measured only when the telepathy-off pass runs
     corrected_any = False
     n_samples = 0
     n_batches = 0
@@ -377,14 +377,14 @@ def replay(
         lang = out_on.language
         tau_l2 = lang.tau.float().norm(dim=-1)
         sem = torch.nn.functional.cosine_similarity(lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1)
-        need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or source == "tau0"
+        need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"})
         out_off = None
         if need_off:
             out_off = model(obs, tokens, telepathy=False, generator=torch.Generator(device=device).manual_seed(seed))
             act_off = out_off.action
             for a, b in zip((act_off.action_vector, act_off.action_chunk, act_off.action_trajectory),
                             (out_on.action.baseline_vector, out_on.action.baseline_chunk, out_on.action.baseline_trajectory)):
-                max_diff = max(max_diff, float((a - b).abs().max()))
+                max_diff = max(max_diff or 0.0, float((a - b).abs().max()))
 
         if source == "checkpoint":
             b_tokens = baseline_model.tokenize(texts)
@@ -400,8 +400,10 @@ def replay(
         elif source == "dataset":
             base = _targets(batch, BASE_KEYS, mc, device)
             b_tau, b_sem = tau_l2, sem
-        else:
-            base = (out_off.action.action_vector, out_off.action.action_chunk, out_off.action.action_trajectory)
+        else:  # the tau = 0 path: the telepathy-off pass, or (identical, see the check above) its copy in out_on
+            act_base = out_off.action if out_off is not None else None
+            base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if act_base is not None
+                    else (out_on.action.baseline_vector, out_on.action.baseline_chunk, out_on.action.baseline_trajectory))
             b_tau, b_sem = tau_l2, sem
 
         def record(name: str, actions, extra: Mapping[str, Any] | None = None, tau=tau_l2, align=sem) -> None:

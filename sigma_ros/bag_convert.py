@@ -1,0 +1,417 @@
+"""Convert robot rosbag2 recordings to LeRobot datasets and back.
+
+``sigma-bag-to-lerobot BAG OUT``: every camera frame paired with the newest joint state and
+commanded action (and the instruction in force as the task; see :mod:`sigma_ros.bag_io`) becomes
+one LeRobot frame (``observation.images.front``, ``observation.state``, ``action``; names
+``<joint>.pos``, as a LeRobot SO-101 recording). Episodes end at an instruction change or a time
+gap between camera frames; timestamps are the frames' times from the episode start. The fps is the
+camera's (median frame interval), unless given. Frames without a joint state or command within
+``--max-age-s``, or without an instruction (unless ``--default-task``), are skipped and counted.
+The dataset is what ``sigma-preprocess`` / ``sigma-train`` read, so a robot's bags become
+training data. ``meta/sigma_bag_conversion.json`` records the source (topics, joint names, command
+type, each episode's absolute start time) so the way back restores the recording's timing.
+
+``sigma-lerobot-to-bag ROOT BAG``: each frame becomes a camera Image (rgb8), a JointState and a
+command (JointTrajectory or Float64MultiArray) stamped at the frame's time, and each episode (and
+task change) starts with its instruction (std_msgs/String) 10 ms before its first frame.
+Episodes keep their absolute start times when the dataset came from a bag, else follow each other
+with a gap longer than the splitting gap, so converting back gives the same episodes.
+
+    sigma-bag-to-lerobot robot_bag/ data/robot_lerobot --repo-id me/robot
+    sigma-lerobot-to-bag data/so101_sim sim_bag/ --storage mcap
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from sigma_ros.bag_io import (
+    ACTION_TYPES,
+    BACKENDS,
+    DEFAULT_JOINT_NAMES,
+    FLOAT64_ARRAY_TYPE,
+    STORAGES,
+    BagError,
+    BagReader,
+    PairingStats,
+    RobotBagWriter,
+    RobotTopics,
+    bag_info,
+    default_gap_s,
+    estimate_period_s,
+    iter_paired_frames,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEY = "observation.images.front"
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+CONVERSION_META = "meta/sigma_bag_conversion.json"
+INSTRUCTION_LEAD_NS = 10_000_000  # an episode's instruction comes 10 ms before its first frame
+DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
+
+
+@dataclass
+class ConversionSummary:
+    source: str
+    target: str
+    episodes: int = 0
+    frames: int = 0
+    tasks: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    fps: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _motor_names(joints: Sequence[str]) -> list[str]:
+    return [f"{j}.pos" for j in joints]
+
+
+def _joint_names_from_features(names: Sequence[str] | None, n: int) -> list[str]:
+    if names and len(names) == n and all(isinstance(x, str) for x in names):
+        return [x[:-4] if x.endswith(".pos") else x for x in names]
+    if n == len(DEFAULT_JOINT_NAMES):
+        return list(DEFAULT_JOINT_NAMES)
+    return [f"joint_{i}" for i in range(n)]
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if img.shape[:2] == tuple(size):
+        return img
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- bag -> LeRobot
+def bag_to_lerobot(
+    bag: str | os.PathLike,
+    out_root: str | os.PathLike,
+    *,
+    repo_id: str | None = None,
+    topics: RobotTopics | None = None,
+    joint_names: Sequence[str] | None = None,
+    fps: int | None = None,
+    gap_s: float | None = None,
+    max_age_s: float | None = 1.0,
+    action_align: str = "latest",
+    default_task: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    min_episode_frames: int = 1,
+    robot_type: str | None = None,
+    max_frames: int | None = None,
+    timestamps: str = "fps",
+    overwrite: bool = False,
+    backend: str = "auto",
+) -> ConversionSummary:
+    """Convert a robot recording into a LeRobot v3.0 dataset at ``out_root`` (see module docstring).
+
+    ``timestamps``: ``"fps"`` (frame_index / fps, as LeRobot's recorder writes them; the recorded
+    times are kept in meta/sigma_bag_conversion.json) or ``"recorded"`` (time since the episode's
+    first frame).
+    """
+    if timestamps not in ("fps", "recorded"):
+        raise ValueError(f"timestamps must be 'fps' or 'recorded', got {timestamps!r}")
+    from sigma_model.data.lerobot_format import LeRobotDatasetWriter
+
+    out_root = Path(out_root)
+    summary = ConversionSummary(source=str(bag), target=str(out_root))
+    skipped = {"no_image": 0, "no_state": 0, "no_action": 0, "no_instruction": 0, "short_episode": 0}
+    stats = PairingStats()
+    writer = None
+    episode_times: list[list[int]] = []  # recorded times (ns) of the saved episodes' frames
+    with BagReader(bag, backend) as reader:
+        resolved = (topics or RobotTopics()).resolve(reader.topics, reader.name, ("camera", "joint_states", "action"))
+        period = estimate_period_s([m.t_ns for m in reader.messages([resolved.camera])])
+        if fps is None:
+            fps = max(1, int(round(1.0 / period))) if period else 30
+        if gap_s is None:
+            gap_s = default_gap_s(period)
+        cur_episode = None
+        ep_start = None
+        ep_times: list[int] = []
+        shape = None
+
+        def close_episode() -> None:
+            if writer is None or not ep_times:
+                return
+            if len(ep_times) < min_episode_frames:
+                writer.clear_episode_buffer()
+                skipped["short_episode"] += len(ep_times)
+            else:
+                writer.save_episode()
+                episode_times.append(list(ep_times))
+            ep_times.clear()
+
+        for frame in iter_paired_frames(reader, resolved, joint_names, action_align=action_align, max_age_s=max_age_s,
+                                        gap_s=gap_s, max_frames=max_frames, stats=stats):
+            task = frame.instruction if frame.instruction is not None else default_task
+            reason = ("no_image" if frame.image is None else "no_state" if frame.state is None
+                      else "no_action" if frame.action is None else "no_instruction" if task is None else None)
+            if reason:
+                skipped[reason] += 1
+                continue
+            if writer is None:
+                n = len(stats.joint_names)
+                shape = tuple(image_size) if image_size else frame.image.shape[:2]
+                features = {
+                    IMAGE_KEY: {"dtype": "image", "shape": (int(shape[0]), int(shape[1]), 3),
+                                "names": ["height", "width", "channels"]},
+                    STATE_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
+                    ACTION_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
+                }
+                writer = LeRobotDatasetWriter.create(out_root, repo_id or f"local/{Path(bag).name}", int(fps), features,
+                                                     robot_type, overwrite=overwrite)
+            if frame.episode != cur_episode:
+                close_episode()
+                cur_episode, ep_start = frame.episode, frame.t_ns
+            img = frame.image
+            if img.shape[:2] != tuple(shape):
+                if not image_size:
+                    raise BagError(f"{reader.name}: camera frame {frame.index} is {img.shape[1]}x{img.shape[0]}, "
+                                   f"earlier frames {shape[1]}x{shape[0]}: pass an image size to resize them")
+            if image_size:
+                img = _resize(img, tuple(image_size))
+            ts = len(ep_times) / fps if timestamps == "fps" else (frame.t_ns - ep_start) / 1e9
+            writer.add_frame({IMAGE_KEY: img, STATE_KEY: frame.state.astype(np.float32),
+                              ACTION_KEY: frame.action.astype(np.float32), "timestamp": ts}, task=task)
+            ep_times.append(int(frame.t_ns))
+        close_episode()
+        info = bag_info(reader)
+    if writer is None:
+        raise BagError(f"{bag}: no usable camera frame (each needs a joint state and a command within "
+                       f"max_age_s={max_age_s} and an instruction or a default task); skipped: {skipped}")
+    writer.finalize()
+    summary.episodes, summary.frames, summary.tasks = writer.num_episodes, writer.num_frames, list(writer.tasks)
+    summary.skipped, summary.fps = skipped, int(fps)
+    summary.details = {
+        "bag": info, "pairing": stats.as_dict(), "action_align": action_align, "max_age_s": max_age_s,
+        "gap_s": gap_s, "timestamps": timestamps,
+    }
+    meta = {
+        "source_bag": str(bag), "storage": info["storage"], "topics": stats.topics, "joint_names": stats.joint_names,
+        "action_type": stats.action_type, "fps": int(fps), "timestamps": timestamps,
+        "action_align": action_align, "max_age_s": max_age_s, "gap_s": gap_s, "skipped": skipped,
+        "image_key": IMAGE_KEY, "total_frames": int(writer.num_frames),
+        "episodes": [{"episode_index": i, "start_ns": t[0], "frame_t_ns": t} for i, t in enumerate(episode_times)],
+    }
+    (out_root / CONVERSION_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return summary
+
+
+# ----------------------------------------------------------------------------- LeRobot -> bag
+def lerobot_to_bag(
+    root: str | os.PathLike,
+    bag: str | os.PathLike,
+    *,
+    storage: str = "sqlite3",
+    action_type: str | None = None,
+    topics: RobotTopics | None = None,
+    joint_names: Sequence[str] | None = None,
+    image_key: str | None = None,
+    start_ns: int | None = None,
+    episode_gap_s: float | None = None,
+    episodes: Sequence[int] | None = None,
+    overwrite: bool = False,
+    backend: str = "auto",
+) -> ConversionSummary:
+    """Write a LeRobot dataset as a robot recording (see module docstring)."""
+    from sigma_model.data.lerobot_format import LeRobotDatasetReader
+
+    reader = LeRobotDatasetReader(root, episodes=episodes, image_format="hwc")
+    meta_path = Path(root) / CONVERSION_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    camera = image_key or meta.get("image_key") or (IMAGE_KEY if IMAGE_KEY in reader.features else None)
+    if camera is None:
+        cams = reader.camera_keys
+        if not cams:
+            raise ValueError(f"{root}: the dataset has no image feature")
+        camera = cams[0]
+    for key in (STATE_KEY, ACTION_KEY):
+        if key not in reader.features:
+            raise ValueError(f"{root}: the dataset has no {key!r} feature")
+    n = int(reader.features[STATE_KEY]["shape"][0])
+    if int(reader.features[ACTION_KEY]["shape"][0]) != n:
+        raise ValueError(f"{root}: {STATE_KEY} and {ACTION_KEY} have different sizes")
+    joints = list(joint_names) if joint_names else (
+        list(meta["joint_names"]) if meta.get("joint_names") and len(meta["joint_names"]) == n
+        else _joint_names_from_features(reader.features[STATE_KEY].get("names"), n))
+    if len(joints) != n:
+        raise ValueError(f"{len(joints)} joint names for {n} joints")
+    if action_type is None:
+        action_type = "float64_multi_array" if meta.get("action_type") == FLOAT64_ARRAY_TYPE else "joint_trajectory"
+    if topics is None:
+        saved = meta.get("topics") or {}
+        topics = RobotTopics(**{k: saved.get(k) for k in ("camera", "joint_states", "instruction", "action")})
+    fps = reader.fps
+    recorded: dict[int, list[int]] = {}
+    if meta.get("episodes") and int(meta.get("total_frames", -1)) == reader.total_frames:
+        for e in meta["episodes"]:
+            length = int(reader.episodes_meta.get(int(e["episode_index"]), {}).get("length", -1))
+            if len(e.get("frame_t_ns") or []) == length:
+                recorded[int(e["episode_index"])] = [int(t) for t in e["frame_t_ns"]]
+    elif meta.get("episodes"):
+        log.warning("%s: %s does not match the dataset (edited?): using the dataset's timestamps", root, CONVERSION_META)
+    lead_ns = min(INSTRUCTION_LEAD_NS, 500_000_000 // max(1, fps))
+    if episode_gap_s is None:
+        episode_gap_s = max(2.0, 10.0 / fps)
+    gap_ns = int(episode_gap_s * 1e9)
+    summary = ConversionSummary(source=str(root), target=str(bag), fps=fps)
+    t_next = DEFAULT_START_NS if start_ns is None else int(start_ns)
+    cur_ep = None
+    ep_start = 0
+    last_t = None
+    task_now = None
+    eps_seen: list[int] = []
+    tasks: list[str] = []
+    with RobotBagWriter(bag, storage, topics, joints, action_type, backend, overwrite) as w:
+        for frame in reader.iter_frames():
+            ep = int(frame["episode_index"])
+            if ep != cur_ep:
+                ep_start = t_next if last_t is None else max(t_next, last_t + gap_ns)
+                cur_ep = ep
+                task_now = None
+                eps_seen.append(ep)
+            times = recorded.get(ep) if start_ns is None else None
+            if times is not None:
+                t_ns = times[int(frame["frame_index"])]
+            else:
+                t_ns = ep_start + int(round(float(frame["timestamp"]) * 1e9))
+            if last_t is not None and t_ns <= last_t:
+                t_ns = last_t + 1
+            task = str(frame.get("task", ""))
+            if task != task_now:
+                if task:
+                    w.instruction(t_ns - lead_ns, task)
+                task_now = task
+                if task not in tasks:
+                    tasks.append(task)
+            state = np.asarray(frame[STATE_KEY], dtype=np.float64)
+            action = np.asarray(frame[ACTION_KEY], dtype=np.float64)
+            w.joint_state(t_ns, state)
+            w.action(t_ns, action)
+            w.image(t_ns, np.asarray(frame[camera], dtype=np.uint8))
+            last_t = t_ns
+            t_next = t_ns + gap_ns
+            summary.frames += 1
+    if summary.frames == 0:
+        raise ValueError(f"{root}: no frames to convert")
+    summary.episodes, summary.tasks = len(eps_seen), tasks
+    summary.details = {"storage": storage, "action_type": ACTION_TYPES.get(action_type, action_type),
+                       "joint_names": joints, "topics": w.topics.as_dict(), "image_key": camera}
+    return summary
+
+
+# ----------------------------------------------------------------------------- command lines
+def _topic_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("topics (default: the Sigma graph's names, else the one topic of the type)")
+    g.add_argument("--camera-topic", default=None, help="sensor_msgs/Image topic (default /camera/image_raw)")
+    g.add_argument("--joint-states-topic", default=None, help="sensor_msgs/JointState topic (default /joint_states)")
+    g.add_argument("--instruction-topic", default=None, help="std_msgs/String topic (default /instruction)")
+    g.add_argument("--action-topic", default=None,
+                   help="commanded action topic, JointTrajectory or Float64MultiArray (default /action)")
+    g.add_argument("--joint-names", nargs="+", default=None,
+                   help="joint order of states/actions (default: the SO-101 joints when present, else the bag's)")
+
+
+def topics_from_args(args) -> RobotTopics:
+    return RobotTopics(camera=args.camera_topic, joint_states=args.joint_states_topic,
+                       instruction=args.instruction_topic, action=args.action_topic)
+
+
+def bag_to_lerobot_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sigma-bag-to-lerobot",
+                                description="Convert a robot rosbag2 recording (sqlite3 or MCAP) into a LeRobot v3.0 "
+                                            "dataset: each camera frame with the newest joint state and command, the "
+                                            "instruction as task; episodes split at instruction changes and time gaps.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bag", help="rosbag2 directory (or a single .db3 / .mcap file)")
+    p.add_argument("output", help="LeRobot dataset root to create")
+    p.add_argument("--repo-id", default=None, help="dataset repo id (default local/<bag name>)")
+    p.add_argument("--fps", type=int, default=None, help="dataset fps (default: the camera rate)")
+    p.add_argument("--gap-s", type=float, default=None,
+                   help="a pause between camera frames longer than this starts an episode (default 5 frame periods, >= 0.5 s)")
+    p.add_argument("--max-age-s", type=float, default=1.0, help="joint states / commands older than this are not paired (0: no limit)")
+    p.add_argument("--action-align", choices=("latest", "next"), default="latest",
+                   help="pair a frame with the newest command at/before it, or the first one at/after it")
+    p.add_argument("--default-task", default=None, help="task of frames before any instruction (default: skip them)")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="resize images to H x W")
+    p.add_argument("--min-episode-frames", type=int, default=1, help="drop shorter episodes")
+    p.add_argument("--robot-type", default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="convert at most this many camera frames")
+    p.add_argument("--timestamps", choices=("fps", "recorded"), default="fps",
+                   help="frame timestamps: frame_index / fps (LeRobot's convention; recorded times go to "
+                        "meta/sigma_bag_conversion.json) or the recorded time since the episode start")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)")
+    _topic_args(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        s = bag_to_lerobot(args.bag, args.output, repo_id=args.repo_id, topics=topics_from_args(args),
+                           joint_names=args.joint_names, fps=args.fps, gap_s=args.gap_s, max_age_s=args.max_age_s,
+                           action_align=args.action_align, default_task=args.default_task,
+                           image_size=tuple(args.image_size) if args.image_size else None,
+                           min_episode_frames=args.min_episode_frames, robot_type=args.robot_type,
+                           max_frames=args.max_frames, timestamps=args.timestamps, overwrite=args.overwrite,
+                           backend=args.backend)
+    except (BagError, ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"sigma-bag-to-lerobot: error: {err}", file=sys.stderr)
+        return 2
+    skipped = ", ".join(f"{k} {v}" for k, v in s.skipped.items() if v) or "none"
+    print(f"{s.target}: {s.episodes} episodes, {s.frames} frames at {s.fps} fps, {len(s.tasks)} tasks "
+          f"(skipped frames: {skipped})")
+    return 0
+
+
+def lerobot_to_bag_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sigma-lerobot-to-bag",
+                                description="Write a LeRobot dataset as a rosbag2 robot recording: camera Image, "
+                                            "JointState and command per frame, the task as std_msgs/String.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dataset", help="LeRobot dataset root (meta/info.json)")
+    p.add_argument("bag", help="rosbag2 directory to create")
+    p.add_argument("--storage", choices=STORAGES, default="sqlite3")
+    p.add_argument("--action-type", choices=sorted(ACTION_TYPES), default=None,
+                   help="command message type (default: the source bag's when the dataset came from one, else joint_trajectory)")
+    p.add_argument("--image-key", default=None, help="camera feature (default observation.images.front / the first one)")
+    p.add_argument("--start-ns", type=int, default=None,
+                   help="time of the first frame (ns since epoch; default: the source bag's times, else 1.7e18)")
+    p.add_argument("--episode-gap-s", type=float, default=None, help="pause between episodes (default max(2 s, 10 frames))")
+    p.add_argument("--episodes", type=int, nargs="+", default=None, help="convert only these episode indices")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bag directory")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)")
+    _topic_args(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    given = topics_from_args(args)
+    try:
+        s = lerobot_to_bag(args.dataset, args.bag, storage=args.storage, action_type=args.action_type,
+                           topics=given if any(given.as_dict().values()) else None, joint_names=args.joint_names,
+                           image_key=args.image_key, start_ns=args.start_ns, episode_gap_s=args.episode_gap_s,
+                           episodes=args.episodes, overwrite=args.overwrite, backend=args.backend)
+    except (BagError, ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"sigma-lerobot-to-bag: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{s.target}: {s.episodes} episodes, {s.frames} frames ({s.details['storage']}, "
+          f"{s.details['action_type']}, topics {s.details['topics']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(bag_to_lerobot_main())

@@ -1,0 +1,396 @@
+"""``sigma-demo``: the main job. The whole stack on the simulated SO-101, finishing by itself.
+
+Starts the simulated SO-101 (:mod:`sigma_ros.sim_node`) and the four Sigma nodes from the same
+graph description ``launch/sigma.launch.py`` and ``sigma-graph`` use (:mod:`sigma_ros.graph`:
+node list, parameter file ``config/sigma.yaml``, per-node ``--ros-args``), with the shipped
+checkpoint ``checkpoints/sigma_so101_default``; then, per episode, resets the simulator
+(randomised cube, seeded), sends the instruction on ``/instruction`` and lets the graph act until
+the task is solved or the episode times out. Prints success, time to success and the per-stage
+latency each node reports on ``sigma/status``, then stops everything.
+
+By default the Sigma nodes run one process each (like ``ros2 launch``) and the simulator runs in
+this process; ``--single-process`` puts everything in this process. Options that need a display
+(``--gui``) are off by default. Everything stays on an isolated ROS domain unless ``--domain-id``
+is given.
+
+Examples::
+
+    sigma-demo                                # 3 episodes, shipped checkpoint
+    sigma-demo --episodes 10 --json demo.json
+    sigma-demo --telepathy off                # the tau = 0 baseline path
+    sigma-demo --gui                          # MuJoCo viewer (needs a display)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
+STAGE_ORDER = (("perception_node", "decode"), ("perception_node", "vision_stage"),
+               ("language_node", "language_stage"), ("action_node", "action_stage"), ("action_node", "adapter"),
+               ("controller_node", "control_stage"))
+
+
+def default_checkpoint() -> str:
+    """The shipped checkpoint: ./checkpoints/... in a source tree, else next to the package."""
+    local = Path(DEFAULT_CHECKPOINT)
+    if (local / "config.json").is_file():
+        return str(local)
+    repo = Path(__file__).resolve().parent.parent / DEFAULT_CHECKPOINT
+    return str(repo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sigma-demo", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help=f"Sigma checkpoint (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
+    p.add_argument("--seed", type=int, default=10_000, help="seed of the first episode (default 10000)")
+    p.add_argument("--instruction", default=None, help="instruction for every episode (default: left/right alternating)")
+    p.add_argument("--telepathy", choices=("on", "off"), default="on")
+    p.add_argument("--adapter", action="store_true", help="risk-gated inference adapter on in the action node")
+    p.add_argument("--max-episode-s", type=float, default=15.0, help="simulated seconds per episode (default 15)")
+    p.add_argument("--real-time-factor", type=float, default=1.0,
+                   help="wall-clock speed of sim + controller (default 1.0; < 1 on slow machines)")
+    p.add_argument("--step-mode", choices=("timer", "on_command"), default="timer",
+                   help="sim stepping: wall-clock timer (default) or one step per motor command")
+    p.add_argument("--single-process", action="store_true", help="run the four nodes in this process too")
+    p.add_argument("--config-file", default=None, help="ROS 2 parameter file (default: config/sigma.yaml)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain id (default: a free-ish isolated one)")
+    p.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for the nodes (default 120)")
+    p.add_argument("--gui", action="store_true", help="show the MuJoCo viewer (needs a display; off by default)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--conditions", nargs="+", default=None,
+                   choices=("sigma", "sigma_adapter", "telepathy_off", "telepathy_off_adapter"),
+                   help="closed-loop evaluation through ROS: run the episodes once per condition (the graph is "
+                        "restarted for each) instead of --telepathy/--adapter")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write sigma_eval_report.json (the closed-loop report format of sigma-closed-loop) here")
+    p.add_argument("--verbose", action="store_true", help="show the nodes' own log output")
+    return p
+
+
+class StatusCollector:
+    """Newest sigma/status message per node, plus the episode status events of the sim."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.status: dict[str, Any] = {}
+
+    def on_status(self, msg) -> None:
+        with self.lock:
+            self.status[msg.node] = msg
+
+    def nodes(self) -> set[str]:
+        with self.lock:
+            return set(self.status)
+
+    def latencies(self) -> dict[str, dict[str, float]]:
+        """{node: {stage: mean ms}} from the newest Status of each node."""
+        with self.lock:
+            out = {}
+            for node, m in self.status.items():
+                out[node] = {n: float(v) for n, v in zip(m.stage_names, m.stage_latency_mean_ms)}
+                rates = dict(zip(m.rate_names, m.rates_hz))
+                out[node].update({f"rate:{k}": float(v) for k, v in rates.items()})
+                out[node]["mode:" + m.mode] = 1.0
+            return out
+
+
+def _child_env(domain_id: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start_node_processes(specs, params_file, checkpoint, overrides, domain_id, log_path, verbose):
+    from sigma_ros.graph_main import node_cli_args
+
+    procs = []
+    log = None if verbose else open(log_path, "ab")
+    for spec in specs:
+        cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, [], checkpoint, None, "",
+                                                                  overrides.get(spec.name))
+        procs.append((spec, subprocess.Popen(cmd, env=_child_env(domain_id), stdout=log, stderr=subprocess.STDOUT if log else None)))
+    return procs, log
+
+
+def stop_processes(procs, timeout: float = 10.0) -> None:
+    for _, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for _, p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                p.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def format_latency(lat: dict[str, dict[str, float]]) -> list[str]:
+    lines = []
+    for node, stage in STAGE_ORDER:
+        v = lat.get(node, {}).get(stage)
+        if v is not None:
+            lines.append(f"  {node:<16} {stage:<15} {v:8.2f} ms")
+    ctl = lat.get("controller_node", {})
+    if "rate:control_achieved" in ctl:
+        lines.append(f"  {'controller_node':<16} {'control rate':<15} {ctl['rate:control_achieved']:8.2f} Hz")
+    return lines
+
+
+def run_demo(args) -> dict[str, Any]:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from sigma_model.checkpoint import CONFIG_NAME
+    from sigma_model.configuration_sigma import SigmaConfig
+    from sigma_ros import graph, qos
+    from sigma_ros.graph_main import create_nodes
+    from sigma_ros.sim_node import make_sim_node_class
+    from sigma_ros.testing import domain_id_for
+    from sigma_sim.closed_loop import episode_instruction
+    from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
+
+    checkpoint = args.checkpoint or default_checkpoint()
+    if not (Path(checkpoint) / CONFIG_NAME).is_file():
+        raise SystemExit(f"sigma-demo: no checkpoint at {checkpoint} (run sigma-make-default, or pass --checkpoint)")
+    checkpoint = str(Path(checkpoint).resolve())
+    mconf = SigmaConfig.load(Path(checkpoint) / CONFIG_NAME)
+    params_file = args.config_file or str(graph.default_config_file())
+    domain_id = args.domain_id if args.domain_id is not None else domain_id_for("sigma-demo")
+    rate = 30.0 * args.real_time_factor
+    common = {"telepathy": args.telepathy == "on", "torch_threads": 1}
+    overrides = {spec.name: dict(common) for spec in graph.NODES}
+    overrides["controller_node"].update(rate_hz=rate, output_type="joint_trajectory")
+    overrides["action_node"]["use_adapter"] = bool(args.adapter)
+    if args.real_time_factor != 1.0:  # sensor timeouts scale with the slowed clock
+        overrides["controller_node"].update(plan_timeout_s=0.5 / args.real_time_factor,
+                                            joint_state_timeout_s=0.5 / args.real_time_factor)
+
+    print(f"[sigma-demo] checkpoint {checkpoint}; ROS domain {domain_id}; "
+          f"{'single process' if args.single_process else 'one process per node'}", flush=True)
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context, domain_id=domain_id)
+    procs, log = [], None
+    log_path = Path(tempfile.gettempdir()) / f"sigma_demo_nodes_{os.getpid()}.log"
+    nodes = []
+    sim = None
+    executor = None
+    sim_executor = None
+    viewer = None
+    results: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    try:
+        if args.single_process:
+            nodes = create_nodes(list(graph.NODES), params_file, [], checkpoint, None, context=context,
+                                 extra_overrides=overrides)
+        else:
+            procs, log = start_node_processes(graph.NODES, params_file, checkpoint, overrides, domain_id, log_path,
+                                              args.verbose)
+        size = mconf.image_size
+        env = SO101PickPlaceEnv(SimConfig(image_width=size, image_height=size, render_observations=False,
+                                          max_episode_steps=10**9))
+        sim_params = graph.ros_arguments(None, [], {
+            "control_hz": 30.0, "real_time_factor": float(args.real_time_factor), "step_mode": args.step_mode,
+            "image_size": int(size), "audio_sample_rate": int(mconf.audio_sample_rate),
+            "audio_chunk_s": mconf.audio_chunk_samples / mconf.audio_sample_rate, "seed": int(args.seed),
+            "max_episode_s": float(args.max_episode_s), "command_type": "joint_trajectory",
+        }, node_name="sim_node")
+        sim = make_sim_node_class()(env=env, context=context, cli_args=sim_params)
+        if args.gui:
+            try:
+                import mujoco.viewer
+
+                viewer = mujoco.viewer.launch_passive(env.model, env.data)
+            except Exception as err:  # noqa: BLE001
+                print(f"[sigma-demo] --gui: no viewer ({err}); continuing headless", flush=True)
+        monitor = rclpy.create_node("sigma_demo", context=context)
+        collector = StatusCollector()
+        from sigma_ros_msgs.msg import Status
+
+        monitor.create_subscription(Status, graph.TOPIC_BY_KEY["status"].name, collector.on_status, qos.STATUS)
+        instr_pub = monitor.create_publisher(String, graph.TOPIC_BY_KEY["instruction"].name, qos.INSTRUCTION)
+        executor = MultiThreadedExecutor(num_threads=max(2, len(nodes) + 1), context=context)
+        for n in (*nodes, monitor):
+            executor.add_node(n)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        # The sim renders with an OpenGL context: it is spun by one dedicated thread only.
+        sim_executor = SingleThreadedExecutor(context=context)
+        sim_executor.add_node(sim)
+        threading.Thread(target=sim_executor.spin, daemon=True).start()
+
+        want = {s.name for s in graph.NODES}
+        deadline = time.monotonic() + args.startup_timeout
+        while not want <= collector.nodes():
+            for spec, p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{spec.name} exited with {p.returncode} during start-up (log: {log_path})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nodes not up after {args.startup_timeout:.0f}s: missing "
+                                   f"{sorted(want - collector.nodes())} (log: {log_path})")
+            time.sleep(0.2)
+        t_wait = time.monotonic() + 10.0
+        while instr_pub.get_subscription_count() < 1 and time.monotonic() < t_wait:
+            time.sleep(0.05)
+        print(f"[sigma-demo] graph up in {time.perf_counter() - t_start:.1f}s: sim_node + "
+              f"{', '.join(s.name for s in graph.NODES)}", flush=True)
+
+        for i in range(args.episodes):
+            seed = args.seed + i
+            instruction = args.instruction or episode_instruction(i, seed)
+            episode = sim.request_reset(seed, instruction)
+            reset_deadline = time.monotonic() + 10.0
+            while sim.episode < episode and time.monotonic() < reset_deadline:
+                time.sleep(0.01)
+            instr_pub.publish(String(data=instruction))
+            print(f"[sigma-demo] episode {i + 1}/{args.episodes}: seed {seed}, instruction {instruction!r}", flush=True)
+            wall_limit = time.monotonic() + args.max_episode_s / args.real_time_factor * 3 + 10
+            while not sim.done:
+                if viewer is not None and viewer.is_running():
+                    with sim.lock:
+                        viewer.sync()
+                for spec, p in procs:
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{spec.name} exited with {p.returncode} (log: {log_path})")
+                if time.monotonic() > wall_limit:
+                    print("[sigma-demo] episode wall-clock limit reached", flush=True)
+                    break
+                time.sleep(0.05)
+            status = sim.status()
+            status["latency_ms"] = collector.latencies()
+            results.append(status)
+            t = status["time_to_success_s"]
+            print(f"[sigma-demo]   -> {'SUCCESS' if status['success'] else 'failed '} "
+                  f"{'in %.2f s' % t if t is not None else 'after %.2f s' % status['time']} (simulated), "
+                  f"cube lifted: {status['was_lifted']}, commands received: {status['commands_in']}", flush=True)
+    finally:
+        if viewer is not None:
+            try:
+                viewer.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if sim_executor is not None:
+            sim_executor.shutdown(timeout_sec=2.0)
+        stop_processes(procs)
+        if log is not None:
+            log.close()
+        for n in nodes:
+            try:
+                n.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+        timing = sim.timing() if sim is not None else {}
+        if sim is not None:
+            sim.shutdown()
+        context.try_shutdown()
+
+    lat = results[-1]["latency_ms"] if results else {}
+    ok = sum(r["success"] for r in results)
+    times = [r["time_to_success_s"] for r in results if r["time_to_success_s"] is not None]
+    summary = {
+        "checkpoint": checkpoint, "episodes": len(results), "successes": ok,
+        "success_rate": ok / max(1, len(results)),
+        "mean_time_to_success_s": sum(times) / len(times) if times else None,
+        "telepathy": args.telepathy == "on", "adapter": bool(args.adapter),
+        "sim_timing_ms": timing, "latency_ms": lat, "episodes_detail": results,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    print("")
+    print(f"[sigma-demo] success rate: {ok}/{len(results)} = {summary['success_rate']:.0%}"
+          + (f"; mean time to success {summary['mean_time_to_success_s']:.2f} s" if times else ""))
+    print("[sigma-demo] per-stage latency (mean over each node's status window):")
+    for line in format_latency(lat):
+        print(line)
+    if timing:
+        print(f"  {'sim_node':<16} {'physics step':<15} {timing.get('physics_step_ms', float('nan')):8.2f} ms")
+        print(f"  {'sim_node':<16} {'render':<15} {timing.get('render_ms', float('nan')):8.2f} ms")
+    print(f"[sigma-demo] done in {summary['wall_s']:.1f} s")
+    return summary
+
+
+def ros_report(runs: dict[str, dict[str, Any]], args) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The closed-loop report (sigma_sim.closed_loop format) of demo runs, one per condition."""
+    from sigma_sim.closed_loop import ClosedLoopConfig, EpisodeOutcome, build_closed_loop_report
+
+    outcomes = []
+    for condition, summary in runs.items():
+        for i, ep in enumerate(summary["episodes_detail"]):
+            lat = ep.get("latency_ms", {})
+            latency = {f"{node}.{stage}": v for node, stages in lat.items() for stage, v in stages.items()
+                       if not stage.startswith(("rate:", "mode:"))}
+            outcomes.append(EpisodeOutcome(
+                condition=condition, episode=i, seed=ep["seed"], instruction=ep["instruction"], success=ep["success"],
+                steps=ep["step"], time_to_success_s=ep["time_to_success_s"], was_lifted=ep["was_lifted"],
+                mean_abs_delta_command=ep["mean_abs_delta_command"], mean_sq_jerk=ep["mean_sq_jerk"],
+                safety_step_limited_fraction=float("nan"), plans=0, latency_ms=latency,
+            ))
+    cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(runs),
+                           max_steps=int(round(args.max_episode_s * 30)))
+    meta = {"mode": "closed_loop_ros", "real_time_factor": args.real_time_factor, "step_mode": args.step_mode,
+            "single_process": bool(args.single_process), "checkpoint": next(iter(runs.values()))["checkpoint"],
+            "replan": "every camera frame (perception -> language -> action pipeline rate)"}
+    report, records = build_closed_loop_report(outcomes, cfg, meta=meta)
+    report["meta"]["mode"] = "closed_loop_ros"
+    report["meta"].pop("replan_every", None)
+    return report, records
+
+
+CONDITION_FLAGS = {"sigma": ("on", False), "sigma_adapter": ("on", True), "telepathy_off": ("off", False),
+                   "telepathy_off_adapter": ("off", True)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.episodes <= 0 or args.real_time_factor <= 0 or args.max_episode_s <= 0:
+        raise SystemExit("sigma-demo: --episodes, --real-time-factor and --max-episode-s must be positive")
+    conditions = args.conditions or [next(k for k, v in CONDITION_FLAGS.items() if v == (args.telepathy, args.adapter))]
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for condition in conditions:
+            args.telepathy, args.adapter = CONDITION_FLAGS[condition]
+            if len(conditions) > 1:
+                print(f"[sigma-demo] ===== condition {condition} =====", flush=True)
+            runs[condition] = run_demo(args)
+    except KeyboardInterrupt:
+        print("[sigma-demo] interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        print(f"sigma-demo: error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        data = runs[conditions[0]] if len(runs) == 1 else runs
+        Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    if args.report:
+        from sigma_sim.closed_loop import format_summary, write_closed_loop_report
+
+        report, records = ros_report(runs, args)
+        path = write_closed_loop_report(report, records, args.report)
+        print(format_summary(report))
+        print(f"[sigma-demo] report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,469 @@
+"""``sigma-make-default``: build the embedded default Sigma model for the simulated SO-101.
+
+One command runs the whole pipeline and writes the shipped checkpoint with its provenance::
+
+    sigma-make-default                                  # the exact recipe of checkpoints/sigma_so101_default
+    sigma-make-default --episodes 10 --max-steps 200 --eval-episodes 4 --out /tmp/tiny_default   # smoke run
+
+Stages (``--stages`` picks a subset; every stage reads the previous stage's output in ``--work-dir``):
+
+1. ``record``     scripted-expert demonstrations (:mod:`sigma_sim.record`), a LeRobot v3.0 dataset;
+2. ``preprocess`` LeRobot dataset -> safetensors shards, horizon 16 (:mod:`sigma_model.data.preprocess`);
+3. ``train``      the default small Sigma configuration with :class:`sigma_model.training.SigmaTrainer`
+                  (TRAF + TSAC + curriculum) on vision (96x96 front camera) + joint positions, with
+                  image-shift / state-noise augmentation and silent audio (what the sim node publishes);
+4. ``eval``       closed-loop evaluation in the simulator (:mod:`sigma_sim.closed_loop`): telepathy
+                  on, off, with the adapter, over randomised seeded episodes never seen in training;
+5. ``ship``       copies the merged checkpoint (config.json + <workspace>.safetensors) to ``--out``
+                  with ``PROVENANCE.md`` / ``provenance.json`` (command, seeds, dataset size, steps,
+                  wall times, eval figures) and the closed-loop report.
+
+Inputs are vision + joints only unless ``--privileged-cube-pose`` is given (see PROVENANCE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sigma_model.training.batching import PreviousWindowDataset
+
+DEFAULT_OUT = "checkpoints/sigma_so101_default"
+DEFAULT_WORK_DIR = "runs/sigma_so101_default"
+STAGES = ("record", "preprocess", "train", "eval", "ship")
+
+#: The default small configuration (overrides of SigmaConfig()); ~0.9 M parameters, ~3.7 MB fp32.
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    "d_model": 64,
+    "n_heads": 4,
+    "backbone_heads": 4,
+    "d_tau": 32,
+}
+#: Training recipe (overrides of TrainingConfig()).
+DEFAULT_TRAINING: dict[str, Any] = {
+    "batch_size": 32,
+    "learning_rate": 5e-4,
+    "warmup_steps": 100,
+    "scheduler": "cosine",
+    "min_lr_ratio": 0.05,
+    "max_steps": 6000,
+    "save_every": 1000,
+    "keep_checkpoints": 2,
+    "log_every": 50,
+}
+
+
+# ------------------------------------------------------------------------------------- data
+class SimTrainingWindows(PreviousWindowDataset):
+    """Shard windows (+ the previous window of the episode) with light augmentation for training.
+
+    * ``image_shift``: random translation of the camera image by up to this many pixels (edge
+      replicated), independently for the window and its previous window;
+    * ``state_noise``: Gaussian noise (rad) on the measured joint positions fed to the model (not on
+      the action targets), which teaches it to recover from small closed-loop deviations;
+    * ``silent_audio``: a zero audio chunk of this many samples (0: no audio), matching the silent
+      microphone stream of the sim node.
+
+    Randomness comes from one seeded generator, so a run is reproducible for a fixed data order.
+    """
+
+    def __init__(self, dataset, image_shift: int = 4, state_noise: float = 0.01, silent_audio: int = 1600,
+                 seed: int = 0) -> None:
+        super().__init__(dataset)
+        self.image_shift = int(image_shift)
+        self.state_noise = float(state_noise)
+        self.silent_audio = int(silent_audio)
+        self.generator = torch.Generator().manual_seed(int(seed) + 12345)
+
+    def _shift(self, image: torch.Tensor) -> torch.Tensor:
+        s = self.image_shift
+        if s <= 0:
+            return image
+        frames = image if image.dim() == 4 else image.unsqueeze(0)
+        h, w = frames.shape[-2:]
+        padded = torch.nn.functional.pad(frames.float(), (s, s, s, s), mode="replicate")
+        dx, dy = torch.randint(0, 2 * s + 1, (2,), generator=self.generator).tolist()
+        out = padded[..., dy:dy + h, dx:dx + w].round().clamp(0, 255).to(torch.uint8)
+        return out if image.dim() == 4 else out[0]
+
+    def _noisy(self, state: torch.Tensor) -> torch.Tensor:
+        if self.state_noise <= 0:
+            return state
+        return state + self.state_noise * torch.randn(state.shape, generator=self.generator)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = super().__getitem__(index)
+        sample["vision_inputs"] = self._shift(sample["vision_inputs"])
+        sample["prev_vision_inputs"] = self._shift(sample["prev_vision_inputs"])
+        sample["robot_state"] = self._noisy(sample["robot_state"])
+        sample["prev_robot_state"] = self._noisy(sample["prev_robot_state"])
+        if self.silent_audio > 0:
+            sample["audio"] = torch.zeros(self.silent_audio)
+            sample["prev_audio"] = torch.zeros(self.silent_audio)
+        return sample
+
+
+# ----------------------------------------------------------------------------------- stages
+def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float, progress: bool = False):
+    """Like :func:`sigma_sim.record.record_dataset`, with DART-style noise injection: the arm executes
+    the expert's joint targets plus Gaussian noise (``noise`` rad, arm joints, seeded) while the
+    dataset stores the expert's clean targets, so the demonstrations show how to return to the
+    plan from small deviations (and the expert's re-grasps when a perturbed grasp fails)."""
+    import numpy as np
+
+    from sigma_model.data.lerobot_format import LeRobotDatasetWriter
+    from sigma_sim.expert import ScriptedExpert
+    from sigma_sim.record import DEFAULT_REPO_ID, ROBOT_TYPE, RecordSummary, dataset_features, instruction_for_episode, to_lerobot_frame
+    from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
+
+    cfg = SimConfig()
+    env = SO101PickPlaceEnv(cfg)
+    expert = ScriptedExpert(env)
+    writer = LeRobotDatasetWriter.create(root, repo_id=DEFAULT_REPO_ID, fps=int(cfg.control_hz),
+                                         features=dataset_features(cfg.image_height, cfg.image_width),
+                                         robot_type=ROBOT_TYPE, overwrite=True)
+    summary = RecordSummary(root=str(root), episodes=0, frames=0, attempted=0, fps=int(cfg.control_hz))
+    t0 = time.perf_counter()
+    ep_seed = seed
+    try:
+        while summary.episodes < num_episodes and summary.attempted < 2 * num_episodes + 10:
+            instruction = instruction_for_episode(summary.episodes, ep_seed)
+            rng = np.random.default_rng(ep_seed + 7_777_777)
+            obs, info = env.reset(seed=ep_seed, instruction=instruction)
+            expert.reset()
+            n, tail, success = 0, 0, False
+            for _ in range(cfg.max_episode_steps):
+                action = expert.act()
+                writer.add_frame(to_lerobot_frame(obs, action), task=env.instruction)
+                n += 1
+                executed = np.asarray(action, dtype=np.float64).copy()
+                executed[:5] += rng.normal(0.0, noise, 5)
+                obs, _, _, _, info = env.step(executed)
+                success = bool(info["success"])
+                if expert.done:
+                    tail += 1
+                    if (success and tail >= 10) or expert.attempts >= expert.config.max_attempts or tail > 30:
+                        break
+            summary.attempted += 1
+            if success:
+                writer.save_episode()
+                summary.episodes += 1
+                summary.frames += n
+                summary.instructions[instruction] = summary.instructions.get(instruction, 0) + 1
+            else:
+                writer.clear_episode_buffer()
+                summary.failed_seeds.append(ep_seed)
+            if progress:
+                print(f"[make-default] record seed {ep_seed}: {'ok' if success else 'FAILED'} {n} frames "
+                      f"({summary.episodes}/{num_episodes})", file=sys.stderr, flush=True)
+            ep_seed += 1
+    finally:
+        writer.finalize()
+        env.close()
+    summary.seconds = time.perf_counter() - t0
+    summary.success_rate = 1.0 - len(summary.failed_seeds) / max(1, summary.attempted)
+    if summary.episodes < num_episodes:
+        raise RuntimeError(f"only {summary.episodes}/{num_episodes} successful episodes")
+    return summary
+
+
+def stage_record(args, work: Path) -> dict[str, Any]:
+    from sigma_sim.record import record_dataset
+
+    root = work / "demos"
+    info = root / "meta" / "info.json"
+    if info.is_file() and json.loads(info.read_text()).get("total_episodes") == args.episodes:
+        print(f"[make-default] record: reusing {root}", file=sys.stderr)
+        meta = json.loads(info.read_text())
+        return {"root": str(root), "episodes": meta["total_episodes"], "frames": meta["total_frames"], "reused": True}
+    t0 = time.perf_counter()
+    if args.expert_noise > 0:
+        summary = record_noisy_dataset(root, args.episodes, args.seed, args.expert_noise, progress=not args.quiet)
+    else:
+        summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet)
+    out = asdict(summary)
+    out["expert_noise_rad"] = args.expert_noise
+    out["seconds"] = time.perf_counter() - t0
+    print(f"[make-default] record: {summary.episodes} episodes, {summary.frames} frames in {out['seconds']:.0f}s",
+          file=sys.stderr)
+    return out
+
+
+def stage_preprocess(args, work: Path) -> dict[str, Any]:
+    from sigma_model.data.preprocess import preprocess_dataset
+    from sigma_model.data.windows import WindowConfig
+
+    t0 = time.perf_counter()
+    meta = preprocess_dataset(work / "demos", work / "shards", WindowConfig(horizon_T=16), progress=False)
+    seconds = time.perf_counter() - t0
+    n = meta.get("num_samples") or sum(s.get("num_samples", 0) for s in meta.get("shards", []))
+    print(f"[make-default] preprocess: {n} windows in {seconds:.0f}s", file=sys.stderr)
+    return {"shards": str(work / "shards"), "windows": n, "seconds": seconds}
+
+
+def model_config(args):
+    from sigma_model import SigmaConfig
+
+    values = dict(DEFAULT_MODEL_CONFIG)
+    for item in args.model_set:
+        key, _, raw = item.partition("=")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw
+    return SigmaConfig.from_dict({**SigmaConfig().to_dict(), **values})
+
+
+def training_config(args, work: Path):
+    from sigma_model.training.configuration_training import TrainingConfig
+
+    values = dict(DEFAULT_TRAINING)
+    values.update(shards_dir=str(work / "shards"), output_dir=str(work / "train"), seed=args.seed,
+                  num_threads=args.threads, device="cpu")
+    if args.max_steps is not None:
+        values["max_steps"] = args.max_steps
+        values["warmup_steps"] = min(values["warmup_steps"], max(0, args.max_steps // 10))
+        values["save_every"] = min(values["save_every"], args.max_steps)
+    for item in args.train_set:
+        key, _, raw = item.partition("=")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw
+    return TrainingConfig.from_dict({**TrainingConfig().to_dict(), **values})
+
+
+def stage_train(args, work: Path) -> dict[str, Any]:
+    from sigma_model.data import ShardDataset
+    from sigma_model.training.trainer import SigmaTrainer
+
+    tconf = training_config(args, work)
+    mconf = model_config(args)
+    shards = ShardDataset(tconf.shards_dir)
+    shards.cache_shards = max(shards.cache_shards, len(shards.paths))
+    dataset = SimTrainingWindows(shards, image_shift=args.image_shift, state_noise=args.state_noise,
+                                 silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed)
+    t0 = time.perf_counter()
+    trainer = SigmaTrainer(tconf, mconf, dataset=dataset, resume="auto" if args.resume else None,
+                           overwrite=not args.resume)
+    counts = trainer.summary()
+    print(f"[make-default] train: {counts['total']:,} parameters ({counts['trainable']:,} trainable), "
+          f"{len(dataset)} windows, {tconf.max_steps} steps x batch {tconf.batch_size}", file=sys.stderr)
+    result = trainer.train(progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    m = result["last_metrics"]
+    print(f"[make-default] train: done in {seconds / 60:.1f} min, loss {m.get('loss', float('nan')):.4f}, "
+          f"L_act {m.get('L_act', float('nan')):.4f}", file=sys.stderr)
+    return {
+        "checkpoint": result["checkpoint"], "model": str(Path(result["checkpoint"]) / "model"),
+        "steps": result["step"], "batch_size": tconf.batch_size, "samples_seen": trainer.samples_seen,
+        "windows": len(dataset), "seconds": seconds, "threads": torch.get_num_threads(),
+        "last_metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
+        "training_config": tconf.to_dict(), "model_config": mconf.to_dict(),
+        "augmentation": {"image_shift_px": args.image_shift, "state_noise_rad": args.state_noise,
+                         "silent_audio_samples": dataset.silent_audio},
+    }
+
+
+def stage_eval(args, work: Path, model_dir: str | Path) -> dict[str, Any]:
+    from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint
+
+    cfg = ClosedLoopConfig(episodes=args.eval_episodes, seed=args.eval_seed, replan_every=args.replan_every,
+                           conditions=tuple(args.conditions), max_steps=args.eval_max_steps)
+    t0 = time.perf_counter()
+    report = evaluate_checkpoint(model_dir, cfg, out_dir=work / "eval", progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    return {"report": report, "seconds": seconds, "out_dir": str(work / "eval")}
+
+
+def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, Any, Any]]:
+    rows = []
+    for name, c in report.get("conditions", {}).items():
+        ex = c.get("extra", {})
+        rows.append((c.get("label", name), c.get("success_rate"), ex.get("time_to_success_s"),
+                     ex.get("mean_abs_delta_command"), ex.get("mean_sq_jerk")))
+    return rows
+
+
+def write_provenance(out: Path, prov: dict[str, Any]) -> None:
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=False, default=str) + "\n")
+    ev = prov.get("eval", {}).get("report", {})
+    lines = [
+        "# sigma_so101_default: provenance",
+        "",
+        "The embedded default Sigma model for the simulated SO-101 pick-and-place task",
+        "(MuJoCo, `sigma_sim`). Produced by one command; everything below is read back from that run.",
+        "",
+        "## Command",
+        "",
+        "```",
+        prov["command"],
+        "```",
+        "",
+        f"- git commit: `{prov.get('git_commit')}`; python {prov['python']}; torch {prov['torch']}; "
+        f"{prov['machine']}",
+        f"- seeds: demonstrations {prov['seeds']['demonstrations']}, training {prov['seeds']['training']}, "
+        f"closed-loop evaluation episodes {prov['seeds']['evaluation']}, diffusion noise {prov['seeds']['diffusion']}",
+        f"- inputs: **{prov['inputs']}**",
+    ]
+    rec, pre, tr = prov.get("record", {}), prov.get("preprocess", {}), prov.get("train", {})
+    lines += [
+        f"- dataset: {rec.get('episodes')} scripted-expert episodes, {rec.get('frames')} frames at 30 Hz "
+        f"-> {pre.get('windows')} training windows (horizon 16)",
+        f"- training: {tr.get('steps')} optimiser steps x batch {tr.get('batch_size')} = {tr.get('samples_seen')} "
+        f"samples on CPU ({tr.get('threads')} thread(s)), {tr.get('seconds', 0) / 60:.1f} min wall time",
+        f"- model: {prov.get('parameters'):,} parameters; checkpoint files {prov.get('checkpoint_bytes', 0) / 1e6:.1f} MB "
+        "(safetensors)",
+        f"- wall time of the whole command: {prov.get('total_seconds', 0) / 60:.1f} min",
+        "",
+        "## Closed-loop evaluation",
+        "",
+        f"{ev.get('meta', {}).get('episodes')} randomised episodes (seeds {prov['seeds']['evaluation']}), "
+        f"replanning every {ev.get('meta', {}).get('replan_every')} control ticks at 30 Hz, safety filter on.",
+        "",
+        "| condition | success rate | mean time to success (s) | mean abs command change (rad/tick) | mean squared jerk |",
+        "|---|---|---|---|---|",
+    ]
+    fmt = lambda v, p=3: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
+    for label, sr, tts, dcmd, jerk in _summary_rows(ev):
+        lines.append(f"| {label} | {fmt(sr, 2)} | {fmt(tts, 2)} | {fmt(dcmd, 4)} | {fmt(jerk, 5)} |")
+    lines += ["", "Full report: `sigma_eval_report.json` (same format as the offline evaluation).", ""]
+    (out / "PROVENANCE.md").write_text("\n".join(lines) + "\n")
+
+
+def stage_ship(args, prov: dict[str, Any], model_dir: Path, work: Path) -> Path:
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(model_dir, tmp)
+    eval_dir = work / "eval"
+    for name in ("sigma_eval_report.json",):
+        if (eval_dir / name).is_file():
+            shutil.copy2(eval_dir / name, tmp / name)
+    prov["checkpoint_bytes"] = sum(p.stat().st_size for p in tmp.glob("*.safetensors"))
+    write_provenance(tmp, prov)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        import subprocess
+
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# ------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sigma-make-default", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"shipped checkpoint directory (default {DEFAULT_OUT})")
+    p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"intermediate files (default {DEFAULT_WORK_DIR})")
+    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="demonstration seeds start here; also the training seed")
+    p.add_argument("--episodes", type=int, default=100, help="demonstrations to record (default 100)")
+    p.add_argument("--expert-noise", type=float, default=0.0,
+                   help="DART noise (rad) added to the executed expert actions while recording (default 0)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help=f"training steps (default {DEFAULT_TRAINING['max_steps']})")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
+    p.add_argument("--image-shift", type=int, default=4, help="random image shift augmentation, pixels (default 4)")
+    p.add_argument("--state-noise", type=float, default=0.01, help="joint-state input noise, rad (default 0.01)")
+    p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE", help="override a SigmaConfig field")
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainingConfig field")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training run in --work-dir")
+    p.add_argument("--eval-episodes", type=int, default=50, help="closed-loop evaluation episodes (default 50)")
+    p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation episode seed (default 10000)")
+    p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
+    p.add_argument("--replan-every", type=int, default=4, help="control ticks between replans (default 4)")
+    p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter"],
+                   help="closed-loop conditions (default: sigma telepathy_off sigma_adapter)")
+    p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    prov_path = work / "provenance_partial.json"
+    prov: dict[str, Any] = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    t_start = time.perf_counter()
+    # The command that reproduces everything: these arguments without --stages (all stages).
+    full, skip = [], False
+    for a in argv:
+        if a == "--stages":
+            skip = True
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        full.append(a)
+    prov.setdefault("invocations", []).append("sigma-make-default " + " ".join(shlex.quote(a) for a in argv))
+    prov.update({
+        "command": "sigma-make-default " + " ".join(shlex.quote(a) for a in full),
+        "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)",
+        "seeds": {"demonstrations": f"{args.seed}.. (one per episode, failed expert episodes skipped)",
+                  "training": args.seed, "evaluation": f"{args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}",
+                  "diffusion": "episode seed (torch.Generator per plan)"},
+        "inputs": "vision (96x96 front camera RGB) + joint positions + silent audio; no privileged simulator state",
+    })
+
+    def save_partial() -> None:
+        prov_path.write_text(json.dumps(prov, indent=2, default=str) + "\n")
+
+    if "record" in args.stages:
+        prov["record"] = stage_record(args, work)
+        save_partial()
+    if "preprocess" in args.stages:
+        prov["preprocess"] = stage_preprocess(args, work)
+        save_partial()
+    if "train" in args.stages:
+        prov["train"] = stage_train(args, work)
+        save_partial()
+    model_dir = Path(args.model_dir or prov.get("train", {}).get("model", ""))
+    if "eval" in args.stages or "ship" in args.stages:
+        if not (model_dir / "config.json").is_file():
+            raise SystemExit(f"sigma-make-default: no trained model at {model_dir!s} (run the train stage)")
+        from sigma_model import load_checkpoint
+
+        prov["parameters"] = sum(p.numel() for p in load_checkpoint(model_dir).parameters())
+    if "eval" in args.stages:
+        prov["eval"] = stage_eval(args, work, model_dir)
+        save_partial()
+    prov["total_seconds"] = prov.get("total_seconds", 0.0) + (time.perf_counter() - t_start)
+    save_partial()
+    if "ship" in args.stages:
+        out = stage_ship(args, prov, model_dir, work)
+        print(f"[make-default] shipped {out} ({prov['checkpoint_bytes'] / 1e6:.1f} MB)", file=sys.stderr)
+    ev = prov.get("eval", {}).get("report")
+    if ev:
+        for label, sr, tts, dcmd, jerk in _summary_rows(ev):
+            print(f"{label:<32} success {sr if sr is None else f'{sr:.2f}'}  time {tts}  |dcmd| {dcmd}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

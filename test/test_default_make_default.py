@@ -1,0 +1,33 @@
+"""sigma-make-default end to end on a tiny budget: record -> preprocess -> train -> eval -> ship."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sigma_sim  # noqa: F401
+from sigma_model import load_checkpoint
+from sigma_sim.default_model import main
+
+pytestmark = pytest.mark.skipif(sigma_sim.GL_BACKEND is None, reason="no headless OpenGL (libegl1 / libosmesa6)")
+
+
+def test_make_default_tiny_pipeline(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
+               "--eval-episodes", "1", "--eval-max-steps", "8", "--conditions", "sigma", "telepathy_off", "--quiet",
+               "--train-set", "batch_size=8"])
+    assert rc == 0
+    for name in ("config.json", "vision.safetensors", "language.safetensors", "action.safetensors",
+                 "PROVENANCE.md", "provenance.json", "sigma_eval_report.json"):
+        assert (out / name).is_file(), name
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["record"]["episodes"] == 2 and prov["train"]["steps"] == 3
+    assert prov["preprocess"]["windows"] > 0
+    assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
+    assert "--episodes 2" in prov["command"]
+    text = (out / "PROVENANCE.md").read_text()
+    assert "Closed-loop evaluation" in text and "telepathy off" in text
+    model = load_checkpoint(out)
+    assert model.config.d_model == 64
