@@ -4,18 +4,20 @@
 commanded action (and the instruction in force as the task; see :mod:`sigma_ros.bag_io`) becomes
 one LeRobot frame (``observation.images.front``, ``observation.state``, ``action``; names
 ``<joint>.pos``, as a LeRobot SO-101 recording). Episodes end at an instruction change or a time
-gap between camera frames; timestamps are the frames' times from the episode start. The fps is the
-camera's (median frame interval), unless given. Frames without a joint state or command within
+gap between camera frames. The fps is the camera's (median frame interval), unless given;
+timestamps are ``frame_index / fps`` as LeRobot's recorder writes them (``--timestamps recorded``:
+the recorded time since the episode start). Frames without a joint state or command within
 ``--max-age-s``, or without an instruction (unless ``--default-task``), are skipped and counted.
 The dataset is what ``sigma-preprocess`` / ``sigma-train`` read, so a robot's bags become
 training data. ``meta/sigma_bag_conversion.json`` records the source (topics, joint names, command
-type, each episode's absolute start time) so the way back restores the recording's timing.
+type, every frame's recorded time in ns) so the way back restores the recording's timing exactly.
 
 ``sigma-lerobot-to-bag ROOT BAG``: each frame becomes a camera Image (rgb8), a JointState and a
 command (JointTrajectory or Float64MultiArray) stamped at the frame's time, and each episode (and
 task change) starts with its instruction (std_msgs/String) 10 ms before its first frame.
-Episodes keep their absolute start times when the dataset came from a bag, else follow each other
-with a gap longer than the splitting gap, so converting back gives the same episodes.
+Frames keep their recorded times when the dataset came from a bag (and was not edited since), else
+episodes follow each other with a gap longer than the splitting gap, so converting back gives the
+same episodes.
 
     sigma-bag-to-lerobot robot_bag/ data/robot_lerobot --repo-id me/robot
     sigma-lerobot-to-bag data/so101_sim sim_bag/ --storage mcap

@@ -64,6 +64,7 @@ __all__ = [
     "STORAGES",
     "action_to_vector",
     "clean_instruction",
+    "decode_cdr",
     "estimate_period_s",
     "iter_paired_frames",
     "read_paired_frames",
@@ -134,6 +135,21 @@ def typestore():
     return _TYPESTORE
 
 
+def decode_cdr(data: bytes, msgtype: str):
+    """CDR bytes -> rosbags message object. Trailing bytes after the message are tolerated
+    (rclpy's ``serialize_message`` returns some, and Python bag writers store them)."""
+    store = typestore()
+    try:
+        return store.deserialize_cdr(data, msgtype)
+    except Exception as err:  # noqa: BLE001
+        if "size mismatch" not in str(err):
+            raise
+    msgdef = store.get_msgdef(msgtype)
+    func = msgdef.deserialize_cdr_le if data[1] else msgdef.deserialize_cdr_be
+    message, _ = func(memoryview(data)[4:], 0, msgdef.cls, store)
+    return message
+
+
 def _storage_of(path: Path) -> str | None:
     files = [path] if path.is_file() else list(path.iterdir()) if path.is_dir() else []
     names = [f.name for f in files]
@@ -155,10 +171,10 @@ def _rosbag2_py():
 
 def _hint(reason: str) -> str:
     low = reason.lower()
-    if "malformed" in low or "not a database" in low or "end magic" in low or "truncat" in low or "magic" in low:
+    if any(k in low for k in ("malformed", "not a database", "magic", "truncat", "unexpected end", "short read")):
         return (" (the file is truncated or corrupt, e.g. the recording was interrupted; "
                 "`ros2 bag reindex` or `mcap recover` may repair it)")
-    if "metadata" in low and ("does not exist" in low or "expected" in low):
+    if "metadata" in low and "does not exist" in low:
         return " (metadata.yaml is missing: an interrupted `ros2 bag record`? `ros2 bag reindex` rebuilds it)"
     return ""
 
@@ -307,11 +323,10 @@ class BagReader:
 
     def decode(self, msg: RawMessage):
         """Deserialise one message (BagError naming the file, topic and time when the CDR is bad)."""
-        store = typestore()
-        if msg.msgtype not in store.types:
+        if msg.msgtype not in typestore().types:
             self._register(msg.msgtype)
         try:
-            return store.deserialize_cdr(msg.data, msg.msgtype)
+            return decode_cdr(msg.data, msg.msgtype)
         except Exception as err:  # noqa: BLE001
             raise BagError(f"{self.name}: cannot decode a {msg.msgtype} message on {msg.topic} at "
                            f"t={msg.t_ns} ns ({type(err).__name__}: {err}): corrupt message data") from err
@@ -776,8 +791,11 @@ def iter_paired_frames(
             return None
         return item
 
+    # same-instant messages: instruction and state before the frame; the command before it for
+    # "latest", after it for "next" (both inclusive)
+    order = dict(_ROLE_ORDER, action=4) if action_align == "next" else _ROLE_ORDER
     for group in _time_groups(reader.messages(list(role_of))):
-        group.sort(key=lambda m: _ROLE_ORDER[role_of[m.topic]])
+        group.sort(key=lambda m: order[role_of[m.topic]])
         for m in group:
             role = role_of[m.topic]
             if role == "joint_states":
@@ -820,6 +838,8 @@ def iter_paired_frames(
                 if decode_images:
                     try:
                         image = image_to_array(msg, "camera")
+                        if not image.flags.writeable:  # a view of the message buffer
+                            image = image.copy()
                     except ConversionError as err:
                         stats.invalid_images += 1
                         stats.note(f"t={m.t_ns}: {err}")

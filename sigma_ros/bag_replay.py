@@ -9,14 +9,18 @@ and through the offline model, in the ``sigma_eval_report.json`` format of ``sig
 The recording (camera, joint states, instruction, commanded actions; :mod:`sigma_ros.bag_io`) is
 paired frame by frame. Conditions of the report:
 
-* ``ros_graph``: the four Sigma nodes (``sigma_ros.testing.GraphHarness``: the same nodes,
-  parameter file and ``--ros-args`` as ``sigma-graph``, real rclpy + DDS on an isolated ROS domain)
-  get the recording's camera frames, joint states and instructions, published as recorded at
-  ``--rate`` times the recorded speed (the node timeouts scaled by the same factor), or in lockstep
-  (``--rate 0``: each frame is published once the previous frame's plan arrived). The action plan
-  of each frame, the motor commands, each node's Status (per-stage latency, dropped inputs) and the
-  end-to-end latency are collected. Camera frames are restamped with their (unique) bag time, the
-  key that pairs the graph's outputs with the frames.
+* ``ros_graph``: the four Sigma nodes (the same nodes, parameter file and ``--ros-args`` as
+  ``sigma-graph``; real rclpy + DDS on a private ROS domain, so a robot on the network never hears
+  the replay) run one process each (``--graph processes``, the command's default, as ``sigma-graph``
+  / ``ros2 launch`` run them) or all in this process (``--graph inprocess``, the API's default:
+  ``sigma_ros.testing.GraphHarness``, starts in seconds). They get the
+  recording's camera frames, joint states and instructions, published as recorded at ``--rate``
+  times the recorded speed (the nodes' timeouts scaled by the same factor), or in lockstep
+  (``--rate 0``: each frame once the previous frame's plan arrived, preceded by its newest joint
+  state; the replay waits where the recording's timeouts expire). The recorded commands are never
+  published. The plan of each frame, the motor commands, each node's Status (per-stage latency,
+  dropped inputs) and the end-to-end latency are collected. Camera frames are restamped with their
+  (unique) bag time, the key that pairs the graph's outputs with the frames.
 * ``offline``: the same checkpoint's stage functions (``vision_stage`` -> ``language_stage`` ->
   ``action_stage``) run frame by frame in this process, following the nodes' rules: tau_prev is the
   previous processed frame's tau unless older than ``tau_timeout_s``; the semantic memory resets on
@@ -38,6 +42,7 @@ largest action difference between the two paths; ``meta.ros_graph`` the totals.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import logging
@@ -55,7 +60,6 @@ import torch
 
 from sigma_ros.bag_io import (
     BACKENDS,
-    JOINT_TRAJECTORY_TYPE,
     BagError,
     BagReader,
     PairedFrame,
@@ -95,6 +99,8 @@ class BagEvalConfig:
     settle_s: float = 0.02  # lockstep: pause after a joint state / instruction before the frame
     device: str = "cpu"
     domain_id: int | None = None
+    graph_mode: str = "inprocess"  # inprocess: the nodes in this process; processes: one process per node
+    startup_timeout_s: float = 60.0
     hard_thresholds: dict[str, float] = field(default_factory=lambda: {"vec": 0.1, "chunk": 0.2, "traj": 0.2})
     success_thresholds: dict[str, float] = field(default_factory=lambda: {"vec": 0.1, "chunk": 0.2, "traj": 0.2})
 
@@ -105,6 +111,8 @@ class BagEvalConfig:
             raise ValueError(f"rate must be >= 0 (0 = lockstep), got {self.rate!r}")
         if self.action_align not in ("latest", "next"):
             raise ValueError(f"action_align must be 'latest' or 'next', got {self.action_align!r}")
+        if self.graph_mode not in ("inprocess", "processes"):
+            raise ValueError(f"graph_mode must be 'inprocess' or 'processes', got {self.graph_mode!r}")
         if self.output_type not in ("joint_trajectory", "float64_multi_array"):
             raise ValueError(f"output_type must be joint_trajectory or float64_multi_array, got {self.output_type!r}")
         for name in ("max_age_s", "tau_timeout_s"):
@@ -263,6 +271,12 @@ class GraphRun:
     mode: str
 
 
+def _sleep_until(t: float) -> None:
+    delay = t - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
 def _time_ns(t) -> int:
     return int(t.sec) * 1_000_000_000 + int(t.nanosec)
 
@@ -283,6 +297,112 @@ def _command_vector(msg, joint_names: Sequence[str]) -> np.ndarray | None:
     return np.asarray(list(msg.data), dtype=np.float64)
 
 
+def start_node_processes(checkpoint_dir: str, overrides: dict[str, dict], domain_id: int) -> list:
+    """The four nodes as child processes (exactly ``sigma-graph``'s command lines) on ``domain_id``."""
+    import os
+    import subprocess
+
+    from sigma_ros import graph
+    from sigma_ros.graph_main import node_cli_args
+
+    params = str(graph.default_config_file())
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    procs = []
+    try:
+        for spec in graph.NODES:
+            cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params, [], checkpoint_dir, None, "",
+                                                                      overrides.get(spec.name))
+            log_file = tempfile.TemporaryFile()
+            procs.append((spec.name, subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT),
+                          log_file))
+    except BaseException:
+        stop_node_processes(procs)
+        raise
+    return procs
+
+
+def _process_output(log_file, limit: int = 3000) -> str:
+    try:
+        log_file.seek(0)
+        return log_file.read().decode(errors="replace")[-limit:]
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def wait_for_node_processes(h, procs, subs, timeout: float) -> None:
+    """Until every node process runs, publishes Status and is matched with the probe."""
+    deadline = time.monotonic() + timeout
+    want = {name for name, _, _ in procs}
+    while True:
+        for name, p, log_file in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"node process {name} exited with {p.returncode}:\n{_process_output(log_file)}")
+        seen = {m.node for m in h.rec.get("status")}
+        matched = (h.pub_image.get_subscription_count() >= 1 and h.pub_joint.get_subscription_count() >= 2
+                   and h.pub_instruction.get_subscription_count() >= 1
+                   and all(s.get_publisher_count() >= 1 for s in subs))
+        if want <= seen and matched:
+            time.sleep(0.3)  # the pipeline between the nodes matches in the same discovery round
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"node processes not ready after {timeout:.0f} s (status from {sorted(seen)}, "
+                               f"probe matched: {matched})")
+        time.sleep(0.1)
+
+
+# internal topic -> (nodes publishing it, nodes subscribing to it) that must have been discovered
+PIPELINE_LINKS = {
+    "vision_tokens": ({"perception_node"}, {"language_node"}),
+    "state_tokens": ({"perception_node"}, {"action_node"}),
+    "telepathy_factors": ({"language_node"}, {"action_node", "perception_node"}),
+    "high_level_rep": ({"language_node"}, {"action_node"}),
+    "action_plan": ({"action_node"}, {"controller_node"}),
+}
+
+
+def wait_for_pipeline(probe, timeout: float) -> None:
+    """Until the ROS graph shows every link between the nodes (so no first frame is lost to discovery)."""
+    from sigma_ros.graph import TOPIC_BY_KEY
+
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = []
+        for key, (pubs, subs) in PIPELINE_LINKS.items():
+            name = "/" + TOPIC_BY_KEY[key].name.lstrip("/")
+            have_p = {i.node_name for i in probe.get_publishers_info_by_topic(name)}
+            have_s = {i.node_name for i in probe.get_subscriptions_info_by_topic(name)}
+            if not (pubs <= have_p and subs <= have_s):
+                missing.append(key)
+        if not missing:
+            time.sleep(0.5)  # discovery seen; the readers and writers match right after
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Sigma nodes are not connected after {timeout:.0f} s (links missing: {missing})")
+        time.sleep(0.05)
+
+
+def stop_node_processes(procs) -> None:
+    import signal
+    import subprocess
+
+    for _, p, _ in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10.0
+    for _, p, log_file in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                p.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log_file.close()
+
+
 def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frames: Sequence[PairedFrame],
               steps: Sequence[Step], joint_names: Sequence[str], cfg: BagEvalConfig,
               progress=None) -> GraphRun:
@@ -294,7 +414,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         from sigma_ros_msgs.msg import ActionPlan, SemanticMemory, TelepathyFactors, VisionTokens
 
         from sigma_ros.graph import TOPIC_BY_KEY
-        from sigma_ros.testing import GraphHarness, Recorder
+        from sigma_ros.testing import GraphHarness, Recorder, domain_id_for
     except ImportError as err:
         raise RuntimeError(f"the ROS 2 graph replay needs rclpy and sigma_ros_msgs ({err}); "
                            "run scripts/setup.sh, or pass --no-ros for the offline path only") from err
@@ -302,8 +422,10 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
     rate = float(cfg.rate)
     lockstep = rate == 0
     scale = 1.0 if lockstep else 1.0 / rate
-    tau_wall = 1.0 if lockstep else cfg.tau_timeout_s * scale
-    state_wall = 0.5 if lockstep else cfg.max_age_s * scale
+    # node timeouts on the wall clock: the recording's, scaled by the rate; in lockstep generous ones
+    # (frames follow each other closely), and the replay waits them out where the recording's expire
+    tau_wall = 5.0 if lockstep else cfg.tau_timeout_s * scale
+    state_wall = 3.0 if lockstep else cfg.max_age_s * scale
     common = {"telepathy": bool(cfg.telepathy), "status_period_s": 0.25, "joint_names": list(joint_names),
               "device": cfg.device}
     adapter_file = None
@@ -325,8 +447,19 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
     step_of = {s.index: s for s in steps}
     wanted = {s.index for s in steps if s.plan}
     tag = f"sigma_bag_eval_{next(_TAGS)}"
-    h = GraphHarness(tag, checkpoint=checkpoint_dir, overrides=overrides, output_type=cfg.output_type,
-                     domain_id=cfg.domain_id)
+    frozen = False
+    procs: list = []
+    if cfg.graph_mode == "processes":  # one process per node, as `sigma-graph` / `ros2 launch` run them
+        domain = cfg.domain_id if cfg.domain_id is not None else domain_id_for(tag)
+        h = GraphHarness(tag, nodes=(), output_type=cfg.output_type, domain_id=domain)
+        try:
+            procs = start_node_processes(checkpoint_dir, overrides, domain)
+        except BaseException:
+            h.close()
+            raise
+    else:
+        h = GraphHarness(tag, checkpoint=checkpoint_dir, overrides=overrides, output_type=cfg.output_type,
+                         domain_id=cfg.domain_id)
     try:
         rec = Recorder()
         arrived: set[int] = set()
@@ -346,11 +479,22 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                                      ("vision_tokens", VisionTokens, rec.callback("vision_tokens")),
                                      ("telepathy_factors", TelepathyFactors, rec.callback("telepathy_factors")),
                                      ("semantic_memory", SemanticMemory, rec.callback("semantic_memory")))]
-        h.wait_matched(timeout=30.0)
-        deadline = time.monotonic() + 30.0
-        while any(s.get_publisher_count() < 1 for s in subs) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        h.rec.wait_for("status", 1, 30.0)
+        startup = cfg.startup_timeout_s
+        if procs:
+            wait_for_node_processes(h, procs, subs, startup)
+        else:
+            h.wait_matched(timeout=startup)
+            deadline = time.monotonic() + startup
+            while any(s.get_publisher_count() < 1 for s in subs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            h.rec.wait_for("status", 1, startup)
+        wait_for_pipeline(h.probe, startup)
+        # A full (generation 2) garbage collection of this process's heap (torch, the message
+        # packages, ...) stalls every node for 0.1-0.7 s; freeze what exists now so that the
+        # collector only scans what the replay allocates.
+        gc.collect()
+        gc.freeze()
+        frozen = True
 
         published: dict[int, float] = {}
         n_js = n_instr = 0
@@ -362,9 +506,11 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         count = 0
         t0_bag = None
         t0_wall = None
-        pending_js = None
+        pending_js = last_js = None
         pending_instr: list[bytes] = []
-        last_tau_frame = None
+        last_tau_time = last_js_time = None
+        timeout = cfg.frame_timeout_s  # lockstep: the first plan may be slow; then 10x the slowest so far
+        slowest = 0.0
 
         def publish_frame(raw, index: int) -> None:
             msg = deserialize_message(raw.data, Image)
@@ -436,27 +582,42 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                         pending_instr = []
                         time.sleep(max(cfg.settle_s, 0.05))
                     f = frames[index]
-                    if f.state is None and pending_js is None:
-                        time.sleep(state_wall + 0.15)  # stale state: the node must see it stale too
+                    if cfg.telepathy and step.vision and step.tau_from is None and last_tau_time is not None:
+                        _sleep_until(last_tau_time + tau_wall + 0.1)  # tau too old in the recording: expire it
                     if pending_js is not None:
-                        h.pub_joint.publish(pending_js)
+                        last_js, pending_js = pending_js, None
+                    if f.state is None:  # no valid fresh state in the recording: the node must have none either
+                        if last_js is not None:
+                            h.pub_joint.publish(last_js)
+                            n_js += 1
+                            last_js, last_js_time = None, time.perf_counter()
+                        if last_js_time is not None:
+                            _sleep_until(last_js_time + state_wall + 0.1)
+                    elif last_js is not None:
+                        h.pub_joint.publish(last_js)  # (again) just before the frame: fresh in wall time
                         n_js += 1
-                        pending_js = None
+                        last_js_time = time.perf_counter()
                         time.sleep(cfg.settle_s)
-                    if step.vision and step.tau_from is None and last_tau_frame is not None:
-                        time.sleep(tau_wall + 0.15)  # tau too old in the recording: let it expire
                     publish_frame(m, index)
                     if step.plan:
-                        last_tau_frame = index
-                        wait_plan(index, cfg.frame_timeout_s)
+                        if wait_plan(index, timeout):
+                            slowest = max(slowest, time.perf_counter() - published[index])
+                        timeout = min(cfg.frame_timeout_s, max(2.0, 10.0 * slowest))
+                        last_tau_time = time.perf_counter()  # the tau reached the perception node before the plan
                     else:
-                        time.sleep(0.1)
+                        time.sleep(0.05)
                     if progress is not None:
                         progress(1)
         # wait for the plans still in flight
         want_stamps = {step_of[i].stamp_ns for i in wanted if i in published}
-        with arrived_cond:
-            arrived_cond.wait_for(lambda: want_stamps <= arrived, cfg.frame_timeout_s if not lockstep else 2.0)
+        end = time.monotonic() + cfg.frame_timeout_s
+        with arrived_cond:  # until every plan arrived, or none for 2 s (lost frames never come)
+            while not want_stamps <= arrived and time.monotonic() < end:
+                before = len(arrived)
+                arrived_cond.wait_for(lambda: want_stamps <= arrived or len(arrived) > before,
+                                      min(2.0, max(0.0, end - time.monotonic())))
+                if len(arrived) == before:
+                    break
         time.sleep(0.3)  # the motor commands of the last plan
         seconds = time.perf_counter() - start
         final = {}
@@ -508,8 +669,13 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         return GraphRun(outputs=outputs, published=published, plan_times=plan_times, used_tau=used_tau,
                         used_state=used_state, motor_commands=motor, statuses=statuses, final_status=final,
                         seconds=seconds, frames_published=len(published), joint_states_published=n_js,
-                        instructions_published=n_instr, mode="lockstep" if lockstep else f"rate x{rate:g}")
+                        instructions_published=n_instr,
+                        mode=("lockstep" if lockstep else f"rate x{rate:g}")
+                        + (", node processes" if procs else ""))
     finally:
+        if frozen:
+            gc.unfreeze()
+        stop_node_processes(procs)
         h.close()
         if adapter_file is not None:
             Path(adapter_file.name).unlink(missing_ok=True)
@@ -690,7 +856,8 @@ def graph_summary(graph: GraphRun, steps: Sequence[Step]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- one evaluation
 def resolve_model(checkpoint: str | None, heads: str | None, device: str, model_seed: int = 0,
                   model_config: str | None = None, workdir: Path | None = None):
-    """(full model for the offline path, checkpoint dir the nodes load, heads file or None)."""
+    """(full model for the offline path, checkpoint dir the nodes load, heads file or None). With
+    ``heads`` the merged weights go to a temporary checkpoint dir (the caller removes it)."""
     from sigma_model.checkpoint import load_checkpoint, save_checkpoint
     from sigma_model.evaluation.replay import load_model, resolve_checkpoint
 
@@ -736,15 +903,15 @@ def evaluate_bag(
     """Replay ``bag`` through the graph (``ros``) and the offline model (``offline``); returns
     (report, details) and writes the report files into ``out_dir`` when given. ``model`` and
     ``checkpoint_dir`` skip loading (the nodes load ``checkpoint_dir``; it must hold the same weights)."""
-    from sigma_model.evaluation.replay import check_a as check_a_stats
-    from sigma_model.evaluation.report import build_report, write_report
-
     cfg = config or BagEvalConfig()
     if not (ros or offline):
         raise ValueError("nothing to evaluate: enable the ROS graph path, the offline path or both")
     heads_file = None
+    merged_dir = None
     if model is None:
         model, checkpoint_dir, heads_file = resolve_model(checkpoint, heads, cfg.device, model_seed, model_config)
+        if heads is not None:
+            merged_dir = checkpoint_dir
     elif ros and not checkpoint_dir:
         raise ValueError("evaluate_bag(model=...) with the ROS path needs checkpoint_dir (what the nodes load)")
     c = model.config
@@ -753,6 +920,22 @@ def evaluate_bag(
         raise ValueError(f"the model lacks workspaces {missing}")
     if c.env_state_dim:
         raise ValueError("this checkpoint needs a privileged env_state (env_state_dim > 0), which a robot recording lacks")
+    try:
+        return _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, heads_file, backend,
+                         ci_method, confidence, n_boot, table_every, plots, progress, model, checkpoint_dir)
+    finally:
+        if merged_dir is not None:
+            import shutil
+
+            shutil.rmtree(merged_dir, ignore_errors=True)
+
+
+def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, heads_file, backend, ci_method,
+              confidence, n_boot, table_every, plots, progress, model, checkpoint_dir):
+    from sigma_model.evaluation.replay import check_a as check_a_stats
+    from sigma_model.evaluation.report import build_report
+
+    c = model.config
     stats = PairingStats()
     t_read = time.perf_counter()
     with BagReader(bag, backend) as reader:
@@ -783,8 +966,9 @@ def evaluate_bag(
     records, consistency = build_records(batches, steps, frames, off_out, graph, model, cfg)
     info_c: dict[str, dict[str, Any]] = {}
     if graph is not None:
-        info_c[CONDITION_ROS] = {"telepathy": cfg.telepathy, "adapter": cfg.adapter,
-                                 "label": f"ROS 2 graph ({graph.mode})"}
+        short = ("lockstep" if cfg.rate == 0 else f"x{cfg.rate:g}") + (", procs" if cfg.graph_mode == "processes" else "")
+        info_c[CONDITION_ROS] = {"telepathy": cfg.telepathy, "adapter": cfg.adapter, "label": f"ROS graph {short}",
+                                 "mode": graph.mode}
     if off_out is not None:
         info_c[CONDITION_OFFLINE] = {"telepathy": cfg.telepathy, "adapter": cfg.adapter,
                                      "label": "offline model stages"}
@@ -815,7 +999,7 @@ def evaluate_bag(
     reference = CONDITION_OFFLINE if (graph is not None and off_out is not None) else ""
     report = build_report(records, hard_thresholds=cfg.hard_thresholds, success_thresholds=cfg.success_thresholds,
                           reference=reference, condition_info=info_c,
-                          check_a={"experimental": ca, "control": None, "identical": None},
+                          check_a={"experimental": ca, "control": ca, "identical": True},  # one model, both paths
                           ci_method=ci_method, confidence=confidence, n_boot=n_boot, seed=cfg.seed,
                           table_every=table_every, meta=meta)
     details = {"frames": frames, "steps": steps, "offline": off_out, "graph": graph, "records": records}
@@ -872,7 +1056,6 @@ def write_outputs(report, records, steps, frames, off_out, graph, out_dir, plots
 
 # ----------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    from sigma_model.evaluation.evaluate import adapter_config_from_args  # noqa: F401 - same adapter flags
     from sigma_model.evaluation.adapter import AdapterConfig
 
     p = argparse.ArgumentParser(
@@ -905,9 +1088,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-type", choices=("joint_trajectory", "float64_multi_array"), default="joint_trajectory",
                    help="the controller node's motor command type")
     p.add_argument("--frame-timeout-s", type=float, default=30.0, help="longest wait for a frame's plan")
+    p.add_argument("--graph", choices=("inprocess", "processes"), default="processes",
+                   help="one process per node, as sigma-graph / ros2 launch run them (deployment-like latency), or all "
+                        "four in this process (starts in seconds; the nodes then share one interpreter lock)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the replay (default: a private one)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the offline path")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads of the offline path (torch default; on a busy machine 1 avoids OpenMP "
+                        "oversubscription, which can slow it down many times)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)")
     g = p.add_argument_group("topics (default: the Sigma graph's names, else the one topic of the type)")
     g.add_argument("--camera-topic", default=None)
@@ -983,17 +1171,26 @@ def main(argv: list[str] | None = None) -> int:
             adapter_config=adapter_config_from_args(args), rate=args.rate, action_align=args.action_align,
             max_age_s=args.max_age_s, tau_timeout_s=args.tau_timeout_s, gap_s=args.gap_s, max_frames=args.max_frames,
             output_type=args.output_type, frame_timeout_s=args.frame_timeout_s, device=args.device,
-            domain_id=args.domain_id,
+            domain_id=args.domain_id, graph_mode=args.graph,
             hard_thresholds=dict(zip(("vec", "chunk", "traj"), args.hard_thresholds)),
             success_thresholds=dict(zip(("vec", "chunk", "traj"), args.success_thresholds)),
         )
         topics = RobotTopics(camera=args.camera_topic, joint_states=args.joint_states_topic,
                              instruction=args.instruction_topic, action=args.action_topic)
-        report, _ = evaluate_bag(
-            args.bag, args.checkpoint, args.output, config=cfg, topics=topics, joint_names=args.joint_names,
-            ros=not args.no_ros, offline=not args.no_offline, heads=args.heads, backend=args.backend,
-            model_seed=args.model_seed, ci_method=args.ci, confidence=args.confidence, n_boot=args.n_bootstrap,
-            table_every=args.table_every, plots=not args.no_plots)
+        bar = None
+        if not (args.quiet or args.no_ros):
+            from tqdm import tqdm
+
+            bar = tqdm(total=args.max_frames, unit="frame", desc="sigma-bag-eval (ROS graph)", dynamic_ncols=True)
+        try:
+            report, _ = evaluate_bag(
+                args.bag, args.checkpoint, args.output, config=cfg, topics=topics, joint_names=args.joint_names,
+                ros=not args.no_ros, offline=not args.no_offline, heads=args.heads, backend=args.backend,
+                model_seed=args.model_seed, ci_method=args.ci, confidence=args.confidence, n_boot=args.n_bootstrap,
+                table_every=args.table_every, plots=not args.no_plots, progress=None if bar is None else bar.update)
+        finally:
+            if bar is not None:
+                bar.close()
     except (BagError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"sigma-bag-eval: error: {err}", file=sys.stderr)
         return 2

@@ -155,6 +155,49 @@ def format_latency(lat: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def perception_supports_env_state() -> bool:
+    """Whether the perception node feeds privileged sim state (env_state) to the vision stage itself."""
+    from sigma_ros.perception_node import PerceptionNode
+
+    return any(p.name == "env_state_topic" for p in PerceptionNode.PARAMS)
+
+
+class EnvStateShim:
+    """Privileged-state bridge for a perception node without env_state support (in-process only).
+
+    Models trained with ``env_state_dim > 0`` (the cube pose from the simulator) need
+    ``SigmaObservation.env_state``; this wraps the in-process perception node's
+    ``model.vision_stage`` to add the newest ``sim/env_state`` pose (published by the sim node with
+    every camera frame, just before it)."""
+
+    def __init__(self, perception_node, monitor, dim: int) -> None:
+        import dataclasses
+
+        import torch
+        from std_msgs.msg import Float64MultiArray
+
+        from sigma_ros import qos
+        from sigma_ros.sim_node import ENV_STATE_TOPIC
+
+        self.latest = None
+        monitor.create_subscription(Float64MultiArray, ENV_STATE_TOPIC, self.on_pose, qos.SENSOR)
+        model = perception_node.model
+        original = model.vision_stage
+
+        def vision_stage(obs, tau_prev=None):
+            if obs.env_state is None and self.latest is not None:
+                obs = dataclasses.replace(obs, env_state=self.latest.to(obs.robot_state.dtype))
+            return original(obs, tau_prev)
+
+        model.vision_stage = vision_stage
+        self._torch, self.dim = torch, dim
+
+    def on_pose(self, msg) -> None:
+        data = list(msg.data)[: self.dim]
+        if len(data) == self.dim:
+            self.latest = self._torch.tensor([data], dtype=self._torch.float32)
+
+
 def run_demo(args) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -185,6 +228,12 @@ def run_demo(args) -> dict[str, Any]:
         overrides["controller_node"].update(plan_timeout_s=0.5 / args.real_time_factor,
                                             joint_state_timeout_s=0.5 / args.real_time_factor)
 
+    shim_needed = bool(mconf.env_state_dim) and not perception_supports_env_state()
+    if shim_needed and not args.single_process:
+        print("[sigma-demo] the checkpoint uses privileged sim state (cube pose, env_state_dim > 0) and the "
+              "perception node does not subscribe to it: running the nodes in this process with a bridge",
+              flush=True)
+        args.single_process = True
     print(f"[sigma-demo] checkpoint {checkpoint}; ROS domain {domain_id}; "
           f"{'single process' if args.single_process else 'one process per node'}", flush=True)
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
@@ -195,8 +244,10 @@ def run_demo(args) -> dict[str, Any]:
     log_path = Path(tempfile.gettempdir()) / f"sigma_demo_nodes_{os.getpid()}.log"
     nodes = []
     sim = None
+    monitor = None
     executor = None
     sim_executor = None
+    spin_threads: list[threading.Thread] = []
     viewer = None
     results: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -230,14 +281,19 @@ def run_demo(args) -> dict[str, Any]:
 
         monitor.create_subscription(Status, graph.TOPIC_BY_KEY["status"].name, collector.on_status, qos.STATUS)
         instr_pub = monitor.create_publisher(String, graph.TOPIC_BY_KEY["instruction"].name, qos.INSTRUCTION)
+        if shim_needed:
+            perception = next(n for n in nodes if n.get_name() == "perception_node")
+            EnvStateShim(perception, monitor, mconf.env_state_dim)
         executor = MultiThreadedExecutor(num_threads=max(2, len(nodes) + 1), context=context)
         for n in (*nodes, monitor):
             executor.add_node(n)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        spin_threads.append(threading.Thread(target=executor.spin, daemon=True))
         # The sim renders with an OpenGL context: it is spun by one dedicated thread only.
         sim_executor = SingleThreadedExecutor(context=context)
         sim_executor.add_node(sim)
-        threading.Thread(target=sim_executor.spin, daemon=True).start()
+        spin_threads.append(threading.Thread(target=sim_executor.spin, daemon=True))
+        for t in spin_threads:
+            t.start()
 
         want = {s.name for s in graph.NODES}
         deadline = time.monotonic() + args.startup_timeout
@@ -293,6 +349,8 @@ def run_demo(args) -> dict[str, Any]:
             executor.shutdown(timeout_sec=2.0)
         if sim_executor is not None:
             sim_executor.shutdown(timeout_sec=2.0)
+        for t in spin_threads:
+            t.join(timeout=5.0)
         stop_processes(procs)
         if log is not None:
             log.close()

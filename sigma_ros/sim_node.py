@@ -8,6 +8,9 @@ publishes
     ``joint_states``          sensor_msgs/JointState (positions + velocities), every control tick
     ``audio``                 sigma_ros_msgs/AudioChunk, silent (or low noise) mono 16 kHz, every
                               ``audio_chunk_s``
+    ``sim/env_state``         std_msgs/Float64MultiArray, PRIVILEGED simulator state: the cube pose
+                              (x, y, z, qw, qx, qy, qz) with every camera frame, for models trained
+                              with ``env_state_dim = 7`` (not available on a real robot)
     ``sim/episode_status``    std_msgs/String, JSON: episode, seed, instruction, target, step,
                               time, success, done, was_lifted, cube_pos (at ``status_hz`` and on
                               every episode event)
@@ -43,6 +46,7 @@ from sigma_ros.graph import TOPIC_BY_KEY
 COMMAND_TYPES = ("joint_trajectory", "float64_multi_array")
 STEP_MODES = ("timer", "on_command")
 EPISODE_STATUS_TOPIC = "sim/episode_status"
+ENV_STATE_TOPIC = "sim/env_state"
 RESET_TOPIC = "sim/reset"
 
 #: (name, default, description)
@@ -123,6 +127,8 @@ def make_sim_node_class():
             self.joint_pub = self.create_publisher(JointState, t["joint_states"].name, qos.SENSOR)
             self.audio_pub = self.create_publisher(AudioChunk, t["audio"].name, qos.SENSOR)
             self.status_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, qos.STATUS)
+            self.env_state_pub = self.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, qos.SENSOR)
+            self._Float64MultiArray = Float64MultiArray
             cmd_type = JointTrajectory if p["command_type"] == "joint_trajectory" else Float64MultiArray
             self.create_subscription(cmd_type, t["motor_commands"].name, self.on_command, qos.COMMAND)
             self.create_subscription(String, RESET_TOPIC, self.on_reset, qos.INSTRUCTION)
@@ -285,6 +291,9 @@ def make_sim_node_class():
                 self.render_wall.append(time.perf_counter() - t0)
                 if len(self.render_wall) > 2000:
                     del self.render_wall[:1000]
+                pose = self._Float64MultiArray()
+                pose.data = [float(v) for v in np.concatenate([env.cube_pos, env.cube_quat])]
+                self.env_state_pub.publish(pose)  # before the frame: a subscriber pairs it with the next image
                 self.image_pub.publish(array_to_image(img, "rgb8", stamp, frame_id="front_camera"))
             if force_image or self.step % self.audio_every == 0:
                 noise = float(self.p["audio_noise"])

@@ -70,8 +70,12 @@ class SimTrainingWindows(PreviousWindowDataset):
 
     * ``image_shift``: random translation of the camera image by up to this many pixels (edge
       replicated), independently for the window and its previous window;
+    * ``state_shift``: one Gaussian offset (rad) per window added to the measured arm joints *and* to
+      every action target of the window: the offset says nothing about where to go, so the model
+      cannot infer the motion from small state deviations (the "copycat" shortcut of behaviour
+      cloning with proprioception) and must read the cube's place from the image;
     * ``state_noise``: Gaussian noise (rad) on the measured joint positions fed to the model (not on
-      the action targets), which teaches it to recover from small closed-loop deviations;
+      the action targets);
     * ``silent_audio``: a zero audio chunk of this many samples (0: no audio), matching the silent
       microphone stream of the sim node.
 
@@ -79,12 +83,22 @@ class SimTrainingWindows(PreviousWindowDataset):
     """
 
     def __init__(self, dataset, image_shift: int = 4, state_noise: float = 0.01, silent_audio: int = 1600,
-                 seed: int = 0) -> None:
+                 seed: int = 0, state_shift: float = 0.0, shift_joints: int = 5) -> None:
         super().__init__(dataset)
+        self.state_shift = float(state_shift)
+        self.shift_joints = int(shift_joints)
         self.image_shift = int(image_shift)
         self.state_noise = float(state_noise)
         self.silent_audio = int(silent_audio)
         self.generator = torch.Generator().manual_seed(int(seed) + 12345)
+
+    def attach_env_state(self, table: dict[tuple[int, int], torch.Tensor]) -> None:
+        """Privileged sim state: ``{(episode_index, frame_index): cube pose [7]}`` added as ``env_state``."""
+        self.env_state_table = table
+
+    def _env_state(self, sample: dict) -> torch.Tensor:
+        key = (int(sample["episode_index"]), int(sample["frame_index"]))
+        return self.env_state_table[key]
 
     def _shift(self, image: torch.Tensor) -> torch.Tensor:
         s = self.image_shift
@@ -106,8 +120,21 @@ class SimTrainingWindows(PreviousWindowDataset):
         sample = super().__getitem__(index)
         sample["vision_inputs"] = self._shift(sample["vision_inputs"])
         sample["prev_vision_inputs"] = self._shift(sample["prev_vision_inputs"])
+        if self.state_shift > 0:
+            # one offset for the window: the measured arm joints and every action target move together,
+            # so the offset carries no information about where to go (no copycat shortcut)
+            k = self.shift_joints
+            offset = torch.zeros_like(sample["robot_state"])
+            offset[..., :k] = self.state_shift * torch.randn(k, generator=self.generator)
+            sample["robot_state"] = sample["robot_state"] + offset
+            for key in ("gt_action_vector", "gt_action_chunk", "gt_action_trajectory"):
+                sample[key] = sample[key] + offset[..., : sample[key].shape[-1]]
         sample["robot_state"] = self._noisy(sample["robot_state"])
         sample["prev_robot_state"] = self._noisy(sample["prev_robot_state"])
+        if getattr(self, "env_state_table", None) is not None:
+            sample["env_state"] = self._env_state(sample)
+            prev = self.previous[index]
+            sample["prev_env_state"] = sample["env_state"] if prev is None else self._env_state(self.dataset[prev])
         if self.silent_audio > 0:
             sample["audio"] = torch.zeros(self.silent_audio)
             sample["prev_audio"] = torch.zeros(self.silent_audio)
@@ -115,7 +142,8 @@ class SimTrainingWindows(PreviousWindowDataset):
 
 
 # ----------------------------------------------------------------------------------- stages
-def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float, progress: bool = False):
+def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float, progress: bool = False,
+                         env_state: bool = False):
     """Like :func:`sigma_sim.record.record_dataset`, with DART-style noise injection: the arm executes
     the expert's joint targets plus Gaussian noise (``noise`` rad, arm joints, seeded) while the
     dataset stores the expert's clean targets, so the demonstrations show how to return to the
@@ -131,7 +159,7 @@ def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float,
     env = SO101PickPlaceEnv(cfg)
     expert = ScriptedExpert(env)
     writer = LeRobotDatasetWriter.create(root, repo_id=DEFAULT_REPO_ID, fps=int(cfg.control_hz),
-                                         features=dataset_features(cfg.image_height, cfg.image_width),
+                                         features=dataset_features(cfg.image_height, cfg.image_width, env_state),
                                          robot_type=ROBOT_TYPE, overwrite=True)
     summary = RecordSummary(root=str(root), episodes=0, frames=0, attempted=0, fps=int(cfg.control_hz))
     t0 = time.perf_counter()
@@ -145,7 +173,7 @@ def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float,
             n, tail, success = 0, 0, False
             for _ in range(cfg.max_episode_steps):
                 action = expert.act()
-                writer.add_frame(to_lerobot_frame(obs, action), task=env.instruction)
+                writer.add_frame(to_lerobot_frame(obs, action, env_state=env_state), task=env.instruction)
                 n += 1
                 executed = np.asarray(action, dtype=np.float64).copy()
                 executed[:5] += rng.normal(0.0, noise, 5)
@@ -189,9 +217,11 @@ def stage_record(args, work: Path) -> dict[str, Any]:
         return {"root": str(root), "episodes": meta["total_episodes"], "frames": meta["total_frames"], "reused": True}
     t0 = time.perf_counter()
     if args.expert_noise > 0:
-        summary = record_noisy_dataset(root, args.episodes, args.seed, args.expert_noise, progress=not args.quiet)
+        summary = record_noisy_dataset(root, args.episodes, args.seed, args.expert_noise, progress=not args.quiet,
+                                       env_state=args.privileged_cube_pose)
     else:
-        summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet)
+        summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet,
+                                 env_state=args.privileged_cube_pose)
     out = asdict(summary)
     out["expert_noise_rad"] = args.expert_noise
     out["seconds"] = time.perf_counter() - t0
@@ -216,6 +246,8 @@ def model_config(args):
     from sigma_model import SigmaConfig
 
     values = dict(DEFAULT_MODEL_CONFIG)
+    if getattr(args, "privileged_cube_pose", False):
+        values["env_state_dim"] = 7
     for item in args.model_set:
         key, _, raw = item.partition("=")
         try:
@@ -244,6 +276,47 @@ def training_config(args, work: Path):
     return TrainingConfig.from_dict({**TrainingConfig().to_dict(), **values})
 
 
+def load_env_state_table(demos: Path) -> dict[tuple[int, int], torch.Tensor]:
+    """(episode_index, frame_index) -> observation.environment_state of a recorded LeRobot dataset."""
+    import pyarrow.parquet as pq
+
+    from sigma_sim.record import ENV_STATE_KEY
+
+    table: dict[tuple[int, int], torch.Tensor] = {}
+    files = sorted((demos / "data").rglob("*.parquet"))
+    for f in files:
+        t = pq.read_table(f, columns=["episode_index", "frame_index", ENV_STATE_KEY]).to_pydict()
+        for ep, fr, st in zip(t["episode_index"], t["frame_index"], t[ENV_STATE_KEY]):
+            table[(int(ep), int(fr))] = torch.tensor(st, dtype=torch.float32)
+    if not table:
+        raise RuntimeError(f"{demos} has no {ENV_STATE_KEY} column: record with --privileged-cube-pose")
+    return table
+
+
+def install_env_state_batches() -> None:
+    """Make the trainer pass ``batch["env_state"]`` (privileged sim state) into SigmaObservation.env_state.
+
+    sigma_model.training reads observations with ``batching.observation_from_batch``, which knows
+    image, joint state and audio only; the privileged variant of the embedded default wraps it."""
+    import dataclasses
+
+    from sigma_model.training import trainer as trainer_module
+
+    original = trainer_module.observation_from_batch
+    if getattr(original, "_sigma_env_state", False):
+        return
+
+    def observation_from_batch(batch, config, device, prefix: str = ""):
+        obs = original(batch, config, device, prefix=prefix)
+        key = prefix + "env_state"
+        if config.env_state_dim and key in batch:
+            obs = dataclasses.replace(obs, env_state=batch[key].to(device, torch.float32))
+        return obs
+
+    observation_from_batch._sigma_env_state = True
+    trainer_module.observation_from_batch = observation_from_batch
+
+
 def stage_train(args, work: Path) -> dict[str, Any]:
     from sigma_model.data import ShardDataset
     from sigma_model.training.trainer import SigmaTrainer
@@ -253,7 +326,11 @@ def stage_train(args, work: Path) -> dict[str, Any]:
     shards = ShardDataset(tconf.shards_dir)
     shards.cache_shards = max(shards.cache_shards, len(shards.paths))
     dataset = SimTrainingWindows(shards, image_shift=args.image_shift, state_noise=args.state_noise,
+                                 state_shift=args.state_shift,
                                  silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed)
+    if mconf.env_state_dim:
+        dataset.attach_env_state(load_env_state_table(work / "demos"))
+        install_env_state_batches()
     t0 = time.perf_counter()
     trainer = SigmaTrainer(tconf, mconf, dataset=dataset, resume="auto" if args.resume else None,
                            overwrite=not args.resume)
@@ -272,6 +349,7 @@ def stage_train(args, work: Path) -> dict[str, Any]:
         "last_metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
         "training_config": tconf.to_dict(), "model_config": mconf.to_dict(),
         "augmentation": {"image_shift_px": args.image_shift, "state_noise_rad": args.state_noise,
+                         "state_shift_rad": args.state_shift,
                          "silent_audio_samples": dataset.silent_audio},
     }
 
@@ -317,6 +395,15 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
         f"closed-loop evaluation episodes {prov['seeds']['evaluation']}, diffusion noise {prov['seeds']['diffusion']}",
         f"- inputs: **{prov['inputs']}**",
     ]
+    if prov.get("privileged"):
+        lines += [
+            "",
+            "> **Privileged simulator state.** This model reads the cube pose (position + orientation) from",
+            "> the simulator through `SigmaConfig.env_state_dim = 7` (`SigmaObservation.env_state`), in",
+            "> addition to the camera image and the joint positions. A real robot has no such input: on",
+            "> hardware the cube's place must come from vision alone. See the notes below for the",
+            "> vision-only attempt and its measured result.",
+        ]
     rec, pre, tr = prov.get("record", {}), prov.get("preprocess", {}), prov.get("train", {})
     lines += [
         f"- dataset: {rec.get('episodes')} scripted-expert episodes, {rec.get('frames')} frames at 30 Hz "
@@ -339,6 +426,8 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
     for label, sr, tts, dcmd, jerk in _summary_rows(ev):
         lines.append(f"| {label} | {fmt(sr, 2)} | {fmt(tts, 2)} | {fmt(dcmd, 4)} | {fmt(jerk, 5)} |")
     lines += ["", "Full report: `sigma_eval_report.json` (same format as the offline evaluation).", ""]
+    if prov.get("notes_markdown"):
+        lines += ["## Notes", "", prov["notes_markdown"].strip(), ""]
     (out / "PROVENANCE.md").write_text("\n".join(lines) + "\n")
 
 
@@ -386,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
     p.add_argument("--image-shift", type=int, default=4, help="random image shift augmentation, pixels (default 4)")
     p.add_argument("--state-noise", type=float, default=0.01, help="joint-state input noise, rad (default 0.01)")
+    p.add_argument("--state-shift", type=float, default=0.0,
+                   help="per-window offset (rad) added to arm joint states and action targets (default 0)")
+    p.add_argument("--privileged-cube-pose", action="store_true",
+                   help="PRIVILEGED SIM STATE: also give the model the cube pose (position + quaternion) from the "
+                        "simulator (SigmaConfig.env_state_dim = 7); not available on a real robot")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE", help="override a SigmaConfig field")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainingConfig field")
@@ -397,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter"],
                    help="closed-loop conditions (default: sigma telepathy_off sigma_adapter)")
     p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")
+    p.add_argument("--notes-file", default=None, help="markdown appended to PROVENANCE.md (e.g. ablations)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -411,8 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     prov: dict[str, Any] = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     t_start = time.perf_counter()
     # The command that reproduces everything: these arguments without --stages (all stages).
-    full, skip = [], False
+    full, skip, drop_one = [], False, False
     for a in argv:
+        if drop_one:
+            drop_one = False
+            continue
+        if a in ("--notes-file", "--model-dir"):
+            drop_one = True
+            continue
         if a == "--stages":
             skip = True
             continue
@@ -428,7 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": {"demonstrations": f"{args.seed}.. (one per episode, failed expert episodes skipped)",
                   "training": args.seed, "evaluation": f"{args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}",
                   "diffusion": "episode seed (torch.Generator per plan)"},
-        "inputs": "vision (96x96 front camera RGB) + joint positions + silent audio; no privileged simulator state",
+        "privileged": bool(args.privileged_cube_pose),
+        "inputs": ("PRIVILEGED: vision (96x96 front camera RGB) + joint positions + silent audio + the cube pose "
+                   "from the simulator (env_state, 7 values); not available on a real robot"
+                   if args.privileged_cube_pose else
+                   "vision (96x96 front camera RGB) + joint positions + silent audio; no privileged simulator state"),
     })
 
     def save_partial() -> None:
@@ -455,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         save_partial()
     prov["total_seconds"] = prov.get("total_seconds", 0.0) + (time.perf_counter() - t_start)
     save_partial()
+    if args.notes_file:
+        prov["notes_markdown"] = Path(args.notes_file).read_text()
     if "ship" in args.stages:
         out = stage_ship(args, prov, model_dir, work)
         print(f"[make-default] shipped {out} ({prov['checkpoint_bytes'] / 1e6:.1f} MB)", file=sys.stderr)

@@ -12,11 +12,16 @@ a clear RuntimeError before anything is loaded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+# peft imports bitsandbytes, whose CPU backend warns on every import that an optional 4-bit CPU
+# kernel package is missing; 4-bit runs on CUDA only here, so that warning is noise.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 BACKBONE_PREFIX = "language.backbone."
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

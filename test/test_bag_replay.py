@@ -1,0 +1,184 @@
+"""sigma-bag-eval: a recording written by the test (sqlite3 and MCAP) replays through the four ROS 2
+nodes (real rclpy + DDS on a private domain) and through the offline model stages with matching
+actions, and the report has the sigma_eval_report.json fields plus latency and dropped messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from sigma_model import SigmaModel, save_checkpoint
+from sigma_model.evaluation.report import BATCH_LOG_NAME, MSE_PLOT_NAME, REPORT_NAME
+from sigma_ros.bag_io import write_synthetic_robot_bag
+from sigma_ros.bag_replay import FRAMES_LOG_NAME, BagEvalConfig, evaluate_bag, main
+
+from conftest import small_config
+from test_eval_report import PAPER_FIELDS
+from test_model_equations import randomize_
+
+
+def _has_ros() -> bool:
+    try:
+        import rclpy  # noqa: F401
+        import sigma_ros_msgs.msg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_ros = pytest.mark.skipif(not _has_ros(), reason="rclpy / sigma_ros_msgs not importable")
+INSTRUCTIONS = ((0.0, "pick up the red cube"), (0.85, "place it in the bowl"))
+TOL = 1e-4  # same weights, same inputs, same seeds: the paths agree to float rounding
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SigmaModel(small_config()).eval()
+    randomize_(model.action.residual_head, seed=5)  # a non-zero telepathy residual, as after training
+    path = tmp_path_factory.mktemp("bag_ckpt")
+    save_checkpoint(model, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    out = {}
+    for storage, action_type in (("sqlite3", "joint_trajectory"), ("mcap", "float64_multi_array")):
+        out[storage] = root / storage
+        # 40x40 camera images (the model takes 32x32: resized as the perception node does), 16 frames at
+        # 10 Hz, joint states and commands at 50 Hz, an instruction change (memory reset) at 0.85 s
+        write_synthetic_robot_bag(out[storage], storage, n_frames=16, image_size=40, instructions=INSTRUCTIONS,
+                                  action_type=action_type, seed=1)
+    return out
+
+
+def _check_report(report, out_dir, conditions):
+    assert list(report["conditions"]) == conditions
+    for field in PAPER_FIELDS:
+        assert field in report, field
+        for c in conditions:
+            assert field in report["conditions"][c], (c, field)
+    for name in (REPORT_NAME, BATCH_LOG_NAME, FRAMES_LOG_NAME):
+        assert (out_dir / name).is_file(), name
+    on_disk = json.loads((out_dir / REPORT_NAME).read_text())
+    assert on_disk["format"] == "sigma-eval-v1" and on_disk["meta"]["source"] == "rosbag"
+    return on_disk
+
+
+@needs_ros
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_lockstep_replay_through_nodes_matches_offline(checkpoint, bags, tmp_path, storage):
+    out = tmp_path / "eval"
+    output_type = "joint_trajectory" if storage == "sqlite3" else "float64_multi_array"
+    cfg = BagEvalConfig(rate=0.0, batch_size=3, seed=1234, settle_s=0.05, output_type=output_type)
+    report, details = evaluate_bag(str(bags[storage]), checkpoint, str(out), config=cfg, n_boot=200)
+    _check_report(report, out, ["ros_graph", "offline"])
+    assert (out / MSE_PLOT_NAME).is_file()
+
+    steps = details["steps"]
+    scored = [s.index for s in steps if s.plan and s.target is not None]
+    # chunk_len 4 / traj_len 5 of the small config: two 8-frame episodes give 4 scored frames each
+    assert len(scored) == 8 and sum(s.plan for s in steps) == 16
+    assert report["conditions"]["ros_graph"]["num_samples"] == report["conditions"]["offline"]["num_samples"] == 8
+
+    g = report["meta"]["ros_graph"]
+    assert g["frames_published"] == 16 and g["plans_received"] == g["plans_expected"] == 16
+    assert g["dropped_frames"] == 0 and g["motor_commands"] > 0
+    assert all(v == 0 for d in g["node_dropped_inputs"].values() for v in (d or {}).values()), g["node_dropped_inputs"]
+    assert {"vision_stage", "language_stage", "action_stage"} <= set(g["stage_latency_ms"])
+    assert g["latency_e2e_ms"]["max"] > 0 and g["samples_per_s"] > 0
+
+    c = report["meta"]["consistency"]
+    assert c["frames_compared"] == 8
+    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0
+    assert c["ros_graph_vs_offline_max_abs_diff"] <= TOL
+    # ... and so the two conditions report the same errors, batch by batch
+    for field in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2", "avg_semantic_text_alignment"):
+        assert report["conditions"]["ros_graph"][field] == pytest.approx(report["conditions"]["offline"][field],
+                                                                        rel=1e-4, abs=1e-6), field
+    extra = report["conditions"]["ros_graph"]["extra"]
+    for key in ("latency_e2e_ms", "latency_vision_stage_ms", "latency_action_stage_ms", "dropped_frames",
+                "motor_cmd_mse", "max_abs_diff_vs_offline"):
+        assert key in extra, key
+    assert extra["dropped_frames"] == 0
+
+    # the graph really used the recurrence: tau of the previous frame, memory reset at the new instruction
+    frames = details["frames"]
+    graph = details["graph"]
+    assert graph.used_tau[1] == 0 and graph.used_tau[15] == 14 and graph.used_tau.get(0) is None
+    assert frames[8].instruction == INSTRUCTIONS[1][1] and steps[8].reset_memory and not steps[9].reset_memory
+    # the recorded commands are the targets: vector = the frame's command
+    s0 = steps[scored[0]]
+    np.testing.assert_allclose(s0.target[0], frames[scored[0]].action.astype(np.float32))
+
+
+@needs_ros
+def test_replay_through_node_processes(checkpoint, bags, tmp_path):
+    """The nodes as separate processes (as sigma-graph / ros2 launch run them), lockstep, 6 frames."""
+    cfg = BagEvalConfig(rate=0.0, batch_size=2, seed=1234, settle_s=0.05, max_frames=6, graph_mode="processes")
+    report, details = evaluate_bag(str(bags["sqlite3"]), checkpoint, None, config=cfg, n_boot=50)
+    g = report["meta"]["ros_graph"]
+    assert g["mode"] == "lockstep, node processes"
+    assert g["frames_published"] == 6 and g["plans_received"] == 6 and g["dropped_frames"] == 0
+    assert set(g["node_dropped_inputs"]) == {"perception_node", "language_node", "action_node", "controller_node"}
+    c = report["meta"]["consistency"]
+    assert c["frames_compared"] == 2 and c["ros_graph_vs_offline_max_abs_diff"] <= TOL
+    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0
+
+
+@needs_ros
+def test_recorded_rate_replay(checkpoint, bags, tmp_path):
+    """Published on the recording's clock: timing, latency and drops are measured. All four nodes
+    share this one Python process here, so on a loaded machine frames may be dropped: the report
+    counts them (the lockstep test above checks the actions exactly)."""
+    out = tmp_path / "eval"
+    cfg = BagEvalConfig(rate=1.0, batch_size=4, seed=1234, frame_timeout_s=10.0)
+    report, details = evaluate_bag(str(bags["mcap"]), checkpoint, str(out), config=cfg, n_boot=100, plots=False)
+    _check_report(report, out, ["ros_graph", "offline"])
+    g = report["meta"]["ros_graph"]
+    assert g["mode"] == "rate x1" and g["frames_published"] == 16
+    assert g["plans_received"] + g["dropped_frames"] == g["plans_expected"] == 16
+    assert g["plans_received"] >= 8, g
+    assert g["joint_states_published"] > 16 * 4  # the 50 Hz stream, not one per frame
+    c = report["meta"]["consistency"]
+    if c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0 and c["frames_compared"]:
+        assert c["ros_graph_vs_offline_max_abs_diff"] <= TOL
+    lines = [json.loads(x) for x in (out / FRAMES_LOG_NAME).read_text().splitlines()]
+    assert len(lines) == 16 and sum(x["plan_received"] for x in lines) == g["plans_received"]
+
+
+def test_offline_command_line_and_errors(checkpoint, bags, tmp_path, capsys):
+    out = tmp_path / "offline"
+    assert main([str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(out), "--no-ros", "--no-plots",
+                 "--batch-size", "2", "--n-bootstrap", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "offline" in text and "samples/s" in text
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert list(report["conditions"]) == ["offline"] and report["num_samples"] == 8 and report["num_batches"] == 4
+    assert report["meta"]["ros_graph"] is None and report["meta"]["pairing"]["frames"] == 16
+
+    # telepathy off: the tau = 0 baseline path (tau still computed and reported)
+    off = tmp_path / "off"
+    assert main([str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(off), "--no-ros", "--no-plots",
+                 "--telepathy", "off", "-q"]) == 0
+    capsys.readouterr()
+    rep_off = json.loads((off / REPORT_NAME).read_text())
+    assert rep_off["avg_mse_traj"] != report["avg_mse_traj"] and rep_off["avg_tau_l2"] > 0
+
+    # a truncated recording, a joint mismatch: exit code 2 and a clear message
+    broken = tmp_path / "broken"
+    shutil.copytree(bags["sqlite3"], broken)
+    db = next(broken.glob("*.db3"))
+    db.write_bytes(db.read_bytes()[:4096])
+    assert main([str(broken), "--checkpoint", checkpoint, "-o", str(tmp_path / "x"), "--no-ros", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "sigma-bag-eval: error:" in err and str(broken) in err
+    assert main([str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(tmp_path / "y"), "--no-ros", "-q",
+                 "--joint-names", "shoulder_pan", "gripper"]) == 2
+    assert "2 joints" in capsys.readouterr().err
