@@ -43,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from sigma_ros.conversions import ConversionError, image_to_array, joint_state_to_vector
+from sigma_ros.conversions import (
+    ConversionError, clean_instruction, image_to_array, joint_state_to_vector, positions_by_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +105,6 @@ class BagError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ helpers
-def clean_instruction(text: str, max_chars: int = 2000) -> str:
-    """Normalise an instruction exactly as ``sigma_ros.language_node.clean_instruction`` does
-    (control characters -> space, whitespace collapsed); raises ConversionError when empty/too long."""
-    if not isinstance(text, str):
-        raise ConversionError("instruction: not a string")
-    if len(text) > max_chars:
-        raise ConversionError(f"instruction: {len(text)} characters exceed max_instruction_chars={max_chars}")
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
-    text = " ".join(text.split())
-    if not text:
-        raise ConversionError("instruction: empty")
-    return text
-
-
 def _typestore():
     from rosbags.typesys import Stores, get_typestore
 
@@ -558,20 +546,7 @@ def action_to_vector(msg, msgtype: str, joint_names: Sequence[str], name: str = 
     if msgtype == JOINT_TRAJECTORY_TYPE:
         if not len(msg.points):
             raise ConversionError(f"{name}: JointTrajectory without points")
-        positions = np.asarray(msg.points[0].positions, dtype=np.float64).reshape(-1)
-        names = list(msg.joint_names)
-        if names:
-            if len(names) != positions.size:
-                raise ConversionError(f"{name}: {len(names)} joint names but {positions.size} positions")
-            index = {j: i for i, j in enumerate(names)}
-            missing = [j for j in joint_names if j not in index]
-            if missing:
-                raise ConversionError(f"{name}: missing joints {missing} (got {names})")
-            vec = np.array([positions[index[j]] for j in joint_names], dtype=np.float64)
-        else:
-            if positions.size != n:
-                raise ConversionError(f"{name}: expected {n} positions (no names given), got {positions.size}")
-            vec = positions
+        vec = positions_by_name(list(msg.points[0].positions), list(msg.joint_names), joint_names, name)
     elif msgtype == FLOAT64_ARRAY_TYPE:
         data = np.asarray(msg.data, dtype=np.float64).reshape(-1)
         offset = int(getattr(msg.layout, "data_offset", 0) or 0)
@@ -824,7 +799,7 @@ def iter_paired_frames(
             elif role == "instruction":
                 msg = reader.decode(m)
                 try:
-                    text = clean_instruction(msg.data)
+                    text = clean_instruction(msg.data, 2000)
                     if text != instruction:  # a repeated instruction keeps the language node's memory
                         instruction, instr_seq = text, instr_seq + 1
                 except ConversionError as err:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array
 import math
+import unicodedata
 from typing import Sequence
 
 import numpy as np
@@ -216,6 +217,38 @@ def depth_to_tensor(msg, image_size: int, resize: bool = False, name: str = "dep
 
 
 # ---------------------------------------------------------------------- joint states
+def positions_by_name(positions: Sequence[float], names: Sequence[str], joint_names: Sequence[str],
+                      name: str) -> np.ndarray:
+    """Positions in joint_names order: looked up by name when names are given (extra joints are
+    ignored, a missing one is an error), else exactly the model's joints in order."""
+    if names:
+        if len(names) != len(positions):
+            raise ConversionError(f"{name}: {len(names)} names but {len(positions)} positions")
+        if len(set(names)) != len(names):
+            raise ConversionError(f"{name}: duplicate joint names {list(names)}")
+        index = {j: i for i, j in enumerate(names)}
+        missing = [j for j in joint_names if j not in index]
+        if missing:
+            raise ConversionError(f"{name}: missing joints {missing} (got {list(names)})")
+        return np.array([positions[index[j]] for j in joint_names], dtype=np.float64)
+    if len(positions) != len(joint_names):
+        raise ConversionError(f"{name}: expected {len(joint_names)} positions (no names given), got {len(positions)}")
+    return np.asarray(positions, dtype=np.float64)
+
+
+def clean_instruction(text: str, max_chars: int) -> str:
+    """Validate an instruction: non-empty, not huge, no control characters (newlines -> space)."""
+    if not isinstance(text, str):
+        raise ConversionError("instruction: not a string")
+    if len(text) > max_chars:
+        raise ConversionError(f"instruction: {len(text)} characters exceed max_instruction_chars={max_chars}")
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    text = " ".join(text.split())
+    if not text:
+        raise ConversionError("instruction: empty")
+    return text
+
+
 def joint_state_to_vector(msg, joint_names: Sequence[str], name: str = "joint_states") -> np.ndarray:
     """sensor_msgs/JointState -> float64 [len(joint_names)] in joint_names order.
 
@@ -223,23 +256,7 @@ def joint_state_to_vector(msg, joint_names: Sequence[str], name: str = "joint_st
     ignored; a missing one is an error). Without names, the positions must be exactly the
     model's joints in order. NaN/Inf positions are errors.
     """
-    positions = list(msg.position)
-    names = list(msg.name)
-    n = len(joint_names)
-    if names:
-        if len(names) != len(positions):
-            raise ConversionError(f"{name}: {len(names)} names but {len(positions)} positions")
-        if len(set(names)) != len(names):
-            raise ConversionError(f"{name}: duplicate joint names {names}")
-        index = {j: i for i, j in enumerate(names)}
-        missing = [j for j in joint_names if j not in index]
-        if missing:
-            raise ConversionError(f"{name}: missing joints {missing} (got {names})")
-        vec = np.array([positions[index[j]] for j in joint_names], dtype=np.float64)
-    else:
-        if len(positions) != n:
-            raise ConversionError(f"{name}: expected {n} positions (no names given), got {len(positions)}")
-        vec = np.asarray(positions, dtype=np.float64)
+    vec = positions_by_name(list(msg.position), list(msg.name), joint_names, name)
     if not np.isfinite(vec).all():
         raise ConversionError(f"{name}: non-finite positions {vec.tolist()}")
     return vec

@@ -266,6 +266,7 @@ def run_demo(args) -> dict[str, Any]:
             "image_size": int(size), "audio_sample_rate": int(mconf.audio_sample_rate),
             "audio_chunk_s": mconf.audio_chunk_samples / mconf.audio_sample_rate, "seed": int(args.seed),
             "max_episode_s": float(args.max_episode_s), "command_type": "joint_trajectory",
+            "env_state_encoding": (mconf.notes or {}).get("env_state") or "raw",
         }, node_name="sim_node")
         sim = make_sim_node_class()(env=env, context=context, cli_args=sim_params)
         if args.gui:

@@ -15,12 +15,11 @@ the memory, its instruction and the step count from it.
 from __future__ import annotations
 
 import math
-import unicodedata
 
 import torch
 
 from sigma_ros import qos
-from sigma_ros.conversions import ConversionError, tensor_from_msg, tensor_to_msg
+from sigma_ros.conversions import ConversionError, clean_instruction, tensor_from_msg, tensor_to_msg
 from sigma_ros.node_base import Param, SigmaNode, run_node, topic
 from sigma_ros.stats import Timer
 
@@ -36,19 +35,6 @@ def gate_names(n: int) -> list[str]:
     if len(names) != n:
         names = tuple(f"gate{i}" for i in range(n))
     return list(names)
-
-
-def clean_instruction(text: str, max_chars: int) -> str:
-    """Validate an instruction: non-empty, not huge, no control characters (newlines -> space)."""
-    if not isinstance(text, str):
-        raise ConversionError("instruction: not a string")
-    if len(text) > max_chars:
-        raise ConversionError(f"instruction: {len(text)} characters exceed max_instruction_chars={max_chars}")
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
-    text = " ".join(text.split())
-    if not text:
-        raise ConversionError("instruction: empty")
-    return text
 
 
 class LanguageNode(SigmaNode):

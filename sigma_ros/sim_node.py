@@ -9,8 +9,9 @@ publishes
     ``audio``                 sigma_ros_msgs/AudioChunk, silent (or low noise) mono 16 kHz, every
                               ``audio_chunk_s``
     ``sim/env_state``         std_msgs/Float64MultiArray, PRIVILEGED simulator state: the cube pose
-                              (x, y, z, qw, qx, qy, qz) with every camera frame, for models trained
-                              with ``env_state_dim = 7`` (not available on a real robot)
+                              (``sigma_sim.closed_loop.cube_env_state``, ``env_state_encoding``) with
+                              every camera frame, for models trained with ``env_state_dim = 7`` (not
+                              available on a real robot)
     ``sim/episode_status``    std_msgs/String, JSON: episode, seed, instruction, target, step,
                               time, success, done, was_lifted, cube_pos (at ``status_hz`` and on
                               every episode event)
@@ -65,6 +66,7 @@ PARAMS: tuple[tuple[str, Any, str], ...] = (
     ("max_episode_s", 15.0, "An episode ends (done, failed) after this much simulated time"),
     ("success_hold_s", 0.17, "The task must stay solved this long for the episode to succeed"),
     ("reset_hold_s", 0.5, "After a reset, publish sensors without stepping for this long (wall-clock s)"),
+    ("env_state_encoding", "cube_pose_normalized_v1", "Encoding of sim/env_state (raw = x, y, z, qw, qx, qy, qz)"),
     ("auto_reset", False, "Start the next episode (seed + 1) automatically when one is done"),
     ("status_hz", 2.0, "Episode status rate (Hz)"),
     ("joint_names", ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"],
@@ -291,8 +293,10 @@ def make_sim_node_class():
                 self.render_wall.append(time.perf_counter() - t0)
                 if len(self.render_wall) > 2000:
                     del self.render_wall[:1000]
+                from sigma_sim.closed_loop import cube_env_state
+
                 pose = self._Float64MultiArray()
-                pose.data = [float(v) for v in np.concatenate([env.cube_pos, env.cube_quat])]
+                pose.data = [float(v) for v in cube_env_state(env.cube_pos, env.cube_quat, self.p["env_state_encoding"] or None)]
                 self.env_state_pub.publish(pose)  # before the frame: a subscriber pairs it with the next image
                 self.image_pub.publish(array_to_image(img, "rgb8", stamp, frame_id="front_camera"))
             if force_image or self.step % self.audio_every == 0:

@@ -5,11 +5,13 @@
 * :class:`GraphHarness` starts the four nodes (built by ``sigma_graph``'s ``create_nodes``: same
   parameter file and ``--ros-args`` as ``ros2 launch``) plus a probe node that publishes camera,
   joint-state, audio and instruction messages and records every Sigma output, spinning on a
-  MultiThreadedExecutor in a background thread.
+  SingleThreadedExecutor in a background thread (a MultiThreadedExecutor was seen busy-spinning
+  with the GIL held on a loaded 2-core machine, starving every node of the process).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -89,9 +91,9 @@ class GraphHarness:
 
     def __init__(self, tag: str, checkpoint: str = "", params_file: str | None = None,
                  overrides: dict[str, dict] | None = None, nodes: tuple[str, ...] | None = None,
-                 output_type: str | None = None, threads: int = 0, domain_id: int | None = None) -> None:
+                 output_type: str | None = None, domain_id: int | None = None) -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64MultiArray, String
@@ -146,7 +148,12 @@ class GraphHarness:
                               qos.COMMAND)
         self._joint_positions = None
         self._joint_timer = None
-        self.executor = MultiThreadedExecutor(num_threads=threads or max(2, len(self.nodes) + 1), context=self.context)
+        # Full garbage collections stall every node of this one process for up to ~0.7 s; the
+        # long-lived objects made so far are frozen out of them and collection waits for close().
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        self.executor = SingleThreadedExecutor(context=self.context)
         for n in self.nodes:
             self.executor.add_node(n)
         self.executor.add_node(self.probe)
@@ -251,6 +258,8 @@ class GraphHarness:
         self.probe.destroy_node()
         self.context.try_shutdown()
         self._thread.join(timeout=5.0)
+        gc.enable()
+        gc.unfreeze()
 
     def __enter__(self) -> "GraphHarness":
         return self

@@ -96,6 +96,30 @@ class ClosedLoopConfig:
             raise ValueError("max_step_rad must be > 0")
 
 
+#: ``SigmaConfig.notes["env_state"]`` of models trained on :func:`cube_env_state` features.
+ENV_STATE_ENCODING = "cube_pose_normalized_v1"
+
+
+def cube_env_state(cube_pos, cube_quat, encoding: str | None = ENV_STATE_ENCODING) -> np.ndarray:
+    """PRIVILEGED simulator state for models with ``env_state_dim = 7``: the cube pose.
+
+    ``cube_pose_normalized_v1``: ((x - 0.21) / 0.05, y / 0.05, (z - 0.02) / 0.05, qw, qx / 0.2, qy / 0.2,
+    qz / 0.2), i.e. unit scale over the workspace; ``None``: the raw pose (x, y, z, qw, qx, qy, qz).
+    """
+    pos = np.asarray(cube_pos, dtype=np.float64).reshape(3)
+    quat = np.asarray(cube_quat, dtype=np.float64).reshape(4)
+    if encoding is None or encoding == "raw":
+        return np.concatenate([pos, quat]).astype(np.float32)
+    if encoding != ENV_STATE_ENCODING:
+        raise ValueError(f"unknown env_state encoding {encoding!r}")
+    return np.array([(pos[0] - 0.21) / 0.05, pos[1] / 0.05, (pos[2] - 0.02) / 0.05,
+                     quat[0], quat[1] / 0.2, quat[2] / 0.2, quat[3] / 0.2], dtype=np.float32)
+
+
+def env_state_encoding(config) -> str | None:
+    return (config.notes or {}).get("env_state")
+
+
 def episode_instruction(index: int, seed: int) -> str:
     """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed)."""
     from sigma_sim.record import instruction_for_episode
@@ -145,7 +169,7 @@ class SigmaPolicy:
         audio = torch.zeros(1, c.audio_chunk_samples) if self.silent_audio else None
         env_state = None
         if c.env_state_dim:
-            pose = np.concatenate([obs["cube_pos"], obs["cube_quat"]]).astype(np.float32)[: c.env_state_dim]
+            pose = cube_env_state(obs["cube_pos"], obs["cube_quat"], env_state_encoding(c))[: c.env_state_dim]
             env_state = torch.from_numpy(pose).unsqueeze(0)
         return SigmaObservation(image=image, robot_state=state, audio=audio, env_state=env_state)
 

@@ -43,12 +43,13 @@ DEFAULT_OUT = "checkpoints/sigma_so101_default"
 DEFAULT_WORK_DIR = "runs/sigma_so101_default"
 STAGES = ("record", "preprocess", "train", "eval", "ship")
 
-#: The default small configuration (overrides of SigmaConfig()); ~0.9 M parameters, ~3.7 MB fp32.
+#: The default small configuration (overrides of SigmaConfig()); ~0.9 M parameters, ~3.5 MB fp32.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "d_model": 64,
     "n_heads": 4,
     "backbone_heads": 4,
     "d_tau": 32,
+    "patch_size": 8,
 }
 #: Training recipe (overrides of TrainingConfig()).
 DEFAULT_TRAINING: dict[str, Any] = {
@@ -57,9 +58,9 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "warmup_steps": 100,
     "scheduler": "cosine",
     "min_lr_ratio": 0.05,
-    "max_steps": 6000,
+    "max_steps": 5000,
     "save_every": 1000,
-    "keep_checkpoints": 2,
+    "keep_checkpoints": 0,
     "log_every": 50,
 }
 
@@ -143,7 +144,7 @@ class SimTrainingWindows(PreviousWindowDataset):
 
 # ----------------------------------------------------------------------------------- stages
 def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float, progress: bool = False,
-                         env_state: bool = False):
+                         env_state: bool = False, expert_overrides: dict[str, Any] | None = None):
     """Like :func:`sigma_sim.record.record_dataset`, with DART-style noise injection: the arm executes
     the expert's joint targets plus Gaussian noise (``noise`` rad, arm joints, seeded) while the
     dataset stores the expert's clean targets, so the demonstrations show how to return to the
@@ -156,8 +157,10 @@ def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float,
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
     cfg = SimConfig()
+    from sigma_sim.expert import ExpertConfig
+
     env = SO101PickPlaceEnv(cfg)
-    expert = ScriptedExpert(env)
+    expert = ScriptedExpert(env, ExpertConfig(**(expert_overrides or {})))
     writer = LeRobotDatasetWriter.create(root, repo_id=DEFAULT_REPO_ID, fps=int(cfg.control_hz),
                                          features=dataset_features(cfg.image_height, cfg.image_width, env_state),
                                          robot_type=ROBOT_TYPE, overwrite=True)
@@ -218,7 +221,7 @@ def stage_record(args, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     if args.expert_noise > 0:
         summary = record_noisy_dataset(root, args.episodes, args.seed, args.expert_noise, progress=not args.quiet,
-                                       env_state=args.privileged_cube_pose)
+                                       env_state=args.privileged_cube_pose, expert_overrides=_pairs(args.expert_set))
     else:
         summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet,
                                  env_state=args.privileged_cube_pose)
@@ -242,12 +245,26 @@ def stage_preprocess(args, work: Path) -> dict[str, Any]:
     return {"shards": str(work / "shards"), "windows": n, "seconds": seconds}
 
 
+def _pairs(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
 def model_config(args):
     from sigma_model import SigmaConfig
 
     values = dict(DEFAULT_MODEL_CONFIG)
     if getattr(args, "privileged_cube_pose", False):
+        from sigma_sim.closed_loop import ENV_STATE_ENCODING
+
         values["env_state_dim"] = 7
+        values["notes"] = {**values.get("notes", {}), "env_state": ENV_STATE_ENCODING}
     for item in args.model_set:
         key, _, raw = item.partition("=")
         try:
@@ -276,10 +293,12 @@ def training_config(args, work: Path):
     return TrainingConfig.from_dict({**TrainingConfig().to_dict(), **values})
 
 
-def load_env_state_table(demos: Path) -> dict[tuple[int, int], torch.Tensor]:
-    """(episode_index, frame_index) -> observation.environment_state of a recorded LeRobot dataset."""
+def load_env_state_table(demos: Path, encoding: str | None = None) -> dict[tuple[int, int], torch.Tensor]:
+    """(episode_index, frame_index) -> the model's env_state features (:func:`sigma_sim.closed_loop.
+    cube_env_state`) from ``observation.environment_state`` of a recorded LeRobot dataset."""
     import pyarrow.parquet as pq
 
+    from sigma_sim.closed_loop import cube_env_state
     from sigma_sim.record import ENV_STATE_KEY
 
     table: dict[tuple[int, int], torch.Tensor] = {}
@@ -287,7 +306,7 @@ def load_env_state_table(demos: Path) -> dict[tuple[int, int], torch.Tensor]:
     for f in files:
         t = pq.read_table(f, columns=["episode_index", "frame_index", ENV_STATE_KEY]).to_pydict()
         for ep, fr, st in zip(t["episode_index"], t["frame_index"], t[ENV_STATE_KEY]):
-            table[(int(ep), int(fr))] = torch.tensor(st, dtype=torch.float32)
+            table[(int(ep), int(fr))] = torch.from_numpy(cube_env_state(st[:3], st[3:7], encoding))
     if not table:
         raise RuntimeError(f"{demos} has no {ENV_STATE_KEY} column: record with --privileged-cube-pose")
     return table
@@ -329,7 +348,7 @@ def stage_train(args, work: Path) -> dict[str, Any]:
                                  state_shift=args.state_shift,
                                  silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed)
     if mconf.env_state_dim:
-        dataset.attach_env_state(load_env_state_table(work / "demos"))
+        dataset.attach_env_state(load_env_state_table(work / "demos", mconf.notes.get("env_state")))
         install_env_state_batches()
     t0 = time.perf_counter()
     trainer = SigmaTrainer(tconf, mconf, dataset=dataset, resume="auto" if args.resume else None,
@@ -403,6 +422,7 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
             "> addition to the camera image and the joint positions. A real robot has no such input: on",
             "> hardware the cube's place must come from vision alone. See the notes below for the",
             "> vision-only attempt and its measured result.",
+            "",
         ]
     rec, pre, tr = prov.get("record", {}), prov.get("preprocess", {}), prov.get("train", {})
     lines += [
@@ -467,16 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"intermediate files (default {DEFAULT_WORK_DIR})")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
     p.add_argument("--seed", type=int, default=0, help="demonstration seeds start here; also the training seed")
-    p.add_argument("--episodes", type=int, default=100, help="demonstrations to record (default 100)")
-    p.add_argument("--expert-noise", type=float, default=0.0,
-                   help="DART noise (rad) added to the executed expert actions while recording (default 0)")
+    p.add_argument("--episodes", type=int, default=150, help="demonstrations to record (default 150)")
+    p.add_argument("--expert-noise", type=float, default=0.02,
+                   help="DART noise (rad) added to the executed expert actions while recording (default 0.02)")
+    p.add_argument("--expert-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a sigma_sim.expert.ExpertConfig field while recording (with --expert-noise)")
     p.add_argument("--max-steps", type=int, default=None,
                    help=f"training steps (default {DEFAULT_TRAINING['max_steps']})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
     p.add_argument("--image-shift", type=int, default=4, help="random image shift augmentation, pixels (default 4)")
     p.add_argument("--state-noise", type=float, default=0.01, help="joint-state input noise, rad (default 0.01)")
-    p.add_argument("--state-shift", type=float, default=0.0,
-                   help="per-window offset (rad) added to arm joint states and action targets (default 0)")
+    p.add_argument("--state-shift", type=float, default=0.05,
+                   help="per-window offset (rad) added to arm joint states and action targets (default 0.05)")
     p.add_argument("--privileged-cube-pose", action="store_true",
                    help="PRIVILEGED SIM STATE: also give the model the cube pose (position + quaternion) from the "
                         "simulator (SigmaConfig.env_state_dim = 7); not available on a real robot")
@@ -488,8 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation episode seed (default 10000)")
     p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
     p.add_argument("--replan-every", type=int, default=4, help="control ticks between replans (default 4)")
-    p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter"],
-                   help="closed-loop conditions (default: sigma telepathy_off sigma_adapter)")
+    p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter", "expert"],
+                   help="closed-loop conditions (default: sigma telepathy_off sigma_adapter expert)")
     p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")
     p.add_argument("--notes-file", default=None, help="markdown appended to PROVENANCE.md (e.g. ablations)")
     p.add_argument("--quiet", action="store_true")
@@ -511,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         if drop_one:
             drop_one = False
             continue
-        if a in ("--notes-file", "--model-dir"):
+        if a in ("--notes-file", "--model-dir", "--work-dir"):  # no effect on the result
             drop_one = True
             continue
         if a == "--stages":
@@ -520,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         if skip and not a.startswith("--"):
             continue
         skip = False
+        if a == "--quiet":
+            continue
         full.append(a)
     prov.setdefault("invocations", []).append("sigma-make-default " + " ".join(shlex.quote(a) for a in argv))
     prov.update({

@@ -56,6 +56,8 @@ def offline(checkpoint):
 def harness(checkpoint):
     overrides = {
         "action_node": {"diffusion_seed": SEED},
+        # frame 2 must use frame 1's tau however long the command checks in between take
+        "perception_node": {"tau_timeout_s": 60.0},
         # the safety filter must not alter the commands compared here (tested on its own)
         "controller_node": dict(WIDE, plan_timeout_s=30.0, joint_state_timeout_s=30.0),
     }
@@ -171,7 +173,11 @@ def test_graph_matches_offline_forward(harness, offline):
         assert np.isfinite(cmd).all() and cmd.shape == (c.action_dim,)
 
     # ---- second frame: tau_prev and memory m_{t-1} carry over ------------------------------
-    time.sleep(0.3)  # tau of frame 1 reached the perception node (reliable, same host)
+    perception = h.by_name["perception_node"]
+    deadline = time.monotonic() + 10
+    while (perception.tau_stamp is None or (perception.tau_stamp.sec, perception.tau_stamp.nanosec) != stamp) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)  # tau of frame 1 reaches the perception node (reliable, same host)
     img2, _ = _frame(1)
     msg2 = h.send_image(img2)
     stamp2 = (msg2.header.stamp.sec, msg2.header.stamp.nanosec)
