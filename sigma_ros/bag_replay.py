@@ -383,23 +383,10 @@ def wait_for_pipeline(probe, timeout: float) -> None:
 
 
 def stop_node_processes(procs) -> None:
-    import signal
-    import subprocess
+    from sigma_ros.graph_main import stop_processes
 
-    for _, p, _ in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 10.0
-    for _, p, log_file in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.terminate()
-            try:
-                p.wait(timeout=3.0)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    stop_processes([(name, p) for name, p, _ in procs])
+    for _, _, log_file in procs:
         log_file.close()
 
 

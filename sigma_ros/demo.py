@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from sigma_ros.graph_main import stop_processes
 
 DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
 STAGE_ORDER = (("perception_node", "decode"), ("perception_node", "vision_stage"),
@@ -125,22 +126,6 @@ def start_node_processes(specs, params_file, checkpoint, overrides, domain_id, l
                                                                   overrides.get(spec.name))
         procs.append((spec, subprocess.Popen(cmd, env=_child_env(domain_id), stdout=log, stderr=subprocess.STDOUT if log else None)))
     return procs, log
-
-
-def stop_processes(procs, timeout: float = 10.0) -> None:
-    for _, p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    for _, p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.terminate()
-            try:
-                p.wait(timeout=3.0)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def format_latency(lat: dict[str, dict[str, float]]) -> list[str]:
@@ -352,7 +337,7 @@ def run_demo(args) -> dict[str, Any]:
             sim_executor.shutdown(timeout_sec=2.0)
         for t in spin_threads:
             t.join(timeout=5.0)
-        stop_processes(procs)
+        stop_processes([(spec.name, p) for spec, p in procs])
         if log is not None:
             log.close()
         for n in nodes:

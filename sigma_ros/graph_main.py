@@ -121,21 +121,29 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level)
                     break
             time.sleep(0.2)
     finally:
-        for _, p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 10.0
-        for spec, p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"[sigma-graph] {spec.name} did not stop on SIGINT; terminating", flush=True)
-                p.terminate()
-                try:
-                    p.wait(timeout=3.0)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_processes([(spec.name, p) for spec, p in procs],
+                       say=lambda text: print(f"[sigma-graph] {text}", flush=True))
     return rc
+
+
+def stop_processes(procs: list[tuple[str, subprocess.Popen]], timeout: float = 10.0, say=None) -> None:
+    """SIGINT every running (name, process), wait up to ``timeout`` in all, then terminate, then kill."""
+    for _, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for name, p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            if say is not None:
+                say(f"{name} did not stop on SIGINT; terminating")
+            p.terminate()
+            try:
+                p.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, context=None, log_level="",

@@ -265,12 +265,7 @@ def model_config(args):
 
         values["env_state_dim"] = 7
         values["notes"] = {**values.get("notes", {}), "env_state": ENV_STATE_ENCODING}
-    for item in args.model_set:
-        key, _, raw = item.partition("=")
-        try:
-            values[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key.strip()] = raw
+    values.update(_pairs(args.model_set))
     return SigmaConfig.from_dict({**SigmaConfig().to_dict(), **values})
 
 
@@ -284,12 +279,7 @@ def training_config(args, work: Path):
         values["max_steps"] = args.max_steps
         values["warmup_steps"] = min(values["warmup_steps"], max(0, args.max_steps // 10))
         values["save_every"] = min(values["save_every"], args.max_steps)
-    for item in args.train_set:
-        key, _, raw = item.partition("=")
-        try:
-            values[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key.strip()] = raw
+    values.update(_pairs(args.train_set))
     return TrainingConfig.from_dict({**TrainingConfig().to_dict(), **values})
 
 
