@@ -12,24 +12,31 @@ import torch
 from torch import nn
 
 from .configuration_sigma import SigmaConfig
-from .layers import MLP, masked_mean, transformer_stack
+from .layers import MLP, AttentionPool, transformer_stack
 from .outputs import ActionOutput
 from .trajectory_dit import TrajectoryDiT
 
 
 class ActionConditionProjector(nn.Module):
-    """P_act(r_high, tau): MLP over [pooled high_level_rep; tau] -> c_act [B,d]."""
+    """P_act(r_high, tau): MLP over [attention-pooled high_level_rep; tau] -> c_act [B,d].
 
-    def __init__(self, d_model: int, d_tau: int, dropout: float) -> None:
+    Learned queries read the sequence (a mean would blur a small object's place into the rest)."""
+
+    def __init__(self, d_model: int, d_tau: int, n_heads: int, n_queries: int, dropout: float) -> None:
         super().__init__()
-        self.mlp = MLP(d_model + d_tau, 2 * d_model, d_model, dropout)
+        self.pool = AttentionPool(d_model, n_heads, n_queries, dropout)
+        self.mlp = MLP(n_queries * d_model + d_tau, 2 * d_model, d_model, dropout)
 
     def forward(self, high_level_rep, high_level_mask, tau) -> torch.Tensor:
-        return self.mlp(torch.cat([masked_mean(high_level_rep, high_level_mask), tau], dim=-1))
+        pooled = self.pool(high_level_rep, high_level_mask).flatten(1)
+        return self.mlp(torch.cat([pooled, tau], dim=-1))
 
 
 class ActionQueryGenerator(nn.Module):
-    """Cross-attention of learnable query seeds to projected state tokens, biased by c_act, refined."""
+    """Cross-attention of learnable query seeds to projected state tokens, biased by c_act, refined.
+
+    With ``query_context = "state+rep"`` the queries also attend to high_level_rep (so paths A and B
+    read where things are, as the DiT of path C does), not only through the pooled c_act."""
 
     def __init__(self, config: SigmaConfig) -> None:
         super().__init__()
@@ -41,10 +48,15 @@ class ActionQueryGenerator(nn.Module):
         self.refine = transformer_stack(c.d_model, c.n_heads, c.action_refine_layers, c.dropout)
         self.norm = nn.LayerNorm(c.d_model)
 
-    def forward(self, condition: torch.Tensor, state_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, condition: torch.Tensor, state_tokens: torch.Tensor, rep: torch.Tensor | None = None,
+                rep_mask: torch.Tensor | None = None) -> torch.Tensor:
         q0 = self.seeds.unsqueeze(0).expand(state_tokens.shape[0], -1, -1)
         s = self.state_proj(state_tokens)
-        q1 = self.attn(q0, s, s, need_weights=False)[0] + self.condition_bias(condition).unsqueeze(1)
+        pad = None
+        if rep is not None:
+            pad = torch.cat([rep_mask.new_zeros(s.shape[:2]), ~rep_mask], dim=1)
+            s = torch.cat([s, rep], dim=1)
+        q1 = self.attn(q0, s, s, key_padding_mask=pad, need_weights=False)[0] + self.condition_bias(condition).unsqueeze(1)
         return self.norm(self.refine(q1))
 
 
@@ -54,7 +66,7 @@ class ActionWorkspace(nn.Module):
         c = config
         self.config = c
         a = c.action_dim
-        self.condition_projector = ActionConditionProjector(c.d_model, c.d_tau, c.dropout)
+        self.condition_projector = ActionConditionProjector(c.d_model, c.d_tau, c.n_heads, c.n_condition_queries, c.dropout)
         self.query_generator = ActionQueryGenerator(c)
         self.action_token_head = nn.Linear(c.d_model, c.action_token_dim)  # path A: tokens
         self.action_tokenizer = nn.Linear(c.n_action_queries * c.action_token_dim, a)  # tokens -> vector
@@ -83,8 +95,9 @@ class ActionWorkspace(nn.Module):
     ) -> ActionOutput:
         c = self.config
         b = tau.shape[0]
+        reads = (high_level_rep, high_level_mask) if c.query_context == "state+rep" else (None, None)
         c_base = self.condition_projector(high_level_rep, high_level_mask, torch.zeros_like(tau))
-        q_base = self.query_generator(c_base, state_tokens)
+        q_base = self.query_generator(c_base, state_tokens, *reads)
         base_vec, base_chunk = self.branches(q_base)
         context = torch.cat([q_base, high_level_rep], dim=1)
         context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)
@@ -96,7 +109,7 @@ class ActionWorkspace(nn.Module):
 
         c_act = self.condition_projector(high_level_rep, high_level_mask, tau)
         if telepathy:
-            tau_high = self.query_generator(c_act, state_tokens).mean(dim=1)
+            tau_high = self.query_generator(c_act, state_tokens, *reads).mean(dim=1)
             delta = self.residual_head(torch.cat([tau_high, tau], dim=-1))
             d_vec, d_chunk, d_traj = delta.split([c.action_dim, c.chunk_len * c.action_dim, c.traj_len * c.action_dim], -1)
             d_chunk = d_chunk.view(b, c.chunk_len, c.action_dim)

@@ -10,6 +10,7 @@ from typing import Any
 
 BACKBONES = ("tiny", "hf", "pi05", "smolvla")
 WORKSPACES = ("vision", "language", "action")
+QUERY_CONTEXTS = ("state", "state+rep")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class SigmaConfig:
     image_size: int = 96
     image_channels: int = 3
     patch_size: int = 16
+    image_keypoints: int = 0  # >0: a conv stem + spatial softmax adds this many (x, y) keypoint tokens
     use_depth: bool = False
     use_audio: bool = True
     audio_sample_rate: int = 16000
@@ -46,6 +48,7 @@ class SigmaConfig:
     n_state_tokens: int = 4
     state_dim: int = 6
     env_state_dim: int = 0  # >0: privileged simulator state (e.g. object pose) joins the state encoder
+    aux_target_dim: int = 0  # >0: training-only head predicting e.g. an object's pose from the vision tokens
     vision_block_layers: int = 1
     tau_log_scale_init: float = 0.0
     mod_log_scale_init: float = 0.0
@@ -60,6 +63,8 @@ class SigmaConfig:
     chunk_len: int = 16
     traj_len: int = 16
     n_action_queries: int = 8
+    n_condition_queries: int = 4  # attention-pooled reads of high_level_rep feeding P_act
+    query_context: str = "state"  # what the action queries attend to: "state" (paper) or "state+rep"
     action_token_dim: int = 16
     action_refine_layers: int = 2
     dit_layers: int = 2
@@ -76,7 +81,7 @@ class SigmaConfig:
             "image_size", "image_channels", "patch_size", "audio_sample_rate",
             "audio_chunk_samples", "audio_patch_samples", "n_vision_tokens", "n_state_tokens",
             "state_dim", "vision_block_layers", "n_semantic_factors", "d_tau", "action_dim",
-            "chunk_len", "traj_len", "n_action_queries", "action_token_dim",
+            "chunk_len", "traj_len", "n_action_queries", "n_condition_queries", "action_token_dim",
             "action_refine_layers", "dit_layers", "diffusion_steps",
         )
         for name in positive:
@@ -87,12 +92,16 @@ class SigmaConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.backbone == "tiny" and self.d_model % self.backbone_heads:
             raise ValueError("d_model must be divisible by backbone_heads for the tiny backbone")
-        if not isinstance(self.env_state_dim, int) or self.env_state_dim < 0:
-            raise ValueError(f"SigmaConfig.env_state_dim must be a non-negative int, got {self.env_state_dim!r}")
+        for name in ("env_state_dim", "image_keypoints", "aux_target_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"SigmaConfig.{name} must be a non-negative int, got {value!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         if self.audio_chunk_samples % self.audio_patch_samples:
             raise ValueError("audio_chunk_samples must be a multiple of audio_patch_samples")
+        if self.query_context not in QUERY_CONTEXTS:
+            raise ValueError(f"query_context must be one of {QUERY_CONTEXTS}, got {self.query_context!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.backbone != "tiny" and not self.backbone_path:

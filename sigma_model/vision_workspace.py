@@ -1,8 +1,10 @@
 """Cognitive vision workspace (paper section 3.1).
 
-camera/depth/audio -> patch tokens -> projector -> perceiver resampler (V_base) ->
+camera/depth/audio -> patch tokens (+ optional spatial-softmax keypoint tokens) -> projector -> perceiver resampler (V_base) ->
 FiLM by the telepathy factor tau with log-scale gates (V_mod) -> modulated vision block.
 robot_state -> state encoder -> token expander (state tokens).
+Optional auxiliary head: vision tokens -> a training-only target (e.g. the object pose in simulation),
+which teaches the encoder to localise what the actions depend on; the model never reads it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from .configuration_sigma import SigmaConfig
-from .layers import MLP, transformer_stack
+from .layers import MLP, AttentionPool, transformer_stack
 from .outputs import SigmaObservation, VisionOutput
 
 
@@ -26,6 +28,42 @@ class PatchEmbed(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.proj(image).flatten(2).transpose(1, 2) + self.pos
+
+
+class KeypointEmbed(nn.Module):
+    """Conv stem + spatial softmax: image -> K expected (x, y) feature locations -> K tokens.
+
+    Each of the K output channels, standardised over positions and scaled by a learned
+    temperature, is a softmax over image positions whose expected coordinates (in [-1, 1]) become
+    one token; a small object moves its keypoints however few pixels it covers, from the start.
+    """
+
+    def __init__(self, channels: int, n_keypoints: int, d_model: int, width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(  # stride 4 overall: a 96x96 image gives 24x24 maps
+            nn.Conv2d(channels, width // 2, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, n_keypoints, 1),
+        )
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.to_token = MLP(2, d_model, d_model)
+        self.keypoint_embed = nn.Parameter(torch.zeros(n_keypoints, d_model))
+        nn.init.trunc_normal_(self.keypoint_embed, std=0.02)
+
+    def keypoints(self, image: torch.Tensor) -> torch.Tensor:
+        """[B,C,H,W] -> [B,K,2] expected (x, y) in [-1, 1]."""
+        maps = self.stem(image)
+        b, k, h, w = maps.shape
+        flat = maps.flatten(2)
+        z = (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + 1e-5)
+        prob = torch.softmax(z * torch.exp(self.log_temperature), dim=-1).view(b, k, h, w)
+        xs = torch.linspace(-1.0, 1.0, w, device=image.device, dtype=prob.dtype)
+        ys = torch.linspace(-1.0, 1.0, h, device=image.device, dtype=prob.dtype)
+        return torch.stack([(prob.sum(2) * xs).sum(-1), (prob.sum(3) * ys).sum(-1)], dim=-1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.to_token(self.keypoints(image)) + self.keypoint_embed
 
 
 class AudioPatchEmbed(nn.Module):
@@ -89,12 +127,25 @@ class VisionModulator(nn.Module):
         return v_base + torch.exp(self.mod_log_scale) * (v_film - v_base)
 
 
+class AuxiliaryHead(nn.Module):
+    """Attention-pooled vision tokens -> an auxiliary regression target [B, out_dim]."""
+
+    def __init__(self, d_model: int, n_heads: int, out_dim: int) -> None:
+        super().__init__()
+        self.pool = AttentionPool(d_model, n_heads, 1)
+        self.mlp = MLP(d_model, d_model, out_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.pool(tokens).squeeze(1))
+
+
 class CognitiveVisionWorkspace(nn.Module):
     def __init__(self, config: SigmaConfig) -> None:
         super().__init__()
         c = config
         self.config = c
         self.patch_embed = PatchEmbed(c.image_channels, c.image_size, c.patch_size, c.d_model)
+        self.keypoint_embed = KeypointEmbed(c.image_channels, c.image_keypoints, c.d_model) if c.image_keypoints else None
         self.depth_embed = PatchEmbed(1, c.image_size, c.patch_size, c.d_model) if c.use_depth else None
         self.audio_embed = (
             AudioPatchEmbed(c.audio_chunk_samples, c.audio_patch_samples, c.d_model) if c.use_audio else None
@@ -104,10 +155,13 @@ class CognitiveVisionWorkspace(nn.Module):
         self.state_encoder = StateEncoder(c.state_dim + c.env_state_dim, c.d_model, c.n_state_tokens)
         self.modulator = VisionModulator(c.d_tau, c.d_model, c.tau_log_scale_init, c.mod_log_scale_init)
         self.block = transformer_stack(c.d_model, c.n_heads, c.vision_block_layers, c.dropout)
+        self.aux_head = AuxiliaryHead(c.d_model, c.n_heads, c.aux_target_dim) if c.aux_target_dim else None
 
     def features(self, obs: SigmaObservation) -> torch.Tensor:
         """Concatenated projected vision features F [B, N_f, d]."""
         parts = [self.patch_embed(obs.image)]
+        if self.keypoint_embed is not None:
+            parts.append(self.keypoint_embed(obs.image))
         if self.depth_embed is not None and obs.depth is not None:
             parts.append(self.depth_embed(obs.depth))
         if self.audio_embed is not None and obs.audio is not None:
@@ -117,10 +171,12 @@ class CognitiveVisionWorkspace(nn.Module):
     def forward(self, obs: SigmaObservation, tau: torch.Tensor) -> VisionOutput:
         v_base = self.resampler(self.features(obs))
         v_mod = self.modulator(v_base, tau)
+        vision_tokens = self.block(v_mod)
         return VisionOutput(
-            vision_tokens=self.block(v_mod),
+            vision_tokens=vision_tokens,
             state_tokens=self.state_encoder(
                 obs.robot_state if obs.env_state is None else torch.cat([obs.robot_state, obs.env_state], dim=-1)
             ),
             vision_tokens_base=v_base,
+            aux_prediction=None if self.aux_head is None else self.aux_head(vision_tokens),
         )

@@ -23,8 +23,9 @@ class ActionNode(SigmaNode):
     PARAMS = (
         Param("diffusion_seed", 0, "Seed of the diffusion sampler's torch.Generator (-1: unseeded)",
               min=-1, max=2**63 - 1),
-        Param("reseed_every_plan", True, "Reseed the generator with diffusion_seed for every plan "
-              "(deterministic plans; false: one generator stream since start)"),
+        Param("reseed_every_plan", False, "Reseed the generator with diffusion_seed for every plan "
+              "(reproducible plans for replay checks; false: one stream since start, fresh noise per plan, as "
+              "the closed-loop evaluation samples - the same noise for every plan biases the trajectory)"),
         Param("use_adapter", False, "Apply the risk-gated inference adapter (paper 4.3) to the actions"),
         Param("adapter_config", "", "AdapterConfig JSON of the adapter (empty = its defaults)"),
         Param("sync_queue_size", 8, "Stamps kept per input while pairing high-level rep, tau and state tokens",

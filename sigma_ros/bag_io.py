@@ -35,7 +35,6 @@ import math
 import os
 import shutil
 import statistics
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +64,6 @@ __all__ = [
     "RobotTopics",
     "STORAGES",
     "action_to_vector",
-    "clean_instruction",
     "decode_cdr",
     "estimate_period_s",
     "iter_paired_frames",

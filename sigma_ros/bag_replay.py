@@ -300,10 +300,9 @@ def _command_vector(msg, joint_names: Sequence[str]) -> np.ndarray | None:
 def start_node_processes(checkpoint_dir: str, overrides: dict[str, dict], domain_id: int) -> list:
     """The four nodes as child processes (exactly ``sigma-graph``'s command lines) on ``domain_id``."""
     import os
-    import subprocess
 
     from sigma_ros import graph
-    from sigma_ros.graph_main import node_cli_args
+    from sigma_ros.graph_main import start_node_process
 
     params = str(graph.default_config_file())
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
@@ -311,11 +310,9 @@ def start_node_processes(checkpoint_dir: str, overrides: dict[str, dict], domain
     procs = []
     try:
         for spec in graph.NODES:
-            cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params, [], checkpoint_dir, None, "",
-                                                                      overrides.get(spec.name))
             log_file = tempfile.TemporaryFile()
-            procs.append((spec.name, subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT),
-                          log_file))
+            procs.append((spec.name, start_node_process(spec, params, checkpoint_dir, overrides=overrides.get(spec.name),
+                                                        env=env, log=log_file), log_file))
     except BaseException:
         stop_node_processes(procs)
         raise

@@ -1,8 +1,9 @@
 """Low-level controller node: action fusion phi + C_low (paper 3.3) at a fixed rate, with safety.
 
 Subscribes to ActionPlan and JointState. A timer at ``rate_hz`` (default 30 Hz) steps through the
-newest plan by elapsed control ticks (tick k after the plan arrived -> ``step_index = k`` of
-``model.control_stage``), passes the target through :class:`sigma_model.safety.SafetyFilter`
+newest plan by elapsed control ticks (``step_index = k`` of ``model.control_stage`` k ticks after the
+camera frame the plan was computed from, read from its header stamp; k ticks after arrival when the
+stamp is unusable or alignment is off), passes the target through :class:`sigma_model.safety.SafetyFilter`
 (NaN rejection, watchdog hold on stale plans, per-tick max relative target, joint limits) and
 publishes the command as ``trajectory_msgs/JointTrajectory`` or ``std_msgs/Float64MultiArray``
 (the ros2_control joint_trajectory_controller / forward_command_controller inputs). Dry run
@@ -44,6 +45,11 @@ class ControllerNode(SigmaNode):
               "control tick (rad): one value for all joints or one per joint"),
         Param("trajectory_time_from_start_s", 0.0, "time_from_start of the JointTrajectory point "
               "(0: one control period)", min=0.0, max=10.0),
+        Param("align_plans_to_stamp", True, "Start a plan at the tick of its camera frame (header stamp), so "
+              "the pipeline latency does not delay every plan; stamps in the future or older than "
+              "plan_timeout_s start at tick 0"),
+        Param("min_plan_ticks", 1, "Run a plan for at least this many control ticks before switching to a "
+              "newer one (the closed-loop evaluation's replan_every; 1: always the newest)", min=1, max=1000),
         Param("publish_hold_without_plan", True, "Publish the hold command before the first plan "
               "(false: stay silent until a plan arrives)"),
     )
@@ -68,6 +74,8 @@ class ControllerNode(SigmaNode):
         self._Float64MultiArray, self._JointTrajectory = Float64MultiArray, JointTrajectory
         self.plan = None  # (ActionOutput, plan_id, receive time)
         self.plan_ticks = 0
+        self.ticks_on_plan = 0  # ticks the current plan has run (min_plan_ticks)
+        self.pending = None  # (ActionOutput, plan_id, stamp) waiting for min_plan_ticks
         self.state: np.ndarray | None = None
         self.state_time = -math.inf
         self.state_invalid = False
@@ -95,10 +103,25 @@ class ControllerNode(SigmaNode):
             raise ConversionError(f"action_plan: batch {act.action_vector.shape[0]} != 1 (one robot)")
         if list(msg.joint_names) and list(msg.joint_names) != list(self.p.joint_names):
             raise ConversionError(f"action_plan.joint_names {list(msg.joint_names)} != {self.p.joint_names}")
-        self.plan = (act, int(msg.plan_id), time.monotonic())
-        self.plan_ticks = 0
+        self.pending = (act, int(msg.plan_id), msg.header.stamp)
+        if self.plan is None or self.ticks_on_plan >= self.p.min_plan_ticks or self.safety.plan_stale(time.monotonic()):
+            self.adopt_pending()
         self.safety.feed_plan(time.monotonic())
         self.stats.event("plans_in")
+
+    def adopt_pending(self) -> None:
+        act, plan_id, stamp = self.pending
+        self.pending = None
+        self.plan = (act, plan_id, time.monotonic())
+        self.plan_ticks = self.ticks_since_stamp(stamp) if self.p.align_plans_to_stamp else 0
+        self.ticks_on_plan = 0
+
+    def ticks_since_stamp(self, stamp) -> int:
+        """Control ticks elapsed since `stamp` (ROS clock), 0 for unusable stamps."""
+        age = (self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
+        if stamp.sec == 0 and stamp.nanosec == 0 or not 0.0 <= age <= self.p.plan_timeout_s:
+            return 0
+        return int(age / self.period + 0.5)
 
     def on_joint_state(self, msg) -> None:
         try:
@@ -145,6 +168,9 @@ class ControllerNode(SigmaNode):
             if self.plan is not None and not self.safety.plan_stale(now):
                 target = self.compute_target(state)
                 self.plan_ticks += 1
+                self.ticks_on_plan += 1
+                if self.pending is not None and self.ticks_on_plan >= self.p.min_plan_ticks:
+                    self.adopt_pending()
             decision = self.safety.step(target, state, now)
         except Exception as err:  # noqa: BLE001 - the control loop must keep running and hold
             self.log_throttled("control", f"control tick failed ({type(err).__name__}: {err}): holding")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -117,14 +116,11 @@ def _child_env(domain_id: int) -> dict[str, str]:
 
 
 def start_node_processes(specs, params_file, checkpoint, overrides, domain_id, log_path, verbose):
-    from sigma_ros.graph_main import node_cli_args
+    from sigma_ros.graph_main import start_node_process
 
-    procs = []
     log = None if verbose else open(log_path, "ab")
-    for spec in specs:
-        cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, [], checkpoint, None, "",
-                                                                  overrides.get(spec.name))
-        procs.append((spec, subprocess.Popen(cmd, env=_child_env(domain_id), stdout=log, stderr=subprocess.STDOUT if log else None)))
+    procs = [(spec, start_node_process(spec, params_file, checkpoint, overrides=overrides.get(spec.name),
+                                       env=_child_env(domain_id), log=log)) for spec in specs]
     return procs, log
 
 
@@ -185,7 +181,7 @@ class EnvStateShim:
 
 def run_demo(args) -> dict[str, Any]:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from sigma_model.checkpoint import CONFIG_NAME
@@ -270,7 +266,7 @@ def run_demo(args) -> dict[str, Any]:
         if shim_needed:
             perception = next(n for n in nodes if n.get_name() == "perception_node")
             EnvStateShim(perception, monitor, mconf.env_state_dim)
-        executor = MultiThreadedExecutor(num_threads=max(2, len(nodes) + 1), context=context)
+        executor = SingleThreadedExecutor(context=context)
         for n in (*nodes, monitor):
             executor.add_node(n)
         spin_threads.append(threading.Thread(target=executor.spin, daemon=True))

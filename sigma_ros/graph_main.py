@@ -7,7 +7,8 @@ per-node overrides come from :mod:`sigma_ros.graph`, and each node gets exactly 
 
 Modes:
   (default) one child process per node, like ``ros2 launch`` (Ctrl-C stops them all);
-  --single-process: all nodes in this process on a MultiThreadedExecutor.
+  --single-process: all nodes in this process on one SingleThreadedExecutor (rclpy's
+  MultiThreadedExecutor was seen busy-spinning with the GIL held and starving the nodes).
 
 Examples::
 
@@ -42,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                     help="extra remap rule for every node (repeatable)")
     ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
-    ap.add_argument("--single-process", action="store_true", help="run all nodes in this process (MultiThreadedExecutor)")
-    ap.add_argument("--threads", type=int, default=0, help="executor threads in --single-process mode (0: one per node)")
+    ap.add_argument("--single-process", action="store_true", help="run all nodes in this process (one executor)")
     ap.add_argument("--log-level", default="", help="ROS log level (debug, info, warn, error)")
     ap.add_argument("--list-params", action="store_true", help="print every node parameter with its description and exit")
     return ap
@@ -76,6 +76,17 @@ def node_cli_args(spec: graph.NodeSpec, params_file: str, remaps, checkpoint: st
     return graph.ros_arguments(params_file, remaps, overrides, log_level or None, node_name=spec.name)
 
 
+def start_node_process(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
+                       log_level: str = "", overrides: dict | None = None, env: dict | None = None,
+                       log=None, say=None) -> subprocess.Popen:
+    """``python -m <node module>`` with sigma-graph's ROS arguments; output to ``log`` (a file) or inherited."""
+    cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, list(remaps), checkpoint, dry_run,
+                                                              log_level, overrides)
+    if say is not None:
+        say(f"starting {spec.name}: {' '.join(cmd)}")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=None if log is None else subprocess.STDOUT)
+
+
 def list_params() -> int:
     from sigma_ros.node_base import COMMON_PARAMS
 
@@ -105,10 +116,9 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    say = lambda text: print(f"[sigma-graph] {text}", flush=True)  # noqa: E731
     for spec in specs:
-        cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level)
-        print(f"[sigma-graph] starting {spec.name}: {' '.join(cmd)}", flush=True)
-        procs.append((spec, subprocess.Popen(cmd)))
+        procs.append((spec, start_node_process(spec, params_file, checkpoint, remaps, dry_run, log_level, say=say)))
     rc = 0
     try:
         while not stopping:
@@ -121,8 +131,7 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level)
                     break
             time.sleep(0.2)
     finally:
-        stop_processes([(spec.name, p) for spec, p in procs],
-                       say=lambda text: print(f"[sigma-graph] {text}", flush=True))
+        stop_processes([(spec.name, p) for spec, p in procs], say=say)
     return rc
 
 
@@ -159,15 +168,15 @@ def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, contex
     return nodes
 
 
-def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level, threads: int) -> int:
+def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=[sys.argv[0]])
     nodes = []
     try:
         nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level)
-        executor = MultiThreadedExecutor(num_threads=threads or max(2, len(nodes)))
+        executor = SingleThreadedExecutor()
         for n in nodes:
             executor.add_node(n)
         executor.spin()
@@ -191,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     params_file, remaps, specs = resolve(args)
     dry_run = graph.parse_bool(args.dry_run)
     if args.single_process:
-        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, args.threads)
+        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level)
     return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level)
 
 

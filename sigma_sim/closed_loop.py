@@ -36,7 +36,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time

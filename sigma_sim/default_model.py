@@ -2,7 +2,7 @@
 
 One command runs the whole pipeline and writes the shipped checkpoint with its provenance::
 
-    sigma-make-default                                  # the exact recipe of checkpoints/sigma_so101_default
+    sigma-make-default                                  # the recipe of checkpoints/sigma_so101_default (see its PROVENANCE)
     sigma-make-default --episodes 10 --max-steps 200 --eval-episodes 4 --out /tmp/tiny_default   # smoke run
 
 Stages (``--stages`` picks a subset; every stage reads the previous stage's output in ``--work-dir``):
@@ -19,6 +19,8 @@ Stages (``--stages`` picks a subset; every stage reads the previous stage's outp
                   wall times, eval figures) and the closed-loop report.
 
 Inputs are vision + joints only unless ``--privileged-cube-pose`` is given (see PROVENANCE).
+``--aux-cube-pose`` (the default recipe) uses the simulator's cube pose as a *training target* only:
+an auxiliary head on the vision tokens learns to predict it, the policy never receives it.
 """
 
 from __future__ import annotations
@@ -43,13 +45,17 @@ DEFAULT_OUT = "checkpoints/sigma_so101_default"
 DEFAULT_WORK_DIR = "runs/sigma_so101_default"
 STAGES = ("record", "preprocess", "train", "eval", "ship")
 
-#: The default small configuration (overrides of SigmaConfig()); ~0.9 M parameters, ~3.5 MB fp32.
+#: The default small configuration (overrides of SigmaConfig()); ~0.96 M parameters, ~3.9 MB fp32.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "d_model": 64,
     "n_heads": 4,
     "backbone_heads": 4,
     "d_tau": 32,
     "patch_size": 8,
+    "image_keypoints": 16,
+    # the shipped model acts on the DiT trajectory (path C): it places the gripper on the cube far more
+    # precisely than paths A/B, which read vision only through the pooled action condition (PROVENANCE)
+    "fusion_weights": [0.0, 0.0, 1.0],
 }
 #: Training recipe (overrides of TrainingConfig()).
 DEFAULT_TRAINING: dict[str, Any] = {
@@ -58,7 +64,7 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "warmup_steps": 100,
     "scheduler": "cosine",
     "min_lr_ratio": 0.05,
-    "max_steps": 5000,
+    "max_steps": 8000,
     "save_every": 1000,
     "keep_checkpoints": 0,
     "log_every": 50,
@@ -92,6 +98,10 @@ class SimTrainingWindows(PreviousWindowDataset):
         self.state_noise = float(state_noise)
         self.silent_audio = int(silent_audio)
         self.generator = torch.Generator().manual_seed(int(seed) + 12345)
+
+    def attach_aux_target(self, table: dict[tuple[int, int], torch.Tensor]) -> None:
+        """Training-only target ``aux_target`` per window (the cube pose of its first frame)."""
+        self.aux_target_table = table
 
     def attach_env_state(self, table: dict[tuple[int, int], torch.Tensor]) -> None:
         """Privileged sim state: ``{(episode_index, frame_index): cube pose [7]}`` added as ``env_state``."""
@@ -132,6 +142,8 @@ class SimTrainingWindows(PreviousWindowDataset):
                 sample[key] = sample[key] + offset[..., : sample[key].shape[-1]]
         sample["robot_state"] = self._noisy(sample["robot_state"])
         sample["prev_robot_state"] = self._noisy(sample["prev_robot_state"])
+        if getattr(self, "aux_target_table", None) is not None:
+            sample["aux_target"] = self.aux_target_table[(int(sample["episode_index"]), int(sample["frame_index"]))]
         if getattr(self, "env_state_table", None) is not None:
             sample["env_state"] = self._env_state(sample)
             prev = self.previous[index]
@@ -143,73 +155,8 @@ class SimTrainingWindows(PreviousWindowDataset):
 
 
 # ----------------------------------------------------------------------------------- stages
-def record_noisy_dataset(root: Path, num_episodes: int, seed: int, noise: float, progress: bool = False,
-                         env_state: bool = False, expert_overrides: dict[str, Any] | None = None):
-    """Like :func:`sigma_sim.record.record_dataset`, with DART-style noise injection: the arm executes
-    the expert's joint targets plus Gaussian noise (``noise`` rad, arm joints, seeded) while the
-    dataset stores the expert's clean targets, so the demonstrations show how to return to the
-    plan from small deviations (and the expert's re-grasps when a perturbed grasp fails)."""
-    import numpy as np
-
-    from sigma_model.data.lerobot_format import LeRobotDatasetWriter
-    from sigma_sim.expert import ScriptedExpert
-    from sigma_sim.record import DEFAULT_REPO_ID, ROBOT_TYPE, RecordSummary, dataset_features, instruction_for_episode, to_lerobot_frame
-    from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
-
-    cfg = SimConfig()
-    from sigma_sim.expert import ExpertConfig
-
-    env = SO101PickPlaceEnv(cfg)
-    expert = ScriptedExpert(env, ExpertConfig(**(expert_overrides or {})))
-    writer = LeRobotDatasetWriter.create(root, repo_id=DEFAULT_REPO_ID, fps=int(cfg.control_hz),
-                                         features=dataset_features(cfg.image_height, cfg.image_width, env_state),
-                                         robot_type=ROBOT_TYPE, overwrite=True)
-    summary = RecordSummary(root=str(root), episodes=0, frames=0, attempted=0, fps=int(cfg.control_hz))
-    t0 = time.perf_counter()
-    ep_seed = seed
-    try:
-        while summary.episodes < num_episodes and summary.attempted < 2 * num_episodes + 10:
-            instruction = instruction_for_episode(summary.episodes, ep_seed)
-            rng = np.random.default_rng(ep_seed + 7_777_777)
-            obs, info = env.reset(seed=ep_seed, instruction=instruction)
-            expert.reset()
-            n, tail, success = 0, 0, False
-            for _ in range(cfg.max_episode_steps):
-                action = expert.act()
-                writer.add_frame(to_lerobot_frame(obs, action, env_state=env_state), task=env.instruction)
-                n += 1
-                executed = np.asarray(action, dtype=np.float64).copy()
-                executed[:5] += rng.normal(0.0, noise, 5)
-                obs, _, _, _, info = env.step(executed)
-                success = bool(info["success"])
-                if expert.done:
-                    tail += 1
-                    if (success and tail >= 10) or expert.attempts >= expert.config.max_attempts or tail > 30:
-                        break
-            summary.attempted += 1
-            if success:
-                writer.save_episode()
-                summary.episodes += 1
-                summary.frames += n
-                summary.instructions[instruction] = summary.instructions.get(instruction, 0) + 1
-            else:
-                writer.clear_episode_buffer()
-                summary.failed_seeds.append(ep_seed)
-            if progress:
-                print(f"[make-default] record seed {ep_seed}: {'ok' if success else 'FAILED'} {n} frames "
-                      f"({summary.episodes}/{num_episodes})", file=sys.stderr, flush=True)
-            ep_seed += 1
-    finally:
-        writer.finalize()
-        env.close()
-    summary.seconds = time.perf_counter() - t0
-    summary.success_rate = 1.0 - len(summary.failed_seeds) / max(1, summary.attempted)
-    if summary.episodes < num_episodes:
-        raise RuntimeError(f"only {summary.episodes}/{num_episodes} successful episodes")
-    return summary
-
-
 def stage_record(args, work: Path) -> dict[str, Any]:
+    from sigma_sim.expert import ExpertConfig
     from sigma_sim.record import record_dataset
 
     root = work / "demos"
@@ -219,12 +166,9 @@ def stage_record(args, work: Path) -> dict[str, Any]:
         meta = json.loads(info.read_text())
         return {"root": str(root), "episodes": meta["total_episodes"], "frames": meta["total_frames"], "reused": True}
     t0 = time.perf_counter()
-    if args.expert_noise > 0:
-        summary = record_noisy_dataset(root, args.episodes, args.seed, args.expert_noise, progress=not args.quiet,
-                                       env_state=args.privileged_cube_pose, expert_overrides=_pairs(args.expert_set))
-    else:
-        summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet,
-                                 env_state=args.privileged_cube_pose)
+    summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet,
+                             env_state=args.privileged_cube_pose or args.aux_cube_pose, action_noise=args.expert_noise,
+                             expert_config=ExpertConfig(**_pairs(args.expert_set)))
     out = asdict(summary)
     out["expert_noise_rad"] = args.expert_noise
     out["seconds"] = time.perf_counter() - t0
@@ -265,6 +209,11 @@ def model_config(args):
 
         values["env_state_dim"] = 7
         values["notes"] = {**values.get("notes", {}), "env_state": ENV_STATE_ENCODING}
+    if getattr(args, "aux_cube_pose", False):
+        from sigma_sim.closed_loop import ENV_STATE_ENCODING
+
+        values["aux_target_dim"] = 7
+        values["notes"] = {**values.get("notes", {}), "aux_target": ENV_STATE_ENCODING}
     values.update(_pairs(args.model_set))
     return SigmaConfig.from_dict({**SigmaConfig().to_dict(), **values})
 
@@ -298,7 +247,8 @@ def load_env_state_table(demos: Path, encoding: str | None = None) -> dict[tuple
         for ep, fr, st in zip(t["episode_index"], t["frame_index"], t[ENV_STATE_KEY]):
             table[(int(ep), int(fr))] = torch.from_numpy(cube_env_state(st[:3], st[3:7], encoding))
     if not table:
-        raise RuntimeError(f"{demos} has no {ENV_STATE_KEY} column: record with --privileged-cube-pose")
+        raise RuntimeError(f"{demos} has no {ENV_STATE_KEY} column: record with --aux-cube-pose or "
+                           "--privileged-cube-pose")
     return table
 
 
@@ -337,6 +287,8 @@ def stage_train(args, work: Path) -> dict[str, Any]:
     dataset = SimTrainingWindows(shards, image_shift=args.image_shift, state_noise=args.state_noise,
                                  state_shift=args.state_shift,
                                  silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed)
+    if mconf.aux_target_dim:
+        dataset.attach_aux_target(load_env_state_table(work / "demos", mconf.notes.get("aux_target")))
     if mconf.env_state_dim:
         dataset.attach_env_state(load_env_state_table(work / "demos", mconf.notes.get("env_state")))
         install_env_state_batches()
@@ -404,6 +356,9 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
         f"closed-loop evaluation episodes {prov['seeds']['evaluation']}, diffusion noise {prov['seeds']['diffusion']}",
         f"- inputs: **{prov['inputs']}**",
     ]
+    if prov.get("aux_target"):
+        lines.append("- training-only target: the simulator's cube pose, predicted by an auxiliary head on the vision "
+                     "tokens during training (`SigmaConfig.aux_target_dim = 7`); the policy never receives it")
     if prov.get("privileged"):
         lines += [
             "",
@@ -477,27 +432,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"intermediate files (default {DEFAULT_WORK_DIR})")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
     p.add_argument("--seed", type=int, default=0, help="demonstration seeds start here; also the training seed")
-    p.add_argument("--episodes", type=int, default=150, help="demonstrations to record (default 150)")
+    p.add_argument("--episodes", type=int, default=200, help="demonstrations to record (default 200)")
     p.add_argument("--expert-noise", type=float, default=0.02,
                    help="DART noise (rad) added to the executed expert actions while recording (default 0.02)")
     p.add_argument("--expert-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a sigma_sim.expert.ExpertConfig field while recording (with --expert-noise)")
+                   help="override a sigma_sim.expert.ExpertConfig field while recording")
     p.add_argument("--max-steps", type=int, default=None,
                    help=f"training steps (default {DEFAULT_TRAINING['max_steps']})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
-    p.add_argument("--image-shift", type=int, default=4, help="random image shift augmentation, pixels (default 4)")
+    p.add_argument("--image-shift", type=int, default=2, help="random image shift augmentation, pixels (default 2)")
     p.add_argument("--state-noise", type=float, default=0.01, help="joint-state input noise, rad (default 0.01)")
-    p.add_argument("--state-shift", type=float, default=0.05,
-                   help="per-window offset (rad) added to arm joint states and action targets (default 0.05)")
+    p.add_argument("--state-shift", type=float, default=0.0,
+                   help="per-window offset (rad) added to arm joint states and action targets (default 0)")
     p.add_argument("--privileged-cube-pose", action="store_true",
                    help="PRIVILEGED SIM STATE: also give the model the cube pose (position + quaternion) from the "
                         "simulator (SigmaConfig.env_state_dim = 7); not available on a real robot")
+    p.add_argument("--aux-cube-pose", action=argparse.BooleanOptionalAction, default=True,
+                   help="record the cube pose and train an auxiliary vision head to predict it (a training target "
+                        "only: the policy's inputs stay camera + joints; default on)")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE", help="override a SigmaConfig field")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainingConfig field")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run in --work-dir")
     p.add_argument("--eval-episodes", type=int, default=50, help="closed-loop evaluation episodes (default 50)")
-    p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation episode seed (default 10000)")
+    p.add_argument("--eval-seed", type=int, default=20_000,
+                   help="first evaluation episode seed (default 20000; 10000.. served to compare checkpoints)")
     p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
     p.add_argument("--replan-every", type=int, default=4, help="control ticks between replans (default 4)")
     p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter", "expert"],
@@ -544,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                   "training": args.seed, "evaluation": f"{args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}",
                   "diffusion": "episode seed (torch.Generator per plan)"},
         "privileged": bool(args.privileged_cube_pose),
+        "aux_target": bool(args.aux_cube_pose),
         "inputs": ("PRIVILEGED: vision (96x96 front camera RGB) + joint positions + silent audio + the cube pose "
                    "from the simulator (env_state, 7 values); not available on a real robot"
                    if args.privileged_cube_pose else

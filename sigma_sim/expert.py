@@ -77,8 +77,8 @@ class ExpertConfig:
     gripper_open: float = GRIPPER_OPEN
     gripper_closed: float = GRIPPER_CLOSED
     gripper_speed: float = 3.0
-    close_settle_s: float = 0.35
-    open_settle_s: float = 0.25
+    close_settle_s: float = 0.1
+    open_settle_s: float = 0.05
     #: A moving phase ends when the set-point has arrived and the measured
     #: grasp point is within this distance (or after ``settle_timeout_s``).
     position_tolerance: float = 0.004
@@ -322,6 +322,7 @@ def expert_episode(
     max_steps: int | None = None,
     extra_steps_after_success: int = 10,
     options: dict[str, Any] | None = None,
+    action_noise: float = 0.0,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]]:
     """Run one expert episode, yielding ``(observation, action, info_after)`` per step.
 
@@ -329,18 +330,29 @@ def expert_episode(
     expert's joint targets and ``info_after`` the env info after the step. The
     generator returns an :class:`EpisodeResult` (``StopIteration.value``). It
     stops ``extra_steps_after_success`` steps after the expert has finished and
-    the task is solved, when the expert gives up, or after ``max_steps``.
+    the task is solved, when the expert gives up, 30 steps after it finished
+    without success, or after ``max_steps``.
+
+    ``action_noise`` > 0 injects DART-style noise: the arm executes the expert's
+    targets plus Gaussian noise (rad, five arm joints, seeded from ``seed``) while
+    the yielded ``action`` stays the clean target, so demonstrations show how to
+    return to the plan from small deviations.
     """
     obs, info = env.reset(seed=seed, options=options, instruction=instruction)
     expert = expert or ScriptedExpert(env)
     expert.reset()
     max_steps = max_steps or env.config.max_episode_steps
+    rng = np.random.default_rng(None if seed is None else seed + 7_777_777) if action_noise > 0 else None
     t_success = None
     tail = 0
     steps = 0
     for steps in range(1, max_steps + 1):
         action = expert.act()
-        next_obs, _, _, _, info = env.step(action)
+        executed = action
+        if rng is not None:
+            executed = np.asarray(action, dtype=np.float64).copy()
+            executed[:5] += rng.normal(0.0, action_noise, 5)
+        next_obs, _, _, _, info = env.step(executed)
         yield obs, action, info
         obs = next_obs
         if info["success"] and t_success is None:
@@ -348,14 +360,10 @@ def expert_episode(
         if not info["success"]:
             t_success = None
         if expert.done:
-            if info["success"]:
-                tail += 1
-                if tail >= extra_steps_after_success:
-                    break
-            elif expert.attempts >= expert.config.max_attempts or tail > 30:
+            tail += 1
+            if ((info["success"] and tail >= extra_steps_after_success)
+                    or expert.attempts >= expert.config.max_attempts or tail > 30):
                 break
-            else:
-                tail += 1
     return EpisodeResult(
         seed=seed,
         instruction=env.instruction,

@@ -34,7 +34,7 @@ from typing import Iterator
 
 import numpy as np
 
-from sigma_sim.expert import EpisodeResult, ScriptedExpert, expert_episode
+from sigma_sim.expert import EpisodeResult, ExpertConfig, ScriptedExpert, expert_episode
 from sigma_sim.so101_env import INSTRUCTIONS, JOINT_NAMES, SimConfig, SO101PickPlaceEnv
 
 __all__ = [
@@ -109,16 +109,18 @@ def episode_frames(
     instruction: str | None = None,
     expert: ScriptedExpert | None = None,
     env_state: bool = False,
+    action_noise: float = 0.0,
 ) -> Iterator[tuple[dict[str, np.ndarray], str]]:
     """Yield ``(frame, task)`` for one expert episode; returns its :class:`EpisodeResult`.
 
     ``frame`` is ``{"observation.images.front": HxWx3 uint8, "observation.state":
     float32[6], "action": float32[6]}`` (plus the environment state if asked),
-    ready for ``LeRobotDatasetWriter.add_frame(frame, task=task)``.
+    ready for ``LeRobotDatasetWriter.add_frame(frame, task=task)``; ``action_noise``
+    as in :func:`sigma_sim.expert.expert_episode`.
     """
     if not env.config.render_observations:
         raise ValueError("recording needs an env with render_observations=True")
-    gen = expert_episode(env, seed=seed, instruction=instruction, expert=expert)
+    gen = expert_episode(env, seed=seed, instruction=instruction, expert=expert, action_noise=action_noise)
     while True:
         try:
             obs, action, _ = next(gen)
@@ -153,6 +155,8 @@ def record_dataset(
     overwrite: bool = False,
     max_seed_tries: int | None = None,
     progress: bool = False,
+    action_noise: float = 0.0,
+    expert_config: ExpertConfig | None = None,
 ) -> RecordSummary:
     """Record ``num_episodes`` expert episodes into a LeRobot v3.0 dataset at ``root``.
 
@@ -167,6 +171,8 @@ def record_dataset(
         overwrite: Replace an existing dataset at ``root``.
         max_seed_tries: Give up after this many attempts (default ``2 * num_episodes + 10``).
         progress: Print one line per episode to stderr.
+        action_noise: DART noise (rad) on the executed arm targets; the dataset keeps the clean ones.
+        expert_config: Expert tuning (default :class:`ExpertConfig()`).
     """
     from sigma_model.data.lerobot_format import LeRobotDatasetWriter
 
@@ -177,7 +183,7 @@ def record_dataset(
     if abs(fps - sim_config.control_hz) > 1e-9:
         raise ValueError("LeRobot datasets need an integer fps: use an integer control_hz")
     env = SO101PickPlaceEnv(sim_config)
-    expert = ScriptedExpert(env)
+    expert = ScriptedExpert(env, expert_config)
     writer = LeRobotDatasetWriter.create(
         root,
         repo_id=repo_id,
@@ -193,7 +199,8 @@ def record_dataset(
         ep_seed = seed
         while summary.episodes < num_episodes and summary.attempted < max_tries:
             instruction = instruction_for_episode(summary.episodes, ep_seed)
-            gen = episode_frames(env, ep_seed, instruction, expert=expert, env_state=env_state)
+            gen = episode_frames(env, ep_seed, instruction, expert=expert, env_state=env_state,
+                                 action_noise=action_noise)
             n = 0
             while True:
                 try:

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from sigma_ros.conversions import clean_instruction
 from sigma_ros.bag_io import (
     DEFAULT_JOINT_NAMES,
     BagError,
@@ -15,7 +16,6 @@ from sigma_ros.bag_io import (
     BagWriter,
     RobotBagWriter,
     RobotTopics,
-    clean_instruction,
     decode_cdr,
     make_action,
     make_image,

@@ -17,13 +17,14 @@ def test_make_default_tiny_pipeline(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
                "--eval-episodes", "1", "--eval-max-steps", "8", "--conditions", "sigma", "telepathy_off", "--quiet",
-               "--train-set", "batch_size=8"])
+               "--train-set", "batch_size=8", "--aux-cube-pose"])
     assert rc == 0
     for name in ("config.json", "vision.safetensors", "language.safetensors", "action.safetensors",
                  "PROVENANCE.md", "provenance.json", "sigma_eval_report.json"):
         assert (out / name).is_file(), name
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["record"]["episodes"] == 2 and prov["train"]["steps"] == 3
+    assert prov["train"]["last_metrics"]["L_aux"] > 0.0  # the cube pose is a training target...
     assert prov["preprocess"]["windows"] > 0
     assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
     assert "--episodes 2" in prov["command"]
@@ -31,3 +32,4 @@ def test_make_default_tiny_pipeline(tmp_path):
     assert "Closed-loop evaluation" in text and "telepathy off" in text
     model = load_checkpoint(out)
     assert model.config.d_model == 64
+    assert model.config.aux_target_dim == 7 and model.config.env_state_dim == 0  # ...never an input

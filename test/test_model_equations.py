@@ -245,3 +245,60 @@ def test_env_state_joins_the_state_encoder():
     plain = SigmaModel(small_config(), workspaces=("vision",))
     with pytest.raises(ValueError, match="env_state_dim = 0"):
         plain.vision_stage(obs)
+
+
+def test_keypoint_embed_is_the_expected_location_of_each_feature_map():
+    """Spatial softmax: a feature map peaked at one pixel puts its keypoint there, in [-1, 1]."""
+    from sigma_model.vision_workspace import KeypointEmbed
+
+    embed = KeypointEmbed(channels=3, n_keypoints=2, d_model=8)
+    image = torch.zeros(1, 3, 32, 32)
+    with torch.no_grad():
+        for conv in embed.stem:  # a stem that passes the red channel through (x 50, sharp softmax)
+            if isinstance(conv, nn.Conv2d):
+                conv.weight.zero_(), conv.bias.zero_()
+                conv.weight[:, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 50.0 if conv.out_channels == 2 else 1.0
+        image[0, 0, 4:8, 24:28] = 1.0  # red square: rows 4-7 (top), columns 24-27 (right)
+        xy = embed.keypoints(image)[0]
+    assert xy.shape == (2, 2)
+    # stride 4 maps: the square is feature cell (row 1, col 6) of 8 -> x = -1 + 2 * 6/7, y = -1 + 2 * 1/7
+    torch.testing.assert_close(xy[0], torch.tensor([-1 + 12 / 7, -1 + 2 / 7]), atol=0.05, rtol=0)
+
+
+def test_image_keypoints_let_a_small_object_move_the_vision_tokens():
+    cfg = small_config(image_keypoints=4)
+    torch.manual_seed(0)
+    model = SigmaModel(cfg, workspaces=("vision",)).eval()
+    obs = make_observation(cfg, batch=1)
+    obs.image = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        plain = model.vision.keypoint_embed.keypoints(obs.image)
+        obs.image[0, 0, 4:8, 4:8] = 1.0
+        moved = model.vision.keypoint_embed.keypoints(obs.image)
+    assert (moved - plain).abs().max() > 0.05
+    with pytest.raises(ValueError, match="image_keypoints"):
+        small_config(image_keypoints=-1)
+
+
+def test_query_context_state_plus_rep_lets_the_action_queries_read_the_rep():
+    """"state": paths A/B see high_level_rep only through the pooled c_act; "state+rep": the
+    action queries attend to it as well (a change of one rep token moves them, a masked one does not)."""
+    for context in ("state", "state+rep"):
+        cfg = small_config(query_context=context)
+        torch.manual_seed(0)
+        qg = SigmaModel(cfg, workspaces=("action",)).eval().action.query_generator
+        rep = torch.randn(1, 6, cfg.d_model)
+        mask = torch.ones(1, 6, dtype=torch.bool)
+        st, c_act = torch.randn(1, cfg.n_state_tokens, cfg.d_model), torch.randn(1, cfg.d_model)
+        changed, masked = rep.clone(), mask.clone()
+        changed[0, 3] += 1.0
+        masked[0, 3] = False
+
+        def queries(r, m):
+            return qg(c_act, st, *((r, m) if context == "state+rep" else (None, None)))
+
+        with torch.no_grad():
+            assert torch.allclose(queries(rep, mask), queries(changed, mask)) == (context == "state")
+            torch.testing.assert_close(queries(changed, masked), queries(rep, masked))
+    with pytest.raises(ValueError, match="query_context"):
+        small_config(query_context="vision")

@@ -57,7 +57,7 @@ def commands(h, key="motor_commands"):
 def test_watchdog_holds_when_plans_stop(model):
     wide = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
     with GraphHarness("test_ros_controller_watchdog", nodes=("controller_node",), overrides={
-            "controller_node": dict(wide, plan_timeout_s=TIMEOUT, rate_hz=RATE)}) as h:
+            "controller_node": dict(wide, plan_timeout_s=TIMEOUT, rate_hz=RATE, min_plan_ticks=1)}) as h:
         h.wait_matched()
         h.stream_joint_states(Q0)
         time.sleep(0.3)
@@ -96,6 +96,53 @@ def test_watchdog_holds_when_plans_stop(model):
         metrics = dict(zip(st.metric_names, st.metric_values))
         assert abs(rates["control_achieved"] - RATE) < 5.0, rates
         assert metrics["holds"] >= 2 and metrics["plan_age_s"] > TIMEOUT
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
+    """A plan computed from a frame 4 ticks old starts at step_index 4 (aligned) or 0 (not)."""
+    wide = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
+    with GraphHarness(f"test_ros_controller_align_{align}", nodes=("controller_node",), overrides={
+            "controller_node": dict(wide, rate_hz=RATE, align_plans_to_stamp=align)}) as h:
+        h.wait_matched()
+        h.stream_joint_states(Q0)
+        time.sleep(0.3)
+        msg, act = make_plan(model, h, 7)
+        stamp_ns = h.probe.get_clock().now().nanoseconds - int(4 / RATE * 1e9)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        h.pub_internal["action_plan"].publish(msg)
+        time.sleep(0.3)
+        q = torch.tensor(Q0, dtype=torch.float32)[None]
+        with torch.inference_mode():
+            expected = [model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0].double().numpy()
+                        for k in range(8)]
+        cmds, _ = commands(h)
+        first = next(c for c in cmds if not np.allclose(c, Q0, atol=1e-12))
+        k0 = [k for k in range(8) if np.allclose(first, expected[k], atol=1e-5)]
+        assert k0 == ([4] if align else [0]) or (align and k0 == [5]), k0
+
+
+def test_min_plan_ticks_runs_a_plan_before_switching(model):
+    """With min_plan_ticks = 4 a plan that arrives right after another waits 4 ticks of the first."""
+    wide = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
+    with GraphHarness("test_ros_controller_min_ticks", nodes=("controller_node",), overrides={
+            "controller_node": dict(wide, rate_hz=RATE, align_plans_to_stamp=False, min_plan_ticks=4)}) as h:
+        h.wait_matched()
+        h.stream_joint_states(Q0)
+        time.sleep(0.3)
+        (msg_a, act_a), (msg_b, act_b) = make_plan(model, h, 11), make_plan(model, h, 12)
+        h.pub_internal["action_plan"].publish(msg_a)
+        time.sleep(0.01)
+        h.pub_internal["action_plan"].publish(msg_b)
+        time.sleep(0.5)
+        q = torch.tensor(Q0, dtype=torch.float32)[None]
+        with torch.inference_mode():
+            ticks = [model.control_stage(a.action_vector, a.action_chunk, a.action_trajectory, q, k)[0].double().numpy()
+                     for a in (act_a, act_b) for k in range(4)]
+        cmds, _ = commands(h)
+        start = next(i for i, c in enumerate(cmds) if not np.allclose(c, Q0, atol=1e-12))
+        for k, want in enumerate(ticks):
+            np.testing.assert_allclose(cmds[start + k], want, atol=1e-5)
 
 
 def test_dry_run_publishes_no_motor_command(model):

@@ -55,11 +55,12 @@ def offline(checkpoint):
 @pytest.fixture(scope="module")
 def harness(checkpoint):
     overrides = {
-        "action_node": {"diffusion_seed": SEED},
+        "action_node": {"diffusion_seed": SEED, "reseed_every_plan": True},
         # frame 2 must use frame 1's tau however long the command checks in between take
         "perception_node": {"tau_timeout_s": 60.0},
         # the safety filter must not alter the commands compared here (tested on its own)
-        "controller_node": dict(WIDE, plan_timeout_s=30.0, joint_state_timeout_s=30.0),
+        # and ticks count from the plan's arrival (stamp alignment is tested in test_ros_controller)
+        "controller_node": dict(WIDE, plan_timeout_s=30.0, joint_state_timeout_s=30.0, align_plans_to_stamp=False),
     }
     h = GraphHarness("test_ros_e2e", checkpoint=checkpoint, overrides=overrides)
     try:

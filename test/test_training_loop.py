@@ -266,3 +266,29 @@ def test_init_checkpoint_starts_from_a_saved_model(tmp_path):
     q = "language.backbone.decoder.layers.0.self_attn.q_proj"
     assert torch.equal(plain[q + ".weight"], merged_start[q + ".base_layer.weight"])  # LoRA sits on the merged weights
     assert second.model_config == load_checkpoint(model_dir).config
+
+
+def test_auxiliary_target_is_learned_from_the_image_only(tmp_path):
+    """aux_target (here the mean image brightness, which SyntheticWindows ties to the state) trains
+    the vision workspace's auxiliary head; L_aux falls and is 0 for batches without a target."""
+    mc = model_config(aux_target_dim=1, image_keypoints=2)
+
+    class WithTarget(SyntheticWindows):
+        def __getitem__(self, index):
+            sample = super().__getitem__(index)
+            sample["aux_target"] = sample["vision_inputs"].float().mean().reshape(1) / 255.0
+            return sample
+
+    cfg = train_config(tmp_path, synthetic_samples=0, batch_size=8, max_steps=30, curriculum_steps=0,
+                       warmup_steps=2, aux_weight=5.0)
+    data = WithTarget(mc, 32, seed=3)
+    trainer = SigmaTrainer(cfg, mc, dataset=data)
+    batch = collate_samples([data[i] for i in range(8)])
+    before = trainer.evaluate(batch)["L_aux"]
+    trainer.train()
+    after = trainer.evaluate(batch)["L_aux"]
+    assert 0.0 < after < 0.5 * before, (before, after)
+    plain = collate_samples([SyntheticWindows(mc, 8, seed=3)[i] for i in range(8)])
+    assert trainer.evaluate(plain)["L_aux"] == 0.0
+    with pytest.raises(ValueError, match="aux_weight"):
+        train_config(tmp_path, aux_weight=-1.0)

@@ -74,6 +74,7 @@ class TrainingConfig:
     lambda_hard: float = 1.0
     use_dataset_baseline: bool = True  # residual over base_action_* when the batch carries them
     flow_weight: float = 1.0  # weight of the DiT flow-matching loss (ActionOutput.trajectory_loss)
+    aux_weight: float = 1.0  # weight of the auxiliary-head MSE when batches carry aux_target
 
     # ------------------------------------------------------------------ TSAC
     time_loss: str = "cos"  # L_time: "cos" = 1 - cos(z_pool, m_prev); "mse" = mean squared error
@@ -149,7 +150,7 @@ class TrainingConfig:
         number("nce_temperature", 0.0, lo_open=True)
         number("momentum", 0.0, 1.0)
         number("adam_eps", 0.0, lo_open=True)
-        for name in ("weight_decay", "alpha_vec", "alpha_chunk", "alpha_traj", "lambda_hard", "flow_weight",
+        for name in ("weight_decay", "alpha_vec", "alpha_chunk", "alpha_traj", "lambda_hard", "flow_weight", "aux_weight",
                      "beta_mi", "tau_l2_weight", "tau_0", "lambda_collapse", "eta_var",
                      "w_sem_start", "w_sem_target", "w_int_start", "w_int_target", "w_tau_start", "w_tau_target"):
             number(name, 0.0)

@@ -196,3 +196,10 @@ def total_loss(
     if l_flow is not None:
         total = total + w_flow * l_flow
     return total
+
+
+def aux_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the vision workspace's auxiliary head (e.g. the object pose in simulation)."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"aux_target has shape {list(target.shape)}, the aux head predicts {list(prediction.shape)}")
+    return F.mse_loss(prediction.float(), target.float())

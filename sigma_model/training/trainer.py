@@ -196,11 +196,16 @@ def compute_losses(
     l_flow = act.trajectory_loss.float() if act.trajectory_loss is not None else None
     loss = L.total_loss(traf.l_act_total, l_sem, l_int, l_tau, weights.w_sem, weights.w_int, weights.w_tau,
                         l_flow, config.flow_weight)
+    l_aux = None
+    if out.vision.aux_prediction is not None and "aux_target" in batch:
+        l_aux = L.aux_loss(out.vision.aux_prediction, batch["aux_target"].to(device))
+        loss = loss + config.aux_weight * l_aux
     metrics = {
         "loss": loss.item(), "L_act": traf.l_act_total.item(), "L_sem": l_sem.item(), "L_int": l_int.item(),
         "L_tau": l_tau.item(), "L_act_hard": traf.l_hard.item(), "w_sem": weights.w_sem, "w_int": weights.w_int,
         "w_tau": weights.w_tau, "hard_ratio": traf.hard_ratio, "tau_rms": L.tau_rms(lang.tau).item(),
         "L_act_base": traf.l_act.item(), "L_flow": 0.0 if l_flow is None else l_flow.item(),
+        "L_aux": 0.0 if l_aux is None else l_aux.item(),
         "L_time": l_time.item(), "L_mi": l_mi.item(), "mse_vec": traf.mse["vec"].item(),
         "mse_chk": traf.mse["chunk"].item(), "mse_trj": traf.mse["traj"].item(),
         "baseline_from_data": float(sum(used.values())) / 3.0,
