@@ -73,8 +73,8 @@ class ControllerNode(SigmaNode):
         self.period = 1.0 / self.p.rate_hz
         self._Float64MultiArray, self._JointTrajectory = Float64MultiArray, JointTrajectory
         self.plan = None  # (ActionOutput, plan_id, receive time)
-        self.plan_ticks = 0
-        self.ticks_on_plan = 0  # ticks the current plan has run (min_plan_ticks)
+        self.plan_start_tick = 0  # step_index of the plan's first tick (its camera frame's age)
+        self.ticks_on_plan = 0  # ticks the current plan has run
         self.pending = None  # (ActionOutput, plan_id, stamp) waiting for min_plan_ticks
         self.state: np.ndarray | None = None
         self.state_time = -math.inf
@@ -113,7 +113,7 @@ class ControllerNode(SigmaNode):
         act, plan_id, stamp = self.pending
         self.pending = None
         self.plan = (act, plan_id, time.monotonic())
-        self.plan_ticks = self.ticks_since_stamp(stamp) if self.p.align_plans_to_stamp else 0
+        self.plan_start_tick = self.ticks_since_stamp(stamp) if self.p.align_plans_to_stamp else 0
         self.ticks_on_plan = 0
 
     def ticks_since_stamp(self, stamp) -> int:
@@ -145,7 +145,7 @@ class ControllerNode(SigmaNode):
         if self.plan is None or state is None or not np.isfinite(state).all():
             return None
         act, plan_id, _ = self.plan
-        step = self.plan_ticks
+        step = self.plan_start_tick + self.ticks_on_plan
         robot_state = torch.from_numpy(state.astype(np.float32)).unsqueeze(0)
         with Timer() as t, torch.inference_mode():
             cmd = self.model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, robot_state, step)
@@ -167,7 +167,6 @@ class ControllerNode(SigmaNode):
             target = None
             if self.plan is not None and not self.safety.plan_stale(now):
                 target = self.compute_target(state)
-                self.plan_ticks += 1
                 self.ticks_on_plan += 1
                 if self.pending is not None and self.ticks_on_plan >= self.p.min_plan_ticks:
                     self.adopt_pending()

@@ -107,9 +107,13 @@ class SimTrainingWindows(PreviousWindowDataset):
         """Privileged sim state: ``{(episode_index, frame_index): cube pose [7]}`` added as ``env_state``."""
         self.env_state_table = table
 
+    @staticmethod
+    def _frame_key(sample: dict) -> tuple[int, int]:
+        """(episode_index, frame_index): the key of the per-frame sim-state tables."""
+        return int(sample["episode_index"]), int(sample["frame_index"])
+
     def _env_state(self, sample: dict) -> torch.Tensor:
-        key = (int(sample["episode_index"]), int(sample["frame_index"]))
-        return self.env_state_table[key]
+        return self.env_state_table[self._frame_key(sample)]
 
     def _shift(self, image: torch.Tensor) -> torch.Tensor:
         s = self.image_shift
@@ -143,7 +147,7 @@ class SimTrainingWindows(PreviousWindowDataset):
         sample["robot_state"] = self._noisy(sample["robot_state"])
         sample["prev_robot_state"] = self._noisy(sample["prev_robot_state"])
         if getattr(self, "aux_target_table", None) is not None:
-            sample["aux_target"] = self.aux_target_table[(int(sample["episode_index"]), int(sample["frame_index"]))]
+            sample["aux_target"] = self.aux_target_table[self._frame_key(sample)]
         if getattr(self, "env_state_table", None) is not None:
             sample["env_state"] = self._env_state(sample)
             prev = self.previous[index]

@@ -21,6 +21,8 @@ from sigma_ros.testing import JOINTS, GraphHarness  # noqa: E402
 Q0 = np.array([0.0, 0.1, -0.1, 0.2, 0.0, 0.3])
 TIMEOUT = 0.3
 RATE = 30.0
+# limits that never alter the commands compared with control_stage
+WIDE = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,19 @@ def make_plan(model, h, seed: int) -> ActionPlan:
     return msg, act
 
 
+def plan_ticks(model, act, ticks) -> list[np.ndarray]:
+    """control_stage(step_index=k) of `act` at the measured position Q0, for each k in `ticks`."""
+    q = torch.tensor(Q0, dtype=torch.float32)[None]
+    with torch.inference_mode():
+        return [model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0].double().numpy()
+                for k in ticks]
+
+
+def first_plan_command(cmds) -> int:
+    """Index of the first command that is not the hold at Q0."""
+    return next(i for i, c in enumerate(cmds) if not np.allclose(c, Q0, atol=1e-12))
+
+
 def commands(h, key="motor_commands"):
     msgs = h.rec.get(key)
     times = h.rec.times[key][: len(msgs)]
@@ -55,9 +70,8 @@ def commands(h, key="motor_commands"):
 
 
 def test_watchdog_holds_when_plans_stop(model):
-    wide = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
     with GraphHarness("test_ros_controller_watchdog", nodes=("controller_node",), overrides={
-            "controller_node": dict(wide, plan_timeout_s=TIMEOUT, rate_hz=RATE, min_plan_ticks=1)}) as h:
+            "controller_node": dict(WIDE, plan_timeout_s=TIMEOUT, rate_hz=RATE, min_plan_ticks=1)}) as h:
         h.wait_matched()
         h.stream_joint_states(Q0)
         time.sleep(0.3)
@@ -74,10 +88,7 @@ def test_watchdog_holds_when_plans_stop(model):
             time.sleep(0.1)
         assert ctrl.mode == "running", (ctrl.mode, ctrl.reason)
         # ticks step through the newest plan: tick k == control_stage(step_index=k)
-        q = torch.tensor(Q0, dtype=torch.float32)[None]
-        with torch.inference_mode():
-            expected = [model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0].double().numpy()
-                        for k in range(4)]
+        expected = plan_ticks(model, act, range(4))
         time.sleep(TIMEOUT + 0.7)
         cmds, times = commands(h)
         start = next(j for j in range(len(cmds)) if np.allclose(cmds[j], expected[0], atol=1e-5))
@@ -101,9 +112,8 @@ def test_watchdog_holds_when_plans_stop(model):
 @pytest.mark.parametrize("align", [True, False])
 def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
     """A plan computed from a frame 4 ticks old starts at step_index 4 (aligned) or 0 (not)."""
-    wide = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
     with GraphHarness(f"test_ros_controller_align_{align}", nodes=("controller_node",), overrides={
-            "controller_node": dict(wide, rate_hz=RATE, align_plans_to_stamp=align)}) as h:
+            "controller_node": dict(WIDE, rate_hz=RATE, align_plans_to_stamp=align)}) as h:
         h.wait_matched()
         h.stream_joint_states(Q0)
         time.sleep(0.3)
@@ -112,21 +122,17 @@ def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         h.pub_internal["action_plan"].publish(msg)
         time.sleep(0.3)
-        q = torch.tensor(Q0, dtype=torch.float32)[None]
-        with torch.inference_mode():
-            expected = [model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0].double().numpy()
-                        for k in range(8)]
+        expected = plan_ticks(model, act, range(8))
         cmds, _ = commands(h)
-        first = next(c for c in cmds if not np.allclose(c, Q0, atol=1e-12))
+        first = cmds[first_plan_command(cmds)]
         k0 = [k for k in range(8) if np.allclose(first, expected[k], atol=1e-5)]
         assert k0 == ([4] if align else [0]) or (align and k0 == [5]), k0
 
 
 def test_min_plan_ticks_runs_a_plan_before_switching(model):
     """With min_plan_ticks = 4 a plan that arrives right after another waits 4 ticks of the first."""
-    wide = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "max_step_rad": [100.0]}
     with GraphHarness("test_ros_controller_min_ticks", nodes=("controller_node",), overrides={
-            "controller_node": dict(wide, rate_hz=RATE, align_plans_to_stamp=False, min_plan_ticks=4)}) as h:
+            "controller_node": dict(WIDE, rate_hz=RATE, align_plans_to_stamp=False, min_plan_ticks=4)}) as h:
         h.wait_matched()
         h.stream_joint_states(Q0)
         time.sleep(0.3)
@@ -135,12 +141,9 @@ def test_min_plan_ticks_runs_a_plan_before_switching(model):
         time.sleep(0.01)
         h.pub_internal["action_plan"].publish(msg_b)
         time.sleep(0.5)
-        q = torch.tensor(Q0, dtype=torch.float32)[None]
-        with torch.inference_mode():
-            ticks = [model.control_stage(a.action_vector, a.action_chunk, a.action_trajectory, q, k)[0].double().numpy()
-                     for a in (act_a, act_b) for k in range(4)]
+        ticks = plan_ticks(model, act_a, range(4)) + plan_ticks(model, act_b, range(4))
         cmds, _ = commands(h)
-        start = next(i for i, c in enumerate(cmds) if not np.allclose(c, Q0, atol=1e-12))
+        start = first_plan_command(cmds)
         for k, want in enumerate(ticks):
             np.testing.assert_allclose(cmds[start + k], want, atol=1e-5)
 
