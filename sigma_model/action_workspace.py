@@ -4,6 +4,7 @@ c_act = P_act(r_high, tau); q = LN(Ref(Attn(Q_0, W_s S, W_s S) + b(c_act)));
 baseline at tau = 0: a_base = (H_A(q_base), H_B(q_base), D_traj(q_base, r_high, c_base));
 telepathy residual [da_vec, da_chunk, da_traj] = g([tau_high, tau]); a_tau = a_base + da;
 u_t = phi(a_vec, a_chunk, a_traj); motor commands = C_low(u_t).
+With action statistics in the config the heads and the DiT work in (a - mean) / std; outputs are radians.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from .configuration_sigma import SigmaConfig
-from .layers import MLP, AttentionPool, transformer_stack
+from .layers import MLP, AttentionPool, Standardize, transformer_stack
 from .outputs import ActionOutput
 from .trajectory_dit import TrajectoryDiT
 
@@ -75,13 +76,14 @@ class ActionWorkspace(nn.Module):
         self.residual_head = MLP(c.d_model + c.d_tau, 2 * c.d_model, a * (1 + c.chunk_len + c.traj_len)).zero_last()
         self.condition_to_tau = nn.Linear(c.d_model, c.d_tau, bias=False)
         self.register_buffer("fusion_weights", torch.tensor(c.fusion_weights, dtype=torch.float32))
+        self.action_norm = Standardize(a, c.action_mean, c.action_std)  # heads and DiT work in normalised units
 
     def branches(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Paths A and B: action vector [B,A] and action chunk [B,chunk,A]."""
         b = queries.shape[0]
         vector = self.action_tokenizer(self.action_token_head(queries).reshape(b, -1))
         chunk = self.chunk_head(queries.mean(dim=1)).view(b, self.config.chunk_len, self.config.action_dim)
-        return vector, chunk
+        return self.action_norm.inverse(vector), self.action_norm.inverse(chunk)
 
     def forward(
         self,
@@ -103,14 +105,17 @@ class ActionWorkspace(nn.Module):
         context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)
         traj_loss = None
         if trajectory_target is not None:  # training: one DiT pass gives the loss and a trajectory estimate
-            traj_loss, base_traj = self.trajectory_dit.flow_loss(trajectory_target, context, context_valid, c_base, generator)
+            traj_loss, base_traj = self.trajectory_dit.flow_loss(self.action_norm(trajectory_target), context, context_valid,
+                                                                 c_base, generator)
         else:
             base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator)
+        base_traj = self.action_norm.inverse(base_traj)
 
         c_act = self.condition_projector(high_level_rep, high_level_mask, tau)
         if telepathy:
             tau_high = self.query_generator(c_act, state_tokens, *reads).mean(dim=1)
             delta = self.residual_head(torch.cat([tau_high, tau], dim=-1))
+            delta = self.action_norm.scale(delta.view(b, -1, c.action_dim)).reshape(b, -1)
             d_vec, d_chunk, d_traj = delta.split([c.action_dim, c.chunk_len * c.action_dim, c.traj_len * c.action_dim], -1)
             d_chunk = d_chunk.view(b, c.chunk_len, c.action_dim)
             d_traj = d_traj.view(b, c.traj_len, c.action_dim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class SigmaConfig:
     image_channels: int = 3
     patch_size: int = 16
     image_keypoints: int = 0  # >0: a conv stem + spatial softmax adds this many (x, y) keypoint tokens
+    keypoint_stride: int = 4  # the keypoint maps' stride (4: 24x24 maps for 96x96 images; 2: 48x48, finer, slower)
     use_depth: bool = False
     use_audio: bool = True
     audio_sample_rate: int = 16000
@@ -72,6 +74,14 @@ class SigmaConfig:
     fusion_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # vector, chunk, trajectory
     controller_gain: float = 1.0
 
+    # Normalisation (LeRobot MEAN_STD): per-joint statistics of the training data, e.g. from a LeRobot
+    # dataset's meta/stats.json. None = raw radians. The state encoder reads (state - mean) / std; the
+    # action heads and the DiT work in (action - mean) / std and the model outputs radians.
+    state_mean: tuple[float, ...] | None = None
+    state_std: tuple[float, ...] | None = None
+    action_mean: tuple[float, ...] | None = None
+    action_std: tuple[float, ...] | None = None
+
     # Free-form provenance (dataset, command, seed); never read by the model.
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +110,8 @@ class SigmaConfig:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         if self.audio_chunk_samples % self.audio_patch_samples:
             raise ValueError("audio_chunk_samples must be a multiple of audio_patch_samples")
+        if self.keypoint_stride not in (2, 4):
+            raise ValueError(f"keypoint_stride must be 2 or 4, got {self.keypoint_stride!r}")
         if self.query_context not in QUERY_CONTEXTS:
             raise ValueError(f"query_context must be one of {QUERY_CONTEXTS}, got {self.query_context!r}")
         if self.backbone not in BACKBONES:
@@ -113,6 +125,19 @@ class SigmaConfig:
         self.fusion_weights = tuple(float(w) for w in self.fusion_weights)
         if len(self.fusion_weights) != 3 or min(self.fusion_weights) < 0 or sum(self.fusion_weights[1:]) <= 0:
             raise ValueError(f"fusion_weights must be 3 non-negative weights with chunk+trajectory > 0, got {self.fusion_weights}")
+        for prefix, dim in (("state", self.state_dim), ("action", self.action_dim)):
+            mean, std = getattr(self, f"{prefix}_mean"), getattr(self, f"{prefix}_std")
+            if (mean is None) != (std is None):
+                raise ValueError(f"{prefix}_mean and {prefix}_std must be given together")
+            if mean is None:
+                continue
+            mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+            if len(mean) != dim or len(std) != dim:
+                raise ValueError(f"{prefix}_mean/{prefix}_std need {dim} values, got {len(mean)}/{len(std)}")
+            if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+                raise ValueError(f"{prefix}_mean must be finite and {prefix}_std finite and > 0")
+            setattr(self, f"{prefix}_mean", mean)
+            setattr(self, f"{prefix}_std", std)
         if not 0.0 < self.controller_gain <= 1.0:
             raise ValueError(f"controller_gain must be in (0, 1], got {self.controller_gain}")
 

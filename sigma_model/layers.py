@@ -51,3 +51,27 @@ def masked_mean(seq: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         return seq.mean(dim=1)
     w = valid.to(seq.dtype).unsqueeze(-1)
     return (seq * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std over the last dimension and back; identity without statistics.
+
+    The statistics live in the model config (saved with every checkpoint), so the buffers are not
+    part of the state dict."""
+
+    def __init__(self, dim: int, mean=None, std=None) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * dim, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * dim, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std.to(z.dtype) + self.mean.to(z.dtype)
+
+    def scale(self, z: torch.Tensor) -> torch.Tensor:
+        """A difference (residual) from normalised units to raw ones."""
+        return z * self.std.to(z.dtype)

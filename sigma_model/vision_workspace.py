@@ -2,7 +2,7 @@
 
 camera/depth/audio -> patch tokens (+ optional spatial-softmax keypoint tokens) -> projector -> perceiver resampler (V_base) ->
 FiLM by the telepathy factor tau with log-scale gates (V_mod) -> modulated vision block.
-robot_state -> state encoder -> token expander (state tokens).
+robot_state -> standardisation (config statistics) -> state encoder -> token expander (state tokens).
 Optional auxiliary head: vision tokens -> a training-only target (e.g. the object pose in simulation),
 which teaches the encoder to localise what the actions depend on; the model never reads it.
 """
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .configuration_sigma import SigmaConfig
-from .layers import MLP, AttentionPool, transformer_stack
+from .layers import MLP, AttentionPool, Standardize, transformer_stack
 from .outputs import SigmaObservation, VisionOutput
 
 
@@ -38,11 +38,11 @@ class KeypointEmbed(nn.Module):
     one token; a small object moves its keypoints however few pixels it covers, from the start.
     """
 
-    def __init__(self, channels: int, n_keypoints: int, d_model: int, width: int = 32) -> None:
+    def __init__(self, channels: int, n_keypoints: int, d_model: int, width: int = 32, stride: int = 4) -> None:
         super().__init__()
-        self.stem = nn.Sequential(  # stride 4 overall: a 96x96 image gives 24x24 maps
+        self.stem = nn.Sequential(  # stride 4 overall: a 96x96 image gives 24x24 maps (stride 2: 48x48)
             nn.Conv2d(channels, width // 2, 5, stride=2, padding=2), nn.GELU(),
-            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width // 2, width, 3, stride=stride // 2, padding=1), nn.GELU(),
             nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
             nn.Conv2d(width, n_keypoints, 1),
         )
@@ -145,13 +145,15 @@ class CognitiveVisionWorkspace(nn.Module):
         c = config
         self.config = c
         self.patch_embed = PatchEmbed(c.image_channels, c.image_size, c.patch_size, c.d_model)
-        self.keypoint_embed = KeypointEmbed(c.image_channels, c.image_keypoints, c.d_model) if c.image_keypoints else None
+        self.keypoint_embed = (KeypointEmbed(c.image_channels, c.image_keypoints, c.d_model, stride=c.keypoint_stride)
+                               if c.image_keypoints else None)
         self.depth_embed = PatchEmbed(1, c.image_size, c.patch_size, c.d_model) if c.use_depth else None
         self.audio_embed = (
             AudioPatchEmbed(c.audio_chunk_samples, c.audio_patch_samples, c.d_model) if c.use_audio else None
         )
         self.projector = MLP(c.d_model, 2 * c.d_model, c.d_model, c.dropout)
         self.resampler = PerceiverResampler(c.d_model, c.n_heads, c.n_vision_tokens, c.dropout)
+        self.state_norm = Standardize(c.state_dim, c.state_mean, c.state_std)
         self.state_encoder = StateEncoder(c.state_dim + c.env_state_dim, c.d_model, c.n_state_tokens)
         self.modulator = VisionModulator(c.d_tau, c.d_model, c.tau_log_scale_init, c.mod_log_scale_init)
         self.block = transformer_stack(c.d_model, c.n_heads, c.vision_block_layers, c.dropout)
@@ -172,11 +174,10 @@ class CognitiveVisionWorkspace(nn.Module):
         v_base = self.resampler(self.features(obs))
         v_mod = self.modulator(v_base, tau)
         vision_tokens = self.block(v_mod)
+        state = self.state_norm(obs.robot_state)
         return VisionOutput(
             vision_tokens=vision_tokens,
-            state_tokens=self.state_encoder(
-                obs.robot_state if obs.env_state is None else torch.cat([obs.robot_state, obs.env_state], dim=-1)
-            ),
+            state_tokens=self.state_encoder(state if obs.env_state is None else torch.cat([state, obs.env_state], dim=-1)),
             vision_tokens_base=v_base,
             aux_prediction=None if self.aux_head is None else self.aux_head(vision_tokens),
         )

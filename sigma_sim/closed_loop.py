@@ -280,6 +280,20 @@ def smoothness(commands: np.ndarray) -> tuple[float, float]:
     return float(np.abs(d1).mean()), float((jerk**2).mean())
 
 
+def episode_safety_filter(config: ClosedLoopConfig) -> SafetyFilter:
+    """The per-episode safety filter (step and joint limits; plans never time out in-process)."""
+    return SafetyFilter(SafetyConfig(max_step=config.max_step_rad, plan_timeout_s=1e9))
+
+
+def filtered_command(safety: SafetyFilter, target, joint_positions, now: float) -> tuple[np.ndarray, bool]:
+    """The command the filter lets through for a policy target (the measured position on a hold)
+    and whether it limited the step."""
+    safety.feed_plan(now)
+    decision = safety.step(target, joint_positions, now)
+    command = decision.command if decision.command is not None else np.asarray(joint_positions, float)
+    return command, bool(decision.clamped_step)
+
+
 def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConfig, condition: str = "sigma",
                 episode: int = 0) -> EpisodeOutcome:
     """One closed-loop episode of ``policy`` (``reset(instruction, seed)`` / ``act(obs)``)."""
@@ -290,7 +304,7 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
         values.clear()
     for values in policy.diagnostics.values():
         values.clear()
-    safety = SafetyFilter(SafetyConfig(max_step=config.max_step_rad, plan_timeout_s=1e9))
+    safety = episode_safety_filter(config)
     commands = []
     streak, first_success_step = 0, None
     step_limited = 0
@@ -298,11 +312,8 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
     steps = 0
     for steps in range(1, config.max_steps + 1):
         target = policy.act(obs)
-        now = steps * env.control_dt
-        safety.feed_plan(now)
-        decision = safety.step(target, obs["joint_positions"], now)
-        command = decision.command if decision.command is not None else np.asarray(obs["joint_positions"], float)
-        step_limited += int(decision.clamped_step)
+        command, clamped = filtered_command(safety, target, obs["joint_positions"], steps * env.control_dt)
+        step_limited += int(clamped)
         commands.append(command)
         obs, _, _, _, info = env.step(command)
         if info["success"]:

@@ -172,9 +172,12 @@ def stage_record(args, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet,
                              env_state=args.privileged_cube_pose or args.aux_cube_pose, action_noise=args.expert_noise,
-                             expert_config=ExpertConfig(**_pairs(args.expert_set)))
+                             expert_config=ExpertConfig(**_pairs(args.expert_set)), workers=args.record_workers,
+                             lead_checkpoint=args.lead_checkpoint, lead_max_steps=args.lead_max_steps)
     out = asdict(summary)
     out["expert_noise_rad"] = args.expert_noise
+    if args.lead_checkpoint:
+        out["lead"] = {"checkpoint": args.lead_checkpoint, "max_steps": args.lead_max_steps}
     out["seconds"] = time.perf_counter() - t0
     print(f"[make-default] record: {summary.episodes} episodes, {summary.frames} frames in {out['seconds']:.0f}s",
           file=sys.stderr)
@@ -218,6 +221,10 @@ def model_config(args):
 
         values["aux_target_dim"] = 7
         values["notes"] = {**values.get("notes", {}), "aux_target": ENV_STATE_ENCODING}
+    if getattr(args, "normalize", False):
+        from sigma_model.data.lerobot_format import normalization_stats
+
+        values.update(normalization_stats(Path(args.work_dir) / "demos"))
     values.update(_pairs(args.model_set))
     return SigmaConfig.from_dict({**SigmaConfig().to_dict(), **values})
 
@@ -441,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DART noise (rad) added to the executed expert actions while recording (default 0.02)")
     p.add_argument("--expert-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a sigma_sim.expert.ExpertConfig field while recording")
+    p.add_argument("--lead-checkpoint", default=None, metavar="DIR",
+                   help="DAgger-style recording: this Sigma checkpoint acts first in each demonstration (0 ticks in a "
+                        "third of them, else 1..--lead-max-steps, not recorded), then the expert takes over")
+    p.add_argument("--lead-max-steps", type=int, default=150, help="longest lead of --lead-checkpoint (ticks, default 150)")
+    p.add_argument("--record-workers", type=int, default=os.cpu_count() or 1,
+                   help="processes simulating demonstrations (same dataset for any number; default: CPU count)")
     p.add_argument("--max-steps", type=int, default=None,
                    help=f"training steps (default {DEFAULT_TRAINING['max_steps']})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
@@ -454,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aux-cube-pose", action=argparse.BooleanOptionalAction, default=True,
                    help="record the cube pose and train an auxiliary vision head to predict it (a training target "
                         "only: the policy's inputs stay camera + joints; default on)")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=False,
+                   help="standardise joint states and actions with the demonstrations' meta/stats.json (saved in "
+                        "the model config)")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE", help="override a SigmaConfig field")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainingConfig field")
@@ -486,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         if drop_one:
             drop_one = False
             continue
-        if a in ("--notes-file", "--model-dir", "--work-dir"):  # no effect on the result
+        if a in ("--notes-file", "--model-dir", "--work-dir", "--record-workers"):  # no effect on the result
             drop_one = True
             continue
         if a == "--stages":

@@ -124,6 +124,19 @@ class ScriptedExpert:
         self._settle = 0.0
         self._grasp_offset_xy = np.zeros(2)
         self._lift_start_z = 0.0
+        self._lift_reference_z: float | None = None
+        self._take_over()
+
+    def _take_over(self) -> None:
+        """Continue from the state another controller left (no-op right after ``env.reset``): a solved
+        task is done; a cube pinched by the closing jaws is gripped, lifted and carried, not dropped."""
+        env, cfg = self.env, self.config
+        if env.is_success():
+            self._enter(Phase.DONE)
+        elif env.robot_touches_cube() and self._gripper < 0.5 * (cfg.gripper_open + cfg.gripper_closed):
+            self._setpoint, self._rot = self.kin.grasp_frame(self._q_arm)
+            self._lift_reference_z = env.cube_half_size  # the cube may be in the air already
+            self._enter(Phase.CLOSE)
 
     @property
     def done(self) -> bool:
@@ -235,7 +248,8 @@ class ScriptedExpert:
             if self._ramp_gripper(cfg.gripper_closed):
                 self._settle += dt
                 if self._settle >= cfg.close_settle_s:
-                    self._lift_start_z = float(cube[2])
+                    self._lift_start_z = float(cube[2]) if self._lift_reference_z is None else self._lift_reference_z
+                    self._lift_reference_z = None
                     self._enter(Phase.LIFT)
         elif self.phase is Phase.LIFT:
             sp = self._setpoint
@@ -323,6 +337,8 @@ def expert_episode(
     extra_steps_after_success: int = 10,
     options: dict[str, Any] | None = None,
     action_noise: float = 0.0,
+    lead: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+    lead_steps: int = 0,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]]:
     """Run one expert episode, yielding ``(observation, action, info_after)`` per step.
 
@@ -337,8 +353,14 @@ def expert_episode(
     targets plus Gaussian noise (rad, five arm joints, seeded from ``seed``) while
     the yielded ``action`` stays the clean target, so demonstrations show how to
     return to the plan from small deviations.
+
+    ``lead`` (a policy: observation -> joint targets) acts for the first ``lead_steps`` ticks, which
+    are not yielded; then the expert takes over from wherever the arm and cube are (DAgger-style
+    demonstrations from the states a learned policy reaches).
     """
     obs, info = env.reset(seed=seed, options=options, instruction=instruction)
+    for _ in range(lead_steps if lead is not None else 0):
+        obs, _, _, _, info = env.step(lead(obs))
     expert = expert or ScriptedExpert(env)
     expert.reset()
     max_steps = max_steps or env.config.max_episode_steps

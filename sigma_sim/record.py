@@ -25,9 +25,13 @@ used instead, so the dataset still has ``--episodes`` episodes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import multiprocessing
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -110,17 +114,20 @@ def episode_frames(
     expert: ScriptedExpert | None = None,
     env_state: bool = False,
     action_noise: float = 0.0,
+    lead=None,
+    lead_steps: int = 0,
 ) -> Iterator[tuple[dict[str, np.ndarray], str]]:
     """Yield ``(frame, task)`` for one expert episode; returns its :class:`EpisodeResult`.
 
     ``frame`` is ``{"observation.images.front": HxWx3 uint8, "observation.state":
     float32[6], "action": float32[6]}`` (plus the environment state if asked),
-    ready for ``LeRobotDatasetWriter.add_frame(frame, task=task)``; ``action_noise``
-    as in :func:`sigma_sim.expert.expert_episode`.
+    ready for ``LeRobotDatasetWriter.add_frame(frame, task=task)``; ``action_noise``, ``lead``
+    and ``lead_steps`` as in :func:`sigma_sim.expert.expert_episode`.
     """
     if not env.config.render_observations:
         raise ValueError("recording needs an env with render_observations=True")
-    gen = expert_episode(env, seed=seed, instruction=instruction, expert=expert, action_noise=action_noise)
+    gen = expert_episode(env, seed=seed, instruction=instruction, expert=expert, action_noise=action_noise,
+                         lead=lead, lead_steps=lead_steps)
     while True:
         try:
             obs, action, _ = next(gen)
@@ -144,6 +151,106 @@ class RecordSummary:
     instructions: dict[str, int] = field(default_factory=dict)
 
 
+# One simulator + expert per recording process (the main one, or each worker).
+_WORKER: dict[str, object] = {}
+
+
+def _init_simulator(sim_config: SimConfig, expert_config: ExpertConfig | None, lead_checkpoint: str | None = None) -> None:
+    if "env" in _WORKER:
+        _WORKER["env"].close()
+    env = SO101PickPlaceEnv(sim_config)
+    _WORKER.update(env=env, expert=ScriptedExpert(env, expert_config), lead=None)
+    if lead_checkpoint:
+        import torch
+
+        from sigma_model import load_checkpoint
+        from sigma_sim.closed_loop import SigmaPolicy
+
+        torch.set_num_threads(1)
+        _WORKER["lead"] = SigmaPolicy(load_checkpoint(lead_checkpoint))
+
+
+def lead_steps_for(seed: int, max_steps: int) -> int:
+    """Ticks a lead policy acts before the expert takes over (episode ``seed``): 0 (a plain
+    demonstration) for a third of the episodes, else uniform in 1..max_steps."""
+    if max_steps <= 0:
+        return 0
+    rng = np.random.default_rng(seed + 5_555_555)
+    plain = rng.random() < 1 / 3
+    steps = int(rng.integers(1, max_steps + 1))
+    return 0 if plain else steps
+
+
+def _simulate_episode(seed: int, index: int, env_state: bool, action_noise: float, lead_max_steps: int = 0):
+    """All ``(frame, task)`` pairs of one expert episode and its :class:`EpisodeResult`."""
+    env, instruction = _WORKER["env"], instruction_for_episode(index, seed)
+    policy, lead, steps = _WORKER["lead"], None, 0
+    if policy is not None:
+        from sigma_sim.closed_loop import ClosedLoopConfig, episode_safety_filter, filtered_command
+
+        policy.reset(instruction, seed)
+        safety, ticks = episode_safety_filter(ClosedLoopConfig()), itertools.count(1)
+        steps = lead_steps_for(seed, lead_max_steps)
+
+        def lead(obs):  # the policy as the closed-loop evaluation runs it, safety filter included
+            return filtered_command(safety, policy.act(obs), obs["joint_positions"], next(ticks) * env.control_dt)[0]
+    gen = episode_frames(env, seed, instruction, expert=_WORKER["expert"], env_state=env_state,
+                         action_noise=action_noise, lead=lead, lead_steps=steps)
+    frames = []
+    while True:
+        try:
+            frames.append(next(gen))
+        except StopIteration as stop:
+            return frames, stop.value
+
+
+def _episodes(init: tuple, options: tuple, seed: int, workers: int, keep_failed: bool, summary: "RecordSummary",
+              num_episodes: int, max_tries: int):
+    """Yield ``(seed, episode_index, (frames, result))`` in seed order until the summary has enough episodes.
+
+    ``init`` are :func:`_init_simulator`'s arguments, ``options`` the per-episode ones of
+    :func:`_simulate_episode` after (seed, index). An episode's instruction depends on how many
+    episodes were stored before it, so the workers run ahead assuming every in-flight episode
+    succeeds; after a skipped failure the in-flight episodes are simulated again with their
+    corrected index (failures are rare).
+    """
+    if workers == 1:
+        _init_simulator(*init)
+        try:
+            ep_seed = seed
+            while summary.episodes < num_episodes and summary.attempted < max_tries:
+                yield ep_seed, summary.episodes, _simulate_episode(ep_seed, summary.episodes, *options)
+                ep_seed += 1
+        finally:
+            _WORKER.clear()
+        return
+    context = multiprocessing.get_context("spawn")  # fresh GL state per process
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_simulator, initargs=init) as pool:
+        pending: deque[tuple[int, int, Future]] = deque()
+
+        def submit(ep_seed: int) -> None:
+            index = summary.episodes + len(pending)
+            pending.append((ep_seed, index, pool.submit(_simulate_episode, ep_seed, index, *options)))
+
+        next_seed = seed
+        while True:
+            while (len(pending) < 2 * workers and summary.attempted + len(pending) < max_tries
+                   and summary.episodes + len(pending) < num_episodes):
+                submit(next_seed)
+                next_seed += 1
+            if not pending:
+                return
+            ep_seed, index, future = pending.popleft()
+            frames, result = future.result()
+            yield ep_seed, index, (frames, result)
+            if not (result.success or keep_failed):
+                stale = list(pending)
+                pending.clear()
+                for s, _, f in stale:
+                    f.cancel()
+                    submit(s)
+
+
 def record_dataset(
     root: str | Path,
     num_episodes: int,
@@ -157,6 +264,9 @@ def record_dataset(
     progress: bool = False,
     action_noise: float = 0.0,
     expert_config: ExpertConfig | None = None,
+    workers: int = 1,
+    lead_checkpoint: str | Path | None = None,
+    lead_max_steps: int = 150,
 ) -> RecordSummary:
     """Record ``num_episodes`` expert episodes into a LeRobot v3.0 dataset at ``root``.
 
@@ -173,6 +283,10 @@ def record_dataset(
         progress: Print one line per episode to stderr.
         action_noise: DART noise (rad) on the executed arm targets; the dataset keeps the clean ones.
         expert_config: Expert tuning (default :class:`ExpertConfig()`).
+        workers: Simulate episodes in this many processes (the dataset is the same as with one).
+        lead_checkpoint: A Sigma checkpoint that acts first in each episode (for
+            :func:`lead_steps_for` ticks, up to ``lead_max_steps``, not recorded) before the expert
+            takes over: DAgger-style demonstrations of recovering from the policy's own mistakes.
     """
     from sigma_model.data.lerobot_format import LeRobotDatasetWriter
 
@@ -182,8 +296,10 @@ def record_dataset(
     fps = int(round(sim_config.control_hz))
     if abs(fps - sim_config.control_hz) > 1e-9:
         raise ValueError("LeRobot datasets need an integer fps: use an integer control_hz")
-    env = SO101PickPlaceEnv(sim_config)
-    expert = ScriptedExpert(env, expert_config)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if lead_checkpoint is not None:
+        lead_checkpoint = str(lead_checkpoint)
     writer = LeRobotDatasetWriter.create(
         root,
         repo_id=repo_id,
@@ -196,25 +312,17 @@ def record_dataset(
     summary = RecordSummary(root=str(root), episodes=0, frames=0, attempted=0, fps=fps)
     t0 = time.perf_counter()
     try:
-        ep_seed = seed
-        while summary.episodes < num_episodes and summary.attempted < max_tries:
-            instruction = instruction_for_episode(summary.episodes, ep_seed)
-            gen = episode_frames(env, ep_seed, instruction, expert=expert, env_state=env_state,
-                                 action_noise=action_noise)
-            n = 0
-            while True:
-                try:
-                    frame, task = next(gen)
-                except StopIteration as stop:
-                    result: EpisodeResult = stop.value
-                    break
+        episodes = _episodes((sim_config, expert_config, lead_checkpoint), (env_state, action_noise, lead_max_steps),
+                             seed, workers, keep_failed, summary, num_episodes, max_tries)
+        for ep_seed, index, (frames, result) in episodes:
+            for frame, task in frames:
                 writer.add_frame(frame, task=task)
-                n += 1
             summary.attempted += 1
             if result.success or keep_failed:
                 writer.save_episode()
                 summary.episodes += 1
-                summary.frames += n
+                summary.frames += len(frames)
+                instruction = instruction_for_episode(index, ep_seed)
                 summary.instructions[instruction] = summary.instructions.get(instruction, 0) + 1
             else:
                 writer.clear_episode_buffer()
@@ -223,14 +331,12 @@ def record_dataset(
             if progress:
                 print(
                     f"[sigma-sim-record] seed {ep_seed}: {'ok' if result.success else 'FAILED'} "
-                    f"{n} frames, {instruction!r} ({summary.episodes}/{num_episodes})",
+                    f"{len(frames)} frames, {instruction_for_episode(index, ep_seed)!r} ({summary.episodes}/{num_episodes})",
                     file=sys.stderr,
                     flush=True,
                 )
-            ep_seed += 1
     finally:
         writer.finalize()
-        env.close()
     summary.seconds = time.perf_counter() - t0
     summary.success_rate = 1.0 - len(summary.failed_seeds) / max(1, summary.attempted)
     if summary.episodes < num_episodes:
@@ -254,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-state", action="store_true", help="also store the cube pose")
     p.add_argument("--keep-failed", action="store_true", help="store failed expert episodes too")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--workers", type=int, default=1, help="simulate episodes in this many processes (default 1)")
+    p.add_argument("--lead-checkpoint", default=None, metavar="DIR",
+                   help="a Sigma checkpoint that acts first in each episode before the expert takes over (DAgger)")
+    p.add_argument("--lead-max-steps", type=int, default=150, help="longest lead in ticks (default 150)")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
     return p
 
@@ -274,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         env_state=args.env_state,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        workers=args.workers,
+        lead_checkpoint=args.lead_checkpoint,
+        lead_max_steps=args.lead_max_steps,
     )
     print(json.dumps(asdict(summary), indent=2))
     return 0

@@ -17,7 +17,7 @@ def test_make_default_tiny_pipeline(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
                "--eval-episodes", "1", "--eval-max-steps", "8", "--conditions", "sigma", "telepathy_off", "--quiet",
-               "--train-set", "batch_size=8", "--aux-cube-pose"])
+               "--train-set", "batch_size=8", "--aux-cube-pose", "--normalize", "--record-workers", "1"])
     assert rc == 0
     for name in ("config.json", "vision.safetensors", "language.safetensors", "action.safetensors",
                  "PROVENANCE.md", "provenance.json", "sigma_eval_report.json"):
@@ -27,9 +27,12 @@ def test_make_default_tiny_pipeline(tmp_path):
     assert prov["train"]["last_metrics"]["L_aux"] > 0.0  # the cube pose is a training target...
     assert prov["preprocess"]["windows"] > 0
     assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
-    assert "--episodes 2" in prov["command"]
+    assert "--episodes 2" in prov["command"] and "--record-workers" not in prov["command"]
     text = (out / "PROVENANCE.md").read_text()
     assert "Closed-loop evaluation" in text and "telepathy off" in text
     model = load_checkpoint(out)
     assert model.config.d_model == 64
     assert model.config.aux_target_dim == 7 and model.config.env_state_dim == 0  # ...never an input
+    stats = json.loads((work / "demos" / "meta" / "stats.json").read_text())
+    assert model.config.action_mean == pytest.approx(stats["action"]["mean"])
+    assert model.config.state_std == pytest.approx([max(v, 1e-3) for v in stats["observation.state"]["std"]])

@@ -247,11 +247,15 @@ def test_env_state_joins_the_state_encoder():
         plain.vision_stage(obs)
 
 
-def test_keypoint_embed_is_the_expected_location_of_each_feature_map():
-    """Spatial softmax: a feature map peaked at one pixel puts its keypoint there, in [-1, 1]."""
+@pytest.mark.parametrize("stride, expected", [
+    (4, [-1 + 12 / 7, -1 + 2 / 7]),  # 8x8 maps: the square is cell (row 1, col 6)
+    (2, [-1 + 25 / 15, -1 + 5 / 15]),  # 16x16 maps: cells rows 2-3, cols 12-13 (centre 2.5, 12.5)
+])
+def test_keypoint_embed_is_the_expected_location_of_each_feature_map(stride, expected):
+    """Spatial softmax: a feature map peaked at one place puts its keypoint there, in [-1, 1]."""
     from sigma_model.vision_workspace import KeypointEmbed
 
-    embed = KeypointEmbed(channels=3, n_keypoints=2, d_model=8)
+    embed = KeypointEmbed(channels=3, n_keypoints=2, d_model=8, stride=stride)
     image = torch.zeros(1, 3, 32, 32)
     with torch.no_grad():
         for conv in embed.stem:  # a stem that passes the red channel through (x 50, sharp softmax)
@@ -261,8 +265,7 @@ def test_keypoint_embed_is_the_expected_location_of_each_feature_map():
         image[0, 0, 4:8, 24:28] = 1.0  # red square: rows 4-7 (top), columns 24-27 (right)
         xy = embed.keypoints(image)[0]
     assert xy.shape == (2, 2)
-    # stride 4 maps: the square is feature cell (row 1, col 6) of 8 -> x = -1 + 2 * 6/7, y = -1 + 2 * 1/7
-    torch.testing.assert_close(xy[0], torch.tensor([-1 + 12 / 7, -1 + 2 / 7]), atol=0.05, rtol=0)
+    torch.testing.assert_close(xy[0], torch.tensor(expected), atol=0.05, rtol=0)
 
 
 def test_image_keypoints_let_a_small_object_move_the_vision_tokens():
@@ -278,6 +281,8 @@ def test_image_keypoints_let_a_small_object_move_the_vision_tokens():
     assert (moved - plain).abs().max() > 0.05
     with pytest.raises(ValueError, match="image_keypoints"):
         small_config(image_keypoints=-1)
+    with pytest.raises(ValueError, match="keypoint_stride"):
+        small_config(keypoint_stride=3)
 
 
 def test_query_context_state_plus_rep_lets_the_action_queries_read_the_rep():

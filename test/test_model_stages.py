@@ -105,11 +105,41 @@ def test_missing_workspace_is_a_clear_error(config, obs):
         (dict(controller_gain=1.5), "controller_gain"),
         (dict(fusion_weights=(1.0, 0.0, 0.0)), "fusion_weights"),
         (dict(dropout=1.0), "dropout"),
+        (dict(state_mean=[0.0] * 6), "given together"),
+        (dict(action_mean=[0.0] * 5, action_std=[1.0] * 5), "need 6 values"),
+        (dict(action_mean=[0.0] * 6, action_std=[1.0] * 5 + [0.0]), "finite and > 0"),
+        (dict(state_mean=[float("nan")] * 6, state_std=[1.0] * 6), "finite"),
     ],
 )
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
         small_config(**overrides)
+
+
+def test_normalisation_statistics_only_rescale_inputs_and_outputs(model, obs, config, tmp_path):
+    """With state/action statistics the same weights see (state - mean) / std and emit mean + std * output."""
+    randomize_(model.action.residual_head, seed=3)
+    state_mean, state_std = [0.1, -0.2, 0.3, 1.4, 0.0, 0.4], [0.5, 0.3, 0.3, 0.2, 0.5, 0.6]
+    action_mean, action_std = [0.2, -0.1, 0.3, 1.2, 0.1, 0.5], [0.4, 0.2, 0.3, 0.1, 0.5, 0.5]
+    stats = dict(state_mean=state_mean, state_std=state_std, action_mean=action_mean, action_std=action_std)
+    norm = SigmaModel(dataclasses.replace(config, **stats)).eval()
+    norm.load_state_dict(model.state_dict())  # the statistics are not weights
+    text = model.tokenize(TEXT)
+    raw_obs = dataclasses.replace(obs, robot_state=(obs.robot_state - torch.tensor(state_mean)) / torch.tensor(state_std))
+    with torch.no_grad():
+        vis, vis_raw = norm.vision_stage(obs), model.vision_stage(raw_obs)
+        assert torch.allclose(vis.state_tokens, vis_raw.state_tokens, atol=1e-6)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens)
+        args = (lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens)
+        act = norm.action_stage(*args, generator=torch.Generator().manual_seed(5))
+        act_raw = model.action_stage(*args, generator=torch.Generator().manual_seed(5))
+    mean, std = torch.tensor(action_mean), torch.tensor(action_std)
+    for name in ("action_vector", "action_chunk", "action_trajectory", "baseline_trajectory"):
+        assert torch.allclose(getattr(act, name), mean + std * getattr(act_raw, name), atol=1e-5), name
+    assert torch.allclose(act.residual_trajectory, std * act_raw.residual_trajectory, atol=1e-6)
+    assert act.residual_trajectory.abs().sum() > 0
+    save_checkpoint(norm, tmp_path)
+    assert load_checkpoint(tmp_path).config.action_std == tuple(action_std)
 
 
 def test_config_round_trip(tmp_path, config):

@@ -75,3 +75,26 @@ def test_clear_errors(tmp_path, capsys, argv, message):
         main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_stats_flag_standardises_with_a_lerobot_stats_file(tmp_path, capsys):
+    from sigma_model import load_checkpoint
+
+    model_json = tmp_path / "model.json"
+    small_config(use_audio=False).save(model_json)
+    dataset = tmp_path / "dataset"
+    (dataset / "meta").mkdir(parents=True)
+    stats = {"observation.state": {"mean": [0.1] * 6, "std": [0.2] * 5 + [0.0]},
+             "action": {"mean": [-0.1] * 6, "std": [0.3] * 6}}
+    (dataset / "meta" / "stats.json").write_text(json.dumps(stats))
+    common = ["--synthetic", "8", "--batch-size", "4", "--max-steps", "1", "--warmup-steps", "0", "--no-progress",
+              "--model-config", str(model_json)]
+    assert main(common + ["-o", str(tmp_path / "run"), "--stats", str(dataset)]) == 0
+    config = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000001" / "model").config
+    assert config.state_mean == (0.1,) * 6 and config.state_std == (0.2,) * 5 + (1e-3,)  # floored, not 0
+    assert config.action_std == (0.3,) * 6
+    del stats["action"]["std"]
+    (dataset / "meta" / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(SystemExit):
+        main(common + ["-o", str(tmp_path / "bad"), "--stats", str(dataset)])
+    assert "no mean/std for 'action'" in capsys.readouterr().err

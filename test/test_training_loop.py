@@ -292,3 +292,26 @@ def test_auxiliary_target_is_learned_from_the_image_only(tmp_path):
     assert trainer.evaluate(plain)["L_aux"] == 0.0
     with pytest.raises(ValueError, match="aux_weight"):
         train_config(tmp_path, aux_weight=-1.0)
+
+
+def test_action_losses_count_in_normalised_units(tmp_path):
+    """A model with state/action statistics, given raw radians, has exactly the losses of the same
+    weights without statistics given pre-standardised data: TRAF and the flow loss are normalised."""
+    s_mean, s_std = torch.tensor([0.1, -0.2, 0.3, 1.4, 0.0, 0.4]), torch.tensor([0.5, 0.3, 0.3, 0.2, 0.5, 0.6])
+    a_mean, a_std = torch.tensor([0.2, -0.1, 0.3, 1.2, 0.1, 0.5]), torch.tensor([0.4, 0.2, 0.3, 0.1, 0.5, 2.0])
+    stats = dict(state_mean=s_mean.tolist(), state_std=s_std.tolist(), action_mean=a_mean.tolist(),
+                 action_std=a_std.tolist())
+    plain_mc, norm_mc = model_config(), model_config(**stats)
+    norm = SigmaTrainer(train_config(tmp_path, "norm"), norm_mc)
+    plain = SigmaTrainer(train_config(tmp_path, "plain"), plain_mc)
+    raw = fixed_batch(plain_mc)
+    standardised = dict(raw)
+    for key in ("robot_state", "prev_robot_state"):
+        if key in raw:
+            standardised[key] = (raw[key] - s_mean) / s_std
+    for key in ("gt_action_vector", "gt_action_chunk", "gt_action_trajectory"):
+        standardised[key] = (raw[key] - a_mean) / a_std
+    got, want = norm.evaluate(raw, seed=4), plain.evaluate(standardised, seed=4)
+    for name in ("mse_vec", "mse_chk", "mse_trj", "L_flow", "L_act", "loss"):
+        assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), name
+    assert plain.evaluate(raw, seed=4)["mse_trj"] != pytest.approx(got["mse_trj"], rel=1e-2)

@@ -55,6 +55,7 @@ __all__ = [
     "encode_png",
     "decode_png",
     "image_to_hwc_uint8",
+    "normalization_stats",
 ]
 
 CODEBASE_VERSION = "v3.0"
@@ -321,6 +322,25 @@ def _aggregate_stats(stats_list: Sequence[Mapping[str, Mapping[str, np.ndarray]]
 
 def _stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
     return {k: {sk: np.asarray(sv).tolist() for sk, sv in v.items()} for k, v in stats.items()}
+
+
+def normalization_stats(stats_json: str | Path, state_key: str = "observation.state", action_key: str = "action",
+                        min_std: float = 1e-3) -> dict[str, list[float]]:
+    """SigmaConfig ``state_mean/state_std/action_mean/action_std`` from a dataset's ``meta/stats.json``
+    (a dataset root or the file itself); stds are floored at ``min_std`` so a joint that never moved
+    stays finite."""
+    path = Path(stats_json)
+    path = path / STATS_PATH if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no LeRobot stats file at {path}")
+    stats = json.loads(path.read_text())
+    out: dict[str, list[float]] = {}
+    for prefix, key in (("state", state_key), ("action", action_key)):
+        if key not in stats or not {"mean", "std"} <= set(stats[key]):
+            raise LeRobotFormatError(f"{path} has no mean/std for {key!r}")
+        out[f"{prefix}_mean"] = [float(v) for v in stats[key]["mean"]]
+        out[f"{prefix}_std"] = [max(float(v), min_std) for v in stats[key]["std"]]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

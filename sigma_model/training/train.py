@@ -5,6 +5,7 @@ Examples:
     sigma-train --shards data/shards --output-dir runs/so101 --resume          # continue the run
     sigma-train --synthetic 64 --output-dir /tmp/smoke --max-steps 20          # no data needed
     sigma-train --config train.json --set rho_hard=0.25 --set lambda_hard=0.5
+    sigma-train --shards data/shards --stats data/my_lerobot_dataset -o runs/norm   # MEAN_STD normalisation
 
 Settings come from the TrainingConfig defaults, then --config (a TrainingConfig JSON), then the
 explicit flags, then --set KEY=VALUE (any TrainingConfig field; VALUE parsed as JSON when it can).
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", type=int)
     model = p.add_argument_group("model")
     model.add_argument("--model-config", metavar="JSON", help="SigmaConfig JSON for a fresh model (default: SigmaConfig())")
+    model.add_argument("--stats", metavar="PATH",
+                       help="standardise joint states and actions with a LeRobot dataset's meta/stats.json (dataset "
+                            "root or the file); the statistics are saved in the model config")
     model.add_argument("--init-checkpoint", metavar="DIR", help="sigma_model checkpoint to start from")
     model.add_argument("--no-lora", action="store_true", help="no LoRA adapters (backbone stays frozen)")
     model.add_argument("--lora-r", type=int)
@@ -125,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(args.model_config).is_file():
                 raise FileNotFoundError(f"--model-config {args.model_config} does not exist")
             model_config = SigmaConfig.load(args.model_config)
+        if args.stats:
+            from ..data.lerobot_format import normalization_stats
+
+            model_config = SigmaConfig.from_dict({**(model_config or SigmaConfig()).to_dict(),
+                                                  **normalization_stats(args.stats)})
         trainer = SigmaTrainer(config, model_config, resume=args.resume, overwrite=args.overwrite)
         counts = trainer.summary()
         print(f"sigma-train: {counts['trainable']:,} of {counts['total']:,} parameters trainable "

@@ -187,7 +187,9 @@ def compute_losses(
         m_prev = torch.zeros_like(lang.memory, dtype=torch.float32)
 
     actions, used = L.final_actions(act, batch, config.use_dataset_baseline)
-    traf = L.traf_loss(actions, targets, (config.alpha_vec, config.alpha_chunk, config.alpha_traj),
+    std = model.action.action_norm.std  # the action MSEs count in normalised units (1 without statistics)
+    traf = L.traf_loss({k: a / std for k, a in actions.items()}, {k: t / std for k, t in targets.items()},
+                       (config.alpha_vec, config.alpha_chunk, config.alpha_traj),
                        config.rho_hard, config.lambda_hard)
     fusion = L.fusion_representation(lang.c_text, out.vision.vision_tokens)
     l_sem, l_time, l_mi = L.semantic_loss(lang.z_sem_pool, m_prev, fusion, config.beta_mi, config.nce_temperature, config.time_loss)
