@@ -298,10 +298,17 @@ def stage_train(args, work: Path) -> dict[str, Any]:
     dataset = SimTrainingWindows(shards, image_shift=args.image_shift, state_noise=args.state_noise,
                                  state_shift=args.state_shift,
                                  silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed)
+    tables: dict[str | None, dict] = {}  # one read of the cube poses per encoding
+
+    def cube_poses(encoding: str | None) -> dict:
+        if encoding not in tables:
+            tables[encoding] = load_env_state_table(work / "demos", encoding)
+        return tables[encoding]
+
     if mconf.aux_target_dim:
-        dataset.attach_aux_target(load_env_state_table(work / "demos", mconf.notes.get("aux_target")))
+        dataset.attach_aux_target(cube_poses(mconf.notes.get("aux_target")))
     if mconf.env_state_dim:
-        dataset.attach_env_state(load_env_state_table(work / "demos", mconf.notes.get("env_state")))
+        dataset.attach_env_state(cube_poses(mconf.notes.get("env_state")))
         install_env_state_batches()
     t0 = time.perf_counter()
     trainer = SigmaTrainer(tconf, mconf, dataset=dataset, resume="auto" if args.resume else None,

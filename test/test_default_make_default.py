@@ -36,3 +36,18 @@ def test_make_default_tiny_pipeline(tmp_path):
     stats = json.loads((work / "demos" / "meta" / "stats.json").read_text())
     assert model.config.action_mean == pytest.approx(stats["action"]["mean"])
     assert model.config.state_std == pytest.approx([max(v, 1e-3) for v in stats["observation.state"]["std"]])
+
+
+def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkeypatch):
+    from sigma_sim import default_model
+
+    reads = []
+    original = default_model.load_env_state_table
+    monkeypatch.setattr(default_model, "load_env_state_table", lambda *a: reads.append(a) or original(*a))
+    work = tmp_path / "work"
+    rc = main(["--work-dir", str(work), "--episodes", "1", "--max-steps", "1", "--stages", "record", "preprocess",
+               "train", "--quiet", "--train-set", "batch_size=4", "--privileged-cube-pose", "--record-workers", "1"])
+    assert rc == 0 and len(reads) == 1
+    prov = json.loads((work / "provenance_partial.json").read_text())
+    model = load_checkpoint(prov["train"]["model"])
+    assert model.config.env_state_dim == 7 and model.config.aux_target_dim == 7
