@@ -156,8 +156,6 @@ _WORKER: dict[str, object] = {}
 
 
 def _init_simulator(sim_config: SimConfig, expert_config: ExpertConfig | None, lead_checkpoint: str | None = None) -> None:
-    if "env" in _WORKER:
-        _WORKER["env"].close()
     env = SO101PickPlaceEnv(sim_config)
     _WORKER.update(env=env, expert=ScriptedExpert(env, expert_config), lead=None)
     if lead_checkpoint:
@@ -206,7 +204,7 @@ def _simulate_episode(seed: int, index: int, env_state: bool, action_noise: floa
 
 def _episodes(init: tuple, options: tuple, seed: int, workers: int, keep_failed: bool, summary: "RecordSummary",
               num_episodes: int, max_tries: int):
-    """Yield ``(seed, episode_index, (frames, result))`` in seed order until the summary has enough episodes.
+    """Yield ``(seed, frames, result)`` in seed order until the summary has enough episodes.
 
     ``init`` are :func:`_init_simulator`'s arguments, ``options`` the per-episode ones of
     :func:`_simulate_episode` after (seed, index). An episode's instruction depends on how many
@@ -219,18 +217,19 @@ def _episodes(init: tuple, options: tuple, seed: int, workers: int, keep_failed:
         try:
             ep_seed = seed
             while summary.episodes < num_episodes and summary.attempted < max_tries:
-                yield ep_seed, summary.episodes, _simulate_episode(ep_seed, summary.episodes, *options)
+                yield ep_seed, *_simulate_episode(ep_seed, summary.episodes, *options)
                 ep_seed += 1
         finally:
+            _WORKER.pop("env").close()
             _WORKER.clear()
         return
     context = multiprocessing.get_context("spawn")  # fresh GL state per process
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_simulator, initargs=init) as pool:
-        pending: deque[tuple[int, int, Future]] = deque()
+        pending: deque[tuple[int, Future]] = deque()  # (seed, simulation)
 
         def submit(ep_seed: int) -> None:
             index = summary.episodes + len(pending)
-            pending.append((ep_seed, index, pool.submit(_simulate_episode, ep_seed, index, *options)))
+            pending.append((ep_seed, pool.submit(_simulate_episode, ep_seed, index, *options)))
 
         next_seed = seed
         while True:
@@ -240,13 +239,13 @@ def _episodes(init: tuple, options: tuple, seed: int, workers: int, keep_failed:
                 next_seed += 1
             if not pending:
                 return
-            ep_seed, index, future = pending.popleft()
+            ep_seed, future = pending.popleft()
             frames, result = future.result()
-            yield ep_seed, index, (frames, result)
+            yield ep_seed, frames, result
             if not (result.success or keep_failed):
                 stale = list(pending)
                 pending.clear()
-                for s, _, f in stale:
+                for s, f in stale:
                     f.cancel()
                     submit(s)
 
@@ -314,7 +313,7 @@ def record_dataset(
     try:
         episodes = _episodes((sim_config, expert_config, lead_checkpoint), (env_state, action_noise, lead_max_steps),
                              seed, workers, keep_failed, summary, num_episodes, max_tries)
-        for ep_seed, index, (frames, result) in episodes:
+        for ep_seed, frames, result in episodes:
             for frame, task in frames:
                 writer.add_frame(frame, task=task)
             summary.attempted += 1
@@ -322,8 +321,7 @@ def record_dataset(
                 writer.save_episode()
                 summary.episodes += 1
                 summary.frames += len(frames)
-                instruction = instruction_for_episode(index, ep_seed)
-                summary.instructions[instruction] = summary.instructions.get(instruction, 0) + 1
+                summary.instructions[result.instruction] = summary.instructions.get(result.instruction, 0) + 1
             else:
                 writer.clear_episode_buffer()
             if not result.success:
@@ -331,7 +329,7 @@ def record_dataset(
             if progress:
                 print(
                     f"[sigma-sim-record] seed {ep_seed}: {'ok' if result.success else 'FAILED'} "
-                    f"{len(frames)} frames, {instruction_for_episode(index, ep_seed)!r} ({summary.episodes}/{num_episodes})",
+                    f"{len(frames)} frames, {result.instruction!r} ({summary.episodes}/{num_episodes})",
                     file=sys.stderr,
                     flush=True,
                 )

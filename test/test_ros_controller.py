@@ -3,6 +3,7 @@ dry run, the Float64MultiArray output and the achieved control rate."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -48,6 +49,16 @@ def make_plan(model, h, seed: int) -> ActionPlan:
     return msg, act
 
 
+@contextlib.contextmanager
+def settled_controller(name: str, **params):
+    """The controller node alone at RATE with WIDE limits (plus `params`), fed joint states at Q0 for 0.3 s."""
+    with GraphHarness(name, nodes=("controller_node",), overrides={"controller_node": dict(WIDE, rate_hz=RATE, **params)}) as h:
+        h.wait_matched()
+        h.stream_joint_states(Q0)
+        time.sleep(0.3)
+        yield h
+
+
 def plan_ticks(model, act, ticks) -> list[np.ndarray]:
     """control_stage(step_index=k) of `act` at the measured position Q0, for each k in `ticks`."""
     q = torch.tensor(Q0, dtype=torch.float32)[None]
@@ -70,11 +81,7 @@ def commands(h, key="motor_commands"):
 
 
 def test_watchdog_holds_when_plans_stop(model):
-    with GraphHarness("test_ros_controller_watchdog", nodes=("controller_node",), overrides={
-            "controller_node": dict(WIDE, plan_timeout_s=TIMEOUT, rate_hz=RATE, min_plan_ticks=1)}) as h:
-        h.wait_matched()
-        h.stream_joint_states(Q0)
-        time.sleep(0.3)
+    with settled_controller("test_ros_controller_watchdog", plan_timeout_s=TIMEOUT, min_plan_ticks=1) as h:
         ctrl = h.by_name["controller_node"]
         assert ctrl.mode == "hold" and "no plan" in ctrl.reason
         pub = h.pub_internal["action_plan"]
@@ -112,11 +119,7 @@ def test_watchdog_holds_when_plans_stop(model):
 @pytest.mark.parametrize("align", [True, False])
 def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
     """A plan computed from a frame 4 ticks old starts at step_index 4 (aligned) or 0 (not)."""
-    with GraphHarness(f"test_ros_controller_align_{align}", nodes=("controller_node",), overrides={
-            "controller_node": dict(WIDE, rate_hz=RATE, align_plans_to_stamp=align)}) as h:
-        h.wait_matched()
-        h.stream_joint_states(Q0)
-        time.sleep(0.3)
+    with settled_controller(f"test_ros_controller_align_{align}", align_plans_to_stamp=align) as h:
         msg, act = make_plan(model, h, 7)
         stamp_ns = h.probe.get_clock().now().nanoseconds - int(4 / RATE * 1e9)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -131,11 +134,7 @@ def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
 
 def test_min_plan_ticks_runs_a_plan_before_switching(model):
     """With min_plan_ticks = 4 a plan that arrives right after another waits 4 ticks of the first."""
-    with GraphHarness("test_ros_controller_min_ticks", nodes=("controller_node",), overrides={
-            "controller_node": dict(WIDE, rate_hz=RATE, align_plans_to_stamp=False, min_plan_ticks=4)}) as h:
-        h.wait_matched()
-        h.stream_joint_states(Q0)
-        time.sleep(0.3)
+    with settled_controller("test_ros_controller_min_ticks", align_plans_to_stamp=False, min_plan_ticks=4) as h:
         (msg_a, act_a), (msg_b, act_b) = make_plan(model, h, 11), make_plan(model, h, 12)
         h.pub_internal["action_plan"].publish(msg_a)
         time.sleep(0.01)
