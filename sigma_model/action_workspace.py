@@ -108,7 +108,8 @@ class ActionWorkspace(nn.Module):
             traj_loss, base_traj = self.trajectory_dit.flow_loss(self.action_norm(trajectory_target), context, context_valid,
                                                                  c_base, generator)
         else:
-            base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator)
+            base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator,
+                                                   c.diffusion_noise_scale)
         base_traj = self.action_norm.inverse(base_traj)
 
         c_act = self.condition_projector(high_level_rep, high_level_mask, tau)

@@ -71,6 +71,9 @@ class SigmaConfig:
     action_refine_layers: int = 2
     dit_layers: int = 2
     diffusion_steps: int = 10
+    # scale of the DiT's initial noise when sampling (1: the trained flow's distribution; 0: the
+    # deterministic flow from the noise mean, one trajectory per observation)
+    diffusion_noise_scale: float = 1.0
     fusion_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # vector, chunk, trajectory
     controller_gain: float = 1.0
 
@@ -120,6 +123,9 @@ class SigmaConfig:
             raise ValueError(f"backbone {self.backbone!r} needs backbone_path (local dir or hub id)")
         if self.backbone_4bit and self.backbone == "tiny":
             raise ValueError("backbone_4bit applies to pretrained backbones, not the tiny default")
+        self.diffusion_noise_scale = float(self.diffusion_noise_scale)
+        if not (math.isfinite(self.diffusion_noise_scale) and self.diffusion_noise_scale >= 0):
+            raise ValueError(f"diffusion_noise_scale must be finite and >= 0, got {self.diffusion_noise_scale}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.fusion_weights = tuple(float(w) for w in self.fusion_weights)

@@ -71,11 +71,13 @@ class TrajectoryDiT(nn.Module):
             h = block(h, cond, context, context_valid)
         return self.out(self.out_norm(h))
 
-    def sample(self, context, context_valid, condition, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Euler integration from seeded noise; deterministic for a given generator state."""
+    def sample(self, context, context_valid, condition, steps: int, generator: torch.Generator | None = None,
+               noise_scale: float = 1.0) -> torch.Tensor:
+        """Euler integration from seeded noise times `noise_scale` (0: from the noise mean, no
+        randomness); deterministic for a given generator state."""
         b = condition.shape[0]
         x = torch.randn(b, self.traj_len, self.action_dim, generator=generator, device=condition.device)
-        x = x.to(condition.dtype)
+        x = (noise_scale * x).to(condition.dtype)
         dt = 1.0 / steps
         for i in range(steps):
             t = torch.full((b,), i * dt, device=condition.device, dtype=condition.dtype)

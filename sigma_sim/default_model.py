@@ -56,6 +56,9 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     # the shipped model acts on the DiT trajectory (path C): it places the gripper on the cube far more
     # precisely than paths A/B, which read vision only through the pooled action condition (PROVENANCE)
     "fusion_weights": [0.0, 0.0, 1.0],
+    # inference only: the DiT integrates from the noise mean, so each observation gives one trajectory;
+    # sampled starts (scale 1) succeeded less often in closed loop (PROVENANCE)
+    "diffusion_noise_scale": 0.0,
 }
 #: Training recipe (overrides of TrainingConfig()).
 DEFAULT_TRAINING: dict[str, Any] = {
@@ -325,6 +328,7 @@ def stage_train(args, work: Path) -> dict[str, Any]:
         "checkpoint": result["checkpoint"], "model": str(Path(result["checkpoint"]) / "model"),
         "steps": result["step"], "batch_size": tconf.batch_size, "samples_seen": trainer.samples_seen,
         "windows": len(dataset), "seconds": seconds, "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu",
         "last_metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
         "training_config": tconf.to_dict(), "model_config": mconf.to_dict(),
         "augmentation": {"image_shift_px": args.image_shift, "state_noise_rad": args.state_noise,
@@ -444,6 +448,8 @@ def _git_commit() -> str | None:
 
 # ------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
+    from sigma_sim.closed_loop import REPLAN_EVERY
+
     p = argparse.ArgumentParser(prog="sigma-make-default", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"shipped checkpoint directory (default {DEFAULT_OUT})")
@@ -485,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=int, default=20_000,
                    help="first evaluation episode seed (default 20000; 10000.. served to compare checkpoints)")
     p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
-    p.add_argument("--replan-every", type=int, default=4, help="control ticks between replans (default 4)")
+    p.add_argument("--replan-every", type=int, default=REPLAN_EVERY,
+                   help=f"control ticks between replans (default {REPLAN_EVERY})")
     p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter", "expert"],
                    help="closed-loop conditions (default: sigma telepathy_off sigma_adapter expert)")
     p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")

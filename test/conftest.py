@@ -33,6 +33,24 @@ def make_observation(config: SigmaConfig, batch: int = 2, seed: int = 0) -> Sigm
     )
 
 
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A tiny Llama with hidden size 24 (not d_model) and a word-level tokenizer, saved locally
+    (no hub here)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "pick", "the", "cube", "and", "place", "it", "on", "left", "right"]
+    root = tmp_path_factory.mktemp("tiny_hf")
+    torch.manual_seed(0)
+    LlamaModel(LlamaConfig(vocab_size=len(words), hidden_size=24, intermediate_size=48, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)).save_pretrained(root)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(root)
+    return root
+
+
 @pytest.fixture
 def config() -> SigmaConfig:
     return small_config()

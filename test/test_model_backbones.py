@@ -5,28 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
 from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
 from sigma_model.backbones.lerobot_policies import load_lerobot_policy
 
 from conftest import make_observation, small_config
-
-WORDS = ["[PAD]", "[UNK]", "pick", "the", "cube", "and", "place", "it", "on", "left", "right"]
-
-
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    """A tiny Llama with hidden size 24 (not d_model) and a word-level tokenizer, saved locally."""
-    root = tmp_path_factory.mktemp("tiny_hf")
-    torch.manual_seed(0)
-    LlamaModel(LlamaConfig(vocab_size=len(WORDS), hidden_size=24, intermediate_size=48, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)).save_pretrained(root)
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(root)
-    return root
 
 
 def test_hf_backbone_from_local_directory(hf_dir, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sigma_model import SigmaModel
+from sigma_model import SigmaConfig, SigmaModel
 from sigma_model.trajectory_dit import TrajectoryDiT
 
 from conftest import make_observation, small_config
@@ -151,6 +151,36 @@ def test_diffusion_sampler_integrates_the_velocity_field():
         expected = x0 + dit.velocity(x0, torch.zeros(1), ctx, valid, cond)
         got = dit.sample(ctx, valid, cond, steps=1, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(got, expected)
+
+
+def test_diffusion_noise_scale_scales_the_start_and_zero_removes_the_randomness():
+    dit = TrajectoryDiT(action_dim=2, traj_len=3, d_model=16, n_heads=2, n_layers=1, dropout=0.0)
+    randomize_(dit, seed=2)
+    ctx, valid, cond = torch.randn(1, 2, 16), torch.ones(1, 2, dtype=torch.bool), torch.randn(1, 16)
+    with torch.no_grad():
+        x0 = 0.3 * torch.randn(1, 3, 2, generator=torch.Generator().manual_seed(9))
+        expected = x0 + dit.velocity(x0, torch.zeros(1), ctx, valid, cond)
+        got = dit.sample(ctx, valid, cond, steps=1, generator=torch.Generator().manual_seed(9), noise_scale=0.3)
+        zero = [dit.sample(ctx, valid, cond, steps=4, generator=torch.Generator().manual_seed(s), noise_scale=0.0)
+                for s in (1, 2)]
+        from_mean = torch.zeros(1, 3, 2)
+        for i in range(4):
+            from_mean = from_mean + 0.25 * dit.velocity(from_mean, torch.full((1,), i * 0.25), ctx, valid, cond)
+    torch.testing.assert_close(got, expected)
+    assert torch.equal(zero[0], zero[1])
+    torch.testing.assert_close(zero[0], from_mean)
+
+
+def test_model_config_noise_scale_reaches_the_sampler(config, obs):
+    text = ["pick the cube"] * obs.image.shape[0]
+    torch.manual_seed(0)
+    model = SigmaModel(SigmaConfig.from_dict({**config.to_dict(), "diffusion_noise_scale": 0.0})).eval()
+    with torch.no_grad():
+        a, b = (model(obs, model.tokenize(text), generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    assert torch.equal(a.action.action_trajectory, b.action.action_trajectory)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="diffusion_noise_scale"):
+            SigmaConfig.from_dict({**config.to_dict(), "diffusion_noise_scale": bad})
 
 
 def test_flow_matching_training_fits_a_fixed_trajectory():

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sigma_model import load_checkpoint
 from sigma_model.training.batching import PreviousWindowDataset, SyntheticWindows, collate_samples
@@ -100,11 +101,12 @@ def _state(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resumed_training_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resumed_training_is_bit_identical(tmp_path, ema_decay):
     # dropout on (model + LoRA) so the global RNG matters; 4 batches per epoch and 2 micro-batches
     # per step, so the interruption falls mid-epoch and the data order crosses epochs
     mc = model_config(dropout=0.1)
-    overrides = dict(grad_accum_steps=2, max_steps=6)
+    overrides = dict(grad_accum_steps=2, max_steps=6, ema_decay=ema_decay)
     full = SigmaTrainer(train_config(tmp_path, "full", **overrides), mc)
     full.train()
 
@@ -127,6 +129,28 @@ def test_resumed_training_is_bit_identical(tmp_path):
     rows_full, rows_split = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
     assert [r["step"] for r in rows_split] == list(range(6))
     assert [r["loss"] for r in rows_full] == [r["loss"] for r in rows_split]
+    if ema_decay:
+        assert second.ema.updates == full.ema.updates == 6
+        assert all(torch.equal(full.ema.shadow[k], second.ema.shadow[k]) for k in full.ema.shadow)
+
+
+def test_checkpoints_export_the_weight_average(tmp_path):
+    trainer = SigmaTrainer(train_config(tmp_path, ema_decay=0.5, max_steps=4), model_config())
+    name = next(n for n in trainer.param_names if n.startswith("action."))
+    param = dict(trainer.model.named_parameters())[name]
+    expected = param.detach().clone()
+    for n in range(4):
+        trainer.train_step()
+        decay = min(0.5, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * param.detach()
+    raw = param.detach().clone()
+    path = trainer.save()
+    exported = load_checkpoint(path / "model").state_dict()[name]
+    torch.testing.assert_close(exported, expected)
+    assert not torch.allclose(exported, raw, atol=1e-6)
+    assert torch.equal(param.detach(), raw)  # exporting the average leaves the training weights alone
+    assert torch.equal(load_file(str(path / HEADS_FILE))[name], raw)  # the raw weights resume the run
+    assert not non_tensor_only_files(path)
 
 
 def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path):

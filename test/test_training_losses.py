@@ -181,7 +181,8 @@ def test_training_config_validation():
     for bad in (dict(rho_hard=0.0), dict(rho_hard=1.5), dict(batch_size=0), dict(optimizer="lion"),
                 dict(scheduler="step"), dict(lambda_hard=-1.0), dict(warmup_steps=500, max_steps=10),
                 dict(mixed_precision="fp8"), dict(learning_rate=float("nan")), dict(use_lora=False, train_heads=False),
-                dict(load_in_4bit=True, use_lora=False), dict(lora_target_modules=())):
+                dict(load_in_4bit=True, use_lora=False), dict(lora_target_modules=()), dict(ema_decay=1.0),
+                dict(ema_decay=-0.1)):
         with pytest.raises(ValueError):
             TrainingConfig(**bad)
     with pytest.raises(ValueError, match="unknown"):

@@ -15,12 +15,12 @@ def _quantization_config(load_in_4bit: bool):
     if not load_in_4bit:
         return None
     if not torch.cuda.is_available():
-        raise RuntimeError("4-bit loading needs a CUDA GPU and bitsandbytes (pip install -r requirements-gpu.txt)")
+        raise RuntimeError("4-bit loading needs a CUDA GPU and bitsandbytes (in requirements-base.txt)")
     try:
         from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise RuntimeError("4-bit loading needs bitsandbytes: pip install -r requirements-gpu.txt") from err
+        raise RuntimeError("4-bit loading needs bitsandbytes (in requirements-base.txt): pip install bitsandbytes") from err
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 

@@ -4,7 +4,10 @@ Layout of one checkpoint directory `<output_dir>/checkpoints/step_00000100/`:
 
     model/                              deployable merged model (sigma_model.checkpoint.save_checkpoint:
                                         config.json + <workspace>.safetensors; LoRA merged into
-                                        the backbone weights; `load_checkpoint(model/)` works as is)
+                                        the backbone weights; `load_checkpoint(model/)` works as is;
+                                        the weight average when the run keeps one)
+    ema.safetensors                     the exponential moving average of the trainable weights
+                                        (only when TrainingConfig.ema_decay > 0)
     adapter/adapter_model.safetensors   LoRA adapters in peft's layout (+ adapter_config.json)
     sigma_telepathy_heads.safetensors   every non-backbone Sigma parameter and buffer (vision
                                         workspace, language heads, action workspace)
@@ -23,6 +26,7 @@ directory is assembled under a temporary name and renamed into place; `<checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +44,7 @@ from torch import nn
 from ..checkpoint import save_checkpoint
 from ..configuration_sigma import SigmaConfig
 from .configuration_training import TrainingConfig
+from .ema import WeightEMA
 from .lora import BACKBONE_PREFIX, has_lora, is_lora_name, load_adapter, merged_state_dict, save_adapter
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,7 @@ BACKBONE_FILE = "backbone_frozen.safetensors"
 OPTIMIZER_TENSORS, OPTIMIZER_META = "optimizer.safetensors", "optimizer.json"
 SCHEDULER_FILE = "scheduler.json"
 RNG_TENSORS, RNG_META = "rng.safetensors", "rng.json"
+EMA_FILE = "ema.safetensors"
 TRAINER_STATE = "trainer_state.json"
 TRAINING_CONFIG, SIGMA_CONFIG = "training_config.json", "sigma_config.json"
 LATEST = "latest"
@@ -258,8 +264,10 @@ def save_training_checkpoint(
     param_names: list[str] | None = None,
     save_merged_model: bool = True,
     save_frozen_backbone: bool = True,
+    ema: WeightEMA | None = None,
 ) -> Path:
-    """Write `<root>/step_<step>/` atomically and point `<root>/latest` at it. Returns the path."""
+    """Write `<root>/step_<step>/` atomically and point `<root>/latest` at it. Returns the path.
+    With `ema`, model/ holds the averaged weights and ema.safetensors the average itself."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
@@ -269,7 +277,10 @@ def save_training_checkpoint(
     tmp.mkdir()
     try:
         if save_merged_model:
-            export_merged_model(model, tmp / "model")
+            with ema.applied() if ema is not None else contextlib.nullcontext():
+                export_merged_model(model, tmp / "model")
+        if ema is not None:
+            _save_tensors(tmp / EMA_FILE, ema.state_dict(), "ema")
         if lora_config is not None and has_lora(model):
             save_adapter(model, lora_config, tmp / "adapter")
         save_heads(model, tmp / HEADS_FILE)
@@ -362,11 +373,15 @@ def load_training_checkpoint(
     scheduler: Any,
     generator: torch.Generator | None = None,
     param_names: list[str] | None = None,
+    ema: WeightEMA | None = None,
 ) -> LoadedCheckpoint:
-    """Restore model weights, optimiser, scheduler and RNG state in place; return the trainer state."""
+    """Restore model weights, optimiser, scheduler, RNG state and the weight average (when `ema`)
+    in place; return the trainer state."""
     path = Path(path)
     training_config, sigma_config = read_checkpoint_configs(path)
     load_model_state(path, model)
+    if ema is not None:
+        ema.load_state_dict(_load_tensors(path / EMA_FILE))
     optimizer_from_tensors(optimizer, _load_tensors(path / OPTIMIZER_TENSORS), _read_json(path / OPTIMIZER_META),
                            param_names if param_names is not None else [])
     scheduler.load_state_dict(_read_json(path / SCHEDULER_FILE))

@@ -62,6 +62,7 @@ class TrainingConfig:
     max_steps: int = 200  # optimiser steps
     grad_accum_steps: int = 1
     max_grad_norm: float = 1.0  # <= 0 disables clipping
+    ema_decay: float = 0.0  # > 0: checkpoints export an exponential moving average of the weights (e.g. 0.999)
     mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA, off on CPU
     device: str = "auto"
     num_threads: int = 0  # torch intra-op CPU threads (0: leave torch's default)
@@ -150,6 +151,9 @@ class TrainingConfig:
         number("nce_temperature", 0.0, lo_open=True)
         number("momentum", 0.0, 1.0)
         number("adam_eps", 0.0, lo_open=True)
+        number("ema_decay", 0.0)
+        if self.ema_decay >= 1.0:
+            raise ValueError(f"TrainingConfig.ema_decay must be < 1 (0 disables it), got {self.ema_decay}")
         for name in ("weight_decay", "alpha_vec", "alpha_chunk", "alpha_traj", "lambda_hard", "flow_weight", "aux_weight",
                      "beta_mi", "tau_l2_weight", "tau_0", "lambda_collapse", "eta_var",
                      "w_sem_start", "w_sem_target", "w_int_start", "w_int_target", "w_tau_start", "w_tau_target"):

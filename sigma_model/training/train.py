@@ -26,7 +26,7 @@ FLAG_FIELDS = {
     "init_checkpoint": "init_checkpoint", "max_steps": "max_steps", "batch_size": "batch_size",
     "grad_accum": "grad_accum_steps", "lr": "learning_rate", "optimizer": "optimizer", "scheduler": "scheduler",
     "warmup_steps": "warmup_steps", "seed": "seed", "device": "device", "mixed_precision": "mixed_precision",
-    "lora_r": "lora_r", "threads": "num_threads", "save_every": "save_every", "log_every": "log_every", "keep_checkpoints": "keep_checkpoints",
+    "lora_r": "lora_r", "ema_decay": "ema_decay", "threads": "num_threads", "save_every": "save_every", "log_every": "log_every", "keep_checkpoints": "keep_checkpoints",
 }
 
 
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--optimizer", choices=OPTIMIZERS)
     opt.add_argument("--scheduler", choices=SCHEDULERS)
     opt.add_argument("--warmup-steps", type=int)
+    opt.add_argument("--ema-decay", type=float, metavar="D",
+                     help="export an exponential moving average of the weights (e.g. 0.999; default 0: off)")
     opt.add_argument("--mixed-precision", choices=MIXED_PRECISION)
     opt.add_argument("--device", choices=("auto", "cpu", "cuda"))
     opt.add_argument("--seed", type=int)

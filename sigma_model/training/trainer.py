@@ -19,6 +19,8 @@ One optimiser step = `grad_accum_steps` micro-batches of `batch_size` windows. F
 3. TRAF (residual over dataset baselines when present, else over the model's own tau = 0
    baseline) + flow loss + curriculum-weighted TSAC terms (see losses.py).
 
+Weight averaging: with ema_decay > 0 the trainer keeps an exponential moving average of the
+trainable weights (ema.py); checkpoints export it as their deployable model/.
 Mixed precision: bf16 autocast on CUDA ("auto"), off on CPU unless mixed_precision = "bf16".
 Reproducibility: parameters are seeded, the data order depends only on (seed, epoch), the
 diffusion noise comes from a trainer-owned generator, and a checkpoint stores every RNG state and
@@ -51,6 +53,7 @@ from .checkpointing import (
 )
 from .configuration_training import TrainingConfig
 from .curriculum import Curriculum
+from .ema import WeightEMA
 from .lora import apply_lora, check_4bit_available, freeze_backbone, set_heads_trainable, trainable_summary
 from .metrics import MetricsLogger
 
@@ -93,16 +96,17 @@ def lr_lambda_factory(config: TrainingConfig) -> Callable[[int], float]:
 
 
 def build_optimizer(params: list[torch.nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
+    """torch's default implementation choice: one kernel per op for all parameters (foreach) on a GPU,
+    a loop over the parameters on the CPU."""
     if not params:
         raise ValueError("no trainable parameters (check use_lora / train_heads)")
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.learning_rate, betas=config.adam_betas, eps=config.adam_eps,
-                                 weight_decay=config.weight_decay, foreach=False)
+                                 weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.learning_rate, betas=config.adam_betas, eps=config.adam_eps,
-                                weight_decay=config.weight_decay, foreach=False)
-    return torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay,
-                           foreach=False)
+                                weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def build_dataset(config: TrainingConfig, model_config: SigmaConfig):
@@ -262,6 +266,10 @@ class SigmaTrainer:
         self.param_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, config)
+        self.ema = None
+        if config.ema_decay > 0:
+            named = dict(self.model.named_parameters())
+            self.ema = WeightEMA({n: named[n] for n in self.param_names}, config.ema_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(config))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.curriculum = Curriculum.from_config(config)
@@ -273,7 +281,8 @@ class SigmaTrainer:
         self.samples_seen = 0
         position = DataPosition()
         if resume_path is not None:
-            loaded = load_training_checkpoint(resume_path, self.model, self.optimizer, self.scheduler, self.generator, self.param_names)
+            loaded = load_training_checkpoint(resume_path, self.model, self.optimizer, self.scheduler, self.generator,
+                                              self.param_names, ema=self.ema)
             state = loaded.trainer_state
             self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
             position = DataPosition(int(state["data_epoch"]), int(state["data_batch_index"]))
@@ -343,6 +352,8 @@ class SigmaTrainer:
         self._updating = True  # an interrupt from here on may leave a half-applied update
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
         metrics = {k: v / cfg.grad_accum_steps for k, v in sums.items()}
         self.samples_seen += n_samples
         metrics.update(step=self.step, lr=lr, grad_norm=grad_norm, epoch=self.stream.position.epoch,
@@ -384,7 +395,7 @@ class SigmaTrainer:
             self.checkpoint_root, self.step, self.model, cfg, self.optimizer, self.scheduler, state,
             generator=self.generator, lora_config=self.lora_config, param_names=self.param_names,
             save_merged_model=cfg.save_merged_model and not cfg.load_in_4bit,
-            save_frozen_backbone=not cfg.load_in_4bit,
+            save_frozen_backbone=not cfg.load_in_4bit, ema=self.ema,
         )
         prune_checkpoints(self.checkpoint_root, cfg.keep_checkpoints)
         self.last_saved_step = self.step
