@@ -75,6 +75,9 @@ class SigmaConfig:
     # deterministic flow from the noise mean, one trajectory per observation)
     diffusion_noise_scale: float = 1.0
     fusion_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # vector, chunk, trajectory
+    # control ticks each plan runs before the next plan (LeRobot's n_action_steps); ticks past the
+    # plan's end repeat its last step
+    n_action_steps: int = 8
     controller_gain: float = 1.0
 
     # Normalisation (LeRobot MEAN_STD): per-joint statistics of the training data, e.g. from a LeRobot
@@ -95,7 +98,7 @@ class SigmaConfig:
             "audio_chunk_samples", "audio_patch_samples", "n_vision_tokens", "n_state_tokens",
             "state_dim", "vision_block_layers", "n_semantic_factors", "d_tau", "action_dim",
             "chunk_len", "traj_len", "n_action_queries", "n_condition_queries", "action_token_dim",
-            "action_refine_layers", "dit_layers", "diffusion_steps",
+            "action_refine_layers", "dit_layers", "diffusion_steps", "n_action_steps",
         )
         for name in positive:
             value = getattr(self, name)

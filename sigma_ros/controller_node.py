@@ -48,8 +48,9 @@ class ControllerNode(SigmaNode):
         Param("align_plans_to_stamp", True, "Start a plan at the tick of its camera frame (header stamp), so "
               "the pipeline latency does not delay every plan; stamps in the future or older than "
               "plan_timeout_s start at tick 0"),
-        Param("min_plan_ticks", 1, "Run a plan for at least this many control ticks before switching to a "
-              "newer one (the closed-loop evaluation's replan_every; 1: always the newest)", min=1, max=1000),
+        Param("min_plan_ticks", 0, "Run a plan for at least this many control ticks before switching to a "
+              "newer one (1: always the newest; 0: the model's n_action_steps, as the closed-loop "
+              "evaluation replans)", min=0, max=1000),
         Param("publish_hold_without_plan", True, "Publish the hold command before the first plan "
               "(false: stay silent until a plan arrives)"),
     )
@@ -75,6 +76,7 @@ class ControllerNode(SigmaNode):
         self.plan = None  # (ActionOutput, plan_id, receive time)
         self.plan_start_tick = 0  # step_index of the plan's first tick (its camera frame's age)
         self.ticks_on_plan = 0  # ticks the current plan has run
+        self.min_plan_ticks = self.p.min_plan_ticks or self.config.n_action_steps
         self.pending = None  # (ActionOutput, plan_id, stamp) waiting for min_plan_ticks
         self.state: np.ndarray | None = None
         self.state_time = -math.inf
@@ -104,7 +106,7 @@ class ControllerNode(SigmaNode):
         if list(msg.joint_names) and list(msg.joint_names) != list(self.p.joint_names):
             raise ConversionError(f"action_plan.joint_names {list(msg.joint_names)} != {self.p.joint_names}")
         self.pending = (act, int(msg.plan_id), msg.header.stamp)
-        if self.plan is None or self.ticks_on_plan >= self.p.min_plan_ticks or self.safety.plan_stale(time.monotonic()):
+        if self.plan is None or self.ticks_on_plan >= self.min_plan_ticks or self.safety.plan_stale(time.monotonic()):
             self.adopt_pending()
         self.safety.feed_plan(time.monotonic())
         self.stats.event("plans_in")
@@ -168,7 +170,7 @@ class ControllerNode(SigmaNode):
             if self.plan is not None and not self.safety.plan_stale(now):
                 target = self.compute_target(state)
                 self.ticks_on_plan += 1
-                if self.pending is not None and self.ticks_on_plan >= self.p.min_plan_ticks:
+                if self.pending is not None and self.ticks_on_plan >= self.min_plan_ticks:
                     self.adopt_pending()
             decision = self.safety.step(target, state, now)
         except Exception as err:  # noqa: BLE001 - the control loop must keep running and hold

@@ -39,7 +39,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +66,6 @@ LABELS = {
 STAGES = ("vision", "language", "action", "adapter", "control")
 
 
-#: Control ticks each plan runs before the next (half the 16-step chunk). The shipped model succeeds
-#: far more often at 8 than at 4 or 2 (committing to a plan avoids switching between grasp attempts).
-REPLAN_EVERY = 8
-
-
 @dataclass
 class ClosedLoopConfig:
     """Options of a closed-loop evaluation run."""
@@ -78,7 +73,7 @@ class ClosedLoopConfig:
     episodes: int = 50
     seed: int = 10_000  # episode i uses env seed seed + i (never a training seed with the default recipe)
     conditions: tuple[str, ...] = ("sigma", "telepathy_off", "sigma_adapter")
-    replan_every: int = REPLAN_EVERY  # control ticks between plans (1 = replan every tick)
+    replan_every: int | None = None  # control ticks between plans (None: the model's n_action_steps)
     max_steps: int = 450  # 15 s at 30 Hz
     success_hold_steps: int = 5
     max_step_rad: float = 0.15  # safety filter: max change per tick relative to the measured position
@@ -94,6 +89,8 @@ class ClosedLoopConfig:
             raise ValueError(f"conditions must be a non-empty subset of {ALL_CONDITIONS}, got {self.conditions}")
         for name in ("episodes", "replan_every", "max_steps", "success_hold_steps"):
             v = getattr(self, name)
+            if name == "replan_every" and v is None:
+                continue
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"ClosedLoopConfig.{name} must be a positive int, got {v!r}")
         if not self.max_step_rad > 0:
@@ -133,15 +130,16 @@ def episode_instruction(index: int, seed: int) -> str:
 
 # ---------------------------------------------------------------------------------- policies
 class SigmaPolicy:
-    """Sigma in a control loop: plans every ``replan_every`` ticks, fuses + C_low every tick."""
+    """Sigma in a control loop: plans every ``replan_every`` ticks (default: the model's
+    ``n_action_steps``), fuses + C_low every tick."""
 
-    def __init__(self, model, telepathy: bool = True, adapter=None, replan_every: int = REPLAN_EVERY,
+    def __init__(self, model, telepathy: bool = True, adapter=None, replan_every: int | None = None,
                  silent_audio: bool = True, carry_memory: bool = True) -> None:
         self.model = model.eval()
         self.config = model.config
         self.telepathy = telepathy
         self.adapter = adapter
-        self.replan_every = replan_every
+        self.replan_every = model.config.n_action_steps if replan_every is None else replan_every
         self.silent_audio = silent_audio and self.config.use_audio
         self.carry_memory = carry_memory
         self.latency: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -400,6 +398,8 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
     cfg = config or ClosedLoopConfig()
+    if cfg.replan_every is None and model is not None:
+        cfg = replace(cfg, replan_every=model.config.n_action_steps)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     own_env = env is None
@@ -485,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (default 10000)")
     p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter"], choices=ALL_CONDITIONS)
-    p.add_argument("--replan-every", type=int, default=REPLAN_EVERY,
-                   help=f"control ticks between plans (default {REPLAN_EVERY})")
+    p.add_argument("--replan-every", type=int, default=None,
+                   help="control ticks between plans (default: the checkpoint's n_action_steps)")
     p.add_argument("--max-steps", type=int, default=450)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--adapter-config", default=None, help="AdapterConfig JSON")

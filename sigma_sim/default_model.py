@@ -59,6 +59,8 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     # inference only: the DiT integrates from the noise mean, so each observation gives one trajectory;
     # sampled starts (scale 1) succeeded less often in closed loop (PROVENANCE)
     "diffusion_noise_scale": 0.0,
+    # 8 ticks per 16-step plan: replanning every 4 or 2 ticks restarted the grasp too often (PROVENANCE)
+    "n_action_steps": 8,
 }
 #: Training recipe (overrides of TrainingConfig()).
 DEFAULT_TRAINING: dict[str, Any] = {
@@ -448,8 +450,6 @@ def _git_commit() -> str | None:
 
 # ------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    from sigma_sim.closed_loop import REPLAN_EVERY
-
     p = argparse.ArgumentParser(prog="sigma-make-default", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"shipped checkpoint directory (default {DEFAULT_OUT})")
@@ -491,8 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=int, default=20_000,
                    help="first evaluation episode seed (default 20000; 10000.. served to compare checkpoints)")
     p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
-    p.add_argument("--replan-every", type=int, default=REPLAN_EVERY,
-                   help=f"control ticks between replans (default {REPLAN_EVERY})")
+    p.add_argument("--replan-every", type=int, default=None,
+                   help="control ticks between replans (default: the model's n_action_steps)")
     p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter", "expert"],
                    help="closed-loop conditions (default: sigma telepathy_off sigma_adapter expert)")
     p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")

@@ -57,6 +57,16 @@ def test_closed_loop_report_format(tmp_path):
     assert "Sigma (telepathy on)" in format_summary(report)
 
 
+def test_plan_length_defaults_to_the_models_n_action_steps():
+    torch.manual_seed(0)
+    model = SigmaModel(SigmaConfig(**{**DEFAULT_MODEL_CONFIG, "n_action_steps": 6}))
+    report, records = evaluate(model, ClosedLoopConfig(episodes=1, max_steps=12, conditions=("sigma",)))
+    assert report["meta"]["replan_every"] == 6
+    assert [r["plans"] for r in records] == [2]  # 12 ticks, a plan every 6
+    with pytest.raises(ValueError, match="n_action_steps"):
+        SigmaConfig(n_action_steps=0)
+
+
 def test_expert_condition_solves_an_episode():
     cfg = ClosedLoopConfig(episodes=1, conditions=("expert",))
     report, _ = evaluate(None, cfg)

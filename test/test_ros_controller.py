@@ -132,15 +132,20 @@ def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
         assert k0 == ([4] if align else [0]) or (align and k0 == [5]), k0
 
 
-def test_min_plan_ticks_runs_a_plan_before_switching(model):
-    """With min_plan_ticks = 4 a plan that arrives right after another waits 4 ticks of the first."""
-    with settled_controller("test_ros_controller_min_ticks", align_plans_to_stamp=False, min_plan_ticks=4) as h:
+@pytest.mark.parametrize("min_plan_ticks", [4, 0])
+def test_min_plan_ticks_runs_a_plan_before_switching(model, min_plan_ticks):
+    """A plan that arrives right after another waits min_plan_ticks ticks of the first (0: the
+    model's n_action_steps)."""
+    first = min_plan_ticks or model.config.n_action_steps
+    assert first == (4 if min_plan_ticks else 8)
+    with settled_controller(f"test_ros_controller_min_ticks_{min_plan_ticks}", align_plans_to_stamp=False,
+                            min_plan_ticks=min_plan_ticks) as h:
         (msg_a, act_a), (msg_b, act_b) = make_plan(model, h, 11), make_plan(model, h, 12)
         h.pub_internal["action_plan"].publish(msg_a)
         time.sleep(0.01)
         h.pub_internal["action_plan"].publish(msg_b)
-        time.sleep(0.5)
-        ticks = plan_ticks(model, act_a, range(4)) + plan_ticks(model, act_b, range(4))
+        time.sleep(0.7)
+        ticks = plan_ticks(model, act_a, range(first)) + plan_ticks(model, act_b, range(4))
         cmds, _ = commands(h)
         start = first_plan_command(cmds)
         for k, want in enumerate(ticks):
