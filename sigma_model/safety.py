@@ -1,17 +1,26 @@
 """Safety filter for joint-position motor commands (no ROS, no torch).
 
 The ROS controller node and the offline/simulated evaluation run this same code between the
-model's low-level controller output and the robot:
+model's low-level controller output and the robot. Its guarantees, each checked by a
+property-based test over thousands of random sequences of targets, measurements, timings and
+faults (``test/test_safety_properties.py``):
 
-* non-finite targets (NaN/Inf) are rejected and the arm holds;
-* a watchdog holds position when no fresh plan arrived within ``plan_timeout_s``;
-* while holding, the command is the measured position latched when the hold began (a hold
-  that followed the sagging measurement would let the arm drift);
-* every command is limited to ``max_step`` per control tick relative to the measured position
-  (LeRobot's ``max_relative_target``), then clamped to the joint limits;
+* every command lies within the joint limits and is finite;
+* every command lies within ``max_step`` of the previous command (per joint, per control tick);
+* every command lies within ``max_step`` of the measured position, so the first command after
+  start-up or after a fault is limited against the measurement. Only when the arm is more than
+  ``2 * max_step`` away from the previous command (a blocked or pushed arm) can both not hold: then
+  the command moves from the previous one towards the measurement by ``max_step`` per tick;
+* a measurement that is not representable (NaN, Inf, wrong length) or lies beyond the limits by
+  more than ``measurement_tolerance`` is a fault: the filter holds the previous command (or sends
+  nothing when there is none), counts it in ``faults`` and says why;
+* non-finite or mis-sized targets are rejected (hold); a watchdog holds when no fresh plan arrived
+  within ``plan_timeout_s``; a hold keeps the previous command (it does not follow a sagging
+  measurement) and, before any command, the measured position (within the limits);
 * dry run computes everything but marks the decision as not to be published.
 
-No command containing NaN/Inf ever leaves :meth:`SafetyFilter.step`.
+"Previous command" is the last command the filter let out (``decision.command``); callers send
+exactly those commands, or none.
 """
 
 from __future__ import annotations
@@ -44,34 +53,77 @@ def _as_vector(name: str, value: Sequence[float] | np.ndarray | float, n: int) -
 
 
 @dataclass
-class SafetyConfig:
-    """Limits of one arm. ``max_step`` is radians per control tick (scalar or one per joint)."""
+class JointLimits:
+    """Position limits of an arm (radians) and how far beyond them a measurement may read before it
+    counts as a sensor fault."""
 
     lower: Sequence[float] = SO101_LOWER_LIMITS
     upper: Sequence[float] = SO101_UPPER_LIMITS
-    max_step: Sequence[float] | float = 0.15
-    plan_timeout_s: float = 0.5
-    dry_run: bool = False
+    measurement_tolerance: Sequence[float] | float = 0.1
     joint_names: Sequence[str] = field(default=SO101_JOINT_NAMES)
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
         if n == 0:
-            raise ValueError("SafetyConfig needs at least one joint")
+            raise ValueError("joint limits need at least one joint")
         self.lower = _as_vector("lower", self.lower, n)
         self.upper = _as_vector("upper", self.upper, n)
-        self.max_step = _as_vector("max_step", self.max_step, n)
+        self.measurement_tolerance = _as_vector("measurement_tolerance", self.measurement_tolerance, n)
         if (self.lower > self.upper).any():
             raise ValueError(f"lower limits must be <= upper limits: {self.lower.tolist()} > {self.upper.tolist()}")
-        if (self.max_step <= 0).any():
-            raise ValueError(f"max_step must be > 0, got {self.max_step.tolist()}")
-        if not (math.isfinite(self.plan_timeout_s) and self.plan_timeout_s > 0):
-            raise ValueError(f"plan_timeout_s must be > 0, got {self.plan_timeout_s}")
+        if (self.measurement_tolerance < 0).any():
+            raise ValueError(f"measurement_tolerance must be >= 0, got {self.measurement_tolerance.tolist()}")
         self.joint_names = tuple(self.joint_names)
 
     @property
     def n_joints(self) -> int:
         return len(self.joint_names)
+
+    def check(self, current) -> tuple[np.ndarray | None, str | None]:
+        """(positions, None) for a plausible measurement, else (None, why). ``current`` None: (None, None)."""
+        if current is None:
+            return None, None
+        try:
+            arr = np.asarray(current, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            return None, "joint state not numeric"
+        if arr.shape != (self.n_joints,):
+            return None, f"joint state has {arr.size} values, expected {self.n_joints}"
+        if not np.isfinite(arr).all():
+            return None, "joint state not finite"
+        tol = self.measurement_tolerance
+        bad = (arr < self.lower - tol) | (arr > self.upper + tol)
+        if bad.any():
+            j = int(np.argmax(bad))
+            return None, (f"implausible joint state: {self.joint_names[j]} = {arr[j]:.6g} rad is beyond "
+                          f"[{self.lower[j]:.4g}, {self.upper[j]:.4g}] by more than {tol[j]:.4g}")
+        return arr, None
+
+
+@dataclass
+class SafetyConfig(JointLimits):
+    """:class:`JointLimits` plus the per-tick ``max_step`` (scalar or one per joint), the plan watchdog
+    timeout and dry run. The measurement tolerance (default: 0.1 rad or ``max_step`` if smaller) must
+    not exceed ``max_step``, so that the first command can always be limited against a plausible
+    measurement."""
+
+    measurement_tolerance: Sequence[float] | float | None = None
+    max_step: Sequence[float] | float = 0.15
+    plan_timeout_s: float = 0.5
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        self.max_step = _as_vector("max_step", self.max_step, len(self.joint_names))
+        if self.measurement_tolerance is None:
+            self.measurement_tolerance = np.minimum(0.1, self.max_step)
+        super().__post_init__()
+        if (self.max_step <= 0).any():
+            raise ValueError(f"max_step must be > 0, got {self.max_step.tolist()}")
+        if (self.measurement_tolerance > self.max_step).any():
+            raise ValueError(f"measurement_tolerance {self.measurement_tolerance.tolist()} must be <= max_step "
+                             f"{self.max_step.tolist()}")
+        if not (math.isfinite(self.plan_timeout_s) and self.plan_timeout_s > 0):
+            raise ValueError(f"plan_timeout_s must be > 0, got {self.plan_timeout_s}")
 
 
 @dataclass
@@ -84,6 +136,7 @@ class SafetyDecision:
     reasons: list[str] = field(default_factory=list)
     clamped_limits: bool = False
     clamped_step: bool = False
+    fault: bool = False  # the measurement was implausible or not representable
 
 
 class SafetyFilter:
@@ -92,10 +145,11 @@ class SafetyFilter:
     def __init__(self, config: SafetyConfig | None = None) -> None:
         self.config = config or SafetyConfig()
         self._last_plan_time: float | None = None
-        self._hold_position: np.ndarray | None = None
+        self._holding = False
         self._last_command: np.ndarray | None = None
         self.rejected_targets = 0
         self.holds = 0
+        self.faults = 0
 
     # ---------------------------------------------------------------- watchdog
     def feed_plan(self, now: float) -> None:
@@ -109,8 +163,9 @@ class SafetyFilter:
         return self.plan_age(now) > self.config.plan_timeout_s
 
     def reset(self) -> None:
+        """Forget plans and the previous command: the next command is limited against the measurement only."""
         self._last_plan_time = None
-        self._hold_position = None
+        self._holding = False
         self._last_command = None
 
     @property
@@ -118,31 +173,53 @@ class SafetyFilter:
         return None if self._last_command is None else self._last_command.copy()
 
     # -------------------------------------------------------------------- step
-    def _finite_vector(self, value) -> np.ndarray | None:
-        if value is None:
+    def check_measurement(self, current) -> tuple[np.ndarray | None, str | None]:
+        """:meth:`JointLimits.check`, counting faults."""
+        measured, fault = self.config.check(current)
+        if fault:
+            self.faults += 1
+        return measured, fault
+
+    def _target(self, target, reasons: list[str]) -> np.ndarray | None:
+        if target is None:
             return None
-        arr = np.asarray(value, dtype=np.float64).reshape(-1)
-        if arr.shape != (self.config.n_joints,) or not np.isfinite(arr).all():
+        try:
+            arr = np.asarray(target, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            arr = None
+        if arr is None or arr.shape != (self.config.n_joints,) or not np.isfinite(arr).all():
+            self.rejected_targets += 1
+            reasons.append("non-finite or mis-sized target rejected")
             return None
         return arr
+
+    def _allowed(self, measured: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-joint interval every command must lie in: limits, previous command +- max_step, measurement
+        +- max_step (where that is empty: the point of the rest nearest to the measurement)."""
+        cfg = self.config
+        lo, hi = cfg.lower.copy(), cfg.upper.copy()
+        prev = self._last_command
+        if prev is not None:
+            lo, hi = np.maximum(lo, prev - cfg.max_step), np.minimum(hi, prev + cfg.max_step)
+        if measured is not None:
+            m_lo, m_hi = np.maximum(lo, measured - cfg.max_step), np.minimum(hi, measured + cfg.max_step)
+            empty = m_lo > m_hi
+            toward = np.clip(measured, lo, hi)
+            lo, hi = np.where(empty, toward, m_lo), np.where(empty, toward, m_hi)
+        return lo, hi
 
     def step(self, target, current, now: float) -> SafetyDecision:
         """Filter one tick.
 
         target: the controller's joint target (or None when there is no plan to follow);
-        current: measured joint positions (or None when unknown/invalid); now: seconds.
+        current: measured joint positions (or None when unknown); now: seconds.
         """
         cfg = self.config
         reasons: list[str] = []
-        measured = self._finite_vector(current)
-        if current is not None and measured is None:
-            reasons.append("invalid joint state")
-        tgt = None
-        if target is not None:
-            tgt = self._finite_vector(target)
-            if tgt is None:
-                self.rejected_targets += 1
-                reasons.append("non-finite or mis-sized target rejected")
+        measured, fault = self.check_measurement(current)
+        if fault:
+            reasons.append(fault)
+        tgt = self._target(target, reasons)
         if tgt is not None and self.plan_stale(now):
             reasons.append(f"plan stale ({self.plan_age(now):.3f}s > {cfg.plan_timeout_s}s)")
             tgt = None
@@ -152,41 +229,30 @@ class SafetyFilter:
             else:
                 reasons.append("no plan")
         if tgt is not None and measured is None:
-            # Tracking needs a valid measured position as the reference of the step limit.
             if current is None:
                 reasons.append("no joint state")
-            tgt = None
+            tgt = None  # tracking needs a valid measurement
 
         if tgt is not None:
-            mode = MODE_TRACK
-            self._hold_position = None
+            mode, desired = MODE_TRACK, tgt
+            self._holding = False
         else:
-            if self._hold_position is None:
-                start = measured if measured is not None else self._last_command
-                if start is None:
-                    return SafetyDecision(None, MODE_NO_STATE, False, reasons + ["no safe position known"])
-                self._hold_position = np.clip(start, cfg.lower, cfg.upper)
-                self.holds += 1
             mode = MODE_HOLD
-            tgt = self._hold_position
-        reference = measured if measured is not None else self._last_command
-
-        command = tgt.copy()
-        clamped_step = False
-        if reference is not None:
-            delta = command - reference
-            limited = np.clip(delta, -cfg.max_step, cfg.max_step)
-            over = limited != delta
-            clamped_step = bool(over.any())
-            command = np.where(over, reference + limited, command)  # untouched joints stay bit-exact
-        clipped = np.clip(command, cfg.lower, cfg.upper)
-        clamped_limits = bool((clipped != command).any())
-        command = clipped
-        if not np.isfinite(command).all():  # unreachable with finite inputs; never publish NaN
-            return SafetyDecision(None, MODE_NO_STATE, False, reasons + ["non-finite command"])
+            desired = self._last_command if self._last_command is not None else measured
+            if desired is None:
+                return SafetyDecision(None, MODE_NO_STATE, False, reasons + ["no safe position known"],
+                                      fault=bool(fault))
+            if not self._holding:
+                self._holding = True
+                self.holds += 1
+        lo, hi = self._allowed(measured)
+        within_limits = np.clip(desired, cfg.lower, cfg.upper)
+        command = np.clip(desired, lo, hi)  # joints already inside stay bit-exact
+        clamped_limits = bool((within_limits != desired).any())
+        clamped_step = bool((command != within_limits).any())
         if clamped_step:
             reasons.append("step limited")
         if clamped_limits:
             reasons.append("joint limits")
         self._last_command = command.copy()
-        return SafetyDecision(command, mode, not cfg.dry_run, reasons, clamped_limits, clamped_step)
+        return SafetyDecision(command, mode, not cfg.dry_run, reasons, clamped_limits, clamped_step, bool(fault))

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 from sigma_ros.conversions import (
     ConversionError, clean_instruction, image_to_array, joint_state_to_vector, positions_by_name,
 )
@@ -946,10 +947,11 @@ def write_synthetic_robot_bag(
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     n_j = len(joint_names)
     phase = rng.uniform(0, 2 * np.pi, n_j)
-    amp = rng.uniform(0.1, 0.5, n_j)
+    lower, upper = np.resize(SO101_LOWER_LIMITS, n_j), np.resize(SO101_UPPER_LIMITS, n_j)
+    centre, amp = (lower + upper) / 2, np.minimum(rng.uniform(0.1, 0.5, n_j), (upper - lower) / 2)
 
-    def q(t: float) -> np.ndarray:
-        return amp * np.sin(2 * np.pi * 0.3 * t + phase)
+    def q(t: float) -> np.ndarray:  # within the SO-101 joint ranges
+        return centre + amp * np.sin(2 * np.pi * 0.3 * t + phase)
 
     gap_before = dict(gaps)
     cam_times = []

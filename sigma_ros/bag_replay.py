@@ -19,8 +19,9 @@ paired frame by frame. Conditions of the report:
   (``--rate 0``: each frame once the previous frame's plan arrived, preceded by its newest joint
   state; the replay waits where the recording's timeouts expire). The recorded commands are never
   published. The plan of each frame, the motor commands, each node's Status (per-stage latency,
-  dropped inputs) and the end-to-end latency are collected. Camera frames are restamped with their
-  (unique) bag time, the key that pairs the graph's outputs with the frames.
+  dropped inputs) and the end-to-end latency are collected. Camera frames and joint states are
+  restamped with the replay's clock when they are published (the nodes judge freshness by stamp);
+  each frame's (unique) stamp pairs the graph's outputs with it.
 * ``offline``: the same checkpoint's stage functions (``vision_stage`` -> ``language_stage`` ->
   ``action_stage``) run frame by frame in this process, following the nodes' rules: tau_prev is the
   previous processed frame's tau unless older than ``tau_timeout_s``; the semantic memory resets on
@@ -132,28 +133,24 @@ class Step:
     tau_from: int | None = None  # frame whose tau is tau_prev (None: zeros)
     reset_memory: bool = False  # m_{t-1} = 0 (first plan or a new instruction)
     target: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # recorded vector, chunk, trajectory
-    stamp_ns: int = 0  # the frame's replay stamp (unique, > 0)
 
 
 def schedule(frames: Sequence[PairedFrame], telepathy: bool, tau_timeout_s: float) -> list[Step]:
     steps: list[Step] = []
     tau_t = tau_idx = None
     seq = None
-    last_stamp = 0
     limit = int(tau_timeout_s * 1e9)
     for f in frames:
-        stamp = max(int(f.t_ns), last_stamp + 1, 1)
-        last_stamp = stamp
         if f.image is None or f.state is None:
-            steps.append(Step(f.index, False, False, stamp_ns=stamp))
+            steps.append(Step(f.index, False, False))
             continue
         tau_from = tau_idx if (telepathy and tau_idx is not None and f.t_ns - tau_t <= limit) else None
         if f.instruction is None:
-            steps.append(Step(f.index, True, False, tau_from, stamp_ns=stamp))
+            steps.append(Step(f.index, True, False, tau_from))
             continue
         reset = f.instruction_seq != seq
         seq = f.instruction_seq
-        steps.append(Step(f.index, True, True, tau_from, reset, stamp_ns=stamp))
+        steps.append(Step(f.index, True, True, tau_from, reset))
         tau_t, tau_idx = f.t_ns, f.index
     return steps
 
@@ -394,7 +391,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
     try:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.serialization import deserialize_message
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import Image, JointState
         from sigma_ros_msgs.msg import ActionPlan, SemanticMemory, TelepathyFactors, VisionTokens
 
         from sigma_ros.graph import TOPIC_BY_KEY
@@ -425,9 +422,11 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                                 joint_state_timeout_s=float(state_wall)),
         "language_node": dict(common, restore_memory=False),
         "action_node": dict(common, **action),
-        "controller_node": dict(common),
+        "controller_node": dict(common, plan_timeout_s=float(5.0 if lockstep else 0.5 * scale),
+                                joint_state_timeout_s=float(state_wall)),
     }
-    by_stamp = {s.stamp_ns: s.index for s in steps}
+    by_stamp: dict[int, int] = {}  # replay stamp of each published frame -> frame index
+    stamp_of: dict[int, int] = {}  # frame index -> replay stamp
     step_of = {s.index: s for s in steps}
     wanted = {s.index for s in steps if s.plan}
     tag = f"sigma_bag_eval_{next(_TAGS)}"
@@ -496,15 +495,29 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         timeout = cfg.frame_timeout_s  # lockstep: the first plan may be slow; then 10x the slowest so far
         slowest = 0.0
 
+        last_stamp = [0]
+
+        def restamp(msg) -> int:
+            """Stamp a message with the replay clock (unique, increasing)."""
+            stamp = max(h.probe.get_clock().now().nanoseconds, last_stamp[0] + 1)
+            last_stamp[0] = stamp
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            return stamp
+
         def publish_frame(raw, index: int) -> None:
             msg = deserialize_message(raw.data, Image)
-            stamp = step_of[index].stamp_ns
-            msg.header.stamp.sec, msg.header.stamp.nanosec = stamp // 1_000_000_000, stamp % 1_000_000_000
+            stamp = restamp(msg)
+            by_stamp[stamp], stamp_of[index] = index, stamp
             published[index] = time.perf_counter()
             h.pub_image.publish(msg)
 
+        def publish_joint_state(raw) -> None:
+            msg = deserialize_message(raw, JointState)
+            restamp(msg)
+            h.pub_joint.publish(msg)
+
         def wait_plan(index: int, timeout: float) -> bool:
-            stamp = step_of[index].stamp_ns
+            stamp = stamp_of[index]
             with arrived_cond:
                 return arrived_cond.wait_for(lambda: stamp in arrived, timeout)
 
@@ -540,7 +553,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                         h.pub_instruction.publish(m.data)
                         n_instr += 1
                     elif kind == 1:
-                        h.pub_joint.publish(m.data)
+                        publish_joint_state(m.data)
                         n_js += 1
                     else:
                         if len(group) > 1:
@@ -572,13 +585,13 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                         last_js, pending_js = pending_js, None
                     if f.state is None:  # no valid fresh state in the recording: the node must have none either
                         if last_js is not None:
-                            h.pub_joint.publish(last_js)
+                            publish_joint_state(last_js)
                             n_js += 1
                             last_js, last_js_time = None, time.perf_counter()
                         if last_js_time is not None:
                             _sleep_until(last_js_time + state_wall + 0.1)
                     elif last_js is not None:
-                        h.pub_joint.publish(last_js)  # (again) just before the frame: fresh in wall time
+                        publish_joint_state(last_js)  # (again) just before the frame: fresh in wall time
                         n_js += 1
                         last_js_time = time.perf_counter()
                         time.sleep(cfg.settle_s)
@@ -593,7 +606,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                     if progress is not None:
                         progress(1)
         # wait for the plans still in flight
-        want_stamps = {step_of[i].stamp_ns for i in wanted if i in published}
+        want_stamps = {stamp_of[i] for i in wanted if i in published}
         end = time.monotonic() + cfg.frame_timeout_s
         with arrived_cond:  # until every plan arrived, or none for 2 s (lost frames never come)
             while not want_stamps <= arrived and time.monotonic() < end:

@@ -1,27 +1,27 @@
 """Low-level controller node: action fusion phi + C_low (paper 3.3) at a fixed rate, with safety.
 
-Subscribes to ActionPlan and JointState. A timer at ``rate_hz`` (default 30 Hz) steps through the
-newest plan by elapsed control ticks (``step_index = k`` of ``model.control_stage`` k ticks after the
-camera frame the plan was computed from, read from its header stamp; k ticks after arrival when the
-stamp is unusable or alignment is off), passes the target through :class:`sigma_model.safety.SafetyFilter`
-(NaN rejection, watchdog hold on stale plans, per-tick max relative target, joint limits) and
-publishes the command as ``trajectory_msgs/JointTrajectory`` or ``std_msgs/Float64MultiArray``
-(the ros2_control joint_trajectory_controller / forward_command_controller inputs). Dry run
-publishes the would-be commands on ``~/dry_run_commands`` only. Never publishes NaN.
+A thin shell around :class:`sigma_model.control_loop.ControlLoop`: ActionPlan and JointState
+messages in (validated, judged fresh by header stamp), a timer at ``rate_hz`` (default 30 Hz) that
+steps through the newest plan with ``model.control_stage`` and the safety filter (limits, per-tick
+step limit against the previous command and the measurement, implausible-measurement faults,
+watchdog hold), and the command out as ``trajectory_msgs/JointTrajectory`` or
+``std_msgs/Float64MultiArray`` (the ros2_control joint_trajectory_controller /
+forward_command_controller inputs). Dry run publishes the would-be commands on
+``~/dry_run_commands`` only. Never publishes NaN.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import torch
 
+from sigma_model.control_loop import ControlLoop, ControlLoopConfig
 from sigma_model.safety import MODE_TRACK, SafetyConfig, SafetyFilter
 from sigma_ros import qos
 from sigma_ros.conversions import ConversionError, joint_state_to_vector, plan_from_msg
-from sigma_ros.node_base import Param, SigmaNode, run_node, topic
+from sigma_ros.node_base import Param, SigmaNode, run_node, stamp_key, topic
 from sigma_ros.stats import Timer
 
 OUTPUT_TYPES = ("joint_trajectory", "float64_multi_array")
@@ -32,22 +32,17 @@ class ControllerNode(SigmaNode):
     PARAMS = (
         Param("rate_hz", 30.0, "Control rate (Hz)", min=1.0, max=1000.0),
         Param("output_type", "joint_trajectory", "Motor command message type", choices=OUTPUT_TYPES),
-        Param("plan_timeout_s", 0.5, "Watchdog: hold position when the newest plan is older than this (s)",
-              min=0.001, max=3600.0),
-        Param("joint_state_timeout_s", 0.5, "Hold when the newest valid joint state is older than this (s)",
-              min=0.001, max=3600.0),
+        Param("plan_timeout_s", 0.5, "Watchdog: hold when the newest plan arrived longer ago than this; plans "
+              "whose camera frame is older than this are refused (s)", min=0.001, max=3600.0),
+        Param("joint_state_timeout_s", 0.5, "Joint states stamped longer ago than this are refused or, once "
+              "they age, not used: the arm holds (s)", min=0.001, max=3600.0),
         Param("dry_run", False, "Compute commands but publish them only on ~/dry_run_commands"),
-        Param("joint_lower_limits", [-1.91986, -1.74533, -1.69, -1.65806, -2.74385, -0.17453],
-              "Lower joint position limits (rad), in joint_names order"),
-        Param("joint_upper_limits", [1.91986, 1.74533, 1.69, 1.65806, 2.84121, 1.74533],
-              "Upper joint position limits (rad), in joint_names order"),
-        Param("max_step_rad", [0.15], "Max change of the command relative to the measured position per "
-              "control tick (rad): one value for all joints or one per joint"),
+        Param("max_step_rad", [0.15], "Max change of the command per control tick, against the previous "
+              "command and the measured position (rad): one value for all joints or one per joint"),
         Param("trajectory_time_from_start_s", 0.0, "time_from_start of the JointTrajectory point "
               "(0: one control period)", min=0.0, max=10.0),
         Param("align_plans_to_stamp", True, "Start a plan at the tick of its camera frame (header stamp), so "
-              "the pipeline latency does not delay every plan; stamps in the future or older than "
-              "plan_timeout_s start at tick 0"),
+              "the pipeline latency does not delay every plan"),
         Param("min_plan_ticks", 0, "Run a plan for at least this many control ticks before switching to a "
               "newer one (1: always the newest; 0: the model's n_action_steps, as the closed-loop "
               "evaluation replans)", min=0, max=1000),
@@ -65,22 +60,22 @@ class ControllerNode(SigmaNode):
         n = len(self.p.joint_names)
         if n != self.config.action_dim:
             raise ValueError(f"joint_names has {n} joints but the model's action_dim is {self.config.action_dim}")
-        max_step = self.p.max_step_rad
-        self.safety = SafetyFilter(SafetyConfig(
-            lower=self.p.joint_lower_limits, upper=self.p.joint_upper_limits,
-            max_step=max_step[0] if len(max_step) == 1 else max_step,
+        max_step = np.asarray(self.p.max_step_rad if len(self.p.max_step_rad) > 1 else self.p.max_step_rad * n)
+        safety = SafetyFilter(SafetyConfig(
+            lower=self.p.joint_lower_limits, upper=self.p.joint_upper_limits, max_step=max_step,
+            measurement_tolerance=np.minimum(self.p.joint_state_tolerance_rad, max_step),
             plan_timeout_s=self.p.plan_timeout_s, dry_run=self.p.dry_run, joint_names=self.p.joint_names,
         ))
+        self.loop = ControlLoop(self.control, safety, ControlLoopConfig(
+            rate_hz=self.p.rate_hz, joint_state_timeout_s=self.p.joint_state_timeout_s,
+            stamp_future_tolerance_s=self.p.stamp_future_tolerance_s,
+            align_plans_to_stamp=self.p.align_plans_to_stamp,
+            min_plan_ticks=self.p.min_plan_ticks or self.config.n_action_steps,
+            hold_before_first_plan=self.p.publish_hold_without_plan, accept_unstamped=self.p.accept_unstamped,
+        ))
+        self.safety = safety
         self.period = 1.0 / self.p.rate_hz
         self._Float64MultiArray, self._JointTrajectory = Float64MultiArray, JointTrajectory
-        self.plan = None  # (ActionOutput, plan_id, receive time)
-        self.plan_start_tick = 0  # step_index of the plan's first tick (its camera frame's age)
-        self.ticks_on_plan = 0  # ticks the current plan has run
-        self.min_plan_ticks = self.p.min_plan_ticks or self.config.n_action_steps
-        self.pending = None  # (ActionOutput, plan_id, stamp) waiting for min_plan_ticks
-        self.state: np.ndarray | None = None
-        self.state_time = -math.inf
-        self.state_invalid = False
         self.ticks = 0
         self.last_tick = None
         self.tick_intervals: list[float] = []
@@ -98,6 +93,9 @@ class ControllerNode(SigmaNode):
         self.timer = self.create_timer(self.period, self.on_tick)
         self.set_mode("dry_run" if self.p.dry_run else "hold", "no plan yet")
 
+    def now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
     # --------------------------------------------------------------- inputs
     def on_plan(self, msg) -> None:
         act, _scale, _risk = plan_from_msg(msg, self.config)
@@ -105,54 +103,27 @@ class ControllerNode(SigmaNode):
             raise ConversionError(f"action_plan: batch {act.action_vector.shape[0]} != 1 (one robot)")
         if list(msg.joint_names) and list(msg.joint_names) != list(self.p.joint_names):
             raise ConversionError(f"action_plan.joint_names {list(msg.joint_names)} != {self.p.joint_names}")
-        self.pending = (act, int(msg.plan_id), msg.header.stamp)
-        if self.plan is None or self.ticks_on_plan >= self.min_plan_ticks or self.safety.plan_stale(time.monotonic()):
-            self.adopt_pending()
-        self.safety.feed_plan(time.monotonic())
+        self.loop.on_plan(act, int(msg.plan_id), stamp_key(msg.header), self.now_ns())
         self.stats.event("plans_in")
-
-    def adopt_pending(self) -> None:
-        act, plan_id, stamp = self.pending
-        self.pending = None
-        self.plan = (act, plan_id, time.monotonic())
-        self.plan_start_tick = self.ticks_since_stamp(stamp) if self.p.align_plans_to_stamp else 0
-        self.ticks_on_plan = 0
-
-    def ticks_since_stamp(self, stamp) -> int:
-        """Control ticks elapsed since `stamp` (ROS clock), 0 for unusable stamps."""
-        age = (self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
-        if stamp.sec == 0 and stamp.nanosec == 0 or not 0.0 <= age <= self.p.plan_timeout_s:
-            return 0
-        return int(age / self.period + 0.5)
 
     def on_joint_state(self, msg) -> None:
         try:
-            self.state = joint_state_to_vector(msg, self.p.joint_names)
-            self.state_invalid = False
+            positions = joint_state_to_vector(msg, self.p.joint_names)
         except ConversionError:
-            self.state_invalid = True  # hold until a valid state arrives
+            self.loop.on_joint_state(None, 0, 0)  # hold until a valid state arrives
             raise
-        self.state_time = time.monotonic()
+        self.loop.on_joint_state(positions, stamp_key(msg.header), self.now_ns())
+
+    def reset_episode(self) -> None:
+        self.loop.clear_plans()
 
     # ------------------------------------------------------------- control
-    def current_state(self, now: float):
-        if self.state_invalid:
-            return np.full(len(self.p.joint_names), np.nan)  # marks the state invalid for the filter
-        if self.state is None or now - self.state_time > self.p.joint_state_timeout_s:
-            return None
-        return self.state
-
-    def compute_target(self, state: np.ndarray | None):
-        """model.control_stage for the current tick of the newest plan, or None."""
-        if self.plan is None or state is None or not np.isfinite(state).all():
-            return None
-        act, plan_id, _ = self.plan
-        step = self.plan_start_tick + self.ticks_on_plan
+    def control(self, act, state: np.ndarray, step: int) -> np.ndarray:
+        """model.control_stage at tick `step` of the plan `act`."""
         robot_state = torch.from_numpy(state.astype(np.float32)).unsqueeze(0)
         with Timer() as t, torch.inference_mode():
             cmd = self.model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, robot_state, step)
         self.stats.latency("control_stage", t.seconds)
-        self.last_step_index, self.last_plan_id = step, plan_id
         return cmd[0].double().numpy()
 
     def on_tick(self) -> None:
@@ -164,37 +135,26 @@ class ControllerNode(SigmaNode):
         self.last_tick = now
         self.ticks += 1
         self.stats.event("ticks")
-        try:
-            state = self.current_state(now)
-            target = None
-            if self.plan is not None and not self.safety.plan_stale(now):
-                target = self.compute_target(state)
-                self.ticks_on_plan += 1
-                if self.pending is not None and self.ticks_on_plan >= self.min_plan_ticks:
-                    self.adopt_pending()
-            decision = self.safety.step(target, state, now)
-        except Exception as err:  # noqa: BLE001 - the control loop must keep running and hold
-            self.log_throttled("control", f"control tick failed ({type(err).__name__}: {err}): holding")
+        errors = self.loop.control_errors
+        result = self.loop.tick(self.now_ns())
+        if self.loop.control_errors > errors:
+            self.log_throttled("control", "control tick failed: holding")
             self.stats.drop("control_errors")
-            decision = self.safety.step(None, self.current_state(now), now)
-        mode = decision.mode if decision.mode != MODE_TRACK else "running"
-        if self.p.dry_run:
-            mode = "dry_run"
+        decision = result.decision
+        if result.plan_id >= 0:
+            self.last_plan_id, self.last_step_index = result.plan_id, result.step_index
+        if decision.fault:
+            self.stats.drop("joint_state_faults", "; ".join(decision.reasons))
+        mode = "dry_run" if self.p.dry_run else ("running" if decision.mode == MODE_TRACK else decision.mode)
         self.set_mode(mode, "; ".join(decision.reasons))
         if decision.command is None:
             return
-        if self.plan is None and not self.p.publish_hold_without_plan:
-            return
-        cmd = decision.command
-        if not np.isfinite(cmd).all():  # SafetyFilter guarantees this; a last line of defence
-            self.stats.drop("nan_commands")
-            return
-        if decision.publish:
-            self.cmd_pub.publish(self.command_msg(cmd))
+        if result.publish:
+            self.cmd_pub.publish(self.command_msg(decision.command))
             self.stats.event("commands_out")
-        else:
+        elif self.p.dry_run:
             dry = self._Float64MultiArray()
-            dry.data = [float(v) for v in cmd]
+            dry.data = [float(v) for v in decision.command]
             self.dry_pub.publish(dry)
             self.stats.event("dry_run_out")
 
@@ -237,19 +197,19 @@ class ControllerNode(SigmaNode):
         m = {f"control_{k}": v for k, v in s.items() if k != "rate_hz"}
         m["plan_id"] = float(self.last_plan_id)
         m["step_index"] = float(self.last_step_index)
-        m["plan_age_s"] = float(min(self.safety.plan_age(time.monotonic()), 1e9))
+        m["plan_age_s"] = float(min(self.safety.plan_age(self.now_ns() * 1e-9), 1e9))
         m["rejected_targets"] = float(self.safety.rejected_targets)
         m["holds"] = float(self.safety.holds)
+        m["joint_state_faults"] = float(self.safety.faults)
         return m
 
     def shutdown(self) -> None:
         # Leave the arm where it is: one final hold command (unless dry run / nothing known).
         try:
-            now = time.monotonic()
-            self.safety.reset()
-            decision = self.safety.step(None, self.current_state(now), now)
-            if decision.command is not None and decision.publish:
-                self.cmd_pub.publish(self.command_msg(decision.command))
+            self.loop.clear_plans()
+            result = self.loop.tick(self.now_ns())
+            if result.publish:
+                self.cmd_pub.publish(self.command_msg(result.decision.command))
         except Exception:  # noqa: BLE001
             pass
 

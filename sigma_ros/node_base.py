@@ -15,6 +15,8 @@ import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 
+from sigma_model.freshness import StaleInput
+from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 from sigma_ros import qos
 from sigma_ros.conversions import ConversionError
 from sigma_ros.graph import TOPIC_BY_KEY
@@ -79,6 +81,14 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("telepathy", True, "Telepathy on (tau modulates vision and adds the residual) or the tau = 0 baseline"),
     Param("joint_names", ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"],
           "Joint names in the order of the model's state/action vectors"),
+    Param("joint_lower_limits", list(SO101_LOWER_LIMITS), "Lower joint position limits (rad), in joint_names order"),
+    Param("joint_upper_limits", list(SO101_UPPER_LIMITS), "Upper joint position limits (rad), in joint_names order"),
+    Param("joint_state_tolerance_rad", 0.1, "A measured position beyond the limits by more than this is a sensor "
+          "fault: refused, counted, the arm holds (capped at the controller's max_step_rad)", min=0.0, max=10.0),
+    Param("stamp_future_tolerance_s", 0.1, "Inputs stamped further in the future than this are refused (clock "
+          "skew between machines, s)", min=0.0, max=60.0),
+    Param("accept_unstamped", False, "Accept sensor messages with a zero header stamp, stamping them on arrival "
+          "(false: refuse them; freshness is judged by stamp)"),
     Param("status_period_s", 1.0, "Period of the sigma/status message (s)", min=0.05, max=60.0),
     Param("error_log_period_s", 2.0, "Minimum period between logged errors of one input (throttling, s)",
           min=0.0, max=3600.0),
@@ -189,6 +199,8 @@ class SigmaNode(Node):
             self.stats.event(f"{input_name}_in")
             try:
                 return fn(msg)
+            except StaleInput as err:
+                self.reject(f"{input_name}_{err.kind}", str(err))
             except ConversionError as err:
                 self.reject(input_name, str(err))
             except (ValueError, RuntimeError) as err:  # model-side shape/value checks

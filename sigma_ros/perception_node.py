@@ -5,16 +5,22 @@ Subscribes: camera (sensor_msgs/Image), optional depth (Image), audio (AudioChun
 joint state (and audio window / depth), runs ``model.vision_stage`` and publishes VisionTokens
 (vision + state tokens, for the language node) and StateTokens (for the action node), both with
 the camera frame's header.
+
+Freshness is judged by header stamp (:mod:`sigma_model.freshness`): frames older than
+``camera_max_age_s``, sensor messages in the future or out of order are refused and counted; a
+frame uses the joint state, depth and tau stamped within their timeouts of the frame's own stamp.
+An implausible joint state (beyond the limits by more than ``joint_state_tolerance_rad``) is
+refused and invalidates the last one, so frames wait for a valid measurement.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
+from sigma_model.freshness import NS, StampGate
 from sigma_model.outputs import SigmaObservation
+from sigma_model.safety import JointLimits
 from sigma_ros import qos
 from sigma_ros.conversions import (
     AudioBuffer,
@@ -38,9 +44,16 @@ class PerceptionNode(SigmaNode):
         Param("use_audio", True, "Feed the newest audio window to the vision stage (needs model use_audio)"),
         Param("use_depth", False, "Feed depth images to the vision stage (needs model use_depth)"),
         Param("use_tau_feedback", True, "Modulate vision with the newest telepathy factors (tau_prev)"),
-        Param("tau_timeout_s", 2.0, "Telepathy factors older than this are not used (tau_prev = 0)", min=0.0, max=3600.0),
-        Param("joint_state_timeout_s", 1.0, "A frame needs a joint state at most this old (s)", min=0.0, max=3600.0),
-        Param("depth_timeout_s", 0.5, "Depth older than this is not used (s)", min=0.0, max=3600.0),
+        Param("tau_timeout_s", 2.0, "Telepathy factors of a frame stamped longer before this one are not used "
+              "(tau_prev = 0)", min=0.0, max=3600.0),
+        Param("camera_max_age_s", 0.5, "Camera frames stamped longer ago than this are refused (s)",
+              min=0.001, max=3600.0),
+        Param("joint_state_timeout_s", 1.0, "A frame needs a joint state stamped within this of its own stamp; "
+              "older joint states are refused (s)", min=0.001, max=3600.0),
+        Param("depth_timeout_s", 0.5, "Depth stamped further than this from the frame is not used (s)",
+              min=0.001, max=3600.0),
+        Param("audio_max_age_s", 1.0, "Audio chunks stamped longer ago than this are refused (s)",
+              min=0.001, max=3600.0),
     )
 
     def __init__(self, **kwargs) -> None:
@@ -57,13 +70,22 @@ class PerceptionNode(SigmaNode):
         if self.p.use_depth and not c.use_depth:
             self.get_logger().warn("use_depth is set but the model has use_depth=false: depth ignored")
         self.audio = AudioBuffer(c.audio_chunk_samples)
+        self.limits = JointLimits(self.p.joint_lower_limits, self.p.joint_upper_limits,
+                                  self.p.joint_state_tolerance_rad, self.p.joint_names)
+        future, unstamped = self.p.stamp_future_tolerance_s, self.p.accept_unstamped
+        self.gates = {
+            "camera": StampGate("camera", self.p.camera_max_age_s, future, unstamped),
+            "joint_states": StampGate("joint_states", self.p.joint_state_timeout_s, future, unstamped),
+            "depth": StampGate("depth", self.p.depth_timeout_s, future, unstamped),
+            "audio": StampGate("audio", self.p.audio_max_age_s, future, unstamped),
+        }
         self.state: np.ndarray | None = None
-        self.state_time = -np.inf
+        self.state_stamp = 0
         self.tau: torch.Tensor | None = None
         self.tau_stamp = None
-        self.tau_time = -np.inf
+        self.tau_stamp_ns = 0
         self.depth: torch.Tensor | None = None
-        self.depth_time = -np.inf
+        self.depth_stamp = 0
         self.frames = 0
 
         self.vision_pub = self.create_publisher(VisionTokens, topic("vision_tokens"), qos.PIPELINE)
@@ -78,42 +100,57 @@ class PerceptionNode(SigmaNode):
         self.set_mode("waiting", "no camera frame yet")
 
     # --------------------------------------------------------------- inputs
+    def accept_stamp(self, key: str, header) -> int:
+        """The message's stamp if it is fresh and in order (else StaleInput: refused and counted)."""
+        return self.gates[key].accept(stamp_key(header), self.get_clock().now().nanoseconds)
+
     def on_joint_state(self, msg) -> None:
         try:
-            self.state = joint_state_to_vector(msg, self.p.joint_names)
-        except ConversionError:
+            vec = joint_state_to_vector(msg, self.p.joint_names)
+            vec, fault = self.limits.check(vec)
+            if fault:
+                raise ConversionError(f"joint_states: {fault}")
+            stamp = self.accept_stamp("joint_states", msg.header)
+        except ValueError:
             self.state = None  # a faulty sensor invalidates the last state: frames wait for a valid one
             raise
-        self.state_time = time.monotonic()
+        self.state, self.state_stamp = vec, stamp
 
     def on_audio(self, msg) -> None:
         if not self.use_audio:
             return
-        self.audio.push(audio_to_mono(msg, self.config.audio_sample_rate))
+        mono = audio_to_mono(msg, self.config.audio_sample_rate)
+        self.accept_stamp("audio", msg.header)
+        self.audio.push(mono)
 
     def on_depth(self, msg) -> None:
-        self.depth = depth_to_tensor(msg, self.config.image_size, self.p.resize_images)
-        self.depth_time = time.monotonic()
+        depth = depth_to_tensor(msg, self.config.image_size, self.p.resize_images)
+        self.depth_stamp = self.accept_stamp("depth", msg.header)
+        self.depth = depth
 
     def on_tau(self, msg) -> None:
         tau = tensor_from_msg(msg.tau, [None, self.config.d_tau], "telepathy_factors.tau")
-        self.tau, self.tau_stamp, self.tau_time = tau, msg.header.stamp, time.monotonic()
+        self.tau, self.tau_stamp, self.tau_stamp_ns = tau, msg.header.stamp, stamp_key(msg.header)
+
+    def within(self, stamp: int, frame_stamp: int, timeout_s: float) -> bool:
+        return stamp != 0 and abs(frame_stamp - stamp) <= timeout_s * NS
 
     def on_image(self, msg) -> None:
         with Timer() as t_conv:
             image = image_to_tensor(msg, self.config.image_size, self.p.resize_images)
-        now = time.monotonic()
-        if self.state is None or now - self.state_time > self.p.joint_state_timeout_s:
+        frame_stamp = self.accept_stamp("camera", msg.header)
+        if self.state is None or not self.within(self.state_stamp, frame_stamp, self.p.joint_state_timeout_s):
             self.set_mode("waiting", "no valid joint state")
-            self.reject("camera", "no valid joint state within joint_state_timeout_s: frame skipped (hold)")
+            self.reject("camera", "no valid joint state stamped within joint_state_timeout_s of the frame: "
+                                  "frame skipped (hold)")
             return
         tau_prev = None
         used_tau = False
-        if (self.p.telepathy and self.p.use_tau_feedback and self.tau is not None
-                and now - self.tau_time <= self.p.tau_timeout_s and self.tau.shape[0] == 1):
+        if (self.p.telepathy and self.p.use_tau_feedback and self.tau is not None and self.tau.shape[0] == 1
+                and 0 <= frame_stamp - self.tau_stamp_ns <= self.p.tau_timeout_s * NS):
             tau_prev, used_tau = self.tau, True
         audio = self.audio.tensor() if self.use_audio else None
-        depth = self.depth if (self.use_depth and now - self.depth_time <= self.p.depth_timeout_s) else None
+        depth = self.depth if (self.use_depth and self.within(self.depth_stamp, frame_stamp, self.p.depth_timeout_s)) else None
         if self.use_depth and depth is None:
             depth = torch.zeros(1, 1, self.config.image_size, self.config.image_size)
         robot_state = torch.from_numpy(self.state.astype(np.float32)).unsqueeze(0)
@@ -125,8 +162,8 @@ class PerceptionNode(SigmaNode):
         self.frames += 1
 
         header = msg.header
-        if stamp_key(header) == 0:  # unstamped camera: stamp now, the stamp pairs stages downstream
-            header.stamp = self.get_clock().now().to_msg()
+        if stamp_key(header) == 0:  # an accepted unstamped frame: its arrival stamp pairs the stages downstream
+            header.stamp.sec, header.stamp.nanosec = divmod(frame_stamp, NS)
         out = self._VisionTokens()
         out.header = header
         out.frame_index = self.frames

@@ -70,16 +70,16 @@ def test_wrong_size_target_rejected():
     assert d.mode == MODE_HOLD
 
 
-def test_watchdog_holds_latched_position_when_plan_stale():
+def test_watchdog_holds_the_previous_command_when_plan_stale():
     f = make(plan_timeout_s=0.5)
     f.feed_plan(0.0)
     assert f.step(np.array([0.05, 0.0, 0.0]), np.zeros(3), 0.4).mode == MODE_TRACK
     d = f.step(np.array([0.05, 0.0, 0.0]), np.array([0.02, 0.0, 0.0]), 0.6)
     assert d.mode == MODE_HOLD and any("stale" in r for r in d.reasons)
-    np.testing.assert_allclose(d.command, [0.02, 0.0, 0.0])
-    # the measurement sags: the hold keeps the latched position (within the step limit)
+    np.testing.assert_array_equal(d.command, [0.05, 0.0, 0.0])  # no jump back to the measurement
+    # the measurement sags: the hold keeps the previous command (within the step limit of the measurement)
     d = f.step(None, np.array([-0.03, 0.0, 0.0]), 0.7)
-    np.testing.assert_allclose(d.command, [0.02, 0.0, 0.0])
+    np.testing.assert_array_equal(d.command, [0.05, 0.0, 0.0])
     # a fresh plan resumes tracking
     f.feed_plan(0.8)
     assert f.step(np.array([0.0, 0.0, 0.0]), np.zeros(3), 0.81).mode == MODE_TRACK
@@ -90,8 +90,9 @@ def test_invalid_joint_state_holds_last_command():
     f.feed_plan(0.0)
     first = f.step(np.array([0.05, 0.0, 0.0]), np.zeros(3), 0.0).command
     d = f.step(np.array([0.1, 0.0, 0.0]), np.array([np.nan, 0.0, 0.0]), 0.01)
-    assert d.mode == MODE_HOLD and "invalid joint state" in d.reasons
+    assert d.mode == MODE_HOLD and d.fault and "joint state not finite" in d.reasons
     np.testing.assert_allclose(d.command, first)
+    assert f.faults == 1
 
 
 def test_no_state_no_command():
@@ -100,10 +101,75 @@ def test_no_state_no_command():
     assert d.mode == MODE_NO_STATE and d.command is None and not d.publish
 
 
-def test_hold_position_outside_limits_is_clamped():
-    f = make(max_step=10.0)
-    d = f.step(None, np.array([2.0, 0.0, 0.0]), 0.0)
-    np.testing.assert_allclose(d.command, [1.0, 0.0, 0.0])
+@pytest.mark.parametrize("reading", [2.5, 1e308, -1e308, 1.0 + 0.1 + 1e-9])
+def test_implausible_measurement_is_a_fault(reading):
+    """Beyond the limits by more than the tolerance (or absurd): no command at start-up, the previous
+    command afterwards; counted and reported."""
+    f = make()
+    f.feed_plan(0.0)
+    d = f.step(np.array([0.5, 0.0, 0.0]), np.array([reading, 0.0, 0.0]), 0.0)
+    assert d.command is None and d.fault and not d.publish and f.faults == 1
+    assert any("implausible joint state" in r for r in d.reasons)
+    prev = f.step(np.array([0.5, 0.0, 0.0]), np.zeros(3), 0.01).command
+    d = f.step(np.array([0.5, 0.0, 0.0]), np.array([reading, 0.0, 0.0]), 0.02)
+    assert d.fault and d.mode == MODE_HOLD and f.faults == 2
+    np.testing.assert_array_equal(d.command, prev)
+
+
+def test_measurement_beyond_the_limits_within_tolerance_is_limited_against_it():
+    """The issue's example scaled to these limits: a reading 0.08 past the upper limit. Hold and track
+    commands stay within the limits and within max_step of the measurement."""
+    f = make(max_step=0.1)
+    f.feed_plan(0.0)
+    measured = np.array([1.08, 0.0, 0.0])
+    for target in (None, np.array([-1.0, 0.0, 0.0]), np.array([1.0, 0.0, 0.0])):
+        g = make(max_step=0.1)
+        g.feed_plan(0.0)
+        d = g.step(target, measured, 0.0)
+        assert not d.fault and d.command is not None
+        assert (np.abs(d.command - measured) <= 0.1 + 1e-12).all() and d.command[0] <= 1.0
+
+
+def test_consecutive_commands_never_jump_more_than_max_step():
+    """Plan switches and hold starts are limited against the previous command, not only the measurement:
+    a lagging arm (measured 0.1 behind) cannot make two commands 0.2 apart."""
+    f = make(max_step=0.1)
+    f.feed_plan(0.0)
+    a = f.step(np.array([0.1, 0.0, 0.0]), np.zeros(3), 0.0).command  # 0.1
+    b = f.step(np.array([-0.1, 0.0, 0.0]), np.array([0.05, 0.0, 0.0]), 0.01).command  # plan switch
+    np.testing.assert_allclose(a, [0.1, 0.0, 0.0])
+    np.testing.assert_allclose(b, [0.0, 0.0, 0.0])  # not -0.05 (0.15 from a)
+    c = f.step(np.array([0.1, 0.0, 0.0]), np.array([0.05, 0.0, 0.0]), 0.02).command
+    assert abs(c[0] - b[0]) <= 0.1 + 1e-12
+
+
+def test_first_command_after_a_fault_is_limited_against_the_measurement():
+    f = make(max_step=0.1)
+    f.feed_plan(0.0)
+    f.step(np.array([0.1, 0.0, 0.0]), np.zeros(3), 0.0)
+    f.step(np.array([0.1, 0.0, 0.0]), np.array([np.inf, 0.0, 0.0]), 0.01)  # fault: holds 0.1
+    d = f.step(np.array([0.5, 0.0, 0.0]), np.array([0.15, 0.0, 0.0]), 0.02)
+    assert abs(d.command[0] - 0.15) <= 0.1 + 1e-12 and abs(d.command[0] - 0.1) <= 0.1 + 1e-12
+
+
+def test_pushed_arm_is_approached_by_max_step_per_tick():
+    """Measured more than 2 * max_step from the previous command (pushed or blocked arm): the command
+    moves towards the measurement by max_step per tick, never jumps."""
+    f = make(max_step=0.1)
+    f.feed_plan(0.0)
+    f.step(np.zeros(3), np.zeros(3), 0.0)
+    measured = np.array([0.5, 0.0, 0.0])
+    got = [f.step(np.array([0.5, 0.0, 0.0]), measured, 0.01 * k).command[0] for k in range(1, 6)]
+    np.testing.assert_allclose(got, [0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_reset_forgets_the_previous_command():
+    f = make(max_step=0.1)
+    f.feed_plan(0.0)
+    f.step(np.zeros(3), np.zeros(3), 0.0)
+    f.reset()
+    d = f.step(None, np.array([0.5, 0.0, 0.0]), 0.01)
+    np.testing.assert_allclose(d.command, [0.5, 0.0, 0.0])
 
 
 def test_dry_run_never_publishes():
@@ -139,6 +205,8 @@ def test_never_nan_under_random_inputs():
     dict(max_step=[0.1, 0.1]),
     dict(lower=[np.nan, 0.0, 0.0]),
     dict(plan_timeout_s=0.0),
+    dict(measurement_tolerance=0.2),
+    dict(measurement_tolerance=-0.01),
 ])
 def test_bad_config_raises(kw):
     with pytest.raises(ValueError):

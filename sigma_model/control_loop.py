@@ -1,0 +1,144 @@
+"""The low-level control loop of the robot: plan selection, fusion and safety (no ROS).
+
+The ROS controller node is a thin shell around :class:`ControlLoop`: it converts messages and
+calls :meth:`ControlLoop.on_plan`, :meth:`ControlLoop.on_joint_state` and, at ``rate_hz``,
+:meth:`ControlLoop.tick`, then publishes the decision's command. Per tick the loop
+
+* steps through the newest plan: tick ``k`` after the plan's camera frame is
+  ``control_fn(plan, state, step_index=k)`` (``model.control_stage``, paper 3.3), so pipeline latency
+  does not delay a plan (``align_plans_to_stamp``); a plan runs at least ``min_plan_ticks`` ticks
+  before a newer one replaces it;
+* uses only fresh inputs, judged by header stamp (:mod:`sigma_model.freshness`): plans whose
+  camera frame is older than ``plan_timeout_s``, joint states older than ``joint_state_timeout_s``,
+  stamps in the future or out of order are refused (counted), and a measurement that grew stale
+  since it arrived is not used;
+* passes the target through :class:`sigma_model.safety.SafetyFilter` (limits, per-tick step limit
+  against the previous command and the measurement, implausible-measurement faults, watchdog).
+
+Times are integer nanoseconds of one clock (the node's ROS clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from sigma_model.freshness import NS, StampGate
+from sigma_model.safety import MODE_HOLD, SafetyDecision, SafetyFilter
+
+
+@dataclass
+class ControlLoopConfig:
+    rate_hz: float = 30.0
+    joint_state_timeout_s: float = 0.5
+    stamp_future_tolerance_s: float = 0.1
+    align_plans_to_stamp: bool = True
+    min_plan_ticks: int = 8
+    hold_before_first_plan: bool = True
+    accept_unstamped: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.rate_hz > 0:
+            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
+        if self.min_plan_ticks < 1:
+            raise ValueError(f"min_plan_ticks must be >= 1, got {self.min_plan_ticks}")
+
+
+@dataclass
+class TickResult:
+    decision: SafetyDecision
+    publish: bool  # send decision.command now (False in dry run, before the first plan if so configured)
+    plan_id: int = -1
+    step_index: int = -1
+
+
+class ControlLoop:
+    """Plan selection + ``control_fn`` + :class:`SafetyFilter` for one arm.
+
+    ``control_fn(plan, state, step_index) -> joint target`` maps a plan (any object) and the
+    measured state (float64 [n]) to the target of that tick.
+    """
+
+    def __init__(self, control_fn: Callable[[Any, np.ndarray, int], np.ndarray], safety: SafetyFilter,
+                 config: ControlLoopConfig | None = None) -> None:
+        self.control_fn = control_fn
+        self.safety = safety
+        self.config = config or ControlLoopConfig()
+        c, timeout = self.config, safety.config.plan_timeout_s
+        self.period_ns = int(round(NS / c.rate_hz))
+        self.plan_gate = StampGate("action_plan", timeout, c.stamp_future_tolerance_s, c.accept_unstamped)
+        self.state_gate = StampGate("joint_states", c.joint_state_timeout_s, c.stamp_future_tolerance_s,
+                                    c.accept_unstamped)
+        self.plan: tuple[Any, int, int] | None = None  # (plan, plan_id, start tick)
+        self.pending: tuple[Any, int, int] | None = None  # (plan, plan_id, stamp) waiting for min_plan_ticks
+        self.ticks_on_plan = 0
+        self.state: np.ndarray | None = None
+        self.state_stamp: int | None = None
+        self.state_invalid = False
+        self.control_errors = 0
+
+    # --------------------------------------------------------------- inputs
+    def on_plan(self, plan: Any, plan_id: int, stamp_ns: int, now_ns: int) -> None:
+        """A plan computed from the camera frame stamped ``stamp_ns``; raises StaleInput if refused."""
+        stamp_ns = self.plan_gate.accept(stamp_ns, now_ns)
+        now_s = now_ns / NS
+        self.pending = (plan, int(plan_id), stamp_ns)
+        if self.plan is None or self.ticks_on_plan >= self.config.min_plan_ticks or self.safety.plan_stale(now_s):
+            self._adopt_pending(now_ns)
+        self.safety.feed_plan(now_s)
+
+    def on_joint_state(self, positions: np.ndarray | None, stamp_ns: int, now_ns: int) -> None:
+        """A measurement (None: the message was malformed, the state is invalid until the next good one)."""
+        if positions is None:
+            self.state_invalid = True
+            return
+        self.state_stamp = self.state_gate.accept(stamp_ns, now_ns)
+        self.state = np.asarray(positions, dtype=np.float64).copy()
+        self.state_invalid = False
+
+    def clear_plans(self) -> None:
+        """Drop the current and pending plans (a new episode): the arm holds until the next plan."""
+        self.plan = self.pending = None
+        self.ticks_on_plan = 0
+
+    def _adopt_pending(self, now_ns: int) -> None:
+        plan, plan_id, stamp = self.pending
+        self.pending = None
+        start = 0
+        if self.config.align_plans_to_stamp:
+            start = max(0, int((now_ns - stamp) / self.period_ns + 0.5))
+        self.plan = (plan, plan_id, start)
+        self.ticks_on_plan = 0
+
+    # ------------------------------------------------------------- control
+    def measured(self, now_ns: int):
+        """The measurement the safety filter sees: NaN marks an invalid one, None a missing or stale one."""
+        if self.state_invalid:
+            return np.full(self.safety.config.n_joints, np.nan)
+        if self.state is None or not self.state_gate.fresh(self.state_stamp, now_ns):
+            return None
+        return self.state
+
+    def tick(self, now_ns: int) -> TickResult:
+        now_s = now_ns / NS
+        current = self.measured(now_ns)
+        target, plan_id, step = None, -1, -1
+        if self.plan is not None and not self.safety.plan_stale(now_s):
+            plan, plan_id, start = self.plan
+            step = start + self.ticks_on_plan
+            if self.safety.config.check(current)[0] is not None:
+                try:
+                    target = self.control_fn(plan, current, step)
+                except Exception:  # noqa: BLE001 - the loop must keep running: this tick holds
+                    self.control_errors += 1
+            self.ticks_on_plan += 1
+            if self.pending is not None and self.ticks_on_plan >= self.config.min_plan_ticks:
+                self._adopt_pending(now_ns)
+        if self.plan is None and not self.config.hold_before_first_plan:
+            fault = self.safety.check_measurement(current)[1]
+            reasons = ["no plan yet (silent)"] + ([fault] if fault else [])
+            return TickResult(SafetyDecision(None, MODE_HOLD, False, reasons, fault=bool(fault)), False)
+        decision = self.safety.step(target, current, now_s)
+        return TickResult(decision, decision.publish and decision.command is not None, plan_id, step)
