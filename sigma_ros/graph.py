@@ -178,6 +178,10 @@ def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool 
     return values
 
 
+# Exit code of a node that cannot start as configured (missing or corrupt checkpoint): not restarted.
+EXIT_CONFIG_ERROR = 2
+
+
 def parse_bool(text: str | bool | None) -> bool | None:
     """Launch-style booleans ('true'/'false'/'1'/'0'); '' or None -> None (use the file's value)."""
     if text is None or isinstance(text, bool):
