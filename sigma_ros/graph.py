@@ -196,8 +196,18 @@ def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool 
     return values
 
 
+# A crashed node is restarted after this many seconds (sigma-graph --respawn-delay, launch respawn_delay).
+RESPAWN_DELAY_S = 1.0
 # Exit code of a node that cannot start as configured (missing or corrupt checkpoint): not restarted.
 EXIT_CONFIG_ERROR = 2
+
+
+def respawn_settings(respawn: str, delay: str) -> tuple[bool, float]:
+    """Launch arguments ``respawn`` ('' = true) and ``respawn_delay`` (seconds, >= 0)."""
+    seconds = float(delay) if str(delay).strip() else RESPAWN_DELAY_S
+    if not seconds >= 0:
+        raise ValueError(f"respawn_delay must be >= 0 seconds, got {delay!r}")
+    return parse_bool(respawn) is not False, seconds
 
 
 def parse_bool(text: str | bool | None) -> bool | None:
