@@ -10,6 +10,8 @@ ROS 2 wheels). Arguments:
     camera_topic:=/x ...          remap a topic (camera, depth, audio, joint_states, instruction,
                                   motor_commands)
     log_level:=info
+    respawn:=true|false           restart a node that exits or crashes (default true)
+    respawn_delay:=1.0            seconds before the restart
 
 Example: ros2 launch sigma_ros sigma.launch.py camera_topic:=/front/image_raw \
              motor_commands_topic:=/arm_controller/joint_trajectory dry_run:=true
@@ -28,6 +30,8 @@ def _launch_nodes(context, *args, **kwargs):
     checkpoint = LaunchConfiguration("checkpoint").perform(context)
     dry_run = graph.parse_bool(LaunchConfiguration("dry_run").perform(context))
     log_level = LaunchConfiguration("log_level").perform(context)
+    respawn, respawn_delay = graph.respawn_settings(LaunchConfiguration("respawn").perform(context),
+                                                    LaunchConfiguration("respawn_delay").perform(context))
     remaps = graph.remap_rules(
         {key: LaunchConfiguration(f"{key}_topic").perform(context) for key in graph.EXTERNAL_TOPICS})
     nodes = []
@@ -45,6 +49,8 @@ def _launch_nodes(context, *args, **kwargs):
             parameters=parameters,
             remappings=remaps,
             arguments=["--ros-args", "--log-level", log_level],
+            respawn=respawn,
+            respawn_delay=respawn_delay,
         ))
     return nodes
 
@@ -60,6 +66,11 @@ def generate_launch_description():
                               description="true: the controller computes but does not publish motor commands; "
                                           "empty = the config file's value"),
         DeclareLaunchArgument("log_level", default_value="info", description="ROS log level of the nodes"),
+        DeclareLaunchArgument("respawn", default_value="true",
+                              description="true: restart a node that exits or crashes, after respawn_delay; "
+                                          "false: a node that exits stays down"),
+        DeclareLaunchArgument("respawn_delay", default_value=str(graph.RESPAWN_DELAY_S),
+                              description="Seconds before a node that exited is restarted"),
     ]
     for key in graph.EXTERNAL_TOPICS:
         spec = graph.TOPIC_BY_KEY[key]

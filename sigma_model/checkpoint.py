@@ -42,25 +42,56 @@ def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
     return directory
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is corrupt or does not match its config; the message (one line) names the
+    file and what is wrong."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint directory, its config.json or one of its workspace files is missing."""
+
+
 def load_checkpoint(
     directory: str | Path, workspaces: tuple[str, ...] = WORKSPACES, map_location: str | torch.device = "cpu"
 ) -> SigmaModel:
-    """Build a SigmaModel holding `workspaces` and load their weights (strict, tensor-only files)."""
+    """Build a SigmaModel holding `workspaces` and load their weights (strict, tensor-only files).
+
+    Raises CheckpointError (CheckpointNotFoundError for missing files) naming the file at fault.
+    """
     directory = Path(directory)
     config_path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise CheckpointNotFoundError(f"no Sigma checkpoint at {directory} (no such directory)")
     if not config_path.is_file():
-        raise FileNotFoundError(f"no Sigma checkpoint at {directory} (missing {CONFIG_NAME})")
-    model = SigmaModel(SigmaConfig.load(config_path), workspaces=workspaces)
+        raise CheckpointNotFoundError(f"no Sigma checkpoint at {directory} (missing {CONFIG_NAME})")
+    try:
+        config = SigmaConfig.load(config_path)
+    except (OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"corrupt checkpoint config {config_path}: {err}") from err
+    model = SigmaModel(config, workspaces=workspaces)
+    expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for workspace in model.workspaces:
-        path = workspace_file(directory, workspace)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {directory} has no {path.name} for the {workspace} workspace")
-        try:
-            state.update(load_file(str(path), device=str(map_location)))
-        except Exception as err:  # safetensors raises several types for corrupt files
-            raise ValueError(f"corrupt checkpoint file {path}: {err}") from err
+        state.update(_load_workspace(workspace_file(directory, workspace), workspace, expected, map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"checkpoint {directory} does not match its config: missing={missing[:5]} unexpected={unexpected[:5]}")
+        raise CheckpointError(f"checkpoint {directory} does not match its config: "
+                              f"missing={missing[:5]} unexpected={unexpected[:5]}")
     return model.to(map_location)
+
+
+def _load_workspace(path: Path, workspace: str, expected: dict[str, torch.Tensor],
+                    map_location) -> dict[str, torch.Tensor]:
+    """The tensors of one workspace file, their shapes checked against the model built from config.json."""
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint {path.parent} has no {path.name} for the {workspace} workspace")
+    try:
+        tensors = load_file(str(path), device=str(map_location))
+    except Exception as err:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"corrupt checkpoint file {path}: {err}") from err
+    wrong = [f"{k} {list(t.shape)} != {list(expected[k].shape)}" for k, t in tensors.items()
+             if k in expected and t.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"checkpoint file {path} does not match {CONFIG_NAME}: {len(wrong)} tensors of "
+                              f"another shape ({wrong[0]}, ...)")
+    return tensors

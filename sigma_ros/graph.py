@@ -8,9 +8,13 @@ here and nowhere else. Importing it needs no ROS.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,28 +132,42 @@ def remap_rules(remaps: dict[str, str]) -> list[tuple[str, str]]:
     return rules
 
 
+_params_dir: tuple[int, str] | None = None  # (owner pid, path) of private_params_dir()
+_params_lock = threading.Lock()
+
+
+def private_params_dir() -> Path:
+    """This process's own directory for parameter files, made on first use by ``mkdtemp`` (mode
+    0700, a fresh random name: nothing planted in the shared temp folder can be in it) and removed
+    when the process exits, after every node it started (and restarted) has read its files."""
+    global _params_dir
+    with _params_lock:
+        if _params_dir is None or _params_dir[0] != os.getpid():  # a forked child gets its own
+            _params_dir = (os.getpid(), tempfile.mkdtemp(prefix="sigma_ros_params_"))
+            atexit.register(_remove_params_dir, *_params_dir)
+        return Path(_params_dir[1])
+
+
+def _remove_params_dir(owner: int, path: str) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def overrides_file(overrides: dict[str, object], node_name: str | None = None) -> str:
-    """Write parameter overrides to a YAML parameter file and return its path.
+    """Write parameter overrides to a new YAML parameter file and return its path.
 
     Like launch_ros does for ``parameters=[file, {...}]``, the overrides travel as a second
     ``--params-file`` keyed by the fully qualified node name (``/<node>``), which takes precedence
-    over the config file's ``/**`` and ``<node>`` sections. The file is named by its content
-    hash, so repeated runs reuse it.
+    over the config file's ``/**`` and ``<node>`` sections. Every call writes a new file (mode
+    0600) in :func:`private_params_dir`; no file is ever reused or read back.
     """
-    import hashlib
-    import tempfile
-
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}
     key = f"/{node_name.lstrip('/')}" if node_name else "/**"
     text = json.dumps({key: {"ros__parameters": values}}, sort_keys=True, indent=1) + "\n"  # JSON is YAML
-    directory = Path(tempfile.gettempdir()) / "sigma_ros_params"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"overrides_{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
-    if not path.is_file():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return str(path)
+    fd, path = tempfile.mkstemp(prefix="overrides_", suffix=".yaml", dir=private_params_dir())
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
 
 
 def ros_arguments(params_file: str | os.PathLike | None, remaps: list[tuple[str, str]] = (),
@@ -176,6 +194,20 @@ def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool 
     if dry_run is not None and spec.name == "controller_node":
         values["dry_run"] = bool(dry_run)
     return values
+
+
+# A crashed node is restarted after this many seconds (sigma-graph --respawn-delay, launch respawn_delay).
+RESPAWN_DELAY_S = 1.0
+# Exit code of a node that cannot start as configured (missing or corrupt checkpoint): not restarted.
+EXIT_CONFIG_ERROR = 2
+
+
+def respawn_settings(respawn: str, delay: str) -> tuple[bool, float]:
+    """Launch arguments ``respawn`` ('' = true) and ``respawn_delay`` (seconds, >= 0)."""
+    seconds = float(delay) if str(delay).strip() else RESPAWN_DELAY_S
+    if not seconds >= 0:
+        raise ValueError(f"respawn_delay must be >= 0 seconds, got {delay!r}")
+    return parse_bool(respawn) is not False, seconds
 
 
 def parse_bool(text: str | bool | None) -> bool | None:

@@ -6,7 +6,8 @@ per-node overrides come from :mod:`sigma_ros.graph`, and each node gets exactly 
 ``--ros-args`` a launched node would get.
 
 Modes:
-  (default) one child process per node, like ``ros2 launch`` (Ctrl-C stops them all);
+  (default) one child process per node, like ``ros2 launch`` (Ctrl-C stops them all); a node
+  that exits or crashes is restarted after --respawn-delay seconds (--no-respawn: the graph stops);
   --single-process: all nodes in this process on one SingleThreadedExecutor (rclpy's
   MultiThreadedExecutor was seen busy-spinning with the GIL held and starving the nodes).
 
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra remap rule for every node (repeatable)")
     ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
     ap.add_argument("--single-process", action="store_true", help="run all nodes in this process (one executor)")
+    ap.add_argument("--respawn-delay", type=float, default=graph.RESPAWN_DELAY_S, metavar="S",
+                    help=f"restart a node that exits or crashes after S seconds (default {graph.RESPAWN_DELAY_S:g}); "
+                         f"a node that cannot start as configured (exit code {graph.EXIT_CONFIG_ERROR}) stops the graph")
+    ap.add_argument("--no-respawn", action="store_true", help="stop the whole graph when a node exits")
     ap.add_argument("--log-level", default="", help="ROS log level (debug, info, warn, error)")
     ap.add_argument("--list-params", action="store_true", help="print every node parameter with its description and exit")
     return ap
@@ -76,12 +81,18 @@ def node_cli_args(spec: graph.NodeSpec, params_file: str, remaps, checkpoint: st
     return graph.ros_arguments(params_file, remaps, overrides, log_level or None, node_name=spec.name)
 
 
+def node_command(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
+                 log_level: str = "", overrides: dict | None = None) -> list[str]:
+    """``python -m <node module>`` with sigma-graph's ROS arguments."""
+    return [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, list(remaps), checkpoint, dry_run,
+                                                                log_level, overrides)
+
+
 def start_node_process(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
                        log_level: str = "", overrides: dict | None = None, env: dict | None = None,
                        log=None, say=None) -> subprocess.Popen:
-    """``python -m <node module>`` with sigma-graph's ROS arguments; output to ``log`` (a file) or inherited."""
-    cmd = [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, list(remaps), checkpoint, dry_run,
-                                                              log_level, overrides)
+    """Start :func:`node_command`; output to ``log`` (a file) or inherited."""
+    cmd = node_command(spec, params_file, checkpoint, remaps, dry_run, log_level, overrides)
     if say is not None:
         say(f"starting {spec.name}: {' '.join(cmd)}")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=None if log is None else subprocess.STDOUT)
@@ -106,8 +117,45 @@ def list_params() -> int:
     return 0
 
 
-def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level) -> int:
-    procs: list[tuple[graph.NodeSpec, subprocess.Popen]] = []
+class NodeProcess:
+    """One node's child process under sigma-graph, restarted with the same command line when it exits."""
+
+    def __init__(self, spec: graph.NodeSpec, cmd: list[str], say) -> None:
+        self.spec, self.cmd, self.say = spec, cmd, say
+        self.restarts = 0
+        self.restart_at: float | None = None
+        say(f"starting {spec.name}: {' '.join(cmd)}")
+        self.proc = self.start()
+
+    def start(self) -> subprocess.Popen:
+        proc = subprocess.Popen(self.cmd)
+        self.say(f"{self.spec.name} started (pid {proc.pid})")
+        return proc
+
+    def check(self, now: float, respawn_delay: float | None) -> int | None:
+        """Restart the node when it is due; return an exit code when the graph must stop."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restart_at = None
+                self.restarts += 1
+                self.say(f"restarting {self.spec.name} (restart {self.restarts})")
+                self.proc = self.start()
+            return None
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if respawn_delay is None or code == graph.EXIT_CONFIG_ERROR:
+            self.say(f"{self.spec.name} exited with {code}; stopping the graph")
+            return code if code > 0 else 1
+        self.say(f"{self.spec.name} exited with {code}; restarting it in {respawn_delay:g} s")
+        self.restart_at = now + respawn_delay
+        return None
+
+
+def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
+                     respawn_delay: float | None = graph.RESPAWN_DELAY_S) -> int:
+    """One process per node until SIGINT/SIGTERM; a node that exits is restarted after
+    ``respawn_delay`` seconds (None: the graph stops instead)."""
     stopping = False
 
     def stop(*_):
@@ -117,21 +165,23 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     say = lambda text: print(f"[sigma-graph] {text}", flush=True)  # noqa: E731
-    for spec in specs:
-        procs.append((spec, start_node_process(spec, params_file, checkpoint, remaps, dry_run, log_level, say=say)))
+    children = []
     rc = 0
     try:
+        for spec in specs:
+            children.append(NodeProcess(spec, node_command(spec, params_file, checkpoint, remaps, dry_run, log_level),
+                                        say))
         while not stopping:
-            for spec, p in procs:
-                code = p.poll()
-                if code is not None:
-                    print(f"[sigma-graph] {spec.name} exited with {code}; stopping the graph", flush=True)
-                    rc = code or 1
-                    stopping = True
-                    break
+            codes = [child.check(time.monotonic(), respawn_delay) for child in children]
+            rc = next((code for code in codes if code), 0)
+            if rc:
+                break
             time.sleep(0.2)
     finally:
-        stop_processes([(spec.name, p) for spec, p in procs], say=say)
+        stop_processes([(c.spec.name, c.proc) for c in children], say=say)
+        restarts = {c.spec.name: c.restarts for c in children if c.restarts}
+        if restarts:
+            say(f"restarts: {restarts}")
     return rc
 
 
@@ -201,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     dry_run = graph.parse_bool(args.dry_run)
     if args.single_process:
         return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level)
-    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level)
+    if args.respawn_delay < 0:
+        raise SystemExit("sigma-graph: --respawn-delay must be >= 0")
+    respawn_delay = None if args.no_respawn else args.respawn_delay
+    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -59,7 +60,17 @@ def _sources_digest() -> str:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SIGMA_RANDOM_WEIGHTS_CACHE", Path(tempfile.gettempdir()) / "sigma_ros_random_weights"))
+    """The cache of random weights ($SIGMA_RANDOM_WEIGHTS_CACHE, else this user's folder in the temp
+    folder), made with mode 0700. It must be a directory of this user's that no one else can write:
+    weights another user placed there would be loaded by every node."""
+    default = Path(tempfile.gettempdir()) / f"sigma_ros_random_weights_{os.getuid()}"
+    root = Path(os.environ.get("SIGMA_RANDOM_WEIGHTS_CACHE", default))
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise RuntimeError(f"random-weights cache {root} is not a directory of this user's that only this user can "
+                           "write; remove it or set SIGMA_RANDOM_WEIGHTS_CACHE")
+    return root
 
 
 def random_checkpoint(seed: int = 0, config_path: str | None = None) -> Path:
@@ -68,7 +79,6 @@ def random_checkpoint(seed: int = 0, config_path: str | None = None) -> Path:
     key = hashlib.sha256(json.dumps({"seed": int(seed), "config": config.to_dict(), "src": _sources_digest()},
                                     sort_keys=True).encode()).hexdigest()[:20]
     root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
     target = root / f"seed{int(seed)}_{key}"
     if (target / CONFIG_NAME).is_file():
         return target

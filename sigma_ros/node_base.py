@@ -4,12 +4,16 @@ bad-input handling and a clean ``main``."""
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import signal
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
@@ -19,7 +23,7 @@ from sigma_model.freshness import StaleInput
 from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 from sigma_ros import qos
 from sigma_ros.conversions import ConversionError
-from sigma_ros.graph import TOPIC_BY_KEY
+from sigma_ros.graph import EXIT_CONFIG_ERROR, TOPIC_BY_KEY
 from sigma_ros.stats import NodeStats
 
 _TYPES = {
@@ -260,17 +264,31 @@ def stamp_key(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def run_node(node_cls, args: list[str] | None = None) -> int:
-    """Entry point body of one node process: spin until Ctrl-C / shutdown, then clean up."""
+def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
+    """Entry point body of one node process: spin until SIGINT/SIGTERM or shutdown, clean up, exit.
+
+    Exits 0 after a signal, and EXIT_CONFIG_ERROR with one line on stderr when the checkpoint is
+    missing or corrupt. Once the node is destroyed and the context shut down (which flushes the
+    ROS logs) the process leaves by ``os._exit``: the interpreter's own teardown (a full garbage
+    collection and the release of thousands of torch/transformers module objects) took seconds
+    on a loaded machine and does nothing a node needs.
+    """
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=args if args is not None else sys.argv)
+    from sigma_model.checkpoint import CheckpointError
+
+    _interrupt_once()
     node = None
+    code = 0
     try:
+        rclpy.init(args=args if args is not None else sys.argv)
         node = node_cls()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except CheckpointError as err:
+        print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
+        code = EXIT_CONFIG_ERROR
     finally:
         if node is not None:
             try:
@@ -279,4 +297,33 @@ def run_node(node_cls, args: list[str] | None = None) -> int:
                 pass
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    _exit_now(code)
+
+
+def _interrupt_once() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored.
+
+    Ctrl-C under ``ros2 launch`` or ``sigma-graph`` reaches a node twice (from the terminal and
+    from the launcher); the second must not break into the clean-up. ``rclpy.init`` puts its own
+    handler (shut the context down, wake the executor) in front of this one.
+    """
+    received = []
+
+    def handler(signum, _frame):
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Flush Python's output and logging, then leave without the interpreter's teardown."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed pipe or file
+            pass
+    os._exit(code)

@@ -357,24 +357,9 @@ def make_sim_node_class():
 
 
 def main(args: list[str] | None = None) -> int:
-    import sys
+    from sigma_ros.node_base import run_node
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = make_sim_node_class()()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(make_sim_node_class(), args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint, save_checkpoint
-from sigma_model.checkpoint import workspace_file
+from sigma_model.checkpoint import CheckpointError, workspace_file
 
 from conftest import make_observation, small_config
 from test_model_equations import TEXT, randomize_
@@ -82,7 +82,10 @@ def test_checkpoint_errors_are_clear(model, tmp_path):
 def test_checkpoint_rejects_mismatched_config(model, tmp_path):
     save_checkpoint(model, tmp_path)
     SigmaConfig(**{**model.config.to_dict(), "d_tau": 9}).save(tmp_path / "config.json")
-    with pytest.raises((ValueError, RuntimeError)):
+    with pytest.raises(CheckpointError, match=r"action.safetensors does not match config.json: \d+ tensors"):
+        load_checkpoint(tmp_path, workspaces=("action",))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt checkpoint config .*config.json"):
         load_checkpoint(tmp_path, workspaces=("action",))
 
 

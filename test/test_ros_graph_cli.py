@@ -1,14 +1,19 @@
 """The project commands that replace ``ros2 launch`` / ``ros2 topic pub`` with the PyPI wheels:
 ``sigma-graph`` (one process per node, as launch does) and ``sigma-instruct``; topic remaps;
-motor commands out; clean shutdown on Ctrl-C (SIGINT)."""
+motor commands out; clean shutdown on Ctrl-C (SIGINT); a killed node restarted while the others
+run on, the controller holding meanwhile and the semantic memory restored; a node that cannot
+start as configured stops the graph."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +28,7 @@ from sigma_ros.testing import GraphHarness, domain_id_for  # noqa: E402
 
 Q0 = np.array([0.0, 0.2, -0.2, 0.1, 0.0, 0.4])
 REMAPPED = "/arm_controller/joint_trajectory"
+SHIPPED = str(Path(__file__).resolve().parent.parent / "checkpoints" / "sigma_so101_default")
 
 
 def _env(domain: int) -> dict:
@@ -31,6 +37,34 @@ def _env(domain: int) -> dict:
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _start_graph(args: list[str], env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sigma_ros.graph_main", *args], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _stop_graph(graph, log) -> tuple[object, str]:
+    """SIGINT sigma-graph; its exit code and output."""
+    if graph.poll() is None:
+        graph.send_signal(signal.SIGINT)
+    try:
+        rc = graph.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        graph.kill()
+        rc = "killed"
+    log.seek(0)
+    text = log.read()
+    log.close()
+    return rc, text
+
+
+def _wait(condition, timeout: float, what: str, graph=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert graph is None or graph.poll() is None, f"sigma-graph exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def test_list_params():
@@ -45,9 +79,7 @@ def test_sigma_graph_runs_instruct_and_stops_on_sigint(tmp_path):
     domain = domain_id_for("test_ros_graph_cli")
     env = _env(domain)
     log = open(tmp_path / "graph.log", "w+")
-    graph = subprocess.Popen(
-        [sys.executable, "-m", "sigma_ros.graph_main", "--motor-commands-topic", REMAPPED, "--log-level", "info"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+    graph = _start_graph(["--motor-commands-topic", REMAPPED, "--log-level", "info"], env, log)
     h = None
     try:
         h = GraphHarness("test_ros_graph_cli_probe", nodes=(), domain_id=domain)
@@ -81,16 +113,91 @@ def test_sigma_graph_runs_instruct_and_stops_on_sigint(tmp_path):
     finally:
         if h is not None:
             h.close()
-        if graph.poll() is None:
-            graph.send_signal(signal.SIGINT)
-        try:
-            rc = graph.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            graph.kill()
-            rc = "killed"
-        log.seek(0)
-        text = log.read()
-        log.close()
+        rc, text = _stop_graph(graph, log)
     assert rc == 0, f"sigma-graph exit code {rc}\n{text[-3000:]}"
     assert "Traceback" not in text, text[-3000:]
     assert text.count("starting") >= 4
+
+
+def _pids(log, name: str) -> list[int]:
+    log.seek(0)
+    return [int(p) for p in re.findall(rf"{name} started \(pid (\d+)\)", log.read())]
+
+
+def test_sigma_graph_restarts_a_killed_node_and_the_graph_recovers(tmp_path):
+    """kill -9 of the language node: sigma-graph and the other nodes run on, the controller holds
+    while no plans come, the node is restarted with its memory, and plans flow again."""
+    domain = domain_id_for("test_ros_graph_respawn")
+    log = open(tmp_path / "graph.log", "w+")
+    graph = _start_graph(["--checkpoint", SHIPPED, "--respawn-delay", "1.0"], _env(domain), log)
+    text = "pick the cube and place it on the left"
+    h = None
+    try:
+        h = GraphHarness("test_ros_graph_respawn_probe", nodes=(), domain_id=domain)
+        nodes = {"perception_node", "language_node", "action_node", "controller_node"}
+        _wait(lambda: nodes <= {m.node for m in h.rec.get("status")}, 180, "status from the four nodes", graph)
+        h.stream_joint_states(Q0)
+        frames = h.probe.create_timer(0.2, lambda: h.send_image(np.full((96, 96, 3), 60, np.uint8)))
+        _wait(lambda: h.pub_instruction.get_subscription_count() >= 1, 30, "the instruction subscriber", graph)
+        h.send_instruction(text)
+        _wait(lambda: h.rec.count("action_plan") >= 3, 60, "plans", graph)
+        before = h.rec.get("semantic_memory")[-1]
+        assert before.instruction == text
+
+        [pid] = _pids(log, "language_node")
+        n_status, n_memory = h.rec.count("status"), h.rec.count("semantic_memory")
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: len(_pids(log, "language_node")) == 2, 60, "the restart of language_node", graph)
+        # while the language node is down no plans come, and the controller holds
+        _wait(lambda: any(m.node == "controller_node" and m.mode == "hold" for m in h.rec.get("status")[n_status:]),
+              30, "a hold of the controller", graph)
+        # the restarted node continues the semantic memory of the same instruction, and plans flow again
+        _wait(lambda: h.rec.count("semantic_memory") > n_memory, 120, "memory from the restarted node", graph)
+        after = h.rec.get("semantic_memory")[n_memory]
+        assert after.instruction == text and after.step_index > before.step_index, (after.step_index, before.step_index)
+        n_plans = h.rec.count("action_plan")
+        _wait(lambda: h.rec.count("action_plan") >= n_plans + 3, 60, "plans after the restart", graph)
+        assert graph.poll() is None
+        log.seek(0)
+        params = sorted(set(re.findall(r"--params-file (\S+/overrides_\S+)", log.read())))
+        assert len(params) == 4 and all(Path(p).is_file() for p in params)  # kept for restarts
+        assert stat.S_IMODE(Path(params[0]).parent.stat().st_mode) == 0o700
+        frames.cancel()
+    finally:
+        if h is not None:
+            h.close()
+        rc, out = _stop_graph(graph, log)
+    assert rc == 0, f"sigma-graph exit code {rc}\n{out[-3000:]}"
+    assert "language_node exited with -9; restarting it in 1 s" in out
+    assert "restarts: {'language_node': 1}" in out
+    assert "restored semantic memory" in out
+    assert "Traceback" not in out, out[-3000:]
+    assert not any(Path(p).exists() for p in params)  # removed when sigma-graph exits
+
+
+def test_sigma_graph_does_not_restart_a_node_that_cannot_start(tmp_path):
+    log = open(tmp_path / "graph.log", "w+")
+    graph = _start_graph(["--checkpoint", str(tmp_path / "missing"), "--nodes", "action_node"],
+                         _env(domain_id_for("test_ros_graph_bad_checkpoint")), log)
+    try:
+        rc = graph.wait(timeout=120)
+    finally:
+        _, out = _stop_graph(graph, log)
+    assert rc == 2, out
+    assert f"action_node: cannot start: no Sigma checkpoint at {tmp_path / 'missing'}" in out
+    assert "action_node exited with 2; stopping the graph" in out and "restarting" not in out
+    assert "Traceback" not in out
+
+
+def test_sigma_graph_no_respawn_stops_the_graph(tmp_path):
+    log = open(tmp_path / "graph.log", "w+")
+    graph = _start_graph(["--checkpoint", SHIPPED, "--nodes", "controller_node", "--no-respawn"],
+                         _env(domain_id_for("test_ros_graph_no_respawn")), log)
+    try:
+        _wait(lambda: _pids(log, "controller_node"), 60, "the controller", graph)
+        os.kill(_pids(log, "controller_node")[0], signal.SIGKILL)
+        rc = graph.wait(timeout=60)
+    finally:
+        _, out = _stop_graph(graph, log)
+    assert rc == 1, out
+    assert "controller_node exited with -9; stopping the graph" in out and "restarting" not in out

@@ -92,12 +92,15 @@ def _evaluate(monkeypatch, given: dict[str, str]):
     context.launch_configurations.update(values)
     nodes = opaque[0].function(context)
     return args, [{"package": n.node_package, "executable": n.node_executable, "name": n.node_name,
-                   "parameters": n._Node__parameters, "remappings": n._Node__remappings} for n in nodes]
+                   "parameters": n._Node__parameters, "remappings": n._Node__remappings,
+                   "respawn": n._ExecuteLocal__respawn, "respawn_delay": n._ExecuteLocal__respawn_delay}
+                  for n in nodes]
 
 
 def test_launch_arguments_have_descriptions(monkeypatch):
     args, _ = _evaluate(monkeypatch, {})
-    expected = {"checkpoint", "config_file", "dry_run", "log_level"} | {f"{k}_topic" for k in graph.EXTERNAL_TOPICS}
+    expected = ({"checkpoint", "config_file", "dry_run", "log_level", "respawn", "respawn_delay"}
+                | {f"{k}_topic" for k in graph.EXTERNAL_TOPICS})
     assert expected <= set(args)
     for a in args.values():
         assert a.description and len(a.description) > 10, a.name
@@ -130,6 +133,16 @@ def test_launch_and_sigma_graph_start_the_same_graph(monkeypatch, tmp_path):
         text = Path(args[4]).read_text()
         assert f'"/{spec.name}"' in text and str(tmp_path) in text
         assert ("dry_run" in text) == (spec.name == "controller_node")
+
+
+def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
+    _, nodes = _evaluate(monkeypatch, {})
+    assert all(n["respawn"] is True and n["respawn_delay"] == graph.RESPAWN_DELAY_S for n in nodes)
+    assert build_parser().parse_args([]).respawn_delay == graph.RESPAWN_DELAY_S
+    _, nodes = _evaluate(monkeypatch, {"respawn": "false", "respawn_delay": "2.5"})
+    assert all(n["respawn"] is False and n["respawn_delay"] == 2.5 for n in nodes)
+    with pytest.raises(ValueError, match="respawn_delay"):
+        _evaluate(monkeypatch, {"respawn_delay": "-1"})
 
 
 def test_console_scripts_match_graph():
