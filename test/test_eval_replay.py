@@ -222,6 +222,19 @@ def test_sigma_eval_refuses_a_shard_not_matching_its_checksum(trained_run, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+def test_sigma_eval_refuses_to_overwrite_a_report(trained_run, tmp_path, capsys):
+    root, _ = trained_run
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / REPORT_NAME).write_text("{}\n")
+    argv = ["--shards", str(root / "shards"), "--checkpoint", str(root / "run"), "-o", str(out), "--quiet",
+            "--no-plots", "--conditions", "sigma", "baseline", "--max-batches", "1", "--n-bootstrap", "50"]
+    assert evaluate.main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / REPORT_NAME).read_text() == "{}\n"
+    assert evaluate.main(argv + ["--overwrite"]) == 0
+    assert json.loads((out / REPORT_NAME).read_text())["primary_condition"] == "sigma"
+
+
 def test_dataset_baseline_end_to_end_quiet(trained_run, tmp_path, capsys):
     root, config = trained_run
     shards = _write_shards(config, tmp_path / "shards_base", n=8, shard_size=8, with_baseline=True)
