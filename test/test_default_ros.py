@@ -88,11 +88,11 @@ def test_sim_node_publishes_sensors_and_applies_commands():
         assert status["target"] == "right" and status["step"] == 0 and not status["done"]
     finally:
         ex.shutdown(timeout_sec=2.0)
+        thread.join(timeout=5.0)  # the spin thread ends before the node it ticks is destroyed
         sim.shutdown()
         sim.destroy_node()
         probe.destroy_node()
         ctx.try_shutdown()
-        thread.join(timeout=5.0)
 
 
 class _SlowResetEnv:
