@@ -1068,6 +1068,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", default=None, help="sigma_telepathy_heads.safetensors to load over the checkpoint")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the random weights without --checkpoint")
     p.add_argument("--output", "-o", default="sigma_bag_eval", help="directory for the report, logs and plots")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
     p.add_argument("--rate", type=float, default=1.0,
                    help="publish at this multiple of the recorded speed; 0 = lockstep (each frame after the previous plan)")
     p.add_argument("--no-ros", action="store_true", help="offline path only (no ROS 2 needed)")
@@ -1156,7 +1157,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         from sigma_model.evaluation.evaluate import adapter_config_from_args, format_summary
+        from sigma_model.evaluation.report import refuse_existing_report
 
+        refuse_existing_report(args.output, args.overwrite)
         if args.threads is not None:
             if args.threads <= 0:
                 raise ValueError("--threads must be positive")
@@ -1188,7 +1191,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    except (BagError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except (BagError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
         print(f"sigma-bag-eval: error: {err}", file=sys.stderr)
         return 2
     if args.quiet:

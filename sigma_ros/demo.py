@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sigma_ros.graph_main import stop_processes
 
@@ -179,6 +179,31 @@ class EnvStateShim:
             self.latest = self._torch.tensor([data], dtype=self._torch.float32)
 
 
+def run_episode(sim, seed: int, instruction: str, send_instruction: Callable[[str], None],
+                poll: Callable[[], None], wall_s: float, reset_timeout_s: float = 10.0) -> dict[str, Any]:
+    """One episode as one handshake with the sim node, by episode id: reset the sim to ``seed`` and
+    ``instruction``, wait until that episode has started, send the instruction, and return the
+    final status of that episode (``poll()`` runs while waiting; after ``wall_s`` the sim ends it).
+
+    Raises:
+        RuntimeError: If the episode does not start within ``reset_timeout_s`` or the result is
+            not that of this episode, seed and instruction.
+    """
+    episode = sim.request_reset(seed, instruction)
+    sim.wait_episode_started(episode, reset_timeout_s)
+    send_instruction(instruction)
+    deadline = time.monotonic() + wall_s
+    while (result := sim.wait_episode_result(episode, 0.05)) is None:
+        poll()
+        if time.monotonic() > deadline:
+            print("[sigma-demo] episode wall-clock limit reached", flush=True)
+            result = sim.end_episode(episode, "wall_clock_limit")
+    got = (result["episode"], result["seed"], result["instruction"])
+    if got != (episode, seed, instruction):
+        raise RuntimeError(f"sim result {got} is not that of episode {episode} (seed {seed}, {instruction!r})")
+    return dict(result)
+
+
 def run_demo(args) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -293,28 +318,23 @@ def run_demo(args) -> dict[str, Any]:
         print(f"[sigma-demo] graph up in {time.perf_counter() - t_start:.1f}s: sim_node + "
               f"{', '.join(s.name for s in graph.NODES)}", flush=True)
 
+        def send_instruction(instruction: str) -> None:
+            instr_pub.publish(String(data=instruction))
+
+        def poll() -> None:
+            if viewer is not None and viewer.is_running():
+                with sim.lock:
+                    viewer.sync()
+            for spec, p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{spec.name} exited with {p.returncode} (log: {log_path})")
+
         for i in range(args.episodes):
             seed = args.seed + i
             instruction = args.instruction or episode_instruction(i, seed)
-            episode = sim.request_reset(seed, instruction)
-            reset_deadline = time.monotonic() + 10.0
-            while sim.episode < episode and time.monotonic() < reset_deadline:
-                time.sleep(0.01)
-            instr_pub.publish(String(data=instruction))
             print(f"[sigma-demo] episode {i + 1}/{args.episodes}: seed {seed}, instruction {instruction!r}", flush=True)
-            wall_limit = time.monotonic() + args.max_episode_s / args.real_time_factor * 3 + 10
-            while not sim.done:
-                if viewer is not None and viewer.is_running():
-                    with sim.lock:
-                        viewer.sync()
-                for spec, p in procs:
-                    if p.poll() is not None:
-                        raise RuntimeError(f"{spec.name} exited with {p.returncode} (log: {log_path})")
-                if time.monotonic() > wall_limit:
-                    print("[sigma-demo] episode wall-clock limit reached", flush=True)
-                    break
-                time.sleep(0.05)
-            status = sim.status()
+            status = run_episode(sim, seed, instruction, send_instruction, poll,
+                                 wall_s=args.max_episode_s / args.real_time_factor * 3 + 10)
             status["latency_ms"] = collector.latencies()
             results.append(status)
             t = status["time_to_success_s"]

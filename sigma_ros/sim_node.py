@@ -28,6 +28,10 @@ motor command (lock-step with the controller, as fast as it runs). The newest co
 between ticks (position servos). After a reset the sim publishes sensors without stepping for
 ``reset_hold_s``, so the graph plans for the new scene before the arm moves.
 
+In the same process, episodes are a handshake by episode id (thread-safe, what ``sigma-demo``
+uses): ``request_reset`` returns the id the new episode gets, ``wait_episode_started`` waits for it
+to start, ``wait_episode_result`` returns the final status of that episode (``results``).
+
 ``python -m sigma_ros.sim_node --ros-args -p seed:=3 -p instruction:="move the cube to the left"``
 """
 
@@ -116,6 +120,8 @@ def make_sim_node_class():
                                                   max_episode_steps=10**9))
             self.env = env
             self.lock = threading.RLock()
+            #: Notified (under ``lock``) when an episode starts or ends.
+            self.episode_changed = threading.Condition(self.lock)
             self.camera_every = max(1, int(round(p["control_hz"] / p["camera_hz"])))
             self.audio_samples = max(1, int(round(p["audio_chunk_s"] * p["audio_sample_rate"])))
             self.audio_every = max(1, int(round(p["audio_chunk_s"] * p["control_hz"])))
@@ -142,7 +148,8 @@ def make_sim_node_class():
             self.steps_total = 0
             self.step_wall: list[float] = []
             self.render_wall: list[float] = []
-            self.history: list[dict[str, Any]] = []
+            #: Final status of each finished episode, by episode id.
+            self.results: dict[int, dict[str, Any]] = {}
             # The first episode starts on the first tick: rendering (an OpenGL context) happens only
             # in the thread that spins this node.
             self.seed = int(p["seed"])
@@ -183,15 +190,44 @@ def make_sim_node_class():
                 self.applied: list[np.ndarray] = []
                 self.publish_sensors(force_image=True)
                 status = self.status()
+                self.episode_changed.notify_all()
             self.publish_status(event="reset")
             self.get_logger().info(f"episode {self.episode}: seed {self.seed}, {self.instruction!r}")
             return status
 
         def request_reset(self, seed: int | None = None, instruction: str | None = None) -> int:
-            """Thread-safe: start a new episode on the next tick; returns the episode number it gets."""
+            """Thread-safe: start a new episode on the next tick; returns the episode id it gets."""
             with self.lock:
                 self._pending_reset = (seed, instruction)
                 return self.episode + 1
+
+        def wait_episode_started(self, episode: int, timeout: float) -> None:
+            """Thread-safe: block until episode ``episode`` has started; RuntimeError after ``timeout`` s."""
+            with self.lock:
+                if not self.episode_changed.wait_for(lambda: self.episode >= episode, timeout):
+                    raise RuntimeError(f"sim episode {episode} did not start within {timeout:g} s "
+                                       f"(still at episode {self.episode})")
+
+        def wait_episode_result(self, episode: int, timeout: float) -> dict[str, Any] | None:
+            """Thread-safe: the final status of episode ``episode``, or None if it has not ended within ``timeout`` s."""
+            with self.lock:
+                self.episode_changed.wait_for(lambda: episode in self.results, timeout)
+                return self.results.get(episode)
+
+        def end_episode(self, episode: int, event: str) -> dict[str, Any]:
+            """Thread-safe: end episode ``episode`` now (failed, ``event``) unless it has ended; its final status."""
+            with self.lock:
+                if episode == self.episode and not self.done:
+                    self._finish(event)
+                if episode not in self.results:
+                    raise RuntimeError(f"sim episode {episode} never ran (now at episode {self.episode})")
+                return self.results[episode]
+
+        def _finish(self, event: str) -> None:
+            """Under ``lock``: the current episode is done; record its final status."""
+            self.done = True
+            self.results[self.episode] = {**self.status(), "event": event}
+            self.episode_changed.notify_all()
 
         def on_reset(self, msg) -> None:
             try:
@@ -232,11 +268,11 @@ def make_sim_node_class():
 
         # --------------------------------------------------------------- loop
         def on_tick(self) -> None:
-            with self.lock:
+            with self.lock:  # the pending request and its reset are one step: its episode id holds
                 pending, self._pending_reset = self._pending_reset, None
-            if pending is not None:
-                self.reset_episode(*pending)
-                return
+                if pending is not None:
+                    self.reset_episode(*pending)
+                    return
             if self.episode < 0:
                 return
             if self.p["step_mode"] == "timer":
@@ -266,15 +302,16 @@ def make_sim_node_class():
                         self.first_success_step = self.step
                     self.streak += 1
                     if self.streak >= self.success_hold:
-                        self.success, self.done, event = True, True, "success"
+                        self.success, event = True, "success"
                 else:
                     self.streak = 0
-                if not self.done and self.step >= self.max_steps:
-                    self.done, event = True, "timeout"
+                if event is None and self.step >= self.max_steps:
+                    event = "timeout"
+                if event is not None:
+                    self._finish(event)
                 self.publish_sensors()
             if event is not None:
                 status = self.publish_status(event=event)
-                self.history.append(status)
                 self.get_logger().info(f"episode {self.episode} {event}: success={self.success} "
                                        f"t={status['time_to_success_s'] or status['time']:.2f}s")
                 if self.p["auto_reset"]:

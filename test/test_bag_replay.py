@@ -163,6 +163,15 @@ def test_offline_command_line_and_errors(checkpoint, bags, tmp_path, capsys):
     assert list(report["conditions"]) == ["offline"] and report["num_samples"] == 8 and report["num_batches"] == 4
     assert report["meta"]["ros_graph"] is None and report["meta"]["pairing"]["frames"] == 16
 
+    # an existing report is replaced only with --overwrite
+    again = [str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(out), "--no-ros", "--no-plots", "-q"]
+    before = (out / REPORT_NAME).read_text()
+    assert main(again) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / REPORT_NAME).read_text() == before
+    assert main(again + ["--overwrite", "--batch-size", "8"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / REPORT_NAME).read_text())["num_batches"] == 1
+
     # telepathy off: the tau = 0 baseline path (tau still computed and reported)
     off = tmp_path / "off"
     assert main([str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(off), "--no-ros", "--no-plots",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 
 import pytest
 import torch
@@ -14,7 +16,9 @@ from sigma_model.data.shards import (
     collate_sigma_samples,
     list_shards,
     read_shard,
+    read_shard_header,
 )
+from sigma_model.data import shards as shards_module
 
 
 def _sample(i: int, base: bool = False) -> dict:
@@ -105,6 +109,48 @@ def test_corrupt_and_truncated_shards_name_the_file(tmp_path):
         ShardDataset(tmp_path)
     (tmp_path / "shard_00001.safetensors").unlink()
     with pytest.raises(ShardCorruptError, match="missing"):
+        ShardDataset(tmp_path)
+
+
+def corrupt_tensor_byte(path) -> None:
+    """Flip one byte of a shard's image data; the file stays a valid safetensors shard."""
+    data = bytearray(path.read_bytes())
+    (header_len,) = struct.unpack("<Q", data[:8])
+    start = read_shard_header(path)["tensors"]["vision_inputs"]["data_offsets"][0]
+    data[8 + header_len + start] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_shard_not_matching_its_checksum_is_refused(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=2)
+    for i in range(6):
+        w.add(_sample(i))
+    w.close({})
+    p1 = tmp_path / "shard_00001.safetensors"
+    corrupt_tensor_byte(p1)
+    tensors, _ = read_shard(p1)  # still a readable shard: only the checksum tells
+    assert not torch.equal(tensors["vision_inputs"][0], _sample(2)["vision_inputs"])
+    with pytest.raises(ShardCorruptError, match=r"shard_00001\.safetensors does not match its checksum"):
+        ShardDataset(tmp_path)
+    assert len(ShardDataset(tmp_path, verify_checksums=False)) == 6
+
+
+def test_each_shard_is_hashed_once_per_process(tmp_path, monkeypatch):
+    hashed = []
+    real = shards_module._file_sha256
+    monkeypatch.setattr(shards_module, "_file_sha256", lambda p: hashed.append(p.name) or real(p))
+    w = ShardWriter(tmp_path, shard_size=2)
+    for i in range(4):
+        w.add(_sample(i))
+    w.close({})
+    ShardDataset(tmp_path)
+    ShardDataset(tmp_path)
+    assert sorted(hashed) == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    p1 = tmp_path / "shard_00001.safetensors"
+    mtime = p1.stat().st_mtime_ns
+    corrupt_tensor_byte(p1)
+    os.utime(p1, ns=(mtime + 10**9, mtime + 10**9))  # a later write (mtime resolution can be coarse)
+    with pytest.raises(ShardCorruptError, match="shard_00001.safetensors"):
         ShardDataset(tmp_path)
 
 

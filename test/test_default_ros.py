@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -87,11 +88,97 @@ def test_sim_node_publishes_sensors_and_applies_commands():
         assert status["target"] == "right" and status["step"] == 0 and not status["done"]
     finally:
         ex.shutdown(timeout_sec=2.0)
+        thread.join(timeout=5.0)  # the spin thread ends before the node it ticks is destroyed
         sim.shutdown()
         sim.destroy_node()
         probe.destroy_node()
         ctx.try_shutdown()
-        thread.join(timeout=5.0)
+
+
+class _SlowResetEnv:
+    """The real SO-101 env whose reset takes ``delay`` s more (a loaded machine), before it changes anything."""
+
+    def __init__(self, delay: float) -> None:
+        from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
+
+        self.env = SO101PickPlaceEnv(SimConfig(image_width=96, image_height=96, render_observations=False,
+                                               max_episode_steps=10**9))
+        self.delay = delay
+
+    def reset(self, **kwargs):
+        time.sleep(self.delay)
+        return self.env.reset(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+
+@contextlib.contextmanager
+def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
+    """A sim node on a slow-reset env, spun (if ``spin``) by its own thread."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from sigma_ros import graph
+    from sigma_ros.sim_node import make_sim_node_class
+    from sigma_ros.testing import isolated_context
+
+    ctx = isolated_context("sim-episode-test")
+    args = graph.ros_arguments(None, [], {"reset_hold_s": 0.0, **params}, node_name="sim_node")
+    sim = make_sim_node_class()(env=_SlowResetEnv(reset_delay), context=ctx, cli_args=args)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(sim)
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    if spin:
+        thread.start()
+    try:
+        yield sim
+    finally:
+        ex.shutdown(timeout_sec=2.0)
+        if spin:
+            thread.join(timeout=5.0)
+        sim.shutdown()
+        sim.destroy_node()
+        ctx.try_shutdown()
+
+
+def test_demo_reports_each_episode_its_own_result():
+    """sigma-demo's episode handshake with a slow sim reset: every result is that of its own episode
+    (id, seed, instruction), never the previous one (issue 12)."""
+    from sigma_ros.demo import run_episode
+    from sigma_sim.closed_loop import episode_instruction
+
+    episodes = [(300 + i, episode_instruction(i, 300 + i)) for i in range(4)]  # left / right alternate
+    sent: list[str] = []
+    with _sim_node({"max_episode_s": 0.1, "real_time_factor": 5.0}, reset_delay=0.3) as sim:
+        results = [run_episode(sim, seed, text, sent.append, lambda: None, wall_s=60.0) for seed, text in episodes]
+    assert [(r["seed"], r["instruction"]) for r in results] == episodes
+    first = results[0]["episode"]
+    assert [r["episode"] for r in results] == list(range(first, first + 4))
+    assert all(r["done"] and r["step"] == 3 and r["event"] == "timeout" for r in results)
+    assert sent == [text for _, text in episodes]
+
+
+def test_demo_episode_reset_timeout_is_an_error():
+    from sigma_ros.demo import run_episode
+
+    sent: list[str] = []
+    with _sim_node({}, spin=False) as sim:  # nobody ticks the sim: the reset never happens
+        with pytest.raises(RuntimeError, match="did not start"):
+            run_episode(sim, 1, "pick the cube and place it on the left", sent.append, lambda: None,
+                        wall_s=5.0, reset_timeout_s=0.3)
+    assert not sent
+
+
+def test_demo_episode_wall_clock_limit_ends_that_episode():
+    from sigma_ros.demo import run_episode
+
+    polls = []
+    with _sim_node({"max_episode_s": 1000.0}) as sim:
+        result = run_episode(sim, 7, "pick the cube and place it on the right", lambda text: None,
+                             lambda: polls.append(1), wall_s=0.3)
+        assert sim.done
+    assert (result["seed"], result["event"], result["done"], result["success"]) == (7, "wall_clock_limit", True, False)
+    assert polls
 
 
 def _checkpoint(tmp_path: Path) -> str:

@@ -18,6 +18,7 @@ from sigma_model.evaluation.report import BATCH_LOG_NAME, IMPROVEMENT_PLOT_NAME,
 from sigma_model.training.batching import SyntheticWindows, collate_samples
 
 from conftest import small_config
+from test_data_shards import corrupt_tensor_byte
 from test_eval_report import PAPER_FIELDS
 from test_model_equations import randomize_
 
@@ -207,6 +208,31 @@ def test_sigma_eval_cli_errors(trained_run, tmp_path, capsys):
     shard.write_bytes(shard.read_bytes()[:-50])
     rc = evaluate.main(["--shards", str(broken), "--checkpoint", str(root / "run"), "-o", str(tmp_path / "o"), "--no-progress"])
     assert rc == 2 and "truncated" in capsys.readouterr().err
+
+
+def test_sigma_eval_refuses_a_shard_not_matching_its_checksum(trained_run, tmp_path, capsys):
+    root, config = trained_run
+    shards = _write_shards(config, tmp_path / "shards", n=8, shard_size=4)
+    corrupt_tensor_byte(shards / "shard_00001.safetensors")
+    rc = evaluate.main(["--shards", str(shards), "--checkpoint", str(root / "run"), "-o", str(tmp_path / "o"),
+                        "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "shard_00001.safetensors does not match its checksum" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_sigma_eval_refuses_to_overwrite_a_report(trained_run, tmp_path, capsys):
+    root, _ = trained_run
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / REPORT_NAME).write_text("{}\n")
+    argv = ["--shards", str(root / "shards"), "--checkpoint", str(root / "run"), "-o", str(out), "--quiet",
+            "--no-plots", "--conditions", "sigma", "baseline", "--max-batches", "1", "--n-bootstrap", "50"]
+    assert evaluate.main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / REPORT_NAME).read_text() == "{}\n"
+    assert evaluate.main(argv + ["--overwrite"]) == 0
+    assert json.loads((out / REPORT_NAME).read_text())["primary_condition"] == "sigma"
 
 
 def test_dataset_baseline_end_to_end_quiet(trained_run, tmp_path, capsys):

@@ -13,6 +13,8 @@ from sigma_model.training.metrics import read_metrics
 from sigma_model.training.train import main
 
 from conftest import small_config
+from test_data_shards import corrupt_tensor_byte
+from test_eval_replay import _write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +77,19 @@ def test_clear_errors(tmp_path, capsys, argv, message):
         main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_shard_not_matching_its_checksum_is_refused(tmp_path, capsys):
+    config = small_config()
+    config.save(tmp_path / "model.json")
+    shards = _write_shards(config, tmp_path / "shards", n=8, shard_size=4)
+    corrupt_tensor_byte(shards / "shard_00001.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--shards", str(shards), "-o", str(tmp_path / "run"), "--model-config", str(tmp_path / "model.json"),
+              "--max-steps", "1", "--warmup-steps", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "shard_00001.safetensors does not match its checksum" in err
 
 
 def test_stats_flag_standardises_with_a_lerobot_stats_file(tmp_path, capsys):

@@ -47,6 +47,7 @@ __all__ = [
     "encode_shard",
     "read_shard",
     "read_shard_header",
+    "verify_shard_checksum",
     "shard_filename",
     "list_shards",
     "list_pt_shards",
@@ -225,6 +226,35 @@ def read_shard(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[s
     return tensors, texts
 
 
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+#: (path, size, mtime_ns, sha256) of the shard files this process has verified.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def verify_shard_checksum(path: str | os.PathLike, sha256: str) -> None:
+    """Raise :class:`ShardCorruptError` unless the file's SHA-256 is ``sha256`` (its meta.json entry).
+
+    Each file is hashed once per process while its path, size and mtime stay the same.
+    """
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, sha256)
+    if key in _VERIFIED:
+        return
+    got = _file_sha256(p)
+    if got != sha256:
+        raise ShardCorruptError(f"shard {p} does not match its checksum in meta.json "
+                                f"(sha256 {got[:12]}..., expected {sha256[:12]}...)")
+    _VERIFIED.add(key)
+
+
 def list_pt_shards(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """``shard_NNNNN.pt`` files (the paper's published layout), sorted by index."""
     d = Path(out_dir)
@@ -326,11 +356,7 @@ class ShardWriter:
 
     @staticmethod
     def _shard_entry(path: Path, n: int) -> dict[str, Any]:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return {"file": path.name, "num_samples": n, "sha256": h.hexdigest()}
+        return {"file": path.name, "num_samples": n, "sha256": _file_sha256(path)}
 
     @property
     def num_written(self) -> int:
@@ -417,10 +443,12 @@ class ShardDataset(torch.utils.data.Dataset):
     Headers of all shards are validated at construction (truncation is caught early); shard contents
     are loaded lazily and the ``cache_shards`` most recently used shards are kept in memory.  With
     ``require_complete=True`` an unfinished preprocessing run (meta.json ``complete: false``) is refused.
+    With ``verify_checksums`` (the default) every shard listed in meta.json must match its SHA-256
+    there (:func:`verify_shard_checksum`, once per file and process).
     """
 
     def __init__(self, shard_dir: str | os.PathLike, *, cache_shards: int = 2, require_complete: bool = False,
-                 verify_checksums: bool = False) -> None:
+                 verify_checksums: bool = True) -> None:
         self.shard_dir = Path(shard_dir)
         if not self.shard_dir.is_dir():
             raise FileNotFoundError(f"shard directory not found: {self.shard_dir}")
@@ -441,6 +469,7 @@ class ShardDataset(torch.utils.data.Dataset):
         if not files:
             raise FileNotFoundError(f"no shard_*.safetensors (or shard_*.pt) files in {self.shard_dir}")
         self.paths = [p for _, p in files]
+        checksums = {s.get("file"): s.get("sha256") for s in self.meta.get("shards") or []} if verify_checksums else {}
         self.counts = []
         for i, p in enumerate(self.paths):
             if p.suffix == ".pt":
@@ -449,11 +478,8 @@ class ShardDataset(torch.utils.data.Dataset):
                 continue
             hdr = read_shard_header(p)
             self.counts.append(hdr["num_samples"])
-            if verify_checksums and self.meta.get("shards"):
-                want = self.meta["shards"][i].get("sha256")
-                got = ShardWriter._shard_entry(p, 0)["sha256"]
-                if want and want != got:
-                    raise ShardCorruptError(f"shard {p} checksum mismatch (meta.json {want[:12]}..., file {got[:12]}...)")
+            if checksums.get(p.name):
+                verify_shard_checksum(p, checksums[p.name])
         self.offsets = [0]
         for c in self.counts:
             self.offsets.append(self.offsets[-1] + c)

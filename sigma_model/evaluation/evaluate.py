@@ -3,7 +3,7 @@
     sigma-eval --shards data/shards --checkpoint runs/sigma --output eval/
 
 writes eval/sigma_eval_report.json, eval/sigma_eval_batches.jsonl and PNG plots, and prints the
-summary, CHECK A and CHECK B.
+summary, CHECK A and CHECK B. An existing report is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="Sigma model checkpoint dir, a training step dir, or a sigma-train output dir (latest step)")
     p.add_argument("--output", "-o", default="sigma_eval", help="directory for the report, batch log and plots")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
     p.add_argument("--baseline-checkpoint", default=None,
                    help="separate untuned baseline policy checkpoint (replayed with telepathy off)")
     p.add_argument("--baseline", choices=BASELINE_SOURCES, default="auto",
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from .replay import _shard_dataset, num_batches, run_replay
+        from .report import refuse_existing_report
+
+        refuse_existing_report(args.output, args.overwrite)
 
         if args.threads is not None:
             if args.threads <= 0:
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
         print(f"sigma-eval: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.output)

@@ -506,6 +506,13 @@ def plot_improvement(report: Mapping[str, Any], path: str | Path, labels: Mappin
     return path
 
 
+def refuse_existing_report(out_dir: str | Path, overwrite: bool) -> None:
+    """FileExistsError if out_dir already holds a report, unless ``overwrite`` (the tools' ``--overwrite``)."""
+    path = Path(out_dir) / REPORT_NAME
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists already; pass --overwrite to replace it")
+
+
 def write_report(
     report: Mapping[str, Any],
     records: Sequence[Mapping[str, Any]],
