@@ -228,9 +228,9 @@ class SafetyFilter:
                 reasons.append(f"plan stale ({self.plan_age(now):.3f}s > {cfg.plan_timeout_s}s)")
             else:
                 reasons.append("no plan")
-        if tgt is not None and measured is None:
-            if current is None:
-                reasons.append("no joint state")
+        if current is None:
+            reasons.append("no joint state")
+        if measured is None:
             tgt = None  # tracking needs a valid measurement
 
         if tgt is not None:

@@ -61,6 +61,11 @@ class ActionNode(SigmaNode):
             return None
         return torch.Generator(device=self.p.device).manual_seed(int(self.p.diffusion_seed))
 
+    def reset_episode(self) -> None:
+        """Drop inputs waiting for their partners; the diffusion sampler starts again from its seed."""
+        self.sync.clear()
+        self.generator = self._new_generator()
+
     # --------------------------------------------------------------- inputs
     def on_hlr(self, msg) -> None:
         c = self.config

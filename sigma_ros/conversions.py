@@ -237,11 +237,15 @@ def positions_by_name(positions: Sequence[float], names: Sequence[str], joint_na
 
 
 def clean_instruction(text: str, max_chars: int) -> str:
-    """Validate an instruction: non-empty, not huge, no control characters (newlines -> space)."""
+    """Validate an instruction: a non-empty string, not huge, no control characters other than white
+    space (NUL would cut the text in transport); white space runs become one space."""
     if not isinstance(text, str):
         raise ConversionError("instruction: not a string")
     if len(text) > max_chars:
         raise ConversionError(f"instruction: {len(text)} characters exceed max_instruction_chars={max_chars}")
+    bad = sorted({f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) == "Cc" and not ch.isspace()})
+    if bad:
+        raise ConversionError(f"instruction: control characters {', '.join(bad)} are not allowed")
     text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     text = " ".join(text.split())
     if not text:

@@ -207,7 +207,7 @@ def run_episode(sim, seed: int, instruction: str, send_instruction: Callable[[st
 def run_demo(args) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
+    from std_msgs.msg import Empty, String
 
     from sigma_model.checkpoint import CONFIG_NAME
     from sigma_model.configuration_sigma import SigmaConfig
@@ -247,7 +247,8 @@ def run_demo(args) -> dict[str, Any]:
     context = rclpy.Context()
     rclpy.init(args=[], context=context, domain_id=domain_id)
     procs, log = [], None
-    log_path = Path(tempfile.gettempdir()) / f"sigma_demo_nodes_{os.getpid()}.log"
+    fd, log_path = tempfile.mkstemp(prefix="sigma_demo_nodes_", suffix=".log")  # new, private (0600)
+    os.close(fd)
     nodes = []
     sim = None
     monitor = None
@@ -288,6 +289,7 @@ def run_demo(args) -> dict[str, Any]:
 
         monitor.create_subscription(Status, graph.TOPIC_BY_KEY["status"].name, collector.on_status, qos.STATUS)
         instr_pub = monitor.create_publisher(String, graph.TOPIC_BY_KEY["instruction"].name, qos.INSTRUCTION)
+        reset_pub = monitor.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
         if shim_needed:
             perception = next(n for n in nodes if n.get_name() == "perception_node")
             EnvStateShim(perception, monitor, mconf.env_state_dim)
@@ -319,6 +321,7 @@ def run_demo(args) -> dict[str, Any]:
               f"{', '.join(s.name for s in graph.NODES)}", flush=True)
 
         def send_instruction(instruction: str) -> None:
+            reset_pub.publish(Empty())  # a new episode: fresh memory and tau even for the same words
             instr_pub.publish(String(data=instruction))
 
         def poll() -> None:

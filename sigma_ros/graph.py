@@ -58,6 +58,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("audio", "audio", "sigma_ros_msgs/msg/AudioChunk", "Microphone audio chunks"),
     TopicSpec("joint_states", "joint_states", "sensor_msgs/msg/JointState", "Measured joint positions (radians)"),
     TopicSpec("instruction", "instruction", "std_msgs/msg/String", "Text instruction (a new text resets the semantic memory)"),
+    TopicSpec("reset", "sigma/reset", "std_msgs/msg/Empty",
+              "Start a new episode: every node forgets its recurrent state (memory, tau, plans; the arm holds)"),
     TopicSpec("motor_commands", "sigma/motor_commands", "trajectory_msgs/msg/JointTrajectory | std_msgs/msg/Float64MultiArray",
               "Motor commands for ros2_control (type set by controller_node.output_type)"),
     TopicSpec("vision_tokens", "sigma/vision_tokens", "sigma_ros_msgs/msg/VisionTokens", "Vision + state tokens (perception -> language)"),
@@ -77,18 +79,19 @@ EXTERNAL_TOPICS = ("camera", "depth", "audio", "joint_states", "instruction", "m
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("perception_node", "sigma-perception", "sigma_ros.perception_node", "PerceptionNode",
              "Cognitive vision workspace: camera/depth/audio/joint states + tau -> vision and state tokens",
-             ("camera", "depth", "audio", "joint_states", "telepathy_factors", "vision_tokens", "state_tokens", "status")),
+             ("camera", "depth", "audio", "joint_states", "telepathy_factors", "vision_tokens", "state_tokens", "reset",
+              "status")),
     NodeSpec("language_node", "sigma-language", "sigma_ros.language_node", "LanguageNode",
              "Language intent workspace: instruction + tokens -> telepathy factors, semantic memory, high-level rep",
              ("instruction", "vision_tokens", "telepathy_factors", "semantic_memory", "semantic_memory_kept",
-              "high_level_rep", "status")),
+              "high_level_rep", "reset", "status")),
     NodeSpec("action_node", "sigma-action", "sigma_ros.action_node", "ActionNode",
              "Action trajectory workspace + adapter: high-level rep, tau, state tokens -> action plan",
              ("high_level_rep", "telepathy_factors", "state_tokens", "semantic_memory", "semantic_memory_kept",
-              "action_plan", "status")),
+              "action_plan", "reset", "status")),
     NodeSpec("controller_node", "sigma-controller", "sigma_ros.controller_node", "ControllerNode",
              "Action fusion + low-level controller at a fixed rate, with the safety filter -> motor commands",
-             ("action_plan", "joint_states", "motor_commands", "status")),
+             ("action_plan", "joint_states", "motor_commands", "reset", "status")),
 )
 NODE_BY_NAME = {n.name: n for n in NODES}
 

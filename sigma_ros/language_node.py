@@ -82,6 +82,11 @@ class LanguageNode(SigmaNode):
         self.memory = None
         self.step_index = 0
 
+    def reset_episode(self) -> None:
+        """Same instruction, fresh semantic memory (m_{t-1} = 0)."""
+        self.memory = None
+        self.step_index = 0
+
     def on_instruction(self, msg) -> None:
         text = clean_instruction(msg.data, self.p.max_instruction_chars)
         if text == self.instruction:

@@ -157,10 +157,12 @@ class SigmaNode(Node):
         if self.WORKSPACES:
             self.model = self._load_model()
             self.config = self.model.config
+        from std_msgs.msg import Empty
         from sigma_ros_msgs.msg import Status
 
         self._Status = Status
         self.status_pub = self.create_publisher(Status, topic("status"), qos.STATUS)
+        self.create_subscription(Empty, topic("reset"), self.guarded("reset", self._on_reset), qos.INSTRUCTION)
         self._status_timer = self.create_timer(self.p.status_period_s, self.publish_status)
 
     # ------------------------------------------------------------------ model
@@ -215,6 +217,14 @@ class SigmaNode(Node):
             return None
 
         return wrapper
+
+    def _on_reset(self, _msg) -> None:
+        self.reset_episode()
+        self.stats.event("resets")
+        self.get_logger().info("reset: new episode")
+
+    def reset_episode(self) -> None:
+        """Start a new episode (``sigma/reset``): forget the recurrent state. Nodes override this."""
 
     def shutdown(self) -> None:
         """Called once before the node is destroyed (Ctrl-C / shutdown)."""

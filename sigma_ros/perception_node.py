@@ -33,7 +33,7 @@ from sigma_ros.conversions import (
     tensor_to_msg,
 )
 from sigma_ros.node_base import Param, SigmaNode, run_node, stamp_key, topic
-from sigma_ros.stats import Timer
+from sigma_ros.stats import FrameGapCounter, Timer
 
 
 class PerceptionNode(SigmaNode):
@@ -54,6 +54,8 @@ class PerceptionNode(SigmaNode):
               min=0.001, max=3600.0),
         Param("audio_max_age_s", 1.0, "Audio chunks stamped longer ago than this are refused (s)",
               min=0.001, max=3600.0),
+        Param("camera_expected_hz", 0.0, "Camera rate the missing-frame count is judged against (0: the median "
+              "interval of the received stamps)", min=0.0, max=1000.0),
     )
 
     def __init__(self, **kwargs) -> None:
@@ -87,6 +89,8 @@ class PerceptionNode(SigmaNode):
         self.depth: torch.Tensor | None = None
         self.depth_stamp = 0
         self.frames = 0
+        self.camera_gaps = FrameGapCounter(self.p.camera_expected_hz)
+        self.stats.declare_drop("camera_missing")
 
         self.vision_pub = self.create_publisher(VisionTokens, topic("vision_tokens"), qos.PIPELINE)
         self.state_pub = self.create_publisher(StateTokens, topic("state_tokens"), qos.PIPELINE)
@@ -132,6 +136,10 @@ class PerceptionNode(SigmaNode):
         tau = tensor_from_msg(msg.tau, [None, self.config.d_tau], "telepathy_factors.tau")
         self.tau, self.tau_stamp, self.tau_stamp_ns = tau, msg.header.stamp, stamp_key(msg.header)
 
+    def reset_episode(self) -> None:
+        """The next frame sees tau_prev = 0."""
+        self.tau, self.tau_stamp, self.tau_stamp_ns = None, None, 0
+
     def within(self, stamp: int, frame_stamp: int, timeout_s: float) -> bool:
         return stamp != 0 and abs(frame_stamp - stamp) <= timeout_s * NS
 
@@ -139,6 +147,10 @@ class PerceptionNode(SigmaNode):
         with Timer() as t_conv:
             image = image_to_tensor(msg, self.config.image_size, self.p.resize_images)
         frame_stamp = self.accept_stamp("camera", msg.header)
+        missing = self.camera_gaps.add(frame_stamp)
+        if missing:
+            self.stats.drop("camera_missing", f"camera: {missing} frame(s) missing before this one (stamp gap)",
+                            count=missing)
         if self.state is None or not self.within(self.state_stamp, frame_stamp, self.p.joint_state_timeout_s):
             self.set_mode("waiting", "no valid joint state")
             self.reject("camera", "no valid joint state stamped within joint_state_timeout_s of the frame: "
@@ -183,6 +195,12 @@ class PerceptionNode(SigmaNode):
         self.vision_pub.publish(out)
         self.stats.event("tokens_out")
         self.set_mode("running")
+
+
+    def extra_metrics(self) -> dict[str, float]:
+        period = self.camera_gaps.period_ns()
+        return {"camera_period_ms": period / 1e6 if period else 0.0,
+                "camera_frames_missing": float(self.camera_gaps.missing)}
 
 
 def main(args=None) -> int:

@@ -34,9 +34,9 @@ class NodeStats:
             q.append(now)
             self._trim(q, now, key=lambda x: x)
 
-    def drop(self, name: str, error: str = "") -> int:
+    def drop(self, name: str, error: str = "", count: int = 1) -> int:
         with self._lock:
-            self.drops[name] = self.drops.get(name, 0) + 1
+            self.drops[name] = self.drops.get(name, 0) + count
             if error:
                 self.last_error = error
             return self.drops[name]
@@ -130,3 +130,42 @@ class StampSync:
         with self._lock:
             for q in self._queues.values():
                 q.clear()
+
+
+class FrameGapCounter:
+    """Frames missing from a stream, judged by the gaps between consecutive header stamps.
+
+    ROS 2 headers carry no sequence number, so a frame lost in transport (too large for the
+    transport, dropped under load) or pushed out of a full subscription queue shows only as a gap.
+    The expected period is ``1 / expected_hz``, or with ``expected_hz`` 0 the median of the recent
+    intervals; a gap of k periods counts k - 1 missing frames.
+    """
+
+    def __init__(self, expected_hz: float = 0.0, history: int = 31) -> None:
+        self.expected_period_ns = int(1e9 / expected_hz) if expected_hz > 0 else None
+        self._intervals: deque = deque(maxlen=history)
+        self._last: int | None = None
+        self.received = 0
+        self.missing = 0
+
+    def period_ns(self) -> int | None:
+        if self.expected_period_ns is not None:
+            return self.expected_period_ns
+        if len(self._intervals) < 5:
+            return None
+        return int(sorted(self._intervals)[len(self._intervals) // 2])
+
+    def add(self, stamp_ns: int) -> int:
+        """Record a frame's stamp (in order); returns how many frames are missing before it."""
+        self.received += 1
+        missed = 0
+        if self._last is not None and stamp_ns > self._last:
+            interval = stamp_ns - self._last
+            period = self.period_ns()
+            if period:
+                missed = max(0, int(round(interval / period)) - 1)
+            if not missed:
+                self._intervals.append(interval)
+        self._last = stamp_ns
+        self.missing += missed
+        return missed

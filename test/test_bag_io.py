@@ -187,7 +187,7 @@ def test_clean_instruction_normalises_and_rejects():
     assert clean_instruction("  a\tb\nc  ", 2000) == "a b c"
     assert clean_instruction("caf\u00e9 \u200b ok", 2000) == "caf\u00e9 ok"
     assert clean_instruction("x" * 2000, 2000) == "x" * 2000
-    for bad in ("", " \n\t ", "x" * 2001):
+    for bad in ("", " \n\t ", "x" * 2001, "pick the\x00 cube", "a\x07b", "\x1b[2J"):
         with pytest.raises(ValueError):
             clean_instruction(bad, 2000)
 

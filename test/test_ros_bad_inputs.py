@@ -206,6 +206,115 @@ def test_malformed_custom_messages(h):
     assert ctrl.mode in ("hold", "running")
 
 
+def stamped(h, offset_s: float):
+    """A header stamp `offset_s` from now on the probe's clock."""
+    from builtin_interfaces.msg import Time
+
+    sec, nsec = divmod(h.probe.get_clock().now().nanoseconds + int(offset_s * 1e9), 1_000_000_000)
+    return Time(sec=sec, nanosec=nsec)
+
+
+@pytest.mark.parametrize("offset_s, kind", [(-5.0, "stale"), (10.0, "future"), (0.0, "unstamped")])
+def test_stale_future_and_unstamped_joint_states_are_refused(h, offset_s, kind):
+    """Judged by header stamp, not arrival: refused and counted by kind; the arm holds."""
+    h.set_joint_positions(None)
+    time.sleep(0.1)
+    msg = JointState(name=list(JOINTS), position=[0.5, 0.0, 0.0, 0.0, 0.0, 0.5])
+    if kind != "unstamped":
+        msg.header.stamp = stamped(h, offset_s)
+    before = {n: count(h, n, f"joint_states_{kind}") for n in ("perception_node", "controller_node")}
+    for _ in range(3):
+        h.pub_joint.publish(msg)
+        time.sleep(0.05)
+    for node, b in before.items():
+        wait_drop(h, node, f"joint_states_{kind}", b)
+    time.sleep(h.by_name["controller_node"].p.joint_state_timeout_s + 0.2)
+    ctrl = h.by_name["controller_node"]
+    assert ctrl.mode == "hold" and "no joint state" in ctrl.reason, (ctrl.mode, ctrl.reason)
+    assert h.by_name["perception_node"].state is None or not np.allclose(h.by_name["perception_node"].state[0], 0.5)
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+
+
+def test_out_of_order_joint_state_is_refused(h):
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+    msg = JointState(name=list(JOINTS), position=list(Q0))
+    msg.header.stamp = stamped(h, -0.3)  # fresh enough, but older than the stream's last one
+    before = count(h, "controller_node", "joint_states_out_of_order")
+    h.pub_joint.publish(msg)
+    wait_drop(h, "controller_node", "joint_states_out_of_order", before)
+
+
+@pytest.mark.parametrize("offset_s, kind", [(-10.0, "stale"), (10.0, "future")])
+def test_stale_and_future_camera_frames_are_refused(h, offset_s, kind):
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+    before = count(h, "perception_node", f"camera_{kind}")
+    n_tokens = h.rec.count("vision_tokens")
+    msg = image(h)
+    msg.header.stamp = stamped(h, offset_s)
+    h.pub_image.publish(msg)
+    wait_drop(h, "perception_node", f"camera_{kind}", before)
+    time.sleep(0.2)
+    assert h.rec.count("vision_tokens") == n_tokens
+
+
+@pytest.mark.parametrize("reading", [2.5, 1e308, -1e300])
+def test_implausible_joint_state_is_a_fault_and_holds(h, reading):
+    """A pan reading beyond its limit by more than the tolerance (or absurd): the perception node refuses
+    it, the controller counts a fault and holds its last command within max_step and the limits."""
+    h.set_joint_positions(Q0)
+    time.sleep(0.3)
+    ctrl = h.by_name["controller_node"]
+    faults = ctrl.safety.faults
+    before = count(h, "perception_node", "joint_states")
+    n_cmd = h.rec.count("motor_commands")
+    h.set_joint_positions([reading, *Q0[1:]])
+    wait_drop(h, "perception_node", "joint_states", before)
+    time.sleep(0.3)
+    assert ctrl.safety.faults > faults
+    assert ctrl.mode == "hold" and "implausible joint state" in ctrl.reason, (ctrl.mode, ctrl.reason)
+    cmds = [np.array(m.points[0].positions) for m in h.rec.get("motor_commands")[n_cmd:]]
+    lo, hi = np.array(ctrl.p.joint_lower_limits), np.array(ctrl.p.joint_upper_limits)
+    for prev, c in zip(cmds, cmds[1:]):
+        assert (np.abs(c - prev) <= 0.15 + 1e-12).all() and (c >= lo).all() and (c <= hi).all()
+    st = h.status_of("controller_node")
+    assert dict(zip(st.metric_names, st.metric_values))["joint_state_faults"] > faults
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+
+
+def test_instruction_with_control_characters_is_rejected(h):
+    lang = h.by_name["language_node"]
+    before = count(h, "language_node", "instruction")
+    h.pub_instruction.publish(String(data="pick the cube\x07 now"))
+    wait_drop(h, "language_node", "instruction", before)
+    assert lang.instruction == "stack the blocks" and "U+0007" in lang.stats.last_error
+
+
+def test_missing_camera_frames_are_counted(h):
+    """Frames lost in transport or pushed out of a full queue show as gaps in the stamps."""
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+    perception = h.by_name["perception_node"]
+    before = count(h, "perception_node", "camera_missing")
+    clock = h.probe.get_clock()
+    base = clock.now().nanoseconds
+    sent = [0, 1, 2, 3, 4, 5, 6, 9, 10]  # 30 Hz stamps; 7 and 8 never arrive
+    n_tokens = h.rec.count("vision_tokens")
+    for k in sent:
+        stamp = base + k * 33_333_333
+        time.sleep(max(0.0, (stamp - clock.now().nanoseconds) / 1e9))  # never stamped in the future
+        msg = image(h)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        h.pub_image.publish(msg)
+        h.rec.wait_for("vision_tokens", n_tokens + 1, 10)
+        n_tokens += 1
+    assert count(h, "perception_node", "camera_missing") - before == 2
+    assert perception.extra_metrics()["camera_period_ms"] == pytest.approx(33.333, abs=0.01)
+
+
 def test_graph_still_works_after_bad_inputs(h):
     """No node crashed: a valid frame still produces tokens, tau, a plan and tracking commands."""
     before = h.rec.count("action_plan")

@@ -196,3 +196,28 @@ def test_float64_multi_array_output_and_limits(model):
             assert (np.abs(c - prev) <= 0.05 + 1e-12).all()
             assert (c >= lo).all() and (c <= hi).all()
         assert h.rec.get("motor_commands")[-1].layout.dim[0].size == 6
+
+
+def test_reset_drops_the_plan_and_holds(model):
+    """sigma/reset (a new episode): the controller forgets its plans and holds its last command."""
+    from std_msgs.msg import Empty
+
+    from sigma_ros import graph, qos
+
+    with settled_controller("test_ros_controller_reset", plan_timeout_s=5.0, min_plan_ticks=1) as h:
+        ctrl = h.by_name["controller_node"]
+        h.pub_internal["action_plan"].publish(make_plan(model, h, 3)[0])
+        deadline = time.monotonic() + 5
+        while ctrl.mode != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ctrl.mode == "running"
+        reset = h.probe.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
+        while reset.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        reset.publish(Empty())
+        while ctrl.mode != "hold" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ctrl.mode == "hold" and "no plan" in ctrl.reason, (ctrl.mode, ctrl.reason)
+        time.sleep(0.2)
+        cmds, _ = commands(h)
+        assert np.array_equal(cmds[-1], cmds[-2])

@@ -201,3 +201,12 @@ def test_sigma_graph_no_respawn_stops_the_graph(tmp_path):
         _, out = _stop_graph(graph, log)
     assert rc == 1, out
     assert "controller_node exited with -9; stopping the graph" in out and "restarting" not in out
+
+
+@pytest.mark.parametrize("text", ["pick the\x07 cube", "   ", "pick\x1b[2J the cube"])
+def test_sigma_instruct_refuses_bad_instructions(text):
+    """Control characters (NUL would cut the text in transport) and empty texts: one line, exit 2, nothing sent."""
+    out = subprocess.run([sys.executable, "-m", "sigma_ros.instruct", text, "--wait", "0"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "sigma-instruct: instruction:" in out.stderr
+    assert "published" not in out.stdout

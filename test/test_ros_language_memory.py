@@ -80,6 +80,31 @@ def test_memory_carries_over_and_resets(h, model):
     assert mem.step_index == 0 and mem.instruction == "close the drawer"
 
 
+def test_reset_starts_a_new_episode_with_the_same_instruction(h, model):
+    """sigma/reset: the same words again, but m_{t-1} = 0 and the step count restarts."""
+    from std_msgs.msg import Empty
+
+    from sigma_ros import qos
+
+    text = "fold the towel"
+    h.send_instruction(text)
+    time.sleep(0.3)
+    _, m1 = step(h, model, 20, text, None)
+    mem, _ = step(h, model, 21, text, m1)
+    assert mem.step_index == 1
+    reset = h.probe.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
+    deadline = time.monotonic() + 5
+    while reset.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    reset.publish(Empty())
+    deadline = time.monotonic() + 5
+    while h.by_name["language_node"].step_index != 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    mem, _ = step(h, model, 22, text, None)  # compared with the offline stage from a zero memory
+    assert mem.step_index == 0 and mem.instruction == text
+    h.probe.destroy_publisher(reset)
+
+
 def test_restarted_node_restores_latched_memory(h, model):
     text = "wipe the table"
     h.send_instruction(text)
