@@ -418,7 +418,8 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         (cfg.adapter_config or AdapterConfig()).save(adapter_file.name)
         action["adapter_config"] = adapter_file.name
     overrides = {
-        "perception_node": dict(common, resize_images=True, use_tau_feedback=True, tau_timeout_s=float(tau_wall),
+        "perception_node": dict(common, resize_images=True, use_tau_feedback=True, frame_stride=1,
+                                tau_timeout_s=float(tau_wall),
                                 joint_state_timeout_s=float(state_wall)),
         "language_node": dict(common, restore_memory=False),
         "action_node": dict(common, **action),

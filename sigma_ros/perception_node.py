@@ -54,6 +54,9 @@ class PerceptionNode(SigmaNode):
               min=0.001, max=3600.0),
         Param("audio_max_age_s", 1.0, "Audio chunks stamped longer ago than this are refused (s)",
               min=0.001, max=3600.0),
+        Param("frame_stride", 0, "Run the model on every n-th camera frame (1: every frame; 0: the model's "
+              "n_action_steps, one plan per plan the controller runs, as the closed-loop evaluation replans)",
+              min=0, max=1000),
         Param("camera_expected_hz", 0.0, "Camera rate the missing-frame count is judged against (0: the median "
               "interval of the received stamps)", min=0.0, max=1000.0),
     )
@@ -89,6 +92,8 @@ class PerceptionNode(SigmaNode):
         self.depth: torch.Tensor | None = None
         self.depth_stamp = 0
         self.frames = 0
+        self.frame_stride = self.p.frame_stride or self.config.n_action_steps
+        self.frames_since_step: int | None = None  # None: the next valid frame is processed
         self.camera_gaps = FrameGapCounter(self.p.camera_expected_hz)
         self.stats.declare_drop("camera_missing")
 
@@ -137,8 +142,9 @@ class PerceptionNode(SigmaNode):
         self.tau, self.tau_stamp, self.tau_stamp_ns = tau, msg.header.stamp, stamp_key(msg.header)
 
     def reset_episode(self) -> None:
-        """The next frame sees tau_prev = 0."""
+        """The next frame is processed and sees tau_prev = 0."""
         self.tau, self.tau_stamp, self.tau_stamp_ns = None, None, 0
+        self.frames_since_step = None
 
     def within(self, stamp: int, frame_stamp: int, timeout_s: float) -> bool:
         return stamp != 0 and abs(frame_stamp - stamp) <= timeout_s * NS
@@ -156,6 +162,11 @@ class PerceptionNode(SigmaNode):
             self.reject("camera", "no valid joint state stamped within joint_state_timeout_s of the frame: "
                                   "frame skipped (hold)")
             return
+        if self.frames_since_step is not None:
+            self.frames_since_step += 1
+            if self.frames_since_step < self.frame_stride:
+                return  # between plans (frame_stride)
+        self.frames_since_step = 0
         tau_prev = None
         used_tau = False
         if (self.p.telepathy and self.p.use_tau_feedback and self.tau is not None and self.tau.shape[0] == 1

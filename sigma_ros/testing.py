@@ -108,6 +108,8 @@ class GraphHarness:
         self.context = isolated_context(tag, domain_id)
         self.params_file = params_file or str(graph.default_config_file())
         overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+        # tests and replays drive the graph frame by frame: the model runs on every frame
+        overrides.setdefault("perception_node", {}).setdefault("frame_stride", 1)
         if output_type:
             overrides.setdefault("controller_node", {})["output_type"] = output_type
         self.output_type = overrides.get("controller_node", {}).get("output_type", "joint_trajectory")

@@ -330,3 +330,33 @@ def test_graph_still_works_after_bad_inputs(h):
     assert ctrl.mode == "running", (ctrl.mode, ctrl.reason)
     for name in ("perception_node", "language_node", "action_node", "controller_node"):
         assert h.by_name[name].context.ok()
+
+
+def test_frame_stride_runs_the_model_once_per_plan():
+    """frame_stride 0 (the default): the model runs on every n_action_steps-th frame, one plan per plan the
+    controller runs, as the closed-loop evaluation replans; a reset processes the next frame at once."""
+    from std_msgs.msg import Empty
+
+    from sigma_ros import graph, qos
+
+    with GraphHarness("test_ros_frame_stride", nodes=("perception_node",),
+                      overrides={"perception_node": {"frame_stride": 0}}) as g:
+        g.wait_matched()
+        g.stream_joint_states(Q0)
+        time.sleep(0.3)
+        stride = g.by_name["perception_node"].config.n_action_steps
+        assert g.by_name["perception_node"].frame_stride == stride > 1
+        for _ in range(2 * stride + 1):
+            g.pub_image.publish(image(g))
+            time.sleep(0.03)
+        g.rec.wait_for("vision_tokens", 3, 10)
+        time.sleep(0.3)
+        assert g.rec.count("vision_tokens") == 3
+        reset = g.probe.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
+        deadline = time.monotonic() + 5
+        while reset.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        reset.publish(Empty())
+        time.sleep(0.3)
+        g.pub_image.publish(image(g))
+        g.rec.wait_for("vision_tokens", 4, 10)
