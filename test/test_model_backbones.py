@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -46,13 +48,12 @@ def test_4bit_needs_cuda_and_bitsandbytes(hf_dir):
 
 
 @pytest.mark.parametrize("kind", ["pi05", "smolvla"])
-def test_lerobot_policy_backbones_fail_clearly_without_lerobot(kind):
+def test_lerobot_policy_backbones_fail_clearly_without_lerobot(kind, monkeypatch):
     pytest.importorskip("torch")
-    try:
-        import lerobot  # noqa: F401
-        pytest.skip("LeRobot is installed here; the error path does not apply")
-    except ImportError:
-        pass
+    # LeRobot is in the default install: hide it (a None entry in sys.modules makes the import
+    # fail), also any of its modules an earlier test imported.
+    for name in [m for m in sys.modules if m == "lerobot" or m.startswith("lerobot.")] + ["lerobot"]:
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(RuntimeError, match=f"the {kind} backbone needs LeRobot"):
         load_lerobot_policy(kind, "lerobot/pi05_base")
     with pytest.raises(RuntimeError, match="needs LeRobot"):

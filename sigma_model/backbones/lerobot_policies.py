@@ -1,7 +1,7 @@
 """LeRobot pi0.5 and SmolVLA policies as Sigma backbones (and as baseline policies).
 
-Needs the `lerobot` package (0.4.x: `pip install -r requirements-lerobot.txt`, which brings its own
-torch<2.11 build) and the policy weights (hub id such as `lerobot/pi05_base`, or a local copy).
+Needs the `lerobot` package (0.4.x, in the default install: `pip install --no-deps -r
+requirements-lerobot.txt`) and the policy weights (hub id such as `lerobot/pi05_base`, or a local copy).
 The VLM inside the policy supplies hidden_sequence_base; the policy itself supplies the baseline
 actions that TRAF learns residuals over.
 """
@@ -27,8 +27,8 @@ def load_lerobot_policy(kind: str, path_or_id: str):
         module = __import__(module_name, fromlist=[class_name])
     except ImportError as err:
         raise RuntimeError(
-            f"the {kind} backbone needs LeRobot (pip install -r requirements-lerobot.txt); "
-            f"it is not installed by default because LeRobot 0.4.x pins torch<2.11: {err}"
+            f"the {kind} backbone needs LeRobot (scripts/setup.sh installs it; by hand: "
+            f"pip install --no-deps -r requirements-lerobot.txt): {err}"
         ) from err
     return getattr(module, class_name).from_pretrained(path_or_id)
 
