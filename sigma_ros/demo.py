@@ -179,19 +179,55 @@ class EnvStateShim:
             self.latest = self._torch.tensor([data], dtype=self._torch.float32)
 
 
+class PlanWatch:
+    """Whether a plan of a camera frame stamped after :meth:`mark` has reached ``monitor``."""
+
+    def __init__(self, monitor) -> None:
+        from sigma_ros_msgs.msg import ActionPlan
+
+        from sigma_ros import graph, qos
+
+        self.clock = monitor.get_clock()
+        self.cond = threading.Condition()
+        self.since_ns = self.newest_ns = 0
+        monitor.create_subscription(ActionPlan, graph.TOPIC_BY_KEY["action_plan"].name, self.on_plan, qos.PIPELINE)
+
+    def on_plan(self, msg) -> None:
+        with self.cond:
+            self.newest_ns = max(self.newest_ns, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+            self.cond.notify_all()
+
+    def mark(self) -> None:
+        with self.cond:
+            self.since_ns = self.clock.now().nanoseconds
+
+    def wait(self, timeout_s: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.newest_ns > self.since_ns, timeout_s)
+
+
 def run_episode(sim, seed: int, instruction: str, send_instruction: Callable[[str], None],
-                poll: Callable[[], None], wall_s: float, reset_timeout_s: float = 10.0) -> dict[str, Any]:
+                poll: Callable[[], None], wall_s: float, reset_timeout_s: float = 10.0,
+                wait_first_plan: Callable[[], bool] | None = None) -> dict[str, Any]:
     """One episode as one handshake with the sim node, by episode id: reset the sim to ``seed`` and
     ``instruction``, wait until that episode has started, send the instruction, and return the
     final status of that episode (``poll()`` runs while waiting; after ``wall_s`` the sim ends it).
+
+    With ``wait_first_plan`` (blocks until the graph's first plan after the instruction arrived;
+    False on timeout) the arm holds until that plan is there, as the in-process evaluation computes
+    its first plan before the first step; else the sim holds for its ``reset_hold_s``.
 
     Raises:
         RuntimeError: If the episode does not start within ``reset_timeout_s`` or the result is
             not that of this episode, seed and instruction.
     """
-    episode = sim.request_reset(seed, instruction)
+    episode = sim.request_reset(seed, instruction, hold=wait_first_plan is not None)
     sim.wait_episode_started(episode, reset_timeout_s)
     send_instruction(instruction)
+    if wait_first_plan is not None:
+        if not wait_first_plan():
+            print("[sigma-demo] no plan for the new episode yet: starting anyway", flush=True)
+        sim.release_episode(episode)
     deadline = time.monotonic() + wall_s
     while (result := sim.wait_episode_result(episode, 0.05)) is None:
         poll()
@@ -320,7 +356,10 @@ def run_demo(args) -> dict[str, Any]:
         print(f"[sigma-demo] graph up in {time.perf_counter() - t_start:.1f}s: sim_node + "
               f"{', '.join(s.name for s in graph.NODES)}", flush=True)
 
+        plans = PlanWatch(monitor)
+
         def send_instruction(instruction: str) -> None:
+            plans.mark()
             reset_pub.publish(Empty())  # a new episode: fresh memory and tau even for the same words
             instr_pub.publish(String(data=instruction))
 
@@ -337,7 +376,8 @@ def run_demo(args) -> dict[str, Any]:
             instruction = args.instruction or episode_instruction(i, seed)
             print(f"[sigma-demo] episode {i + 1}/{args.episodes}: seed {seed}, instruction {instruction!r}", flush=True)
             status = run_episode(sim, seed, instruction, send_instruction, poll,
-                                 wall_s=args.max_episode_s / args.real_time_factor * 3 + 10)
+                                 wall_s=args.max_episode_s / args.real_time_factor * 3 + 10,
+                                 wait_first_plan=lambda: plans.wait(args.startup_timeout))
             status["latency_ms"] = collector.latencies()
             results.append(status)
             t = status["time_to_success_s"]

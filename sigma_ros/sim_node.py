@@ -161,15 +161,17 @@ def make_sim_node_class():
             self.commands_episode = 0
             self.applied = []
             self.hold_until = 0.0
-            self._pending_reset: tuple[int | None, str | None] | None = (int(p["seed"]), p["instruction"] or None)
+            self._pending_reset: tuple | None = (int(p["seed"]), p["instruction"] or None, False)
 
             period = 1.0 / (p["control_hz"] * p["real_time_factor"])
             self.timer = self.create_timer(period, self.on_tick)
             self.status_timer = self.create_timer(1.0 / max(0.1, p["status_hz"]), self.publish_status)
 
         # ------------------------------------------------------------ episode
-        def reset_episode(self, seed: int | None = None, instruction: str | None = None) -> dict[str, Any]:
-            """Start a new episode (seed None: the next seed); returns its status dict."""
+        def reset_episode(self, seed: int | None = None, instruction: str | None = None,
+                          hold: bool = False) -> dict[str, Any]:
+            """Start a new episode (seed None: the next seed); returns its status dict. With ``hold``
+            the physics waits for :meth:`release_episode` (sensors keep coming), else ``reset_hold_s``."""
             from sigma_sim.record import instruction_for_episode
 
             with self.lock:
@@ -185,7 +187,7 @@ def make_sim_node_class():
                 self.first_success_step: int | None = None
                 self.success = False
                 self.done = False
-                self.hold_until = time.monotonic() + float(self.p["reset_hold_s"])
+                self.hold_until = math.inf if hold else time.monotonic() + float(self.p["reset_hold_s"])
                 self.commands_episode = 0
                 self.applied: list[np.ndarray] = []
                 self.publish_sensors(force_image=True)
@@ -195,11 +197,18 @@ def make_sim_node_class():
             self.get_logger().info(f"episode {self.episode}: seed {self.seed}, {self.instruction!r}")
             return status
 
-        def request_reset(self, seed: int | None = None, instruction: str | None = None) -> int:
+        def request_reset(self, seed: int | None = None, instruction: str | None = None, hold: bool = False) -> int:
             """Thread-safe: start a new episode on the next tick; returns the episode id it gets."""
             with self.lock:
-                self._pending_reset = (seed, instruction)
+                self._pending_reset = (seed, instruction, hold)
                 return self.episode + 1
+
+        def release_episode(self, episode: int) -> None:
+            """Thread-safe: episode ``episode``, reset with ``hold``, starts stepping now."""
+            with self.lock:
+                if episode != self.episode:
+                    raise RuntimeError(f"release of episode {episode}, but the sim is at episode {self.episode}")
+                self.hold_until = 0.0
 
         def wait_episode_started(self, episode: int, timeout: float) -> None:
             """Thread-safe: block until episode ``episode`` has started; RuntimeError after ``timeout`` s."""
