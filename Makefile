@@ -14,7 +14,7 @@ setup:
 	SIGMA_VENV="$(abspath $(VENV))" bash scripts/setup.sh
 
 test: setup
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) test/
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/sigma-demo

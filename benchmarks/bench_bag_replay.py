@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,8 +33,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from sigma_ros.bag_io import BagReader, PairingStats, iter_paired_frames, write_synthetic_robot_bag  # noqa: E402
 from sigma_ros.bag_replay import BagEvalConfig, attach_targets, evaluate_bag, run_offline, schedule  # noqa: E402
@@ -47,8 +44,7 @@ def build_checkpoint(workdir: Path, small: bool, checkpoint: str | None, seed: i
     from sigma_model import SigmaConfig, SigmaModel, save_checkpoint
 
     if small:
-        sys.path.insert(0, str(ROOT / "test"))
-        from conftest import small_config
+        from sigma_model.testing import small_config
 
         config = small_config()
     else:

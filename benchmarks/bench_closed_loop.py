@@ -26,11 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import sigma_sim  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import sigma_sim  # noqa: F401
 import torch
 
 from sigma_model.safety import SafetyConfig, SafetyFilter

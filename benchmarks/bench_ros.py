@@ -34,8 +34,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 Q0 = np.array([0.05, -0.3, 0.4, 0.1, 0.0, 0.3])
 INSTRUCTION = "pick up the cube and put it in the box"
@@ -127,7 +125,7 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="sigma_bench_ros_"))
     params = tmp / "sigma_bench.yaml"
-    write_params(ROOT / "config" / "sigma.yaml", params)
+    write_params(ROOT / "sigma_ros" / "config" / "sigma.yaml", params)
     domain = domain_id_for(f"bench_ros_{os.getpid()}")
     graph_proc = None
     overrides = {"action_node": {"diffusion_seed": args.seed}}  # (commands are matched on the published plan)

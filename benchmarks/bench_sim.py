@@ -19,17 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-try:
-    import sigma_sim
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import sigma_sim
+import sigma_sim
 from sigma_sim.expert import ScriptedExpert
 from sigma_sim.so101_env import HOME_QPOS, SimConfig, SO101PickPlaceEnv
 

@@ -8,7 +8,9 @@
 #   3. the ROS 2 environment hook of the venv (scripts/sigma_venv_env.py): rclpy and
 #      sigma_ros_msgs work from .venv/bin/python with no `source`
 #   4. sigma_ros_msgs built with CMake (build/sigma_ros_msgs) and installed into .venv
-#   5. this project, editable and without dependency resolution (pip -e . --no-deps)
+#   5. this project's packages, editable and without dependency resolution: the pip packages
+#      sigma_model/ and sigma_sim/, then the ament_python package sigma_ros/ (its launch/,
+#      config/ and console scripts linked into the venv prefix, as colcon --symlink-install does)
 # Idempotent. When none of its inputs changed since the last successful run it
 # returns at once (stamp: sha256 of the inputs, in .venv/.sigma-setup.stamp).
 #
@@ -37,13 +39,14 @@ inputs_hash() {
   {
     echo "venv=$VENV python=$PY_VERSION"
     local f
-    for f in scripts/setup.sh scripts/sigma_venv_env.py requirements*.txt setup.py setup.cfg \
-             package.xml resource/sigma_ros sigma_ros_msgs/CMakeLists.txt sigma_ros_msgs/package.xml \
+    for f in scripts/setup.sh scripts/sigma_venv_env.py requirements*.txt sigma_model/pyproject.toml \
+             sigma_sim/pyproject.toml sigma_ros/setup.py sigma_ros/setup.cfg sigma_ros/package.xml \
+             sigma_ros/resource/sigma_ros sigma_ros_msgs/CMakeLists.txt sigma_ros_msgs/package.xml \
              scripts/link_share.py sigma_ros_msgs/msg/*.msg; do
       if [ -f "$f" ]; then sha256sum "$f"; fi
     done
     # launch/ and config/ files are linked, not copied: only their names matter
-    for f in launch/* config/*; do
+    for f in sigma_ros/launch/* sigma_ros/config/*; do
       if [ -f "$f" ]; then echo "$f"; fi
     done
   } | sha256sum | cut -d' ' -f1
@@ -168,15 +171,17 @@ if ! {
 fi
 
 # --- 5. this project --------------------------------------------------------------
-log "pip install -e . --no-deps"
-PYTHONWARNINGS=ignore quiet_pip install -q --no-deps --no-build-isolation -e "$ROOT"
+log "pip install -e sigma_model -e sigma_sim -e sigma_ros --no-deps"
+PYTHONWARNINGS=ignore quiet_pip install -q --no-deps --no-build-isolation \
+  -e "$ROOT/sigma_model" -e "$ROOT/sigma_sim" -e "$ROOT/sigma_ros"
 # data_files (ament marker, package.xml, launch/, config/) and <prefix>/lib/sigma_ros/<script>:
 # linked into the venv, as `colcon build --symlink-install` does (editable installs skip them)
-"$VENV/bin/python" scripts/link_share.py "$VENV" "$ROOT"
+"$VENV/bin/python" scripts/link_share.py "$VENV" "$ROOT/sigma_ros"
 
 # --- smoke check and stamp ------------------------------------------------------------
 "$VENV/bin/python" -c 'import rclpy, sigma_ros_msgs.msg, ament_index_python as a; a.get_package_share_directory("sigma_ros"); a.get_package_share_directory("sigma_ros_msgs")' ||
   die "rclpy / sigma_ros_msgs / sigma_ros not importable from $VENV"
-"$VENV/bin/python" -c 'import lerobot, torchvision' || die "lerobot / torchvision not importable from $VENV"
+"$VENV/bin/python" -c 'import lerobot, torchvision, sigma_model, sigma_sim' ||
+  die "lerobot / torchvision / sigma_model / sigma_sim not importable from $VENV"
 inputs_hash > "$STAMP"
 log "done in $((SECONDS - START)) s ($VENV)"

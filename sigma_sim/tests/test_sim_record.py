@@ -149,7 +149,7 @@ def test_recording_with_a_lead_checkpoint(tmp_path):
     from sigma_model.data.lerobot_format import LeRobotDatasetReader
     from sigma_sim.record import lead_steps_for, record_dataset
 
-    from conftest import small_config
+    from sigma_model.testing import small_config
 
     torch.manual_seed(0)
     save_checkpoint(SigmaModel(small_config()), tmp_path / "lead")

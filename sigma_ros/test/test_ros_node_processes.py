@@ -22,7 +22,7 @@ from sigma_ros import graph  # noqa: E402
 from sigma_ros.graph_main import start_node_process  # noqa: E402
 from sigma_ros.testing import GraphHarness, domain_id_for  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = str(REPO / "checkpoints" / "sigma_so101_default")
 CONFIG = str(graph.default_config_file())
 EXIT_WITHIN_S = 2.0

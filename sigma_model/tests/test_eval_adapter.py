@@ -9,7 +9,7 @@ import torch
 
 from sigma_model.evaluation.adapter import AdapterConfig, RiskGatedAdapter
 
-from test_model_equations import TEXT, randomize_
+from sigma_model.testing import TEXT, randomize_
 
 
 def _inputs(b=5, a=3, tc=4, tt=6, d_tau=8, seed=0, residual_scale=0.3, tau_scale=2.0):

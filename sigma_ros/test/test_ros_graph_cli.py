@@ -28,7 +28,7 @@ from sigma_ros.testing import GraphHarness, domain_id_for  # noqa: E402
 
 Q0 = np.array([0.0, 0.2, -0.2, 0.1, 0.0, 0.4])
 REMAPPED = "/arm_controller/joint_trajectory"
-SHIPPED = str(Path(__file__).resolve().parent.parent / "checkpoints" / "sigma_so101_default")
+SHIPPED = str(Path(__file__).resolve().parents[2] / "checkpoints" / "sigma_so101_default")
 
 
 def _env(domain: int) -> dict:

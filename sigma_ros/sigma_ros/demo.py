@@ -46,7 +46,7 @@ def default_checkpoint() -> str:
     local = Path(DEFAULT_CHECKPOINT)
     if (local / "config.json").is_file():
         return str(local)
-    repo = Path(__file__).resolve().parent.parent / DEFAULT_CHECKPOINT
+    repo = Path(__file__).resolve().parents[2] / DEFAULT_CHECKPOINT
     return str(repo)
 
 

@@ -13,7 +13,7 @@ from sigma_model.training.lora import (
 )
 from sigma_model.training.trainer import SigmaTrainer
 
-from conftest import small_config
+from sigma_model.testing import small_config
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

@@ -96,7 +96,8 @@ NODES: tuple[NodeSpec, ...] = (
 NODE_BY_NAME = {n.name: n for n in NODES}
 
 
-def repo_root() -> Path:
+def package_dir() -> Path:
+    """The sigma_ros package folder of a source tree (it holds launch/ and config/)."""
     return Path(__file__).resolve().parent.parent
 
 
@@ -105,7 +106,7 @@ def default_config_file() -> Path:
     env = os.environ.get("SIGMA_CONFIG")
     if env:
         return Path(env)
-    local = repo_root() / "config" / "sigma.yaml"
+    local = package_dir() / "config" / "sigma.yaml"
     if local.is_file():
         return local
     try:  # installed with colcon / pip data_files

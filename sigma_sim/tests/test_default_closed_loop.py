@@ -16,7 +16,7 @@ from sigma_sim.closed_loop import (
 )
 from sigma_sim.default_model import DEFAULT_MODEL_CONFIG
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "sigma_so101_default"
 
 pytestmark = pytest.mark.skipif(sigma_sim.GL_BACKEND is None, reason="no headless OpenGL (libegl1 / libosmesa6)")

@@ -1,7 +1,8 @@
-"""sigma_ros: the Sigma VLA (sigma_model, sigma_sim) and its ROS 2 nodes (ament_python package).
+"""sigma_ros: the ROS 2 runtime of Sigma (ament_python package).
 
-Installed by scripts/setup.sh with ``pip install -e . --no-deps`` (dependencies
-are pinned in requirements.txt), or by ``colcon build`` on a ROS 2 install.
+The model (``sigma_model``) and the simulator (``sigma_sim``) are plain pip packages next to this
+one. Installed by scripts/setup.sh with ``pip install -e sigma_ros --no-deps`` (dependencies are
+pinned in requirements.txt), or by ``colcon build`` on a ROS 2 install.
 """
 
 from glob import glob
@@ -15,15 +16,9 @@ package_name = "sigma_ros"
 # ---------------------------------------------------------------------------
 CONSOLE_SCRIPTS = [
     "sigma-demo = sigma_ros.demo:main",
-    "sigma-preprocess = sigma_model.data.preprocess:main",
-    "sigma-train = sigma_model.training.train:main",
-    "sigma-eval = sigma_model.evaluation.evaluate:main",
     "sigma-bag-eval = sigma_ros.bag_replay:main",
     "sigma-bag-to-lerobot = sigma_ros.bag_convert:bag_to_lerobot_main",
     "sigma-lerobot-to-bag = sigma_ros.bag_convert:lerobot_to_bag_main",
-    "sigma-sim-record = sigma_sim.record:main",
-    "sigma-make-default = sigma_sim.default_model:main",
-    "sigma-closed-loop = sigma_sim.closed_loop:main",
     "sigma-sim-node = sigma_ros.sim_node:main",
     "sigma-graph = sigma_ros.graph_main:main",
     "sigma-instruct = sigma_ros.instruct:main",
@@ -36,24 +31,20 @@ CONSOLE_SCRIPTS = [
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(
-        include=["sigma_ros", "sigma_ros.*", "sigma_model", "sigma_model.*", "sigma_sim", "sigma_sim.*"]
-    ),
-    package_data={"": ["*.xml", "*.yaml", "*.json", "*.stl", "*.obj", "*.png"]},
-    include_package_data=True,
+    packages=find_packages(include=["sigma_ros", "sigma_ros.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", sorted(glob("launch/*.py"))),
         ("share/" + package_name + "/config", sorted(glob("config/*.yaml"))),
     ],
-    # Pinned in requirements.txt; kept out of here so that no install step ever
-    # re-resolves torch (a bare torch requirement pulls multi-GB CUDA wheels).
+    # sigma-model and sigma-sim (pip packages of this repository) and the rest are pinned in
+    # requirements.txt; kept out of here so that no install step ever re-resolves torch.
     install_requires=[],
     zip_safe=False,
     maintainer="Sigma maintainers",
     maintainer_email="sigma@example.com",
-    description="Sigma VLA model with telepathy factors, MuJoCo SO-101 simulation and ROS 2 runtime.",
+    description="ROS 2 runtime of the Sigma VLA: perception, language-intent, action and controller nodes.",
     license="Apache-2.0",
     python_requires=">=3.10",
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

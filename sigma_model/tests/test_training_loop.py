@@ -19,7 +19,7 @@ from sigma_model.training.configuration_training import TrainingConfig
 from sigma_model.training.metrics import TABLE1_COLUMNS, read_metrics
 from sigma_model.training.trainer import SigmaTrainer
 
-from conftest import small_config
+from sigma_model.testing import small_config
 
 
 @pytest.fixture(autouse=True)

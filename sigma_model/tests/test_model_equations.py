@@ -9,18 +9,7 @@ from torch import nn
 from sigma_model import SigmaConfig, SigmaModel
 from sigma_model.trajectory_dit import TrajectoryDiT
 
-from conftest import make_observation, small_config
-
-TEXT = ["pick the cube and place it on the left", "place it right"]
-
-
-def randomize_(module: nn.Module, seed: int = 1) -> None:
-    """Give zero-initialised heads non-zero weights so every path is exercised."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.2 * torch.randn(p.shape, generator=g))
-
+from sigma_model.testing import TEXT, make_observation, randomize_, small_config
 
 def test_vision_modulation_gate_closed_gives_base(model, obs, config):
     randomize_(model.vision.modulator.film)

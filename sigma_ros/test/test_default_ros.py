@@ -18,7 +18,7 @@ pytest.importorskip("sigma_ros_msgs.msg")
 
 import sigma_sim  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "sigma_so101_default"
 
 pytestmark = pytest.mark.skipif(sigma_sim.GL_BACKEND is None, reason="no headless OpenGL (libegl1 / libosmesa6)")

@@ -21,7 +21,7 @@ from sigma_model.training.checkpointing import BACKBONE_FILE, latest_checkpoint 
 from sigma_model.training.configuration_training import TrainingConfig  # noqa: E402
 from sigma_model.training.trainer import SigmaTrainer  # noqa: E402
 
-from conftest import make_observation, small_config  # noqa: E402
+from sigma_model.testing import make_observation, small_config  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

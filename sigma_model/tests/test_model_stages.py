@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint, save_checkpoint
 from sigma_model.checkpoint import CheckpointError, workspace_file
 
-from conftest import make_observation, small_config
-from test_model_equations import TEXT, randomize_
+from sigma_model.testing import make_observation, small_config
+from sigma_model.testing import TEXT, randomize_
 
 
 def run_stages(vision_model, language_model, action_model, obs, texts, tau_prev, memory_prev, seed):

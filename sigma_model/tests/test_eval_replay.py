@@ -17,10 +17,10 @@ from sigma_model.evaluation.replay import (
 from sigma_model.evaluation.report import BATCH_LOG_NAME, IMPROVEMENT_PLOT_NAME, MSE_PLOT_NAME, REPORT_NAME
 from sigma_model.training.batching import SyntheticWindows, collate_samples
 
-from conftest import small_config
+from sigma_model.testing import small_config
 from test_data_shards import corrupt_tensor_byte
-from test_eval_report import PAPER_FIELDS
-from test_model_equations import randomize_
+from sigma_model.testing import PAPER_FIELDS
+from sigma_model.testing import randomize_
 
 
 def _batches(config, n=10, batch_size=4, with_baseline=False, seed=0):

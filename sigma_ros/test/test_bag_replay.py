@@ -16,9 +16,9 @@ from sigma_model.evaluation.report import BATCH_LOG_NAME, MSE_PLOT_NAME, REPORT_
 from sigma_ros.bag_io import write_synthetic_robot_bag
 from sigma_ros.bag_replay import FRAMES_LOG_NAME, BagEvalConfig, evaluate_bag, main
 
-from conftest import small_config
-from test_eval_report import PAPER_FIELDS
-from test_model_equations import randomize_
+from sigma_model.testing import small_config
+from sigma_model.testing import PAPER_FIELDS
+from sigma_model.testing import randomize_
 
 
 def _has_ros() -> bool:

@@ -11,7 +11,7 @@ import torch
 from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
 from sigma_model.backbones.lerobot_policies import load_lerobot_policy
 
-from conftest import make_observation, small_config
+from sigma_model.testing import make_observation, small_config
 
 
 def test_hf_backbone_from_local_directory(hf_dir, tmp_path):

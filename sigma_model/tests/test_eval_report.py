@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 
 from sigma_model.evaluation import report as R
+from sigma_model.testing import PAPER_FIELDS
 
-PAPER_FIELDS = ("num_samples", "num_batches", "avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2",
-                "avg_semantic_text_alignment", "hard_thresholds", "hard_sample_fraction", "total_hard_samples",
-                "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj")
 
 
 @pytest.mark.parametrize("p,df,expected", [(0.975, 1, 12.7062047362), (0.975, 2, 4.30265272975),

@@ -12,7 +12,7 @@ import torch
 from sigma_model.training.metrics import read_metrics
 from sigma_model.training.train import main
 
-from conftest import small_config
+from sigma_model.testing import small_config
 from test_data_shards import corrupt_tensor_byte
 from test_eval_replay import _write_shards
 
@@ -37,7 +37,7 @@ def test_help_lists_the_options(capsys):
 
 
 def test_console_script_is_registered():
-    assert re.search(r'"sigma-train\s*=\s*sigma_model\.training\.train:main"', (ROOT / "setup.py").read_text())
+    assert re.search(r'sigma-train\s*=\s*"sigma_model\.training\.train:main"', (ROOT / "pyproject.toml").read_text())
 
 
 def test_run_then_resume(tmp_path, capsys):

@@ -1,0 +1,34 @@
+"""Fixtures shared by the tests of every package (sigma_model/tests, sigma_sim/tests, sigma_ros/test)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sigma_model import SigmaConfig, SigmaModel, SigmaObservation
+from sigma_model.testing import make_observation, save_tiny_llama, small_config
+
+# Tiny test models are dominated by per-op overhead; one thread avoids OpenMP contention on CI's 2 cores.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A tiny Llama with hidden size 24 (not d_model) and a word-level tokenizer, saved locally (no hub)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_hf"))
+
+
+@pytest.fixture
+def config() -> SigmaConfig:
+    return small_config()
+
+
+@pytest.fixture
+def model(config) -> SigmaModel:
+    torch.manual_seed(0)
+    return SigmaModel(config).eval()
+
+
+@pytest.fixture
+def obs(config) -> SigmaObservation:
+    return make_observation(config)
