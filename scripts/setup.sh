@@ -171,8 +171,11 @@ if ! {
 fi
 
 # --- 5. this project --------------------------------------------------------------
+# editable_mode=compat: each package folder goes on sys.path (a .pth entry). setuptools' default
+# import hook would lose to the same-named outer folders (sigma_model/, ...) whenever the
+# repository root is on sys.path (python -m pytest, scripts run from the checkout).
 log "pip install -e sigma_model -e sigma_sim -e sigma_ros --no-deps"
-PYTHONWARNINGS=ignore quiet_pip install -q --no-deps --no-build-isolation \
+PYTHONWARNINGS=ignore quiet_pip install -q --no-deps --no-build-isolation --config-settings editable_mode=compat \
   -e "$ROOT/sigma_model" -e "$ROOT/sigma_sim" -e "$ROOT/sigma_ros"
 # data_files (ament marker, package.xml, launch/, config/) and <prefix>/lib/sigma_ros/<script>:
 # linked into the venv, as `colcon build --symlink-install` does (editable installs skip them)
