@@ -162,7 +162,10 @@ class LifecycleManager:
             ok, what = client.bring_up(self.timeout_s, alive=lambda: proc.poll() is None)
             if ok:
                 self.say(f"{name} active")
-            elif proc.poll() is None:
+                return
+            try:
+                proc.wait(timeout=10.0)  # a node whose configure failed exits by itself (EXIT_CONFIG_ERROR)
+            except subprocess.TimeoutExpired:
                 self.say(f"{name}: {what}; stopping it")
                 proc.terminate()
 

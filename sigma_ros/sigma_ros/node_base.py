@@ -247,11 +247,15 @@ class SigmaNode(LifecycleNode):
         return self._state_machine.current_state[1]
 
     def shutdown(self) -> None:
-        """The lifecycle shutdown transition from any primary state (before the node is destroyed)."""
+        """The lifecycle shutdown transition from any primary state (before the node is destroyed);
+        once the context is shut down (SIGINT) nothing can be published: the node only releases."""
         try:
-            if self.lifecycle_state() != "finalized":
+            if not self.context.ok():
+                self.active = False
+                self._release()
+            elif self.lifecycle_state() in ("unconfigured", "inactive", "active"):
                 self.trigger_shutdown()
-        except Exception:  # noqa: BLE001 - context already shut down, or mid-transition
+        except Exception:  # noqa: BLE001 - mid-transition
             pass
 
     def _release(self) -> None:

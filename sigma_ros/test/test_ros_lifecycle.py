@@ -45,6 +45,9 @@ def test_controller_lifecycle_commands_only_while_active(model):
         # configure: the checkpoint is loaded, nothing is published (the node is inactive)
         assert life.change(Transition.TRANSITION_CONFIGURE, 60) is True
         assert life.state() == "inactive" and ctrl.model is not None
+        states = []  # the lifecycle state at every motor command the node publishes
+        publish = ctrl.cmd_pub.publish
+        ctrl.cmd_pub.publish = lambda msg: (states.append(ctrl.lifecycle_state()), publish(msg))
         h.wait_matched()
         plan, _ = make_plan(model, h, 7)
         h.pub_internal["action_plan"].publish(plan)  # arrives while inactive: must never be executed
@@ -68,6 +71,7 @@ def test_controller_lifecycle_commands_only_while_active(model):
         assert life.change(Transition.TRANSITION_DEACTIVATE) is True
         time.sleep(0.5)
         cmds, _ = commands(h)
+        assert states.count("deactivating") == 1 and set(states) == {"active", "deactivating"}, set(states)
         np.testing.assert_allclose(cmds[-1], cmds[-2], atol=1e-12)  # the arm holds where it was commanded
         assert ctrl.mode == "inactive"
         plan, _ = make_plan(model, h, 9)
