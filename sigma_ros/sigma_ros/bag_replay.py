@@ -228,7 +228,7 @@ def run_offline(model, frames: Sequence[PairedFrame], steps: Sequence[Step], cfg
         if step.reset_memory or text is None:
             memory = None
             text = model.tokenize([f.instruction])
-        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory, cfg.telepathy)
         memory = lang.memory
         taus[step.index] = lang.tau
         gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
@@ -419,6 +419,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         action["adapter_config"] = adapter_file.name
     overrides = {
         "perception_node": dict(common, resize_images=True, use_tau_feedback=True, frame_stride=1,
+                                count_missing_frames=not lockstep,
                                 tau_timeout_s=float(tau_wall),
                                 joint_state_timeout_s=float(state_wall)),
         "language_node": dict(common, restore_memory=False),
