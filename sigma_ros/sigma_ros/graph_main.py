@@ -328,7 +328,7 @@ def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_leve
         threading.Thread(target=bring_up, daemon=True).start()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the nodes)
     finally:
         for n in nodes:
             n.shutdown()

@@ -446,7 +446,7 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
             print(f"{Path(sys.argv[0]).stem}: cannot start: {node.config_error}", file=sys.stderr)
             code = EXIT_CONFIG_ERROR
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the node)
     finally:
         if node is not None:
             node.shutdown()
