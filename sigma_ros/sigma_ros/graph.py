@@ -72,7 +72,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("action_plan", "sigma/action_plan", "sigma_ros_msgs/msg/ActionPlan", "Action plan (action -> controller)"),
     TopicSpec("status", "sigma/status", "sigma_ros_msgs/msg/Status", "Per-node status: latency, rates, dropped inputs, mode"),
     TopicSpec("diagnostics", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
-              "Per-node diagnostic status (level, message, key/values) for rqt_robot_monitor and diagnostic_aggregator"),
+              "Per-node diagnostic status (level, message, key/values) for rqt_robot_monitor, diagnostic_aggregator"),
 )
 TOPIC_BY_KEY = {t.key: t for t in TOPICS}
 # Topics a user normally remaps to a robot (launch arguments / sigma-graph options).

@@ -181,11 +181,13 @@ def test_launch_brings_every_node_up_through_lifecycle_events(monkeypatch):
     assert len(nodes) == 4 and len(handlers) == 8
     assert all(n.kwargs["namespace"] == "" for n in nodes)
     for node in nodes:
-        on_start = [h for h in handlers if type(h).__name__ == "OnProcessStart" and h.kwargs["target_action"] is node]
+        on_start = [h for h in handlers
+                    if type(h).__name__ == "OnProcessStart" and h.kwargs["target_action"] is node]
         on_inactive = [h for h in handlers if type(h).__name__ == "OnStateTransition"
                        and h.kwargs["target_lifecycle_node"] is node]
         assert len(on_start) == len(on_inactive) == 1
-        assert on_inactive[0].kwargs["start_state"] == "configuring" and on_inactive[0].kwargs["goal_state"] == "inactive"
+        states = (on_inactive[0].kwargs["start_state"], on_inactive[0].kwargs["goal_state"])
+        assert states == ("configuring", "inactive")
         for handler, key, transition in ((on_start[0], "on_start", Transition.TRANSITION_CONFIGURE),
                                          (on_inactive[0], "entities", Transition.TRANSITION_ACTIVATE)):
             [emit] = handler.kwargs[key]
@@ -194,8 +196,9 @@ def test_launch_brings_every_node_up_through_lifecycle_events(monkeypatch):
             matcher = event.kwargs["lifecycle_node_matcher"]
             assert matcher(node) and not any(matcher(other) for other in nodes if other is not node)
         # the handlers are registered before the node starts, so its ProcessStarted is not missed
-        assert entities.index(node) > max(entities.index(e) for e in entities if type(e).__name__ == "RegisterEventHandler"
-                                           and e.args[0] in on_start + on_inactive)
+        mine = [entities.index(e) for e in entities
+                if type(e).__name__ == "RegisterEventHandler" and e.args[0] in on_start + on_inactive]
+        assert entities.index(node) > max(mine)
 
 
 @pytest.mark.skipif(REAL_LAUNCH, reason="reads the stand-ins' recorded arguments")

@@ -36,7 +36,8 @@ def _wait(condition, timeout: float, what: str) -> None:
 
 def test_controller_lifecycle_commands_only_while_active(model):
     with GraphHarness("test_ros_lifecycle_controller", nodes=("controller_node",), activate=False,
-                      overrides={"controller_node": dict(WIDE, rate_hz=RATE, min_plan_ticks=1, plan_timeout_s=10.0)}) as h:
+                      overrides={"controller_node": dict(WIDE, rate_hz=RATE, min_plan_ticks=1,
+                                                         plan_timeout_s=10.0)}) as h:
         ctrl = h.by_name["controller_node"]
         life = h.lifecycle("controller_node")
         assert life.state(30) == "unconfigured" and ctrl.model is None
