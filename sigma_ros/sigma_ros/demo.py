@@ -351,9 +351,9 @@ def run_demo(args) -> dict[str, Any]:
             time.sleep(0.2)
         # the nodes are up (unconfigured): configure + activate them through their lifecycle services
         alive = {spec.name: p for spec, p in procs}
-        results = bring_up_all(monitor, sorted(want), max(1.0, deadline - time.monotonic()),
-                               alive=lambda name: name not in alive or alive[name].poll() is None)
-        failed = {name: what for name, (ok, what) in results.items() if not ok}
+        brought_up = bring_up_all(monitor, sorted(want), max(1.0, deadline - time.monotonic()),
+                                  alive=lambda name: name not in alive or alive[name].poll() is None)
+        failed = {name: what for name, (ok, what) in brought_up.items() if not ok}
         if failed:
             errors = {n.get_name(): n.config_error for n in nodes if n.config_error}
             raise RuntimeError(f"nodes not active: {failed} {errors or ''} (log: {log_path})".strip())
