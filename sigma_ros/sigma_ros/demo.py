@@ -336,8 +336,7 @@ def run_demo(args) -> dict[str, Any]:
         sim_executor = SingleThreadedExecutor(context=context)
         sim_executor.add_node(sim)
         spin_threads.append(threading.Thread(target=sim_executor.spin, daemon=True))
-        for t in spin_threads:
-            t.start()
+        spin_threads[0].start()  # the sim starts once the nodes are active (below)
 
         want = {s.name for s in graph.NODES}
         deadline = time.monotonic() + args.startup_timeout
@@ -360,6 +359,9 @@ def run_demo(args) -> dict[str, Any]:
         if shim_needed:  # the perception node's model exists once it is configured
             perception = next(n for n in nodes if n.get_name() == "perception_node")
             EnvStateShim(perception, monitor, mconf.env_state_dim)
+        # configuring in-process nodes imports torch/transformers extensions, which crashed (SIGSEGV)
+        # while the sim rendered with OpenGL in another thread: the sim runs from here on
+        spin_threads[1].start()
         t_wait = time.monotonic() + 10.0
         while instr_pub.get_subscription_count() < 1 and time.monotonic() < t_wait:
             time.sleep(0.05)
@@ -405,7 +407,8 @@ def run_demo(args) -> dict[str, Any]:
         if sim_executor is not None:
             sim_executor.shutdown(timeout_sec=2.0)
         for t in spin_threads:
-            t.join(timeout=5.0)
+            if t.ident is not None:
+                t.join(timeout=5.0)
         stop_processes([(spec.name, p) for spec, p in procs])
         if log is not None:
             log.close()
