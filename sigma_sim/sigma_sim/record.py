@@ -378,21 +378,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes <= 0:
         raise SystemExit("--episodes must be positive")
     config = SimConfig(control_hz=float(args.fps), image_width=args.image_size, image_height=args.image_size)
-    summary = record_dataset(
-        args.root,
-        args.episodes,
-        seed=args.seed,
-        repo_id=args.repo_id,
-        sim_config=config,
-        keep_failed=args.keep_failed,
-        env_state=args.env_state,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        workers=args.workers,
-        lead_checkpoint=args.lead_checkpoint,
-        lead_max_steps=args.lead_max_steps,
-        video=args.video,
-    )
+    try:
+        summary = record_dataset(
+            args.root,
+            args.episodes,
+            seed=args.seed,
+            repo_id=args.repo_id,
+            sim_config=config,
+            keep_failed=args.keep_failed,
+            env_state=args.env_state,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            workers=args.workers,
+            lead_checkpoint=args.lead_checkpoint,
+            lead_max_steps=args.lead_max_steps,
+            video=args.video,
+        )
+    except (FileExistsError, ValueError) as err:
+        raise SystemExit(f"sigma-sim-record: error: {err}") from None
     print(json.dumps(asdict(summary), indent=2))
     return 0
 

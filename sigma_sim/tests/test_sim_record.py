@@ -110,6 +110,10 @@ def test_record_cli_writes_a_lerobot_dataset_that_reads_back_the_recorded_frames
     assert [(int(episodes[ep]["dataset_from_index"]), int(episodes[ep]["dataset_to_index"])) for ep in (0, 1)] == \
         [(0, lengths[0]), (lengths[0], lengths[0] + lengths[1])]
     assert {instruction_target(f["task"]) for f in frames} == {"left", "right"}
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit, match="sigma-sim-record: error: .*not empty"):
+        main(["--root", str(root), "--episodes", "1", "--quiet"])
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # never overwritten
 
 
 def test_video_recording_reads_back_with_torchcodec(tmp_path, capsys):

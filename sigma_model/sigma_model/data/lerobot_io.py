@@ -12,8 +12,9 @@ this module adds what the project's recorders share around those calls:
 - :func:`normalization_stats`: MEAN_STD statistics from ``LeRobotDatasetMetadata.stats``.
 
 PNG images are the default: training reads every frame many times, and a 96x96 frame reads about
-2x faster from PNG than from AV1 video here, losslessly (training sees the camera's own pixels).
-Video records about 2x faster and takes about 3.5x less disk (``benchmarks/bench_lerobot_storage.py``).
+2x faster from PNG than from AV1 video here (wall clock and CPU time), losslessly, so training sees
+the camera's own pixels. Video records 1.5x (CPU) to 3x (wall clock) faster and takes 3.4x less
+disk; recording happens once (``benchmarks/bench_lerobot_storage.py``).
 LeRobot is imported inside the functions, so ``import sigma_model.data`` stays light.
 """
 
