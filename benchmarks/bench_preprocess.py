@@ -1,8 +1,9 @@
 """Benchmark: LeRobot dataset -> Sigma shards (sigma-preprocess) and shard loading, on CPU.
 
 Writes a synthetic LeRobot v3.0 dataset (PNG images, LeRobotDataset), runs the real preprocessing
-pipeline (frames read by LeRobotDataset) with the default window settings (horizon 16, stride 1, 96x96 images) and reads the shards back through
-ShardDataset + DataLoader.  Prints frames/s, windows/s and samples/s.
+pipeline (frames read by LeRobotDataset) with the default window settings (horizon 16, stride 1,
+96x96 images) and reads the shards back through ShardDataset + DataLoader.  Prints frames/s,
+windows/s and samples/s.
 
     python benchmarks/bench_preprocess.py [--episodes 10 --frames 200 --image 120x160]
 """
