@@ -61,10 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     if out.exists():
         p.exit(2, f"sigma-from-lerobot: error: {out} exists; choose a new directory\n")
+    from lerobot.configs.policies import PreTrainedConfig
+
+    from .configuration_sigma import SigmaConfig
     from .modeling_sigma import SigmaPolicy
 
     try:
-        policy = SigmaPolicy.from_pretrained(args.pretrained)
+        if not Path(args.pretrained, "config.json").is_file():
+            raise FileNotFoundError(f"{args.pretrained} is not a saved LeRobot policy (no config.json)")
+        config = PreTrainedConfig.from_pretrained(args.pretrained)
+        if not isinstance(config, SigmaConfig):
+            raise ValueError(f"{args.pretrained} holds a {config.type!r} policy, not sigma")
+        policy = SigmaPolicy.from_pretrained(args.pretrained, config=config)
         preprocessor = PolicyProcessorPipeline.from_pretrained(
             args.pretrained, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json")
         export_sigma_checkpoint(policy, preprocessor, out)

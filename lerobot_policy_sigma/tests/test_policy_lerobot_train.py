@@ -113,6 +113,12 @@ def test_sigma_from_lerobot_writes_a_sigma_checkpoint(pretrained_dir, tmp_path, 
     assert export_main([str(pretrained_dir), str(out)]) == 0
     model = load_checkpoint(out)
     assert model.config.state_mean is not None and model.config.action_std is not None
-    with pytest.raises(SystemExit) as err:
-        export_main([str(pretrained_dir), str(out)])
-    assert err.value.code == 2 and "exists" in capsys.readouterr().err
+    from lerobot.policies.act.configuration_act import ACTConfig
+
+    ACTConfig(device="cpu").save_pretrained(tmp_path / "act")
+    for source, target, message in ((pretrained_dir, out, "exists"), (tmp_path / "act", tmp_path / "a", "'act' policy"),
+                                    (tmp_path / "missing", tmp_path / "m", "no config.json")):
+        with pytest.raises(SystemExit) as err:
+            export_main([str(source), str(target)])
+        assert err.value.code == 2 and message in capsys.readouterr().err
+        assert target == out or not target.exists()
