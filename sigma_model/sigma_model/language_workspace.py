@@ -82,8 +82,11 @@ class LanguageIntentWorkspace(nn.Module):
         return hidden, valid, segment
 
     def forward(
-        self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, memory_prev: torch.Tensor
+        self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, memory_prev: torch.Tensor,
+        telepathy: bool = True,
     ) -> LanguageOutput:
+        """With telepathy off the modulator sees tau = 0, so high_level_rep is hidden_sequence_base exactly
+        (tau is still computed and reported)."""
         hidden, valid, segment = self.hidden_sequence(text, vision_tokens, state_tokens)
         z_sem = self.semantic_factor_head(hidden, valid)
         z_pool = z_sem.mean(dim=1)
@@ -93,7 +96,7 @@ class LanguageIntentWorkspace(nn.Module):
         c_text = self.text_head(hidden, valid & (segment == 0)).squeeze(1)
         z_intent = self.intent_head(torch.cat([memory, c_env, c_beh], dim=-1))
         tau = self.telepathy_projector(torch.cat([memory, z_intent, c_env, c_beh, z_pool, c_text], dim=-1))
-        high_level_rep, gate = self.modulator(hidden, tau)
+        high_level_rep, gate = self.modulator(hidden, tau if telepathy else torch.zeros_like(tau))
         return LanguageOutput(
             tau=tau, memory=memory, z_intent=z_intent, z_sem=z_sem, z_sem_pool=z_pool,
             c_env=c_env, c_beh=c_beh, c_text=c_text,

@@ -105,8 +105,10 @@ class SigmaModel(nn.Module):
         vision_tokens: torch.Tensor,
         state_tokens: torch.Tensor,
         memory_prev: torch.Tensor | None = None,
+        telepathy: bool = True,
     ) -> LanguageOutput:
-        """Language intent workspace; memory_prev is m_{t-1} (zeros when None, e.g. a new instruction)."""
+        """Language intent workspace; memory_prev is m_{t-1} (zeros when None, e.g. a new instruction).
+        Telepathy off: the language modulator sees tau = 0 (high_level_rep is the unmodulated hidden sequence)."""
         c = self.config
         workspace = self._need("language")
         b = text.ids.shape[0]
@@ -117,7 +119,7 @@ class SigmaModel(nn.Module):
         if memory_prev is None:
             memory_prev = vision_tokens.new_zeros(b, c.d_model)
         check_tensor("memory_prev", memory_prev, (b, c.d_model))
-        return workspace(text, vision_tokens, state_tokens, memory_prev)
+        return workspace(text, vision_tokens, state_tokens, memory_prev, telepathy)
 
     def action_stage(
         self,
@@ -173,12 +175,13 @@ class SigmaModel(nn.Module):
         generator: torch.Generator | None = None,
         trajectory_target: torch.Tensor | None = None,
     ) -> SigmaOutput:
-        """One Sigma step: vision -> language -> action -> control. With telepathy off, vision
-        sees tau = 0 and the actions are the tau = 0 baseline (tau is still computed and reported)."""
+        """One Sigma step: vision -> language -> action -> control. With telepathy off, tau = 0
+        everywhere: vision FiLM, language modulator and action residual (tau is still computed and
+        reported, and carried as memory is)."""
         if not telepathy:
             tau_prev = None
         vision = self.vision_stage(obs, tau_prev)
-        language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev)
+        language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev, telepathy)
         action = self.action_stage(
             language.high_level_rep, language.high_level_mask, language.tau, vision.state_tokens,
             telepathy, generator, trajectory_target,

@@ -13,7 +13,7 @@ pytest.importorskip("pyarrow")
 
 from sigma_model.data.lerobot_format import LeRobotDatasetReader  # noqa: E402
 from sigma_model.data.preprocess import PreprocessMismatchError, main, preprocess_dataset  # noqa: E402
-from sigma_model.data.shards import ShardDataset, collate_sigma_samples, list_shards  # noqa: E402
+from sigma_model.data.shards import ShardCorruptError, ShardDataset, collate_sigma_samples, list_shards  # noqa: E402
 from sigma_model.data.synthetic import expected_window_counts, write_synthetic_dataset  # noqa: E402
 from sigma_model.data.windows import WindowConfig  # noqa: E402
 
@@ -192,7 +192,7 @@ def test_changed_dataset_or_damaged_output_is_reported(tmp_path):
     cfg = WindowConfig(horizon_T=T, min_action_norm=0.1, image_size=None)
     preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)
     (out / "shard_00001.safetensors").write_bytes(b"\x00" * 5)
-    with pytest.raises(Exception, match="shard_00001.safetensors"):
+    with pytest.raises(ShardCorruptError, match="shard_00001.safetensors"):
         preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)
     write_synthetic_dataset(root, [(0, 10), (0, 12)], overwrite=True)
     with pytest.raises(PreprocessMismatchError, match="total_frames: 20 -> 22"):

@@ -185,7 +185,7 @@ class SigmaPolicy:
         t0 = time.perf_counter()
         vis = m.vision_stage(sobs, self.tau if self.telepathy else None)
         t1 = time.perf_counter()
-        lang = m.language_stage(self.tokens, vis.vision_tokens, vis.state_tokens, self.memory)
+        lang = m.language_stage(self.tokens, vis.vision_tokens, vis.state_tokens, self.memory, self.telepathy)
         t2 = time.perf_counter()
         act = m.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens,
                              telepathy=self.telepathy, generator=self.generator)
