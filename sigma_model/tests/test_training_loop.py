@@ -72,7 +72,7 @@ def test_short_training_lowers_the_loss(tmp_path):
 
 
 def test_training_on_preprocessed_shards(tmp_path):
-    pytest.importorskip("pyarrow")
+    pytest.importorskip("lerobot.datasets.lerobot_dataset")
     from sigma_model.data.preprocess import preprocess_dataset
     from sigma_model.data.shards import ShardDataset
     from sigma_model.data.synthetic import write_synthetic_dataset
@@ -80,7 +80,7 @@ def test_training_on_preprocessed_shards(tmp_path):
 
     root = write_synthetic_dataset(tmp_path / "lerobot", [(2, 14), (0, 12)], fps=10, image_hw=(24, 32))
     wcfg = WindowConfig(horizon_T=5, chunk_len=4, min_action_norm=0.3, image_size=(32, 32))
-    meta = preprocess_dataset(root, tmp_path / "shards", wcfg, shard_size=8, backend="native", progress=False)
+    meta = preprocess_dataset(root, tmp_path / "shards", wcfg, shard_size=8, progress=False)
     assert meta["num_samples"] >= 16
     mc = model_config()  # chunk_len 4, traj_len 5 = horizon_T
     cfg = train_config(tmp_path, shards_dir=str(tmp_path / "shards"), synthetic_samples=0, batch_size=8,

@@ -146,17 +146,18 @@ def load_heads(model: nn.Module, path: str | Path) -> None:
 class _MergedView:
     """What save_checkpoint needs of a model (config, workspaces, state_dict), with LoRA merged."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.config, self.workspaces = model.config, model.workspaces
+    def __init__(self, model: nn.Module, config: SigmaConfig | None = None) -> None:
+        self.config, self.workspaces = config or model.config, model.workspaces
         self._state = merged_state_dict(model) if has_lora(model) else model.state_dict()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self._state
 
 
-def export_merged_model(model: nn.Module, directory: str | Path) -> Path:
-    """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads."""
-    return save_checkpoint(_MergedView(model), directory)
+def export_merged_model(model: nn.Module, directory: str | Path, config: SigmaConfig | None = None) -> Path:
+    """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads;
+    `config` replaces the model's (same architecture, e.g. with normalisation statistics added)."""
+    return save_checkpoint(_MergedView(model, config), directory)
 
 
 # -------------------------------------------------------------- optimizer

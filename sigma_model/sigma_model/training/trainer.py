@@ -54,7 +54,7 @@ from .checkpointing import (
 from .configuration_training import TrainingConfig
 from .curriculum import Curriculum
 from .ema import WeightEMA
-from .lora import apply_lora, check_4bit_available, freeze_backbone, set_heads_trainable, trainable_summary
+from .lora import check_4bit_available, prepare_finetuning, trainable_summary
 from .metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -78,19 +78,20 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
     return None
 
 
-def lr_lambda_factory(config: TrainingConfig) -> Callable[[int], float]:
-    """Linear warmup to the peak over warmup_steps, then cosine / linear decay to min_lr_ratio."""
-    warmup, total, floor, kind = config.warmup_steps, config.max_steps, config.min_lr_ratio, config.scheduler
+def lr_lambda_factory(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0,
+                      kind: str = "cosine") -> Callable[[int], float]:
+    """Linear warmup to the peak over warmup_steps, then cosine / linear decay to min_lr_ratio at
+    total_steps ("constant": no decay). sigma-train and the LeRobot policy's scheduler use it."""
 
     def factor(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
         if kind == "constant":
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         if kind == "cosine":
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return floor + (1.0 - floor) * (1.0 - progress)
+            return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * (1.0 - progress)
 
     return factor
 
@@ -148,13 +149,7 @@ def build_model(config: TrainingConfig, model_config: SigmaConfig, load_init: bo
         model = SigmaModel(model_config)
     if model.language is None or model.action is None or model.vision is None:
         raise ValueError("training needs all three workspaces")
-    lora_config = None
-    if config.use_lora:
-        lora_config = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
-    else:
-        freeze_backbone(model, keep_lora=False)
-    set_heads_trainable(model, config.train_heads)
-    return model, lora_config
+    return model, prepare_finetuning(model, config)
 
 
 # ------------------------------------------------------------------- step
@@ -270,7 +265,8 @@ class SigmaTrainer:
         if config.ema_decay > 0:
             named = dict(self.model.named_parameters())
             self.ema = WeightEMA({n: named[n] for n in self.param_names}, config.ema_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(config))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda_factory(config.warmup_steps, config.max_steps, config.min_lr_ratio, config.scheduler))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.curriculum = Curriculum.from_config(config)
         self.dataset = dataset if dataset is not None else build_dataset(config, self.model_config)
