@@ -138,7 +138,7 @@ def make_sim_node_class():
             self.env_state_pub = self.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, qos.SENSOR)
             self._Float64MultiArray = Float64MultiArray
             cmd_type = JointTrajectory if p["command_type"] == "joint_trajectory" else Float64MultiArray
-            self.create_subscription(cmd_type, t["motor_commands"].name, self.on_command, qos.COMMAND)
+            self.create_subscription(cmd_type, t["motor_commands"].name, self.on_command, qos.COMMAND_CHECK)
             self.create_subscription(String, RESET_TOPIC, self.on_reset, qos.INSTRUCTION)
 
             # counters

@@ -94,7 +94,6 @@ class GraphHarness:
                  output_type: str | None = None, domain_id: int | None = None, activate: bool = True,
                  executor: str | None = None) -> None:
         import rclpy
-        from rclpy.qos import QoSProfile
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64MultiArray, String
@@ -145,9 +144,9 @@ class GraphHarness:
         for key, (typ, prof) in subs.items():
             p.create_subscription(typ, t[key].name, self.rec.callback(key), prof)
         cmd_type = JointTrajectory if self.output_type == "joint_trajectory" else Float64MultiArray
-        # a deep reliable queue: the probe records every command even when its executor lags
-        deep = QoSProfile(depth=200, reliability=qos.COMMAND.reliability, durability=qos.COMMAND.durability)
-        p.create_subscription(cmd_type, t["motor_commands"].name, self.rec.callback("motor_commands"), deep)
+        # the probe records every command even when its executor lags
+        p.create_subscription(cmd_type, t["motor_commands"].name, self.rec.callback("motor_commands"),
+                              qos.COMMAND_CHECK)
         p.create_subscription(Float64MultiArray, "/controller_node/dry_run_commands", self.rec.callback("dry_run_commands"),
                               qos.COMMAND)
         self._joint_positions = None
