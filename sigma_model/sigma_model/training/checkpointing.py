@@ -41,11 +41,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import external_prefixes, save_checkpoint
 from ..configuration_sigma import SigmaConfig
 from .configuration_training import TrainingConfig
 from .ema import WeightEMA
-from .lora import BACKBONE_PREFIX, has_lora, is_lora_name, load_adapter, merged_state_dict, save_adapter
+from .lora import backbone_prefixes, has_lora, is_lora_name, load_adapter, merged_state_dict, save_adapter
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,16 @@ def plain_key(key: str) -> str:
 # ------------------------------------------------------------- model parts
 def heads_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every non-backbone parameter and buffer of a SigmaModel (the telepathy heads file)."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
+    prefixes = backbone_prefixes(model)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
 
 
 def backbone_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's own (non-LoRA) weights under plain key names."""
-    return {plain_key(k): v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX) and not is_lora_name(k)}
+    """The backbone's own (non-LoRA) weights under plain key names; none of a backbone whose
+    weights are external (a VLA: its checkpoint is referenced, never copied)."""
+    prefixes, external = backbone_prefixes(model), external_prefixes(model)
+    return {plain_key(k): v for k, v in model.state_dict().items()
+            if k.startswith(prefixes) and not k.startswith(external) and not is_lora_name(k)}
 
 
 def _load_partial(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -155,7 +159,11 @@ class _MergedView:
 
 
 def export_merged_model(model: nn.Module, directory: str | Path) -> Path:
-    """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads."""
+    """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads. A
+    backbone with external weights cannot be merged without copying it: its adapters stay
+    unmerged (re-applied at load from config.backbone_lora)."""
+    if external_prefixes(model):
+        return save_checkpoint(model, directory)
     return save_checkpoint(_MergedView(model), directory)
 
 
@@ -284,8 +292,9 @@ def save_training_checkpoint(
         if lora_config is not None and has_lora(model):
             save_adapter(model, lora_config, tmp / "adapter")
         save_heads(model, tmp / HEADS_FILE)
-        if save_frozen_backbone and getattr(model, "language", None) is not None:
-            _save_tensors(tmp / BACKBONE_FILE, backbone_state_dict(model), "backbone_frozen")
+        frozen = backbone_state_dict(model) if save_frozen_backbone and getattr(model, "language", None) is not None else {}
+        if frozen:
+            _save_tensors(tmp / BACKBONE_FILE, frozen, "backbone_frozen")
         names = param_names if param_names is not None else []
         tensors, meta = optimizer_to_tensors(optimizer, names)
         _save_tensors(tmp / OPTIMIZER_TENSORS, tensors, "optimizer")

@@ -54,7 +54,8 @@ from .checkpointing import (
 from .configuration_training import TrainingConfig
 from .curriculum import Curriculum
 from .ema import WeightEMA
-from .lora import apply_lora, check_4bit_available, freeze_backbone, set_heads_trainable, trainable_summary
+from ..backbones.quantization import require_4bit
+from .lora import apply_lora, freeze_backbone, has_lora, make_lora_config, set_heads_trainable, trainable_summary
 from .metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -137,11 +138,16 @@ def build_model(config: TrainingConfig, model_config: SigmaConfig, load_init: bo
     torch.manual_seed(config.seed)
     use_init = bool(config.init_checkpoint) and load_init
     if config.load_in_4bit:
-        check_4bit_available()
+        require_4bit()
         if use_init:
             raise ValueError("init_checkpoint cannot be combined with load_in_4bit (the checkpoint holds full-precision backbone weights)")
         if not model_config.backbone_4bit:
             model_config = SigmaConfig.from_dict({**model_config.to_dict(), "backbone_4bit": True})
+    lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                target_modules=tuple(config.lora_target_modules))
+    if config.use_lora and model_config.vla_backbone and not use_init:
+        # a VLA's weights stay external: SigmaModel applies the LoRA itself, at every load too
+        model_config = SigmaConfig.from_dict({**model_config.to_dict(), "backbone_lora": lora})
     if use_init:
         model = load_checkpoint(config.init_checkpoint)
     else:
@@ -149,8 +155,11 @@ def build_model(config: TrainingConfig, model_config: SigmaConfig, load_init: bo
     if model.language is None or model.action is None or model.vision is None:
         raise ValueError("training needs all three workspaces")
     lora_config = None
-    if config.use_lora:
-        lora_config = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    if config.use_lora and has_lora(model):  # applied at build (config.backbone_lora)
+        lora_config = make_lora_config(**model.config.backbone_lora)
+        freeze_backbone(model, keep_lora=True)
+    elif config.use_lora:
+        lora_config = apply_lora(model, **lora)
     else:
         freeze_backbone(model, keep_lora=False)
     set_heads_trainable(model, config.train_heads)
@@ -181,7 +190,8 @@ def compute_losses(
         prev_obs = observation_from_batch(batch, c, device, prefix="prev_") if "prev_vision_inputs" in batch else obs
         with torch.no_grad(), amp:
             v0 = model.vision_stage(prev_obs, None)
-            l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None)
+            l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None, v0.backbone_image_tokens,
+                                      prev_obs.robot_state, with_actions=False)
         tau_prev, m_prev = l0.tau.float().detach(), l0.memory.float().detach()
     with amp:
         out = model(obs, text, tau_prev=tau_prev, memory_prev=m_prev, telepathy=config.telepathy,
@@ -394,7 +404,7 @@ class SigmaTrainer:
         path = save_training_checkpoint(
             self.checkpoint_root, self.step, self.model, cfg, self.optimizer, self.scheduler, state,
             generator=self.generator, lora_config=self.lora_config, param_names=self.param_names,
-            save_merged_model=cfg.save_merged_model and not cfg.load_in_4bit,
+            save_merged_model=cfg.save_merged_model and (not cfg.load_in_4bit or self.model_config.vla_backbone),
             save_frozen_backbone=not cfg.load_in_4bit, ema=self.ema,
         )
         prune_checkpoints(self.checkpoint_root, cfg.keep_checkpoints)
