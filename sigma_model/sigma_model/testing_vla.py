@@ -12,10 +12,21 @@ from torch import nn
 TINY_VLA_WORDS = ("pick the cube and place it on left right up down a of to in red blue bowl put move").split()
 
 
-def _save_tiny_smolvlm(root: Path) -> Path:
-    """A tiny SmolVLM (random weights come from its config) with a word-level tokenizer that has
-    SmolVLA's image special tokens, and its image/video processors: what SmolVLA's
-    ``vlm_model_name`` must name (config, tokenizer, processor), saved in ``root``."""
+# SmolVLM sizes: the tiny test model (vocab_size None: the tokenizer's)
+TINY_SMOLVLM = dict(
+    vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=64,
+                patch_size=16),
+    text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, max_position_embeddings=256, vocab_size=None),
+    scale_factor=2,
+)
+TINY_SMOLVLA = dict(num_vlm_layers=2, chunk_size=8, n_action_steps=8, max_state_dim=8, max_action_dim=8, num_steps=2)
+
+
+def save_smolvlm(root: Path, sizes: dict = TINY_SMOLVLM) -> Path:
+    """A SmolVLM of the given sizes (random weights come from its config) with a word-level
+    tokenizer that has SmolVLA's image special tokens, and its image/video processors: what
+    SmolVLA's ``vlm_model_name`` must name (config, tokenizer, processor), saved in ``root``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor,
@@ -32,45 +43,49 @@ def _save_tiny_smolvlm(root: Path) -> Path:
         eos_token="<end_of_utterance>", additional_special_tokens=special[2:],
         extra_special_tokens={"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
                               "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"})
-    size = {"longest_edge": 64}
+    image = sizes["vision"]["image_size"]
+    size = {"longest_edge": image}
+    patches = (image // sizes["vision"]["patch_size"]) ** 2 // sizes["scale_factor"] ** 2
     SmolVLMProcessor(image_processor=SmolVLMImageProcessor(do_image_splitting=False, size=size, max_image_size=size),
                      tokenizer=tokenizer, video_processor=SmolVLMVideoProcessor(size=size, max_image_size=size),
-                     image_seq_len=4).save_pretrained(root)
-    SmolVLMConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        text_config=dict(model_type="llama", vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                         max_position_embeddings=256),
-        scale_factor=2, image_token_id=vocab["<image>"], pad_token_id=0,
-    ).save_pretrained(root)
+                     image_seq_len=patches).save_pretrained(root)
+    text = dict(sizes["text"], model_type="llama")
+    text["vocab_size"] = text["vocab_size"] or len(vocab)
+    SmolVLMConfig(vision_config=dict(sizes["vision"]), text_config=text, scale_factor=sizes["scale_factor"],
+                  image_token_id=vocab["<image>"], pad_token_id=0).save_pretrained(root)
     return root
 
 
-def save_tiny_smolvla(root: Path, action_dim: int = 6, chunk_size: int = 8, seed: int = 0) -> Path:
-    """A tiny random SmolVLA (LeRobot's SmolVLAPolicy, the architecture of ``lerobot/smolvla_base``
-    at small sizes) in the public checkpoint layout (``config.json`` + ``model.safetensors``) in
-    ``root/policy``; its VLM's config, tokenizer and processor in ``root/vlm`` (no hub). Returns
-    the policy directory."""
+def save_smolvla(root: Path, action_dim: int = 6, seed: int = 0, sizes: dict = TINY_SMOLVLM,
+                 policy: dict = TINY_SMOLVLA) -> Path:
+    """A random SmolVLA (LeRobot's SmolVLAPolicy; ``policy``: SmolVLAConfig fields, the rest are
+    ``lerobot/smolvla_base``'s) in the public checkpoint layout (``config.json`` +
+    ``model.safetensors``) in ``root/policy``, one camera; its VLM (``sizes``) in ``root/vlm``
+    (no hub). Returns the policy directory."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     root = Path(root)
-    vlm = _save_tiny_smolvlm(root / "vlm")
+    vlm = save_smolvlm(root / "vlm", sizes)
+    image = sizes["vision"]["image_size"]
     config = SmolVLAConfig(
-        vlm_model_name=str(vlm), load_vlm_weights=False, num_vlm_layers=2, resize_imgs_with_padding=(64, 64),
-        chunk_size=chunk_size, n_action_steps=chunk_size, max_state_dim=8, max_action_dim=8, num_steps=2,
-        device="cpu", push_to_hub=False,
-        input_features={"observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 64, 64)),
+        vlm_model_name=str(vlm), load_vlm_weights=False, resize_imgs_with_padding=(image, image), device="cpu",
+        push_to_hub=False, **policy,
+        input_features={"observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, image, image)),
                         "observation.state": PolicyFeature(FeatureType.STATE, (action_dim,))},
         output_features={"action": PolicyFeature(FeatureType.ACTION, (action_dim,))},
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        policy = SmolVLAPolicy(config)
-    policy.save_pretrained(root / "policy")
+        built = SmolVLAPolicy(config)
+    built.save_pretrained(root / "policy")
     return root / "policy"
+
+
+def save_tiny_smolvla(root: Path, action_dim: int = 6, seed: int = 0) -> Path:
+    """A tiny random SmolVLA (the architecture of ``lerobot/smolvla_base`` at small sizes): see save_smolvla."""
+    return save_smolvla(root, action_dim, seed)
 
 
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"  # the name LeRobot's pi0.5 preprocessor loads

@@ -152,6 +152,22 @@ def test_lora_trains_only_adapters_and_sigma_heads(trained):
     assert len(rows) == 8 and rows[-1]["loss"] < rows[0]["loss"]
 
 
+def test_trained_baseline_is_still_the_untuned_smolvla(trained, reference):
+    """LoRA changes Sigma's block, never the VLA's own prefix: the baseline stays SmolVLA's chunk."""
+    trainer = trained[0]
+    model = trainer.model.eval()
+    assert any(p.any() for n, p in model.named_parameters() if ".lora_B." in n)
+    policy, pre, post = reference
+    obs = make_observation(model.config, batch=2, seed=10)
+    with torch.no_grad():
+        out = model(obs, model.tokenize(TEXTS), generator=torch.Generator().manual_seed(6))
+        noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim,
+                            generator=torch.Generator().manual_seed(6))
+        chunk = post(policy.predict_action_chunk(pre(lerobot_batch(obs, TEXTS)), noise=noise))
+    torch.testing.assert_close(out.action.baseline_chunk, chunk[:, :model.config.chunk_len], rtol=0, atol=1e-6)
+    assert out.action.residual_chunk.abs().max() > 0  # the trained residual corrects it
+
+
 def test_checkpoint_holds_heads_and_adapters_and_round_trips(trained, smolvla_dir, tmp_path):
     trainer, _, _, result = trained
     model = trainer.model.eval()
