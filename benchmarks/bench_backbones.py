@@ -174,7 +174,9 @@ def infer(size: str, policy_dir: Path, device: torch.device, repeats: int) -> di
                            if not n.startswith(("language.backbone.", "vision.image_encoder."))),
         "smolvla_total": count(policy),
     }
-    tokens = {"image": vis.backbone_image_tokens.shape[1], "prefix": int(context.pad_mask.shape[1]),
+    vision_config = vwe.config.vision_config
+    tokens = {"patches": (vision_config.image_size // vision_config.patch_size) ** 2,
+              "prefix": int(context.pad_mask.shape[1]),
               "block": int(text.ids.shape[1] + c.n_vision_tokens + c.n_state_tokens),
               "expert": vla.action_horizon * int(policy.config.num_steps)}
     language_config = vwe.config.text_config
@@ -202,14 +204,14 @@ def pi05_parameters() -> dict:
                                              num_hidden_layers=expert.depth, num_key_value_heads=expert.num_kv_heads,
                                              vocab_size=257152))
     language = paligemma.model.language_model
-    image_tokens = (224 // config.vision_config.patch_size) ** 2
+    patches = (224 // config.vision_config.patch_size) ** 2  # = image tokens (no pixel shuffle)
     return {
         "params": {"vision": count(paligemma.model.vision_tower) + count(paligemma.model.multi_modal_projector),
                    "language": count(language) - count(language.embed_tokens),
                    "expert": count(gemma.model.layers) + count(gemma.model.norm),
                    "embeddings": count(language.embed_tokens),
                    "total": count(paligemma.model) + count(gemma.model.layers) + count(gemma.model.norm)},
-        "tokens": {"image": image_tokens, "prefix": image_tokens + 200, "expert": 50 * 10},  # 200-token prompt, 10 steps
+        "tokens": {"patches": patches, "prefix": patches + 200, "expert": 50 * 10},  # 200-token prompt, 10 steps
         "layers_x_width": vlm.depth * vlm.width,
     }
 
@@ -224,7 +226,7 @@ def estimate_pi05(smol: dict, pi: dict, train: dict | None) -> dict:
     def scale(part, p_key, t_key):
         return t[part] * (pp[p_key] * pt[t_key]) / (sp[p_key] * st[t_key])
 
-    parts = {"image_encoder": scale("image_encoder", "vision", "image"),
+    parts = {"image_encoder": scale("image_encoder", "vision", "patches"),
              "vla_prefix": scale("vla_prefix", "language", "prefix"),
              "sigma_block": t["sigma_block"] * pp["language"] / sp["language"],  # same block length
              "vla_expert": scale("vla_expert", "expert", "expert"),
