@@ -51,8 +51,9 @@ TEXTS = ["pick the cube and place it on the left"]
 
 
 def sigma_config(size: str, policy_dir: Path, **overrides):
-    from sigma_model import SigmaConfig
     from sigma_model.testing import small_config
+
+    from sigma_model import SigmaConfig
 
     if size == "tiny":
         return small_config(backbone="smolvla", backbone_path=str(policy_dir), use_audio=False, **overrides)
@@ -119,10 +120,13 @@ def train(size: str, policy_dir: Path, device: torch.device, batch: int, steps: 
 
 def infer(size: str, policy_dir: Path, device: torch.device, repeats: int) -> dict:
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
-    from sigma_model import SigmaModel
+    from lerobot.policies.smolvla.processor_smolvla import (
+        make_smolvla_pre_post_processors,
+    )
     from sigma_model.backbones.vla import dataset_stats
     from sigma_model.testing import make_observation
+
+    from sigma_model import SigmaModel
 
     torch.manual_seed(0)
     model = SigmaModel(sigma_config(size, policy_dir)).eval().to(device)
@@ -188,7 +192,11 @@ def infer(size: str, policy_dir: Path, device: torch.device, repeats: int) -> di
 def pi05_parameters() -> dict:
     """pi0.5's parts as LeRobot 0.4.4 builds them (PaliGemma with gemma_2b + gemma_300m expert), on the meta device."""
     from lerobot.policies.pi05.modeling_pi05 import get_gemma_config
-    from transformers import GemmaConfig, GemmaForCausalLM, PaliGemmaForConditionalGeneration
+    from transformers import (
+        GemmaConfig,
+        GemmaForCausalLM,
+        PaliGemmaForConditionalGeneration,
+    )
     from transformers.models.auto import CONFIG_MAPPING
 
     vlm, expert = get_gemma_config("gemma_2b"), get_gemma_config("gemma_300m")
@@ -248,7 +256,7 @@ def estimate_pi05(smol: dict, pi: dict, train: dict | None) -> dict:
 def run_worker(args: list[str], threads: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--worker", *args]
     env = dict(os.environ, **({"SIGMA_BENCH_THREADS": str(threads)} if threads else {}))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {args[:2]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -297,7 +305,7 @@ def main() -> None:
     device = torch.device(args.device)
     train_sizes = args.train if args.train is not None else (["tiny", "real"] if device.type == "cuda" else ["tiny"])
     use_4bit = device.type == "cuda" and not args.no_4bit
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                             cwd=Path(__file__).parent).stdout.strip()
     if args.threads:
         torch.set_num_threads(args.threads)

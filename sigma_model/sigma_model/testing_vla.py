@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-TINY_VLA_WORDS = ("pick the cube and place it on left right up down a of to in red blue bowl put move").split()
+TINY_VLA_WORDS = ["pick", "the", "cube", "and", "place", "it", "on", "left", "right", "up", "down", "a", "of", "to", "in", "red", "blue", "bowl", "put", "move"]
 
 
 # SmolVLM sizes: the tiny test model (vocab_size None: the tokenizer's)
@@ -29,7 +28,11 @@ def save_smolvlm(root: Path, sizes: dict = TINY_SMOLVLM) -> Path:
     SmolVLA's ``vlm_model_name`` must name (config, tokenizer, processor), saved in ``root``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
-        PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor,
+        PreTrainedTokenizerFast,
+        SmolVLMConfig,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
     )
 
     special = ["<pad>", "<unk>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>",
@@ -119,8 +122,17 @@ def tiny_pi05_policy(action_dim: int = 6, chunk_size: int = 8, vocab_size: int =
     reproduces: the wiring is pi0.5's, the numbers are not."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.pi05.configuration_pi05 import PI05Config
-    from lerobot.policies.pi05.modeling_pi05 import PaliGemmaWithExpertModel, PI05Policy, PI05Pytorch
-    from transformers import GemmaConfig, GemmaForCausalLM, PaliGemmaConfig, PaliGemmaForConditionalGeneration
+    from lerobot.policies.pi05.modeling_pi05 import (
+        PaliGemmaWithExpertModel,
+        PI05Policy,
+        PI05Pytorch,
+    )
+    from transformers import (
+        GemmaConfig,
+        GemmaForCausalLM,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+    )
 
     config = PI05Config(
         chunk_size=chunk_size, n_action_steps=chunk_size, max_state_dim=8, max_action_dim=8, num_inference_steps=1,

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from sigma_model.testing import make_observation, small_config
 
 from sigma_model import SigmaModel, save_checkpoint
-from sigma_model.testing import make_observation, small_config
 
 pytest.importorskip("lerobot.policies.pi05.modeling_pi05")
 
-from lerobot.configs.types import NormalizationMode  # noqa: E402
-from lerobot.policies.pi05.processor_pi05 import make_pi05_pre_post_processors  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from sigma_model.backbones import pi05, vla  # noqa: E402
-from sigma_model.testing_vla import save_tiny_paligemma_tokenizer, tiny_pi05_policy  # noqa: E402
-from sigma_model.training.lora import apply_lora  # noqa: E402
+from lerobot.configs.types import NormalizationMode
+from lerobot.policies.pi05.processor_pi05 import make_pi05_pre_post_processors
+from safetensors import safe_open
+from safetensors.torch import save_file
+from sigma_model.backbones import pi05, vla
+from sigma_model.testing_vla import save_tiny_paligemma_tokenizer, tiny_pi05_policy
+from sigma_model.training.lora import apply_lora
 
 STATS = dict(state_mean=(0.1, -0.2, 0.0, 0.3, 0.0, 0.5), state_std=(0.5, 1.0, 2.0, 0.5, 1.0, 0.25),
              action_mean=(0.2, 0.0, -0.1, 0.0, 0.4, 0.1), action_std=(0.3, 0.6, 1.0, 0.5, 2.0, 0.2))
@@ -76,7 +75,7 @@ def test_checkpoint_key_mapping_public_layout(tmp_path):
 
 
 def test_loader_names_the_pi_extra(tmp_path):
-    with pytest.raises(RuntimeError, match=r"pi0.5 needs LeRobot's `pi` extra: pip install 'lerobot\[pi\]"):
+    with pytest.raises(RuntimeError, match=r"pi0.5 needs the transformers of LeRobot's `pi` extra .*fix/lerobot_openpi"):
         vla.load_lerobot_policy("pi05", str(tmp_path / "missing"))
 
 

@@ -9,18 +9,17 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from sigma_model.testing import make_observation, small_config
 
 from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
-from sigma_model.testing import make_observation, small_config
 
 pytest.importorskip("lerobot.policies.smolvla.modeling_smolvla")
 
-from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy  # noqa: E402
-from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors  # noqa: E402
-
-from sigma_model.backbones.vla import dataset_stats  # noqa: E402
-from sigma_model.training.configuration_training import TrainingConfig  # noqa: E402
-from sigma_model.training.trainer import SigmaTrainer  # noqa: E402
+from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+from sigma_model.backbones.vla import dataset_stats
+from sigma_model.training.configuration_training import TrainingConfig
+from sigma_model.training.trainer import SigmaTrainer
 
 STATS = dict(state_mean=(0.1, -0.2, 0.0, 0.3, 0.0, 0.5), state_std=(0.5, 1.0, 2.0, 0.5, 1.0, 0.25),
              action_mean=(0.2, 0.0, -0.1, 0.0, 0.4, 0.1), action_std=(0.3, 0.6, 1.0, 0.5, 2.0, 0.2))

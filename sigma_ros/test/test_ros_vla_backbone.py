@@ -14,13 +14,13 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("sigma_ros_msgs.msg")
 pytest.importorskip("lerobot.policies.smolvla.modeling_smolvla")
 
-import torch  # noqa: E402
+import torch
+from sigma_model.outputs import SigmaObservation
+from sigma_model.testing import small_config
+from sigma_ros.conversions import rgb_array_to_tensor, tensor_from_msg
+from sigma_ros.testing import GraphHarness
 
-from sigma_model import SigmaModel, load_checkpoint, save_checkpoint  # noqa: E402
-from sigma_model.outputs import SigmaObservation  # noqa: E402
-from sigma_model.testing import small_config  # noqa: E402
-from sigma_ros.conversions import rgb_array_to_tensor, tensor_from_msg  # noqa: E402
-from sigma_ros.testing import GraphHarness  # noqa: E402
+from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
 
 INSTRUCTION = "pick the cube and place it on the left"
 Q0 = np.array([0.10, -0.20, 0.30, 0.05, 0.50, 0.20])

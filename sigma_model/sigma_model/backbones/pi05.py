@@ -1,7 +1,8 @@
 """pi0.5 (LeRobot 0.4.4 ``PI05Policy``) as a Sigma backbone.
 
-``PI05Policy`` runs only with the transformers of LeRobot's ``pi`` extra (a git branch, not on
-PyPI: adaptive RMS norms in the action expert); with stock transformers it refuses to build.
+``PI05Policy`` runs only with the transformers of LeRobot's ``pi`` extra (the git branch
+``fix/lerobot_openpi``, not on PyPI: adaptive RMS norms in the action expert, no image-feature
+scaling in PaliGemma); with stock transformers it refuses to build.
 Module layout used (``policy.model`` is LeRobot's ``PI05Pytorch``): ``paligemma_with_expert``
 (``paligemma.model.vision_tower`` + ``multi_modal_projector`` = image tokens via PaliGemma's
 ``get_image_features``, ``paligemma.model.language_model`` = Gemma 2B, ``gemma_expert`` = the
@@ -19,7 +20,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .vla import VLABackbone, VLAContext, VLAImageEncoder, dataset_stats, precomputed_image_embeddings
+from .vla import (
+    VLABackbone,
+    VLAContext,
+    VLAImageEncoder,
+    dataset_stats,
+    precomputed_image_embeddings,
+)
 
 if TYPE_CHECKING:
     from ..configuration_sigma import SigmaConfig
@@ -28,7 +35,7 @@ UNUSED_WEIGHTS = ("paligemma.lm_head",)
 FULL_PRECISION = ("action_in_proj", "action_out_proj", "time_mlp", "lm_head")
 
 
-def check_compatible(policy_config, config: "SigmaConfig") -> None:
+def check_compatible(policy_config, config: SigmaConfig) -> None:
     """Raise ValueError naming the first mismatch between the policy and the Sigma config."""
     from lerobot.utils.constants import ACTION
 
@@ -84,7 +91,7 @@ def image_encoder(policy) -> PI05ImageEncoder:
     return PI05ImageEncoder(policy.model.paligemma_with_expert.paligemma.model, policy.config.image_resolution)
 
 
-def language_backbone(policy, config: "SigmaConfig") -> "PI05Backbone":
+def language_backbone(policy, config: SigmaConfig) -> PI05Backbone:
     from lerobot.configs.types import NormalizationMode
     from lerobot.policies.pi05.processor_pi05 import make_pi05_pre_post_processors
 
@@ -102,8 +109,10 @@ def language_backbone(policy, config: "SigmaConfig") -> "PI05Backbone":
 class PI05Backbone(VLABackbone):
     def __init__(self, policy, preprocessor, postprocessor) -> None:
         super().__init__(policy, preprocessor, postprocessor)
+        from lerobot.policies.pi05.processor_pi05 import (
+            Pi05PrepareStateTokenizerProcessorStep,
+        )
         from lerobot.processor import TokenizerProcessorStep
-        from lerobot.policies.pi05.processor_pi05 import Pi05PrepareStateTokenizerProcessorStep
         from lerobot.utils.constants import ACTION
 
         tokenizer = next(s for s in preprocessor.steps if isinstance(s, TokenizerProcessorStep))
@@ -118,6 +127,7 @@ class PI05Backbone(VLABackbone):
         self.hidden_size = int(language_config.hidden_size)
         self.action_horizon = int(policy.config.chunk_size)
         self.action_dim = int(policy.config.output_features[ACTION].shape[0])
+        self.flow_steps = int(policy.config.num_inference_steps)
 
     @property
     def decoder(self) -> nn.Module:
@@ -133,7 +143,11 @@ class PI05Backbone(VLABackbone):
         builds it: token ids and mask [B, tokenizer_max_length]."""
         from lerobot.processor.converters import create_transition
         from lerobot.processor.core import TransitionKey
-        from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
+        from lerobot.utils.constants import (
+            OBS_LANGUAGE_ATTENTION_MASK,
+            OBS_LANGUAGE_TOKENS,
+            OBS_STATE,
+        )
 
         transition = create_transition(observation={OBS_STATE: robot_state.float()},
                                        complementary_data={"task": list(texts)})
@@ -159,18 +173,6 @@ class PI05Backbone(VLABackbone):
                                position_ids=torch.cumsum(pad, dim=1) - 1, past_key_values=None,
                                inputs_embeds=[embs, None], use_cache=True)
         return VLAContext(cache, pad)
-
-    def _denoise(self, context: VLAContext, noise: torch.Tensor) -> torch.Tensor:
-        """``PI05Pytorch.sample_actions`` after its prefix: Euler steps from t = 1 to 0."""
-        model = self.policy.model
-        steps = int(self.policy.config.num_inference_steps)
-        dt = -1.0 / steps
-        x = noise
-        for step in range(steps):
-            t = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device).expand(noise.shape[0])
-            x = x + dt * model.denoise_step(prefix_pad_masks=context.pad_mask, past_key_values=context.past_key_values,
-                                            x_t=x, timestep=t)
-        return x
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None) -> torch.Tensor:
         """Sigma's block through Gemma (adapters on) on a copy of the prefix cache (the expert's

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .vla import VLABackbone, VLAContext, VLAImageEncoder, dataset_stats, precomputed_image_embeddings
+from .vla import (
+    VLABackbone,
+    VLAContext,
+    VLAImageEncoder,
+    dataset_stats,
+    precomputed_image_embeddings,
+)
 
 if TYPE_CHECKING:
     from ..configuration_sigma import SigmaConfig
@@ -25,7 +31,7 @@ UNUSED_WEIGHTS = ("vlm.lm_head",)  # the VLM's text head: SmolVLA never decodes 
 FULL_PRECISION = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp", "lm_head")
 
 
-def check_compatible(policy_config, config: "SigmaConfig") -> None:
+def check_compatible(policy_config, config: SigmaConfig) -> None:
     """Raise ValueError naming the first mismatch between the policy and the Sigma config."""
     from lerobot.utils.constants import ACTION, OBS_STATE
 
@@ -81,8 +87,10 @@ def image_encoder(policy) -> SmolVLAImageEncoder:
                                int(vwe.config.text_config.hidden_size))
 
 
-def language_backbone(policy, config: "SigmaConfig") -> "SmolVLABackbone":
-    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+def language_backbone(policy, config: SigmaConfig) -> SmolVLABackbone:
+    from lerobot.policies.smolvla.processor_smolvla import (
+        make_smolvla_pre_post_processors,
+    )
 
     vwe = policy.model.vlm_with_expert
     vlm = vwe.get_vlm_model()
@@ -103,6 +111,7 @@ class SmolVLABackbone(VLABackbone):
         self.hidden_size = int(vwe.config.text_config.hidden_size)
         self.action_horizon = int(policy.config.chunk_size)
         self.action_dim = int(policy.config.output_features[ACTION].shape[0])
+        self.flow_steps = int(policy.config.num_steps)
 
     @property
     def decoder(self) -> nn.Module:
@@ -127,18 +136,6 @@ class SmolVLABackbone(VLABackbone):
             past_key_values=None, inputs_embeds=[embs, None], use_cache=True, fill_kv_cache=True,
         )
         return VLAContext(cache, pad)
-
-    def _denoise(self, context: VLAContext, noise: torch.Tensor) -> torch.Tensor:
-        """``VLAFlowMatching.sample_actions`` after its prefix: Euler steps from t = 1 to 0."""
-        model = self.policy.model
-        steps = int(self.policy.config.num_steps)
-        dt = -1.0 / steps
-        x = noise
-        for step in range(steps):
-            t = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device).expand(noise.shape[0])
-            x = x + dt * model.denoise_step(prefix_pad_masks=context.pad_mask, past_key_values=context.past_key_values,
-                                            x_t=x, timestep=t)
-        return x
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None) -> torch.Tensor:
         """Sigma's block through the language model's layers (adapters on), attending to itself and

@@ -41,8 +41,9 @@ POLICY_CLASSES = {
 }
 INSTALL_HINT = {
     "smolvla": "pip install --no-deps -r requirements-lerobot.txt (scripts/setup.sh does)",
-    "pi05": ("LeRobot's `pi` extra: pip install 'lerobot[pi]==0.4.4', which pulls transformers from "
-             "LeRobot's git branch (not on PyPI) in place of the pinned transformers 4.57.1"),
+    "pi05": ("the transformers of LeRobot's `pi` extra (in LeRobot's source, not in the PyPI wheel), a git "
+             "branch that replaces the pinned transformers 4.57.1, best in an environment of its own: pip install "
+             "'transformers @ git+https://github.com/huggingface/transformers.git@fix/lerobot_openpi'"),
 }
 SAFETENSORS_FILE = "model.safetensors"
 
@@ -76,17 +77,21 @@ class VLABackbone(SigmaBackbone):
     """The language side of a VLA: prefix, Sigma block, action expert (see the module docstring).
 
     Subclasses set ``policy`` (the LeRobot policy without its vision encoder), ``hidden_size``,
-    ``action_horizon`` and ``action_dim``, and implement ``decoder``, ``embed_text``,
-    ``_run_prefix``, ``_denoise`` and ``forward``."""
+    ``action_horizon``, ``action_dim`` and ``flow_steps``, and implement ``decoder``,
+    ``embed_text``, ``_run_prefix`` and ``forward``."""
 
     external_weights = True
     action_horizon: int
     action_dim: int
+    flow_steps: int
 
     def __init__(self, policy: nn.Module, preprocessor, postprocessor) -> None:
         super().__init__()
         from lerobot.processor import (
-            ComplementaryDataProcessorStep, NormalizerProcessorStep, TokenizerProcessorStep, UnnormalizerProcessorStep,
+            ComplementaryDataProcessorStep,
+            NormalizerProcessorStep,
+            TokenizerProcessorStep,
+            UnnormalizerProcessorStep,
         )
 
         self.policy = policy
@@ -125,7 +130,10 @@ class VLABackbone(SigmaBackbone):
         ``max_length`` of the config does not apply)."""
         from lerobot.processor.converters import create_transition
         from lerobot.processor.core import TransitionKey
-        from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
+        from lerobot.utils.constants import (
+            OBS_LANGUAGE_ATTENTION_MASK,
+            OBS_LANGUAGE_TOKENS,
+        )
 
         transition = create_transition(observation={}, complementary_data={"task": list(texts)})
         for step in self._text_steps:
@@ -154,7 +162,15 @@ class VLABackbone(SigmaBackbone):
         raise NotImplementedError
 
     def _denoise(self, context: VLAContext, noise: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The policy's ``sample_actions`` after its prefix: ``flow_steps`` Euler steps of its own
+        ``denoise_step`` from t = 1 to 0 on the cached prefix."""
+        dt = -1.0 / self.flow_steps
+        x = noise
+        for step in range(self.flow_steps):
+            t = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device).expand(noise.shape[0])
+            x = x + dt * self.policy.model.denoise_step(prefix_pad_masks=context.pad_mask,
+                                                        past_key_values=context.past_key_values, x_t=x, timestep=t)
+        return x
 
 
 # ---------------------------------------------------------------- helpers
@@ -243,7 +259,7 @@ def load_lerobot_policy(kind: str, path_or_id: str, drop: tuple[str, ...] = (), 
     return policy.eval()
 
 
-def dataset_stats(config: "SigmaConfig") -> dict | None:
+def dataset_stats(config: SigmaConfig) -> dict | None:
     """SigmaConfig's state/action statistics in LeRobot's dataset-stats layout (None without them)."""
     from lerobot.utils.constants import ACTION, OBS_STATE
 
@@ -255,7 +271,7 @@ def dataset_stats(config: "SigmaConfig") -> dict | None:
     return stats or None
 
 
-def build_vla(config: "SigmaConfig", vision: bool, language: bool) -> tuple[VLAImageEncoder | None, VLABackbone | None]:
+def build_vla(config: SigmaConfig, vision: bool, language: bool) -> tuple[VLAImageEncoder | None, VLABackbone | None]:
     """The VLA parts the requested workspaces hold: the image encoder (vision) and the language
     backbone (language). The policy is loaded once; what no workspace holds is dropped."""
     if config.backbone_4bit:
