@@ -148,8 +148,8 @@ def infer(size: str, policy_dir: Path, device: torch.device, repeats: int) -> di
     with torch.inference_mode():
         vis = model.vision_stage(obs)
         context = vla.prefix(text, vis.backbone_image_tokens, obs.robot_state)
-        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, None, vis.backbone_image_tokens,
-                                    obs.robot_state)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, None,
+                                    image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state)
         times = timed({
             "smolvla_select_action": smolvla_chunk,
             "sigma_step": lambda: model(obs, text),
@@ -158,8 +158,8 @@ def infer(size: str, policy_dir: Path, device: torch.device, repeats: int) -> di
             "vla_prefix": lambda: vla.prefix(text, vis.backbone_image_tokens, obs.robot_state),
             "sigma_block": lambda: model.language.hidden_sequence(text, vis.vision_tokens, vis.state_tokens, context),
             "language_stage_no_expert": lambda: model.language_stage(
-                text, vis.vision_tokens, vis.state_tokens, None, vis.backbone_image_tokens, obs.robot_state,
-                with_actions=False),
+                text, vis.vision_tokens, vis.state_tokens, None, image_tokens=vis.backbone_image_tokens,
+                robot_state=obs.robot_state, with_actions=False),
             "vla_expert": lambda: vla.sample_actions(context),
             "action_stage": lambda: model.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau,
                                                        vis.state_tokens, backbone_actions=lang.backbone_actions),

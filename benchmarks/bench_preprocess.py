@@ -1,8 +1,9 @@
 """Benchmark: LeRobot dataset -> Sigma shards (sigma-preprocess) and shard loading, on CPU.
 
-Writes a synthetic LeRobot v3.0 dataset (PNG images), runs the real preprocessing pipeline with the
-default window settings (horizon 16, stride 1, 96x96 images) and reads the shards back through
-ShardDataset + DataLoader.  Prints frames/s, windows/s and samples/s.
+Writes a synthetic LeRobot v3.0 dataset (PNG images, LeRobotDataset), runs the real preprocessing
+pipeline (frames read by LeRobotDataset) with the default window settings (horizon 16, stride 1,
+96x96 images) and reads the shards back through ShardDataset + DataLoader.  Prints frames/s,
+windows/s and samples/s.
 
     python benchmarks/bench_preprocess.py [--episodes 10 --frames 200 --image 120x160]
 """
@@ -39,8 +40,7 @@ def main() -> None:
         t_write = time.perf_counter() - t0
         n_frames = args.episodes * args.frames
         t0 = time.perf_counter()
-        meta = preprocess_dataset(root, tmp / "shards", WindowConfig(), shard_size=args.shard_size,
-                                  backend="native", progress=False)
+        meta = preprocess_dataset(root, tmp / "shards", WindowConfig(), shard_size=args.shard_size, progress=False)
         t_pre = time.perf_counter() - t0
         ds = ShardDataset(tmp / "shards")
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False,

@@ -88,9 +88,11 @@ class LanguageIntentWorkspace(nn.Module):
 
     def forward(
         self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, memory_prev: torch.Tensor,
-        image_tokens: torch.Tensor | None = None, robot_state: torch.Tensor | None = None,
+        telepathy: bool = True, image_tokens: torch.Tensor | None = None, robot_state: torch.Tensor | None = None,
         generator: torch.Generator | None = None, with_actions: bool = True,
     ) -> LanguageOutput:
+        """With telepathy off the modulator sees tau = 0, so high_level_rep is hidden_sequence_base exactly
+        (tau is still computed and reported)."""
         vla = isinstance(self.backbone, VLABackbone)
         context = self.backbone.prefix(text, image_tokens, robot_state) if vla else None
         hidden, valid, segment = self.hidden_sequence(text, vision_tokens, state_tokens, context)
@@ -105,7 +107,7 @@ class LanguageIntentWorkspace(nn.Module):
         c_text = self.text_head(hidden, valid & (segment == 0)).squeeze(1)
         z_intent = self.intent_head(torch.cat([memory, c_env, c_beh], dim=-1))
         tau = self.telepathy_projector(torch.cat([memory, z_intent, c_env, c_beh, z_pool, c_text], dim=-1))
-        high_level_rep, gate = self.modulator(hidden, tau)
+        high_level_rep, gate = self.modulator(hidden, tau if telepathy else torch.zeros_like(tau))
         return LanguageOutput(
             tau=tau, memory=memory, z_intent=z_intent, z_sem=z_sem, z_sem_pool=z_pool,
             c_env=c_env, c_beh=c_beh, c_text=c_text,

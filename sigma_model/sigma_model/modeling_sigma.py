@@ -115,12 +115,14 @@ class SigmaModel(nn.Module):
         vision_tokens: torch.Tensor,
         state_tokens: torch.Tensor,
         memory_prev: torch.Tensor | None = None,
+        telepathy: bool = True,
         image_tokens: torch.Tensor | None = None,
         robot_state: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         with_actions: bool = True,
     ) -> LanguageOutput:
         """Language intent workspace; memory_prev is m_{t-1} (zeros when None, e.g. a new instruction).
+        Telepathy off: the language modulator sees tau = 0 (high_level_rep is the unmodulated hidden sequence).
 
         A VLA backbone also reads its image tokens (VisionOutput.backbone_image_tokens) and the
         robot state (radians), and (with_actions) samples its action chunk with `generator`."""
@@ -139,7 +141,8 @@ class SigmaModel(nn.Module):
                 raise ValueError(f"the {c.backbone} backbone's prefix needs image_tokens and robot_state")
             check_tensor("image_tokens", image_tokens, (b, None, workspace.backbone.hidden_size))
             check_tensor("robot_state", robot_state, (b, c.state_dim))
-        return workspace(text, vision_tokens, state_tokens, memory_prev, image_tokens, robot_state, generator, with_actions)
+        return workspace(text, vision_tokens, state_tokens, memory_prev, telepathy, image_tokens, robot_state,
+                         generator, with_actions)
 
     def action_stage(
         self,
@@ -202,13 +205,15 @@ class SigmaModel(nn.Module):
         generator: torch.Generator | None = None,
         trajectory_target: torch.Tensor | None = None,
     ) -> SigmaOutput:
-        """One Sigma step: vision -> language -> action -> control. With telepathy off, vision
-        sees tau = 0 and the actions are the tau = 0 baseline (tau is still computed and reported)."""
+        """One Sigma step: vision -> language -> action -> control. With telepathy off, tau = 0
+        everywhere: vision FiLM, language modulator and action residual (tau is still computed and
+        reported, and carried as memory is)."""
         if not telepathy:
             tau_prev = None
         vision = self.vision_stage(obs, tau_prev)
-        language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev,
-                                       vision.backbone_image_tokens, obs.robot_state, generator)
+        language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev, telepathy,
+                                       image_tokens=vision.backbone_image_tokens, robot_state=obs.robot_state,
+                                       generator=generator)
         action = self.action_stage(
             language.high_level_rep, language.high_level_mask, language.tau, vision.state_tokens,
             telepathy, generator, trajectory_target, language.backbone_actions,

@@ -65,3 +65,20 @@ def save_tiny_llama(root: Path) -> Path:
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(root)
     return root
 
+
+def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Give the telepathy residual head, the vision FiLM and the language modulator non-zero weights and
+    open their log-scale gates, so tau and tau_prev change every stage's output (as after training; the
+    zero-initialised heads of a new model make tau inert). Returns the model."""
+    for i, module in enumerate((model.action.residual_head if model.action is not None else None,
+                                model.vision.modulator.film if model.vision is not None else None,
+                                model.language.modulator if model.language is not None else None)):
+        if module is not None:
+            randomize_(module, seed + i)
+    with torch.no_grad():
+        if model.vision is not None:
+            model.vision.modulator.mod_log_scale.fill_(0.0)
+            model.vision.modulator.tau_log_scale.fill_(0.0)
+        if model.language is not None:
+            model.language.modulator.log_scale.fill_(0.0)
+    return model

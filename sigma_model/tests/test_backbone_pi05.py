@@ -100,9 +100,9 @@ def test_prompt_carries_the_state_and_the_block_reads_the_prefix(model):
     text = sigma.tokenize(TEXTS)
     with torch.no_grad():
         vis = sigma.vision_stage(obs)
-        args = (text, vis.vision_tokens, vis.state_tokens, None, vis.backbone_image_tokens)
-        base = sigma.language_stage(*args, obs.robot_state, with_actions=False)
-        state = sigma.language_stage(*args, obs.robot_state + 0.5, with_actions=False)
+        args = (text, vis.vision_tokens, vis.state_tokens, None)
+        base = sigma.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False)
+        state = sigma.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state + 0.5, with_actions=False)
     assert (state.high_level_rep - base.high_level_rep).abs().amax(dim=(1, 2)).min() > 1e-4
 
 

@@ -109,10 +109,10 @@ def test_sigma_block_reads_the_vla_prefix(model):
     with torch.no_grad():
         vis = model.vision_stage(obs)
         args = (text, vis.vision_tokens, vis.state_tokens, None)
-        base = model.language_stage(*args, vis.backbone_image_tokens, obs.robot_state, with_actions=False)
-        again = model.language_stage(*args, vis.backbone_image_tokens, obs.robot_state, with_actions=False)
-        image = model.language_stage(*args, vis.backbone_image_tokens.flip(0), obs.robot_state, with_actions=False)
-        state = model.language_stage(*args, vis.backbone_image_tokens, obs.robot_state + 1.0, with_actions=False)
+        base = model.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False)
+        again = model.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False)
+        image = model.language_stage(*args, image_tokens=vis.backbone_image_tokens.flip(0), robot_state=obs.robot_state, with_actions=False)
+        state = model.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state + 1.0, with_actions=False)
     torch.testing.assert_close(again.high_level_rep, base.high_level_rep, rtol=0, atol=0)
     for changed in (image, state):
         assert (changed.high_level_rep - base.high_level_rep).abs().amax(dim=(1, 2)).min() > 1e-4

@@ -9,11 +9,11 @@ import os
 import pytest
 import torch
 
-pytest.importorskip("pyarrow")
+pytest.importorskip("lerobot.datasets.lerobot_dataset")
 
-from sigma_model.data.lerobot_format import LeRobotDatasetReader  # noqa: E402
+from sigma_model.data.lerobot_source import load_lerobot_dataset  # noqa: E402
 from sigma_model.data.preprocess import PreprocessMismatchError, main, preprocess_dataset  # noqa: E402
-from sigma_model.data.shards import ShardDataset, collate_sigma_samples, list_shards  # noqa: E402
+from sigma_model.data.shards import ShardCorruptError, ShardDataset, collate_sigma_samples, list_shards  # noqa: E402
 from sigma_model.data.synthetic import expected_window_counts, write_synthetic_dataset  # noqa: E402
 from sigma_model.data.windows import WindowConfig  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_expected_window_count_and_filtering(ds_root, tmp_path):
     exp = expected_window_counts(EPISODES, T, 1, MIN_NORM)
     # hand count: ep0 17 windows, s>=4 kept (13); ep1 too short; ep2 9 dropped; ep3 11, s>=3 kept (8); ep4 7 kept
     assert exp == {"windows_total": 44, "windows_kept": 28, "windows_dropped_static": 16, "episodes_too_short": 1}
-    meta = preprocess_dataset(ds_root, tmp_path / "out", CFG, shard_size=8, backend="native", progress=False)
+    meta = preprocess_dataset(ds_root, tmp_path / "out", CFG, shard_size=8, progress=False)
     assert meta["complete"] and meta["num_samples"] == 28 and meta["num_shards"] == 4
     w = meta["windows"]
     assert (w["windows_total"], w["windows_kept"], w["windows_dropped_static"]) == (44, 28, 16)
@@ -61,7 +61,7 @@ def test_expected_window_count_and_filtering(ds_root, tmp_path):
     starts = [(int(ds[i]["episode_index"]), int(ds[i]["frame_index"])) for i in range(len(ds))]
     assert starts == [(0, s) for s in range(4, 17)] + [(3, s) for s in range(3, 11)] + [(4, s) for s in range(7)]
     # ground truth comes from the dataset's own frames
-    frames = [f for f in LeRobotDatasetReader(ds_root) if int(f["episode_index"]) == 3]
+    frames = list(load_lerobot_dataset(ds_root, episodes=[3]))
     item = ds[13]  # episode 3, window starting at frame 3
     acts = torch.stack([f["action"] for f in frames[3:3 + T]])
     assert torch.equal(item["gt_action_trajectory"], acts)
@@ -78,7 +78,7 @@ def test_expected_window_count_and_filtering(ds_root, tmp_path):
 @pytest.mark.parametrize("stop_after", [5, 8, 17, 27])
 def test_interrupted_run_resumes_to_identical_shards(ds_root, tmp_path, stop_after):
     ref = tmp_path / "ref"
-    preprocess_dataset(ds_root, ref, CFG, shard_size=8, backend="native", progress=False)
+    preprocess_dataset(ds_root, ref, CFG, shard_size=8, progress=False)
 
     out = tmp_path / "resumed"
 
@@ -87,13 +87,13 @@ def test_interrupted_run_resumes_to_identical_shards(ds_root, tmp_path, stop_aft
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False, on_sample_written=hook)
+        preprocess_dataset(ds_root, out, CFG, shard_size=8, progress=False, on_sample_written=hook)
     assert len(list_shards(out)) == stop_after // 8  # only full shards reached the disk
     assert json.loads((out / "meta.json").read_text())["complete"] is False
     with pytest.raises(RuntimeError, match="not complete"):
         ShardDataset(out, require_complete=True)
     written: list[int] = []
-    meta = preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False,
+    meta = preprocess_dataset(ds_root, out, CFG, shard_size=8, progress=False,
                               on_sample_written=written.append)
     assert written[0] == (stop_after // 8) * 8 + 1  # skipped exactly the windows already on disk
     assert meta["num_samples"] == 28
@@ -102,21 +102,21 @@ def test_interrupted_run_resumes_to_identical_shards(ds_root, tmp_path, stop_aft
 
 def test_parameter_change_refused_and_complete_is_noop(ds_root, tmp_path):
     out = tmp_path / "o"
-    preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False)
+    preprocess_dataset(ds_root, out, CFG, shard_size=8, progress=False)
     before = _files(out)
     calls: list[int] = []
-    preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False, on_sample_written=calls.append)
+    preprocess_dataset(ds_root, out, CFG, shard_size=8, progress=False, on_sample_written=calls.append)
     assert calls == [] and _files(out) == before
     other = WindowConfig(horizon_T=T, stride=2, chunk_len=3, min_action_norm=MIN_NORM, image_size=(16, 16))
     with pytest.raises(PreprocessMismatchError, match="window"):
-        preprocess_dataset(ds_root, out, other, shard_size=8, backend="native", progress=False)
-    meta = preprocess_dataset(ds_root, out, other, shard_size=8, backend="native", progress=False, overwrite=True)
+        preprocess_dataset(ds_root, out, other, shard_size=8, progress=False)
+    meta = preprocess_dataset(ds_root, out, other, shard_size=8, progress=False, overwrite=True)
     exp = expected_window_counts(EPISODES, T, 2, MIN_NORM)
     assert meta["num_samples"] == exp["windows_kept"] and meta["windows"]["windows_total"] == exp["windows_total"]
 
 
 def test_baseline_policy_and_max_episodes(ds_root, tmp_path):
-    meta = preprocess_dataset(ds_root, tmp_path / "b", CFG, shard_size=100, backend="native", progress=False,
+    meta = preprocess_dataset(ds_root, tmp_path / "b", CFG, shard_size=100, progress=False,
                               max_episodes=1, baseline_policy="hold_state")
     assert meta["num_samples"] == 13 and meta["dataset"]["selected_episodes"] == 1
     item = ShardDataset(tmp_path / "b")[0]
@@ -142,7 +142,7 @@ def test_cli_runs_with_env_file_and_never_prints_token(ds_root, tmp_path, capsys
     env.write_text(f"HF_token={SECRET}\nSIGMA_DATASET={ds_root}\nSIGMA_SHARD_DIR={out}\n")
     with caplog.at_level(logging.DEBUG):
         rc = main(["--env-file", str(env), "--horizon", str(T), "--chunk-len", "3", "--min-action-norm",
-                   str(MIN_NORM), "--shard-size", "10", "--image-size", "16x16", "--backend", "native", "-v"])
+                   str(MIN_NORM), "--shard-size", "10", "--image-size", "16x16", "-v"])
     captured = capsys.readouterr()
     assert rc == 0
     assert "28 samples in 3 shards" in captured.out
@@ -165,7 +165,7 @@ def test_killed_process_resumes_to_identical_shards(ds_root, tmp_path):
     from pathlib import Path
 
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    preprocess_dataset(ds_root, ref, CFG, shard_size=8, backend="native", progress=False)
+    preprocess_dataset(ds_root, ref, CFG, shard_size=8, progress=False)
     script = (
         "import os, signal\n"
         "from sigma_model.data.preprocess import preprocess_dataset\n"
@@ -174,7 +174,7 @@ def test_killed_process_resumes_to_identical_shards(ds_root, tmp_path):
         "def hook(n):\n"
         "    if n == 19:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"preprocess_dataset({str(ds_root)!r}, {str(out)!r}, cfg, shard_size=8, backend='native', progress=False,"
+        f"preprocess_dataset({str(ds_root)!r}, {str(out)!r}, cfg, shard_size=8, progress=False,"
         " on_sample_written=hook)\n"
     )
     repo = str(Path(__file__).resolve().parents[1])
@@ -182,7 +182,7 @@ def test_killed_process_resumes_to_identical_shards(ds_root, tmp_path):
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert r.returncode == -9, r.stderr.decode()[-2000:]
     assert len(list_shards(out)) == 2
-    preprocess_dataset(ds_root, out, CFG, shard_size=8, backend="native", progress=False)
+    preprocess_dataset(ds_root, out, CFG, shard_size=8, progress=False)
     assert _files(out) == _files(ref)
 
 
@@ -190,10 +190,10 @@ def test_changed_dataset_or_damaged_output_is_reported(tmp_path):
     root = write_synthetic_dataset(tmp_path / "ds", [(0, 10), (0, 10)])
     out = tmp_path / "out"
     cfg = WindowConfig(horizon_T=T, min_action_norm=0.1, image_size=None)
-    preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)
+    preprocess_dataset(root, out, cfg, shard_size=5, progress=False)
     (out / "shard_00001.safetensors").write_bytes(b"\x00" * 5)
-    with pytest.raises(Exception, match="shard_00001.safetensors"):
-        preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)
+    with pytest.raises(ShardCorruptError, match="shard_00001.safetensors"):
+        preprocess_dataset(root, out, cfg, shard_size=5, progress=False)
     write_synthetic_dataset(root, [(0, 10), (0, 12)], overwrite=True)
     with pytest.raises(PreprocessMismatchError, match="total_frames: 20 -> 22"):
-        preprocess_dataset(root, out, cfg, shard_size=5, backend="native", progress=False)
+        preprocess_dataset(root, out, cfg, shard_size=5, progress=False)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
+import torch
 
 from sigma_model.data.env_file import get_hf_token, load_sigma_env, parse_env_text
 from sigma_model.data.lerobot_source import (
@@ -244,19 +246,99 @@ def test_prefetch_offline_clear_error(tmp_path, clean_env):
     pytest.importorskip("huggingface_hub")
     with pytest.raises(DatasetUnavailableError, match="not available in the local cache"):
         prefetch_hf_dataset("lerobot/svla_so101_pickplace", cache_dir=tmp_path / "hf", sleep=lambda s: None)
-    clean_env.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    # a hub id through LeRobot: offline without a local copy is a clear error, before any hub call
+    from lerobot.datasets import lerobot_dataset
+
+    hub_calls: list = []
+    clean_env.setattr(lerobot_dataset, "snapshot_download", lambda *a, **k: hub_calls.append(a))
+    clean_env.setattr(lerobot_dataset, "get_safe_version", lambda *a, **k: hub_calls.append(a))
     with pytest.raises(DatasetUnavailableError, match="HF_HUB_OFFLINE"):
-        load_lerobot_dataset("lerobot/svla_so101_pickplace", backend="native")
+        load_lerobot_dataset("lerobot/svla_so101_pickplace", root=tmp_path / "lr")
+    assert hub_calls == [] and not (tmp_path / "lr").exists()
 
 
-def test_load_local_dataset_native(tmp_path):
+def test_load_local_dataset(tmp_path):
     from sigma_model.data.synthetic import write_synthetic_dataset
 
     root = write_synthetic_dataset(tmp_path / "ds", [(1, 3), (0, 2), (2, 2)])
-    src = load_lerobot_dataset(root, backend="native", max_episodes=2)
-    assert src.backend == "native" and src.total_episodes == 3 and len(src) == 6 and src.fps == 10
-    frames = list(src)
+    src = load_lerobot_dataset(root, max_episodes=2)
+    assert type(src.dataset).__name__ == "LeRobotDataset"
+    assert src.describe()["total_episodes"] == 3 and len(src) == 6 and src.fps == 10
+    threads, seen = torch.get_num_threads(), []
+    torch.set_num_threads(2)
+    try:
+        frames = [f for f in src if not seen.append(torch.get_num_threads())]
+        assert seen == [1] * 6 and torch.get_num_threads() == 2  # frames are read with one torch thread
+    finally:
+        torch.set_num_threads(threads)
     assert [int(f["episode_index"]) for f in frames] == [0, 0, 0, 0, 1, 1]
     assert frames[0]["task"] == "pick up the red cube"
     with pytest.raises(DatasetUnavailableError, match="does not exist"):
-        load_lerobot_dataset(tmp_path / "nope", backend="native")
+        load_lerobot_dataset(tmp_path / "nope")
+
+
+class FakeHub:
+    """snapshot_download over a local "remote" dataset: copies the files matching allow_patterns into
+    local_dir, after the failures scheduled for meta/ or for the other files; records every call."""
+
+    def __init__(self, remote, meta_failures, data_failures):
+        self.remote, self.calls = remote, []
+        self.failures = {True: list(meta_failures), False: list(data_failures)}
+
+    def __call__(self, repo_id, *, repo_type=None, revision=None, local_dir=None, allow_patterns=None,
+                 ignore_patterns=None, **kw):
+        import fnmatch
+        import shutil
+
+        patterns = [allow_patterns] if isinstance(allow_patterns, str) else list(allow_patterns or ["*"])
+        self.calls.append({"repo_id": repo_id, "repo_type": repo_type, "revision": revision,
+                           "local_dir": str(local_dir), "allow_patterns": patterns, **kw})
+        if self.failures[patterns == ["meta/"]]:
+            raise self.failures[patterns == ["meta/"]].pop(0)
+        for f in self.remote.rglob("*"):
+            rel = f.relative_to(self.remote).as_posix()
+            if f.is_file() and any(rel.startswith(p) if p.endswith("/") else fnmatch.fnmatch(rel, p)
+                                   for p in patterns):
+                (Path(local_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, Path(local_dir) / rel)
+        return str(local_dir)
+
+
+def test_hub_dataset_is_prefetched_with_retries_and_read_by_lerobot(tmp_path, clean_env, monkeypatch):
+    """A hub id: LeRobot fetches meta/ (retried on HTTP 503), prefetch_hf_dataset fetches the selected
+    episodes' files (retried on HTTP 429, with the token from the environment), LeRobotDataset reads
+    them; a second open finds everything locally and makes no call."""
+    import huggingface_hub
+    from lerobot.datasets import lerobot_dataset, utils as lerobot_utils
+
+    from sigma_model.data.synthetic import write_synthetic_dataset
+
+    remote = write_synthetic_dataset(tmp_path / "remote", [(1, 3), (0, 2), (2, 2)])
+    hub = FakeHub(remote, [FakeHTTPError(503)], [FakeHTTPError(429)])
+    monkeypatch.setattr(lerobot_dataset, "snapshot_download", hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    for module in (lerobot_dataset, lerobot_utils):
+        monkeypatch.setattr(module, "get_safe_version", lambda repo_id, version: "v3.0")
+    clean_env.setenv("HF_TOKEN", SECRET)
+    sleeps: list[float] = []
+    policy = RetryPolicy(base_delay=1.0, rate_limit_min_delay=2.0)
+    src = load_lerobot_dataset("someone/pickplace", root=tmp_path / "local", max_episodes=2, policy=policy,
+                               sleep=sleeps.append)
+    assert sleeps == [1.0, 2.0]
+    meta_calls = [c for c in hub.calls if c["allow_patterns"] == ["meta/"]]
+    data_calls = [c for c in hub.calls if c["allow_patterns"] != ["meta/"]]
+    assert len(meta_calls) == 2 and len(data_calls) == 2  # each retried once
+    assert data_calls[-1] == {"repo_id": "someone/pickplace", "repo_type": "dataset", "revision": "v3.0",
+                              "local_dir": str(tmp_path / "local"), "token": SECRET,
+                              "allow_patterns": ["data/chunk-000/file-000.parquet"]}
+    assert src.dataset_id == "someone/pickplace" and len(src) == 6
+    local = list(load_lerobot_dataset(remote, max_episodes=2))
+    frames = list(src)
+    assert [int(f["index"]) for f in frames] == [int(f["index"]) for f in local] == list(range(6))
+    for f, g in zip(frames, local):
+        assert f["task"] == g["task"]
+        for key in ("observation.images.front", "observation.state", "action", "timestamp"):
+            assert torch.equal(f[key], g[key]), key
+    n = len(hub.calls)
+    assert len(load_lerobot_dataset("someone/pickplace", root=tmp_path / "local", max_episodes=2)) == 6
+    assert len(hub.calls) == n

@@ -138,3 +138,23 @@ def test_shape_mismatch_is_a_clear_error():
         RiskGatedAdapter()(pred[0], pred[1][:, :2], pred[2], *base, tau, cond)
     with pytest.raises(ValueError, match="condition_tau"):
         RiskGatedAdapter()(*pred, *base, tau, cond[:, :3])
+
+
+def test_fallbacks_switch_exactly_at_their_thresholds():
+    """risk > max_risk and residual ratio > max_residual_ratio each revert to the baseline on their own,
+    just above the threshold and not just below it."""
+    base = [torch.ones(2, 2), torch.ones(2, 1, 2), torch.ones(2, 1, 2)]
+    # risk from tau alone: |tau| above hi = 4 gives (|tau| - 4) / 4; no residual, tau aligned with c
+    cfg = AdapterConfig(tau_l2_range=(1.0, 4.0), max_risk=2.0, max_residual_ratio=1e9)
+    tau = torch.tensor([[4.0 * 2.95, 0.0], [4.0 * 3.05, 0.0]])  # risk 1.95 and 2.05
+    out = RiskGatedAdapter(cfg)(*base, *base, tau, tau.clone())
+    assert out.risk.tolist() == pytest.approx([1.95, 2.05])
+    assert out.fallback.tolist() == [False, True] and float(out.scale[1]) == 0.0 and float(out.scale[0]) > 0
+    # residual ratio alone: ||da|| / ||a_base|| of 9.9 and 10.1 with the risk gate out of the way
+    cfg = AdapterConfig(tau_l2_range=(0.0, 1e9), w_residual=0.0, max_risk=1e9, max_residual_ratio=10.0)
+    tau = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    pred = [b + torch.tensor([9.9, 10.1]).view(2, *([1] * (b.dim() - 1))) * b for b in base]
+    out = RiskGatedAdapter(cfg)(*pred, *base, tau, tau.clone())
+    assert out.residual_ratio.tolist() == pytest.approx([9.9, 10.1])
+    assert out.fallback.tolist() == [False, True]
+    assert torch.equal(out.action_trajectory[1], base[2][1]) and not torch.equal(out.action_trajectory[0], base[2][0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -97,15 +99,47 @@ def test_telepathy_off_is_exactly_the_tau_zero_baseline(model, obs):
         a_on = getattr(on.action, f"action_{branch}")
         assert torch.equal(a_on, getattr(on.action, f"baseline_{branch}") + getattr(on.action, f"residual_{branch}"))
     assert not torch.allclose(on.motor_commands, off.motor_commands)
-    # the baseline is the tau = 0 path: it does not depend on tau at all
+    # the action branch's baseline does not depend on the tau it is given
     with torch.no_grad():
         vis = model.vision_stage(obs, None)
-        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, telepathy=False)
         for tau in (torch.zeros_like(lang.tau), 10 * torch.randn_like(lang.tau)):
             act = model.action_stage(lang.high_level_rep, lang.high_level_mask, tau, vis.state_tokens,
                                      generator=torch.Generator().manual_seed(5))
             assert torch.equal(act.baseline_vector, off.action.action_vector)
             assert torch.equal(act.baseline_trajectory, off.action.action_trajectory)
+
+
+def test_telepathy_off_is_tau_zero_everywhere(model, obs):
+    """Telepathy off: nothing on the path moves when tau or tau_prev move (vision FiLM, language
+    modulator, action residual all see tau = 0); with telepathy on, the same perturbations move it."""
+    for module in (model.action.residual_head, model.vision.modulator.film, model.language.modulator.bias):
+        randomize_(module, seed=4)
+    with torch.no_grad():
+        model.vision.modulator.mod_log_scale.fill_(0.0)
+        model.language.modulator.log_scale.fill_(0.0)
+    text = model.tokenize(TEXT)
+    runs = {}
+    for telepathy in (True, False):
+        for variant in ("plain", "tau_prev", "tau"):
+            torch.manual_seed(0)
+            m = copy.deepcopy(model)
+            if variant == "tau":  # another telepathy projector: another tau from the same inputs
+                randomize_(m.language.telepathy_projector, seed=9)
+            tau_prev = 3 * torch.randn(2, model.config.d_tau, generator=torch.Generator().manual_seed(2)) \
+                if variant == "tau_prev" else None
+            with torch.no_grad():
+                runs[telepathy, variant] = m(obs, text, tau_prev=tau_prev, telepathy=telepathy,
+                                             generator=torch.Generator().manual_seed(5))
+    for variant in ("tau_prev", "tau"):
+        off, off_ref = runs[False, variant], runs[False, "plain"]
+        for name in ("action_vector", "action_chunk", "action_trajectory"):
+            assert torch.equal(getattr(off.action, name), getattr(off_ref.action, name)), (variant, name)
+        assert torch.equal(off.language.high_level_rep, off_ref.language.high_level_rep), variant
+        assert torch.equal(off.motor_commands, off_ref.motor_commands), variant
+        on, on_ref = runs[True, variant], runs[True, "plain"]
+        assert not torch.allclose(on.action.action_trajectory, on_ref.action.action_trajectory), variant
+    assert not torch.equal(runs[True, "tau"].language.tau, runs[True, "plain"].language.tau)
 
 
 def test_residual_head_starts_at_zero_so_untrained_sigma_equals_baseline(model, obs):

@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint, save_checkpoint
 from sigma_model.checkpoint import CheckpointError, workspace_file
 
-from sigma_model.testing import make_observation, small_config
-from sigma_model.testing import TEXT, randomize_
+from sigma_model.testing import TEXT, make_observation, make_tau_matter_, randomize_, small_config
 
 
 def run_stages(vision_model, language_model, action_model, obs, texts, tau_prev, memory_prev, seed):
@@ -39,12 +38,19 @@ def test_stage_composition_equals_whole_forward(model, obs):
 
 
 def test_select_action_carries_tau_and_memory(model, obs):
+    """Step t+1 sees step t's tau as tau_prev and its memory as m_{t-1}: the same as calling the model with them."""
+    make_tau_matter_(model, seed=2)
     out1, state1 = model.select_action(obs, TEXT, generator=torch.Generator().manual_seed(0))
-    out2, _ = model.select_action(obs, TEXT, state1, generator=torch.Generator().manual_seed(0))
-    fresh, _ = model.select_action(obs, TEXT, None, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(out1.language.memory, state1.memory)
-    assert torch.equal(fresh.language.memory, out1.language.memory)
-    assert not torch.allclose(out2.language.memory, out1.language.memory)
+    out2, state2 = model.select_action(obs, TEXT, state1, generator=torch.Generator().manual_seed(0))
+    tokens = model.tokenize(TEXT)
+    with torch.no_grad():
+        first = model(obs, tokens, generator=torch.Generator().manual_seed(0))
+        second = model(obs, tokens, tau_prev=first.language.tau, memory_prev=first.language.memory,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out1.motor_commands, first.motor_commands)
+    assert torch.equal(out2.motor_commands, second.motor_commands)
+    assert torch.equal(state2.tau, second.language.tau) and torch.equal(state2.memory, second.language.memory)
+    assert not torch.allclose(out2.motor_commands, out1.motor_commands)  # the recurrence changes the step
 
 
 def test_checkpoint_round_trips_bit_for_bit_per_workspace(model, obs, tmp_path):

@@ -92,13 +92,14 @@ def test_shard_not_matching_its_checksum_is_refused(tmp_path, capsys):
     assert "shard_00001.safetensors does not match its checksum" in err
 
 
-def test_stats_flag_standardises_with_a_lerobot_stats_file(tmp_path, capsys):
+def test_stats_flag_standardises_with_a_lerobot_datasets_stats(tmp_path, capsys):
+    """--stats reads LeRobot's dataset metadata (LeRobotDatasetMetadata.stats) of a dataset root."""
     from sigma_model import load_checkpoint
+    from sigma_model.data.synthetic import write_synthetic_dataset
 
     model_json = tmp_path / "model.json"
     small_config(use_audio=False).save(model_json)
-    dataset = tmp_path / "dataset"
-    (dataset / "meta").mkdir(parents=True)
+    dataset = write_synthetic_dataset(tmp_path / "dataset", [(0, 3)])
     stats = {"observation.state": {"mean": [0.1] * 6, "std": [0.2] * 5 + [0.0]},
              "action": {"mean": [-0.1] * 6, "std": [0.3] * 6}}
     (dataset / "meta" / "stats.json").write_text(json.dumps(stats))
@@ -108,6 +109,8 @@ def test_stats_flag_standardises_with_a_lerobot_stats_file(tmp_path, capsys):
     config = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000001" / "model").config
     assert config.state_mean == (0.1,) * 6 and config.state_std == (0.2,) * 5 + (1e-3,)  # floored, not 0
     assert config.action_std == (0.3,) * 6
+    assert main(common + ["-o", str(tmp_path / "file"), "--stats", str(dataset / "meta" / "stats.json")]) == 0
+    assert load_checkpoint(tmp_path / "file" / "checkpoints" / "step_00000001" / "model").config == config
     del stats["action"]["std"]
     (dataset / "meta" / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(SystemExit):

@@ -72,7 +72,7 @@ def test_short_training_lowers_the_loss(tmp_path):
 
 
 def test_training_on_preprocessed_shards(tmp_path):
-    pytest.importorskip("pyarrow")
+    pytest.importorskip("lerobot.datasets.lerobot_dataset")
     from sigma_model.data.preprocess import preprocess_dataset
     from sigma_model.data.shards import ShardDataset
     from sigma_model.data.synthetic import write_synthetic_dataset
@@ -80,7 +80,7 @@ def test_training_on_preprocessed_shards(tmp_path):
 
     root = write_synthetic_dataset(tmp_path / "lerobot", [(2, 14), (0, 12)], fps=10, image_hw=(24, 32))
     wcfg = WindowConfig(horizon_T=5, chunk_len=4, min_action_norm=0.3, image_size=(32, 32))
-    meta = preprocess_dataset(root, tmp_path / "shards", wcfg, shard_size=8, backend="native", progress=False)
+    meta = preprocess_dataset(root, tmp_path / "shards", wcfg, shard_size=8, progress=False)
     assert meta["num_samples"] >= 16
     mc = model_config()  # chunk_len 4, traj_len 5 = horizon_T
     cfg = train_config(tmp_path, shards_dir=str(tmp_path / "shards"), synthetic_samples=0, batch_size=8,
@@ -339,3 +339,18 @@ def test_action_losses_count_in_normalised_units(tmp_path):
     for name in ("mse_vec", "mse_chk", "mse_trj", "L_flow", "L_act", "loss"):
         assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), name
     assert plain.evaluate(raw, seed=4)["mse_trj"] != pytest.approx(got["mse_trj"], rel=1e-2)
+
+
+def test_the_trainer_applies_the_curriculum_step_by_step(tmp_path):
+    """Each optimiser step uses the TSAC weights of its own step (linear ramp over curriculum_steps) in the
+    loss it minimises, not those of step 0."""
+    cfg = train_config(tmp_path, max_steps=6, curriculum_steps=4, w_sem_start=0.2, w_sem_target=1.0,
+                       w_int_start=0.1, w_int_target=0.5, w_tau_start=0.0, w_tau_target=0.4)
+    trainer = SigmaTrainer(cfg, model_config())
+    for step in range(6):
+        m = trainer.train_step()
+        frac = min(1.0, step / 4)
+        assert m["step"] == step
+        assert (m["w_sem"], m["w_int"], m["w_tau"]) == pytest.approx((0.2 + 0.8 * frac, 0.1 + 0.4 * frac, 0.4 * frac))
+        assert m["loss"] == pytest.approx(m["L_act"] + cfg.flow_weight * m["L_flow"] + m["w_sem"] * m["L_sem"]
+                                          + m["w_int"] * m["L_int"] + m["w_tau"] * m["L_tau"], rel=1e-5, abs=1e-6)

@@ -1,4 +1,5 @@
-"""Convert robot rosbag2 recordings to LeRobot datasets and back.
+"""Convert robot rosbag2 recordings to LeRobot datasets and back (datasets written and read with
+LeRobot's ``LeRobotDataset``).
 
 ``sigma-bag-to-lerobot BAG OUT``: every camera frame paired with the newest joint state and
 commanded action (and the instruction in force as the task; see :mod:`sigma_ros.bag_io`) becomes
@@ -12,12 +13,12 @@ The dataset is what ``sigma-preprocess`` / ``sigma-train`` read, so a robot's ba
 training data. ``meta/sigma_bag_conversion.json`` records the source (topics, joint names, command
 type, every frame's recorded time in ns) so the way back restores the recording's timing exactly.
 
-``sigma-lerobot-to-bag ROOT BAG``: each frame becomes a camera Image (rgb8), a JointState and a
-command (JointTrajectory or Float64MultiArray) stamped at the frame's time, and each episode (and
-task change) starts with its instruction (std_msgs/String) 10 ms before its first frame.
-Frames keep their recorded times when the dataset came from a bag (and was not edited since), else
-episodes follow each other with a gap longer than the splitting gap, so converting back gives the
-same episodes.
+``sigma-lerobot-to-bag ROOT BAG`` (a dataset root or hub id): each frame becomes a camera Image
+(rgb8), a JointState and a command (JointTrajectory or Float64MultiArray) stamped at the frame's
+time, and each episode (and task change) starts with its instruction (std_msgs/String) 10 ms before
+its first frame. Frames keep their recorded times when the dataset came from a bag (and was not
+edited since), else episodes follow each other with a gap longer than the splitting gap, so
+converting back gives the same episodes.
 
     sigma-bag-to-lerobot robot_bag/ data/robot_lerobot --repo-id me/robot
     sigma-lerobot-to-bag data/so101_sim sim_bag/ --storage mcap
@@ -26,6 +27,7 @@ same episodes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -121,7 +123,8 @@ def bag_to_lerobot(
     overwrite: bool = False,
     backend: str = "auto",
 ) -> ConversionSummary:
-    """Convert a robot recording into a LeRobot v3.0 dataset at ``out_root`` (see module docstring).
+    """Convert a robot recording into a LeRobot v3.0 dataset at ``out_root`` with ``LeRobotDataset``
+    (see module docstring).
 
     ``timestamps``: ``"fps"`` (frame_index / fps, as LeRobot's recorder writes them; the recorded
     times are kept in meta/sigma_bag_conversion.json) or ``"recorded"`` (time since the episode's
@@ -129,15 +132,15 @@ def bag_to_lerobot(
     """
     if timestamps not in ("fps", "recorded"):
         raise ValueError(f"timestamps must be 'fps' or 'recorded', got {timestamps!r}")
-    from sigma_model.data.lerobot_format import LeRobotDatasetWriter
+    from sigma_model.data.lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress
 
     out_root = Path(out_root)
     summary = ConversionSummary(source=str(bag), target=str(out_root))
     skipped = {"no_image": 0, "no_state": 0, "no_action": 0, "no_instruction": 0, "short_episode": 0}
     stats = PairingStats()
-    writer = None
+    dataset = None
     episode_times: list[list[int]] = []  # recorded times (ns) of the saved episodes' frames
-    with BagReader(bag, backend) as reader:
+    with BagReader(bag, backend) as reader, quiet_progress(), contextlib.ExitStack() as finish:
         resolved = (topics or RobotTopics()).resolve(reader.topics, reader.name, ("camera", "joint_states", "action"))
         period = estimate_period_s([m.t_ns for m in reader.messages([resolved.camera])])
         if fps is None:
@@ -150,13 +153,13 @@ def bag_to_lerobot(
         shape = None
 
         def close_episode() -> None:
-            if writer is None or not ep_times:
+            if dataset is None or not ep_times:
                 return
             if len(ep_times) < min_episode_frames:
-                writer.clear_episode_buffer()
+                dataset.clear_episode_buffer()
                 skipped["short_episode"] += len(ep_times)
             else:
-                writer.save_episode()
+                dataset.save_episode()
                 episode_times.append(list(ep_times))
             ep_times.clear()
 
@@ -168,7 +171,7 @@ def bag_to_lerobot(
             if reason:
                 skipped[reason] += 1
                 continue
-            if writer is None:
+            if dataset is None:
                 n = len(stats.joint_names)
                 shape = tuple(image_size) if image_size else frame.image.shape[:2]
                 features = {
@@ -177,8 +180,9 @@ def bag_to_lerobot(
                     STATE_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
                     ACTION_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
                 }
-                writer = LeRobotDatasetWriter.create(out_root, repo_id or f"local/{Path(bag).name}", int(fps), features,
-                                                     robot_type, overwrite=overwrite)
+                dataset = create_lerobot_dataset(out_root, repo_id or f"local/{Path(bag).name}", int(fps), features,
+                                                 robot_type, overwrite=overwrite)
+                finish.callback(finalize_lerobot_dataset, dataset)
             if frame.episode != cur_episode:
                 close_episode()
                 cur_episode, ep_start = frame.episode, frame.t_ns
@@ -189,30 +193,32 @@ def bag_to_lerobot(
                                    f"earlier frames {shape[1]}x{shape[0]}: pass an image size to resize them")
             if image_size:
                 img = _resize(img, tuple(image_size))
-            ts = len(ep_times) / fps if timestamps == "fps" else (frame.t_ns - ep_start) / 1e9
-            writer.add_frame({IMAGE_KEY: img, STATE_KEY: frame.state.astype(np.float32),
-                              ACTION_KEY: frame.action.astype(np.float32), "timestamp": ts}, task=task)
+            dataset.add_frame({IMAGE_KEY: img, STATE_KEY: frame.state.astype(np.float32),
+                               ACTION_KEY: frame.action.astype(np.float32), "task": task})
+            if timestamps == "recorded":  # LeRobot writes frame_index / fps; its add_frame refuses a "timestamp"
+                dataset.episode_buffer["timestamp"][-1] = (frame.t_ns - ep_start) / 1e9
             ep_times.append(int(frame.t_ns))
         close_episode()
         info = bag_info(reader)
-    if writer is None:
+    if dataset is None:
         raise BagError(f"{bag}: no usable camera frame (each needs a joint state and a command within "
                        f"max_age_s={max_age_s} and an instruction or a default task); skipped: {skipped}")
-    writer.finalize()
-    summary.episodes, summary.frames, summary.tasks = writer.num_episodes, writer.num_frames, list(writer.tasks)
+    meta = dataset.meta
+    summary.episodes, summary.frames = int(meta.total_episodes), int(meta.total_frames)
+    summary.tasks = [] if meta.tasks is None else [str(t) for t in meta.tasks.index]
     summary.skipped, summary.fps = skipped, int(fps)
     summary.details = {
         "bag": info, "pairing": stats.as_dict(), "action_align": action_align, "max_age_s": max_age_s,
         "gap_s": gap_s, "timestamps": timestamps,
     }
-    meta = {
+    conversion = {
         "source_bag": str(bag), "storage": info["storage"], "topics": stats.topics, "joint_names": stats.joint_names,
         "action_type": stats.action_type, "fps": int(fps), "timestamps": timestamps,
         "action_align": action_align, "max_age_s": max_age_s, "gap_s": gap_s, "skipped": skipped,
-        "image_key": IMAGE_KEY, "total_frames": int(writer.num_frames),
+        "image_key": IMAGE_KEY, "total_frames": summary.frames,
         "episodes": [{"episode_index": i, "start_ns": t[0], "frame_t_ns": t} for i, t in enumerate(episode_times)],
     }
-    (out_root / CONVERSION_META).write_text(json.dumps(meta, indent=2) + "\n")
+    (out_root / CONVERSION_META).write_text(json.dumps(conversion, indent=2) + "\n")
     return summary
 
 
@@ -232,27 +238,30 @@ def lerobot_to_bag(
     overwrite: bool = False,
     backend: str = "auto",
 ) -> ConversionSummary:
-    """Write a LeRobot dataset as a robot recording (see module docstring)."""
-    from sigma_model.data.lerobot_format import LeRobotDatasetReader
+    """Write a LeRobot dataset (local root or hub id, read with ``LeRobotDataset``) as a robot recording
+    (see module docstring)."""
+    from sigma_model.data.lerobot_source import load_lerobot_dataset
+    from sigma_model.data.windows import pick_rgb_from_example
 
-    reader = LeRobotDatasetReader(root, episodes=episodes, image_format="hwc")
-    meta_path = Path(root) / CONVERSION_META
+    source = load_lerobot_dataset(root, episodes=episodes)
+    features = source.features
+    meta_path = source.meta.root / CONVERSION_META
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    camera = image_key or meta.get("image_key") or (IMAGE_KEY if IMAGE_KEY in reader.features else None)
+    camera = image_key or meta.get("image_key") or (IMAGE_KEY if IMAGE_KEY in features else None)
     if camera is None:
-        cams = reader.camera_keys
+        cams = source.meta.camera_keys
         if not cams:
             raise ValueError(f"{root}: the dataset has no image feature")
         camera = cams[0]
     for key in (STATE_KEY, ACTION_KEY):
-        if key not in reader.features:
+        if key not in features:
             raise ValueError(f"{root}: the dataset has no {key!r} feature")
-    n = int(reader.features[STATE_KEY]["shape"][0])
-    if int(reader.features[ACTION_KEY]["shape"][0]) != n:
+    n = int(features[STATE_KEY]["shape"][0])
+    if int(features[ACTION_KEY]["shape"][0]) != n:
         raise ValueError(f"{root}: {STATE_KEY} and {ACTION_KEY} have different sizes")
     joints = list(joint_names) if joint_names else (
         list(meta["joint_names"]) if meta.get("joint_names") and len(meta["joint_names"]) == n
-        else _joint_names_from_features(reader.features[STATE_KEY].get("names"), n))
+        else _joint_names_from_features(features[STATE_KEY].get("names"), n))
     if len(joints) != n:
         raise ValueError(f"{len(joints)} joint names for {n} joints")
     if action_type is None:
@@ -260,13 +269,14 @@ def lerobot_to_bag(
     if topics is None:
         saved = meta.get("topics") or {}
         topics = RobotTopics(**{k: saved.get(k) for k in ("camera", "joint_states", "instruction", "action")})
-    fps = reader.fps
+    fps = source.fps
     recorded: dict[int, list[int]] = {}
-    if meta.get("episodes") and int(meta.get("total_frames", -1)) == reader.total_frames:
+    if meta.get("episodes") and int(meta.get("total_frames", -1)) == source.meta.total_frames:
+        lengths = source.meta.episodes["length"]
         for e in meta["episodes"]:
-            length = int(reader.episodes_meta.get(int(e["episode_index"]), {}).get("length", -1))
-            if len(e.get("frame_t_ns") or []) == length:
-                recorded[int(e["episode_index"])] = [int(t) for t in e["frame_t_ns"]]
+            ep = int(e["episode_index"])
+            if 0 <= ep < len(lengths) and len(e.get("frame_t_ns") or []) == int(lengths[ep]):
+                recorded[ep] = [int(t) for t in e["frame_t_ns"]]
     elif meta.get("episodes"):
         log.warning("%s: %s does not match the dataset (edited?): using the dataset's timestamps", root, CONVERSION_META)
     lead_ns = min(INSTRUCTION_LEAD_NS, 500_000_000 // max(1, fps))
@@ -282,7 +292,7 @@ def lerobot_to_bag(
     eps_seen: list[int] = []
     tasks: list[str] = []
     with RobotBagWriter(bag, storage, topics, joints, action_type, backend, overwrite) as w:
-        for frame in reader.iter_frames():
+        for frame in source:
             ep = int(frame["episode_index"])
             if ep != cur_ep:
                 ep_start = t_next if last_t is None else max(t_next, last_t + gap_ns)
@@ -307,7 +317,7 @@ def lerobot_to_bag(
             action = np.asarray(frame[ACTION_KEY], dtype=np.float64)
             w.joint_state(t_ns, state)
             w.action(t_ns, action)
-            w.image(t_ns, np.asarray(frame[camera], dtype=np.uint8))
+            w.image(t_ns, pick_rgb_from_example(frame, camera).permute(1, 2, 0).numpy())
             last_t = t_ns
             t_next = t_ns + gap_ns
             summary.frames += 1
@@ -386,7 +396,7 @@ def lerobot_to_bag_main(argv: list[str] | None = None) -> int:
                                 description="Write a LeRobot dataset as a rosbag2 robot recording: camera Image, "
                                             "JointState and command per frame, the task as std_msgs/String.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("dataset", help="LeRobot dataset root (meta/info.json)")
+    p.add_argument("dataset", help="LeRobot dataset root (meta/info.json) or hub id")
     p.add_argument("bag", help="rosbag2 directory to create")
     p.add_argument("--storage", choices=STORAGES, default="sqlite3")
     p.add_argument("--action-type", choices=sorted(ACTION_TYPES), default=None,
@@ -402,12 +412,14 @@ def lerobot_to_bag_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     given = topics_from_args(args)
+    from sigma_model.data.lerobot_source import DatasetUnavailableError
+
     try:
         s = lerobot_to_bag(args.dataset, args.bag, storage=args.storage, action_type=args.action_type,
                            topics=given if any(given.as_dict().values()) else None, joint_names=args.joint_names,
                            image_key=args.image_key, start_ns=args.start_ns, episode_gap_s=args.episode_gap_s,
                            episodes=args.episodes, overwrite=args.overwrite, backend=args.backend)
-    except (BagError, ValueError, FileExistsError, FileNotFoundError) as err:
+    except (BagError, DatasetUnavailableError, ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"sigma-lerobot-to-bag: error: {err}", file=sys.stderr)
         return 2
     print(f"{s.target}: {s.episodes} episodes, {s.frames} frames ({s.details['storage']}, "

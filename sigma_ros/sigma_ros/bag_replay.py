@@ -229,8 +229,9 @@ def run_offline(model, frames: Sequence[PairedFrame], steps: Sequence[Step], cfg
             memory = None
             text = model.tokenize([f.instruction])
         gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
-        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory, vis.backbone_image_tokens,
-                                    obs.robot_state, gen)
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory, cfg.telepathy,
+                                    image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state,
+                                    generator=gen)
         memory = lang.memory
         taus[step.index] = lang.tau
         act = model.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens,
@@ -420,6 +421,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         action["adapter_config"] = adapter_file.name
     overrides = {
         "perception_node": dict(common, resize_images=True, use_tau_feedback=True, frame_stride=1,
+                                count_missing_frames=not lockstep,
                                 tau_timeout_s=float(tau_wall),
                                 joint_state_timeout_s=float(state_wall)),
         "language_node": dict(common, restore_memory=False),
@@ -719,6 +721,30 @@ def batches_of(steps: Sequence[Step], batch_size: int) -> list[list[int]]:
     return [scored[i:i + batch_size] for i in range(0, len(scored), batch_size)]
 
 
+def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offline: dict[int, FrameOutput] | None,
+                    graph: GraphRun | None) -> set[int]:
+    """Frames whose graph plan must equal the offline one: planned on both paths, with the same tau source
+    and state, and no earlier frame of their memory segment (since the last reset) dropped or mismatched:
+    after a drop the recurrence (m_t, tau) legitimately differs."""
+    if graph is None or offline is None:
+        return set()
+    in_step: set[int] = set()
+    broken = False
+    for s in steps:
+        if s.reset_memory:
+            broken = False
+        if not s.plan:
+            continue
+        i = s.index
+        st = graph.used_state.get(i)
+        ok = (i in graph.outputs and i in offline and graph.used_tau.get(i, s.tau_from) == s.tau_from
+              and (st is None or np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6)))
+        broken = broken or not ok
+        if not broken:
+            in_step.add(i)
+    return in_step
+
+
 def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frames: Sequence[PairedFrame],
                   offline: dict[int, FrameOutput] | None, graph: GraphRun | None, model, cfg: BagEvalConfig
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -738,6 +764,7 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
 
     first_cmd = _first_commands(graph) if graph is not None else {}
     expected_tau = {s.index: s.tau_from for s in steps}
+    in_step = _frames_in_step(steps, frames, offline, graph)
     records_ros: list[dict[str, Any]] = []
     records_off: list[dict[str, Any]] = []
     max_diff = 0.0
@@ -782,7 +809,7 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
             if offline is not None:
                 diffs = []
                 for i in present:
-                    if i in offline:
+                    if i in in_step:
                         d = max(float((a - o).abs().max()) for a, o in zip(graph.outputs[i].actions, offline[i].actions))
                         diffs.append(d)
                 if diffs:
@@ -805,8 +832,10 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
             if lat:
                 rec["latency_offline_ms"] = float(np.mean(lat))
             records_off.append(rec)
+    both = sum(1 for s in steps if graph is not None and offline is not None and s.index in graph.outputs
+               and s.index in offline)
     consistency = {"ros_graph_vs_offline_max_abs_diff": max_diff if compared else None,
-                   "frames_compared": compared,
+                   "frames_compared": compared, "frames_diverged": both - len(in_step),
                    "recurrence_mismatches": mismatches["recurrence"], "state_mismatches": mismatches["state"]}
     return records_ros + records_off, consistency
 

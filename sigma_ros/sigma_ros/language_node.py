@@ -137,7 +137,8 @@ class LanguageNode(SigmaNode):
             text = type(text)(text.ids.expand(b, -1), text.mask.expand(b, -1), text.texts and text.texts * b)
         memory = self.memory if (self.memory is not None and self.memory.shape[0] == b) else None
         with Timer() as t_model, torch.inference_mode():
-            lang = self.model.language_stage(text, vt, st, memory, image_tokens, robot_state)
+            lang = self.model.language_stage(text, vt, st, memory, bool(self.p.telepathy),
+                                             image_tokens=image_tokens, robot_state=robot_state)
         self.stats.latency("language_stage", t_model.seconds)
         if not (torch.isfinite(lang.tau).all() and torch.isfinite(lang.memory).all()):
             self.memory = None

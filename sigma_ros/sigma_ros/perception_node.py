@@ -59,6 +59,8 @@ class PerceptionNode(SigmaNode):
               min=0, max=1000),
         Param("camera_expected_hz", 0.0, "Camera rate the missing-frame count is judged against (0: the median "
               "interval of the received stamps)", min=0.0, max=1000.0),
+        Param("count_missing_frames", True, "Count camera frames missing from stamp gaps (off for streams that are "
+              "irregular by design, e.g. a lockstep replay)"),
     )
 
     def __init__(self, **kwargs) -> None:
@@ -153,7 +155,7 @@ class PerceptionNode(SigmaNode):
         with Timer() as t_conv:
             image = image_to_tensor(msg, self.config.image_size, self.p.resize_images)
         frame_stamp = self.accept_stamp("camera", msg.header)
-        missing = self.camera_gaps.add(frame_stamp)
+        missing = self.camera_gaps.add(frame_stamp) if self.p.count_missing_frames else 0
         if missing:
             self.stats.drop("camera_missing", f"camera: {missing} frame(s) missing before this one (stamp gap)",
                             count=missing)

@@ -11,8 +11,10 @@
   lost in transit between stages that pair their inputs by header stamp.
 * LATCHED: semantic memory. Reliable + transient local, depth 1: a (re)started language node
   receives the last published memory on subscription and can restore it.
-* COMMAND: motor commands to ros2_control. Reliable, keep last 1 (the controllers' default
-  subscription is reliable, so a best-effort publisher would not match it).
+* COMMAND: motor commands to ros2_control or a robot bridge. Reliable, keep last 10 (the
+  controllers' default subscription is reliable, so a best-effort publisher would not match it): a
+  receiver that falls behind for a moment gets every command in order, each within the per-tick
+  step limit of the one before, instead of jumping to the newest.
 * STATUS: reliable, keep last 10.
 """
 
@@ -55,7 +57,7 @@ LATCHED = QoSProfile(
 
 COMMAND = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
-    depth=1,
+    depth=10,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )

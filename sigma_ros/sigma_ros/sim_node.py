@@ -159,6 +159,7 @@ def make_sim_node_class():
             self.success = False
             self.first_success_step = None
             self.commands_episode = 0
+            self.max_command_step = 0.0
             self.applied = []
             self.hold_until = 0.0
             self._pending_reset: tuple | None = (int(p["seed"]), p["instruction"] or None, False)
@@ -189,6 +190,7 @@ def make_sim_node_class():
                 self.done = False
                 self.hold_until = math.inf if hold else time.monotonic() + float(self.p["reset_hold_s"])
                 self.commands_episode = 0
+                self.max_command_step = 0.0
                 self.applied: list[np.ndarray] = []
                 self.publish_sensors(force_image=True)
                 status = self.status()
@@ -269,6 +271,8 @@ def make_sim_node_class():
                 self.get_logger().warn(f"rejected motor command: {err}", throttle_duration_sec=2.0)
                 return
             with self.lock:
+                if self.commands_episode:
+                    self.max_command_step = max(self.max_command_step, float(np.abs(cmd - self.command).max()))
                 self.command = cmd
                 self.commands_in += 1
                 self.commands_episode += 1
@@ -375,6 +379,7 @@ def make_sim_node_class():
                 "time_to_success_s": self.first_success_step * dt if self.success else None,
                 "was_lifted": bool(env.was_lifted), "cube_pos": [round(float(v), 4) for v in env.cube_pos],
                 "commands_in": self.commands_episode, "commands_rejected": self.commands_rejected,
+                "max_command_step": self.max_command_step,
             }
 
         def publish_status(self, event: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from sigma_model.data.lerobot_format import LeRobotDatasetReader, LeRobotDatasetWriter
+from sigma_model.data.lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset
+from sigma_model.data.lerobot_source import load_lerobot_dataset
+from sigma_model.data.windows import pick_rgb_from_example
 from sigma_ros.bag_convert import (
     ACTION_KEY, CONVERSION_META, IMAGE_KEY, STATE_KEY, bag_to_lerobot, bag_to_lerobot_main, lerobot_to_bag,
     lerobot_to_bag_main,
@@ -19,7 +21,9 @@ S = 1_000_000_000
 
 
 def _frames(root):
-    return list(LeRobotDatasetReader(root, image_format="hwc"))
+    """The dataset's frames as LeRobotDataset returns them, images as HWC uint8."""
+    return [{**f, IMAGE_KEY: pick_rgb_from_example(f, IMAGE_KEY).permute(1, 2, 0).numpy()}
+            for f in load_lerobot_dataset(root)]
 
 
 def _assert_same_paired(a, b):
@@ -89,13 +93,14 @@ def test_lerobot_dataset_to_bag_and_back(tmp_path):
                 STATE_KEY: {"dtype": "float32", "shape": (6,), "names": names},
                 ACTION_KEY: {"dtype": "float32", "shape": (6,), "names": names}}
     rng = np.random.default_rng(0)
-    with LeRobotDatasetWriter.create(tmp_path / "sim", "test/sim", 15, features) as w:
-        for ep, (task, n) in enumerate((("stack the blocks", 4), ("stack the blocks", 3), ("open the drawer", 5))):
-            for _ in range(n):
-                w.add_frame({IMAGE_KEY: rng.integers(0, 256, (10, 12, 3), dtype=np.uint8),
-                             STATE_KEY: rng.standard_normal(6).astype(np.float32),
-                             ACTION_KEY: rng.standard_normal(6).astype(np.float32)}, task=task)
-            w.save_episode()
+    w = create_lerobot_dataset(tmp_path / "sim", "test/sim", 15, features)
+    for ep, (task, n) in enumerate((("stack the blocks", 4), ("stack the blocks", 3), ("open the drawer", 5))):
+        for _ in range(n):
+            w.add_frame({IMAGE_KEY: rng.integers(0, 256, (10, 12, 3), dtype=np.uint8),
+                         STATE_KEY: rng.standard_normal(6).astype(np.float32),
+                         ACTION_KEY: rng.standard_normal(6).astype(np.float32), "task": task})
+        w.save_episode()
+    finalize_lerobot_dataset(w)
     s = lerobot_to_bag(tmp_path / "sim", tmp_path / "bag", storage="mcap", action_type="float64_multi_array")
     assert (s.episodes, s.frames) == (3, 12) and s.details["joint_names"] == [f"j{i}" for i in range(6)]
     paired, stats, _ = read_paired_frames(tmp_path / "bag", joint_names=[f"j{i}" for i in range(6)])
@@ -103,8 +108,24 @@ def test_lerobot_dataset_to_bag_and_back(tmp_path):
     src = _frames(tmp_path / "sim")
     bag_to_lerobot(tmp_path / "bag", tmp_path / "again", joint_names=[f"j{i}" for i in range(6)])
     again = _frames(tmp_path / "again")
-    assert LeRobotDatasetReader(tmp_path / "again").fps == 15
+    assert load_lerobot_dataset(tmp_path / "again").fps == 15
     _assert_same_lerobot(src, again)
+
+
+def test_recorded_timestamps(tmp_path):
+    """--timestamps recorded: each frame's time since its episode's first frame, not frame_index / fps."""
+    write_synthetic_robot_bag(tmp_path / "bag", "sqlite3", n_frames=12, image_size=8, camera_hz=10.0,
+                              gaps=((4, 0.25), (8, 2.0)))  # a pause within episode 0, then a new episode
+    s = bag_to_lerobot(tmp_path / "bag", tmp_path / "ds", timestamps="recorded")
+    assert (s.episodes, s.frames) == (2, 12)
+    paired, _, _ = read_paired_frames(tmp_path / "bag")
+    frames = _frames(tmp_path / "ds")
+    starts = {f.episode: f.t_ns for f in reversed(paired)}
+    got = [float(f["timestamp"]) for f in frames]
+    want = [(f.t_ns - starts[f.episode]) / 1e9 for f in paired]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[4] == pytest.approx(0.65, abs=1e-6) and got[4] != pytest.approx(4 / s.fps)  # after the pause
+    assert [int(f["frame_index"]) for f in frames] == list(range(8)) + list(range(4))
 
 
 def test_skipped_frames_and_default_task(tmp_path):
@@ -137,7 +158,7 @@ def test_converted_bag_is_training_data(tmp_path, monkeypatch):
                               instructions=((0.0, "pick up the red cube"), (1.2, "place it in the bowl")))
     bag_to_lerobot(tmp_path / "bag", tmp_path / "ds")
     assert preprocess.main([str(tmp_path / "ds"), "-o", str(tmp_path / "shards"), "--horizon", "8",
-                            "--image-size", "16", "--backend", "native", "--no-progress"]) == 0
+                            "--image-size", "16", "--no-progress"]) == 0
     ds = ShardDataset(tmp_path / "shards")
     assert len(ds) == (11 - 8 + 1) + (13 - 8 + 1)  # episodes of 11 and 13 frames, 8-frame windows
     texts = {ds[i]["text"] for i in range(len(ds))}

@@ -17,6 +17,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("sigma_ros_msgs.msg")
 
 import sigma_sim  # noqa: E402
+from sigma_sim.closed_loop import episode_instruction  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "sigma_so101_default"
@@ -201,11 +202,14 @@ def test_closed_loop_episode_through_ros_nodes(tmp_path):
            "--max-episode-s", "8", "--json", str(out), "--report", str(report_dir)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "success rate:" in proc.stdout
     summary = json.loads(out.read_text())
-    assert summary["episodes"] == 1
+    assert summary["episodes"] == 1 and f"success rate: {summary['successes']}/1" in proc.stdout
     ep = summary["episodes_detail"][0]
-    assert ep["step"] > 0 and ep["commands_in"] > 30  # the controller drove the simulated arm
+    assert (ep["seed"], ep["instruction"]) == (10_000, episode_instruction(0, 10_000))
+    # the episode ran to success or to its 8 s; the controller drove the arm, within its per-tick limit
+    assert ep["done"] and (ep["success"] or ep["step"] == 240), ep
+    assert ep["commands_in"] > 30 and ep["mean_abs_delta_command"] > 0
+    assert 0 < ep["max_command_step"] <= 0.15 + 1e-9, ep["max_command_step"]
     lat = summary["latency_ms"]
     for node, stage in (("perception_node", "vision_stage"), ("language_node", "language_stage"),
                         ("action_node", "action_stage"), ("controller_node", "control_stage")):

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from sigma_model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from sigma_model.outputs import SigmaObservation  # noqa: E402
+from sigma_model.testing import make_tau_matter_  # noqa: E402
 from sigma_ros.conversions import rgb_array_to_tensor, tensor_from_msg  # noqa: E402
 from sigma_ros.model_loader import build_full_model  # noqa: E402
 from sigma_ros.testing import GraphHarness, drops  # noqa: E402
@@ -43,7 +44,7 @@ def _close(a, b, atol=ATOL):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sigma_ckpt")
-    save_checkpoint(build_full_model(seed=7), directory)
+    save_checkpoint(make_tau_matter_(build_full_model(seed=7), seed=7), directory)  # tau matters, as after training
     return str(directory)
 
 

@@ -18,6 +18,8 @@ display and is never picked automatically.
 from __future__ import annotations
 
 import ctypes.util
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -96,6 +98,23 @@ def _switch_loaded_mujoco() -> str | None:
         os.environ.setdefault("PYOPENGL_PLATFORM", backend)
         return backend
     return None
+
+
+def load_llvm_users_first() -> None:
+    """Load triton's LLVM before the first GL context, when triton is installed.
+
+    Mesa's software renderer (llvmpipe, behind both EGL and OSMesa) loads the system libLLVM
+    into the process; triton's ``libtriton`` (its own LLVM), loaded after it, crashes the process
+    with a segmentation fault. ``import torchvision`` loads it (through ``torch._dynamo``), and
+    LeRobot's datasets and policies import torchvision, so a process that renders and then reads a
+    LeRobot dataset would crash; loaded in this order, both work.
+    """
+    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        importlib.import_module("triton._C.libtriton")
+    except Exception:  # noqa: BLE001 - a broken triton install is torch's concern, not rendering's
+        pass
 
 
 _PROBE_CODE = r"""

@@ -20,6 +20,9 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
                            model's tau = 0 path
     expert                 the scripted expert (privileged simulator state): the task's ceiling
 
+``LeRobotPolicyAdapter`` lets any LeRobot policy (a ``select_action`` on LeRobot observations, with
+its processors) act in the same ``run_episode``.
+
 Every condition sees the same episode seeds (cube pose, instruction) and diffusion noise seeds.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
@@ -182,8 +185,9 @@ class SigmaPolicy:
         t0 = time.perf_counter()
         vis = m.vision_stage(sobs, self.tau if self.telepathy else None)
         t1 = time.perf_counter()
-        lang = m.language_stage(self.tokens, vis.vision_tokens, vis.state_tokens, self.memory,
-                                vis.backbone_image_tokens, sobs.robot_state, self.generator)
+        lang = m.language_stage(self.tokens, vis.vision_tokens, vis.state_tokens, self.memory, self.telepathy,
+                                image_tokens=vis.backbone_image_tokens, robot_state=sobs.robot_state,
+                                generator=self.generator)
         t2 = time.perf_counter()
         act = m.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens,
                              telepathy=self.telepathy, generator=self.generator, backbone_actions=lang.backbone_actions)
@@ -217,6 +221,59 @@ class SigmaPolicy:
         self.latency["control"].append(time.perf_counter() - t0)
         self.tick_in_plan += 1
         return cmd[0].double().numpy()
+
+
+class LeRobotPolicyAdapter:
+    """Any LeRobot policy in the closed loop (Sigma's, ACT, Diffusion Policy, ...).
+
+    Each tick the simulator's observation becomes the frame sigma-sim-record stores
+    (``observation.images.front``, ``observation.state``) and goes through LeRobot's own single-step
+    inference, ``lerobot.utils.control_utils.predict_action`` (preprocessor -> ``select_action`` ->
+    postprocessor), as ``lerobot-record`` runs a policy on a robot; the episode's instruction is the
+    task. ``reset`` resets the policy and its processors and seeds torch's global generator with the
+    episode seed (policies that sample draw from it).
+    """
+
+    def __init__(self, policy, preprocessor, postprocessor) -> None:
+        self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
+        self.device = torch.device(policy.config.device or "cpu")
+        self.latency: dict[str, list[float]] = {"policy": []}
+        self.diagnostics: dict[str, list[float]] = {}
+        self.plans = 0  # not observable for a generic policy
+        self.instruction = ""
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> LeRobotPolicyAdapter:
+        """A policy saved by lerobot-train (``.../pretrained_model``) with its saved processors."""
+        from lerobot.configs.policies import PreTrainedConfig
+        from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+        from lerobot.utils.import_utils import register_third_party_plugins
+
+        register_third_party_plugins()  # plugin policy types (lerobot_policy_*) register themselves
+        config = PreTrainedConfig.from_pretrained(path)
+        config.device = device
+        policy = get_policy_class(config.type).from_pretrained(path, config=config)
+        pre, post = make_pre_post_processors(config, pretrained_path=str(path),
+                                             preprocessor_overrides={"device_processor": {"device": device}})
+        return cls(policy, pre, post)
+
+    def reset(self, instruction: str, seed: int) -> None:
+        self.policy.reset()
+        self.preprocessor.reset()
+        self.postprocessor.reset()
+        torch.manual_seed(int(seed))
+        self.instruction = instruction
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        from lerobot.utils.control_utils import predict_action
+
+        from sigma_sim.record import ROBOT_TYPE, to_lerobot_frame
+
+        t0 = time.perf_counter()
+        action = predict_action(to_lerobot_frame(obs), self.policy, self.device, self.preprocessor, self.postprocessor,
+                                use_amp=False, task=self.instruction, robot_type=ROBOT_TYPE)
+        self.latency["policy"].append(time.perf_counter() - t0)
+        return action.reshape(-1).double().cpu().numpy()
 
 
 class ExpertPolicy:

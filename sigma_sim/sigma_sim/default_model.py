@@ -227,7 +227,7 @@ def model_config(args):
         values["aux_target_dim"] = 7
         values["notes"] = {**values.get("notes", {}), "aux_target": ENV_STATE_ENCODING}
     if getattr(args, "normalize", False):
-        from sigma_model.data.lerobot_format import normalization_stats
+        from sigma_model.data.lerobot_io import normalization_stats
 
         values.update(normalization_stats(Path(args.work_dir) / "demos"))
     values.update(_pairs(args.model_set))
@@ -250,22 +250,19 @@ def training_config(args, work: Path):
 
 def load_env_state_table(demos: Path, encoding: str | None = None) -> dict[tuple[int, int], torch.Tensor]:
     """(episode_index, frame_index) -> the model's env_state features (:func:`sigma_sim.closed_loop.
-    cube_env_state`) from ``observation.environment_state`` of a recorded LeRobot dataset."""
-    import pyarrow.parquet as pq
-
+    cube_env_state`) from ``observation.environment_state`` of a recorded LeRobot dataset (read with
+    ``LeRobotDataset``, that column only)."""
+    from sigma_model.data.lerobot_source import load_lerobot_dataset
     from sigma_sim.closed_loop import cube_env_state
     from sigma_sim.record import ENV_STATE_KEY
 
-    table: dict[tuple[int, int], torch.Tensor] = {}
-    files = sorted((demos / "data").rglob("*.parquet"))
-    for f in files:
-        t = pq.read_table(f, columns=["episode_index", "frame_index", ENV_STATE_KEY]).to_pydict()
-        for ep, fr, st in zip(t["episode_index"], t["frame_index"], t[ENV_STATE_KEY]):
-            table[(int(ep), int(fr))] = torch.from_numpy(cube_env_state(st[:3], st[3:7], encoding))
-    if not table:
+    source = load_lerobot_dataset(demos)
+    if ENV_STATE_KEY not in source.features:
         raise RuntimeError(f"{demos} has no {ENV_STATE_KEY} column: record with --aux-cube-pose or "
                            "--privileged-cube-pose")
-    return table
+    t = source.dataset.hf_dataset.select_columns(["episode_index", "frame_index", ENV_STATE_KEY])[:]
+    return {(int(ep), int(fr)): torch.from_numpy(cube_env_state(st[:3].numpy(), st[3:7].numpy(), encoding))
+            for ep, fr, st in zip(t["episode_index"], t["frame_index"], t[ENV_STATE_KEY])}
 
 
 def install_env_state_batches() -> None:

@@ -1,4 +1,4 @@
-"""Record scripted-expert demonstrations as a LeRobot-format (v3.0) dataset.
+"""Record scripted-expert demonstrations as a LeRobot (v3.0) dataset, with LeRobot's ``LeRobotDataset``.
 
 Each frame holds what a LeRobot SO-101 recording holds::
 
@@ -7,9 +7,9 @@ Each frame holds what a LeRobot SO-101 recording holds::
     action                    float32 (6,)     joint position targets sent (rad)
     task                      str              the instruction
 
-The dataset is written with ``sigma_model.data.lerobot_format.LeRobotDatasetWriter``
-(which mirrors LeRobot's ``create / add_frame / save_episode / finalize``).
-Without it, :func:`episode_frames` still yields the per-frame dicts.
+The dataset is written with LeRobot's ``LeRobotDataset.create / add_frame / save_episode /
+finalize`` (``sigma_model.data.lerobot_io``); camera frames are PNG images, or AV1 video with
+``--video``. :func:`episode_frames` yields the per-frame dicts.
 
 Command line (``sigma-sim-record``)::
 
@@ -121,7 +121,7 @@ def episode_frames(
 
     ``frame`` is ``{"observation.images.front": HxWx3 uint8, "observation.state":
     float32[6], "action": float32[6]}`` (plus the environment state if asked),
-    ready for ``LeRobotDatasetWriter.add_frame(frame, task=task)``; ``action_noise``, ``lead``
+    ready for ``LeRobotDataset.add_frame({**frame, "task": task})``; ``action_noise``, ``lead``
     and ``lead_steps`` as in :func:`sigma_sim.expert.expert_episode`.
     """
     if not env.config.render_observations:
@@ -266,8 +266,9 @@ def record_dataset(
     workers: int = 1,
     lead_checkpoint: str | Path | None = None,
     lead_max_steps: int = 150,
+    video: bool = False,
 ) -> RecordSummary:
-    """Record ``num_episodes`` expert episodes into a LeRobot v3.0 dataset at ``root``.
+    """Record ``num_episodes`` expert episodes into a LeRobot v3.0 dataset at ``root`` (``LeRobotDataset``).
 
     Args:
         root: Dataset directory (must not exist or be empty unless ``overwrite``).
@@ -286,8 +287,9 @@ def record_dataset(
         lead_checkpoint: A Sigma checkpoint that acts first in each episode (for
             :func:`lead_steps_for` ticks, up to ``lead_max_steps``, not recorded) before the expert
             takes over: DAgger-style demonstrations of recovering from the policy's own mistakes.
+        video: Store the camera as AV1 video instead of PNG images (smaller, slower to read).
     """
-    from sigma_model.data.lerobot_format import LeRobotDatasetWriter
+    from sigma_model.data.lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress
 
     sim_config = sim_config or SimConfig()
     if not sim_config.render_observations:
@@ -299,42 +301,43 @@ def record_dataset(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if lead_checkpoint is not None:
         lead_checkpoint = str(lead_checkpoint)
-    writer = LeRobotDatasetWriter.create(
+    dataset = create_lerobot_dataset(
         root,
         repo_id=repo_id,
         fps=fps,
         features=dataset_features(sim_config.image_height, sim_config.image_width, env_state),
         robot_type=ROBOT_TYPE,
         overwrite=overwrite,
+        video=video,
     )
     max_tries = max_seed_tries or 2 * num_episodes + 10
     summary = RecordSummary(root=str(root), episodes=0, frames=0, attempted=0, fps=fps)
     t0 = time.perf_counter()
     try:
-        episodes = _episodes((sim_config, expert_config, lead_checkpoint), (env_state, action_noise, lead_max_steps),
-                             seed, workers, keep_failed, summary, num_episodes, max_tries)
-        for ep_seed, frames, result in episodes:
-            for frame, task in frames:
-                writer.add_frame(frame, task=task)
-            summary.attempted += 1
-            if result.success or keep_failed:
-                writer.save_episode()
-                summary.episodes += 1
-                summary.frames += len(frames)
-                summary.instructions[result.instruction] = summary.instructions.get(result.instruction, 0) + 1
-            else:
-                writer.clear_episode_buffer()
-            if not result.success:
-                summary.failed_seeds.append(ep_seed)
-            if progress:
-                print(
-                    f"[sigma-sim-record] seed {ep_seed}: {'ok' if result.success else 'FAILED'} "
-                    f"{len(frames)} frames, {result.instruction!r} ({summary.episodes}/{num_episodes})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        with quiet_progress():
+            episodes = _episodes((sim_config, expert_config, lead_checkpoint),
+                                 (env_state, action_noise, lead_max_steps), seed, workers, keep_failed, summary,
+                                 num_episodes, max_tries)
+            for ep_seed, frames, result in episodes:
+                summary.attempted += 1
+                if result.success or keep_failed:
+                    for frame, task in frames:
+                        dataset.add_frame({**frame, "task": task})
+                    dataset.save_episode()
+                    summary.episodes += 1
+                    summary.frames += len(frames)
+                    summary.instructions[result.instruction] = summary.instructions.get(result.instruction, 0) + 1
+                if not result.success:
+                    summary.failed_seeds.append(ep_seed)
+                if progress:
+                    print(
+                        f"[sigma-sim-record] seed {ep_seed}: {'ok' if result.success else 'FAILED'} "
+                        f"{len(frames)} frames, {result.instruction!r} ({summary.episodes}/{num_episodes})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
-        writer.finalize()
+        finalize_lerobot_dataset(dataset)
     summary.seconds = time.perf_counter() - t0
     summary.success_rate = 1.0 - len(summary.failed_seeds) / max(1, summary.attempted)
     if summary.episodes < num_episodes:
@@ -347,7 +350,8 @@ def record_dataset(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sigma-sim-record",
-        description="Record scripted SO-101 pick-and-place demonstrations (MuJoCo) as a LeRobot v3.0 dataset.",
+        description="Record scripted SO-101 pick-and-place demonstrations (MuJoCo) as a LeRobot v3.0 dataset "
+                    "(LeRobotDataset).",
     )
     p.add_argument("--root", required=True, help="output dataset directory")
     p.add_argument("--episodes", type=int, default=50, help="number of episodes to store (default 50)")
@@ -362,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead-checkpoint", default=None, metavar="DIR",
                    help="a Sigma checkpoint that acts first in each episode before the expert takes over (DAgger)")
     p.add_argument("--lead-max-steps", type=int, default=150, help="longest lead in ticks (default 150)")
+    p.add_argument("--video", action="store_true",
+                   help="store the camera as AV1 video instead of PNG images (smaller, slower to read)")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
     return p
 
@@ -372,20 +378,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes <= 0:
         raise SystemExit("--episodes must be positive")
     config = SimConfig(control_hz=float(args.fps), image_width=args.image_size, image_height=args.image_size)
-    summary = record_dataset(
-        args.root,
-        args.episodes,
-        seed=args.seed,
-        repo_id=args.repo_id,
-        sim_config=config,
-        keep_failed=args.keep_failed,
-        env_state=args.env_state,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        workers=args.workers,
-        lead_checkpoint=args.lead_checkpoint,
-        lead_max_steps=args.lead_max_steps,
-    )
+    try:
+        summary = record_dataset(
+            args.root,
+            args.episodes,
+            seed=args.seed,
+            repo_id=args.repo_id,
+            sim_config=config,
+            keep_failed=args.keep_failed,
+            env_state=args.env_state,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            workers=args.workers,
+            lead_checkpoint=args.lead_checkpoint,
+            lead_max_steps=args.lead_max_steps,
+            video=args.video,
+        )
+    except (FileExistsError, ValueError) as err:
+        raise SystemExit(f"sigma-sim-record: error: {err}") from None
     print(json.dumps(asdict(summary), indent=2))
     return 0
 

@@ -64,6 +64,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from sigma_sim._gl import load_llvm_users_first
 from sigma_sim.scene import (
     ARM_JOINTS,
     CAMERA,
@@ -467,6 +468,7 @@ class SO101PickPlaceEnv(gym.Env):
     def render(self) -> np.ndarray:
         """Front camera RGB image, ``uint8[image_height, image_width, 3]``."""
         if self._renderer is None:
+            load_llvm_users_first()
             try:
                 self._renderer = mujoco.Renderer(
                     self.model, height=self.config.image_height, width=self.config.image_width

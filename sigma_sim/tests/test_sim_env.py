@@ -191,6 +191,24 @@ def test_render_returns_image_of_configured_shape():
         env.close()
 
 
+def test_a_rendering_process_can_import_torchvision_afterwards():
+    """Mesa's llvmpipe and triton (loaded by ``import torchvision``, as LeRobot's datasets do) each
+    bring an LLVM; the renderer loads triton's first, else the import after rendering segfaults."""
+    import subprocess
+    import sys
+
+    reason = _gl_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    pytest.importorskip("torchvision")
+    code = ("import sigma_sim\nfrom sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv\n"
+            "env = SO101PickPlaceEnv(SimConfig(image_width=16, image_height=16))\n"
+            "assert env.reset(seed=0)[0]['image'].shape == (16, 16, 3)\n"
+            "import torchvision\nenv.close()\nprint('imported')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert r.returncode == 0 and b"imported" in r.stdout, (r.returncode, r.stderr.decode()[-2000:])
+
+
 def test_pushing_the_cube_into_the_region_is_not_a_success(env):
     # Teleport the cube into the region without carrying it: not a pick-and-place.
     env.reset(seed=7, instruction="move the cube to the left")

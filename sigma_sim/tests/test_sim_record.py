@@ -1,4 +1,4 @@
-"""Recording scripted SO-101 demonstrations as a LeRobot v3.0 dataset (sigma_sim.record)."""
+"""Recording scripted SO-101 demonstrations as a LeRobot v3.0 dataset with LeRobotDataset (sigma_sim.record)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import sigma_sim  # noqa: F401  (selects a headless GL backend before mujoco loads)
 from sigma_sim import _gl
@@ -55,8 +56,26 @@ def test_instructions_alternate_regions():
     assert targets == ["left", "right"] * 3
 
 
-def test_record_cli_writes_a_readable_lerobot_dataset(tmp_path, capsys):
-    lerobot_format = pytest.importorskip("sigma_model.data.lerobot_format")
+def _simulated(seed: int, index: int, config: SimConfig):
+    """The (frame, task) pairs of the recorder's episode ``index`` (seed ``seed``), simulated again."""
+    env = SO101PickPlaceEnv(config)
+    try:
+        return list(episode_frames(env, seed, instruction_for_episode(index, seed)))
+    finally:
+        env.close()
+
+
+def _as_uint8_hwc(img):
+    """LeRobotDataset returns images as float32 [3, H, W] in [0, 1]."""
+    return (img * 255).round().to(dtype=torch.uint8).permute(1, 2, 0).numpy()
+
+
+def test_record_cli_writes_a_lerobot_dataset_that_reads_back_the_recorded_frames(tmp_path, capsys):
+    """sigma-sim-record writes with LeRobotDataset; LeRobotDataset reads back, frame by frame, the
+    images, states, actions, tasks, timestamps and episode boundaries the simulator produced."""
+    pytest.importorskip("lerobot.datasets.lerobot_dataset")
+    from sigma_model.data.lerobot_source import load_lerobot_dataset
+
     root = tmp_path / "ds"
     assert main(["--root", str(root), "--episodes", "2", "--seed", "10", "--image-size", "32", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -66,26 +85,62 @@ def test_record_cli_writes_a_readable_lerobot_dataset(tmp_path, capsys):
     assert info["codebase_version"] == "v3.0"
     assert info["fps"] == 30 and info["robot_type"] == "so101_follower"
     assert info["total_episodes"] == 2 and info["total_frames"] == summary["frames"]
-    assert info["features"][IMAGE_KEY]["shape"] == [32, 32, 3]
+    assert info["features"][IMAGE_KEY]["shape"] == [32, 32, 3] and info["features"][IMAGE_KEY]["dtype"] == "image"
     assert info["features"][STATE_KEY]["shape"] == [6]
     assert (root / "data" / "chunk-000" / "file-000.parquet").is_file()
     assert (root / "meta" / "tasks.parquet").is_file()
     assert (root / "meta" / "episodes" / "chunk-000" / "file-000.parquet").is_file()
 
-    reader = lerobot_format.LeRobotDatasetReader(root)
-    assert reader.num_episodes == 2 and len(reader) == summary["frames"]
-    tasks = set()
-    n = 0
-    for frame in reader:
-        tasks.add(frame["task"])
-        n += 1
-    assert n == summary["frames"]
-    assert {instruction_target(t) for t in tasks} == {"left", "right"}
+    source = load_lerobot_dataset(root)
+    assert source.describe()["total_episodes"] == 2 and len(source) == summary["frames"]
+    frames = list(source)
+    config = SimConfig(image_width=32, image_height=32)
+    expected = [(ep, i, frame, task) for ep, seed in enumerate((10, 11))
+                for i, (frame, task) in enumerate(_simulated(seed, ep, config))]
+    assert len(frames) == len(expected) == summary["frames"]
+    for index, (f, (ep, i, frame, task)) in enumerate(zip(frames, expected)):
+        assert (int(f["index"]), int(f["episode_index"]), int(f["frame_index"])) == (index, ep, i)
+        assert float(f["timestamp"]) == pytest.approx(i / 30, abs=1e-6)
+        assert f["task"] == task
+        np.testing.assert_array_equal(_as_uint8_hwc(f[IMAGE_KEY]), frame[IMAGE_KEY])
+        np.testing.assert_array_equal(f[STATE_KEY].numpy(), frame[STATE_KEY])
+        np.testing.assert_array_equal(f[ACTION_KEY].numpy(), frame[ACTION_KEY])
+    lengths = [sum(1 for e in expected if e[0] == ep) for ep in (0, 1)]
+    episodes = source.meta.episodes
+    assert [(int(episodes[ep]["dataset_from_index"]), int(episodes[ep]["dataset_to_index"])) for ep in (0, 1)] == \
+        [(0, lengths[0]), (lengths[0], lengths[0] + lengths[1])]
+    assert {instruction_target(f["task"]) for f in frames} == {"left", "right"}
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit, match="sigma-sim-record: error: .*not empty"):
+        main(["--root", str(root), "--episodes", "1", "--quiet"])
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # never overwritten
+
+
+def test_video_recording_reads_back_with_torchcodec(tmp_path, capsys):
+    pytest.importorskip("torchcodec")
+    pytest.importorskip("lerobot.datasets.lerobot_dataset")
+    from sigma_model.data.lerobot_source import load_lerobot_dataset
+
+    root = tmp_path / "ds"
+    assert main(["--root", str(root), "--episodes", "1", "--seed", "10", "--image-size", "32", "--quiet",
+                 "--video"]) == 0
+    info = json.loads((root / "meta" / "info.json").read_text())
+    assert info["features"][IMAGE_KEY]["dtype"] == "video" and list((root / "videos").rglob("*.mp4"))
+    frames = list(load_lerobot_dataset(root))
+    expected = _simulated(10, 0, SimConfig(image_width=32, image_height=32))
+    assert len(frames) == len(expected)
+    errors = [np.abs(_as_uint8_hwc(f[IMAGE_KEY]).astype(int) - frame[IMAGE_KEY].astype(int)).mean()
+              for f, (frame, _) in zip(frames, expected)]
+    assert np.mean(errors) < 8 and max(errors) < 16, errors  # AV1 is lossy (32x32); states and actions are not
+    np.testing.assert_array_equal(np.stack([f[STATE_KEY].numpy() for f in frames]),
+                                  np.stack([frame[STATE_KEY] for frame, _ in expected]))
 
 
 def test_parallel_recording_writes_the_same_dataset(tmp_path):
     """Worker processes run ahead; a skipped failure re-simulates the episodes behind it with their
-    corrected index (instruction), so the files equal a one-process recording byte for byte."""
+    corrected index (instruction), so the files equal a one-process recording byte for byte (at the
+    same root: LeRobot's parquet metadata holds a fingerprint of the data it was given, image paths
+    included)."""
     import hashlib
 
     from sigma_sim.record import record_dataset
@@ -95,12 +150,14 @@ def test_parallel_recording_writes_the_same_dataset(tmp_path):
                 for f in sorted(root.rglob("*")) if f.is_file()}
 
     config = SimConfig(image_width=32, image_height=32)
+    root = tmp_path / "ds"
     # seeds 96 and 98 are expert failures (skipped), so the in-flight episodes get re-simulated
-    one = record_dataset(tmp_path / "one", 4, seed=95, sim_config=config, env_state=True, action_noise=0.02)
-    two = record_dataset(tmp_path / "two", 4, seed=95, sim_config=config, env_state=True, action_noise=0.02, workers=2)
+    one = record_dataset(root, 4, seed=95, sim_config=config, env_state=True, action_noise=0.02)
+    root.rename(tmp_path / "one")
+    two = record_dataset(root, 4, seed=95, sim_config=config, env_state=True, action_noise=0.02, workers=2)
     assert one.failed_seeds, "pick a seed range with an expert failure to exercise the re-simulation"
     assert (one.failed_seeds, one.instructions, one.frames) == (two.failed_seeds, two.instructions, two.frames)
-    assert files(tmp_path / "one") == files(tmp_path / "two")
+    assert files(tmp_path / "one") == files(root)
     with pytest.raises(ValueError, match="workers"):
         record_dataset(tmp_path / "three", 1, sim_config=config, workers=0)
 
@@ -146,7 +203,7 @@ def test_recording_with_a_lead_checkpoint(tmp_path):
     import torch
 
     from sigma_model import SigmaModel, save_checkpoint
-    from sigma_model.data.lerobot_format import LeRobotDatasetReader
+    from sigma_model.data.lerobot_source import load_lerobot_dataset
     from sigma_sim.record import lead_steps_for, record_dataset
 
     from sigma_model.testing import small_config
@@ -159,7 +216,7 @@ def test_recording_with_a_lead_checkpoint(tmp_path):
                          lead_max_steps=20, keep_failed=True)
     plain = record_dataset(tmp_path / "plain", 1, seed=seed, sim_config=config, keep_failed=True)
     assert led.frames > 0
-    first = [next(iter(LeRobotDatasetReader(tmp_path / name)))[STATE_KEY] for name in ("led", "plain")]
+    first = [next(iter(load_lerobot_dataset(tmp_path / name)))[STATE_KEY] for name in ("led", "plain")]
     assert not np.allclose(np.asarray(first[0]), np.asarray(first[1]))
 
 

@@ -1,9 +1,10 @@
 """Sigma data pipeline (paper section 4.1): LeRobot datasets -> sliding windows -> shards.
 
-- :mod:`.lerobot_format` - LeRobot v3.0 writer (``LeRobotDatasetWriter``) and reader.
+- :mod:`.lerobot_io` - creating and finishing LeRobot datasets with LeRobot's ``LeRobotDataset``,
+  ``normalization_stats`` from their statistics (LeRobot is imported only when used).
 - :mod:`.env_file` - ``load_sigma_env`` (``sigma.env`` settings + HF token, never printed).
-- :mod:`.lerobot_source` - ``load_lerobot_dataset``, ``prefetch_hf_dataset``, ``safe_iter_dataset``
-  (retries with exponential backoff on HTTP 429 / transient errors).
+- :mod:`.lerobot_source` - ``load_lerobot_dataset`` (``LeRobotDataset``, hub id or local root),
+  ``prefetch_hf_dataset``, ``safe_iter_dataset`` (retries with exponential backoff on HTTP 429 / transient errors).
 - :mod:`.windows` - episode grouping, ``build_windows``, ``pick_*_from_example``,
   ``compute_action_stats``, sample dicts.
 - :mod:`.shards` - ``ShardWriter`` (atomic, resumable), ``ShardDataset``, ``collate_sigma_samples``.
@@ -11,7 +12,7 @@
 """
 
 from .env_file import SigmaEnv, load_sigma_env
-from .lerobot_format import LeRobotDatasetReader, LeRobotDatasetWriter, LeRobotFormatError
+from .lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset, normalization_stats
 from .lerobot_source import (
     DatasetUnavailableError,
     FrameSource,
@@ -35,7 +36,7 @@ from .windows import (
 
 __all__ = [
     "SigmaEnv", "load_sigma_env",
-    "LeRobotDatasetReader", "LeRobotDatasetWriter", "LeRobotFormatError",
+    "create_lerobot_dataset", "finalize_lerobot_dataset", "normalization_stats",
     "DatasetUnavailableError", "FrameSource", "RetryPolicy", "load_lerobot_dataset", "prefetch_hf_dataset",
     "safe_iter_dataset",
     "ShardCorruptError", "ShardDataset", "ShardWriter", "collate_sigma_samples",

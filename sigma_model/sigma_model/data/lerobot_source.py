@@ -1,25 +1,16 @@
-"""Loading LeRobot datasets by hub id or local path, with cache prefetch and retry/backoff.
+"""Loading LeRobot datasets by hub id or local path with LeRobot's ``LeRobotDataset``, with cache
+prefetch and retry/backoff.
 
 Paper section 4.1: ``load_sigma_env`` -> ``load_lerobot_dataset`` -> ``prefetch_hf_dataset`` (cache
 warm-up with exponential backoff and HTTP 429 detection) -> ``safe_iter_dataset`` (per-step retries).
 
-Backends (``backend=``):
-
-- ``"lerobot"``: LeRobot's own ``LeRobotDataset`` (``lerobot.datasets.lerobot_dataset``, the older
-  ``lerobot.common.datasets.lerobot_dataset`` or the standalone ``lerobot-dataset`` package's
-  ``ledataset.datasets.lerobot_dataset``), when one of them is importable.
-- ``"native"``: the project's reader (:class:`~sigma_model.data.lerobot_format.LeRobotDatasetReader`)
-  on a local copy; hub ids are first downloaded with ``huggingface_hub.snapshot_download``.
-- ``"auto"`` (default): ``"lerobot"`` when importable, else ``"native"``.
-
-``HF_HUB_OFFLINE=1`` is respected: only the local cache is used and a missing dataset raises
+``HF_HUB_OFFLINE=1`` is respected: only local files are used and a missing dataset raises
 :class:`DatasetUnavailableError` with an explanation instead of a network attempt.
 """
 
 from __future__ import annotations
 
 import errno
-import importlib
 import logging
 import os
 import random
@@ -30,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .env_file import get_hf_token, is_truthy, load_sigma_env  # noqa: F401  (re-exported)
-from .lerobot_format import LeRobotDatasetReader, LeRobotFormatError
+from .lerobot_io import import_lerobot
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +38,13 @@ __all__ = [
     "call_with_retry",
     "prefetch_hf_dataset",
     "safe_iter_dataset",
+    "episode_files",
+    "open_lerobot_metadata",
     "load_lerobot_dataset",
-    "import_lerobot_dataset_class",
     "hf_offline",
 ]
 
 TRANSIENT_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_LEROBOT_MODULES = (
-    "lerobot.datasets.lerobot_dataset",          # lerobot >= 0.4
-    "lerobot.common.datasets.lerobot_dataset",   # lerobot < 0.4
-    "ledataset.datasets.lerobot_dataset",        # standalone PyPI package "lerobot-dataset"
-)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -216,7 +203,7 @@ def safe_iter_dataset(source: Any, *, policy: RetryPolicy | None = None,
     pos = int(start)
 
     if hasattr(source, "__getitem__") and hasattr(source, "__len__") and not callable(source) \
-            and not isinstance(source, (str, bytes, Mapping)) and not hasattr(source, "iter_frames"):
+            and not isinstance(source, (str, bytes, Mapping)):
         n = len(source)
         while pos < n:
             i = pos
@@ -276,6 +263,42 @@ def _offline_message(repo_id: str, cache: str | None) -> str:
             "once while online, or pass a local dataset directory instead of a hub id.")
 
 
+_OFFLINE_NAMES = ("OfflineModeIsEnabled", "LocalEntryNotFoundError", "HfHubOfflineError")
+
+
+def _unavailable_error(repo_id: str, exc: BaseException, revision: str | None,
+                       cache: str | None) -> DatasetUnavailableError | None:
+    """The clear error for a hub failure (offline, not found, auth, retries exhausted), else None."""
+    name = type(exc).__name__
+    if name in _OFFLINE_NAMES or hf_offline() and isinstance(exc, (OSError, ConnectionError)):
+        return DatasetUnavailableError(_offline_message(repo_id, cache))
+    status = http_status_of(exc)
+    if name in ("RepositoryNotFoundError", "GatedRepoError") or status in (401, 403, 404):
+        return DatasetUnavailableError(
+            f"dataset {repo_id!r} not found or not accessible on the Hugging Face Hub "
+            f"({name}{f', HTTP {status}' if status else ''}); check the id and the HF token "
+            "(HF_TOKEN in sigma.env)")
+    if name == "RevisionNotFoundError":
+        return DatasetUnavailableError(f"dataset {repo_id!r}: revision {revision!r} not found")
+    if is_transient_error(exc):
+        return DatasetUnavailableError(
+            f"could not download dataset {repo_id!r}: {name} persisted after retries "
+            "(network unreachable or rate limited)")
+    return None
+
+
+def _hub_call(fn: Callable[[], Any], repo_id: str, *, what: str, policy: RetryPolicy | None,
+              sleep: Callable[[float], None], revision: str | None = None, cache: str | None = None) -> Any:
+    """``fn()`` with retries on transient errors / HTTP 429; hub failures become DatasetUnavailableError."""
+    try:
+        return call_with_retry(fn, policy=policy, sleep=sleep, what=what)
+    except Exception as exc:  # noqa: BLE001 - classified
+        err = _unavailable_error(repo_id, exc, revision, cache)
+        if err is None:
+            raise
+        raise err from exc
+
+
 def prefetch_hf_dataset(repo_id: str, *, revision: str | None = None, local_dir: str | os.PathLike | None = None,
                         cache_dir: str | os.PathLike | None = None, allow_patterns: Sequence[str] | None = None,
                         token: str | None = None, policy: RetryPolicy | None = None,
@@ -287,11 +310,7 @@ def prefetch_hf_dataset(repo_id: str, *, revision: str | None = None, local_dir:
     injected (tests).
     """
     if snapshot_download is None:
-        try:
-            from huggingface_hub import snapshot_download  # noqa: PLC0415
-        except ImportError as e:  # pragma: no cover
-            raise ImportError("loading a dataset by hub id needs huggingface_hub (pip install huggingface_hub)") from e
-    offline = hf_offline()
+        from huggingface_hub import snapshot_download  # noqa: PLC0415
     token = token if token is not None else get_hf_token()
     kwargs: dict[str, Any] = {"repo_id": repo_id, "repo_type": "dataset", "revision": revision,
                               "token": token or None}
@@ -301,85 +320,69 @@ def prefetch_hf_dataset(repo_id: str, *, revision: str | None = None, local_dir:
         kwargs["cache_dir"] = str(cache_dir)
     if allow_patterns is not None:
         kwargs["allow_patterns"] = list(allow_patterns)
-    if offline:
+    if hf_offline():
         kwargs["local_files_only"] = True
-    try:
-        path = call_with_retry(lambda: snapshot_download(**kwargs), policy=policy, sleep=sleep,
-                               what=f"prefetch {repo_id}")
-    except Exception as exc:  # noqa: BLE001
-        name = type(exc).__name__
-        if offline or name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError", "HfHubOfflineError"):
-            raise DatasetUnavailableError(_offline_message(repo_id, str(cache_dir) if cache_dir else None)) from exc
-        status = http_status_of(exc)
-        if name in ("RepositoryNotFoundError", "GatedRepoError") or status in (401, 403, 404):
-            raise DatasetUnavailableError(
-                f"dataset {repo_id!r} not found or not accessible on the Hugging Face Hub "
-                f"({name}{f', HTTP {status}' if status else ''}); check the id and the HF token "
-                "(HF_TOKEN in sigma.env)") from exc
-        if name == "RevisionNotFoundError":
-            raise DatasetUnavailableError(f"dataset {repo_id!r}: revision {revision!r} not found") from exc
-        if is_transient_error(exc):
-            raise DatasetUnavailableError(
-                f"could not download dataset {repo_id!r}: {name} persisted after retries "
-                "(network unreachable or rate limited)") from exc
-        raise
+    path = _hub_call(lambda: snapshot_download(**kwargs), repo_id, what=f"prefetch {repo_id}", policy=policy,
+                     sleep=sleep, revision=revision, cache=str(cache_dir or local_dir or "") or None)
     return Path(path)
 
 
 # --------------------------------------------------------------------------------------------------
-# Dataset loading
+# Dataset loading (LeRobot's LeRobotDatasetMetadata / LeRobotDataset)
 # --------------------------------------------------------------------------------------------------
-
-def import_lerobot_dataset_class() -> tuple[type, str] | None:
-    """``(LeRobotDataset, module_name)`` from the first importable LeRobot distribution, else None."""
-    for mod in _LEROBOT_MODULES:
-        try:
-            m = importlib.import_module(mod)
-            return m.LeRobotDataset, mod
-        except Exception as e:  # noqa: BLE001 - ImportError, or a broken install (e.g. torchvision ABI)
-            log.debug("LeRobot API %s not usable: %s", mod, e)
-    return None
-
 
 @dataclass
 class FrameSource:
-    """An iterable of LeRobot frame dicts plus dataset metadata, whatever the backend."""
+    """A ``LeRobotDataset`` iterated frame by frame with per-frame retries (:func:`safe_iter_dataset`)."""
 
     dataset_id: str
-    backend: str                       # "native" or "lerobot:<module>"
-    root: Path | None
-    fps: int
-    features: dict[str, dict[str, Any]]
-    robot_type: str | None
-    total_episodes: int
-    total_frames: int
-    num_frames: int
+    dataset: Any                       # lerobot.datasets.lerobot_dataset.LeRobotDataset
     episodes: list[int] | None
-    codebase_version: str = ""
-    tasks: list[str] = field(default_factory=list)
-    _iter_factory: Callable[[int], Iterator[dict]] | None = None
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
 
+    @property
+    def meta(self) -> Any:
+        return self.dataset.meta
+
+    @property
+    def fps(self) -> int:
+        return int(self.meta.fps)
+
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        return {k: {**v, "shape": tuple(v.get("shape", ()))} for k, v in self.meta.features.items()}
+
+    @property
+    def tasks(self) -> list[str]:
+        return [str(t) for t in self.meta.tasks.index]
+
     def __len__(self) -> int:
-        return self.num_frames
+        return len(self.dataset)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        assert self._iter_factory is not None
-        return safe_iter_dataset(self._iter_factory, policy=self.policy, sleep=self.sleep,
-                                 what=f"iterating {self.dataset_id}")
+        """The frames, read with one torch thread: LeRobotDataset converts each frame with a few small
+        torch ops (ToTensor), which intra-op threads slow down ~10x on a busy 2-core machine."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield from safe_iter_dataset(self.dataset, policy=self.policy, sleep=self.sleep,
+                                         what=f"iterating {self.dataset_id}")
+        finally:
+            torch.set_num_threads(threads)
 
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.dataset_id,
-            "backend": self.backend,
-            "codebase_version": self.codebase_version,
+            "codebase_version": str(self.meta.info.get("codebase_version", "")),
             "fps": self.fps,
-            "robot_type": self.robot_type,
-            "total_episodes": self.total_episodes,
-            "total_frames": self.total_frames,
+            "robot_type": self.meta.robot_type,
+            "total_episodes": int(self.meta.total_episodes),
+            "total_frames": int(self.meta.total_frames),
             "selected_episodes": None if self.episodes is None else len(self.episodes),
-            "selected_frames": self.num_frames,
+            "selected_frames": len(self),
             "features": {k: {"dtype": v.get("dtype"), "shape": list(v.get("shape", ()))}
                          for k, v in self.features.items()},
         }
@@ -390,9 +393,21 @@ def _looks_local(ref: str | os.PathLike) -> bool:
     return p.exists() or str(ref).startswith((".", "/", "~")) or os.sep in str(ref) and str(ref).count("/") > 1
 
 
+def _local_root(ref: str) -> Path:
+    root = Path(ref).expanduser()
+    if not root.exists():
+        raise DatasetUnavailableError(f"local dataset path does not exist: {ref}")
+    if not (root / "meta" / "info.json").is_file():
+        raise DatasetUnavailableError(f"{ref} is not a LeRobot dataset (no meta/info.json)")
+    return root
+
+
 def _episodes_arg(max_episodes: int | None, episodes: Sequence[int] | None, total: int) -> list[int] | None:
     if episodes is not None:
         eps = sorted({int(e) for e in episodes})
+        bad = [e for e in eps if not 0 <= e < total]
+        if bad:
+            raise ValueError(f"episodes {bad} are not in the dataset (it has episodes 0..{total - 1})")
         if max_episodes is not None:
             eps = eps[: int(max_episodes)]
         return eps
@@ -401,10 +416,38 @@ def _episodes_arg(max_episodes: int | None, episodes: Sequence[int] | None, tota
     return None
 
 
+def episode_files(meta: Any, episodes: Sequence[int] | None) -> list[str]:
+    """The data (and video) files, relative to the dataset root, that hold ``episodes`` (None: all)."""
+    eps = range(int(meta.total_episodes)) if episodes is None else episodes
+    files = {str(meta.get_data_file_path(e)) for e in eps}
+    files |= {str(meta.get_video_file_path(e, key)) for key in meta.video_keys for e in eps}
+    return sorted(files)
+
+
+def open_lerobot_metadata(dataset: str | os.PathLike, *, revision: str | None = None,
+                          root: str | os.PathLike | None = None, policy: RetryPolicy | None = None,
+                          sleep: Callable[[float], None] = time.sleep) -> Any:
+    """``LeRobotDatasetMetadata`` of a local dataset directory or a hub id (``meta/`` is downloaded by
+    LeRobot, with retries; ``root``: where, default ``$HF_LEROBOT_HOME/<repo_id>``)."""
+    lr = import_lerobot()
+    ref = str(dataset)
+    if _looks_local(ref):
+        path = _local_root(ref)
+        return lr.LeRobotDatasetMetadata(path.resolve().name, root=path)
+    if hf_offline():
+        from lerobot.utils.constants import HF_LEROBOT_HOME
+
+        where = Path(root) if root is not None else HF_LEROBOT_HOME / ref
+        if not (where / "meta" / "info.json").is_file():
+            raise DatasetUnavailableError(_offline_message(ref, str(where)))
+    return _hub_call(lambda: lr.LeRobotDatasetMetadata(ref, root=root, revision=revision), ref,
+                     what=f"open {ref} (LeRobot metadata)", policy=policy, sleep=sleep, revision=revision,
+                     cache=str(root) if root is not None else None)
+
+
 def load_lerobot_dataset(
     dataset: str | os.PathLike,
     *,
-    backend: str = "auto",
     revision: str | None = None,
     root: str | os.PathLike | None = None,
     episodes: Sequence[int] | None = None,
@@ -412,96 +455,39 @@ def load_lerobot_dataset(
     token: str | None = None,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    prefetch: bool = True,
 ) -> FrameSource:
-    """Open a LeRobot dataset by hub id (``lerobot/svla_so101_pickplace``) or local directory.
+    """Open a LeRobot dataset by hub id (``lerobot/svla_so101_pickplace``) or local directory with
+    LeRobot's ``LeRobotDataset``; ``max_episodes`` keeps the first N episodes.
 
-    ``root``: for a hub id, where to download (native backend: passed as ``local_dir``; lerobot
-    backend: LeRobot's ``root``).  ``max_episodes`` keeps the first N episodes.  Frames are yielded
-    through :func:`safe_iter_dataset`.
+    A hub id: LeRobot downloads ``meta/``; :func:`prefetch_hf_dataset` then fetches the selected
+    episodes' files into ``root`` (default ``$HF_LEROBOT_HOME/<repo_id>``) with backoff, unless they
+    are there already, and ``LeRobotDataset`` reads them from there.
     """
-    if backend not in ("auto", "lerobot", "native"):
-        raise ValueError(f"backend must be auto|lerobot|native, got {backend!r}")
     policy = policy or RetryPolicy.from_env()
+    lr = import_lerobot()
     ref = str(dataset)
     local = _looks_local(ref)
-    if local and not Path(ref).expanduser().exists():
-        raise DatasetUnavailableError(f"local dataset path does not exist: {ref}")
+    meta = open_lerobot_metadata(ref, revision=revision, root=root, policy=policy, sleep=sleep)
+    eps = _episodes_arg(max_episodes, episodes, int(meta.total_episodes))
+    missing = [f for f in episode_files(meta, eps) if not (meta.root / f).is_file()]
+    if local and missing:
+        raise DatasetUnavailableError(f"{ref}: missing dataset file {missing[0]}")
+    if missing and hf_offline():
+        raise DatasetUnavailableError(_offline_message(ref, str(meta.root)))
+    if missing:
+        from lerobot.datasets.utils import get_safe_version, is_valid_version
 
-    lr = None
-    if backend in ("auto", "lerobot"):
-        lr = import_lerobot_dataset_class()
-        if lr is None and backend == "lerobot":
-            raise ImportError("backend='lerobot' requested but no LeRobot dataset API is importable "
-                              f"(tried {', '.join(_LEROBOT_MODULES)})")
+        rev = meta.revision
+        if is_valid_version(rev):  # LeRobot's codebase-version tag, resolved on the hub as LeRobot does
+            rev = _hub_call(lambda: get_safe_version(ref, rev), ref, what=f"revision of {ref}", policy=policy,
+                            sleep=sleep, revision=rev)
+        prefetch_hf_dataset(ref, revision=rev, local_dir=meta.root, allow_patterns=missing, token=token,
+                            policy=policy, sleep=sleep)
 
-    if lr is not None:
-        return _load_with_lerobot(lr, ref, local, revision=revision, root=root, episodes=episodes,
-                                  max_episodes=max_episodes, policy=policy, sleep=sleep)
+    def open_dataset():
+        return lr.LeRobotDataset(meta.repo_id, root=meta.root, revision=meta.revision, episodes=eps)
 
-    # native backend
     if local:
-        data_root = Path(ref).expanduser()
-    else:
-        if not prefetch and root is None:
-            raise ValueError("native backend with a hub id needs prefetch=True or a local root")
-        data_root = prefetch_hf_dataset(ref, revision=revision, local_dir=root, token=token,
-                                        policy=policy, sleep=sleep) if prefetch else Path(root)  # type: ignore[arg-type]
-    try:
-        probe = LeRobotDatasetReader(data_root)
-    except LeRobotFormatError as e:
-        raise DatasetUnavailableError(f"{ref}: {e}") from e
-    eps = _episodes_arg(max_episodes, episodes, probe.total_episodes)
-    reader = LeRobotDatasetReader(data_root, episodes=eps, image_format="bytes")
-    return FrameSource(
-        dataset_id=str(data_root.resolve()) if local else ref,
-        backend="native", root=data_root, fps=reader.fps, features=reader.features,
-        robot_type=reader.robot_type, total_episodes=reader.total_episodes, total_frames=reader.total_frames,
-        num_frames=reader.num_frames, episodes=eps, codebase_version=reader.codebase_version,
-        tasks=list(reader.tasks), _iter_factory=lambda p, _r=reader: _r.iter_frames(start=p),
-        policy=policy, sleep=sleep)
-
-
-def _load_with_lerobot(lr: tuple[type, str], ref: str, local: bool, *, revision, root, episodes, max_episodes,
-                       policy: RetryPolicy, sleep) -> FrameSource:
-    cls, mod = lr
-    if local:
-        repo_id = Path(ref).expanduser().resolve().name
-        kw: dict[str, Any] = {"root": str(Path(ref).expanduser())}
-    else:
-        if hf_offline():
-            log.info("HF_HUB_OFFLINE set: LeRobot will only use local files for %s", ref)
-        repo_id = ref
-        kw = {"root": str(root)} if root is not None else {}
-        if revision is not None:
-            kw["revision"] = revision
-
-    def open_ds(eps: list[int] | None):
-        try:
-            return cls(repo_id, episodes=eps, **kw)
-        except Exception as exc:  # noqa: BLE001
-            if not local and hf_offline() and not is_transient_error(exc):
-                raise DatasetUnavailableError(_offline_message(ref, kw.get("root"))) from exc
-            raise
-
-    meta_ds = call_with_retry(lambda: open_ds(None), policy=policy, sleep=sleep, what=f"open {ref} (LeRobot)")
-    total_eps = int(meta_ds.meta.total_episodes)
-    eps = _episodes_arg(max_episodes, episodes, total_eps)
-    ds = meta_ds if eps is None else call_with_retry(lambda: open_ds(eps), policy=policy, sleep=sleep,
-                                                     what=f"open {ref} (LeRobot)")
-    tasks_df = getattr(ds.meta, "tasks", None)
-    tasks = [str(t) for t in tasks_df.index] if tasks_df is not None and hasattr(tasks_df, "index") else []
-    features = {k: {**v, "shape": tuple(v.get("shape", ()))} for k, v in dict(ds.meta.features).items()}
-    info = getattr(ds.meta, "info", {}) or {}
-
-    def factory(p: int, _ds=ds) -> Iterator[dict]:
-        for i in range(p, len(_ds)):
-            yield _ds[i]
-
-    return FrameSource(
-        dataset_id=str(Path(ref).expanduser().resolve()) if local else ref, backend=f"lerobot:{mod}",
-        root=Path(ds.root),
-        fps=int(ds.meta.fps), features=features, robot_type=info.get("robot_type"),
-        total_episodes=total_eps, total_frames=int(ds.meta.total_frames), num_frames=len(ds), episodes=eps,
-        codebase_version=str(info.get("codebase_version", "")), tasks=tasks, _iter_factory=factory,
-        policy=policy, sleep=sleep)
+        return FrameSource(str(Path(ref).expanduser().resolve()), open_dataset(), eps, policy, sleep)
+    ds = _hub_call(open_dataset, ref, what=f"open {ref} (LeRobot)", policy=policy, sleep=sleep, revision=revision)
+    return FrameSource(ref, ds, eps, policy, sleep)

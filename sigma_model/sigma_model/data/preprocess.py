@@ -1,6 +1,6 @@
 """``sigma-preprocess``: LeRobot dataset -> Sigma training shards (paper section 4.1).
 
-Pipeline: ``load_sigma_env`` -> ``load_lerobot_dataset`` (LeRobot API or the project reader; cache
+Pipeline: ``load_sigma_env`` -> ``load_lerobot_dataset`` (LeRobot's ``LeRobotDataset``; cache
 prefetch with backoff) -> ``safe_iter_dataset`` -> group by episode, sort by frame -> sliding
 windows (``horizon_T``) -> ``pick_*`` -> ``compute_action_stats`` -> drop windows with average action
 L2 < ``min_action_norm`` -> ``ShardWriter`` (``shard_00000.safetensors`` ..., ``meta.json``).
@@ -28,7 +28,6 @@ from typing import Any
 
 from .env_file import DEFAULT_ENV_FILE, SigmaEnv, load_sigma_env
 from .lerobot_source import DatasetUnavailableError, FrameSource, RetryPolicy, load_lerobot_dataset
-from .lerobot_format import LeRobotFormatError
 from .shards import META_FILENAME, ShardCorruptError, ShardWriter, load_meta
 from .windows import WindowConfig, WindowStats, hold_state_baseline, iter_window_samples
 
@@ -83,7 +82,6 @@ def preprocess_dataset(
     shard_size: int = 1000,
     max_episodes: int | None = None,
     episodes: list[int] | None = None,
-    backend: str = "auto",
     revision: str | None = None,
     download_root: str | os.PathLike | None = None,
     baseline_policy: Callable | str | None = None,
@@ -107,7 +105,7 @@ def preprocess_dataset(
     if isinstance(dataset, FrameSource):
         source = dataset
     else:
-        source = load_lerobot_dataset(dataset, backend=backend, revision=revision, root=download_root,
+        source = load_lerobot_dataset(dataset, revision=revision, root=download_root,
                                       episodes=episodes, max_episodes=max_episodes, policy=retry_policy)
     params = _params(source.dataset_id, cfg, shard_size, max_episodes, episodes, baseline_name, buffer_all_episodes)
 
@@ -284,10 +282,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episodes", type=int, default=None, help="only the first N episodes")
     p.add_argument("--episodes", type=lambda s: [int(x) for x in s.split(",") if x.strip()], default=None,
                    help="comma-separated episode indices")
-    p.add_argument("--backend", choices=("auto", "lerobot", "native"), default="auto",
-                   help="LeRobot's dataset API (if importable) or the project reader")
-    p.add_argument("--revision", default=None, help="hub revision (default: SIGMA_DATASET_REVISION or the hub default)")
-    p.add_argument("--download-root", default=None, help="download directory for hub datasets (default: HF cache)")
+    p.add_argument("--revision", default=None,
+                   help="hub revision (default: SIGMA_DATASET_REVISION, else LeRobot's codebase-version tag)")
+    p.add_argument("--download-root", default=None,
+                   help="download directory for hub datasets (default: $HF_LEROBOT_HOME/<repo_id>)")
     p.add_argument("--baseline-policy", default=None,
                    help="add base_action_* from 'hold_state' or a 'module:callable' policy")
     p.add_argument("--buffer-all-episodes", action="store_true",
@@ -329,14 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = preprocess_dataset(
             dataset, out_dir, cfg, shard_size=args.shard_size, max_episodes=args.max_episodes,
-            episodes=args.episodes, backend=args.backend, revision=revision, download_root=download_root,
+            episodes=args.episodes, revision=revision, download_root=download_root,
             baseline_policy=args.baseline_policy, buffer_all_episodes=args.buffer_all_episodes,
             overwrite=args.overwrite, progress=not args.no_progress, retry_policy=policy)
     except KeyboardInterrupt:
         print("sigma-preprocess: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (DatasetUnavailableError, PreprocessMismatchError, ShardCorruptError, LeRobotFormatError,
-            FileNotFoundError, KeyError, ValueError, ImportError) as e:
+    except (DatasetUnavailableError, PreprocessMismatchError, ShardCorruptError, FileNotFoundError, KeyError,
+            ValueError, ImportError) as e:
         print(f"sigma-preprocess: error: {e}", file=sys.stderr)
         return 1
     w = meta.get("windows") or {}

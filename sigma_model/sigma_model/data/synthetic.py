@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lerobot_format import LeRobotDatasetWriter
+from .lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress
 
 __all__ = ["synthetic_features", "synthetic_action", "synthetic_image", "write_synthetic_dataset",
            "expected_window_counts"]
@@ -60,18 +60,22 @@ def write_synthetic_dataset(root: str | os.PathLike, episodes: Sequence[tuple[in
                             fps: int = 10, image_hw: tuple[int, int] = (24, 32), dim: int = 6,
                             action_norm: float = 1.0, repo_id: str = "local/sigma_synthetic",
                             image_key: str = "observation.images.front", overwrite: bool = False) -> Path:
-    """Write episodes given as ``[(static_frames, moving_frames), ...]``; returns the root."""
-    w = LeRobotDatasetWriter.create(root, repo_id, fps, synthetic_features(image_hw, dim, image_key),
-                                    robot_type="so101_follower", overwrite=overwrite)
-    for ep, (n_static, n_moving) in enumerate(episodes):
-        state = np.zeros(dim, dtype=np.float32)
-        for i in range(n_static + n_moving):
-            act = synthetic_action(None if i < n_static else i - n_static, dim, action_norm)
-            w.add_frame({image_key: synthetic_image(ep, i, image_hw), "observation.state": state.copy(),
-                         "action": act}, task=TASKS[ep % len(TASKS)])
-            state = (state + 0.1 * act).astype(np.float32)
-        w.save_episode()
-    w.finalize()
+    """Write episodes given as ``[(static_frames, moving_frames), ...]`` with ``LeRobotDataset``;
+    returns the root."""
+    ds = create_lerobot_dataset(root, repo_id, fps, synthetic_features(image_hw, dim, image_key),
+                                robot_type="so101_follower", overwrite=overwrite)
+    try:
+        with quiet_progress():
+            for ep, (n_static, n_moving) in enumerate(episodes):
+                state = np.zeros(dim, dtype=np.float32)
+                for i in range(n_static + n_moving):
+                    act = synthetic_action(None if i < n_static else i - n_static, dim, action_norm)
+                    ds.add_frame({image_key: synthetic_image(ep, i, image_hw), "observation.state": state.copy(),
+                                  "action": act, "task": TASKS[ep % len(TASKS)]})
+                    state = (state + 0.1 * act).astype(np.float32)
+                ds.save_episode()
+    finally:
+        finalize_lerobot_dataset(ds)
     return Path(root)
 
 

@@ -309,7 +309,6 @@ class ReplayResult:
     num_batches: int
     seconds: float
     baseline_source: str
-    telepathy_off_vs_tau0_max_abs_diff: float | None  # None: no telepathy-off condition was replayed
     state_dim_corrected: bool
     condition_info: dict[str, dict[str, Any]]
 
@@ -350,7 +349,6 @@ def replay(
     mc = model.config
     records: list[dict[str, Any]] = []
     source: str | None = None
-    max_diff: float | None = None  # measured only when the telepathy-off pass runs
     corrected_any = False
     n_samples = 0
     n_batches = 0
@@ -378,14 +376,10 @@ def replay(
         lang = out_on.language
         tau_l2 = lang.tau.float().norm(dim=-1)
         sem = torch.nn.functional.cosine_similarity(lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1)
-        need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"})
+        need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (source == "tau0" and "baseline" in want)
         out_off = None
-        if need_off:
+        if need_off:  # tau = 0 everywhere: vision FiLM, language modulator, action residual
             out_off = model(obs, tokens, telepathy=False, generator=torch.Generator(device=device).manual_seed(seed))
-            act_off = out_off.action
-            for a, b in zip((act_off.action_vector, act_off.action_chunk, act_off.action_trajectory),
-                            (out_on.action.baseline_vector, out_on.action.baseline_chunk, out_on.action.baseline_trajectory)):
-                max_diff = max(max_diff or 0.0, float((a - b).abs().max()))
 
         if source == "checkpoint":
             b_tokens = baseline_model.tokenize(texts)
@@ -401,10 +395,10 @@ def replay(
         elif source == "dataset":
             base = _targets(batch, BASE_KEYS, mc, device)
             b_tau, b_sem = tau_l2, sem
-        else:  # the tau = 0 path: the telepathy-off pass, or (identical, see the check above) its copy in out_on
-            act_base = out_off.action if out_off is not None else None
-            base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if act_base is not None
-                    else (out_on.action.baseline_vector, out_on.action.baseline_chunk, out_on.action.baseline_trajectory))
+        else:  # the model's tau = 0 path (the telepathy-off pass); adapters without it use the action branch's
+            act_base = out_off.action if out_off is not None else out_on.action
+            base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if out_off is not None
+                    else (act_base.baseline_vector, act_base.baseline_chunk, act_base.baseline_trajectory))
             b_tau, b_sem = tau_l2, sem
 
         def record(name: str, actions, extra: Mapping[str, Any] | None = None, tau=tau_l2, align=sem) -> None:
@@ -447,12 +441,12 @@ def replay(
     if "baseline" in cfg.conditions:
         desc = {"checkpoint": "separate baseline checkpoint, telepathy off",
                 "dataset": "offline base policy actions from the shards (base_action_*)",
-                "tau0": "the model's tau = 0 path (no separate baseline available)"}[source]
+                "tau0": "the model with telepathy off: tau = 0 in vision, language and action"}[source]
         info["baseline"] = {"telepathy": False, "adapter": False, "label": f"baseline ({source})", "source": source,
                             "description": desc}
     return ReplayResult(
         records=records, num_samples=n_samples, num_batches=n_batches, seconds=seconds,
-        baseline_source=source, telepathy_off_vs_tau0_max_abs_diff=max_diff,
+        baseline_source=source,
         state_dim_corrected=corrected_any, condition_info=info,
     )
 
@@ -510,7 +504,6 @@ def run_replay(
         "device": str(device),
         "adapter": (adapter_config or AdapterConfig()).to_dict(),
         "state_dim_corrected": result.state_dim_corrected,
-        "consistency": {"telepathy_off_vs_tau0_max_abs_diff": result.telepathy_off_vs_tau0_max_abs_diff},
         "timing": {"seconds": result.seconds, "samples_per_s": result.samples_per_s,
                    "conditions": len(cfg.conditions)},
         "sigma_config": model.config.to_dict(),

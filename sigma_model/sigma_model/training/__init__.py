@@ -10,10 +10,10 @@ batching (collation, data order, synthetic windows), checkpointing (tensor-only,
 Heavy dependencies (peft, huggingface_hub) load lazily.
 """
 
-from .configuration_training import TrainingConfig
+from .configuration_training import FinetuneConfig, LossConfig, TrainingConfig
 from .curriculum import Curriculum, CurriculumWeights
 
-__all__ = ["Curriculum", "CurriculumWeights", "SigmaTrainer", "TrainingConfig"]
+__all__ = ["Curriculum", "CurriculumWeights", "FinetuneConfig", "LossConfig", "SigmaTrainer", "TrainingConfig"]
 
 
 def __getattr__(name: str):

@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..checkpoint import external_prefixes, save_checkpoint
+from ..checkpoint import external_prefixes, persistent_state_dict, save_checkpoint
 from ..configuration_sigma import SigmaConfig
 from .configuration_training import TrainingConfig
 from .ema import WeightEMA
@@ -150,21 +150,21 @@ def load_heads(model: nn.Module, path: str | Path) -> None:
 class _MergedView:
     """What save_checkpoint needs of a model (config, workspaces, state_dict), with LoRA merged."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.config, self.workspaces = model.config, model.workspaces
-        self._state = merged_state_dict(model) if has_lora(model) else model.state_dict()
+    def __init__(self, model: nn.Module, config: SigmaConfig | None = None) -> None:
+        self.config, self.workspaces = config or model.config, model.workspaces
+        merge = has_lora(model) and not external_prefixes(model)
+        self._state = merged_state_dict(model) if merge else persistent_state_dict(model)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self._state
 
 
-def export_merged_model(model: nn.Module, directory: str | Path) -> Path:
-    """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads. A
-    backbone with external weights cannot be merged without copying it: its adapters stay
+def export_merged_model(model: nn.Module, directory: str | Path, config: SigmaConfig | None = None) -> Path:
+    """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads;
+    `config` replaces the model's (same architecture, e.g. with normalisation statistics added).
+    A backbone with external weights cannot be merged without copying it: its adapters stay
     unmerged (re-applied at load from config.backbone_lora)."""
-    if external_prefixes(model):
-        return save_checkpoint(model, directory)
-    return save_checkpoint(_MergedView(model), directory)
+    return save_checkpoint(_MergedView(model, config), directory)
 
 
 # -------------------------------------------------------------- optimizer

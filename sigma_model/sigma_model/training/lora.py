@@ -73,6 +73,21 @@ def apply_lora(model: nn.Module, r: int = 16, alpha: int = 32, dropout: float = 
     return config
 
 
+def prepare_finetuning(model: nn.Module, config):
+    """Make the parameters a `FinetuneConfig` names trainable: LoRA adapters on the backbone (or a
+    frozen backbone without them) and the non-backbone heads. Returns the peft LoraConfig or None."""
+    lora_config = None
+    if config.use_lora and has_lora(model):  # a VLA backbone's, applied at build from config.backbone_lora
+        lora_config = make_lora_config(**model.config.backbone_lora)
+        freeze_backbone(model, keep_lora=True)
+    elif config.use_lora:
+        lora_config = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    else:
+        freeze_backbone(model, keep_lora=False)
+    set_heads_trainable(model, config.train_heads)
+    return lora_config
+
+
 def freeze_backbone(model: nn.Module, keep_lora: bool = True) -> None:
     """requires_grad = False on every backbone parameter except (keep_lora) the LoRA adapters."""
     prefixes = backbone_prefixes(model)

@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", type=int)
     model = p.add_argument_group("model")
     model.add_argument("--model-config", metavar="JSON", help="SigmaConfig JSON for a fresh model (default: SigmaConfig())")
-    model.add_argument("--stats", metavar="PATH",
-                       help="standardise joint states and actions with a LeRobot dataset's meta/stats.json (dataset "
-                            "root or the file); the statistics are saved in the model config")
+    model.add_argument("--stats", metavar="DATASET",
+                       help="standardise joint states and actions with a LeRobot dataset's statistics (LeRobot's "
+                            "dataset metadata; a dataset root, its meta/stats.json or a hub id); the statistics are "
+                            "saved in the model config")
     model.add_argument("--init-checkpoint", metavar="DIR", help="sigma_model checkpoint to start from")
     model.add_argument("--no-lora", action="store_true", help="no LoRA adapters (backbone stays frozen)")
     model.add_argument("--lora-r", type=int)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"--model-config {args.model_config} does not exist")
             model_config = SigmaConfig.load(args.model_config)
         if args.stats:
-            from ..data.lerobot_format import normalization_stats
+            from ..data.lerobot_io import normalization_stats
 
             model_config = SigmaConfig.from_dict({**(model_config or SigmaConfig()).to_dict(),
                                                   **normalization_stats(args.stats)})

@@ -55,7 +55,7 @@ from .configuration_training import TrainingConfig
 from .curriculum import Curriculum
 from .ema import WeightEMA
 from ..backbones.quantization import require_4bit
-from .lora import apply_lora, freeze_backbone, has_lora, make_lora_config, set_heads_trainable, trainable_summary
+from .lora import prepare_finetuning, trainable_summary
 from .metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -79,19 +79,20 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
     return None
 
 
-def lr_lambda_factory(config: TrainingConfig) -> Callable[[int], float]:
-    """Linear warmup to the peak over warmup_steps, then cosine / linear decay to min_lr_ratio."""
-    warmup, total, floor, kind = config.warmup_steps, config.max_steps, config.min_lr_ratio, config.scheduler
+def lr_lambda_factory(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0,
+                      kind: str = "cosine") -> Callable[[int], float]:
+    """Linear warmup to the peak over warmup_steps, then cosine / linear decay to min_lr_ratio at
+    total_steps ("constant": no decay). sigma-train and the LeRobot policy's scheduler use it."""
 
     def factor(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
         if kind == "constant":
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         if kind == "cosine":
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return floor + (1.0 - floor) * (1.0 - progress)
+            return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * (1.0 - progress)
 
     return factor
 
@@ -154,16 +155,7 @@ def build_model(config: TrainingConfig, model_config: SigmaConfig, load_init: bo
         model = SigmaModel(model_config)
     if model.language is None or model.action is None or model.vision is None:
         raise ValueError("training needs all three workspaces")
-    lora_config = None
-    if config.use_lora and has_lora(model):  # applied at build (config.backbone_lora)
-        lora_config = make_lora_config(**model.config.backbone_lora)
-        freeze_backbone(model, keep_lora=True)
-    elif config.use_lora:
-        lora_config = apply_lora(model, **lora)
-    else:
-        freeze_backbone(model, keep_lora=False)
-    set_heads_trainable(model, config.train_heads)
-    return model, lora_config
+    return model, prepare_finetuning(model, config)
 
 
 # ------------------------------------------------------------------- step
@@ -190,8 +182,9 @@ def compute_losses(
         prev_obs = observation_from_batch(batch, c, device, prefix="prev_") if "prev_vision_inputs" in batch else obs
         with torch.no_grad(), amp:
             v0 = model.vision_stage(prev_obs, None)
-            l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None, v0.backbone_image_tokens,
-                                      prev_obs.robot_state, with_actions=False)
+            l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None,
+                                      image_tokens=v0.backbone_image_tokens, robot_state=prev_obs.robot_state,
+                                      with_actions=False)
         tau_prev, m_prev = l0.tau.float().detach(), l0.memory.float().detach()
     with amp:
         out = model(obs, text, tau_prev=tau_prev, memory_prev=m_prev, telepathy=config.telepathy,
@@ -280,7 +273,8 @@ class SigmaTrainer:
         if config.ema_decay > 0:
             named = dict(self.model.named_parameters())
             self.ema = WeightEMA({n: named[n] for n in self.param_names}, config.ema_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(config))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda_factory(config.warmup_steps, config.max_steps, config.min_lr_ratio, config.scheduler))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.curriculum = Curriculum.from_config(config)
         self.dataset = dataset if dataset is not None else build_dataset(config, self.model_config)

@@ -1,0 +1,86 @@
+"""A LeRobot-trained sigma policy as a plain Sigma checkpoint (`sigma-from-lerobot`).
+
+The preprocessor's normalisation of states and actions is folded into the checkpoint's SigmaConfig
+(state_mean/state_std, action_mean/action_std: the model's own standardisation then does the same
+arithmetic) and LoRA is merged into the backbone, so the result runs wherever Sigma checkpoints
+run: the ROS 2 graph (`sigma-graph --checkpoint DIR`), `sigma-closed-loop`, `sigma-eval`, and
+`sigma-train --init-checkpoint DIR`.
+
+    sigma-from-lerobot outputs/train/sigma/checkpoints/last/pretrained_model checkpoints/my_sigma
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lerobot.configs.types import FeatureType, NormalizationMode
+from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline
+from lerobot.utils.constants import ACTION, OBS_STATE, POLICY_PREPROCESSOR_DEFAULT_NAME
+from sigma_model.configuration_sigma import SigmaConfig as SigmaModelConfig
+from sigma_model.training.checkpointing import export_merged_model
+
+
+def folded_statistics(normalizer: NormalizerProcessorStep) -> dict[str, tuple[float, ...]]:
+    """The normaliser's state/action transforms as SigmaConfig statistics: MEAN_STD is
+    (x - mean) / (std + eps); MIN_MAX, 2 (x - min) / (max - min) - 1, is (x - centre) / half-range."""
+    stats, out = normalizer.state_dict(), {}
+    for key, prefix, kind in ((OBS_STATE, "state", FeatureType.STATE), (ACTION, "action", FeatureType.ACTION)):
+        mode = normalizer.norm_map.get(kind, NormalizationMode.IDENTITY)
+        if mode is NormalizationMode.IDENTITY:
+            continue
+        if mode is NormalizationMode.MEAN_STD:
+            mean, scale = stats[f"{key}.mean"], stats[f"{key}.std"] + normalizer.eps
+        elif mode is NormalizationMode.MIN_MAX:
+            low, high = stats[f"{key}.min"], stats[f"{key}.max"]
+            half = (high - low).masked_fill(high == low, normalizer.eps) / 2
+            mean, scale = low + half, half
+        else:
+            raise ValueError(f"sigma-from-lerobot: {mode.value} normalisation of {key} has no Sigma equivalent "
+                             "(IDENTITY, MEAN_STD and MIN_MAX do)")
+        out[f"{prefix}_mean"], out[f"{prefix}_std"] = tuple(mean.tolist()), tuple(scale.tolist())
+    return out
+
+
+def export_sigma_checkpoint(policy, preprocessor: PolicyProcessorPipeline, directory: str | Path) -> Path:
+    """Write `policy` (a SigmaPolicy) with `preprocessor`'s normalisation as a Sigma checkpoint."""
+    normalizers = [s for s in preprocessor.steps if isinstance(s, NormalizerProcessorStep)]
+    if len(normalizers) != 1:
+        raise ValueError(f"sigma-from-lerobot: expected one normaliser step in the preprocessor, found {len(normalizers)}")
+    model = policy.model
+    config = SigmaModelConfig.from_dict({**model.config.to_dict(), **folded_statistics(normalizers[0])})
+    return export_merged_model(model, directory, config=config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sigma-from-lerobot", description=__doc__.split("\n\n")[0])
+    p.add_argument("pretrained", help="a sigma policy saved by lerobot-train (.../pretrained_model)")
+    p.add_argument("output", help="directory for the Sigma checkpoint (must not exist)")
+    args = p.parse_args(argv)
+    out = Path(args.output)
+    if out.exists():
+        p.exit(2, f"sigma-from-lerobot: error: {out} exists; choose a new directory\n")
+    from lerobot.configs.policies import PreTrainedConfig
+
+    from .configuration_sigma import SigmaConfig
+    from .modeling_sigma import SigmaPolicy
+
+    try:
+        if not Path(args.pretrained, "config.json").is_file():
+            raise FileNotFoundError(f"{args.pretrained} is not a saved LeRobot policy (no config.json)")
+        config = PreTrainedConfig.from_pretrained(args.pretrained)
+        if not isinstance(config, SigmaConfig):
+            raise ValueError(f"{args.pretrained} holds a {config.type!r} policy, not sigma")
+        policy = SigmaPolicy.from_pretrained(args.pretrained, config=config)
+        preprocessor = PolicyProcessorPipeline.from_pretrained(
+            args.pretrained, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json")
+        export_sigma_checkpoint(policy, preprocessor, out)
+    except (OSError, ValueError) as err:
+        p.exit(2, f"sigma-from-lerobot: error: {err}\n")
+    print(f"sigma-from-lerobot: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

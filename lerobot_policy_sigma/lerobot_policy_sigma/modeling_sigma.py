@@ -1,0 +1,146 @@
+"""SigmaPolicy: sigma_model.SigmaModel as a LeRobot policy.
+
+Training (`forward`): `sigma_batch` maps a LeRobot batch to the window sample sigma-train reads from
+its shards (sigma_model/data/windows.py, training/batching.py), and the loss is
+`sigma_model.training.trainer.compute_losses`, the function sigma-train calls: TRAF + flow +
+TSAC, weighted by the curriculum at `curriculum_step`. lerobot-train calls `update()` after each
+optimiser step, which advances it; it is a buffer, saved with the weights, so a resumed run carries
+on with the curriculum where it stopped.
+
+Acting: `predict_action_chunk` runs one plan (vision -> language -> action on the current frame, with
+tau and the semantic memory of the previous plan) and returns the fused targets phi(vector, chunk,
+trajectory) of its first n_action_steps control ticks; `select_action` queues them, as the closed-loop
+evaluation and the ROS controller run a plan for n_action_steps ticks; `reset` clears tau, memory
+and the queue. States and actions are in the processors' normalised units.
+
+LeRobot datasets and robots carry no audio: a model with `use_audio` hears silence (a zero chunk) in
+training and acting, as the simulator's runtime feeds it (closed-loop evaluation, sim node).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import ACTION, OBS_STATE
+from sigma_model.modeling_sigma import SigmaModel
+from sigma_model.training.batching import observation_from_batch
+from sigma_model.training.curriculum import Curriculum
+from sigma_model.training.lora import prepare_finetuning
+from sigma_model.training.trainer import compute_losses
+from torch import Tensor
+
+from .configuration_sigma import SigmaConfig
+
+
+class SigmaPolicy(PreTrainedPolicy):
+    config_class = SigmaConfig
+    name = "sigma"
+
+    def __init__(self, config: SigmaConfig, **kwargs) -> None:
+        """`kwargs` (dataset_stats, dataset_meta from LeRobot's factory) are not needed: the
+        processors normalise."""
+        super().__init__(config)
+        config.validate_features()
+        self.config = config
+        self.model = SigmaModel(config.model)
+        self.lora_config = prepare_finetuning(self.model, config.finetune)
+        self.curriculum = Curriculum.from_config(config.loss)
+        self.register_buffer("curriculum_step", torch.zeros((), dtype=torch.long))
+        self.reset()
+
+    def get_optim_params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def reset(self) -> None:
+        """Start of an episode: no tau, no semantic memory, no queued actions."""
+        self._tau: Tensor | None = None
+        self._memory: Tensor | None = None
+        self._queue: deque[Tensor] = deque()
+
+    def update(self) -> None:
+        """After each optimiser step (lerobot-train): the curriculum moves one step on."""
+        self.curriculum_step += 1
+
+    # ------------------------------------------------------------------ batches
+    @staticmethod
+    def tasks(batch: dict, batch_size: int) -> list[str]:
+        task = batch.get("task")
+        if task is None:
+            raise ValueError("sigma policy: the batch has no 'task' (the instruction text)")
+        tasks = [task] if isinstance(task, str) else list(task)
+        if len(tasks) != batch_size or not all(isinstance(t, str) for t in tasks):
+            raise ValueError(f"sigma policy: 'task' must hold {batch_size} strings, got {task!r}")
+        return tasks
+
+    def silence(self, batch_size: int, device: torch.device) -> Tensor | None:
+        """The audio chunk the model hears: zeros when it uses audio, else None."""
+        c = self.model.config
+        return torch.zeros(batch_size, c.audio_chunk_samples, device=device) if c.use_audio else None
+
+    def sigma_batch(self, batch: dict) -> dict:
+        """A LeRobot training batch as sigma-train's window batch: vision_inputs / robot_state at
+        the window's first frame, gt_action_vector = its action, gt_action_chunk = the first
+        chunk_len actions, gt_action_trajectory = all traj_len of them, text = the task; with the
+        previous frame ([B, 2, ...] observations) also prev_vision_inputs / prev_robot_state and
+        has_previous (an episode's first frame is its own previous one, as in the shards); audio
+        (and prev_audio) is silence for a model that uses audio."""
+        c = self.model.config
+        image, state, actions = batch[self.config.camera_key], batch[OBS_STATE], batch[ACTION]
+        if actions.dim() != 3 or actions.shape[1] < c.traj_len:
+            raise ValueError(f"sigma policy: 'action' must be [B, {c.traj_len}, {c.action_dim}] (action_delta_indices), "
+                             f"got {list(actions.shape)}")
+        out: dict = {}
+        if image.dim() == 5:
+            if state.dim() != 3:
+                raise ValueError(f"sigma policy: images have a time axis but observation.state is {list(state.shape)}")
+            out["prev_vision_inputs"], image = image[:, 0], image[:, -1]
+            out["prev_robot_state"], state = state[:, 0], state[:, -1]
+            pad = batch.get(f"{OBS_STATE}_is_pad")
+            out["has_previous"] = ~pad[:, 0] if pad is not None else torch.ones(state.shape[0], dtype=torch.bool)
+        if self.model.config.use_audio:
+            out["audio"] = self.silence(state.shape[0], state.device)
+            if "prev_robot_state" in out:
+                out["prev_audio"] = out["audio"]
+        out.update(
+            vision_inputs=image, robot_state=state, text=self.tasks(batch, state.shape[0]),
+            gt_action_vector=actions[:, 0], gt_action_chunk=actions[:, : c.chunk_len],
+            gt_action_trajectory=actions[:, : c.traj_len],
+        )
+        return out
+
+    # ----------------------------------------------------------------- training
+    def forward(self, batch: dict, reduction: str = "mean",
+                generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """(L_total, the per-step metrics sigma-train logs) at the current curriculum step."""
+        if reduction != "mean":
+            raise ValueError("sigma policy: only reduction='mean' (TRAF's hard subset is a term of the whole batch)")
+        step = int(self.curriculum_step)
+        result = compute_losses(self.model, self.sigma_batch(batch), self.config.loss, self.curriculum(step), generator)
+        return result.loss, {**result.metrics, "curriculum_step": step}
+
+    # ------------------------------------------------------------------- acting
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict, **kwargs) -> Tensor:
+        """One plan: the fused targets of its first n_action_steps ticks, [B, n_action_steps, A].
+        Carries tau and the semantic memory into the next plan (`reset` clears them)."""
+        self.eval()
+        m = self.model
+        state = batch[OBS_STATE]
+        obs = observation_from_batch({"vision_inputs": batch[self.config.camera_key], "robot_state": state,
+                                      "audio": self.silence(state.shape[0], state.device)}, m.config, m.device)
+        out = m(obs, m.tokenize(self.tasks(batch, obs.robot_state.shape[0])), tau_prev=self._tau,
+                memory_prev=self._memory, telepathy=self.config.loss.telepathy)
+        self._tau, self._memory = out.language.tau, out.language.memory
+        a = out.action
+        steps = [m.action.fuse(a.action_vector, a.action_chunk, a.action_trajectory, k)
+                 for k in range(m.config.n_action_steps)]
+        return torch.stack(steps, dim=1)
+
+    @torch.no_grad()
+    def select_action(self, batch: dict, **kwargs) -> Tensor:
+        """The next action [B, A]: a new plan every n_action_steps calls."""
+        if not self._queue:
+            self._queue.extend(self.predict_action_chunk(batch).transpose(0, 1))
+        return self._queue.popleft()
