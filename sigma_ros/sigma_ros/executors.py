@@ -2,8 +2,9 @@
 
 rclpy 9.1's ``MultiThreadedExecutor`` busy-spins (ros2/rclpy#1452, fixed upstream after the
 Kilted 9.1.2 wheel): ``Executor._wait_for_ready_callbacks`` yields a callback task again while
-it still waits in the thread pool's queue, so the spinning thread returns at once, resubmits it
-and loops with the GIL held while the workers cannot even start. :class:`MultiThreadedExecutor`
+it still waits in the thread pool's queue, on every wake-up of its wait set (each callback's start
+and end wakes it), and the spinning thread resubmits it each time: under load it loops with the GIL
+held while the workers cannot even start. :class:`MultiThreadedExecutor`
 removes the cause: after submitting a callback it waits (GIL released) until a worker has
 started it, so a queued task is never yielded twice. The Sigma nodes' callbacks are in one
 mutually exclusive callback group per node (rclpy's default group), so nodes run in parallel and

@@ -44,9 +44,10 @@ from sigma_ros.model_loader import build_full_model  # noqa: E402
 from sigma_ros.testing import GraphHarness  # noqa: E402
 
 
-def _next_status(h, node: str, timeout: float = 10.0, predicate=lambda s: True):
-    """The next DiagnosticStatus of ``node`` published after this call that satisfies ``predicate``."""
-    start = h.rec.count("diagnostics")
+def _next_status(h, node: str, timeout: float = 10.0, predicate=lambda s: True, start: int | None = None):
+    """The next DiagnosticStatus of ``node`` recorded after this call (or after the first ``start``
+    arrays) that satisfies ``predicate``."""
+    start = h.rec.count("diagnostics") if start is None else start
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for array in h.rec.get("diagnostics")[start:]:
@@ -54,7 +55,8 @@ def _next_status(h, node: str, timeout: float = 10.0, predicate=lambda s: True):
                 if status.name == f"{node}: sigma" and predicate(status):
                     return status
         time.sleep(0.05)
-    raise TimeoutError(f"no matching diagnostics from {node}")
+    seen = [(_level(s), s.message) for a in h.rec.get("diagnostics")[start:] for s in a.status if s.name == f"{node}: sigma"]
+    raise TimeoutError(f"no matching diagnostics from {node}; seen (level, message): {seen[-8:]}")
 
 
 def _level(status) -> int:
@@ -82,29 +84,34 @@ def test_controller_diagnostics_follow_state_mode_and_drops():
 
         # plans flowing: running -> OK
         pub = h.pub_internal["action_plan"]
-        timer = h.probe.create_timer(0.1, lambda: pub.publish(make_plan(model, h, 5)[0]))
+        good, _ = make_plan(model, h, 5)  # (made once: the model in the probe's timer starved its recording)
+
+        def publish_good() -> None:
+            good.header.stamp = h.now()
+            pub.publish(good)
+
+        timer = h.probe.create_timer(0.1, publish_good)
         try:
             status = _next_status(h, "controller_node", predicate=lambda s: _level(s) == OK)
             assert status.message == "running"
             values = dict((kv.key, kv.value) for kv in status.values)
             assert "control_stage latency last/mean/max (ms)" in values
-        finally:
-            timer.cancel()  # (good plans after the bad one could push it out of the keep-last-2 queue)
 
-        # a bad plan (another robot's joints) is dropped: WARN naming the input
-        bad, _ = make_plan(model, h, 6)
-        bad.joint_names = ["a", "b", "c", "d", "e", "f"]
-        pub.publish(bad)
-        status = _next_status(h, "controller_node", predicate=lambda s: "action_plan=" in s.message)
-        assert _level(status) == WARN and "dropped since last report: action_plan=1" in status.message, \
-            status.message
+            # a bad plan (another robot's joints) is dropped: WARN naming the input
+            bad, _ = make_plan(model, h, 6)
+            bad.joint_names = ["a", "b", "c", "d", "e", "f"]
+            start = h.rec.count("diagnostics")  # (the report can arrive before the next line runs)
+            pub.publish(bad)
+            status = _next_status(h, "controller_node", predicate=lambda s: "action_plan=" in s.message, start=start)
+            assert _level(status) == WARN and "dropped since last report: action_plan=1" in status.message, \
+                status.message
 
-        # an implausible joint state is a fault: ERROR
-        try:
+            # an implausible joint state is a fault: ERROR
             h.set_joint_positions(np.full(6, 500.0))  # beyond the (wide) limits
             status = _next_status(h, "controller_node", predicate=lambda s: _level(s) == ERROR)
             assert "joint_state_faults" in status.message, status.message
         finally:
+            timer.cancel()
             h.set_joint_positions(Q0)
 
         # deactivated: WARN inactive
