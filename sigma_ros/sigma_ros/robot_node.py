@@ -142,7 +142,7 @@ class RobotNode(SigmaNode):
             first = self.bridge.connect(read=self.READ_ON_CONNECT)
         except (BridgeError, RobotConfigError) as err:
             raise RobotConfigError(str(err)) from err
-        except (ConnectionError, OSError, ValueError, KeyError) as err:
+        except (ConnectionError, OSError, ValueError, KeyError, RuntimeError) as err:  # LeRobot: RuntimeError for a motor check
             raise RobotConfigError(f"robot {getattr(p, 'robot.type')}: {type(err).__name__}: {err}") from err
         lo, hi = self.bridge.limits
         self.get_logger().info(f"connected {self.robot.name} (id {self.robot.id!r}): units {self.bridge.units.describe()}; limits (rad) "
