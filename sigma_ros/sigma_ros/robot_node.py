@@ -166,7 +166,7 @@ class RobotNode(SigmaNode):
 
     # ------------------------------------------------------------- commands
     def on_command(self, msg) -> None:
-        from sigma_ros.bag_io import action_to_vector
+        from sigma_ros.bag_messages import action_to_vector
 
         self.bridge.command(action_to_vector(msg, self._command_type, self.p.joint_names, "motor_commands"),
                             time.monotonic())
