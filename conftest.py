@@ -20,6 +20,16 @@ def hf_dir(tmp_path_factory):
     return save_tiny_llama(tmp_path_factory.mktemp("tiny_hf"))
 
 
+@pytest.fixture(scope="session")
+def smolvla_dir(tmp_path_factory):
+    """A tiny random SmolVLA in the public checkpoint layout (config.json + model.safetensors), its
+    VLM's config, tokenizer and processor beside it (no hub)."""
+    pytest.importorskip("lerobot.policies.smolvla.modeling_smolvla")
+    from sigma_model.testing_vla import save_tiny_smolvla
+
+    return save_tiny_smolvla(tmp_path_factory.mktemp("tiny_smolvla"))
+
+
 @pytest.fixture
 def config() -> SigmaConfig:
     return small_config()

@@ -5,6 +5,10 @@ baseline at tau = 0: a_base = (H_A(q_base), H_B(q_base), D_traj(q_base, r_high, 
 telepathy residual [da_vec, da_chunk, da_traj] = g([tau_high, tau]); a_tau = a_base + da;
 u_t = phi(a_vec, a_chunk, a_traj); motor commands = C_low(u_t).
 With action statistics in the config the heads and the DiT work in (a - mean) / std; outputs are radians.
+With a VLA backbone the baseline is the backbone's own action chunk instead (its action expert, run
+in the language stage on the VLA's prefix, tau-independent): a_chunk^base and a_traj^base are its
+first chunk_len / traj_len steps and a_vec^base its first step; Sigma's heads H_A, H_B and the DiT
+are not built, and the residual head g corrects the backbone, as TRAF corrects pi0.5 in the paper.
 """
 
 from __future__ import annotations
@@ -69,10 +73,12 @@ class ActionWorkspace(nn.Module):
         a = c.action_dim
         self.condition_projector = ActionConditionProjector(c.d_model, c.d_tau, c.n_heads, c.n_condition_queries, c.dropout)
         self.query_generator = ActionQueryGenerator(c)
-        self.action_token_head = nn.Linear(c.d_model, c.action_token_dim)  # path A: tokens
-        self.action_tokenizer = nn.Linear(c.n_action_queries * c.action_token_dim, a)  # tokens -> vector
-        self.chunk_head = nn.Linear(c.d_model, c.chunk_len * a)  # path B: pooling + linear
-        self.trajectory_dit = TrajectoryDiT(a, c.traj_len, c.d_model, c.n_heads, c.dit_layers, c.dropout)
+        self.backbone_baseline = c.vla_backbone  # the baseline is the VLA's chunk, not Sigma's heads
+        own = not self.backbone_baseline
+        self.action_token_head = nn.Linear(c.d_model, c.action_token_dim) if own else None  # path A: tokens
+        self.action_tokenizer = nn.Linear(c.n_action_queries * c.action_token_dim, a) if own else None  # tokens -> vector
+        self.chunk_head = nn.Linear(c.d_model, c.chunk_len * a) if own else None  # path B: pooling + linear
+        self.trajectory_dit = TrajectoryDiT(a, c.traj_len, c.d_model, c.n_heads, c.dit_layers, c.dropout) if own else None
         self.residual_head = MLP(c.d_model + c.d_tau, 2 * c.d_model, a * (1 + c.chunk_len + c.traj_len)).zero_last()
         self.condition_to_tau = nn.Linear(c.d_model, c.d_tau, bias=False)
         self.register_buffer("fusion_weights", torch.tensor(c.fusion_weights, dtype=torch.float32))
@@ -94,23 +100,20 @@ class ActionWorkspace(nn.Module):
         telepathy: bool = True,
         generator: torch.Generator | None = None,
         trajectory_target: torch.Tensor | None = None,
+        backbone_actions: torch.Tensor | None = None,
     ) -> ActionOutput:
         c = self.config
         b = tau.shape[0]
         reads = (high_level_rep, high_level_mask) if c.query_context == "state+rep" else (None, None)
-        c_base = self.condition_projector(high_level_rep, high_level_mask, torch.zeros_like(tau))
-        q_base = self.query_generator(c_base, state_tokens, *reads)
-        base_vec, base_chunk = self.branches(q_base)
-        context = torch.cat([q_base, high_level_rep], dim=1)
-        context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)
         traj_loss = None
-        if trajectory_target is not None:  # training: one DiT pass gives the loss and a trajectory estimate
-            traj_loss, base_traj = self.trajectory_dit.flow_loss(self.action_norm(trajectory_target), context, context_valid,
-                                                                 c_base, generator)
+        if self.backbone_baseline:
+            if backbone_actions is None:
+                raise ValueError(f"the {c.backbone} backbone's action chunk (LanguageOutput.backbone_actions) is this "
+                                 "workspace's baseline: pass it as backbone_actions")
+            base_vec, base_chunk, base_traj = backbone_actions[:, 0], backbone_actions[:, :c.chunk_len], backbone_actions[:, :c.traj_len]
         else:
-            base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator,
-                                                   c.diffusion_noise_scale)
-        base_traj = self.action_norm.inverse(base_traj)
+            base_vec, base_chunk, base_traj, traj_loss = self.own_baseline(high_level_rep, high_level_mask, tau, state_tokens,
+                                                                           reads, generator, trajectory_target)
 
         c_act = self.condition_projector(high_level_rep, high_level_mask, tau)
         if telepathy:
@@ -136,6 +139,24 @@ class ActionWorkspace(nn.Module):
             condition_tau=self.condition_to_tau(c_act),
             trajectory_loss=traj_loss,
         )
+
+    def own_baseline(self, high_level_rep, high_level_mask, tau, state_tokens, reads, generator, trajectory_target):
+        """Sigma's own tau = 0 baseline (paths A, B, C) and the DiT's flow loss when training."""
+        c = self.config
+        b = tau.shape[0]
+        c_base = self.condition_projector(high_level_rep, high_level_mask, torch.zeros_like(tau))
+        q_base = self.query_generator(c_base, state_tokens, *reads)
+        base_vec, base_chunk = self.branches(q_base)
+        context = torch.cat([q_base, high_level_rep], dim=1)
+        context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)
+        traj_loss = None
+        if trajectory_target is not None:  # training: one DiT pass gives the loss and a trajectory estimate
+            traj_loss, base_traj = self.trajectory_dit.flow_loss(self.action_norm(trajectory_target), context, context_valid,
+                                                                 c_base, generator)
+        else:
+            base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator,
+                                                   c.diffusion_noise_scale)
+        return base_vec, base_chunk, self.action_norm.inverse(base_traj), traj_loss
 
     def fuse(self, vector: torch.Tensor, chunk: torch.Tensor, trajectory: torch.Tensor, step_index: int) -> torch.Tensor:
         """phi: weighted mix of the three branches at control tick `step_index` of the plan.

@@ -1,6 +1,9 @@
 """Checkpoints: config.json plus one safetensors file per workspace (keys prefixed by workspace).
 
 A ROS node loads only its own workspace: `load_checkpoint(dir, workspaces=("action",))`.
+Weights of modules marked `external_weights` (a VLA backbone's, loaded from
+`config.backbone_path`) are never written: the checkpoint references them by that path and
+holds only their LoRA adapters (re-applied at load from `config.backbone_lora`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,19 @@ def workspace_file(directory: str | Path, workspace: str) -> Path:
     return Path(directory) / f"{workspace}.safetensors"
 
 
+def external_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the modules whose weights live outside Sigma checkpoints."""
+    return tuple(name + "." for name, m in model.named_modules() if getattr(m, "external_weights", False))
+
+
+def persistent_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds: every tensor but the external weights (their LoRA adapters stay)."""
+    if not isinstance(model, torch.nn.Module):  # a view that already is the checkpoint's content
+        return model.state_dict()
+    external = external_prefixes(model)
+    return {k: v for k, v in model.state_dict().items() if ".lora_" in k or not k.startswith(external)}
+
+
 def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
     """Write config.json and <workspace>.safetensors for each workspace the model holds.
 
@@ -29,7 +45,7 @@ def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = model.state_dict()
+    state = persistent_state_dict(model)
     for workspace in model.workspaces:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith(workspace + ".")}
         target = workspace_file(directory, workspace)
@@ -69,11 +85,12 @@ def load_checkpoint(
     except (OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"corrupt checkpoint config {config_path}: {err}") from err
     model = SigmaModel(config, workspaces=workspaces)
-    expected = model.state_dict()
+    expected = persistent_state_dict(model)
     state: dict[str, torch.Tensor] = {}
     for workspace in model.workspaces:
         state.update(_load_workspace(workspace_file(directory, workspace), workspace, expected, map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k in expected]
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {directory} does not match its config: "
                               f"missing={missing[:5]} unexpected={unexpected[:5]}")

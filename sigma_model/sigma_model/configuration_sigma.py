@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 BACKBONES = ("tiny", "hf", "pi05", "smolvla")
+VLA_BACKBONES = ("pi05", "smolvla")  # LeRobot policies: image tokens, hidden sequence and baseline actions
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 WORKSPACES = ("vision", "language", "action")
 QUERY_CONTEXTS = ("state", "state+rep")
 
@@ -31,6 +33,10 @@ class SigmaConfig:
     backbone: str = "tiny"
     backbone_path: str | None = None
     backbone_4bit: bool = False
+    # LoRA that SigmaModel applies to the backbone itself ({"r", "alpha", "dropout", "target_modules"},
+    # training.lora.apply_lora's arguments); training sets it for VLA backbones, whose weights stay
+    # external, so their checkpoints hold the adapters unmerged. None: no LoRA at build time.
+    backbone_lora: dict[str, Any] | None = None
     backbone_layers: int = 2
     backbone_heads: int = 4
     max_text_tokens: int = 48
@@ -126,6 +132,15 @@ class SigmaConfig:
             raise ValueError(f"backbone {self.backbone!r} needs backbone_path (local dir or hub id)")
         if self.backbone_4bit and self.backbone == "tiny":
             raise ValueError("backbone_4bit applies to pretrained backbones, not the tiny default")
+        if self.backbone_lora is not None:
+            lora = dict(self.backbone_lora)
+            unknown = sorted(set(lora) - set(LORA_KEYS))
+            r = lora.get("r")
+            if unknown or not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+                raise ValueError(f"backbone_lora must hold a positive int r and only {LORA_KEYS}, got {self.backbone_lora!r}")
+            if "target_modules" in lora:
+                lora["target_modules"] = tuple(lora["target_modules"])
+            self.backbone_lora = lora
         self.diffusion_noise_scale = float(self.diffusion_noise_scale)
         if not (math.isfinite(self.diffusion_noise_scale) and self.diffusion_noise_scale >= 0):
             raise ValueError(f"diffusion_noise_scale must be finite and >= 0, got {self.diffusion_noise_scale}")
@@ -149,6 +164,12 @@ class SigmaConfig:
             setattr(self, f"{prefix}_std", std)
         if not 0.0 < self.controller_gain <= 1.0:
             raise ValueError(f"controller_gain must be in (0, 1], got {self.controller_gain}")
+
+    @property
+    def vla_backbone(self) -> bool:
+        """A LeRobot VLA backbone: its image tokens feed the vision workspace and its action
+        expert's chunk is the action workspace's tau = 0 baseline."""
+        return self.backbone in VLA_BACKBONES
 
     @property
     def n_image_patches(self) -> int:

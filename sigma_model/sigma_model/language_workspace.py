@@ -3,6 +3,10 @@
 [text; vision; state] -> backbone -> hidden_sequence_base -> semantic factors Z_sem ->
 gated semantic memory m_t -> env/behaviour/text summaries -> intent -> telepathy projector (tau)
 -> language modulator (double gating) -> high_level_rep.
+With a VLA backbone (backbones/vla.py) the step first runs the VLA's own prefix (its image
+tokens, the instruction, the robot state; adapters off); Sigma's [text; vision; state] block
+attends to it, and the VLA's action expert samples its chunk from it (``backbone_actions``, the
+action workspace's baseline).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import torch
 from torch import nn
 
 from .backbones import SigmaBackbone
+from .backbones.vla import VLABackbone
 from .configuration_sigma import SigmaConfig
 from .layers import MLP, AttentionPool
 from .outputs import LanguageOutput, TextTokens
@@ -64,16 +69,16 @@ class LanguageIntentWorkspace(nn.Module):
         self.modulator = LanguageModulator(c.d_tau, c.d_model, c.lang_log_scale_init)
 
     def hidden_sequence(
-        self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor
+        self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, context=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hidden_sequence_base [B,L,d], its validity mask, and a segment id per position
-        (0 text, 1 vision, 2 state)."""
+        (0 text, 1 vision, 2 state). `context`: a VLA backbone's prefix."""
         b = text.ids.shape[0]
         text_emb = self.backbone.embed_text(text.ids)
         perceptual = self.to_backbone(torch.cat([vision_tokens, state_tokens], dim=1)).to(text_emb.dtype)
         embeds = torch.cat([text_emb, perceptual], dim=1)
         valid = torch.cat([text.mask, text.mask.new_ones(b, perceptual.shape[1])], dim=1)
-        hidden = self.from_backbone(self.backbone(embeds, valid).to(vision_tokens.dtype))
+        hidden = self.from_backbone(self.backbone(embeds, valid, context).to(vision_tokens.dtype))
         segment = torch.cat([
             torch.zeros(text.ids.shape[1], dtype=torch.long),
             torch.ones(vision_tokens.shape[1], dtype=torch.long),
@@ -83,11 +88,17 @@ class LanguageIntentWorkspace(nn.Module):
 
     def forward(
         self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, memory_prev: torch.Tensor,
-        telepathy: bool = True,
+        telepathy: bool = True, image_tokens: torch.Tensor | None = None, robot_state: torch.Tensor | None = None,
+        generator: torch.Generator | None = None, with_actions: bool = True,
     ) -> LanguageOutput:
         """With telepathy off the modulator sees tau = 0, so high_level_rep is hidden_sequence_base exactly
         (tau is still computed and reported)."""
-        hidden, valid, segment = self.hidden_sequence(text, vision_tokens, state_tokens)
+        vla = isinstance(self.backbone, VLABackbone)
+        context = self.backbone.prefix(text, image_tokens, robot_state) if vla else None
+        hidden, valid, segment = self.hidden_sequence(text, vision_tokens, state_tokens, context)
+        actions = None
+        if vla and with_actions:  # after Sigma's block: the expert may extend the prefix cache in place
+            actions = self.backbone.sample_actions(context, generator, self.config.diffusion_noise_scale)
         z_sem = self.semantic_factor_head(hidden, valid)
         z_pool = z_sem.mean(dim=1)
         memory, lam = self.memory(z_pool, memory_prev)
@@ -102,4 +113,5 @@ class LanguageIntentWorkspace(nn.Module):
             c_env=c_env, c_beh=c_beh, c_text=c_text,
             high_level_rep=high_level_rep, high_level_mask=valid, memory_gate=lam,
             gates=torch.stack([torch.exp(self.modulator.log_scale), gate.mean(), lam.mean()]).detach(),
+            backbone_actions=actions,
         )

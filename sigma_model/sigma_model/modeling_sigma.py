@@ -14,6 +14,7 @@ from torch import nn
 
 from .action_workspace import ActionWorkspace
 from .backbones import build_backbone
+from .backbones.vla import build_vla
 from .configuration_sigma import WORKSPACES, SigmaConfig
 from .language_workspace import LanguageIntentWorkspace
 from .outputs import ActionOutput, LanguageOutput, SigmaObservation, SigmaOutput, TextTokens, VisionOutput
@@ -47,9 +48,18 @@ class SigmaModel(nn.Module):
             raise ValueError(f"unknown workspaces {sorted(unknown)}; expected a subset of {WORKSPACES}")
         self.config = config
         self.workspaces = tuple(w for w in WORKSPACES if w in workspaces)
-        self.vision = CognitiveVisionWorkspace(config) if "vision" in workspaces else None
-        self.language = LanguageIntentWorkspace(config, build_backbone(config)) if "language" in workspaces else None
+        image_encoder, backbone = None, None
+        if config.vla_backbone and ("vision" in workspaces or "language" in workspaces):
+            image_encoder, backbone = build_vla(config, "vision" in workspaces, "language" in workspaces)
+        elif "language" in workspaces:
+            backbone = build_backbone(config)
+        self.vision = CognitiveVisionWorkspace(config, image_encoder) if "vision" in workspaces else None
+        self.language = LanguageIntentWorkspace(config, backbone) if "language" in workspaces else None
         self.action = ActionWorkspace(config) if "action" in workspaces else None
+        if config.backbone_lora and self.language is not None:
+            from .training.lora import apply_lora
+
+            apply_lora(self, **config.backbone_lora)
 
     def _need(self, workspace: str) -> nn.Module:
         module = getattr(self, workspace)
@@ -67,7 +77,7 @@ class SigmaModel(nn.Module):
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a list of strings")
         tokens = self._need("language").backbone.tokenize(list(texts), self.config.max_text_tokens)
-        return TextTokens(tokens.ids.to(self.device), tokens.mask.to(self.device))
+        return TextTokens(tokens.ids.to(self.device), tokens.mask.to(self.device), list(texts))
 
     def vision_stage(self, obs: SigmaObservation, tau_prev: torch.Tensor | None = None) -> VisionOutput:
         """Cognitive vision workspace; tau_prev is the previous step's tau (zeros when None)."""
@@ -106,9 +116,16 @@ class SigmaModel(nn.Module):
         state_tokens: torch.Tensor,
         memory_prev: torch.Tensor | None = None,
         telepathy: bool = True,
+        image_tokens: torch.Tensor | None = None,
+        robot_state: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        with_actions: bool = True,
     ) -> LanguageOutput:
         """Language intent workspace; memory_prev is m_{t-1} (zeros when None, e.g. a new instruction).
-        Telepathy off: the language modulator sees tau = 0 (high_level_rep is the unmodulated hidden sequence)."""
+        Telepathy off: the language modulator sees tau = 0 (high_level_rep is the unmodulated hidden sequence).
+
+        A VLA backbone also reads its image tokens (VisionOutput.backbone_image_tokens) and the
+        robot state (radians), and (with_actions) samples its action chunk with `generator`."""
         c = self.config
         workspace = self._need("language")
         b = text.ids.shape[0]
@@ -119,7 +136,13 @@ class SigmaModel(nn.Module):
         if memory_prev is None:
             memory_prev = vision_tokens.new_zeros(b, c.d_model)
         check_tensor("memory_prev", memory_prev, (b, c.d_model))
-        return workspace(text, vision_tokens, state_tokens, memory_prev, telepathy)
+        if c.vla_backbone:
+            if image_tokens is None or robot_state is None:
+                raise ValueError(f"the {c.backbone} backbone's prefix needs image_tokens and robot_state")
+            check_tensor("image_tokens", image_tokens, (b, None, workspace.backbone.hidden_size))
+            check_tensor("robot_state", robot_state, (b, c.state_dim))
+        return workspace(text, vision_tokens, state_tokens, memory_prev, telepathy, image_tokens, robot_state,
+                         generator, with_actions)
 
     def action_stage(
         self,
@@ -130,8 +153,10 @@ class SigmaModel(nn.Module):
         telepathy: bool = True,
         generator: torch.Generator | None = None,
         trajectory_target: torch.Tensor | None = None,
+        backbone_actions: torch.Tensor | None = None,
     ) -> ActionOutput:
-        """Action trajectory workspace: baseline at tau = 0 plus (telepathy on) the tau residual."""
+        """Action trajectory workspace: baseline at tau = 0 plus (telepathy on) the tau residual.
+        With a VLA backbone the baseline is its chunk, `backbone_actions` (LanguageOutput's)."""
         c = self.config
         workspace = self._need("action")
         b = tau.shape[0]
@@ -141,7 +166,12 @@ class SigmaModel(nn.Module):
         check_tensor("state_tokens", state_tokens, (b, c.n_state_tokens, c.d_model))
         if trajectory_target is not None:
             check_tensor("trajectory_target", trajectory_target, (b, c.traj_len, c.action_dim))
-        return workspace(high_level_rep, high_level_mask.bool(), tau, state_tokens, telepathy, generator, trajectory_target)
+        if backbone_actions is not None:
+            check_tensor("backbone_actions", backbone_actions, (b, None, c.action_dim))
+            if backbone_actions.shape[1] < max(c.chunk_len, c.traj_len):
+                raise ValueError(f"backbone_actions has {backbone_actions.shape[1]} steps, fewer than chunk_len/traj_len")
+        return workspace(high_level_rep, high_level_mask.bool(), tau, state_tokens, telepathy, generator, trajectory_target,
+                         backbone_actions)
 
     def control_stage(
         self,
@@ -181,10 +211,12 @@ class SigmaModel(nn.Module):
         if not telepathy:
             tau_prev = None
         vision = self.vision_stage(obs, tau_prev)
-        language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev, telepathy)
+        language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev, telepathy,
+                                       image_tokens=vision.backbone_image_tokens, robot_state=obs.robot_state,
+                                       generator=generator)
         action = self.action_stage(
             language.high_level_rep, language.high_level_mask, language.tau, vision.state_tokens,
-            telepathy, generator, trajectory_target,
+            telepathy, generator, trajectory_target, language.backbone_actions,
         )
         commands = self.control_stage(
             action.action_vector, action.action_chunk, action.action_trajectory, obs.robot_state

@@ -25,10 +25,12 @@ class SigmaObservation:
 
 @dataclass
 class TextTokens:
-    """Token ids [B,L] and their validity mask [B,L] (True = real token)."""
+    """Token ids [B,L], their validity mask [B,L] (True = real token) and, from ``tokenize``, the
+    instruction strings (a VLA backbone whose prompt depends on the state re-tokenizes them)."""
 
     ids: torch.Tensor
     mask: torch.Tensor
+    texts: list[str] | None = None
 
 
 @dataclass
@@ -37,6 +39,7 @@ class VisionOutput:
     state_tokens: torch.Tensor  # [B,N_s,d]
     vision_tokens_base: torch.Tensor  # [B,N_v,d] resampler output before modulation
     aux_prediction: torch.Tensor | None = None  # [B,aux_target_dim] auxiliary head (training target only)
+    backbone_image_tokens: torch.Tensor | None = None  # [B,N_img,d_backbone] a VLA backbone's image tokens
 
 
 @dataclass
@@ -53,6 +56,7 @@ class LanguageOutput:
     high_level_mask: torch.Tensor  # [B,L_h] bool
     memory_gate: torch.Tensor  # [B,d] lambda of the memory recurrence
     gates: torch.Tensor  # [3] exp(theta_lang), mean language channel gate, mean memory gate lambda
+    backbone_actions: torch.Tensor | None = None  # [B,horizon,A] a VLA backbone's own chunk (radians): the baseline
 
 
 @dataclass

@@ -2,6 +2,10 @@
 
 camera/depth/audio -> patch tokens (+ optional spatial-softmax keypoint tokens) -> projector -> perceiver resampler (V_base) ->
 FiLM by the telepathy factor tau with log-scale gates (V_mod) -> modulated vision block.
+With a VLA backbone the camera's tokens are the VLA's image tokens (its frozen vision encoder +
+connector, linearly projected to d_model) instead of Sigma's own patch embedding; Sigma's
+resampler, FiLM and block stay on top, and the image tokens are also returned for the VLA's own
+prefix in the language stage.
 robot_state -> standardisation (config statistics) -> state encoder -> token expander (state tokens).
 Optional auxiliary head: vision tokens -> a training-only target (e.g. the object pose in simulation),
 which teaches the encoder to localise what the actions depend on; the model never reads it.
@@ -140,11 +144,15 @@ class AuxiliaryHead(nn.Module):
 
 
 class CognitiveVisionWorkspace(nn.Module):
-    def __init__(self, config: SigmaConfig) -> None:
+    def __init__(self, config: SigmaConfig, image_encoder: nn.Module | None = None) -> None:
         super().__init__()
         c = config
         self.config = c
-        self.patch_embed = PatchEmbed(c.image_channels, c.image_size, c.patch_size, c.d_model)
+        if c.vla_backbone and image_encoder is None:
+            raise ValueError(f"the {c.backbone} backbone's vision workspace needs its image encoder (backbones.vla.build_vla)")
+        self.image_encoder = image_encoder  # frozen VLA vision encoder + connector (external weights)
+        self.image_proj = nn.Linear(image_encoder.dim, c.d_model) if image_encoder is not None else None
+        self.patch_embed = None if image_encoder is not None else PatchEmbed(c.image_channels, c.image_size, c.patch_size, c.d_model)
         self.keypoint_embed = (KeypointEmbed(c.image_channels, c.image_keypoints, c.d_model, stride=c.keypoint_stride)
                                if c.image_keypoints else None)
         self.depth_embed = PatchEmbed(1, c.image_size, c.patch_size, c.d_model) if c.use_depth else None
@@ -159,9 +167,9 @@ class CognitiveVisionWorkspace(nn.Module):
         self.block = transformer_stack(c.d_model, c.n_heads, c.vision_block_layers, c.dropout)
         self.aux_head = AuxiliaryHead(c.d_model, c.n_heads, c.aux_target_dim) if c.aux_target_dim else None
 
-    def features(self, obs: SigmaObservation) -> torch.Tensor:
-        """Concatenated projected vision features F [B, N_f, d]."""
-        parts = [self.patch_embed(obs.image)]
+    def features(self, obs: SigmaObservation, image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Concatenated projected vision features F [B, N_f, d] (image_tokens: the VLA's, if any)."""
+        parts = [self.patch_embed(obs.image) if image_tokens is None else self.image_proj(image_tokens)]
         if self.keypoint_embed is not None:
             parts.append(self.keypoint_embed(obs.image))
         if self.depth_embed is not None and obs.depth is not None:
@@ -171,7 +179,8 @@ class CognitiveVisionWorkspace(nn.Module):
         return self.projector(torch.cat(parts, dim=1))
 
     def forward(self, obs: SigmaObservation, tau: torch.Tensor) -> VisionOutput:
-        v_base = self.resampler(self.features(obs))
+        image_tokens = None if self.image_encoder is None else self.image_encoder(obs.image)
+        v_base = self.resampler(self.features(obs, image_tokens))
         v_mod = self.modulator(v_base, tau)
         vision_tokens = self.block(v_mod)
         state = self.state_norm(obs.robot_state)
@@ -180,4 +189,5 @@ class CognitiveVisionWorkspace(nn.Module):
             state_tokens=self.state_encoder(state if obs.env_state is None else torch.cat([state, obs.env_state], dim=-1)),
             vision_tokens_base=v_base,
             aux_prediction=None if self.aux_head is None else self.aux_head(vision_tokens),
+            backbone_image_tokens=image_tokens,
         )

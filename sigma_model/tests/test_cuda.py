@@ -102,3 +102,28 @@ def test_4bit_qlora_trains_saves_and_resumes(tmp_path, hf_dir):
     again = SigmaTrainer(cfg.replace(max_steps=10), mc, resume=True)
     assert again.step == 8
     assert again.train()["step"] == 10
+
+
+def test_smolvla_4bit_lora_trains_and_its_checkpoint_loads(tmp_path, smolvla_dir):
+    """The tiny SmolVLA in NF4 (its image encoder, VLM and expert linears) with LoRA on the VLM's
+    language model: trains on the GPU, and the exported checkpoint (heads + adapters, the VLA
+    referenced) loads 4-bit again and gives the same plan."""
+    bnb = pytest.importorskip("bitsandbytes")
+    mc = small_config(use_audio=False, backbone="smolvla", backbone_path=str(smolvla_dir))
+    trainer = SigmaTrainer(cuda_config(tmp_path, max_steps=6, load_in_4bit=True), mc)
+    model = trainer.model
+    quantised = {n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert any(n.startswith("vision.image_encoder.") for n in quantised)
+    assert any(".lm_expert." in n for n in quantised) and any(".text_model.layers." in n for n in quantised)
+    result = trainer.train()
+    assert math.isfinite(result["last_metrics"]["loss"]) and trainer.summary()["lora"] > 0
+    model_dir = latest_checkpoint(tmp_path / "run" / "checkpoints") / "model"
+    loaded = load_checkpoint(model_dir, map_location="cuda").eval()
+    assert loaded.config.backbone_4bit and any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.modules())
+    obs = on(make_observation(mc, batch=2), "cuda")
+    obs.audio = None
+    text = ["pick the cube and place it on the left"] * 2
+    with torch.no_grad():
+        a = model.eval()(obs, model.tokenize(text), generator=torch.Generator("cuda").manual_seed(0))
+        b = loaded(obs, loaded.tokenize(text), generator=torch.Generator("cuda").manual_seed(0))
+    torch.testing.assert_close(a.action.action_chunk, b.action.action_chunk, rtol=1e-4, atol=1e-4)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
-from sigma_model.backbones.lerobot_policies import load_lerobot_policy
+from sigma_model.backbones.vla import load_lerobot_policy
 
 from sigma_model.testing import make_observation, small_config
 

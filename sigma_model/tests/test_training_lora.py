@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from sigma_model import SigmaModel
+from sigma_model.backbones.quantization import require_4bit
 from sigma_model.training.configuration_training import TrainingConfig
 from sigma_model.training.lora import (
-    BACKBONE_PREFIX, apply_lora, check_4bit_available, expected_lora_parameter_count, load_adapter,
+    BACKBONE_PREFIX, apply_lora, expected_lora_parameter_count, load_adapter,
     lora_parameter_count, merged_state_dict, save_adapter, trainable_summary,
 )
 from sigma_model.training.trainer import SigmaTrainer
@@ -112,7 +113,7 @@ def test_unknown_target_modules_and_4bit_errors(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("4-bit is available on this machine")
     with pytest.raises(RuntimeError, match="CUDA"):
-        check_4bit_available()
+        require_4bit()
     cfg = TrainingConfig(synthetic_samples=8, batch_size=4, load_in_4bit=True, output_dir=str(tmp_path / "q"))
     with pytest.raises(RuntimeError, match="CUDA"):
         SigmaTrainer(cfg, small_config(use_audio=False))

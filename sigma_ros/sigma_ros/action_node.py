@@ -1,8 +1,8 @@
 """Action node: the action trajectory workspace (paper 3.3) and the inference adapter (4.3).
 
 Subscribes to HighLevelRep, TelepathyFactors and StateTokens, pairs them by header stamp (the
-source camera frame), runs ``model.action_stage`` (baseline at tau = 0 plus the telepathy
-residual; the trajectory diffusion sampler uses a ``torch.Generator`` seeded from the
+source camera frame), runs ``model.action_stage`` (baseline at tau = 0 - with a VLA backbone its
+own chunk, carried by the HighLevelRep - plus the telepathy residual; the trajectory diffusion sampler uses a ``torch.Generator`` seeded from the
 ``diffusion_seed`` parameter), optionally the adapter, and publishes an ActionPlan.
 """
 
@@ -78,7 +78,10 @@ class ActionNode(SigmaNode):
         mask = torch.tensor(np.asarray(msg.mask, dtype=bool).reshape(b, length))
         if not mask.any(dim=1).all():
             raise ConversionError("high_level_rep.mask: a batch item has no valid token")
-        self._add("high_level_rep", msg.header, (rep, mask))
+        actions = None
+        if c.vla_backbone:  # the baseline: the VLA's own chunk, computed in the language stage
+            actions = tensor_from_msg(msg.backbone_actions, [b, None, c.action_dim], "high_level_rep.backbone_actions")
+        self._add("high_level_rep", msg.header, (rep, mask, actions))
 
     def on_tau(self, msg) -> None:
         tau = tensor_from_msg(msg.tau, [None, self.config.d_tau], "telepathy_factors.tau")
@@ -99,7 +102,7 @@ class ActionNode(SigmaNode):
 
     # ----------------------------------------------------------------- plan
     def plan(self, header, ready: dict) -> None:
-        rep, mask = ready["high_level_rep"]
+        rep, mask, backbone_actions = ready["high_level_rep"]
         tau = ready["telepathy_factors"]
         st = ready["state_tokens"]
         if not (rep.shape[0] == tau.shape[0] == st.shape[0]):
@@ -109,7 +112,8 @@ class ActionNode(SigmaNode):
             self.generator = self._new_generator()
         telepathy = bool(self.p.telepathy)
         with Timer() as t_model, torch.inference_mode():
-            act = self.model.action_stage(rep, mask, tau, st, telepathy=telepathy, generator=self.generator)
+            act = self.model.action_stage(rep, mask, tau, st, telepathy=telepathy, generator=self.generator,
+                                          backbone_actions=backbone_actions)
         self.stats.latency("action_stage", t_model.seconds)
         b = tau.shape[0]
         scale, risk, fallback, adapted = np.ones(b), np.zeros(b), np.zeros(b, bool), False

@@ -59,16 +59,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from sigma_ros.bag_io import (
-    BACKENDS,
-    BagError,
-    BagReader,
-    PairedFrame,
-    PairingStats,
-    RobotTopics,
-    bag_info,
-    iter_paired_frames,
-)
+from sigma_ros.bag_io import BACKENDS, BagError, BagReader, bag_info
+from sigma_ros.bag_pairing import PairedFrame, PairingStats, RobotTopics, iter_paired_frames
 
 log = logging.getLogger(__name__)
 
@@ -228,12 +220,14 @@ def run_offline(model, frames: Sequence[PairedFrame], steps: Sequence[Step], cfg
         if step.reset_memory or text is None:
             memory = None
             text = model.tokenize([f.instruction])
-        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory, cfg.telepathy)
+        gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
+        lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory, cfg.telepathy,
+                                    image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state,
+                                    generator=gen)
         memory = lang.memory
         taus[step.index] = lang.tau
-        gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
         act = model.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens,
-                                 telepathy=cfg.telepathy, generator=gen)
+                                 telepathy=cfg.telepathy, generator=gen, backbone_actions=lang.backbone_actions)
         actions = (act.action_vector, act.action_chunk, act.action_trajectory)
         scale = fallback = None
         if adapter is not None:

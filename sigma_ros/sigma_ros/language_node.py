@@ -3,7 +3,9 @@
 Subscribes to ``/instruction`` (std_msgs/String) and the vision/state tokens; for each token
 message runs ``model.language_stage`` with the semantic memory m_{t-1} it keeps across steps and
 publishes TelepathyFactors, SemanticMemory (latched) and HighLevelRep with the source frame's
-header.
+header. With a VLA backbone each step also runs the VLA's own prefix (the image tokens and joint
+positions of the VisionTokens message) and publishes its action expert's chunk with the
+HighLevelRep (``backbone_actions``: the action node's baseline).
 
 Memory: reset to zero on a *different* instruction (``ros2 topic pub`` repeats the same text at
 1 Hz, which must not reset it). On start the node subscribes to its own latched memory topic and
@@ -120,6 +122,11 @@ class LanguageNode(SigmaNode):
         st = tensor_from_msg(msg.state_tokens, [vt.shape[0], c.n_state_tokens, c.d_model], "vision_tokens.state_tokens")
         if vt.shape[0] < 1:
             raise ConversionError("vision_tokens: empty batch")
+        image_tokens = robot_state = None
+        if c.vla_backbone:  # the VLA's own prefix: its image tokens and the joint positions
+            image_tokens = tensor_from_msg(msg.backbone_image_tokens, [vt.shape[0], None, self.model.language.backbone.hidden_size],
+                                           "vision_tokens.backbone_image_tokens")
+            robot_state = tensor_from_msg(msg.robot_state, [vt.shape[0], c.state_dim], "vision_tokens.robot_state")
         if self.instruction is None:
             self.set_mode("waiting", "no instruction")
             self.stats.event("skipped_no_instruction")
@@ -127,10 +134,11 @@ class LanguageNode(SigmaNode):
         b = vt.shape[0]
         text = self.text
         if text.ids.shape[0] != b:
-            text = type(text)(text.ids.expand(b, -1), text.mask.expand(b, -1))
+            text = type(text)(text.ids.expand(b, -1), text.mask.expand(b, -1), text.texts and text.texts * b)
         memory = self.memory if (self.memory is not None and self.memory.shape[0] == b) else None
         with Timer() as t_model, torch.inference_mode():
-            lang = self.model.language_stage(text, vt, st, memory, bool(self.p.telepathy))
+            lang = self.model.language_stage(text, vt, st, memory, bool(self.p.telepathy),
+                                             image_tokens=image_tokens, robot_state=robot_state)
         self.stats.latency("language_stage", t_model.seconds)
         if not (torch.isfinite(lang.tau).all() and torch.isfinite(lang.memory).all()):
             self.memory = None
@@ -158,6 +166,8 @@ class LanguageNode(SigmaNode):
         hlr.step_index = self.step_index
         tensor_to_msg(lang.high_level_rep, hlr.high_level_rep)
         hlr.mask = [bool(v) for v in lang.high_level_mask.reshape(-1)]
+        if lang.backbone_actions is not None:  # the action stage's baseline: the VLA's own chunk
+            tensor_to_msg(lang.backbone_actions, hlr.backbone_actions)
 
         mem = self._SemanticMemory()
         mem.header = header

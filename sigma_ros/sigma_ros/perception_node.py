@@ -3,8 +3,8 @@
 Subscribes: camera (sensor_msgs/Image), optional depth (Image), audio (AudioChunk), joint states
 (JointState) and the latest telepathy factors (tau_prev). Each camera frame, with the newest valid
 joint state (and audio window / depth), runs ``model.vision_stage`` and publishes VisionTokens
-(vision + state tokens, for the language node) and StateTokens (for the action node), both with
-the camera frame's header.
+(vision + state tokens, for the language node; with a VLA backbone also its image tokens) and
+StateTokens (for the action node), both with the camera frame's header.
 
 Freshness is judged by header stamp (:mod:`sigma_model.freshness`): frames older than
 ``camera_max_age_s``, sensor messages in the future or out of order are refused and counted; a
@@ -195,6 +195,8 @@ class PerceptionNode(SigmaNode):
         tensor_to_msg(vis.vision_tokens, out.vision_tokens)
         tensor_to_msg(vis.state_tokens, out.state_tokens)
         tensor_to_msg(robot_state, out.robot_state)
+        if vis.backbone_image_tokens is not None:  # a VLA backbone's own prefix reads them in the language stage
+            tensor_to_msg(vis.backbone_image_tokens, out.backbone_image_tokens)
         out.used_tau = used_tau
         if used_tau:
             out.tau_stamp = self.tau_stamp

@@ -189,10 +189,12 @@ class SigmaPolicy:
         t0 = time.perf_counter()
         vis = m.vision_stage(sobs, self.tau if self.telepathy else None)
         t1 = time.perf_counter()
-        lang = m.language_stage(self.tokens, vis.vision_tokens, vis.state_tokens, self.memory, self.telepathy)
+        lang = m.language_stage(self.tokens, vis.vision_tokens, vis.state_tokens, self.memory, self.telepathy,
+                                image_tokens=vis.backbone_image_tokens, robot_state=sobs.robot_state,
+                                generator=self.generator)
         t2 = time.perf_counter()
         act = m.action_stage(lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens,
-                             telepathy=self.telepathy, generator=self.generator)
+                             telepathy=self.telepathy, generator=self.generator, backbone_actions=lang.backbone_actions)
         t3 = time.perf_counter()
         plan = (act.action_vector, act.action_chunk, act.action_trajectory)
         if self.adapter is not None:

@@ -18,10 +18,13 @@ class SigmaBackbone(nn.Module):
 
     Subclasses set `hidden_size`, implement `tokenize`, `embed_text` and `forward`. The language
     workspace projects vision and state tokens into `hidden_size`, concatenates
-    [text; vision; state] and calls `forward` to get hidden_sequence_base.
+    [text; vision; state] and calls `forward` to get hidden_sequence_base. A backbone with
+    `external_weights` keeps its own weights where `SigmaConfig.backbone_path` points (only its
+    LoRA adapters go into Sigma checkpoints); VLA backbones (vla.py) also take a context.
     """
 
     hidden_size: int
+    external_weights = False
 
     def tokenize(self, texts: list[str], max_length: int) -> TextTokens:
         raise NotImplementedError
@@ -29,12 +32,12 @@ class SigmaBackbone(nn.Module):
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context=None) -> torch.Tensor:
         raise NotImplementedError
 
 
 def build_backbone(config: "SigmaConfig") -> SigmaBackbone:
-    """The backbone named by `config.backbone` (imports heavy dependencies lazily)."""
+    """The text backbone named by `config.backbone` ("tiny" or "hf"; VLAs: vla.build_vla)."""
     if config.backbone == "tiny":
         from .tiny import TinyDecoderBackbone
 
@@ -43,6 +46,4 @@ def build_backbone(config: "SigmaConfig") -> SigmaBackbone:
         from .hf_vlm import HFBackbone
 
         return HFBackbone.from_pretrained(config.backbone_path, load_in_4bit=config.backbone_4bit)
-    from .lerobot_policies import LeRobotPolicyBackbone
-
-    return LeRobotPolicyBackbone.from_pretrained(config.backbone, config.backbone_path)
+    raise ValueError(f"backbone {config.backbone!r} is a VLA: build it with sigma_model.backbones.vla.build_vla")

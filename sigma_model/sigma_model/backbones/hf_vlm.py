@@ -9,18 +9,15 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..outputs import TextTokens
 from .base import SigmaBackbone
+from .quantization import require_4bit
 
 
 def _quantization_config(load_in_4bit: bool):
     if not load_in_4bit:
         return None
-    if not torch.cuda.is_available():
-        raise RuntimeError("4-bit loading needs a CUDA GPU and bitsandbytes (in requirements-base.txt)")
-    try:
-        from transformers import BitsAndBytesConfig
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise RuntimeError("4-bit loading needs bitsandbytes (in requirements-base.txt): pip install bitsandbytes") from err
+    require_4bit()
+    from transformers import BitsAndBytesConfig
+
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
@@ -42,7 +39,7 @@ class TransformersDecoderBackbone(SigmaBackbone):
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         return self.decoder.get_input_embeddings()(ids)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context=None) -> torch.Tensor:
         out = self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
         return out.last_hidden_state
 

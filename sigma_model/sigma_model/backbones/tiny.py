@@ -56,6 +56,6 @@ class TinyDecoderBackbone(SigmaBackbone):
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         return self.decoder.embed_tokens(ids)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context=None) -> torch.Tensor:
         out = self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
         return out.last_hidden_state

@@ -47,7 +47,6 @@ from .report import DEFAULT_THRESHOLDS
 
 log = logging.getLogger(__name__)
 
-BACKBONE_PREFIX = "language.backbone."
 HEADS_FILE = "sigma_telepathy_heads.safetensors"
 BASE_KEYS = ("base_action_vector", "base_action_chunk", "base_action_trajectory")
 GT_KEYS = ("gt_action_vector", "gt_action_chunk", "gt_action_trajectory")
@@ -148,7 +147,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", heads: str 
 
 def heads_tensors(model: SigmaModel) -> dict[str, torch.Tensor]:
     """Every non-backbone parameter and buffer: the content of sigma_telepathy_heads.safetensors."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
+    from ..training.checkpointing import heads_state_dict
+
+    return heads_state_dict(model)
 
 
 def check_a_stats(tensors: Mapping[str, torch.Tensor], source: str = "model") -> dict[str, Any]:

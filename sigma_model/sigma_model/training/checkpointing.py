@@ -41,11 +41,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import external_prefixes, persistent_state_dict, save_checkpoint
 from ..configuration_sigma import SigmaConfig
 from .configuration_training import TrainingConfig
 from .ema import WeightEMA
-from .lora import BACKBONE_PREFIX, has_lora, is_lora_name, load_adapter, merged_state_dict, save_adapter
+from .lora import backbone_prefixes, has_lora, is_lora_name, load_adapter, merged_state_dict, save_adapter
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,16 @@ def plain_key(key: str) -> str:
 # ------------------------------------------------------------- model parts
 def heads_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every non-backbone parameter and buffer of a SigmaModel (the telepathy heads file)."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
+    prefixes = backbone_prefixes(model)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
 
 
 def backbone_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's own (non-LoRA) weights under plain key names."""
-    return {plain_key(k): v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX) and not is_lora_name(k)}
+    """The backbone's own (non-LoRA) weights under plain key names; none of a backbone whose
+    weights are external (a VLA: its checkpoint is referenced, never copied)."""
+    prefixes, external = backbone_prefixes(model), external_prefixes(model)
+    return {plain_key(k): v for k, v in model.state_dict().items()
+            if k.startswith(prefixes) and not k.startswith(external) and not is_lora_name(k)}
 
 
 def _load_partial(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -148,7 +152,8 @@ class _MergedView:
 
     def __init__(self, model: nn.Module, config: SigmaConfig | None = None) -> None:
         self.config, self.workspaces = config or model.config, model.workspaces
-        self._state = merged_state_dict(model) if has_lora(model) else model.state_dict()
+        merge = has_lora(model) and not external_prefixes(model)
+        self._state = merged_state_dict(model) if merge else persistent_state_dict(model)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self._state
@@ -156,7 +161,9 @@ class _MergedView:
 
 def export_merged_model(model: nn.Module, directory: str | Path, config: SigmaConfig | None = None) -> Path:
     """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads;
-    `config` replaces the model's (same architecture, e.g. with normalisation statistics added)."""
+    `config` replaces the model's (same architecture, e.g. with normalisation statistics added).
+    A backbone with external weights cannot be merged without copying it: its adapters stay
+    unmerged (re-applied at load from config.backbone_lora)."""
     return save_checkpoint(_MergedView(model, config), directory)
 
 
@@ -285,8 +292,9 @@ def save_training_checkpoint(
         if lora_config is not None and has_lora(model):
             save_adapter(model, lora_config, tmp / "adapter")
         save_heads(model, tmp / HEADS_FILE)
-        if save_frozen_backbone and getattr(model, "language", None) is not None:
-            _save_tensors(tmp / BACKBONE_FILE, backbone_state_dict(model), "backbone_frozen")
+        frozen = backbone_state_dict(model) if save_frozen_backbone and getattr(model, "language", None) is not None else {}
+        if frozen:
+            _save_tensors(tmp / BACKBONE_FILE, frozen, "backbone_frozen")
         names = param_names if param_names is not None else []
         tensors, meta = optimizer_to_tensors(optimizer, names)
         _save_tensors(tmp / OPTIMIZER_TENSORS, tensors, "optimizer")

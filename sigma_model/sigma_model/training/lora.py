@@ -1,12 +1,13 @@
 """LoRA on the Sigma backbone with peft (paper 4.2: r = 16 with dropout on q/k/v/o projections).
 
-The adapters are injected into the backbone's decoder only (`model.language.backbone.decoder`),
-so Sigma's own attention layers (nn.MultiheadAttention, out_proj) are never touched. Every other
-backbone weight is frozen; the non-backbone Sigma parameters (vision workspace, language heads,
-action workspace: the "telepathy heads") stay trainable unless the run says otherwise.
+The adapters are injected into the backbone's decoder only (`model.language.backbone.decoder`;
+for a VLA its VLM's language model), so Sigma's own attention layers (nn.MultiheadAttention,
+out_proj) are never touched. Every other backbone weight is frozen, a VLA's image encoder
+included; the non-backbone Sigma parameters (vision workspace, language heads, action
+workspace: the "telepathy heads") stay trainable unless the run says otherwise.
 
-Optional 4-bit (bitsandbytes NF4) needs CUDA; on a CPU-only machine `check_4bit_available` raises
-a clear RuntimeError before anything is loaded.
+Optional 4-bit (bitsandbytes NF4) needs CUDA; on a CPU-only machine
+`sigma_model.backbones.quantization.require_4bit` raises a clear RuntimeError before anything is loaded.
 """
 
 from __future__ import annotations
@@ -29,17 +30,12 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_NAME = "default"
 
 
-def check_4bit_available() -> None:
-    """Raise RuntimeError unless 4-bit loading can work here (CUDA GPU + bitsandbytes)."""
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            "load_in_4bit needs a CUDA GPU (bitsandbytes NF4 kernels); this machine has none. "
-            "Train without --load-in-4bit on CPU."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise RuntimeError("load_in_4bit needs bitsandbytes: pip install bitsandbytes") from err
+def backbone_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of backbone weights: the language backbone and every module with
+    external weights (a VLA's image encoder)."""
+    from ..checkpoint import external_prefixes
+
+    return (BACKBONE_PREFIX,) + external_prefixes(model)
 
 
 def backbone_decoder(model: nn.Module) -> nn.Module:
@@ -81,7 +77,10 @@ def prepare_finetuning(model: nn.Module, config):
     """Make the parameters a `FinetuneConfig` names trainable: LoRA adapters on the backbone (or a
     frozen backbone without them) and the non-backbone heads. Returns the peft LoraConfig or None."""
     lora_config = None
-    if config.use_lora:
+    if config.use_lora and has_lora(model):  # a VLA backbone's, applied at build from config.backbone_lora
+        lora_config = make_lora_config(**model.config.backbone_lora)
+        freeze_backbone(model, keep_lora=True)
+    elif config.use_lora:
         lora_config = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
     else:
         freeze_backbone(model, keep_lora=False)
@@ -91,14 +90,16 @@ def prepare_finetuning(model: nn.Module, config):
 
 def freeze_backbone(model: nn.Module, keep_lora: bool = True) -> None:
     """requires_grad = False on every backbone parameter except (keep_lora) the LoRA adapters."""
+    prefixes = backbone_prefixes(model)
     for name, param in model.named_parameters():
-        if name.startswith(BACKBONE_PREFIX):
+        if name.startswith(prefixes):
             param.requires_grad_(keep_lora and is_lora_name(name))
 
 
 def set_heads_trainable(model: nn.Module, trainable: bool) -> None:
+    prefixes = backbone_prefixes(model)
     for name, param in model.named_parameters():
-        if not name.startswith(BACKBONE_PREFIX):
+        if not name.startswith(prefixes):
             param.requires_grad_(trainable)
 
 
@@ -127,6 +128,7 @@ def expected_lora_parameter_count(model_before_lora: nn.Module, r: int,
 def trainable_summary(model: nn.Module) -> dict[str, int]:
     """Trainable / total parameter counts, split into LoRA, other backbone, and heads."""
     out = {"total": 0, "trainable": 0, "lora": 0, "backbone_trainable": 0, "heads_trainable": 0}
+    prefixes = backbone_prefixes(model)
     for name, p in model.named_parameters():
         out["total"] += p.numel()
         if not p.requires_grad:
@@ -134,7 +136,7 @@ def trainable_summary(model: nn.Module) -> dict[str, int]:
         out["trainable"] += p.numel()
         if is_lora_name(name):
             out["lora"] += p.numel()
-        elif name.startswith(BACKBONE_PREFIX):
+        elif name.startswith(prefixes):
             out["backbone_trainable"] += p.numel()
         else:
             out["heads_trainable"] += p.numel()

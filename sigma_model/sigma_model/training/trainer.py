@@ -54,7 +54,8 @@ from .checkpointing import (
 from .configuration_training import TrainingConfig
 from .curriculum import Curriculum
 from .ema import WeightEMA
-from .lora import check_4bit_available, prepare_finetuning, trainable_summary
+from ..backbones.quantization import require_4bit
+from .lora import prepare_finetuning, trainable_summary
 from .metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,16 @@ def build_model(config: TrainingConfig, model_config: SigmaConfig, load_init: bo
     torch.manual_seed(config.seed)
     use_init = bool(config.init_checkpoint) and load_init
     if config.load_in_4bit:
-        check_4bit_available()
+        require_4bit()
         if use_init:
             raise ValueError("init_checkpoint cannot be combined with load_in_4bit (the checkpoint holds full-precision backbone weights)")
         if not model_config.backbone_4bit:
             model_config = SigmaConfig.from_dict({**model_config.to_dict(), "backbone_4bit": True})
+    lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                target_modules=tuple(config.lora_target_modules))
+    if config.use_lora and model_config.vla_backbone and not use_init:
+        # a VLA's weights stay external: SigmaModel applies the LoRA itself, at every load too
+        model_config = SigmaConfig.from_dict({**model_config.to_dict(), "backbone_lora": lora})
     if use_init:
         model = load_checkpoint(config.init_checkpoint)
     else:
@@ -176,7 +182,9 @@ def compute_losses(
         prev_obs = observation_from_batch(batch, c, device, prefix="prev_") if "prev_vision_inputs" in batch else obs
         with torch.no_grad(), amp:
             v0 = model.vision_stage(prev_obs, None)
-            l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None)
+            l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None,
+                                      image_tokens=v0.backbone_image_tokens, robot_state=prev_obs.robot_state,
+                                      with_actions=False)
         tau_prev, m_prev = l0.tau.float().detach(), l0.memory.float().detach()
     with amp:
         out = model(obs, text, tau_prev=tau_prev, memory_prev=m_prev, telepathy=config.telepathy,
@@ -390,7 +398,7 @@ class SigmaTrainer:
         path = save_training_checkpoint(
             self.checkpoint_root, self.step, self.model, cfg, self.optimizer, self.scheduler, state,
             generator=self.generator, lora_config=self.lora_config, param_names=self.param_names,
-            save_merged_model=cfg.save_merged_model and not cfg.load_in_4bit,
+            save_merged_model=cfg.save_merged_model and (not cfg.load_in_4bit or self.model_config.vla_backbone),
             save_frozen_backbone=not cfg.load_in_4bit, ema=self.ema,
         )
         prune_checkpoints(self.checkpoint_root, cfg.keep_checkpoints)
