@@ -12,19 +12,25 @@ ROS 2 wheels). Arguments:
     log_level:=info
     respawn:=true|false           restart a node that exits or crashes (default true)
     respawn_delay:=1.0            seconds before the restart
+    robot:=so101_follower         also start sigma-robot on this LeRobot robot type (default: none;
+                                  sigma_so101_sim: the simulated SO-101)
+    port:=/dev/ttyACM0            the robot's serial port
+    robot_id:=my_follower         the robot's id (names its LeRobot calibration file)
     composition:=processes        one process per node (default), or single_process: the four
-                                  nodes composed in one process on one executor (sigma-graph
-                                  --single-process)
+                                  nodes (and the robot node) composed in one process on one
+                                  executor (sigma-graph --single-process)
 
 The nodes are managed (lifecycle) nodes. With composition:=processes each is a launch_ros
 LifecycleNode, configured (ChangeState configure) when its process starts, and after every
 respawn, and activated when it reaches ``inactive`` from ``configuring``; a node deactivated by
-hand (``ros2 lifecycle set /controller_node deactivate``) stays inactive. With
-composition:=single_process, sigma-graph drives the transitions of its nodes itself through the
-same lifecycle services; launch respawns the whole process.
+hand (``ros2 lifecycle set /controller_node deactivate``) stays inactive. The robot node connects
+and activates itself when it starts (no events). With composition:=single_process, sigma-graph
+drives the transitions of its nodes itself through the same lifecycle services; launch respawns
+the whole process.
 
-Example: ros2 launch sigma_ros sigma.launch.py camera_topic:=/front/image_raw \
-             motor_commands_topic:=/arm_controller/joint_trajectory dry_run:=true
+Examples: ros2 launch sigma_ros sigma.launch.py camera_topic:=/front/image_raw \
+              motor_commands_topic:=/arm_controller/joint_trajectory dry_run:=true
+          ros2 launch sigma_ros sigma.launch.py robot:=so101_follower port:=/dev/ttyACM0 robot_id:=my_follower
 """
 
 from launch import LaunchDescription
@@ -62,17 +68,18 @@ def _launch_nodes(context, *args, **kwargs):
     respawn, respawn_delay = graph.respawn_settings(LaunchConfiguration("respawn").perform(context),
                                                     LaunchConfiguration("respawn_delay").perform(context))
     topics = {key: LaunchConfiguration(f"{key}_topic").perform(context) for key in graph.EXTERNAL_TOPICS}
+    robot = {field: LaunchConfiguration(arg).perform(context) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
     composition = graph.composition(LaunchConfiguration("composition").perform(context))
     if composition == "single_process":
         return [ExecuteProcess(
             cmd=[ExecutableInPackage("sigma-graph", graph.PACKAGE)]
-            + graph.single_process_arguments(params_file, checkpoint, dry_run, topics, log_level),
+            + graph.single_process_arguments(params_file, checkpoint, dry_run, topics, log_level, robot),
             name="sigma_graph", output="screen", emulate_tty=True, respawn=respawn, respawn_delay=respawn_delay)]
     remaps = graph.remap_rules(topics)
     actions = []
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot["type"]):
         parameters = [params_file]
-        overrides = graph.node_overrides(spec, checkpoint, dry_run)
+        overrides = graph.node_overrides(spec, checkpoint, dry_run, robot)
         if overrides:
             parameters.append(overrides)
         node = LifecycleNode(
@@ -88,7 +95,8 @@ def _launch_nodes(context, *args, **kwargs):
             respawn=respawn,
             respawn_delay=respawn_delay,
         )
-        actions += _bring_up(node) + [node]
+        # the robot node connects and activates itself
+        actions += ([] if spec.name == graph.ROBOT_NODE.name else _bring_up(node)) + [node]
     return actions
 
 
@@ -108,8 +116,15 @@ def generate_launch_description():
                                           "false: a node that exits stays down"),
         DeclareLaunchArgument("respawn_delay", default_value=str(graph.RESPAWN_DELAY_S),
                               description="Seconds before a node that exited is restarted"),
+        DeclareLaunchArgument("robot", default_value="",
+                              description="LeRobot robot type to start sigma-robot on (so101_follower, "
+                                          "sigma_so101_sim, ...); empty = no robot node"),
+        DeclareLaunchArgument("port", default_value="",
+                              description="Serial port of the robot (e.g. /dev/ttyACM0); empty = the config file's"),
+        DeclareLaunchArgument("robot_id", default_value="",
+                              description="Robot id, naming its LeRobot calibration file; empty = the config file's"),
         DeclareLaunchArgument("composition", default_value="processes",
-                              description="processes: one process per node; single_process: the four nodes "
+                              description="processes: one process per node; single_process: the nodes "
                                           "composed in one process on one executor (sigma-graph --single-process)"),
     ]
     for key in graph.EXTERNAL_TOPICS:

@@ -42,6 +42,10 @@ _ARRAY_TYPES = {
 }
 
 
+class NodeConfigError(RuntimeError):
+    """A node cannot start as configured (one line for the user; the process exits with EXIT_CONFIG_ERROR)."""
+
+
 @dataclass(frozen=True)
 class Param:
     """One node parameter: name, default (its type is the parameter's type), description."""
@@ -193,7 +197,7 @@ class SigmaNode(LifecycleNode):
             self.subscribe(Empty, topic("reset"), "reset", self._on_reset, qos.INSTRUCTION)
             self.configure()
         except Exception as err:  # noqa: BLE001 - reported by the caller (one line), the node stays unconfigured
-            self.config_error = str(err) if isinstance(err, (CheckpointError, ValueError)) else \
+            self.config_error = str(err) if isinstance(err, (CheckpointError, NodeConfigError, ValueError)) else \
                 f"{type(err).__name__}: {err}"
             self._release()
             self.set_mode("unconfigured", f"configure failed: {self.config_error}")
@@ -421,12 +425,13 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
     """Entry point body of one node process: spin until SIGINT/SIGTERM or shutdown, clean up, exit.
 
     The node starts unconfigured; a lifecycle manager (``sigma-graph``, ``ros2 launch``, ``ros2
-    lifecycle set``) configures and activates it. Exits 0 after a signal, and EXIT_CONFIG_ERROR
-    with one line on stderr when configuring fails (checkpoint missing or corrupt, parameters
-    that do not fit the model). Once the node is shut down and destroyed and the context shut
-    down (which flushes the ROS logs) the process leaves by ``os._exit``: the interpreter's own
-    teardown (a full garbage collection and the release of thousands of torch/transformers
-    module objects) took seconds on a loaded machine and does nothing a node needs.
+    lifecycle set``) configures and activates it (a robot node does both itself). Exits 0 after a
+    signal, and EXIT_CONFIG_ERROR with one line on stderr when configuring fails (checkpoint missing
+    or corrupt, parameters that do not fit the model, a :class:`NodeConfigError`). Once the node is
+    shut down and destroyed and the context shut down (which flushes the ROS logs) the process
+    leaves by ``os._exit``: the interpreter's own teardown (a full garbage collection and the
+    release of thousands of torch/transformers module objects) took seconds on a loaded machine
+    and does nothing a node needs.
     """
     from rclpy.executors import ExternalShutdownException
 
@@ -447,6 +452,9 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
             code = EXIT_CONFIG_ERROR
     except (KeyboardInterrupt, ExternalShutdownException):
         rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the node)
+    except NodeConfigError as err:  # raised before configure (e.g. by a node's own parameter checks)
+        print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
+        code = EXIT_CONFIG_ERROR
     finally:
         if node is not None:
             node.shutdown()

@@ -8,6 +8,7 @@ minimal stand-ins of the few launch classes it uses (the real packages are used 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 import types
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sigma_ros import graph
-from sigma_ros.graph_main import build_parser, node_cli_args, resolve
+from sigma_ros.graph_main import build_parser, node_cli_args, resolve, robot_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "sigma.launch.py"
@@ -121,7 +122,8 @@ def _nodes(entities) -> list[dict]:
 
 def test_launch_arguments_have_descriptions(monkeypatch):
     args, _ = _evaluate(monkeypatch, {})
-    expected = ({"checkpoint", "config_file", "dry_run", "log_level", "respawn", "respawn_delay", "composition"}
+    expected = ({"checkpoint", "config_file", "dry_run", "log_level", "respawn", "respawn_delay", "composition",
+                 "robot", "port", "robot_id"}
                 | {f"{k}_topic" for k in graph.EXTERNAL_TOPICS})
     assert expected <= set(args)
     for a in args.values():
@@ -156,6 +158,27 @@ def test_launch_and_sigma_graph_start_the_same_graph(monkeypatch, tmp_path):
         text = Path(args[4]).read_text()
         assert f'"/{spec.name}"' in text and str(tmp_path) in text
         assert ("dry_run" in text) == (spec.name == "controller_node")
+
+
+def test_robot_argument_adds_the_robot_node_like_sigma_graph(monkeypatch):
+    config = str(ROOT / "config" / "sigma.yaml")
+    nodes = _nodes(_evaluate(monkeypatch, {"config_file": config})[1])
+    assert "robot_node" not in [n["name"] for n in nodes]  # no robot by default
+    nodes = _nodes(_evaluate(monkeypatch, {"config_file": config, "robot": "so101_follower", "port": "/dev/ttyACM0"})[1])
+    assert [n["name"] for n in nodes] == [s.name for s in graph.NODES] + ["robot_node"]
+    robot = nodes[-1]
+    assert robot["executable"] == "sigma-robot"
+    assert robot["parameters"] == [config, {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}]
+
+    cli = build_parser().parse_args(["--config-file", config, "--robot", "so101_follower", "--port", "/dev/ttyACM0"])
+    params_file, remaps, specs = resolve(cli)
+    assert [s.name for s in specs] == [n["name"] for n in nodes]
+    args = node_cli_args(specs[-1], params_file, remaps, "", None, robot=robot_fields(cli))
+    assert args[:3] == ["--ros-args", "--params-file", config]
+    assert json.loads(Path(args[4]).read_text()) == {
+        "/robot_node": {"ros__parameters": {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}}}
+    assert [s.name for s in resolve(build_parser().parse_args(["--config-file", config]))[2]] == \
+        [s.name for s in graph.NODES]
 
 
 def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
@@ -199,6 +222,9 @@ def test_launch_brings_every_node_up_through_lifecycle_events(monkeypatch):
         mine = [entities.index(e) for e in entities
                 if type(e).__name__ == "RegisterEventHandler" and e.args[0] in on_start + on_inactive]
         assert entities.index(node) > max(mine)
+    entities = _evaluate(monkeypatch, {"robot": "so101_follower"})[1]  # the robot node activates itself
+    assert [type(e).__name__ for e in entities].count("LifecycleNode") == 5
+    assert [type(e).__name__ for e in entities].count("RegisterEventHandler") == 8
 
 
 @pytest.mark.skipif(REAL_LAUNCH, reason="reads the stand-ins' recorded arguments")
@@ -212,7 +238,10 @@ def test_launch_composition_single_process_runs_the_composed_sigma_graph(monkeyp
     assert cmd[0].args == ("sigma-graph", "sigma_ros")  # ExecutableInPackage
     assert process.kwargs["respawn"] is True and process.kwargs["respawn_delay"] == 3.0
     cli = build_parser().parse_args(cmd[1:])
-    assert cli.single_process and cli.log_level == "warn"
+    assert cli.single_process and cli.log_level == "warn" and robot_fields(cli) == {"type": "", "port": "", "id": ""}
+    [robot] = _evaluate(monkeypatch, dict(given, robot="sigma_so101_sim", robot_id="arm1"))[1]
+    assert robot_fields(build_parser().parse_args(robot.kwargs["cmd"][1:])) == \
+        {"type": "sigma_so101_sim", "port": "", "id": "arm1"}
     # the same graph as composition:=processes and as sigma-graph with the same values
     params_file, remaps, specs = resolve(cli)
     nodes = _nodes(_evaluate(monkeypatch, dict(given, composition="processes"))[1])
@@ -225,7 +254,7 @@ def test_launch_composition_single_process_runs_the_composed_sigma_graph(monkeyp
 
 def test_console_scripts_match_graph():
     text = (ROOT / "setup.py").read_text()
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="so101_follower"):
         assert re.search(rf'"{re.escape(spec.executable)}\s*=\s*{re.escape(spec.module)}:main"', text), spec.executable
     assert "sigma-graph = sigma_ros.graph_main:main" in text
     assert "sigma-instruct = sigma_ros.instruct:main" in text
@@ -238,10 +267,21 @@ def test_config_file_sections_match_node_parameters():
     data = yaml.safe_load((ROOT / "config" / "sigma.yaml").read_text())
     common = data["/**"]["ros__parameters"]
     assert set(common) == {p.name for p in COMMON_PARAMS}
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="so101_follower"):
         declared = {p.name: p for p in spec.load_class().PARAMS}
-        section = data[spec.name]["ros__parameters"]
+        section = _flatten(data[spec.name]["ros__parameters"])
         assert set(section) == set(declared), spec.name
         for name, value in section.items():  # typed parameters: the file's types match the declarations
             default = declared[name].default
             assert type(value) is type(default) or (isinstance(default, list) and isinstance(value, list)), name
+
+
+def _flatten(section: dict, prefix: str = "") -> dict:
+    """A parameter file's nested mapping -> dotted parameter names (``robot: {type: x}`` -> ``robot.type``)."""
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
