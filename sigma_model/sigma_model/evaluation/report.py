@@ -288,7 +288,11 @@ def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: M
             if k not in _KNOWN_KEYS and k not in {s[0] for s in SCALES.values()} and k not in extra_keys \
                     and _num(v) is not None:
                 extra_keys.append(k)
-    out["extra"] = {k: _weighted_mean((_num(r.get(k)), r.get("num_samples", 0)) for r in records) for k in extra_keys}
+    # extras are means weighted by samples; over episodes (closed loop) each episode counts once
+    def weight(r: Mapping[str, Any]) -> float:
+        return 1 if r.get("episode_success") is not None else r.get("num_samples", 0)
+
+    out["extra"] = {k: _weighted_mean((_num(r.get(k)), weight(r)) for r in records) for k in extra_keys}
     null = _null_reasons(out, has_hard and n_samples > 0)
     out["not_applicable"] = {f: (reasons or {}).get(f, why) for f, why in null.items()}
     return out
