@@ -88,7 +88,7 @@ def report(modules: list[str]) -> float | None:
         print("no mutation results yet: run `make mutation`", file=sys.stderr)
         return None
     rows, survivors = [], []
-    tot_killed = tot_scored = 0
+    tot_killed = tot_scored = unchecked = 0
     for module in modules:
         names = sorted(n for n in results if module_of(n) == module)
         counts = {"killed": 0, "survived": 0, "equivalent": 0, "no tests": 0, "not checked": 0}
@@ -106,6 +106,7 @@ def report(modules: list[str]) -> float | None:
         scored = counts["killed"] + counts["survived"] + counts["no tests"]
         tot_killed += counts["killed"]
         tot_scored += scored
+        unchecked += counts["not checked"]
         score = f"{100.0 * counts['killed'] / scored:5.1f}%" if scored else "  n/a"
         rows.append((module, len(names), counts, score))
     print(f"{'module':<14}{'mutants':>8}{'killed':>8}{'survived':>9}{'no tests':>9}{'equiv.':>7}{'unchecked':>10}  score")
@@ -115,7 +116,8 @@ def report(modules: list[str]) -> float | None:
     overall = 100.0 * tot_killed / tot_scored if tot_scored else None
     if overall is not None:
         print(f"mutation score: {overall:.1f}% ({tot_killed} of {tot_scored} non-equivalent mutants killed;"
-              f" listed equivalent mutants: {EQUIVALENT_FILE.relative_to(ROOT)})")
+              f" listed equivalent mutants: {EQUIVALENT_FILE.relative_to(ROOT)})"
+              + (f"; {unchecked} mutants not checked yet" if unchecked else ""))
     if survivors:
         print(f"\nsurviving mutants ({len(survivors)}; `python scripts/mutation.py --show NAME` prints one):")
         for module, n, label in survivors:

@@ -127,6 +127,20 @@ def test_measurements_are_read_as_n_numbers_whatever_their_container():
                          ([0.0, np.nan, 0.0], "joint state not finite")):
         d = f.step(np.array([0.05, 0.0, 0.0]), reading, 0.01)
         assert d.fault and d.mode == MODE_HOLD and d.reasons[0] == why
+    d = f.step(np.array([0.05, 0.0, 0.0]), [0.0, 0.0, 0.9], 0.02)  # the reason names the joint
+    assert d.fault and d.reasons[0].startswith("implausible joint state: c = 0.9 rad")
+
+
+def test_targets_are_read_as_n_numbers_or_rejected():
+    f = make()
+    f.feed_plan(0.0)
+    d = f.step(np.array([[0.05, 0.0, 0.0]]), np.zeros(3), 0.0)  # (1, n)
+    assert d.mode == MODE_TRACK
+    np.testing.assert_array_equal(d.command, [0.05, 0.0, 0.0])
+    for bad in (["a", "b", "c"], [object()] * 3):
+        d = f.step(bad, np.zeros(3), 0.01)
+        assert d.mode == MODE_HOLD and "non-finite or mis-sized target rejected" in d.reasons
+    assert f.rejected_targets == 2
 
 
 def test_measurement_beyond_the_limits_within_tolerance_is_limited_against_it():
@@ -228,3 +242,12 @@ def test_never_nan_under_random_inputs():
 def test_bad_config_raises(kw):
     with pytest.raises(ValueError):
         make(**kw)
+
+
+def test_a_hold_without_a_target_says_whether_the_plan_is_missing_or_stale():
+    f = make(plan_timeout_s=0.5)
+    d = f.step(None, np.zeros(3), 0.0)
+    assert d.reasons == ["no plan"]
+    f.feed_plan(0.0)
+    assert f.step(None, np.zeros(3), 0.1).reasons == ["no plan"]  # a fresh plan, but no target this tick
+    assert f.step(None, np.zeros(3), 1.0).reasons == ["plan stale (1.000s > 0.5s)"]
