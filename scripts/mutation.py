@@ -49,6 +49,7 @@ SCOPE: dict[str, list[str]] = {
                "sigma_model.data.shards.xǁShardWriterǁ*",
                "sigma_model.data.shards.xǁShardDatasetǁ*"],
     "replay": ["sigma_model.evaluation.replay.x_replay__mutmut_*",
+               "sigma_model.evaluation.replay.xǁEpisodeStateǁ*",
                "sigma_model.evaluation.replay.x_batch_record__mutmut_*",
                "sigma_model.evaluation.replay.x_observation_from_batch__mutmut_*"],
 }

@@ -249,7 +249,7 @@ def run_demo(args) -> dict[str, Any]:
     from sigma_model.configuration_sigma import SigmaConfig
     from sigma_ros import graph, qos
     from sigma_ros.graph_main import create_nodes
-    from sigma_ros.sim_node import make_sim_node_class
+    from sigma_ros.sim_node import SimNode
     from sigma_ros.testing import domain_id_for
     from sigma_sim.closed_loop import episode_instruction
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
@@ -311,7 +311,7 @@ def run_demo(args) -> dict[str, Any]:
             "max_episode_s": float(args.max_episode_s), "command_type": "joint_trajectory",
             "env_state_encoding": (mconf.notes or {}).get("env_state") or "raw",
         }, node_name="sim_node")
-        sim = make_sim_node_class()(env=env, context=context, cli_args=sim_params)
+        sim = SimNode(env=env, context=context, cli_args=sim_params)
         if args.gui:
             try:
                 import mujoco.viewer
@@ -414,14 +414,14 @@ def run_demo(args) -> dict[str, Any]:
     times = [r["time_to_success_s"] for r in results if r["time_to_success_s"] is not None]
     summary = {
         "checkpoint": checkpoint, "episodes": len(results), "successes": ok,
-        "success_rate": ok / max(1, len(results)),
+        "episode_success_rate": ok / max(1, len(results)),
         "mean_time_to_success_s": sum(times) / len(times) if times else None,
         "telepathy": args.telepathy == "on", "adapter": bool(args.adapter),
         "sim_timing_ms": timing, "latency_ms": lat, "episodes_detail": results,
         "wall_s": time.perf_counter() - t_start,
     }
     print("")
-    print(f"[sigma-demo] success rate: {ok}/{len(results)} = {summary['success_rate']:.0%}"
+    print(f"[sigma-demo] success rate: {ok}/{len(results)} = {summary['episode_success_rate']:.0%}"
           + (f"; mean time to success {summary['mean_time_to_success_s']:.2f} s" if times else ""))
     print("[sigma-demo] per-stage latency (mean over each node's status window):")
     for line in format_latency(lat):

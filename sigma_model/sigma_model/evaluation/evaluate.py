@@ -19,7 +19,7 @@ from .replay import ALL_CONDITIONS, BASELINE_SOURCES, ReplayConfig
 
 SUMMARY_FIELDS = ("num_samples", "num_batches", "avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2",
                   "avg_semantic_text_alignment", "hard_sample_fraction", "total_hard_samples",
-                  "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj", "success_rate")
+                  "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj", "window_success_rate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=BASELINE_SOURCES, default="auto",
                    help="baseline source: auto = checkpoint if given, else the shards' base_action_*, else tau = 0")
     p.add_argument("--heads", default=None, help="sigma_telepathy_heads.safetensors to load over the checkpoint")
+    p.add_argument("--init-heads", default=None,
+                   help="the heads the run started from, for CHECK A (default: sigma_telepathy_heads_init.safetensors "
+                        "of the checkpoint's training run, when found)")
+    p.add_argument("--no-carry", action="store_true",
+                   help="replay every window from a zero state (default: tau and memory carried through each episode)")
     p.add_argument("--batch-size", type=int, default=4, help="the paper replays 723 windows in 181 batches of 4")
     p.add_argument("--max-batches", type=int, default=None, help="replay at most this many batches")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-batch diffusion noise")
@@ -48,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2),
                    help="a sample is hard when any of its MSEs exceeds its threshold")
     p.add_argument("--success-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2),
-                   help="a sample succeeds when all of its MSEs are within their thresholds")
+                   help="window_success_rate: the fraction of windows whose MSEs are all within these")
     a = p.add_argument_group("adapter (paper 4.3)")
     a.add_argument("--adapter-config", default=None, help="JSON file with AdapterConfig fields (flags below override)")
     d = AdapterConfig()
@@ -89,6 +94,21 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def format_check_a(ca: dict) -> str:
+    """CHECK A as text: the groups' statistics, and the trained heads against their initialisation."""
+    lines = ["CHECK A (telepathy heads):"]
+    for group in ("experimental", "control"):
+        g = ca.get(group) or {}
+        lines.append(f"  {group:<13} heads_tensors={g.get('heads_tensors')} mean={_fmt(g.get('mean'))} "
+                     f"std={_fmt(g.get('std'))} rms={_fmt(g.get('rms'))}  ({g.get('source')})")
+    lines.append(f"  identical: {ca.get('identical')}")
+    if ca.get("relative_change") is not None:
+        paths = ", ".join(f"{k} {v:.3g}" for k, v in (ca.get("telepathy_paths") or {}).items())
+        lines.append(f"  vs initialisation: relative change {ca['relative_change']:.3g} ({paths})")
+    lines.append(f"  {ca.get('status', 'not run')}")
+    return "\n".join(lines)
+
+
 def format_summary(report: dict) -> str:
     from .report import format_check_b
 
@@ -118,12 +138,7 @@ def format_summary(report: dict) -> str:
     ca = report.get("check_a") or {}
     if ca:
         lines.append("")
-        lines.append("CHECK A (telepathy heads):")
-        for group in ("experimental", "control"):
-            g = ca.get(group) or {}
-            lines.append(f"  {group:<13} heads_tensors={g.get('heads_tensors')} mean={_fmt(g.get('mean'))} "
-                         f"std={_fmt(g.get('std'))} rms={_fmt(g.get('rms'))}  ({g.get('source')})")
-        lines.append(f"  identical: {ca.get('identical')}")
+        lines.append(format_check_a(ca))
     labels = {n: conds[n].get("label", n) for n in names}
     lines.append("")
     lines.append(f"CHECK B (every {report['check_b']['every']} batches):")
@@ -137,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from .replay import _shard_dataset, num_batches, run_replay
+        from .replay import _shard_dataset, episode_batches, run_replay
         from .report import refuse_existing_report
 
         refuse_existing_report(args.output, args.overwrite)
@@ -151,26 +166,27 @@ def main(argv: list[str] | None = None) -> int:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         config = ReplayConfig(
             batch_size=args.batch_size, max_batches=args.max_batches, seed=args.seed, conditions=tuple(args.conditions),
-            baseline=args.baseline, device=device,
+            baseline=args.baseline, device=device, carry_state=not args.no_carry,
             hard_thresholds=dict(zip(("vec", "chunk", "traj"), args.hard_thresholds)),
             success_thresholds=dict(zip(("vec", "chunk", "traj"), args.success_thresholds)),
         )
         adapter_config = adapter_config_from_args(args)
         if not 0 < args.confidence < 1:
             raise ValueError("--confidence must be in (0, 1)")
-        dataset = _shard_dataset(args.shards)
+        dataset = _shard_dataset(args.shards, config.batch_size)
+        plan = episode_batches(dataset, config.batch_size, config.max_batches)
         bar = None
         if not (args.no_progress or args.quiet):
             from tqdm import tqdm
 
-            bar = tqdm(total=min(len(dataset), num_batches(len(dataset), config.batch_size, config.max_batches) * config.batch_size),
-                       unit="sample", desc="sigma-eval", dynamic_ncols=True)
+            bar = tqdm(total=sum(len(b) for b in plan), unit="sample", desc="sigma-eval", dynamic_ncols=True)
         try:
             report, result = run_replay(
                 args.shards, args.checkpoint, args.output, config=config, adapter_config=adapter_config,
-                baseline_checkpoint=args.baseline_checkpoint, heads=args.heads, ci_method=args.ci,
+                baseline_checkpoint=args.baseline_checkpoint, heads=args.heads, init_heads=args.init_heads,
+                ci_method=args.ci,
                 confidence=args.confidence, n_boot=args.n_bootstrap, table_every=args.table_every,
-                plots=not args.no_plots, progress=None if bar is None else bar.update, dataset=dataset,
+                plots=not args.no_plots, progress=None if bar is None else bar.update, dataset=dataset, plan=plan,
             )
         finally:
             if bar is not None:
