@@ -368,7 +368,6 @@ def choose_baseline(requested: str, has_checkpoint: bool, has_dataset: bool) -> 
     return requested
 
 
-@torch.no_grad()
 def replay(
     model: SigmaModel,
     batches: Iterable[Mapping[str, Any]],
@@ -378,144 +377,145 @@ def replay(
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Replay batches (shard sample keys, collated) under the configured conditions."""
-    cfg = config or ReplayConfig()
-    adapter = adapter or RiskGatedAdapter()
-    missing_ws = [w for w in ("vision", "language", "action") if w not in model.workspaces]
-    if missing_ws:
-        raise ValueError(f"replay needs a model with all workspaces; this one lacks {missing_ws}")
-    model.eval()
-    if baseline_model is not None:
-        baseline_model.eval()
-    device = next(model.parameters()).device
-    mc = model.config
-    records: list[dict[str, Any]] = []
-    source: str | None = None
-    corrected_any = False
-    n_samples = 0
-    n_batches = 0
-    start = time.perf_counter()
-    want = set(cfg.conditions)
-    states = {"on": EpisodeState(mc.d_tau, mc.d_model), "off": EpisodeState(mc.d_tau, mc.d_model)}
-    if baseline_model is not None:
-        states["baseline"] = EpisodeState(baseline_model.config.d_tau, baseline_model.config.d_model)
-    carried = 0
-    seen: set[int] = set()
+    with torch.no_grad():  # a block, not a decorator: mutmut mutates undecorated functions only
+        cfg = config or ReplayConfig()
+        adapter = adapter or RiskGatedAdapter()
+        missing_ws = [w for w in ("vision", "language", "action") if w not in model.workspaces]
+        if missing_ws:
+            raise ValueError(f"replay needs a model with all workspaces; this one lacks {missing_ws}")
+        model.eval()
+        if baseline_model is not None:
+            baseline_model.eval()
+        device = next(model.parameters()).device
+        mc = model.config
+        records: list[dict[str, Any]] = []
+        source: str | None = None
+        corrected_any = False
+        n_samples = 0
+        n_batches = 0
+        start = time.perf_counter()
+        want = set(cfg.conditions)
+        states = {"on": EpisodeState(mc.d_tau, mc.d_model), "off": EpisodeState(mc.d_tau, mc.d_model)}
+        if baseline_model is not None:
+            states["baseline"] = EpisodeState(baseline_model.config.d_tau, baseline_model.config.d_model)
+        carried = 0
+        seen: set[int] = set()
 
-    def run(stream: str, net: SigmaModel, keys, texts, obs, tokens, telepathy: bool, seed: int, dev):
-        """One condition's pass, fed and feeding its own carried state (zeros without keys)."""
-        tau_prev = memory_prev = None
-        n_carried = 0
-        if keys is not None:
-            tau_prev, memory_prev, n_carried = states[stream].previous(keys, texts, dev)
-        out = net(obs, tokens, tau_prev=tau_prev, memory_prev=memory_prev, telepathy=telepathy,
-                  generator=torch.Generator(device=dev).manual_seed(seed))
-        if keys is not None:
-            states[stream].update(keys, texts, out.language.tau, out.language.memory)
-        return out, n_carried
+        def run(stream: str, net: SigmaModel, keys, texts, obs, tokens, telepathy: bool, seed: int, dev):
+            """One condition's pass, fed and feeding its own carried state (zeros without keys)."""
+            tau_prev = memory_prev = None
+            n_carried = 0
+            if keys is not None:
+                tau_prev, memory_prev, n_carried = states[stream].previous(keys, texts, dev)
+            out = net(obs, tokens, tau_prev=tau_prev, memory_prev=memory_prev, telepathy=telepathy,
+                      generator=torch.Generator(device=dev).manual_seed(seed))
+            if keys is not None:
+                states[stream].update(keys, texts, out.language.tau, out.language.memory)
+            return out, n_carried
 
-    for index, batch in enumerate(batches):
-        if cfg.max_batches is not None and index >= cfg.max_batches:
-            break
-        for key in (*GT_KEYS, "vision_inputs", "robot_state", "text"):
-            if key not in batch:
-                raise ValueError(f"batch {index} lacks {key!r} (has {sorted(batch)})")
-        texts = list(batch["text"])
-        has_base = all(k in batch for k in BASE_KEYS)
-        if source is None:
-            source = choose_baseline(cfg.baseline, baseline_model is not None, has_base)
-        elif source == "dataset" and not has_base:
-            raise ValueError(f"batch {index} lacks {list(BASE_KEYS)} but earlier batches had them")
-        obs, corrected = observation_from_batch(batch, mc, device)
-        corrected_any |= corrected
-        targets = _targets(batch, GT_KEYS, mc, device)
-        tokens = model.tokenize(texts)
-        seed = cfg.seed * 1_000_003 + index
-        keys = EpisodeState.keys(batch) if cfg.carry_state else None
-        if keys is not None:
-            seen.update(e for e, _ in keys)
+        for index, batch in enumerate(batches):
+            if cfg.max_batches is not None and index >= cfg.max_batches:
+                break
+            for key in (*GT_KEYS, "vision_inputs", "robot_state", "text"):
+                if key not in batch:
+                    raise ValueError(f"batch {index} lacks {key!r} (has {sorted(batch)})")
+            texts = list(batch["text"])
+            has_base = all(k in batch for k in BASE_KEYS)
+            if source is None:
+                source = choose_baseline(cfg.baseline, baseline_model is not None, has_base)
+            elif source == "dataset" and not has_base:
+                raise ValueError(f"batch {index} lacks {list(BASE_KEYS)} but earlier batches had them")
+            obs, corrected = observation_from_batch(batch, mc, device)
+            corrected_any |= corrected
+            targets = _targets(batch, GT_KEYS, mc, device)
+            tokens = model.tokenize(texts)
+            seed = cfg.seed * 1_000_003 + index
+            keys = EpisodeState.keys(batch) if cfg.carry_state else None
+            if keys is not None:
+                seen.update(e for e, _ in keys)
 
-        out_on, n_carried = run("on", model, keys, texts, obs, tokens, True, seed, device)
-        carried += n_carried
-        lang = out_on.language
-        tau_l2 = lang.tau.float().norm(dim=-1)
-        sem = torch.nn.functional.cosine_similarity(lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1)
-        need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (source == "tau0" and "baseline" in want)
-        out_off = None
-        if need_off:  # tau = 0 everywhere: vision FiLM, language modulator, action residual
-            out_off, _ = run("off", model, keys, texts, obs, tokens, False, seed, device)
+            out_on, n_carried = run("on", model, keys, texts, obs, tokens, True, seed, device)
+            carried += n_carried
+            lang = out_on.language
+            tau_l2 = lang.tau.float().norm(dim=-1)
+            sem = torch.nn.functional.cosine_similarity(lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1)
+            need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (source == "tau0" and "baseline" in want)
+            out_off = None
+            if need_off:  # tau = 0 everywhere: vision FiLM, language modulator, action residual
+                out_off, _ = run("off", model, keys, texts, obs, tokens, False, seed, device)
 
-        if source == "checkpoint":
-            b_tokens = baseline_model.tokenize(texts)
-            b_obs, _ = observation_from_batch(batch, baseline_model.config, next(baseline_model.parameters()).device)
-            b_out, _ = run("baseline", baseline_model, keys, texts, b_obs, b_tokens, False, seed,
-                           next(baseline_model.parameters()).device)
-            base = tuple(t.to(device) for t in (b_out.action.action_vector, b_out.action.action_chunk, b_out.action.action_trajectory))
-            for t, name in zip(base, GT_KEYS):
-                if t.shape != targets[GT_KEYS.index(name)].shape:
-                    raise ValueError(f"baseline model predicts {name} {list(t.shape)}, the data has {list(targets[GT_KEYS.index(name)].shape)}")
-            b_tau = b_out.language.tau.float().norm(dim=-1)
-            b_sem = torch.nn.functional.cosine_similarity(
-                b_out.language.z_sem_pool.float(), text_embedding(baseline_model, b_tokens.ids, b_tokens.mask), dim=-1)
-        elif source == "dataset":
-            base = _targets(batch, BASE_KEYS, mc, device)
-            b_tau, b_sem = tau_l2, sem
-        else:  # the model's tau = 0 path (the telepathy-off pass); adapters without it use the action branch's
-            act_base = out_off.action if out_off is not None else out_on.action
-            base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if out_off is not None
-                    else (act_base.baseline_vector, act_base.baseline_chunk, act_base.baseline_trajectory))
-            b_tau, b_sem = tau_l2, sem
+            if source == "checkpoint":
+                b_tokens = baseline_model.tokenize(texts)
+                b_obs, _ = observation_from_batch(batch, baseline_model.config, next(baseline_model.parameters()).device)
+                b_out, _ = run("baseline", baseline_model, keys, texts, b_obs, b_tokens, False, seed,
+                               next(baseline_model.parameters()).device)
+                base = tuple(t.to(device) for t in (b_out.action.action_vector, b_out.action.action_chunk, b_out.action.action_trajectory))
+                for t, name in zip(base, GT_KEYS):
+                    if t.shape != targets[GT_KEYS.index(name)].shape:
+                        raise ValueError(f"baseline model predicts {name} {list(t.shape)}, the data has {list(targets[GT_KEYS.index(name)].shape)}")
+                b_tau = b_out.language.tau.float().norm(dim=-1)
+                b_sem = torch.nn.functional.cosine_similarity(
+                    b_out.language.z_sem_pool.float(), text_embedding(baseline_model, b_tokens.ids, b_tokens.mask), dim=-1)
+            elif source == "dataset":
+                base = _targets(batch, BASE_KEYS, mc, device)
+                b_tau, b_sem = tau_l2, sem
+            else:  # the model's tau = 0 path (the telepathy-off pass); adapters without it use the action branch's
+                act_base = out_off.action if out_off is not None else out_on.action
+                base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if out_off is not None
+                        else (act_base.baseline_vector, act_base.baseline_chunk, act_base.baseline_trajectory))
+                b_tau, b_sem = tau_l2, sem
 
-        def record(name: str, actions, extra: Mapping[str, Any] | None = None, tau=tau_l2, align=sem) -> None:
-            rec = batch_record(name, index, actions, targets, tau, align, cfg.hard_thresholds, cfg.success_thresholds)
-            if extra:
-                rec.update(extra)
-            records.append(rec)
+            def record(name: str, actions, extra: Mapping[str, Any] | None = None, tau=tau_l2, align=sem) -> None:
+                rec = batch_record(name, index, actions, targets, tau, align, cfg.hard_thresholds, cfg.success_thresholds)
+                if extra:
+                    rec.update(extra)
+                records.append(rec)
 
-        def adapted(out) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
-            a = out.action
-            res = adapter(a.action_vector, a.action_chunk, a.action_trajectory, *base, out.language.tau, a.condition_tau)
-            extra = {
-                "adapter_scale": float(res.scale.mean()),
-                "adapter_risk": float(torch.nan_to_num(res.risk, posinf=adapter.config.max_risk).mean()),
-                "adapter_fallback_fraction": float(res.fallback.float().mean()),
-                "adapter_residual_ratio": float(torch.nan_to_num(res.residual_ratio, nan=0.0, posinf=0.0).mean()),
-            }
-            return (res.action_vector, res.action_chunk, res.action_trajectory), extra
+            def adapted(out) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+                a = out.action
+                res = adapter(a.action_vector, a.action_chunk, a.action_trajectory, *base, out.language.tau, a.condition_tau)
+                extra = {
+                    "adapter_scale": float(res.scale.mean()),
+                    "adapter_risk": float(torch.nan_to_num(res.risk, posinf=adapter.config.max_risk).mean()),
+                    "adapter_fallback_fraction": float(res.fallback.float().mean()),
+                    "adapter_residual_ratio": float(torch.nan_to_num(res.residual_ratio, nan=0.0, posinf=0.0).mean()),
+                }
+                return (res.action_vector, res.action_chunk, res.action_trajectory), extra
 
-        for name in cfg.conditions:
-            if name == "baseline":
-                record(name, base, tau=b_tau, align=b_sem)
-                continue
-            telepathy, use_adapter = CONDITIONS[name]
-            out = out_on if telepathy else out_off
-            if use_adapter:
-                acts, extra = adapted(out)
-                record(name, acts, extra)
-            else:
-                record(name, (out.action.action_vector, out.action.action_chunk, out.action.action_trajectory))
-        n_samples += len(texts)
-        n_batches += 1
-        if progress is not None:
-            progress(len(texts))
-    seconds = time.perf_counter() - start
-    if n_batches == 0:
-        raise ValueError("nothing to replay: the dataset gave no batches")
-    info = {name: {"telepathy": CONDITIONS[name][0], "adapter": CONDITIONS[name][1], "label": LABELS[name]}
-            for name in cfg.conditions if name in CONDITIONS}
-    if "baseline" in cfg.conditions:
-        desc = {"checkpoint": "separate baseline checkpoint, telepathy off",
-                "dataset": "offline base policy actions from the shards (base_action_*)",
-                "tau0": "the model with telepathy off: tau = 0 in vision, language and action"}[source]
-        info["baseline"] = {"telepathy": False, "adapter": False, "label": f"baseline ({source})", "source": source,
-                            "description": desc}
-    return ReplayResult(
-        records=records, num_samples=n_samples, num_batches=n_batches, seconds=seconds,
-        baseline_source=source,
-        state_dim_corrected=corrected_any, condition_info=info,
-        recurrence={"carry_state": cfg.carry_state, "episodes": len(seen), "windows_with_carried_state": carried,
-                    "rule": "tau_prev and m_{t-1} from the episode's previous window; zero at its first window, "
-                            "m_{t-1} also at a new instruction; telepathy off: tau_prev = 0"},
-    )
+            for name in cfg.conditions:
+                if name == "baseline":
+                    record(name, base, tau=b_tau, align=b_sem)
+                    continue
+                telepathy, use_adapter = CONDITIONS[name]
+                out = out_on if telepathy else out_off
+                if use_adapter:
+                    acts, extra = adapted(out)
+                    record(name, acts, extra)
+                else:
+                    record(name, (out.action.action_vector, out.action.action_chunk, out.action.action_trajectory))
+            n_samples += len(texts)
+            n_batches += 1
+            if progress is not None:
+                progress(len(texts))
+        seconds = time.perf_counter() - start
+        if n_batches == 0:
+            raise ValueError("nothing to replay: the dataset gave no batches")
+        info = {name: {"telepathy": CONDITIONS[name][0], "adapter": CONDITIONS[name][1], "label": LABELS[name]}
+                for name in cfg.conditions if name in CONDITIONS}
+        if "baseline" in cfg.conditions:
+            desc = {"checkpoint": "separate baseline checkpoint, telepathy off",
+                    "dataset": "offline base policy actions from the shards (base_action_*)",
+                    "tau0": "the model with telepathy off: tau = 0 in vision, language and action"}[source]
+            info["baseline"] = {"telepathy": False, "adapter": False, "label": f"baseline ({source})", "source": source,
+                                "description": desc}
+        return ReplayResult(
+            records=records, num_samples=n_samples, num_batches=n_batches, seconds=seconds,
+            baseline_source=source,
+            state_dim_corrected=corrected_any, condition_info=info,
+            recurrence={"carry_state": cfg.carry_state, "episodes": len(seen), "windows_with_carried_state": carried,
+                        "rule": "tau_prev and m_{t-1} from the episode's previous window; zero at its first window, "
+                                "m_{t-1} also at a new instruction; telepathy off: tau_prev = 0"},
+        )
 
 
 def run_replay(
