@@ -16,6 +16,8 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
     sigma_adapter          telepathy on,  risk-gated adapter on (paper 4.3)
     telepathy_off          telepathy off (tau = 0 path), adapter off
     telepathy_off_adapter  telepathy off, adapter on
+    paraphrase             as sigma, but each episode's instruction is a held-out paraphrase of the same
+                           region (:data:`sigma_sim.instructions.HELD_OUT_PARAPHRASES`, never trained on)
     baseline               a separate baseline checkpoint (telepathy off) when given, else the
                            model's tau = 0 path
     expert                 the scripted expert (privileged simulator state): the task's ceiling
@@ -23,7 +25,8 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
 ``LeRobotPolicyAdapter`` lets any LeRobot policy (a ``select_action`` on LeRobot observations, with
 its processors) act in the same ``run_episode``.
 
-Every condition sees the same episode seeds (cube pose, instruction) and diffusion noise seeds.
+Every condition sees the same episode seeds (cube pose, target region) and diffusion noise seeds;
+the instruction's wording is the template one except under ``paraphrase``.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
 safety filter's interventions; :func:`build_closed_loop_report` aggregates them with
@@ -56,6 +59,7 @@ CONDITIONS: dict[str, tuple[bool, bool]] = {
     "sigma_adapter": (True, True),
     "telepathy_off": (False, False),
     "telepathy_off_adapter": (False, True),
+    "paraphrase": (True, False),
 }
 ALL_CONDITIONS = (*CONDITIONS, "baseline", "expert")
 LABELS = {
@@ -63,6 +67,7 @@ LABELS = {
     "sigma_adapter": "Sigma + adapter",
     "telepathy_off": "telepathy off (tau = 0)",
     "telepathy_off_adapter": "telepathy off + adapter",
+    "paraphrase": "Sigma, held-out paraphrases",
     "baseline": "baseline",
     "expert": "scripted expert (privileged state)",
 }
@@ -124,11 +129,12 @@ def env_state_encoding(config) -> str | None:
     return (config.notes or {}).get("env_state")
 
 
-def episode_instruction(index: int, seed: int) -> str:
-    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed)."""
-    from sigma_sim.record import instruction_for_episode
+def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
+    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed): a
+    template, or under the ``paraphrase`` condition a held-out paraphrase of the same region."""
+    from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, episode_wording
 
-    return instruction_for_episode(index, seed)
+    return episode_wording(index, seed, HELD_OUT_PARAPHRASES if condition == "paraphrase" else INSTRUCTIONS)
 
 
 # ---------------------------------------------------------------------------------- policies
@@ -437,6 +443,7 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
             "mean_sq_jerk": float(np.mean([o.mean_sq_jerk for o in outs])),
             "lift_rate": float(np.mean([o.was_lifted for o in outs])),
             "failed_seeds": [o.seed for o in outs if not o.success],
+            "instructions": list(dict.fromkeys(o.instruction for o in outs)),  # distinct, in episode order
         }
     report = build_report(
         records, reference="__none__", condition_info=info, table_every=10,
@@ -488,7 +495,8 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
             wins = 0
             for i in range(cfg.episodes):
                 seed = cfg.seed + i
-                out = run_episode(env, policy, seed, episode_instruction(i, seed), cfg, condition=name, episode=i)
+                out = run_episode(env, policy, seed, episode_instruction(i, seed, name), cfg, condition=name,
+                                  episode=i)
                 outcomes.append(out)
                 wins += out.success
                 if progress:
@@ -542,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-checkpoint", default=None, help="separate baseline policy checkpoint (telepathy off)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (default 10000)")
-    p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter"], choices=ALL_CONDITIONS)
+    p.add_argument("--conditions", nargs="+", default=["sigma", "paraphrase", "telepathy_off", "sigma_adapter"],
+                   choices=ALL_CONDITIONS)
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between plans (default: the checkpoint's n_action_steps)")
     p.add_argument("--max-steps", type=int, default=450)
