@@ -580,8 +580,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"sigma-make-default: no trained model at {model_dir!s} (run the train stage)")
         from sigma_model import load_checkpoint
+        from sigma_model.checkpoint import external_prefixes
 
-        prov["parameters"] = sum(p.numel() for p in load_checkpoint(model_dir).parameters())
+        model = load_checkpoint(model_dir)  # the checkpoint's own parameters (a frozen text encoder's stay outside)
+        external = external_prefixes(model)
+        prov["parameters"] = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(external))
     if "eval" in args.stages:
         prov["eval"] = stage_eval(args, work, model_dir)
         save_partial()
