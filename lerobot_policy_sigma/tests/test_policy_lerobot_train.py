@@ -79,12 +79,9 @@ def test_lerobot_train_and_sigma_train_compute_the_same_loss(pretrained_dir, tin
 
 
 def test_the_trained_policy_acts_in_the_closed_loop_as_sigma_runtime_does(pretrained_dir, tmp_path):
-    from sigma_sim.closed_loop import (
-        ClosedLoopConfig,
-        LeRobotPolicyAdapter,
-        run_episode,
-    )
+    from sigma_sim.closed_loop import ClosedLoopConfig, run_episode
     from sigma_sim.closed_loop import SigmaPolicy as SigmaRuntime
+    from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
     adapter = LeRobotPolicyAdapter.from_pretrained(pretrained_dir)

@@ -1,9 +1,13 @@
 """Helpers for the tests of every Sigma package (and of users' own extensions): a small fast
 configuration, seeded observations, non-zero weights for zero-initialised heads, a tiny local
-Hugging Face model, and the fields of the paper's evaluation report."""
+Hugging Face model, the fields of the paper's evaluation report, and offline runs of console scripts."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -102,3 +106,19 @@ def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
         if model.language is not None:
             model.language.modulator.log_scale.fill_(0.0)
     return model
+
+
+def console_script(name: str) -> str:
+    """The path of an installed console script (lerobot-train, lerobot-eval, ...) next to this interpreter."""
+    script = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert script, f"{name} is not installed next to {sys.executable} (scripts/setup.sh installs it)"
+    return script
+
+
+def run_offline(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command with no hub access and no wandb; assert it exits 0 (showing its output's tail if not)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, (f"{Path(cmd[0]).name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                                  f"{proc.stderr[-6000:]}")
+    return proc

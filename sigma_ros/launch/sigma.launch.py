@@ -12,9 +12,14 @@ ROS 2 wheels). Arguments:
     log_level:=info
     respawn:=true|false           restart a node that exits or crashes (default true)
     respawn_delay:=1.0            seconds before the restart
+    robot:=so101_follower         also start sigma-robot on this LeRobot robot type (default: none;
+                                  sigma_so101_sim: the simulated SO-101)
+    port:=/dev/ttyACM0            the robot's serial port
+    robot_id:=my_follower         the robot's id (names its LeRobot calibration file)
 
-Example: ros2 launch sigma_ros sigma.launch.py camera_topic:=/front/image_raw \
-             motor_commands_topic:=/arm_controller/joint_trajectory dry_run:=true
+Examples: ros2 launch sigma_ros sigma.launch.py camera_topic:=/front/image_raw \
+              motor_commands_topic:=/arm_controller/joint_trajectory dry_run:=true
+          ros2 launch sigma_ros sigma.launch.py robot:=so101_follower port:=/dev/ttyACM0 robot_id:=my_follower
 """
 
 from launch import LaunchDescription
@@ -34,10 +39,11 @@ def _launch_nodes(context, *args, **kwargs):
                                                     LaunchConfiguration("respawn_delay").perform(context))
     remaps = graph.remap_rules(
         {key: LaunchConfiguration(f"{key}_topic").perform(context) for key in graph.EXTERNAL_TOPICS})
+    robot = {field: LaunchConfiguration(arg).perform(context) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
     nodes = []
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot["type"]):
         parameters = [params_file]
-        overrides = graph.node_overrides(spec, checkpoint, dry_run)
+        overrides = graph.node_overrides(spec, checkpoint, dry_run, robot)
         if overrides:
             parameters.append(overrides)
         nodes.append(Node(
@@ -71,6 +77,13 @@ def generate_launch_description():
                                           "false: a node that exits stays down"),
         DeclareLaunchArgument("respawn_delay", default_value=str(graph.RESPAWN_DELAY_S),
                               description="Seconds before a node that exited is restarted"),
+        DeclareLaunchArgument("robot", default_value="",
+                              description="LeRobot robot type to start sigma-robot on (so101_follower, "
+                                          "sigma_so101_sim, ...); empty = no robot node"),
+        DeclareLaunchArgument("port", default_value="",
+                              description="Serial port of the robot (e.g. /dev/ttyACM0); empty = the config file's"),
+        DeclareLaunchArgument("robot_id", default_value="",
+                              description="Robot id, naming its LeRobot calibration file; empty = the config file's"),
     ]
     for key in graph.EXTERNAL_TOPICS:
         spec = graph.TOPIC_BY_KEY[key]

@@ -59,16 +59,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from sigma_ros.bag_io import (
-    BACKENDS,
-    BagError,
-    BagReader,
-    PairedFrame,
-    PairingStats,
-    RobotTopics,
-    bag_info,
-    iter_paired_frames,
-)
+from sigma_ros.bag_io import BACKENDS, BagError, BagReader, bag_info
+from sigma_ros.bag_pairing import PairedFrame, PairingStats, RobotTopics, iter_paired_frames
 
 log = logging.getLogger(__name__)
 

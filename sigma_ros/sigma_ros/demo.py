@@ -249,7 +249,7 @@ def run_demo(args) -> dict[str, Any]:
     from sigma_model.configuration_sigma import SigmaConfig
     from sigma_ros import graph, qos
     from sigma_ros.graph_main import create_nodes
-    from sigma_ros.sim_node import make_sim_node_class
+    from sigma_ros.sim_node import SimNode
     from sigma_ros.testing import domain_id_for
     from sigma_sim.closed_loop import episode_instruction
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
@@ -311,7 +311,7 @@ def run_demo(args) -> dict[str, Any]:
             "max_episode_s": float(args.max_episode_s), "command_type": "joint_trajectory",
             "env_state_encoding": (mconf.notes or {}).get("env_state") or "raw",
         }, node_name="sim_node")
-        sim = make_sim_node_class()(env=env, context=context, cli_args=sim_params)
+        sim = SimNode(env=env, context=context, cli_args=sim_params)
         if args.gui:
             try:
                 import mujoco.viewer

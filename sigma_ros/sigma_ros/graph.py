@@ -2,8 +2,8 @@
 
 ``launch/sigma.launch.py`` (for ``ros2 launch`` on a ROS 2 install) and the ``sigma-graph``
 command (for the PyPI wheels, which have no ``launch``/``ros2``) both read this module: the node
-list, each node's executable and class, the remappable topics and the parameter file come from
-here and nowhere else. Importing it needs no ROS.
+list (with the optional robot node), each node's executable and class, the remappable topics and
+the parameter file come from here and nowhere else. Importing it needs no ROS.
 """
 
 from __future__ import annotations
@@ -94,6 +94,20 @@ NODES: tuple[NodeSpec, ...] = (
              ("action_plan", "joint_states", "motor_commands", "reset", "status")),
 )
 NODE_BY_NAME = {n.name: n for n in NODES}
+#: The robot side, added to the graph by ``robot:=<type>`` (launch) / ``--robot`` (sigma-graph).
+ROBOT_NODE = NodeSpec("robot_node", "sigma-robot", "sigma_ros.robot_node", "RobotNode",
+                      "A LeRobot robot (so101_follower, a lerobot_robot_* plugin): joint states and camera images "
+                      "out, motor commands in, with units conversion and the safety filter",
+                      ("camera", "joint_states", "motor_commands", "status"))
+
+
+#: The robot node's config fields set by launch arguments / sigma-graph options: {field: argument}.
+ROBOT_LAUNCH_ARGUMENTS = {"type": "robot", "port": "port", "id": "robot_id"}
+
+
+def graph_nodes(robot: str = "") -> tuple[NodeSpec, ...]:
+    """The nodes to start: the four Sigma nodes, plus the robot node when a robot type is given."""
+    return NODES + (ROBOT_NODE,) if robot else NODES
 
 
 def package_dir() -> Path:
@@ -190,8 +204,13 @@ def ros_arguments(params_file: str | os.PathLike | None, remaps: list[tuple[str,
     return args
 
 
-def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool | None = None) -> dict[str, object]:
-    """Parameter values given on the command line / as launch arguments, on top of the file."""
+def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool | None = None,
+                   robot: dict[str, str] | None = None) -> dict[str, object]:
+    """Parameter values given on the command line / as launch arguments, on top of the file
+    (``robot``: the robot node's ``{field: value}``, e.g. ``{"type": "so101_follower", "port": ...}``;
+    empty values keep the file's)."""
+    if spec.name == ROBOT_NODE.name:
+        return {f"robot.{k}": v for k, v in (robot or {}).items() if v}
     values: dict[str, object] = {}
     if checkpoint:
         values["checkpoint"] = str(checkpoint)

@@ -15,6 +15,7 @@ Examples::
 
     sigma-graph                                   # config/sigma.yaml, random seeded weights
     sigma-graph --checkpoint runs/sigma/ckpt --camera-topic /front/image_raw --dry-run true
+    sigma-graph --robot so101_follower --port /dev/ttyACM0 --robot-id my_follower   # + sigma-robot
     sigma-graph --list-params                     # every parameter with its description
 """
 
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{spec.description} (default: {spec.name})")
     ap.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                     help="extra remap rule for every node (repeatable)")
+    ap.add_argument("--robot", default="", help="also start sigma-robot (node robot_node) on this LeRobot robot type "
+                    "(so101_follower, sigma_so101_sim, ...)")
+    ap.add_argument("--port", default="", help="the robot's serial port, e.g. /dev/ttyACM0 (default: the config file's)")
+    ap.add_argument("--robot-id", default="", help="the robot's id, naming its LeRobot calibration file "
+                    "(default: the config file's)")
     ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
     ap.add_argument("--single-process", action="store_true", help="run all nodes in this process (one executor)")
     ap.add_argument("--respawn-delay", type=float, default=graph.RESPAWN_DELAY_S, metavar="S",
@@ -52,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-level", default="", help="ROS log level (debug, info, warn, error)")
     ap.add_argument("--list-params", action="store_true", help="print every node parameter with its description and exit")
     return ap
+
+
+def robot_fields(args) -> dict[str, str]:
+    """The robot node's config fields from ``--robot``, ``--port`` and ``--robot-id`` (as the launch arguments)."""
+    return {field: getattr(args, arg) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
 
 
 def resolve(args) -> tuple[str, list[tuple[str, str]], list[graph.NodeSpec]]:
@@ -64,35 +75,36 @@ def resolve(args) -> tuple[str, list[tuple[str, str]], list[graph.NodeSpec]]:
             raise SystemExit(f"sigma-graph: bad --remap {rule!r} (expected FROM:=TO)")
         src, dst = rule.split(":=", 1)
         remaps.append((src, dst))
-    specs = list(graph.NODES)
+    specs = list(graph.graph_nodes(args.robot))
     if args.nodes:
         wanted = [n.strip() for n in args.nodes.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in graph.NODE_BY_NAME]
+        by_name = {s.name: s for s in specs}
+        unknown = [n for n in wanted if n not in by_name]
         if unknown:
             raise SystemExit(f"sigma-graph: unknown nodes {unknown}")
-        specs = [graph.NODE_BY_NAME[n] for n in wanted]
+        specs = [by_name[n] for n in wanted]
     return params_file, remaps, specs
 
 
 def node_cli_args(spec: graph.NodeSpec, params_file: str, remaps, checkpoint: str, dry_run, log_level: str = "",
-                  extra: dict | None = None) -> list[str]:
-    overrides = graph.node_overrides(spec, checkpoint, dry_run)
+                  extra: dict | None = None, robot: dict[str, str] | None = None) -> list[str]:
+    overrides = graph.node_overrides(spec, checkpoint, dry_run, robot)
     overrides.update(extra or {})
     return graph.ros_arguments(params_file, remaps, overrides, log_level or None, node_name=spec.name)
 
 
 def node_command(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
-                 log_level: str = "", overrides: dict | None = None) -> list[str]:
+                 log_level: str = "", overrides: dict | None = None, robot: dict[str, str] | None = None) -> list[str]:
     """``python -m <node module>`` with sigma-graph's ROS arguments."""
     return [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, list(remaps), checkpoint, dry_run,
-                                                                log_level, overrides)
+                                                                log_level, overrides, robot)
 
 
 def start_node_process(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
                        log_level: str = "", overrides: dict | None = None, env: dict | None = None,
-                       log=None, say=None) -> subprocess.Popen:
+                       log=None, say=None, robot: dict[str, str] | None = None) -> subprocess.Popen:
     """Start :func:`node_command`; output to ``log`` (a file) or inherited."""
-    cmd = node_command(spec, params_file, checkpoint, remaps, dry_run, log_level, overrides)
+    cmd = node_command(spec, params_file, checkpoint, remaps, dry_run, log_level, overrides, robot)
     if say is not None:
         say(f"starting {spec.name}: {' '.join(cmd)}")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=None if log is None else subprocess.STDOUT)
@@ -110,7 +122,7 @@ def list_params() -> int:
     print("all nodes (/**):")
     for p in COMMON_PARAMS:
         show(p)
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="any"):
         print(f"{spec.name} ({spec.executable}): {spec.description}")
         for p in spec.load_class().PARAMS:
             show(p)
@@ -153,7 +165,7 @@ class NodeProcess:
 
 
 def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
-                     respawn_delay: float | None = graph.RESPAWN_DELAY_S) -> int:
+                     respawn_delay: float | None = graph.RESPAWN_DELAY_S, robot: dict[str, str] | None = None) -> int:
     """One process per node until SIGINT/SIGTERM; a node that exits is restarted after
     ``respawn_delay`` seconds (None: the graph stops instead)."""
     stopping = False
@@ -169,8 +181,8 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
     rc = 0
     try:
         for spec in specs:
-            children.append(NodeProcess(spec, node_command(spec, params_file, checkpoint, remaps, dry_run, log_level),
-                                        say))
+            children.append(NodeProcess(spec, node_command(spec, params_file, checkpoint, remaps, dry_run, log_level,
+                                                           robot=robot), say))
         while not stopping:
             codes = [child.check(time.monotonic(), respawn_delay) for child in children]
             rc = next((code for code in codes if code), 0)
@@ -206,7 +218,7 @@ def stop_processes(procs: list[tuple[str, subprocess.Popen]], timeout: float = 1
 
 
 def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, context=None, log_level="",
-                 extra_overrides: dict[str, dict] | None = None):
+                 extra_overrides: dict[str, dict] | None = None, robot: dict[str, str] | None = None):
     """Instantiate the nodes in this process, each with the --ros-args a launched node would get
     (extra_overrides: {node name: {parameter: value}} added as -p rules, for tests)."""
     nodes = []
@@ -214,18 +226,20 @@ def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, contex
         cls = spec.load_class()
         extra = (extra_overrides or {}).get(spec.name)
         nodes.append(cls(context=context,
-                         cli_args=node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level, extra)))
+                         cli_args=node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level, extra,
+                                                robot)))
     return nodes
 
 
-def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level) -> int:
+def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level,
+                       robot: dict[str, str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=[sys.argv[0]])
     nodes = []
     try:
-        nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level)
+        nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level, robot=robot)
         executor = SingleThreadedExecutor()
         for n in nodes:
             executor.add_node(n)
@@ -249,12 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         return list_params()
     params_file, remaps, specs = resolve(args)
     dry_run = graph.parse_bool(args.dry_run)
+    robot = robot_fields(args)
     if args.single_process:
-        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level)
+        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, robot)
     if args.respawn_delay < 0:
         raise SystemExit("sigma-graph: --respawn-delay must be >= 0")
     respawn_delay = None if args.no_respawn else args.respawn_delay
-    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay)
+    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay, robot)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ _ARRAY_TYPES = {
 }
 
 
+class NodeConfigError(RuntimeError):
+    """A node cannot start as configured (one line for the user; the process exits with EXIT_CONFIG_ERROR)."""
+
+
 @dataclass(frozen=True)
 class Param:
     """One node parameter: name, default (its type is the parameter's type), description."""
@@ -278,7 +282,7 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
     """Entry point body of one node process: spin until SIGINT/SIGTERM or shutdown, clean up, exit.
 
     Exits 0 after a signal, and EXIT_CONFIG_ERROR with one line on stderr when the checkpoint is
-    missing or corrupt. Once the node is destroyed and the context shut down (which flushes the
+    missing or corrupt or the node raises :class:`NodeConfigError`. Once the node is destroyed and the context shut down (which flushes the
     ROS logs) the process leaves by ``os._exit``: the interpreter's own teardown (a full garbage
     collection and the release of thousands of torch/transformers module objects) took seconds
     on a loaded machine and does nothing a node needs.
@@ -296,7 +300,7 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except CheckpointError as err:
+    except (CheckpointError, NodeConfigError) as err:
         print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
         code = EXIT_CONFIG_ERROR
     finally:

@@ -41,6 +41,18 @@ def isolated_context(tag: str, domain_id: int | None = None):
     return context
 
 
+def node_env(domain: int) -> dict:
+    """The environment of a node process on ROS domain ``domain`` (unbuffered output, local discovery)."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1",
+                ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
+
+
+def log_text(log) -> str:
+    """What a node process wrote to ``log`` (a binary file opened w+b)."""
+    log.seek(0)
+    return log.read().decode(errors="replace")
+
+
 class Recorder:
     """Thread-safe per-topic message lists with arrival times."""
 

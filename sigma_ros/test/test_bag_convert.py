@@ -15,7 +15,9 @@ from sigma_ros.bag_convert import (
     ACTION_KEY, CONVERSION_META, IMAGE_KEY, STATE_KEY, bag_to_lerobot, bag_to_lerobot_main, lerobot_to_bag,
     lerobot_to_bag_main,
 )
-from sigma_ros.bag_io import BagReader, RobotBagWriter, read_paired_frames, write_synthetic_robot_bag
+from sigma_ros.bag_io import BagReader
+from sigma_ros.bag_pairing import read_paired_frames
+from sigma_ros.bag_robot_writer import RobotBagWriter, write_synthetic_robot_bag
 
 S = 1_000_000_000
 

@@ -13,7 +13,7 @@ import torch
 
 from sigma_model import SigmaModel, save_checkpoint
 from sigma_model.evaluation.report import BATCH_LOG_NAME, MSE_PLOT_NAME, REPORT_NAME
-from sigma_ros.bag_io import write_synthetic_robot_bag
+from sigma_ros.bag_robot_writer import write_synthetic_robot_bag
 from sigma_ros.bag_replay import FRAMES_LOG_NAME, BagEvalConfig, evaluate_bag, main
 
 from sigma_model.testing import small_config

@@ -42,12 +42,12 @@ def test_sim_node_publishes_sensors_and_applies_commands():
     from sigma_ros_msgs.msg import AudioChunk
 
     from sigma_ros import graph, qos
-    from sigma_ros.sim_node import EPISODE_STATUS_TOPIC, RESET_TOPIC, make_sim_node_class
+    from sigma_ros.sim_node import EPISODE_STATUS_TOPIC, RESET_TOPIC, SimNode
     from sigma_ros.testing import isolated_context
 
     ctx = isolated_context("sim-node-test")
     args = graph.ros_arguments(None, [], {"seed": 5, "reset_hold_s": 0.0, "camera_hz": 15.0}, node_name="sim_node")
-    sim = make_sim_node_class()(context=ctx, cli_args=args)
+    sim = SimNode(context=ctx, cli_args=args)
     probe = rclpy.create_node("probe", context=ctx)
     got: dict[str, list] = {"image": [], "joints": [], "audio": [], "status": []}
     t = graph.TOPIC_BY_KEY
@@ -120,12 +120,12 @@ def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
     from rclpy.executors import SingleThreadedExecutor
 
     from sigma_ros import graph
-    from sigma_ros.sim_node import make_sim_node_class
+    from sigma_ros.sim_node import SimNode
     from sigma_ros.testing import isolated_context
 
     ctx = isolated_context("sim-episode-test")
     args = graph.ros_arguments(None, [], {"reset_hold_s": 0.0, **params}, node_name="sim_node")
-    sim = make_sim_node_class()(env=_SlowResetEnv(reset_delay), context=ctx, cli_args=args)
+    sim = SimNode(env=_SlowResetEnv(reset_delay), context=ctx, cli_args=args)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(sim)
     thread = threading.Thread(target=ex.spin, daemon=True)

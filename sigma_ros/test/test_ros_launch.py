@@ -8,6 +8,7 @@ minimal stand-ins of the few launch classes it uses (the real packages are used 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 import types
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sigma_ros import graph
-from sigma_ros.graph_main import build_parser, node_cli_args, resolve
+from sigma_ros.graph_main import build_parser, node_cli_args, resolve, robot_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "sigma.launch.py"
@@ -99,7 +100,8 @@ def _evaluate(monkeypatch, given: dict[str, str]):
 
 def test_launch_arguments_have_descriptions(monkeypatch):
     args, _ = _evaluate(monkeypatch, {})
-    expected = ({"checkpoint", "config_file", "dry_run", "log_level", "respawn", "respawn_delay"}
+    expected = ({"checkpoint", "config_file", "dry_run", "log_level", "respawn", "respawn_delay", "robot", "port",
+                 "robot_id"}
                 | {f"{k}_topic" for k in graph.EXTERNAL_TOPICS})
     assert expected <= set(args)
     for a in args.values():
@@ -135,6 +137,27 @@ def test_launch_and_sigma_graph_start_the_same_graph(monkeypatch, tmp_path):
         assert ("dry_run" in text) == (spec.name == "controller_node")
 
 
+def test_robot_argument_adds_the_robot_node_like_sigma_graph(monkeypatch):
+    config = str(ROOT / "config" / "sigma.yaml")
+    _, nodes = _evaluate(monkeypatch, {"config_file": config})
+    assert "robot_node" not in [n["name"] for n in nodes]  # no robot by default
+    _, nodes = _evaluate(monkeypatch, {"config_file": config, "robot": "so101_follower", "port": "/dev/ttyACM0"})
+    assert [n["name"] for n in nodes] == [s.name for s in graph.NODES] + ["robot_node"]
+    robot = nodes[-1]
+    assert robot["executable"] == "sigma-robot"
+    assert robot["parameters"] == [config, {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}]
+
+    cli = build_parser().parse_args(["--config-file", config, "--robot", "so101_follower", "--port", "/dev/ttyACM0"])
+    params_file, remaps, specs = resolve(cli)
+    assert [s.name for s in specs] == [n["name"] for n in nodes]
+    args = node_cli_args(specs[-1], params_file, remaps, "", None, robot=robot_fields(cli))
+    assert args[:3] == ["--ros-args", "--params-file", config]
+    assert json.loads(Path(args[4]).read_text()) == {
+        "/robot_node": {"ros__parameters": {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}}}
+    assert [s.name for s in resolve(build_parser().parse_args(["--config-file", config]))[2]] == \
+        [s.name for s in graph.NODES]
+
+
 def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
     _, nodes = _evaluate(monkeypatch, {})
     assert all(n["respawn"] is True and n["respawn_delay"] == graph.RESPAWN_DELAY_S for n in nodes)
@@ -147,7 +170,7 @@ def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
 
 def test_console_scripts_match_graph():
     text = (ROOT / "setup.py").read_text()
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="so101_follower"):
         assert re.search(rf'"{re.escape(spec.executable)}\s*=\s*{re.escape(spec.module)}:main"', text), spec.executable
     assert "sigma-graph = sigma_ros.graph_main:main" in text
     assert "sigma-instruct = sigma_ros.instruct:main" in text
@@ -160,10 +183,21 @@ def test_config_file_sections_match_node_parameters():
     data = yaml.safe_load((ROOT / "config" / "sigma.yaml").read_text())
     common = data["/**"]["ros__parameters"]
     assert set(common) == {p.name for p in COMMON_PARAMS}
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="so101_follower"):
         declared = {p.name: p for p in spec.load_class().PARAMS}
-        section = data[spec.name]["ros__parameters"]
+        section = _flatten(data[spec.name]["ros__parameters"])
         assert set(section) == set(declared), spec.name
         for name, value in section.items():  # typed parameters: the file's types match the declarations
             default = declared[name].default
             assert type(value) is type(default) or (isinstance(default, list) and isinstance(value, list)), name
+
+
+def _flatten(section: dict, prefix: str = "") -> dict:
+    """A parameter file's nested mapping -> dotted parameter names (``robot: {type: x}`` -> ``robot.type``)."""
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

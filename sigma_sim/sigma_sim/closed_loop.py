@@ -21,9 +21,11 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
     baseline               a separate baseline checkpoint (telepathy off) when given, else the
                            model's tau = 0 path
     expert                 the scripted expert (privileged simulator state): the task's ceiling
+    lerobot                a LeRobot policy checkpoint of any type (``--policy-path``), reported as
+                           ``lerobot_<type>`` (:mod:`sigma_sim.lerobot_closed_loop`)
 
-``LeRobotPolicyAdapter`` lets any LeRobot policy (a ``select_action`` on LeRobot observations, with
-its processors) act in the same ``run_episode``.
+:class:`EvalEpisode` (seeded reset, safety filter, success held for ``success_hold_steps`` ticks) is
+the evaluation's side of an episode, shared with the LeRobot env of :mod:`sigma_sim.lerobot_env`.
 
 Every condition sees the same episode seeds (cube pose, target region) and diffusion noise seeds;
 the instruction's wording is the template one except under ``paraphrase``.
@@ -36,7 +38,8 @@ safety filter's interventions; :func:`build_closed_loop_report` aggregates them 
 
 Command line::
 
-    python -m sigma_sim.closed_loop --checkpoint checkpoints/sigma_so101_default --episodes 50
+    sigma-closed-loop --checkpoint checkpoints/sigma_so101_default --episodes 50
+    sigma-closed-loop --policy-path outputs/train/act/checkpoints/last/pretrained_model --episodes 50
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ CONDITIONS: dict[str, tuple[bool, bool]] = {
     "telepathy_off_adapter": (False, True),
     "paraphrase": (True, False),
 }
-ALL_CONDITIONS = (*CONDITIONS, "baseline", "expert")
+ALL_CONDITIONS = (*CONDITIONS, "baseline", "expert", "lerobot")
 LABELS = {
     "sigma": "Sigma (telepathy on)",
     "sigma_adapter": "Sigma + adapter",
@@ -70,6 +73,7 @@ LABELS = {
     "paraphrase": "Sigma, held-out paraphrases",
     "baseline": "baseline",
     "expert": "scripted expert (privileged state)",
+    "lerobot": "LeRobot policy",
 }
 STAGES = ("vision", "language", "action", "adapter", "control")
 
@@ -229,59 +233,6 @@ class SigmaPolicy:
         return cmd[0].double().numpy()
 
 
-class LeRobotPolicyAdapter:
-    """Any LeRobot policy in the closed loop (Sigma's, ACT, Diffusion Policy, ...).
-
-    Each tick the simulator's observation becomes the frame sigma-sim-record stores
-    (``observation.images.front``, ``observation.state``) and goes through LeRobot's own single-step
-    inference, ``lerobot.utils.control_utils.predict_action`` (preprocessor -> ``select_action`` ->
-    postprocessor), as ``lerobot-record`` runs a policy on a robot; the episode's instruction is the
-    task. ``reset`` resets the policy and its processors and seeds torch's global generator with the
-    episode seed (policies that sample draw from it).
-    """
-
-    def __init__(self, policy, preprocessor, postprocessor) -> None:
-        self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
-        self.device = torch.device(policy.config.device or "cpu")
-        self.latency: dict[str, list[float]] = {"policy": []}
-        self.diagnostics: dict[str, list[float]] = {}
-        self.plans = 0  # not observable for a generic policy
-        self.instruction = ""
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> LeRobotPolicyAdapter:
-        """A policy saved by lerobot-train (``.../pretrained_model``) with its saved processors."""
-        from lerobot.configs.policies import PreTrainedConfig
-        from lerobot.policies.factory import get_policy_class, make_pre_post_processors
-        from lerobot.utils.import_utils import register_third_party_plugins
-
-        register_third_party_plugins()  # plugin policy types (lerobot_policy_*) register themselves
-        config = PreTrainedConfig.from_pretrained(path)
-        config.device = device
-        policy = get_policy_class(config.type).from_pretrained(path, config=config)
-        pre, post = make_pre_post_processors(config, pretrained_path=str(path),
-                                             preprocessor_overrides={"device_processor": {"device": device}})
-        return cls(policy, pre, post)
-
-    def reset(self, instruction: str, seed: int) -> None:
-        self.policy.reset()
-        self.preprocessor.reset()
-        self.postprocessor.reset()
-        torch.manual_seed(int(seed))
-        self.instruction = instruction
-
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        from lerobot.utils.control_utils import predict_action
-
-        from sigma_sim.record import ROBOT_TYPE, to_lerobot_frame
-
-        t0 = time.perf_counter()
-        action = predict_action(to_lerobot_frame(obs), self.policy, self.device, self.preprocessor, self.postprocessor,
-                                use_amp=False, task=self.instruction, robot_type=ROBOT_TYPE)
-        self.latency["policy"].append(time.perf_counter() - t0)
-        return action.reshape(-1).double().cpu().numpy()
-
-
 class ExpertPolicy:
     """The scripted expert (reads the simulator state): the reference ceiling of the task."""
 
@@ -361,48 +312,92 @@ def filtered_command(safety: SafetyFilter, target, joint_positions, now: float) 
     return command, bool(decision.clamped_step)
 
 
+class EvalEpisode:
+    """The evaluation's side of one closed-loop episode, shared by :func:`run_episode` and the LeRobot
+    env (:mod:`sigma_sim.lerobot_env`): ``reset(seed, instruction)`` starts it; ``step(target)`` passes
+    the policy's joint target through the episode's safety filter to the simulator and counts the
+    ticks the task stays solved; it succeeds once solved for ``success_hold_steps`` consecutive ticks
+    and is ``done`` then or after ``max_steps`` ticks."""
+
+    def __init__(self, env, config: ClosedLoopConfig) -> None:
+        self.env, self.config = env, config
+        self.instruction, self.seed = "", 0
+
+    def reset(self, seed: int, instruction: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self.obs, self.info = self.env.reset(seed=seed, instruction=instruction)
+        self.seed, self.instruction = seed, instruction
+        self.safety = episode_safety_filter(self.config)
+        self.commands: list[np.ndarray] = []
+        self.steps = self.streak = self.step_limited = 0
+        self.first_success_step: int | None = None
+        self.success = False
+        return self.obs, self.info
+
+    @property
+    def done(self) -> bool:
+        return self.success or self.steps >= self.config.max_steps
+
+    def step(self, target) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if self.done:
+            raise RuntimeError("the episode is over: reset it first")
+        self.steps += 1
+        command, clamped = filtered_command(self.safety, target, self.obs["joint_positions"],
+                                            self.steps * self.env.control_dt)
+        self.step_limited += int(clamped)
+        self.commands.append(command)
+        self.obs, _, _, _, self.info = self.env.step(command)
+        if self.info["success"]:
+            if self.streak == 0:
+                self.first_success_step = self.steps
+            self.streak += 1
+            self.success = self.streak >= self.config.success_hold_steps
+        else:
+            self.streak = 0
+        return self.obs, self.info
+
+
 def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConfig, condition: str = "sigma",
                 episode: int = 0) -> EpisodeOutcome:
     """One closed-loop episode of ``policy`` (``reset(instruction, seed)`` / ``act(obs)``)."""
     t_wall = time.perf_counter()
-    obs, info = env.reset(seed=seed, instruction=instruction)
+    run = EvalEpisode(env, config)
+    obs, _ = run.reset(seed, instruction)
     policy.reset(instruction, seed)
     for values in policy.latency.values():
         values.clear()
     for values in policy.diagnostics.values():
         values.clear()
-    safety = episode_safety_filter(config)
-    commands = []
-    streak, first_success_step = 0, None
-    step_limited = 0
-    success = False
-    steps = 0
-    for steps in range(1, config.max_steps + 1):
-        target = policy.act(obs)
-        command, clamped = filtered_command(safety, target, obs["joint_positions"], steps * env.control_dt)
-        step_limited += int(clamped)
-        commands.append(command)
-        obs, _, _, _, info = env.step(command)
-        if info["success"]:
-            if streak == 0:
-                first_success_step = steps
-            streak += 1
-            if streak >= config.success_hold_steps:
-                success = True
-                break
-        else:
-            streak = 0
-    cmds = np.asarray(commands)
-    d_cmd, jerk = smoothness(cmds)
+    while not run.done:
+        obs, _ = run.step(policy.act(obs))
+    d_cmd, jerk = smoothness(np.asarray(run.commands))
     latency = {k: 1e3 * float(np.mean(v)) for k, v in policy.latency.items() if v}
     diagnostics = {k: float(np.mean(v)) for k, v in policy.diagnostics.items() if v}
     return EpisodeOutcome(
-        condition=condition, episode=episode, seed=seed, instruction=instruction, success=success, steps=steps,
-        time_to_success_s=first_success_step * env.control_dt if success else None,
-        was_lifted=bool(info.get("was_lifted", False)), mean_abs_delta_command=d_cmd, mean_sq_jerk=jerk,
-        safety_step_limited_fraction=step_limited / max(1, steps), plans=policy.plans, latency_ms=latency,
+        condition=condition, episode=episode, seed=seed, instruction=instruction, success=run.success, steps=run.steps,
+        time_to_success_s=run.first_success_step * env.control_dt if run.success else None,
+        was_lifted=bool(run.info.get("was_lifted", False)), mean_abs_delta_command=d_cmd, mean_sq_jerk=jerk,
+        safety_step_limited_fraction=run.step_limited / max(1, run.steps), plans=policy.plans, latency_ms=latency,
         diagnostics=diagnostics, wall_s=time.perf_counter() - t_wall,
     )
+
+
+def run_conditions(env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False) -> list[EpisodeOutcome]:
+    """Every policy (condition name -> policy) over the same episodes: episode ``i`` has seed
+    ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``."""
+    outcomes: list[EpisodeOutcome] = []
+    t0 = time.perf_counter()
+    for name, policy in policies.items():
+        wins = 0
+        for i in range(config.episodes):
+            seed = config.seed + i
+            out = run_episode(env, policy, seed, episode_instruction(i, seed, name), config, condition=name, episode=i)
+            outcomes.append(out)
+            wins += out.success
+            if progress:
+                print(f"[closed-loop] {name:<22} ep {i + 1:>3}/{config.episodes} seed {seed} "
+                      f"{'ok  ' if out.success else 'FAIL'} steps {out.steps:>3} "
+                      f"({wins}/{i + 1} ok, {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    return outcomes
 
 
 # -------------------------------------------------------------------------------- evaluation
@@ -456,13 +451,24 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
     return report, records
 
 
+def evaluation_env(config: ClosedLoopConfig, image_width: int = 96, image_height: int = 96):
+    """The simulator an evaluation runs in: ``config.control_hz``, camera of the policy's image size,
+    room for ``config.max_steps`` ticks."""
+    from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
+
+    return SO101PickPlaceEnv(SimConfig(control_hz=config.control_hz, image_width=image_width,
+                                       image_height=image_height, max_episode_steps=config.max_steps + 1))
+
+
 def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None, baseline_model=None,
              progress: bool = False, env=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run every condition over the same seeded episodes; returns (report, per-episode records)."""
     from sigma_model.evaluation.adapter import RiskGatedAdapter
-    from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
     cfg = config or ClosedLoopConfig()
+    if "lerobot" in cfg.conditions:
+        raise ValueError("the 'lerobot' condition evaluates a LeRobot policy: use "
+                         "sigma_sim.lerobot_closed_loop.evaluate_lerobot_policy (sigma-closed-loop --policy-path)")
     if cfg.replan_every is None and model is not None:
         cfg = replace(cfg, replan_every=model.config.n_action_steps)
     if cfg.threads > 0:
@@ -470,39 +476,28 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
     own_env = env is None
     if env is None:
         size = model.config.image_size if model is not None else 96
-        env = SO101PickPlaceEnv(SimConfig(control_hz=cfg.control_hz, image_width=size, image_height=size,
-                                          max_episode_steps=cfg.max_steps + 1))
+        env = evaluation_env(cfg, size, size)
     adapter = RiskGatedAdapter(adapter_config)
-    outcomes: list[EpisodeOutcome] = []
+    policies: dict[str, Any] = {}
     info: dict[str, dict[str, Any]] = {}
+    for name in cfg.conditions:
+        if name == "expert":
+            policies[name] = ExpertPolicy(env)
+        elif name == "baseline":
+            base = baseline_model if baseline_model is not None else model
+            policies[name] = SigmaPolicy(base, telepathy=False, replan_every=cfg.replan_every,
+                                         silent_audio=cfg.silent_audio, carry_memory=cfg.carry_memory)
+            info[name] = {"source": "checkpoint" if baseline_model is not None else "tau0",
+                          "description": "separate baseline checkpoint, telepathy off" if baseline_model is not None
+                          else "the model's tau = 0 path (no separate baseline checkpoint given)"}
+        else:
+            tel, ada = CONDITIONS[name]
+            policies[name] = SigmaPolicy(model, telepathy=tel, adapter=adapter if ada else None,
+                                         replan_every=cfg.replan_every, silent_audio=cfg.silent_audio,
+                                         carry_memory=cfg.carry_memory)
     t0 = time.perf_counter()
     try:
-        for name in cfg.conditions:
-            if name == "expert":
-                policy = ExpertPolicy(env)
-            elif name == "baseline":
-                base = baseline_model if baseline_model is not None else model
-                policy = SigmaPolicy(base, telepathy=False, replan_every=cfg.replan_every,
-                                     silent_audio=cfg.silent_audio, carry_memory=cfg.carry_memory)
-                info[name] = {"source": "checkpoint" if baseline_model is not None else "tau0",
-                              "description": "separate baseline checkpoint, telepathy off" if baseline_model is not None
-                              else "the model's tau = 0 path (no separate baseline checkpoint given)"}
-            else:
-                tel, ada = CONDITIONS[name]
-                policy = SigmaPolicy(model, telepathy=tel, adapter=adapter if ada else None,
-                                     replan_every=cfg.replan_every, silent_audio=cfg.silent_audio,
-                                     carry_memory=cfg.carry_memory)
-            wins = 0
-            for i in range(cfg.episodes):
-                seed = cfg.seed + i
-                out = run_episode(env, policy, seed, episode_instruction(i, seed, name), cfg, condition=name,
-                                  episode=i)
-                outcomes.append(out)
-                wins += out.success
-                if progress:
-                    print(f"[closed-loop] {name:<22} ep {i + 1:>3}/{cfg.episodes} seed {seed} "
-                          f"{'ok  ' if out.success else 'FAIL'} steps {out.steps:>3} "
-                          f"({wins}/{i + 1} ok, {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        outcomes = run_conditions(env, policies, cfg, progress)
     finally:
         if own_env:
             env.close()
@@ -535,23 +530,34 @@ def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None 
 def format_summary(report: dict[str, Any]) -> str:
     lines = [f"{'condition':<36}{'success':>9}{'95% CI':>15}{'t_success(s)':>14}{'|dcmd|':>9}{'jerk':>11}"]
     for name, c in report.get("closed_loop", {}).items():
+        label = report.get("conditions", {}).get(name, {}).get("label") or LABELS.get(name, name)
         lo, hi = c["success_rate_ci95"]
         ci = "-" if lo is None else f"[{lo:.2f},{hi:.2f}]"
         t = c["mean_time_to_success_s"]
-        lines.append(f"{LABELS.get(name, name):<36}{c['successes']:>4}/{c['episodes']:<4}{ci:>15}"
+        lines.append(f"{label:<36}{c['successes']:>4}/{c['episodes']:<4}{ci:>15}"
                      f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}")
     return "\n".join(lines)
 
 
+DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
+SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "adapter_config", "no_memory")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sigma-closed-loop", description="In-process closed-loop evaluation of Sigma "
-                                "in the simulated SO-101 (success rate, time to success, smoothness).")
-    p.add_argument("--checkpoint", default="checkpoints/sigma_so101_default", help="Sigma checkpoint directory")
+    p = argparse.ArgumentParser(prog="sigma-closed-loop", description="In-process closed-loop evaluation in the "
+                                "simulated SO-101 (success rate, time to success, smoothness) of a Sigma checkpoint "
+                                "or of a LeRobot policy of any type.")
+    p.add_argument("--checkpoint", default=None, help=f"Sigma checkpoint directory (default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--policy-path", default=None, metavar="DIR",
+                   help="instead: a LeRobot policy saved by lerobot-train (.../pretrained_model), any type (act, "
+                        "diffusion, sigma, ...), run with its processors; reported as lerobot_<type>")
+    p.add_argument("--device", default="cpu", help="device of the --policy-path policy (default cpu)")
     p.add_argument("--baseline-checkpoint", default=None, help="separate baseline policy checkpoint (telepathy off)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (default 10000)")
-    p.add_argument("--conditions", nargs="+", default=["sigma", "paraphrase", "telepathy_off", "sigma_adapter"],
-                   choices=ALL_CONDITIONS)
+    p.add_argument("--conditions", nargs="+", default=None, choices=ALL_CONDITIONS,
+                   help="default: sigma paraphrase telepathy_off sigma_adapter; with --policy-path: lerobot (add "
+                        "expert for the ceiling)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between plans (default: the checkpoint's n_action_steps)")
     p.add_argument("--max-steps", type=int, default=450)
@@ -559,23 +565,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter-config", default=None, help="AdapterConfig JSON")
     p.add_argument("--no-memory", action="store_true", help="reset tau / memory at every plan")
     p.add_argument("--output", "-o", default=None, help="write sigma_eval_report.json (+ batch log) here")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from sigma_model.evaluation.adapter import AdapterConfig
+    from sigma_model.evaluation.report import REPORT_NAME, refuse_existing_report
 
-    cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(args.conditions),
-                           replan_every=args.replan_every, max_steps=args.max_steps, threads=args.threads,
-                           carry_memory=not args.no_memory)
-    adapter_config = AdapterConfig.load(args.adapter_config) if args.adapter_config else None
-    report = evaluate_checkpoint(args.checkpoint, cfg, args.output, adapter_config=adapter_config,
-                                 baseline_checkpoint=args.baseline_checkpoint, progress=not args.quiet)
+    lerobot = args.policy_path is not None
+    if lerobot:
+        given = [f"--{o.replace('_', '-')}" for o in SIGMA_ONLY_OPTIONS if getattr(args, o) not in (None, False)]
+        if given:
+            parser.error(f"{', '.join(given)} apply to a Sigma checkpoint, not to --policy-path")
+    elif "lerobot" in (args.conditions or ()):
+        parser.error("--conditions lerobot needs --policy-path")
+    conditions = args.conditions or (["lerobot"] if lerobot else ["sigma", "paraphrase", "telepathy_off", "sigma_adapter"])
+    try:
+        if args.output:
+            refuse_existing_report(args.output, args.overwrite)
+        cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(conditions),
+                               replan_every=args.replan_every, max_steps=args.max_steps, threads=args.threads,
+                               carry_memory=not args.no_memory)
+        if lerobot:
+            from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter, check_lerobot_conditions
+
+            check_lerobot_conditions(cfg.conditions)
+            policy = LeRobotPolicyAdapter.from_pretrained(args.policy_path, device=args.device)
+    except (ValueError, OSError) as err:
+        parser.exit(2, f"sigma-closed-loop: error: {err}\n")
+    if lerobot:
+        from sigma_sim.lerobot_closed_loop import evaluate_lerobot_policy
+
+        report = evaluate_lerobot_policy(policy, cfg, args.output, progress=not args.quiet)
+    else:
+        adapter_config = AdapterConfig.load(args.adapter_config) if args.adapter_config else None
+        report = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, cfg, args.output,
+                                     adapter_config=adapter_config, baseline_checkpoint=args.baseline_checkpoint,
+                                     progress=not args.quiet)
     print(format_summary(report))
     if args.output:
-        print(f"report: {Path(args.output) / 'sigma_eval_report.json'}")
+        print(f"report: {Path(args.output) / REPORT_NAME}")
     return 0
 
 
