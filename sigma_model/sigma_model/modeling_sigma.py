@@ -76,7 +76,7 @@ class SigmaModel(nn.Module):
         """Instruction strings -> token ids and mask on the model's device."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a list of strings")
-        tokens = self._need("language").backbone.tokenize(list(texts), self.config.max_text_tokens)
+        tokens = self._need("language").tokenize(list(texts))
         return TextTokens(tokens.ids.to(self.device), tokens.mask.to(self.device), list(texts))
 
     def vision_stage(self, obs: SigmaObservation, tau_prev: torch.Tensor | None = None) -> VisionOutput:

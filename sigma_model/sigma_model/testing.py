@@ -67,6 +67,26 @@ def save_tiny_llama(root: Path) -> Path:
     return root
 
 
+def save_tiny_bert(root: Path) -> Path:
+    """A tiny BERT encoder (hidden size 16) with a word-level tokenizer, saved in ``root`` (no hub): a
+    stand-in for ``SigmaConfig.text_encoder`` models such as all-MiniLM-L6-v2."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "pick", "the", "cube", "and", "place", "it", "on", "left", "right",
+             "move", "to", "green", "blue", "square"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, max_position_embeddings=64)).save_pretrained(root)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(root)
+    return root
+
+
 def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
     """Give the telepathy residual head, the vision FiLM and the language modulator non-zero weights and
     open their log-scale gates, so tau and tau_prev change every stage's output (as after training; the

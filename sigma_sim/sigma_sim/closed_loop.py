@@ -16,6 +16,8 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
     sigma_adapter          telepathy on,  risk-gated adapter on (paper 4.3)
     telepathy_off          telepathy off (tau = 0 path), adapter off
     telepathy_off_adapter  telepathy off, adapter on
+    paraphrase             as sigma, but each episode's instruction is a held-out paraphrase of the same
+                           region (:data:`sigma_sim.instructions.HELD_OUT_PARAPHRASES`, never trained on)
     baseline               a separate baseline checkpoint (telepathy off) when given, else the
                            model's tau = 0 path
     expert                 the scripted expert (privileged simulator state): the task's ceiling
@@ -25,7 +27,8 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
 :class:`EvalEpisode` (seeded reset, safety filter, success held for ``success_hold_steps`` ticks) is
 the evaluation's side of an episode, shared with the LeRobot env of :mod:`sigma_sim.lerobot_env`.
 
-Every condition sees the same episode seeds (cube pose, instruction) and diffusion noise seeds.
+Every condition sees the same episode seeds (cube pose, target region) and diffusion noise seeds;
+the instruction's wording is the template one except under ``paraphrase``.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
 safety filter's interventions. Every plan of a Sigma condition is also scored as the paper scores a
@@ -66,6 +69,7 @@ CONDITIONS: dict[str, tuple[bool, bool]] = {
     "sigma_adapter": (True, True),
     "telepathy_off": (False, False),
     "telepathy_off_adapter": (False, True),
+    "paraphrase": (True, False),
 }
 ALL_CONDITIONS = (*CONDITIONS, "baseline", "expert", "lerobot")
 LABELS = {
@@ -73,6 +77,7 @@ LABELS = {
     "sigma_adapter": "Sigma + adapter",
     "telepathy_off": "telepathy off (tau = 0)",
     "telepathy_off_adapter": "telepathy off + adapter",
+    "paraphrase": "Sigma, held-out paraphrases",
     "baseline": "baseline",
     "expert": "scripted expert (privileged state)",
     "lerobot": "LeRobot policy",
@@ -137,11 +142,12 @@ def env_state_encoding(config) -> str | None:
     return (config.notes or {}).get("env_state")
 
 
-def episode_instruction(index: int, seed: int) -> str:
-    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed)."""
-    from sigma_sim.record import instruction_for_episode
+def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
+    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed): a
+    template, or under the ``paraphrase`` condition a held-out paraphrase of the same region."""
+    from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, episode_wording
 
-    return instruction_for_episode(index, seed)
+    return episode_wording(index, seed, HELD_OUT_PARAPHRASES if condition == "paraphrase" else INSTRUCTIONS)
 
 
 # ---------------------------------------------------------------------------------- policies
@@ -436,14 +442,14 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
 
 def run_conditions(env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False) -> list[EpisodeOutcome]:
     """Every policy (condition name -> policy) over the same episodes: episode ``i`` has seed
-    ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed)``."""
+    ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``."""
     outcomes: list[EpisodeOutcome] = []
     t0 = time.perf_counter()
     for name, policy in policies.items():
         wins = 0
         for i in range(config.episodes):
             seed = config.seed + i
-            out = run_episode(env, policy, seed, episode_instruction(i, seed), config, condition=name, episode=i)
+            out = run_episode(env, policy, seed, episode_instruction(i, seed, name), config, condition=name, episode=i)
             outcomes.append(out)
             wins += out.success
             if progress:
@@ -492,6 +498,7 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
             "mean_sq_jerk": float(np.mean([o.mean_sq_jerk for o in outs])),
             "lift_rate": float(np.mean([o.was_lifted for o in outs])),
             "failed_seeds": [o.seed for o in outs if not o.success],
+            "instructions": list(dict.fromkeys(o.instruction for o in outs)),  # distinct, in episode order
         }
     expert = "the scripted expert is the reference of the plan errors"
     not_applicable = {"expert": {**{f: expert for f in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj",
@@ -639,8 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (default 10000)")
     p.add_argument("--conditions", nargs="+", default=None, choices=ALL_CONDITIONS,
-                   help="default: sigma telepathy_off sigma_adapter; with --policy-path: lerobot (add expert for "
-                        "the ceiling)")
+                   help="default: sigma paraphrase telepathy_off sigma_adapter; with --policy-path: lerobot (add "
+                        "expert for the ceiling)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between plans (default: the checkpoint's n_action_steps)")
     p.add_argument("--max-steps", type=int, default=450)
@@ -670,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{', '.join(given)} apply to a Sigma checkpoint, not to --policy-path")
     elif "lerobot" in (args.conditions or ()):
         parser.error("--conditions lerobot needs --policy-path")
-    conditions = args.conditions or (["lerobot"] if lerobot else ["sigma", "telepathy_off", "sigma_adapter"])
+    conditions = args.conditions or (["lerobot"] if lerobot else ["sigma", "paraphrase", "telepathy_off", "sigma_adapter"])
     try:
         if args.output:
             refuse_existing_report(args.output, args.overwrite)

@@ -17,6 +17,7 @@ from sigma_sim.closed_loop import (
     ClosedLoopConfig, ExpertReference, evaluate, format_summary, smoothness, wilson_interval, write_closed_loop_report,
 )
 from sigma_sim.default_model import DEFAULT_MODEL_CONFIG
+from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, instruction_target
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "sigma_so101_default"
@@ -37,12 +38,19 @@ def test_closed_loop_report_format(tmp_path):
     torch.manual_seed(0)
     model = SigmaModel(SigmaConfig(**DEFAULT_MODEL_CONFIG))
     cfg = ClosedLoopConfig(episodes=2, max_steps=12, replan_every=4,
-                           conditions=("sigma", "telepathy_off", "sigma_adapter", "expert"))
+                           conditions=("sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"))
     report, records = evaluate(model, cfg)
     assert report["format"] == "sigma-eval-v2"
-    assert set(report["conditions"]) == {"sigma", "telepathy_off", "sigma_adapter", "expert"}
+    assert set(report["conditions"]) == {"sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"}
     # a record per episode; a sample is a plan: 12 ticks, a plan every 4 -> 3 plans per episode
-    assert len(records) == 8 and all(r["num_samples"] == (0 if r["condition"] == "expert" else 3) for r in records)
+    assert len(records) == 10 and all(r["num_samples"] == (0 if r["condition"] == "expert" else 3) for r in records)
+    # the paraphrase column: same seeds and regions as the templates, worded by held-out paraphrases
+    loop = report["closed_loop"]
+    assert [instruction_target(t) for t in loop["paraphrase"]["instructions"]] == ["left", "right"]
+    assert set(loop["paraphrase"]["instructions"]) <= {t for v in HELD_OUT_PARAPHRASES.values() for t in v}
+    assert set(loop["sigma"]["instructions"]) <= {t for v in INSTRUCTIONS.values() for t in v}
+    assert report["conditions"]["paraphrase"]["telepathy"] is True
+    assert "held-out paraphrases" in format_summary(report)
     for name, c in report["closed_loop"].items():
         assert c["episodes"] == 2 and 0.0 <= c["episode_success_rate"] <= 1.0
         assert c["mean_abs_delta_command"] >= 0.0

@@ -166,8 +166,11 @@ class _MergedView:
 
     def __init__(self, model: nn.Module, config: SigmaConfig | None = None) -> None:
         self.config, self.workspaces = config or model.config, model.workspaces
-        merge = has_lora(model) and not external_prefixes(model)
-        self._state = merged_state_dict(model) if merge else persistent_state_dict(model)
+        if has_lora(model) and not model.config.backbone_lora:  # adapters of an own (not external) backbone
+            external = external_prefixes(model)
+            self._state = {k: v for k, v in merged_state_dict(model).items() if not k.startswith(external)}
+        else:  # adapters re-applied at load from config.backbone_lora stay unmerged
+            self._state = persistent_state_dict(model)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self._state
