@@ -952,7 +952,7 @@ def evaluate_bag(
 
 def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, heads_file, backend, ci_method,
               confidence, n_boot, table_every, plots, progress, model, checkpoint_dir):
-    from sigma_model.evaluation.replay import check_a as check_a_stats
+    from sigma_model.evaluation.check_a import check_a_section, find_init_heads
     from sigma_model.evaluation.report import build_report
 
     c = model.config
@@ -993,7 +993,7 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
         info_c[CONDITION_OFFLINE] = {"telepathy": cfg.telepathy, "adapter": cfg.adapter,
                                      "label": "offline model stages"}
     n_offline = sum(1 for s in steps if s.vision)
-    ca = check_a_stats(model, heads_file)
+    ca = check_a_section(model, heads_file, find_init_heads(checkpoint) if checkpoint else None)  # one model, both paths
     meta = {
         "source": "rosbag",
         "bag": info,
@@ -1019,7 +1019,7 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
     reference = CONDITION_OFFLINE if (graph is not None and off_out is not None) else ""
     report = build_report(records, hard_thresholds=cfg.hard_thresholds, success_thresholds=cfg.success_thresholds,
                           reference=reference, condition_info=info_c,
-                          check_a={"experimental": ca, "control": ca, "identical": True},  # one model, both paths
+                          check_a=ca,
                           ci_method=ci_method, confidence=confidence, n_boot=n_boot, seed=cfg.seed,
                           table_every=table_every, meta=meta)
     details = {"frames": frames, "steps": steps, "offline": off_out, "graph": graph, "records": records}

@@ -414,14 +414,14 @@ def run_demo(args) -> dict[str, Any]:
     times = [r["time_to_success_s"] for r in results if r["time_to_success_s"] is not None]
     summary = {
         "checkpoint": checkpoint, "episodes": len(results), "successes": ok,
-        "success_rate": ok / max(1, len(results)),
+        "episode_success_rate": ok / max(1, len(results)),
         "mean_time_to_success_s": sum(times) / len(times) if times else None,
         "telepathy": args.telepathy == "on", "adapter": bool(args.adapter),
         "sim_timing_ms": timing, "latency_ms": lat, "episodes_detail": results,
         "wall_s": time.perf_counter() - t_start,
     }
     print("")
-    print(f"[sigma-demo] success rate: {ok}/{len(results)} = {summary['success_rate']:.0%}"
+    print(f"[sigma-demo] success rate: {ok}/{len(results)} = {summary['episode_success_rate']:.0%}"
           + (f"; mean time to success {summary['mean_time_to_success_s']:.2f} s" if times else ""))
     print("[sigma-demo] per-stage latency (mean over each node's status window):")
     for line in format_latency(lat):

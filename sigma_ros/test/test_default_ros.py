@@ -215,5 +215,5 @@ def test_closed_loop_episode_through_ros_nodes(tmp_path):
                         ("action_node", "action_stage"), ("controller_node", "control_stage")):
         assert stage in lat[node], (node, lat.get(node))
     report = json.loads((report_dir / "sigma_eval_report.json").read_text())
-    assert report["format"] == "sigma-eval-v1" and report["meta"]["mode"] == "closed_loop_ros"
+    assert report["format"] == "sigma-eval-v2" and report["meta"]["mode"] == "closed_loop_ros"
     assert report["closed_loop"]["sigma"]["episodes"] == 1

@@ -28,10 +28,17 @@ the evaluation's side of an episode, shared with the LeRobot env of :mod:`sigma_
 Every condition sees the same episode seeds (cube pose, instruction) and diffusion noise seeds.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
-safety filter's interventions; :func:`build_closed_loop_report` aggregates them with
+safety filter's interventions. Every plan of a Sigma condition is also scored as the paper scores a
+replayed window (:class:`ExpertReference`): its action vector, chunk and trajectory against the
+scripted expert's actions from the same simulator state (a physics-only copy takes over and runs
+the horizon; the episode itself is untouched), with tau L2, the semantic-text alignment and the hard
+plans. :func:`build_closed_loop_report` aggregates them with
 ``sigma_model.evaluation.report.build_report`` into ``sigma_eval_report.json`` (format
-``sigma-eval-v1``; success_rate per condition, the per-episode values under ``extra``, plus a
-``closed_loop`` section with Wilson confidence intervals).
+``sigma-eval-v2``): a *sample* is a plan and a *batch* an episode, so ``num_samples`` counts plans and
+``avg_mse_*`` are means over plans; ``episode_success_rate`` is the fraction of episodes solved (no
+window success rate here); fields that do not apply (the expert condition is the reference itself)
+are null with the reason under ``not_applicable``. CHECK A compares the checkpoint's heads with the
+initialisation its training run recorded. A ``closed_loop`` section adds Wilson confidence intervals.
 
 Command line::
 
@@ -86,6 +93,8 @@ class ClosedLoopConfig:
     max_step_rad: float = 0.15  # safety filter: max change per tick relative to the measured position
     silent_audio: bool = True  # feed a zero audio chunk (what the sim node publishes) when the model uses audio
     carry_memory: bool = True  # carry tau / semantic memory from plan to plan (as the ROS graph does)
+    expert_reference: bool = True  # score every plan against the scripted expert's actions from the same state
+    hard_thresholds: dict[str, float] = field(default_factory=lambda: {"vec": 0.1, "chunk": 0.2, "traj": 0.2})
     threads: int = 1
     control_hz: float = 30.0
 
@@ -141,8 +150,9 @@ class SigmaPolicy:
     ``n_action_steps``), fuses + C_low every tick."""
 
     def __init__(self, model, telepathy: bool = True, adapter=None, replan_every: int | None = None,
-                 silent_audio: bool = True, carry_memory: bool = True) -> None:
+                 silent_audio: bool = True, carry_memory: bool = True, reference=None) -> None:
         self.model = model.eval()
+        self.reference = reference  # ExpertReference: each plan is scored against the expert's actions
         self.config = model.config
         self.telepathy = telepathy
         self.adapter = adapter
@@ -150,15 +160,21 @@ class SigmaPolicy:
         self.silent_audio = silent_audio and self.config.use_audio
         self.carry_memory = carry_memory
         self.latency: dict[str, list[float]] = {s: [] for s in STAGES}
-        self.diagnostics: dict[str, list[float]] = {"tau_l2": [], "adapter_scale": [], "adapter_fallback": []}
+        self.diagnostics: dict[str, list[float]] = {"tau_l2": [], "sem_align": [], "adapter_scale": [],
+                                                    "adapter_fallback": []}
         self._text_cache: dict[str, Any] = {}
         self.reset("pick the cube", 0)
 
     def reset(self, instruction: str, seed: int) -> None:
+        from sigma_model.evaluation.replay import text_embedding
+
         self.instruction = instruction
         if instruction not in self._text_cache:
-            self._text_cache[instruction] = self.model.tokenize([instruction])
-        self.tokens = self._text_cache[instruction]
+            tokens = self.model.tokenize([instruction])
+            with torch.inference_mode():
+                self._text_cache[instruction] = (tokens, text_embedding(self.model, tokens.ids, tokens.mask))
+        self.tokens, self.text_embedding = self._text_cache[instruction]
+        self.scores: list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = []  # (plan, expert) per plan
         self.tau = None
         self.memory = None
         self.plan = None
@@ -209,6 +225,12 @@ class SigmaPolicy:
         if self.adapter is not None:
             self.latency["adapter"].append(t4 - t3)
         self.diagnostics["tau_l2"].append(float(lang.tau.norm(dim=-1).mean()))
+        self.diagnostics["sem_align"].append(float(torch.nn.functional.cosine_similarity(
+            lang.z_sem_pool.float(), self.text_embedding, dim=-1).mean()))
+        if self.reference is not None:
+            c = self.config
+            ref = torch.from_numpy(self.reference(max(c.chunk_len, c.traj_len))).float()
+            self.scores.append((tuple(t[0].float() for t in plan), (ref[0], ref[:c.chunk_len], ref[:c.traj_len])))
         if self.carry_memory:
             self.tau, self.memory = lang.tau, lang.memory
         self.plan = plan
@@ -225,6 +247,30 @@ class SigmaPolicy:
         self.latency["control"].append(time.perf_counter() - t0)
         self.tick_in_plan += 1
         return cmd[0].double().numpy()
+
+
+class ExpertReference:
+    """The scripted expert's actions from the current simulator state, the reference of a plan's MSEs:
+    a physics-only copy of the scene takes the state over (``ScriptedExpert.reset``, as the expert
+    takes over from a lead policy in sigma-sim-record) and runs ``horizon`` ticks; ``env`` is untouched."""
+
+    def __init__(self, env) -> None:
+        from sigma_sim.expert import ScriptedExpert
+        from sigma_sim.so101_env import SO101PickPlaceEnv
+
+        self.env = env
+        self.shadow = SO101PickPlaceEnv(replace(env.config, render_observations=False))
+        self.expert = ScriptedExpert(self.shadow)
+
+    def __call__(self, horizon: int) -> np.ndarray:
+        """[horizon, 6] joint targets."""
+        self.shadow.copy_state_from(self.env)
+        self.expert.reset()
+        actions = []
+        for _ in range(horizon):
+            actions.append(np.asarray(self.expert.act(), dtype=np.float64))
+            self.shadow.step(actions[-1])
+        return np.stack(actions)
 
 
 class ExpertPolicy:
@@ -263,24 +309,37 @@ class EpisodeOutcome:
     latency_ms: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    plan_errors: dict[str, Any] = field(default_factory=dict)  # plan_errors(): the plans' MSEs against the expert
 
     def record(self) -> dict[str, Any]:
-        """A per-episode record for sigma_model.evaluation.report.build_report (batch = episode)."""
+        """A per-episode record for sigma_model.evaluation.report.build_report (batch = episode,
+        sample = plan: tau, alignment and the errors are means over the episode's plans)."""
         rec: dict[str, Any] = {
-            "condition": self.condition, "batch": self.episode, "num_samples": 1, "num_success": int(self.success),
+            "condition": self.condition, "batch": self.episode, "num_samples": self.plans,
+            "episode_success": int(self.success), **self.plan_errors,
             "time_to_success_s": self.time_to_success_s, "episode_steps": self.steps,
             "lifted": float(self.was_lifted), "mean_abs_delta_command": self.mean_abs_delta_command,
             "mean_sq_jerk": self.mean_sq_jerk, "safety_step_limited_fraction": self.safety_step_limited_fraction,
             "plans": self.plans, "wall_s": self.wall_s,
         }
-        if "tau_l2" in self.diagnostics:
-            rec["tau_l2"] = self.diagnostics["tau_l2"]
-        for k, v in self.diagnostics.items():
-            if k != "tau_l2":
-                rec[k] = v
+        rec.update(self.diagnostics)
         for k, v in self.latency_ms.items():
             rec[f"latency_ms_{k}"] = v
         return rec
+
+
+def plan_errors(policy, config: ClosedLoopConfig) -> dict[str, Any]:
+    """The paper's per-sample fields over the episode's scored plans (vector / chunk / trajectory MSE
+    against the expert's actions from the same state, hard plans and their MSEs); {} when none was scored."""
+    from sigma_model.evaluation.replay import batch_record
+
+    scores = getattr(policy, "scores", None)
+    if not scores:
+        return {}
+    plans = [torch.stack([s[0][k] for s in scores]) for k in range(3)]
+    expert = [torch.stack([s[1][k] for s in scores]) for k in range(3)]
+    rec = batch_record("", 0, plans, expert, None, None, config.hard_thresholds)
+    return {k: v for k, v in rec.items() if k not in ("condition", "batch", "num_samples", "tau_l2", "sem_align")}
 
 
 def smoothness(commands: np.ndarray) -> tuple[float, float]:
@@ -371,7 +430,7 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
         time_to_success_s=run.first_success_step * env.control_dt if run.success else None,
         was_lifted=bool(run.info.get("was_lifted", False)), mean_abs_delta_command=d_cmd, mean_sq_jerk=jerk,
         safety_step_limited_fraction=run.step_limited / max(1, run.steps), plans=policy.plans, latency_ms=latency,
-        diagnostics=diagnostics, wall_s=time.perf_counter() - t_wall,
+        diagnostics=diagnostics, wall_s=time.perf_counter() - t_wall, plan_errors=plan_errors(policy, config),
     )
 
 
@@ -408,8 +467,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopConfig,
                              condition_info: dict[str, dict[str, Any]] | None = None,
-                             meta: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(report dict in the sigma-eval-v1 format, per-episode records)."""
+                             meta: dict[str, Any] | None = None,
+                             check_a: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(report dict in the sigma-eval-v2 format, per-episode records)."""
     from sigma_model.evaluation.report import build_report
 
     records = [o.record() for o in outcomes]
@@ -425,19 +485,28 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
         lo, hi = wilson_interval(k, len(outs))
         times = [o.time_to_success_s for o in outs if o.time_to_success_s is not None]
         closed[name] = {
-            "episodes": len(outs), "successes": k, "success_rate": k / max(1, len(outs)),
-            "success_rate_ci95": [lo, hi], "mean_time_to_success_s": float(np.mean(times)) if times else None,
+            "episodes": len(outs), "successes": k, "episode_success_rate": k / max(1, len(outs)),
+            "episode_success_rate_ci95": [lo, hi], "mean_time_to_success_s": float(np.mean(times)) if times else None,
             "median_time_to_success_s": float(np.median(times)) if times else None,
             "mean_abs_delta_command": float(np.mean([o.mean_abs_delta_command for o in outs])),
             "mean_sq_jerk": float(np.mean([o.mean_sq_jerk for o in outs])),
             "lift_rate": float(np.mean([o.was_lifted for o in outs])),
             "failed_seeds": [o.seed for o in outs if not o.success],
         }
+    expert = "the scripted expert is the reference of the plan errors"
+    not_applicable = {"expert": {**{f: expert for f in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj",
+                                                        "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj",
+                                                        "hard_sample_fraction", "total_hard_samples")},
+                                 "avg_tau_l2": "the scripted expert has no telepathy factors",
+                                 "avg_semantic_text_alignment": "the scripted expert has no semantic factors"}}
     report = build_report(
-        records, reference="__none__", condition_info=info, table_every=10,
+        records, reference="__none__", condition_info=info, hard_thresholds=config.hard_thresholds,
+        not_applicable=not_applicable, check_a=check_a, table_every=10,
         meta={"mode": "closed_loop_in_process", "episodes": config.episodes, "seeds": [config.seed, config.seed + config.episodes - 1],
               "replan_every": config.replan_every, "control_hz": config.control_hz, "max_steps": config.max_steps,
               "success_hold_steps": config.success_hold_steps, "safety_max_step_rad": config.max_step_rad,
+              "units": "a sample is a plan, a batch an episode; MSEs in rad^2 against the scripted expert's "
+                       "actions from the plan's simulator state",
               "config": asdict(config), **(meta or {})},
     )
     report["closed_loop"] = closed
@@ -454,9 +523,12 @@ def evaluation_env(config: ClosedLoopConfig, image_width: int = 96, image_height
 
 
 def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None, baseline_model=None,
-             progress: bool = False, env=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run every condition over the same seeded episodes; returns (report, per-episode records)."""
+             progress: bool = False, env=None, init_heads: str | Path | None = None
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run every condition over the same seeded episodes; returns (report, per-episode records).
+    CHECK A compares ``model``'s heads with ``init_heads`` (not run without)."""
     from sigma_model.evaluation.adapter import RiskGatedAdapter
+    from sigma_model.evaluation.check_a import check_a_section
 
     cfg = config or ClosedLoopConfig()
     if "lerobot" in cfg.conditions:
@@ -471,6 +543,7 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
         size = model.config.image_size if model is not None else 96
         env = evaluation_env(cfg, size, size)
     adapter = RiskGatedAdapter(adapter_config)
+    reference = ExpertReference(env) if cfg.expert_reference else None
     policies: dict[str, Any] = {}
     info: dict[str, dict[str, Any]] = {}
     for name in cfg.conditions:
@@ -479,7 +552,8 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
         elif name == "baseline":
             base = baseline_model if baseline_model is not None else model
             policies[name] = SigmaPolicy(base, telepathy=False, replan_every=cfg.replan_every,
-                                         silent_audio=cfg.silent_audio, carry_memory=cfg.carry_memory)
+                                         silent_audio=cfg.silent_audio, carry_memory=cfg.carry_memory,
+                                         reference=reference)
             info[name] = {"source": "checkpoint" if baseline_model is not None else "tau0",
                           "description": "separate baseline checkpoint, telepathy off" if baseline_model is not None
                           else "the model's tau = 0 path (no separate baseline checkpoint given)"}
@@ -487,7 +561,7 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
             tel, ada = CONDITIONS[name]
             policies[name] = SigmaPolicy(model, telepathy=tel, adapter=adapter if ada else None,
                                          replan_every=cfg.replan_every, silent_audio=cfg.silent_audio,
-                                         carry_memory=cfg.carry_memory)
+                                         carry_memory=cfg.carry_memory, reference=reference)
     t0 = time.perf_counter()
     try:
         outcomes = run_conditions(env, policies, cfg, progress)
@@ -495,7 +569,9 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
         if own_env:
             env.close()
     meta = {"seconds": time.perf_counter() - t0, "adapter_config": adapter.config.to_dict(), "threads": torch.get_num_threads()}
-    return build_closed_loop_report(outcomes, cfg, info, meta)
+    check = (check_a_section(model, init_heads=init_heads, control_model=baseline_model) if model is not None
+             else {"passed": None, "status": "not run: no model (expert only)"})
+    return build_closed_loop_report(outcomes, cfg, info, meta, check)
 
 
 def write_closed_loop_report(report: dict[str, Any], records: list[dict[str, Any]], out_dir: str | Path) -> Path:
@@ -507,13 +583,17 @@ def write_closed_loop_report(report: dict[str, Any], records: list[dict[str, Any
 
 def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None = None, out_dir: str | Path | None = None,
                         adapter_config=None, baseline_checkpoint: str | Path | None = None,
-                        progress: bool = False) -> dict[str, Any]:
-    """Load a checkpoint (a sigma_model checkpoint dir), evaluate it, optionally write the report."""
+                        progress: bool = False, init_heads: str | Path | None = None) -> dict[str, Any]:
+    """Load a checkpoint (a sigma_model checkpoint dir), evaluate it, optionally write the report.
+    CHECK A uses ``init_heads``, by default the training run's initialisation file when found."""
     from sigma_model import load_checkpoint
+
+    from sigma_model.evaluation.check_a import find_init_heads
 
     model = load_checkpoint(checkpoint)
     baseline = load_checkpoint(baseline_checkpoint) if baseline_checkpoint else None
-    report, records = evaluate(model, config, adapter_config=adapter_config, baseline_model=baseline, progress=progress)
+    report, records = evaluate(model, config, adapter_config=adapter_config, baseline_model=baseline, progress=progress,
+                               init_heads=init_heads if init_heads is not None else find_init_heads(checkpoint))
     report["meta"]["checkpoint"] = str(checkpoint)
     if out_dir is not None:
         write_closed_loop_report(report, records, out_dir)
@@ -521,19 +601,29 @@ def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None 
 
 
 def format_summary(report: dict[str, Any]) -> str:
-    lines = [f"{'condition':<36}{'success':>9}{'95% CI':>15}{'t_success(s)':>14}{'|dcmd|':>9}{'jerk':>11}"]
+    from sigma_model.evaluation.evaluate import format_check_a
+
+    lines = [f"{'condition':<36}{'success':>9}{'95% CI':>15}{'t_success(s)':>14}{'|dcmd|':>9}{'jerk':>11}"
+             f"{'mse vec/chk/trj vs expert':>30}"]
     for name, c in report.get("closed_loop", {}).items():
         label = report.get("conditions", {}).get(name, {}).get("label") or LABELS.get(name, name)
-        lo, hi = c["success_rate_ci95"]
+        lo, hi = c["episode_success_rate_ci95"]
         ci = "-" if lo is None else f"[{lo:.2f},{hi:.2f}]"
         t = c["mean_time_to_success_s"]
+        cond = report.get("conditions", {}).get(name, {})
+        mse = [cond.get(f) for f in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj")]
+        mse_s = "-" if mse[0] is None else "/".join(f"{v:.4f}" for v in mse)
         lines.append(f"{label:<36}{c['successes']:>4}/{c['episodes']:<4}{ci:>15}"
-                     f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}")
+                     f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}"
+                     f"{mse_s:>30}")
+    if report.get("check_a"):
+        lines.append(format_check_a(report["check_a"]))
     return "\n".join(lines)
 
 
 DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
-SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "adapter_config", "no_memory")
+SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "adapter_config", "no_memory",
+                      "no_expert_reference", "init_heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -557,6 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--adapter-config", default=None, help="AdapterConfig JSON")
     p.add_argument("--no-memory", action="store_true", help="reset tau / memory at every plan")
+    p.add_argument("--no-expert-reference", action="store_true",
+                   help="do not score plans against the scripted expert (avg_mse_* are then null)")
+    p.add_argument("--init-heads", default=None, help="the training run's sigma_telepathy_heads_init.safetensors "
+                   "for CHECK A (default: found next to the checkpoint)")
     p.add_argument("--output", "-o", default=None, help="write sigma_eval_report.json (+ batch log) here")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
     p.add_argument("--quiet", action="store_true")
@@ -582,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             refuse_existing_report(args.output, args.overwrite)
         cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(conditions),
                                replan_every=args.replan_every, max_steps=args.max_steps, threads=args.threads,
-                               carry_memory=not args.no_memory)
+                               carry_memory=not args.no_memory, expert_reference=not args.no_expert_reference)
         if lerobot:
             from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter, check_lerobot_conditions
 
@@ -598,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         adapter_config = AdapterConfig.load(args.adapter_config) if args.adapter_config else None
         report = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, cfg, args.output,
                                      adapter_config=adapter_config, baseline_checkpoint=args.baseline_checkpoint,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, init_heads=args.init_heads)
     print(format_summary(report))
     if args.output:
         print(f"report: {Path(args.output) / REPORT_NAME}")

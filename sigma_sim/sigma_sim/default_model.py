@@ -348,10 +348,12 @@ def stage_eval(args, work: Path, model_dir: str | Path) -> dict[str, Any]:
 
 
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, Any, Any]]:
+    from sigma_model.evaluation.report import success_rate_of
+
     rows = []
     for name, c in report.get("conditions", {}).items():
         ex = c.get("extra", {})
-        rows.append((c.get("label", name), c.get("success_rate"), ex.get("time_to_success_s"),
+        rows.append((c.get("label", name), success_rate_of(c), ex.get("time_to_success_s"),
                      ex.get("mean_abs_delta_command"), ex.get("mean_sq_jerk")))
     return rows
 
@@ -405,7 +407,7 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
         f"{ev.get('meta', {}).get('episodes')} randomised episodes (seeds {prov['seeds']['evaluation']}), "
         f"replanning every {ev.get('meta', {}).get('replan_every')} control ticks at 30 Hz, safety filter on.",
         "",
-        "| condition | success rate | mean time to success (s) | mean abs command change (rad/tick) | mean squared jerk |",
+        "| condition | episode success rate | mean time to success (s) | mean abs command change (rad/tick) | mean squared jerk |",
         "|---|---|---|---|---|",
     ]
     fmt = lambda v, p=3: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -418,6 +420,8 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
 
 
 def stage_ship(args, prov: dict[str, Any], model_dir: Path, work: Path) -> Path:
+    from sigma_model.evaluation.check_a import INIT_HEADS_FILE, find_init_heads
+
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -427,7 +431,10 @@ def stage_ship(args, prov: dict[str, Any], model_dir: Path, work: Path) -> Path:
     for name in ("sigma_eval_report.json",):
         if (eval_dir / name).is_file():
             shutil.copy2(eval_dir / name, tmp / name)
-    prov["checkpoint_bytes"] = sum(p.stat().st_size for p in tmp.glob("*.safetensors"))
+    init = find_init_heads(model_dir)  # the heads training started from: CHECK A of later evaluations
+    if init is not None:
+        shutil.copy2(init, tmp / INIT_HEADS_FILE)
+    prov["checkpoint_bytes"] = sum(p.stat().st_size for p in tmp.glob("*.safetensors") if p.name != INIT_HEADS_FILE)
     write_provenance(tmp, prov)
     if out.exists():
         shutil.rmtree(out)

@@ -146,7 +146,8 @@ def evaluate_lerobot_policy(policy: LeRobotPolicyAdapter, config: ClosedLoopConf
         env.close()
     meta = {"seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "policy_path": policy.path,
             "policy_type": pconf.type, "device": str(policy.device)}
-    report, records = build_closed_loop_report(outcomes, cfg, info, meta)
+    report, records = build_closed_loop_report(outcomes, cfg, info, meta,
+                                               {"passed": None, "status": "not run: a LeRobot policy has no Sigma heads"})
     if out_dir is not None:
         write_closed_loop_report(report, records, out_dir)
     return report

@@ -465,6 +465,13 @@ class SO101PickPlaceEnv(gym.Env):
         truncated = self.step_count >= self.config.max_episode_steps
         return self._observation(), float(success), terminated, truncated, self._info(success)
 
+    def copy_state_from(self, other: "SO101PickPlaceEnv") -> None:
+        """Continue from ``other``'s state (same scene): physics, last command, instruction, step count."""
+        mujoco.mj_copyData(self.data, self.model, other.data)
+        self.instruction, self.target = other.instruction, other.target
+        self.step_count, self.was_lifted = other.step_count, other.was_lifted
+        self._last_action = other.last_action.copy()
+
     def render(self) -> np.ndarray:
         """Front camera RGB image, ``uint8[image_height, image_width, 3]``."""
         if self._renderer is None:

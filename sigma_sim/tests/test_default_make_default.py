@@ -27,6 +27,10 @@ def test_make_default_tiny_pipeline(tmp_path):
     assert prov["train"]["last_metrics"]["L_aux"] > 0.0  # the cube pose is a training target...
     assert prov["preprocess"]["windows"] > 0
     assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
+    # the shipped model carries the heads its training started from; its report ran CHECK A against them
+    assert (out / "sigma_telepathy_heads_init.safetensors").is_file()
+    check = json.loads((out / "sigma_eval_report.json").read_text())["check_a"]
+    assert check["init_heads"].endswith("sigma_telepathy_heads_init.safetensors") and check["passed"] is not None
     assert "--episodes 2" in prov["command"] and "--record-workers" not in prov["command"]
     text = (out / "PROVENANCE.md").read_text()
     assert "Closed-loop evaluation" in text and "telepathy off" in text

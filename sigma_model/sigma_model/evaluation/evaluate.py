@@ -28,7 +28,7 @@ PROG = "sigma-eval"
 CI_METHODS = ("bootstrap", "t")
 SUMMARY_FIELDS = ("num_samples", "num_batches", "avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2",
                   "avg_semantic_text_alignment", "hard_sample_fraction", "total_hard_samples",
-                  "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj", "success_rate")
+                  "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj", "window_success_rate")
 
 
 @dataclass
@@ -42,9 +42,12 @@ class EvalCLI:
     overwrite: bool = False  # replace a report already in output
     baseline_checkpoint: str | None = None  # separate untuned baseline policy (replayed with telepathy off)
     heads: str | None = None  # sigma_telepathy_heads.safetensors to load over the checkpoint
+    # the heads the run started from, for CHECK A (default: sigma_telepathy_heads_init.safetensors of the
+    # checkpoint's training run, when found)
+    init_heads: str | None = None
     threads: int | None = None  # torch CPU threads (torch.set_num_threads)
     # batches (the paper: 723 windows in 181 batches of 4), seed, conditions, baseline source, thresholds,
-    # device (cpu, cuda, cuda:0 or auto)
+    # carry_state (false: every window from a zero state), device (cpu, cuda, cuda:0 or auto)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)  # the risk gate (paper 4.3)
     ci: str = "bootstrap"  # confidence interval over batches: bootstrap or t
@@ -88,6 +91,21 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def format_check_a(ca: dict) -> str:
+    """CHECK A as text: the groups' statistics, and the trained heads against their initialisation."""
+    lines = ["CHECK A (telepathy heads):"]
+    for group in ("experimental", "control"):
+        g = ca.get(group) or {}
+        lines.append(f"  {group:<13} heads_tensors={g.get('heads_tensors')} mean={_fmt(g.get('mean'))} "
+                     f"std={_fmt(g.get('std'))} rms={_fmt(g.get('rms'))}  ({g.get('source')})")
+    lines.append(f"  identical: {ca.get('identical')}")
+    if ca.get("relative_change") is not None:
+        paths = ", ".join(f"{k} {v:.3g}" for k, v in (ca.get("telepathy_paths") or {}).items())
+        lines.append(f"  vs initialisation: relative change {ca['relative_change']:.3g} ({paths})")
+    lines.append(f"  {ca.get('status', 'not run')}")
+    return "\n".join(lines)
+
+
 def format_summary(report: dict) -> str:
     from .report import format_check_b
 
@@ -117,12 +135,7 @@ def format_summary(report: dict) -> str:
     ca = report.get("check_a") or {}
     if ca:
         lines.append("")
-        lines.append("CHECK A (telepathy heads):")
-        for group in ("experimental", "control"):
-            g = ca.get(group) or {}
-            lines.append(f"  {group:<13} heads_tensors={g.get('heads_tensors')} mean={_fmt(g.get('mean'))} "
-                         f"std={_fmt(g.get('std'))} rms={_fmt(g.get('rms'))}  ({g.get('source')})")
-        lines.append(f"  identical: {ca.get('identical')}")
+        lines.append(format_check_a(ca))
     labels = {n: conds[n].get("label", n) for n in names}
     lines.append("")
     lines.append(f"CHECK B (every {report['check_b']['every']} batches):")
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from .replay import _shard_dataset, num_batches, run_replay
+        from .replay import _shard_dataset, episode_batches, run_replay
         from .report import refuse_existing_report
 
         refuse_existing_report(cli.output, cli.overwrite)
@@ -146,19 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         config = cli.replay
         if config.device == "auto":
             config = dataclasses.replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
-        dataset = _shard_dataset(cli.shards)
+        dataset = _shard_dataset(cli.shards, config.batch_size)
+        plan = episode_batches(dataset, config.batch_size, config.max_batches)
         bar = None
         if cli.progress and not cli.quiet:
             from tqdm import tqdm
 
-            bar = tqdm(total=min(len(dataset), num_batches(len(dataset), config.batch_size, config.max_batches) * config.batch_size),
-                       unit="sample", desc=PROG, dynamic_ncols=True)
+            bar = tqdm(total=sum(len(b) for b in plan), unit="sample", desc=PROG, dynamic_ncols=True)
         try:
             report, result = run_replay(
                 cli.shards, cli.checkpoint, cli.output, config=config, adapter_config=cli.adapter,
-                baseline_checkpoint=cli.baseline_checkpoint, heads=cli.heads, ci_method=cli.ci,
-                confidence=cli.confidence, n_boot=cli.n_bootstrap, table_every=cli.table_every,
-                plots=cli.plots, progress=None if bar is None else bar.update, dataset=dataset,
+                baseline_checkpoint=cli.baseline_checkpoint, heads=cli.heads, init_heads=cli.init_heads,
+                ci_method=cli.ci, confidence=cli.confidence, n_boot=cli.n_bootstrap, table_every=cli.table_every,
+                plots=cli.plots, progress=None if bar is None else bar.update, dataset=dataset, plan=plan,
             )
         finally:
             if bar is not None:

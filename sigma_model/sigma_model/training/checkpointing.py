@@ -19,6 +19,9 @@ Layout of one checkpoint directory `<output_dir>/checkpoints/step_00000100/`:
     trainer_state.json                  step, data position, samples seen, last metrics, versions
     training_config.json, sigma_config.json
 
+A fresh run also writes `<output_dir>/sigma_telepathy_heads_init.safetensors`, the heads it starts
+from (the seeded initialisation or init_checkpoint's heads): CHECK A compares a checkpoint with it.
+
 Nothing is pickled: every tensor goes through safetensors and everything else through JSON. The
 directory is assembled under a temporary name and renamed into place; `<checkpoints>/latest`
 (a one-line text file) then names the newest complete checkpoint.
@@ -50,6 +53,7 @@ from .lora import backbone_prefixes, has_lora, is_lora_name, load_adapter, merge
 log = logging.getLogger(__name__)
 
 HEADS_FILE = "sigma_telepathy_heads.safetensors"
+INIT_HEADS_FILE = "sigma_telepathy_heads_init.safetensors"
 BACKBONE_FILE = "backbone_frozen.safetensors"
 OPTIMIZER_TENSORS, OPTIMIZER_META = "optimizer.safetensors", "optimizer.json"
 SCHEDULER_FILE = "scheduler.json"
@@ -135,6 +139,16 @@ def save_heads(model: nn.Module, path: str | Path) -> Path:
     path = Path(path)
     _save_tensors(path, heads_state_dict(model), "telepathy_heads")
     return path
+
+
+def save_init_heads(model: nn.Module, output_dir: str | Path) -> Path:
+    """The heads a run starts from, `<output_dir>/sigma_telepathy_heads_init.safetensors` (atomic)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{INIT_HEADS_FILE}.{os.getpid()}.tmp"
+    save_heads(model, tmp)
+    os.replace(tmp, out / INIT_HEADS_FILE)
+    return out / INIT_HEADS_FILE
 
 
 def load_heads(model: nn.Module, path: str | Path) -> None:
