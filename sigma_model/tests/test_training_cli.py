@@ -86,10 +86,17 @@ def test_config_path_file_then_flags_override_it(tmp_path, capsys, suffix):
     resolved = _resolved(capsys, [f"--config_path={cfg}", "--train.learning_rate=0.25", "--model.n_heads=2"])
     assert resolved["train"]["learning_rate"] == 0.25 and resolved["train"]["rho_hard"] == 0.5
     assert resolved["train"]["batch_size"] == 3 and resolved["overwrite"] is True
-    assert resolved["model"]["d_model"] == 64 and resolved["model"]["n_heads"] == 2
+    assert resolved["model"]["d_model"] == 64 and resolved["model"]["n_heads"] == 4 and resolved["model"]["image_size"] == 32
     again = tmp_path / "again.json"  # the printed config is itself a --config_path file
     again.write_text(json.dumps(resolved))
     assert _resolved(capsys, [f"--config_path={again}"]) == resolved
+
+
+def test_one_group_from_a_file_with_include(tmp_path, capsys):
+    """draccus's `--group="include FILE"` reads one nested config (e.g. a checkpoint's config.json)."""
+    small_config(d_model=64).save(tmp_path / "model.json")
+    resolved = _resolved(capsys, [f"--model=include {tmp_path / 'model.json'}", "--model.n_heads=4"])
+    assert resolved["model"]["d_model"] == 64 and resolved["model"]["n_heads"] == 4 and resolved["model"]["image_size"] == 32
 
 
 @pytest.mark.parametrize("argv, message", [
