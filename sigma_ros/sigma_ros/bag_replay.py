@@ -319,23 +319,32 @@ def _process_output(log_file, limit: int = 3000) -> str:
 
 
 def wait_for_node_processes(h, procs, subs, timeout: float) -> None:
-    """Until every node process runs, publishes Status and is matched with the probe."""
+    """Until every node process runs and publishes Status, is brought to ``active`` through its
+    lifecycle services (as ``sigma-graph`` does) and is matched with the probe."""
+    from sigma_ros.lifecycle import bring_up_all
+
     deadline = time.monotonic() + timeout
     want = {name for name, _, _ in procs}
+    by_name = {name: p for name, p, _ in procs}
+    active = False
     while True:
         for name, p, log_file in procs:
             if p.poll() is not None:
                 raise RuntimeError(f"node process {name} exited with {p.returncode}:\n{_process_output(log_file)}")
         seen = {m.node for m in h.rec.get("status")}
+        if want <= seen and not active:
+            results = bring_up_all(h.probe, sorted(want), max(1.0, deadline - time.monotonic()),
+                                   alive=lambda name: by_name[name].poll() is None)
+            active = all(ok for ok, _ in results.values())  # else: an exit (above) or the timeout (below)
         matched = (h.pub_image.get_subscription_count() >= 1 and h.pub_joint.get_subscription_count() >= 2
                    and h.pub_instruction.get_subscription_count() >= 1
                    and all(s.get_publisher_count() >= 1 for s in subs))
-        if want <= seen and matched:
+        if active and matched:
             time.sleep(0.3)  # the pipeline between the nodes matches in the same discovery round
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"node processes not ready after {timeout:.0f} s (status from {sorted(seen)}, "
-                               f"probe matched: {matched})")
+                               f"active: {active}, probe matched: {matched})")
         time.sleep(0.1)
 
 

@@ -5,11 +5,15 @@ same graph as ``launch/sigma.launch.py``: the node list, parameter file, remappa
 per-node overrides come from :mod:`sigma_ros.graph`, and each node gets exactly the
 ``--ros-args`` a launched node would get.
 
+The nodes are managed (lifecycle) nodes: sigma-graph brings each one to ``active`` through its
+standard lifecycle services (configure, then activate), as ``ros2 launch`` does with launch_ros
+lifecycle events, and again after every restart.
+
 Modes:
   (default) one child process per node, like ``ros2 launch`` (Ctrl-C stops them all); a node
   that exits or crashes is restarted after --respawn-delay seconds (--no-respawn: the graph stops);
-  --single-process: all nodes in this process on one SingleThreadedExecutor (rclpy's
-  MultiThreadedExecutor was seen busy-spinning with the GIL held and starving the nodes).
+  --single-process: the four nodes composed in this process on one executor (each node's
+  callbacks in its own mutually exclusive callback group), no serialisation between processes.
 
 Examples::
 
@@ -26,9 +30,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from sigma_ros import graph
+
+STARTUP_TIMEOUT_S = 120.0  # configure loads the checkpoint (or builds the random weights once)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--robot-id", default="", help="the robot's id, naming its LeRobot calibration file "
                     "(default: the config file's)")
     ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
-    ap.add_argument("--single-process", action="store_true", help="run all nodes in this process (one executor)")
+    ap.add_argument("--single-process", action="store_true",
+                    help="compose all nodes in this process on one executor (launch: composition:=single_process)")
+    ap.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="S",
+                    help=f"seconds a node may take to become active (default {STARTUP_TIMEOUT_S:g})")
     ap.add_argument("--respawn-delay", type=float, default=graph.RESPAWN_DELAY_S, metavar="S",
                     help=f"restart a node that exits or crashes after S seconds (default {graph.RESPAWN_DELAY_S:g}); "
                          f"a node that cannot start as configured (exit code {graph.EXIT_CONFIG_ERROR}) stops the graph")
@@ -129,11 +139,63 @@ def list_params() -> int:
     return 0
 
 
-class NodeProcess:
-    """One node's child process under sigma-graph, restarted with the same command line when it exits."""
+class LifecycleManager:
+    """sigma-graph's own node (``sigma_graph``), spun in a background thread, bringing node
+    processes to ``active`` through their lifecycle services after every (re)start."""
 
-    def __init__(self, spec: graph.NodeSpec, cmd: list[str], say) -> None:
-        self.spec, self.cmd, self.say = spec, cmd, say
+    def __init__(self, say, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        import rclpy
+        from rclpy.signals import SignalHandlerOptions
+
+        from sigma_ros.executors import make_executor
+
+        self.say, self.timeout_s = say, timeout_s
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("sigma_graph", context=self.context)
+        self.executor = make_executor(self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        self._clients: dict = {}
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down
+            pass
+
+    def bring_up_async(self, name: str, proc: subprocess.Popen) -> None:
+        from sigma_ros.lifecycle import LifecycleClient
+
+        client = self._clients.setdefault(name, LifecycleClient(self.node, name))
+
+        def run() -> None:
+            ok, what = client.bring_up(self.timeout_s, alive=lambda: proc.poll() is None)
+            if ok:
+                self.say(f"{name} active")
+                return
+            try:
+                proc.wait(timeout=10.0)  # a node whose configure failed exits by itself (EXIT_CONFIG_ERROR)
+            except subprocess.TimeoutExpired:
+                self.say(f"{name}: {what}; stopping it")
+                proc.terminate()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self._thread.join(timeout=5.0)
+
+
+class NodeProcess:
+    """One node's child process under sigma-graph, restarted with the same command line when it
+    exits, and brought to ``active`` by ``manager`` after every start."""
+
+    def __init__(self, spec: graph.NodeSpec, cmd: list[str], say, manager: LifecycleManager | None = None) -> None:
+        self.spec, self.cmd, self.say, self.manager = spec, cmd, say, manager
         self.restarts = 0
         self.restart_at: float | None = None
         say(f"starting {spec.name}: {' '.join(cmd)}")
@@ -142,6 +204,8 @@ class NodeProcess:
     def start(self) -> subprocess.Popen:
         proc = subprocess.Popen(self.cmd)
         self.say(f"{self.spec.name} started (pid {proc.pid})")
+        if self.manager is not None:
+            self.manager.bring_up_async(self.spec.name, proc)
         return proc
 
     def check(self, now: float, respawn_delay: float | None) -> int | None:
@@ -165,9 +229,10 @@ class NodeProcess:
 
 
 def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
-                     respawn_delay: float | None = graph.RESPAWN_DELAY_S, robot: dict[str, str] | None = None) -> int:
-    """One process per node until SIGINT/SIGTERM; a node that exits is restarted after
-    ``respawn_delay`` seconds (None: the graph stops instead)."""
+                     respawn_delay: float | None = graph.RESPAWN_DELAY_S,
+                     startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
+    """One process per node until SIGINT/SIGTERM, each brought to ``active``; a node that exits
+    is restarted (and brought up again) after ``respawn_delay`` seconds (None: the graph stops)."""
     stopping = False
 
     def stop(*_):
@@ -179,10 +244,11 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
     say = lambda text: print(f"[sigma-graph] {text}", flush=True)  # noqa: E731
     children = []
     rc = 0
+    manager = LifecycleManager(say, startup_timeout)
     try:
         for spec in specs:
             children.append(NodeProcess(spec, node_command(spec, params_file, checkpoint, remaps, dry_run, log_level,
-                                                           robot=robot), say))
+                                                           robot=robot), say, manager))
         while not stopping:
             codes = [child.check(time.monotonic(), respawn_delay) for child in children]
             rc = next((code for code in codes if code), 0)
@@ -191,6 +257,7 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
             time.sleep(0.2)
     finally:
         stop_processes([(c.spec.name, c.proc) for c in children], say=say)
+        manager.close()
         restarts = {c.spec.name: c.restarts for c in children if c.restarts}
         if restarts:
             say(f"restarts: {restarts}")
@@ -231,29 +298,58 @@ def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, contex
     return nodes
 
 
+def bring_up_nodes(nodes, manager_node, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
+    """Bring in-process nodes to ``active`` through their lifecycle services, called from
+    ``manager_node`` (spun by the same executor in another thread). '' or the first error."""
+    from sigma_ros.lifecycle import bring_up_all
+
+    results = bring_up_all(manager_node, [n.get_fully_qualified_name() for n in nodes], timeout_s)
+    for node in nodes:
+        ok, what = results[node.get_fully_qualified_name()]
+        if not ok:
+            return f"{node.get_name()}: cannot start: {getattr(node, 'config_error', '') or what}"
+    return ""
+
+
 def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level,
-                       robot: dict[str, str] | None = None) -> int:
+                       startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
+    """The nodes composed in this process on one executor; sigma-graph's own node brings them
+    up through their lifecycle services. Exit code EXIT_CONFIG_ERROR when one cannot start."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+
+    from sigma_ros.executors import make_executor
 
     rclpy.init(args=[sys.argv[0]])
     nodes = []
+    failure: list[str] = []
+
+    def bring_up() -> None:
+        error = bring_up_nodes(nodes, manager, startup_timeout)
+        if error:
+            failure.append(error)
+            rclpy.try_shutdown()  # stops the executor
+        else:
+            print(f"[sigma-graph] {', '.join(n.get_name() for n in nodes)} active (one process)", flush=True)
+
     try:
         nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level, robot=robot)
-        executor = SingleThreadedExecutor()
-        for n in nodes:
+        manager = rclpy.create_node("sigma_graph")
+        executor = make_executor()
+        for n in (*nodes, manager):
             executor.add_node(n)
+        threading.Thread(target=bring_up, daemon=True).start()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the nodes)
     finally:
         for n in nodes:
-            try:
-                n.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
+            n.shutdown()
             n.destroy_node()
         rclpy.try_shutdown()
+    if failure:
+        print(f"sigma-graph: {failure[0]}", file=sys.stderr, flush=True)
+        return graph.EXIT_CONFIG_ERROR
     return 0
 
 
@@ -263,13 +359,17 @@ def main(argv: list[str] | None = None) -> int:
         return list_params()
     params_file, remaps, specs = resolve(args)
     dry_run = graph.parse_bool(args.dry_run)
+    if args.startup_timeout <= 0:
+        raise SystemExit("sigma-graph: --startup-timeout must be > 0")
     robot = robot_fields(args)
     if args.single_process:
-        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, robot)
+        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level,
+                                  args.startup_timeout, robot)
     if args.respawn_delay < 0:
         raise SystemExit("sigma-graph: --respawn-delay must be >= 0")
     respawn_delay = None if args.no_respawn else args.respawn_delay
-    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay, robot)
+    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay,
+                            args.startup_timeout, robot)
 
 
 if __name__ == "__main__":

@@ -111,15 +111,23 @@ class RobotNode(SigmaNode):
     #: Read the robot once when connecting (the simulator node reads first in its spinning thread,
     #: which owns the renderer's OpenGL context).
     READ_ON_CONNECT = True
+    #: QoS of the motor command subscription (the simulator node checks every command: a deeper queue)
+    COMMAND_QOS = qos.COMMAND
 
     def __init__(self, robot: Any = None, node_name: str = "robot_node", **kwargs) -> None:
+        self._robot = robot
         super().__init__(node_name, **kwargs)
-        self.configure(robot)
-        self.activate()
+        # the robot side of the graph manages itself: connected (configured) and active from the start;
+        # a failed configure leaves ``config_error`` set (run_node: one line, EXIT_CONFIG_ERROR)
+        self.trigger_configure()
+        if not self.config_error:
+            self.trigger_activate()
 
     # -------------------------------------------------------------- set up
     def configure(self, robot: Any = None) -> None:
-        """Make (unless given) and connect the robot, then the publishers and subscriptions."""
+        """Make (unless given here or to the constructor) and connect the robot, then the publishers
+        and subscriptions."""
+        robot = robot if robot is not None else self._robot
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64MultiArray
         from trajectory_msgs.msg import JointTrajectory
@@ -155,14 +163,16 @@ class RobotNode(SigmaNode):
             else "std_msgs/msg/Float64MultiArray"
         msg_type = JointTrajectory if p.command_type == "joint_trajectory" else Float64MultiArray
         self.create_subscription(msg_type, topic("motor_commands"), self.guarded("motor_commands", self.on_command),
-                                 qos.COMMAND)
+                                 self.COMMAND_QOS)
         self.ticks = 0
         if first is not None:
             self.publish_observation(first)
         self.set_mode("hold", "no command yet")
 
     def activate(self) -> None:
-        self.timer = self.create_timer(1.0 / self.p.rate_hz, self.on_tick)
+        """Start ticking; the timer keeps running while deactivated (commands ignored: the bridge holds)."""
+        if getattr(self, "timer", None) is None:
+            self.timer = self.create_timer(1.0 / self.p.rate_hz, self.on_tick)
 
     # ------------------------------------------------------------- commands
     def on_command(self, msg) -> None:

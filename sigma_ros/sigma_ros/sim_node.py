@@ -80,6 +80,7 @@ class SimNode(RobotNode):
 
     # the robot is the simulator: no robot.* parameters, the rate is control_hz * real_time_factor
     PARAMS = tuple(p for p in ROBOT_PARAMS if not p.name.startswith("robot.") and p.name != "rate_hz") + SIM_PARAMS
+    COMMAND_QOS = qos.COMMAND_CHECK  # max_command_step compares every command with the one before
     READ_ON_CONNECT = False  # the first episode starts (and renders) in the thread that spins the node
 
     def __init__(self, env=None, **kwargs) -> None:
@@ -124,6 +125,8 @@ class SimNode(RobotNode):
         self._pending_reset: tuple | None = (int(p.seed), p.instruction or None, False)
 
     def activate(self) -> None:
+        if getattr(self, "timer", None) is not None:
+            return  # activated again after a deactivate: the timers kept running
         self.timer = self.create_timer(1.0 / (self.p.control_hz * self.p.real_time_factor), self.on_tick)
         self.status_timer = self.create_timer(1.0 / self.p.status_hz, self.publish_episode_status)
 

@@ -95,8 +95,8 @@ def test_lockstep_replay_through_nodes_matches_offline(checkpoint, bags, tmp_pat
     assert g["latency_e2e_ms"]["max"] > 0 and g["samples_per_s"] > 0
 
     c = report["meta"]["consistency"]
-    assert c["frames_compared"] == 8 and c["frames_diverged"] == 0
-    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0
+    assert c["frames_compared"] == 8 and c["frames_diverged"] == 0, c
+    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0, c
     assert c["ros_graph_vs_offline_max_abs_diff"] <= TOL
     # ... and so the two conditions report the same errors, batch by batch
     for field in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2", "avg_semantic_text_alignment"):

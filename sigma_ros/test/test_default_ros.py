@@ -48,6 +48,11 @@ def test_sim_node_publishes_sensors_and_applies_commands():
     ctx = isolated_context("sim-node-test")
     args = graph.ros_arguments(None, [], {"seed": 5, "reset_hold_s": 0.0, "camera_hz": 15.0}, node_name="sim_node")
     sim = SimNode(context=ctx, cli_args=args)
+    assert sim.lifecycle_state() == "active"  # a robot node connects and activates itself
+    timers = len(list(sim.timers))
+    sim.trigger_deactivate()
+    sim.trigger_activate()
+    assert sim.lifecycle_state() == "active" and len(list(sim.timers)) == timers  # the same timers, no second set
     probe = rclpy.create_node("probe", context=ctx)
     got: dict[str, list] = {"image": [], "joints": [], "audio": [], "status": []}
     t = graph.TOPIC_BY_KEY

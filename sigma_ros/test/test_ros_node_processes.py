@@ -1,8 +1,9 @@
 """Each node as its own process, started as sigma-graph starts it (``python -m sigma_ros.<node>``
-with the graph's ``--ros-args``): it exits with code 0 within 2 s of SIGINT, without a traceback,
-also when SIGINT keeps coming (Ctrl-C under a launcher reaches a node from the terminal and from
-the launcher, and users press it again); a missing or corrupt checkpoint is one line on stderr and
-exit code 2."""
+with the graph's ``--ros-args``) and brought to ``active`` through its lifecycle services: it exits
+with code 0 within 2 s of SIGINT, without a traceback, also when SIGINT keeps coming (Ctrl-C under
+a launcher reaches a node from the terminal and from the launcher, and users press it again); a
+missing or corrupt checkpoint makes the configure transition fail: one line on stderr and exit
+code 2."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ pytest.importorskip("sigma_ros_msgs.msg")
 
 from sigma_ros import graph  # noqa: E402
 from sigma_ros.graph_main import start_node_process  # noqa: E402
+from sigma_ros.lifecycle import LifecycleClient, bring_up_all  # noqa: E402
 from sigma_ros.testing import GraphHarness, domain_id_for, log_text, node_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +64,8 @@ def test_every_node_process_exits_cleanly_within_2s_of_sigint(tmp_path):
         procs = {spec.name: start_node_process(spec, CONFIG, SHIPPED, env=node_env(domain), log=logs[spec.name])
                  for spec in graph.NODES}
         _wait_for_status(h, procs, logs)
+        results = bring_up_all(h.probe, list(procs), 180, alive=lambda name: procs[name].poll() is None)
+        assert all(ok for ok, _ in results.values()), results
         # every node at work when the signal comes: a plan went through the whole pipeline
         h.stream_joint_states(np.zeros(6))
         plans = h.rec.count("action_plan")
@@ -85,6 +89,7 @@ def test_every_node_process_exits_cleanly_within_2s_of_sigint(tmp_path):
             f"{name} exited {times[name]} s after SIGINT\n{text[-3000:]}"
         assert p.returncode == 0, f"{name} exit code {p.returncode}\n{text[-3000:]}"
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+        assert "transition" not in text, text[-3000:]  # the lifecycle ends without an error
 
 
 def _missing_directory(tmp_path: Path) -> Path:
@@ -126,13 +131,17 @@ def test_bad_checkpoint_is_one_line_and_exit_code_2(tmp_path, damage):
     at_fault = damage(tmp_path)
     checkpoint = at_fault if damage is _missing_directory else at_fault.parent
     log = open(tmp_path / "node.log", "w+b")
-    p = start_node_process(graph.NODE_BY_NAME["action_node"], CONFIG, str(checkpoint),
-                           env=node_env(domain_id_for("test_ros_bad_checkpoint")), log=log)
+    domain = domain_id_for("test_ros_bad_checkpoint")
+    h = GraphHarness("test_ros_bad_checkpoint_probe", nodes=(), domain_id=domain)
+    p = start_node_process(graph.NODE_BY_NAME["action_node"], CONFIG, str(checkpoint), env=node_env(domain), log=log)
     try:
+        configured = LifecycleClient(h.probe, "action_node").bring_up(120, alive=lambda: p.poll() is None)
         rc = p.wait(timeout=120)
     finally:
+        h.close()
         if p.poll() is None:
             p.kill()
+    assert configured[0] is False
     lines = [line for line in log_text(log).splitlines() if line.strip()]
     log.close()
     assert rc == graph.EXIT_CONFIG_ERROR, lines
