@@ -86,7 +86,7 @@ def test_config_path_file_then_flags_override_it(tmp_path, capsys, suffix):
     resolved = _resolved(capsys, [f"--config_path={cfg}", "--train.learning_rate=0.25", "--model.n_heads=2"])
     assert resolved["train"]["learning_rate"] == 0.25 and resolved["train"]["rho_hard"] == 0.5
     assert resolved["train"]["batch_size"] == 3 and resolved["overwrite"] is True
-    assert resolved["model"]["d_model"] == 64 and resolved["model"]["n_heads"] == 4 and resolved["model"]["image_size"] == 32
+    assert resolved["model"]["d_model"] == 64 and resolved["model"]["n_heads"] == 2
     again = tmp_path / "again.json"  # the printed config is itself a --config_path file
     again.write_text(json.dumps(resolved))
     assert _resolved(capsys, [f"--config_path={again}"]) == resolved
