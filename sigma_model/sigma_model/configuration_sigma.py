@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from .config_io import DictConfig
 
 BACKBONES = ("tiny", "hf", "pi05", "smolvla")
 VLA_BACKBONES = ("pi05", "smolvla")  # LeRobot policies: image tokens, hidden sequence and baseline actions
@@ -17,7 +16,7 @@ QUERY_CONTEXTS = ("state", "state+rep")
 
 
 @dataclass
-class SigmaConfig:
+class SigmaConfig(DictConfig):
     """Every size and gate of the three Sigma workspaces.
 
     The defaults are the small CPU-friendly configuration of the embedded default (SO-101 arm:
@@ -187,21 +186,3 @@ class SigmaConfig:
     @property
     def n_audio_patches(self) -> int:
         return self.audio_chunk_samples // self.audio_patch_samples
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SigmaConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SigmaConfig fields: {unknown}")
-        return cls(**data)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SigmaConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))

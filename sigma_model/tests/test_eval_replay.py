@@ -230,9 +230,9 @@ def test_sigma_eval_end_to_end(trained_run, capsys):
     out = root / "eval"
     threads = torch.get_num_threads()
     try:
-        rc = evaluate.main(["--shards", str(root / "shards"), "--checkpoint", str(root / "run"), "--output", str(out),
-                            "--batch-size", "5", "--table-every", "2", "--no-progress", "--n-bootstrap", "300",
-                            "--threads", "1"])
+        rc = evaluate.main([f"--shards={root / 'shards'}", f"--checkpoint={root / 'run'}", f"--output={out}",
+                            "--replay.batch_size=5", "--table_every=2", "--progress=false", "--n_bootstrap=300",
+                            "--threads=1"])
     finally:
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
@@ -283,8 +283,9 @@ def test_check_a_fails_for_an_untrained_model(trained_run, tmp_path, capsys):
     tcfg = TrainingConfig(shards_dir=str(root / "shards"), output_dir=str(tmp_path / "run"), batch_size=4, max_steps=6,
                           warmup_steps=0, save_every=0, lora_r=4, lora_alpha=8, seed=0)
     SigmaTrainer(tcfg, model_config=config).save()  # the checkpoint of step 0: never trained
-    argv = ["--shards", str(root / "shards"), "--checkpoint", str(tmp_path / "run"), "-o", str(tmp_path / "o"),
-            "--no-plots", "--no-progress", "--conditions", "sigma", "baseline", "--max-batches", "1", "--n-bootstrap", "20"]
+    argv = [f"--shards={root / 'shards'}", f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'o'}",
+            "--plots=false", "--progress=false", "--replay.conditions=[sigma,baseline]", "--replay.max_batches=1",
+            "--n_bootstrap=20"]
     assert evaluate.main(argv) == 0
     assert "failed: the heads are (almost) their initialisation" in capsys.readouterr().out
     ca = json.loads((tmp_path / "o" / REPORT_NAME).read_text())["check_a"]
@@ -312,15 +313,18 @@ def test_sigma_eval_cli_errors(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         evaluate.main(["--help"])
     assert exc.value.code == 0
-    assert "--checkpoint" in capsys.readouterr().out
-    rc = evaluate.main(["--shards", str(root / "shards"), "--checkpoint", str(tmp_path / "nope"), "-o", str(tmp_path / "o"),
-                        "--no-progress"])
+    text = capsys.readouterr().out
+    for option in ("--config_path", "--checkpoint", "--overwrite", "--replay.batch_size", "--replay.conditions",
+                   "--adapter.min_scale", "--adapter.tau_l2_range"):
+        assert option in text
+    rc = evaluate.main([f"--shards={root / 'shards'}", f"--checkpoint={tmp_path / 'nope'}", f"--output={tmp_path / 'o'}",
+                        "--progress=false"])
     assert rc == 2 and "checkpoint not found" in capsys.readouterr().err
     broken = tmp_path / "shards"
     _write_shards(config, broken, n=4, shard_size=4)
     shard = broken / "shard_00000.safetensors"
     shard.write_bytes(shard.read_bytes()[:-50])
-    rc = evaluate.main(["--shards", str(broken), "--checkpoint", str(root / "run"), "-o", str(tmp_path / "o"), "--no-progress"])
+    rc = evaluate.main([f"--shards={broken}", f"--checkpoint={root / 'run'}", f"--output={tmp_path / 'o'}", "--progress=false"])
     assert rc == 2 and "truncated" in capsys.readouterr().err
 
 
@@ -328,8 +332,8 @@ def test_sigma_eval_refuses_a_shard_not_matching_its_checksum(trained_run, tmp_p
     root, config = trained_run
     shards = _write_shards(config, tmp_path / "shards", n=8, shard_size=4)
     corrupt_tensor_byte(shards / "shard_00001.safetensors")
-    rc = evaluate.main(["--shards", str(shards), "--checkpoint", str(root / "run"), "-o", str(tmp_path / "o"),
-                        "--no-progress"])
+    rc = evaluate.main([f"--shards={shards}", f"--checkpoint={root / 'run'}", f"--output={tmp_path / 'o'}",
+                        "--progress=false"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1
     assert "shard_00001.safetensors does not match its checksum" in err
@@ -341,11 +345,11 @@ def test_sigma_eval_refuses_to_overwrite_a_report(trained_run, tmp_path, capsys)
     out = tmp_path / "o"
     out.mkdir()
     (out / REPORT_NAME).write_text("{}\n")
-    argv = ["--shards", str(root / "shards"), "--checkpoint", str(root / "run"), "-o", str(out), "--quiet",
-            "--no-plots", "--conditions", "sigma", "baseline", "--max-batches", "1", "--n-bootstrap", "50"]
+    argv = [f"--shards={root / 'shards'}", f"--checkpoint={root / 'run'}", f"--output={out}", "--quiet=true",
+            "--plots=false", "--replay.conditions=[sigma,baseline]", "--replay.max_batches=1", "--n_bootstrap=50"]
     assert evaluate.main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err and (out / REPORT_NAME).read_text() == "{}\n"
-    assert evaluate.main(argv + ["--overwrite"]) == 0
+    assert evaluate.main(argv + ["--overwrite=true"]) == 0
     assert json.loads((out / REPORT_NAME).read_text())["primary_condition"] == "sigma"
 
 
@@ -357,9 +361,9 @@ def test_dataset_baseline_end_to_end_quiet(trained_run, tmp_path, capsys):
     model = SigmaModel(config)
     randomize_(model.action.residual_head, seed=9)
     save_checkpoint(model, ckpt)
-    rc = evaluate.main(["--shards", str(shards), "--checkpoint", str(ckpt), "-o", str(tmp_path / "o"), "--quiet",
-                        "--no-plots", "--ci", "t", "--conditions", "sigma", "sigma_adapter", "baseline",
-                        "--adapter-min-scale", "0.2", "--adapter-tau-range", "0", "50"])
+    rc = evaluate.main([f"--shards={shards}", f"--checkpoint={ckpt}", f"--output={tmp_path / 'o'}", "--quiet=true",
+                        "--plots=false", "--ci=t", "--replay.conditions=[sigma,sigma_adapter,baseline]",
+                        "--adapter.min_scale=0.2", "--adapter.tau_l2_range=[0,50]"])
     assert rc == 0
     report = json.loads((tmp_path / "o" / REPORT_NAME).read_text())
     assert report["meta"]["baseline_source"] == "dataset"
@@ -368,3 +372,35 @@ def test_dataset_baseline_end_to_end_quiet(trained_run, tmp_path, capsys):
     scale = report["conditions"]["sigma_adapter"]["extra"]["adapter_scale"]
     assert 0.2 <= scale <= 1.0
     assert "improvement_plot" not in report["files"] and "mse_plot" not in report["files"]
+    assert report["meta"]["adapter"]["tau_l2_range"] == [0.0, 50.0]
+
+
+def test_sigma_eval_config_path_then_flags(trained_run, tmp_path, capsys):
+    """--config_path (YAML, nested like EvalCLI) sets the run; a nested flag overrides the file."""
+    root, _ = trained_run
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"shards: {root / 'shards'}\ncheckpoint: {root / 'run'}\noutput: {tmp_path / 'o'}\nquiet: true\n"
+                   "plots: false\nn_bootstrap: 50\nreplay:\n  conditions: [sigma_adapter, baseline]\n  max_batches: 1\n"
+                   "adapter:\n  min_scale: 0.3\n  k: 3.0\n")
+    assert evaluate.main([f"--config_path={cfg}", "--adapter.min_scale=0.4"]) == 0
+    report = json.loads((tmp_path / "o" / REPORT_NAME).read_text())
+    assert set(report["conditions"]) == {"sigma_adapter", "baseline"}
+    assert report["meta"]["adapter"]["min_scale"] == 0.4 and report["meta"]["adapter"]["k"] == 3.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--shards is required"),
+    (["--shards=s"], "--checkpoint is required"),
+    (["--shards=s", "--checkpoint=c", "--replay.batch_size=0"], "batch_size must be a positive int"),
+    (["--shards=s", "--checkpoint=c", "--replay.conditions=[nope]"], "conditions must be a non-empty subset"),
+    (["--shards=s", "--checkpoint=c", "--adapter.min_scale=-1"], "AdapterConfig.min_scale must be >= 0"),
+    (["--shards=s", "--checkpoint=c", "--confidence=2"], "--confidence must be in (0, 1)"),
+    (["--shards=s", "--checkpoint=c", "--adapter.nonsense=1"], "unrecognized arguments: --adapter.nonsense=1"),
+    (["--shards=s", "--checkpoint=c", "--threads=two"], "threads"),
+])
+def test_sigma_eval_bad_flags_give_one_line_and_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("sigma-eval: error: ") and message in err

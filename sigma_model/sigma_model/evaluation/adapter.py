@@ -25,20 +25,19 @@ The same object serves offline replay (`sigma_model.evaluation.replay`) and the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ..config_io import DictConfig
 
 BRANCHES = ("vector", "chunk", "trajectory")
 
 
 @dataclass
-class AdapterConfig:
+class AdapterConfig(DictConfig):
     """Parameters of the risk gate; validated on construction."""
 
     min_scale: float = 0.0  # scale at very high (but not abnormal) risk
@@ -72,26 +71,6 @@ class AdapterConfig:
         if len(rng) != 2 or not all(math.isfinite(v) and v >= 0 for v in rng) or rng[0] > rng[1] or rng[1] <= 0:
             raise ValueError(f"AdapterConfig.tau_l2_range must be (lo, hi) with 0 <= lo <= hi, hi > 0; got {self.tau_l2_range}")
         self.tau_l2_range = rng
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["tau_l2_range"] = list(self.tau_l2_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown AdapterConfig fields: {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "AdapterConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 @dataclass

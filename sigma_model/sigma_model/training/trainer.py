@@ -246,7 +246,7 @@ class SigmaTrainer:
         if resume_path is None and latest_checkpoint(self.checkpoint_root) is not None:
             if not overwrite:
                 raise FileExistsError(
-                    f"{self.output_dir} already holds checkpoints; pass resume (--resume) to continue it or overwrite (--overwrite)"
+                    f"{self.output_dir} already holds checkpoints; pass resume (--resume=auto) to continue it or overwrite (--overwrite=true)"
                 )
             shutil.rmtree(self.checkpoint_root)  # a fresh run must not mix with the old run's checkpoints
         if resume_path is not None:
