@@ -179,7 +179,8 @@ def resolve_joint_names(reader: BagReader, topics: RobotTopics, joint_names: Seq
     return [f"joint_{i}" for i in range(n)]
 
 
-def _time_groups(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:
+def time_groups(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:
+    """Consecutive messages that share one receive time, as lists."""
     group: list[RawMessage] = []
     for m in messages:
         if group and m.t_ns != group[0].t_ns:
@@ -247,7 +248,7 @@ def iter_paired_frames(
     # same-instant messages: instruction and state before the frame; the command before it for
     # "latest", after it for "next" (both inclusive)
     order = dict(ROLE_ORDER, action=4) if action_align == "next" else ROLE_ORDER
-    for group in _time_groups(reader.messages(list(role_of))):
+    for group in time_groups(reader.messages(list(role_of))):
         group.sort(key=lambda m: order[role_of[m.topic]])
         for m in group:
             role = role_of[m.topic]

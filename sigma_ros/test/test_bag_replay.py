@@ -14,7 +14,9 @@ import torch
 from sigma_model import SigmaModel, SigmaObservation, load_checkpoint, save_checkpoint
 from sigma_model.evaluation.report import BATCH_LOG_NAME, MSE_PLOT_NAME, REPORT_NAME
 from sigma_ros.bag_robot_writer import write_synthetic_robot_bag
-from sigma_ros.bag_replay import FRAMES_LOG_NAME, BagEvalConfig, evaluate_bag, frame_tensor, main
+from sigma_ros.bag_replay import evaluate_bag, main
+from sigma_ros.bag_replay_config import FRAMES_LOG_NAME, BagEvalConfig
+from sigma_ros.bag_replay_offline import frame_tensor
 
 from sigma_model.testing import small_config
 from sigma_model.testing import PAPER_FIELDS
