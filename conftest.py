@@ -23,7 +23,8 @@ def hf_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smolvla_dir(tmp_path_factory):
     """A tiny random SmolVLA in the public checkpoint layout (config.json + model.safetensors), its
-    VLM's config, tokenizer and processor beside it (no hub)."""
+    VLM's config, tokenizer and processor beside it (no hub).
+    """
     pytest.importorskip("lerobot.policies.smolvla.modeling_smolvla")
     from sigma_model.testing_vla import save_tiny_smolvla
 

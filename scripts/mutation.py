@@ -65,7 +65,7 @@ def module_of(name: str) -> str | None:
 
 
 def load_results() -> dict[str, int | None]:
-    """mutant name -> mutmut exit code (None: not checked) for every mutant in SCOPE."""
+    """Mutant name -> mutmut exit code (None: not checked) for every mutant in SCOPE."""
     results: dict[str, int | None] = {}
     for meta in sorted(MUTANTS.rglob("*.py.meta")):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
@@ -75,7 +75,7 @@ def load_results() -> dict[str, int | None]:
 
 
 def load_equivalent() -> dict[str, str]:
-    """mutant name -> reason, from the list of equivalent mutants."""
+    """Mutant name -> reason, from the list of equivalent mutants."""
     if not EQUIVALENT_FILE.exists():
         return {}
     found = re.findall(r"^- `([^`]+)`: (.+)$", EQUIVALENT_FILE.read_text(), flags=re.MULTILINE)

@@ -40,7 +40,8 @@ class SigmaPolicy(PreTrainedPolicy):
 
     def __init__(self, config: SigmaConfig, **kwargs) -> None:
         """`kwargs` (dataset_stats, dataset_meta from LeRobot's factory) are not needed: the
-        processors normalise."""
+        processors normalise.
+        """
         super().__init__(config)
         config.validate_features()
         self.config = config
@@ -85,7 +86,8 @@ class SigmaPolicy(PreTrainedPolicy):
         chunk_len actions, gt_action_trajectory = all traj_len of them, text = the task; with the
         previous frame ([B, 2, ...] observations) also prev_vision_inputs / prev_robot_state and
         has_previous (an episode's first frame is its own previous one, as in the shards); audio
-        (and prev_audio) is silence for a model that uses audio."""
+        (and prev_audio) is silence for a model that uses audio.
+        """
         c = self.model.config
         image, state, actions = batch[self.config.camera_key], batch[OBS_STATE], batch[ACTION]
         if actions.dim() != 3 or actions.shape[1] < c.traj_len:
@@ -124,7 +126,8 @@ class SigmaPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict, **kwargs) -> Tensor:
         """One plan: the fused targets of its first n_action_steps ticks, [B, n_action_steps, A].
-        Carries tau and the semantic memory into the next plan (`reset` clears them)."""
+        Carries tau and the semantic memory into the next plan (`reset` clears them).
+        """
         self.eval()
         m = self.model
         state = batch[OBS_STATE]

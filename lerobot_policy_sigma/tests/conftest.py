@@ -1,5 +1,6 @@
 """Fixtures of the sigma policy tests: a tiny Sigma and one lerobot-train run (on the root conftest's tiny
-simulator dataset)."""
+simulator dataset).
+"""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def model_flags(model: SigmaModelConfig = TINY_MODEL) -> list[str]:
 @pytest.fixture(scope="session")
 def lerobot_train_run(tiny_dataset, tmp_path_factory) -> Path:
     """`lerobot-train --policy.type=sigma` (the console script, in a subprocess) on the tiny simulator
-    dataset (root conftest.py): the output directory."""
+    dataset (root conftest.py): the output directory.
+    """
     out = tmp_path_factory.mktemp("lerobot_train") / "sigma"
     cmd = [console_script("lerobot-train"), "--policy.type=sigma", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={tiny_dataset}",
            f"--steps={TRAIN_STEPS}", "--batch_size=2", "--num_workers=0", "--policy.device=cpu",

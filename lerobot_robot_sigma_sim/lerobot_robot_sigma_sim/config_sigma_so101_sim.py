@@ -11,7 +11,8 @@ from lerobot.robots.config import RobotConfig
 @dataclass
 class SigmaSO101SimConfig(RobotConfig):
     """The MuJoCo SO-101 pick-and-place scene (``sigma_sim.so101_env``) behind the interface of
-    ``so101_follower``: the same action and observation names and units."""
+    ``so101_follower``: the same action and observation names and units.
+    """
 
     #: Physics time (1 / control_hz s) each ``send_action`` advances: call it at this rate for real time.
     control_hz: float = 30.0

@@ -288,7 +288,8 @@ class FeetechBusEmulator:
 def relax_timeouts(bus, extra_ms: float = 500.0) -> None:
     """Give a ``FeetechMotorsBus`` ``extra_ms`` more to wait for each answer. The emulator answers
     from a Python thread or process, which a loaded machine may not schedule within LeRobot's 50 ms
-    packet deadline (a servo answers within microseconds); the protocol is unchanged."""
+    packet deadline (a servo answers within microseconds); the protocol is unchanged.
+    """
     port = bus.port_handler
     patched = port.setPacketTimeout
 
@@ -306,7 +307,8 @@ def write_calibration(path: str | os.PathLike, ranges: dict[str, tuple[int, int,
                       motors: Sequence[str] = SO101_MOTORS) -> None:
     """A LeRobot calibration file (``<calibration_dir>/<id>.json``, what ``lerobot-calibrate``
     writes): ``ranges`` maps each motor name to (homing_offset, range_min, range_max); ids follow
-    ``motors`` (1, 2, ...)."""
+    ``motors`` (1, 2, ...).
+    """
     data = {name: {"id": motors.index(name) + 1, "drive_mode": 0, "homing_offset": int(h), "range_min": int(lo),
                    "range_max": int(hi)} for name, (h, lo, hi) in ranges.items()}
     with open(path, "w") as f:

@@ -1,5 +1,6 @@
 """The simulated SO-101 as a LeRobot robot: found by LeRobot's plugin discovery (distribution
-``lerobot_robot_sigma_sim``), driven by Sigma's robot bridge as a real arm is."""
+``lerobot_robot_sigma_sim``), driven by Sigma's robot bridge as a real arm is.
+"""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ from .trajectory_dit import TrajectoryDiT
 class ActionConditionProjector(nn.Module):
     """P_act(r_high, tau): MLP over [attention-pooled high_level_rep; tau] -> c_act [B,d].
 
-    Learned queries read the sequence (a mean would blur a small object's place into the rest)."""
+    Learned queries read the sequence (a mean would blur a small object's place into the rest).
+    """
 
     def __init__(self, d_model: int, d_tau: int, n_heads: int, n_queries: int, dropout: float) -> None:
         super().__init__()
@@ -41,7 +42,8 @@ class ActionQueryGenerator(nn.Module):
     """Cross-attention of learnable query seeds to projected state tokens, biased by c_act, refined.
 
     With ``query_context = "state+rep"`` the queries also attend to high_level_rep (so paths A and B
-    read where things are, as the DiT of path C does), not only through the pooled c_act."""
+    read where things are, as the DiT of path C does), not only through the pooled c_act.
+    """
 
     def __init__(self, config: SigmaConfig) -> None:
         super().__init__()

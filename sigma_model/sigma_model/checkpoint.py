@@ -60,7 +60,8 @@ def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
 
 class CheckpointError(ValueError):
     """A checkpoint that is corrupt or does not match its config; the message (one line) names the
-    file and what is wrong."""
+    file and what is wrong.
+    """
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):

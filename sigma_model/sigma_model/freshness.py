@@ -44,7 +44,8 @@ class StampGate:
 
     def accept(self, stamp_ns: int, now_ns: int) -> int:
         """The stamp to use for the message (``now_ns`` for an allowed unstamped one); raise
-        :class:`StaleInput` if the message must be refused."""
+        :class:`StaleInput` if the message must be refused.
+        """
         stamp_ns = int(stamp_ns)
         if stamp_ns == 0:
             if not self.allow_unstamped:

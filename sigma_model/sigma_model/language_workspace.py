@@ -87,7 +87,8 @@ class LanguageIntentWorkspace(nn.Module):
         self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, context=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hidden_sequence_base [B,L,d], its validity mask, and a segment id per position
-        (0 text, 1 vision, 2 state). `context`: a VLA backbone's prefix."""
+        (0 text, 1 vision, 2 state). `context`: a VLA backbone's prefix.
+        """
         b = text.ids.shape[0]
         text_emb = self.embed_text(text)
         perceptual = self.to_backbone(torch.cat([vision_tokens, state_tokens], dim=1)).to(text_emb.dtype)
@@ -107,7 +108,8 @@ class LanguageIntentWorkspace(nn.Module):
         generator: torch.Generator | None = None, with_actions: bool = True,
     ) -> LanguageOutput:
         """With telepathy off the modulator sees tau = 0, so high_level_rep is hidden_sequence_base exactly
-        (tau is still computed and reported)."""
+        (tau is still computed and reported).
+        """
         vla = isinstance(self.backbone, VLABackbone)
         context = self.backbone.prefix(text, image_tokens, robot_state) if vla else None
         hidden, valid, segment = self.hidden_sequence(text, vision_tokens, state_tokens, context)

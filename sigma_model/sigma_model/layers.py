@@ -38,7 +38,7 @@ class AttentionPool(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, seq: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """seq [B,L,d], valid [B,L] bool (True = attend) -> [B,n_queries,d]."""
+        """Seq [B,L,d], valid [B,L] bool (True = attend) -> [B,n_queries,d]."""
         q = self.queries.unsqueeze(0).expand(seq.shape[0], -1, -1)
         pad = None if valid is None else ~valid
         out, _ = self.attn(q, seq, seq, key_padding_mask=pad, need_weights=False)
@@ -57,7 +57,8 @@ class Standardize(nn.Module):
     """(x - mean) / std over the last dimension and back; identity without statistics.
 
     The statistics live in the model config (saved with every checkpoint), so the buffers are not
-    part of the state dict."""
+    part of the state dict.
+    """
 
     def __init__(self, dim: int, mean=None, std=None) -> None:
         super().__init__()

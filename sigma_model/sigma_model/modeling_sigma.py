@@ -125,7 +125,8 @@ class SigmaModel(nn.Module):
         Telepathy off: the language modulator sees tau = 0 (high_level_rep is the unmodulated hidden sequence).
 
         A VLA backbone also reads its image tokens (VisionOutput.backbone_image_tokens) and the
-        robot state (radians), and (with_actions) samples its action chunk with `generator`."""
+        robot state (radians), and (with_actions) samples its action chunk with `generator`.
+        """
         c = self.config
         workspace = self._need("language")
         b = text.ids.shape[0]
@@ -156,7 +157,8 @@ class SigmaModel(nn.Module):
         backbone_actions: torch.Tensor | None = None,
     ) -> ActionOutput:
         """Action trajectory workspace: baseline at tau = 0 plus (telepathy on) the tau residual.
-        With a VLA backbone the baseline is its chunk, `backbone_actions` (LanguageOutput's)."""
+        With a VLA backbone the baseline is its chunk, `backbone_actions` (LanguageOutput's).
+        """
         c = self.config
         workspace = self._need("action")
         b = tau.shape[0]
@@ -207,7 +209,8 @@ class SigmaModel(nn.Module):
     ) -> SigmaOutput:
         """One Sigma step: vision -> language -> action -> control. With telepathy off, tau = 0
         everywhere: vision FiLM, language modulator and action residual (tau is still computed and
-        reported, and carried as memory is)."""
+        reported, and carried as memory is).
+        """
         if not telepathy:
             tau_prev = None
         vision = self.vision_stage(obs, tau_prev)

@@ -26,7 +26,8 @@ class SigmaObservation:
 @dataclass
 class TextTokens:
     """Token ids [B,L], their validity mask [B,L] (True = real token) and, from ``tokenize``, the
-    instruction strings (a VLA backbone whose prompt depends on the state re-tokenizes them)."""
+    instruction strings (a VLA backbone whose prompt depends on the state re-tokenizes them).
+    """
 
     ids: torch.Tensor
     mask: torch.Tensor

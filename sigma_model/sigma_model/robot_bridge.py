@@ -47,7 +47,8 @@ class BridgeError(RuntimeError):
 @dataclass
 class Observation:
     """One read of the robot: joint radians, the new camera frames (key -> RGB array) and their
-    age when read (s), and when the read started (``time.monotonic``)."""
+    age when read (s), and when the read started (``time.monotonic``).
+    """
 
     positions: np.ndarray
     frames: dict[str, np.ndarray] = field(default_factory=dict)
@@ -66,7 +67,8 @@ class Tick:
 def _registries(stop_at: str | None = None) -> list[str]:
     """Import LeRobot's cameras, the ``lerobot_robot_*`` plugins and LeRobot's robot packages (which
     registers their configs; those whose dependencies are missing are left out), robots until
-    ``stop_at`` is known; returns the known robot types."""
+    ``stop_at`` is known; returns the known robot types.
+    """
     import importlib
     import pkgutil
 
@@ -120,7 +122,8 @@ def camera_keys(robot: Any) -> list[str]:
 
 class RobotBridge:
     """See the module docstring. ``max_step`` (rad per tick, scalar or per joint) and
-    ``max_relative_target`` (rad, LeRobot's check, ``None``: not set) are in radians."""
+    ``max_relative_target`` (rad, LeRobot's check, ``None``: not set) are in radians.
+    """
 
     def __init__(self, robot: Any, joint_names: Sequence[str], lower: Sequence[float], upper: Sequence[float],
                  range_lower: Sequence[float], range_upper: Sequence[float], max_step: Sequence[float] | float = 0.2,
@@ -164,7 +167,8 @@ class RobotBridge:
     # ---------------------------------------------------------------- connect
     def connect(self, read: bool = True) -> Observation | None:
         """Connect, load the calibration, set up units, limits and safety, and (``read``) read the
-        arm once: without a read the first tick holds nothing until a read succeeded."""
+        arm once: without a read the first tick holds nothing until a read succeeded.
+        """
         robot = self.robot
         robot.connect(calibrate=False)
         if not robot.is_calibrated:
@@ -227,7 +231,8 @@ class RobotBridge:
 
     def forget(self) -> None:
         """Drop the target and the previous command (after the robot was moved by other means, e.g.
-        a simulator reset): the next command holds at the measurement."""
+        a simulator reset): the next command holds at the measurement.
+        """
         self.target = None
         self.safety.reset()
 

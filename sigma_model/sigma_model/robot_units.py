@@ -137,7 +137,8 @@ class RobotUnits:
 
     def steps(self, step_rad: Sequence[float] | float) -> dict[str, float]:
         """A per-joint step in radians in each motor's unit (``{joint: value}``, LeRobot's
-        ``max_relative_target`` form)."""
+        ``max_relative_target`` form).
+        """
         step = np.broadcast_to(np.asarray(step_rad, dtype=np.float64), (len(self.joints),))
         return {j: u.step_from_radians(s) for j, u, s in zip(self.joint_names, self.joints, step)}
 

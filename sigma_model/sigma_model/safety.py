@@ -55,7 +55,8 @@ def _as_vector(name: str, value: Sequence[float] | np.ndarray | float, n: int) -
 @dataclass
 class JointLimits:
     """Position limits of an arm (radians) and how far beyond them a measurement may read before it
-    counts as a sensor fault."""
+    counts as a sensor fault.
+    """
 
     lower: Sequence[float] = SO101_LOWER_LIMITS
     upper: Sequence[float] = SO101_UPPER_LIMITS
@@ -105,7 +106,8 @@ class SafetyConfig(JointLimits):
     """:class:`JointLimits` plus the per-tick ``max_step`` (scalar or one per joint), the plan watchdog
     timeout and dry run. The measurement tolerance (default: 0.1 rad or ``max_step`` if smaller) must
     not exceed ``max_step``, so that the first command can always be limited against a plausible
-    measurement."""
+    measurement.
+    """
 
     measurement_tolerance: Sequence[float] | float | None = None
     max_step: Sequence[float] | float = 0.15
@@ -195,7 +197,8 @@ class SafetyFilter:
 
     def _allowed(self, measured: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Per-joint interval every command must lie in: limits, previous command +- max_step, measurement
-        +- max_step (where that is empty: the point of the rest nearest to the measurement)."""
+        +- max_step (where that is empty: the point of the rest nearest to the measurement).
+        """
         cfg = self.config
         lo, hi = cfg.lower.copy(), cfg.upper.copy()
         prev = self._last_command

@@ -1,6 +1,7 @@
 """Helpers for the tests of every Sigma package (and of users' own extensions): a small fast
 configuration, seeded observations, non-zero weights for zero-initialised heads, a tiny local
-Hugging Face model, the fields of the paper's evaluation report, and offline runs of console scripts."""
+Hugging Face model, the fields of the paper's evaluation report, and offline runs of console scripts.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def save_tiny_llama(root: Path) -> Path:
 
 def save_tiny_bert(root: Path) -> Path:
     """A tiny BERT encoder (hidden size 16) with a word-level tokenizer, saved in ``root`` (no hub): a
-    stand-in for ``SigmaConfig.text_encoder`` models such as all-MiniLM-L6-v2."""
+    stand-in for ``SigmaConfig.text_encoder`` models such as all-MiniLM-L6-v2.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -90,7 +92,8 @@ def save_tiny_bert(root: Path) -> Path:
 def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
     """Give the telepathy residual head, the vision FiLM and the language modulator non-zero weights and
     open their log-scale gates, so tau and tau_prev change every stage's output (as after training; the
-    zero-initialised heads of a new model make tau inert). Returns the model."""
+    zero-initialised heads of a new model make tau inert). Returns the model.
+    """
     for i, module in enumerate((model.action.residual_head if model.action is not None else None,
                                 model.vision.modulator.film if model.vision is not None else None,
                                 model.language.modulator if model.language is not None else None)):

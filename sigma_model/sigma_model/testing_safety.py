@@ -1,6 +1,7 @@
 """Machinery of the property-based safety tests, shared by sigma_model's and sigma_ros's tests:
 random targets and measurements of every kind, an independent checker of the safety guarantees,
-and a driver of random plan / joint-state / tick / reset sequences through a control loop."""
+and a driver of random plan / joint-state / tick / reset sequences through a control loop.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Tiny offline VLA backbones for tests (no hub): a random SmolVLA in the public checkpoint layout,
-and a random pi0.5 with LeRobot 0.4.4's module layout built from stock transformers parts."""
+and a random pi0.5 with LeRobot 0.4.4's module layout built from stock transformers parts.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ TINY_SMOLVLA = dict(num_vlm_layers=2, chunk_size=8, n_action_steps=8, max_state_
 def save_smolvlm(root: Path, sizes: dict = TINY_SMOLVLM) -> Path:
     """A SmolVLM of the given sizes (random weights come from its config) with a word-level
     tokenizer that has SmolVLA's image special tokens, and its image/video processors: what
-    SmolVLA's ``vlm_model_name`` must name (config, tokenizer, processor), saved in ``root``."""
+    SmolVLA's ``vlm_model_name`` must name (config, tokenizer, processor), saved in ``root``.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         PreTrainedTokenizerFast,
@@ -64,7 +66,8 @@ def save_smolvla(root: Path, action_dim: int = 6, seed: int = 0, sizes: dict = T
     """A random SmolVLA (LeRobot's SmolVLAPolicy; ``policy``: SmolVLAConfig fields, the rest are
     ``lerobot/smolvla_base``'s) in the public checkpoint layout (``config.json`` +
     ``model.safetensors``) in ``root/policy``, one camera; its VLM (``sizes``) in ``root/vlm``
-    (no hub). Returns the policy directory."""
+    (no hub). Returns the policy directory.
+    """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
@@ -97,7 +100,8 @@ PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"  # the name LeRobot's pi0.5 p
 def save_tiny_paligemma_tokenizer(root: Path) -> Path:
     """A word-level stand-in for PaliGemma's tokenizer at ``root/google/paligemma-3b-pt-224``: with
     ``root`` as the working directory, ``AutoTokenizer.from_pretrained`` of LeRobot's pi0.5
-    preprocessor finds it as a local folder (no hub). Returns the folder."""
+    preprocessor finds it as a local folder (no hub). Returns the folder.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -119,7 +123,8 @@ def tiny_pi05_policy(action_dim: int = 6, chunk_size: int = 8, vocab_size: int =
     here; LeRobot's own methods (embed_prefix, denoise_step, predict_action_chunk, ...) then run. On
     stock transformers the expert's adaptive RMS norms are plain RMS norms (no time conditioning)
     and each denoising step appends to the prefix cache, so only one step (num_inference_steps=1)
-    reproduces: the wiring is pi0.5's, the numbers are not."""
+    reproduces: the wiring is pi0.5's, the numbers are not.
+    """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.pi05.configuration_pi05 import PI05Config
     from lerobot.policies.pi05.modeling_pi05 import (

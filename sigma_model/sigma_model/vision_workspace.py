@@ -117,7 +117,8 @@ class StateEncoder(nn.Module):
 
 class VisionModulator(nn.Module):
     """tau' = exp(theta_t) tau; [gamma, beta] = W2 GELU(W1 tau' + b1) + b2;
-    V_film = (1 + gamma) V_base + beta; V_mod = V_base + exp(theta_mod) (V_film - V_base)."""
+    V_film = (1 + gamma) V_base + beta; V_mod = V_base + exp(theta_mod) (V_film - V_base).
+    """
 
     def __init__(self, d_tau: int, d_model: int, tau_log_scale: float, mod_log_scale: float) -> None:
         super().__init__()

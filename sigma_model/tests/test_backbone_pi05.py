@@ -4,7 +4,8 @@ PI05Policy refuses to build without the transformers branch of LeRobot's `pi` ex
 tests run a tiny random pi0.5 assembled with 0.4.4's module layout from stock transformers parts
 (sigma_model.testing_vla.tiny_pi05_policy) in place of the loader; LeRobot's own pi0.5 methods and
 processors run on it. Untested here: loading real weights (PI05Policy.from_pretrained) and the
-expert's adaptive norms and multi-step sampling, which need the branch."""
+expert's adaptive norms and multi-step sampling, which need the branch.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def pi05_config(**overrides):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A SigmaModel on the tiny pi0.5; LeRobot's pi0.5 preprocessor finds its PaliGemma tokenizer
-    (google/paligemma-3b-pt-224) as a local folder in the working directory."""
+    (google/paligemma-3b-pt-224) as a local folder in the working directory.
+    """
     root = tmp_path_factory.mktemp("paligemma")
     save_tiny_paligemma_tokenizer(root)
     with pytest.MonkeyPatch.context() as mp:
@@ -57,7 +59,8 @@ def lerobot_batch(obs, texts):
 
 def test_checkpoint_key_mapping_public_layout(tmp_path):
     """pi0.5's public model.safetensors names keys without the policy's `model.` prefix (older files
-    also `action_time_mlp_*` and pi0's `state_proj`); LeRobot's mapping must fill every weight."""
+    also `action_time_mlp_*` and pi0's `state_proj`); LeRobot's mapping must fill every weight.
+    """
     policy = tiny_pi05_policy()
     want = policy.state_dict()
     public = {k.removeprefix("model.").replace("time_mlp_", "action_time_mlp_"): v for k, v in want.items()}

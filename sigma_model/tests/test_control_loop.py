@@ -1,6 +1,7 @@
 """The controller's logic without ROS (:class:`ControlLoop`): which plan and which step of it each tick
 follows, when a newer plan takes over, stamp alignment, stale and invalid inputs, and what is published.
-The safety guarantees over random sequences are in test_safety_properties.py."""
+The safety guarantees over random sequences are in test_safety_properties.py.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ T0 = 100 * NS
 
 def make_loop(calls=None, plan_timeout_s=1.0, dry_run=False, states=None, **loop_kw):
     """A 2-joint loop whose plan is (plan id, offset): target = offset + 0.01 * step; (plan id, step) is
-    recorded in ``calls`` and the state control_fn was given in ``states``."""
+    recorded in ``calls`` and the state control_fn was given in ``states``.
+    """
     calls = [] if calls is None else calls
     states = [] if states is None else states
 
@@ -35,7 +37,7 @@ def make_loop(calls=None, plan_timeout_s=1.0, dry_run=False, states=None, **loop
 
 
 def run_ticks(loop, now, n, state=(0.0, 0.0)):
-    """n ticks one period apart, a fresh joint state before each; returns [(plan_id, step)] and the last time."""
+    """N ticks one period apart, a fresh joint state before each; returns [(plan_id, step)] and the last time."""
     seen = []
     for _ in range(n):
         now += PERIOD
@@ -141,7 +143,8 @@ def test_refused_plans_raise_and_change_nothing():
 @pytest.mark.parametrize("unstamped", [False, True])
 def test_unstamped_and_slightly_future_stamps(unstamped):
     """Stamps up to stamp_future_tolerance_s ahead are accepted (clock offsets); unstamped messages only
-    when allowed, and then they count as stamped on arrival."""
+    when allowed, and then they count as stamped on arrival.
+    """
     loop, _ = make_loop(accept_unstamped=unstamped, stamp_future_tolerance_s=0.1, align_plans_to_stamp=False)
     loop.on_plan((1, 0.0), 1, T0 + int(0.05 * NS), T0)
     loop.on_joint_state(np.zeros(2), T0 + int(0.05 * NS), T0)

@@ -107,7 +107,8 @@ def test_4bit_qlora_trains_saves_and_resumes(tmp_path, hf_dir):
 def test_smolvla_4bit_lora_trains_and_its_checkpoint_loads(tmp_path, smolvla_dir):
     """The tiny SmolVLA in NF4 (its image encoder, VLM and expert linears) with LoRA on the VLM's
     language model: trains on the GPU, and the exported checkpoint (heads + adapters, the VLA
-    referenced) loads 4-bit again and gives the same plan."""
+    referenced) loads 4-bit again and gives the same plan.
+    """
     bnb = pytest.importorskip("bitsandbytes")
     mc = small_config(use_audio=False, backbone="smolvla", backbone_path=str(smolvla_dir))
     trainer = SigmaTrainer(cuda_config(tmp_path, max_steps=6, load_in_4bit=True), mc)

@@ -1,6 +1,7 @@
 """LeRobot datasets written with LeRobotDataset.create / add_frame / save_episode / finalize
 (sigma_model.data.lerobot_io, the synthetic recorder) and read back with LeRobotDataset
-(sigma_model.data.lerobot_source.load_lerobot_dataset)."""
+(sigma_model.data.lerobot_source.load_lerobot_dataset).
+"""
 
 from __future__ import annotations
 
@@ -192,7 +193,8 @@ def test_same_bytes_in_every_process(tmp_path):
     """LeRobot aggregates the statistics over a set of feature names, whose order follows the hash
     seed; finalize_lerobot_dataset writes them in the features' order, so every file of a dataset is
     the same whichever process records it (at the same root): here this one and one with
-    PYTHONHASHSEED=0."""
+    PYTHONHASHSEED=0.
+    """
     episodes = [(1, 3), (0, 2)]
     script = ("import sys\nfrom sigma_model.data.synthetic import write_synthetic_dataset\n"
               f"write_synthetic_dataset(sys.argv[1], {episodes})\n")

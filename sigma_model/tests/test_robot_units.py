@@ -1,5 +1,6 @@
 """LeRobot motor units <-> radians (sigma_model.robot_units), one test per norm mode, checked
-against LeRobot's own normalisation (``SerialMotorsBus._normalize``) where LeRobot is installed."""
+against LeRobot's own normalisation (``SerialMotorsBus._normalize``) where LeRobot is installed.
+"""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def test_config_path_file_then_flags_override_it(tmp_path, capsys, suffix):
 
 
 def test_one_group_from_a_file_with_include(tmp_path, capsys):
-    """draccus's `--group="include FILE"` reads one nested config (e.g. a checkpoint's config.json)."""
+    """Draccus's `--group="include FILE"` reads one nested config (e.g. a checkpoint's config.json)."""
     small_config(d_model=64).save(tmp_path / "model.json")
     resolved = _resolved(capsys, [f"--model=include {tmp_path / 'model.json'}", "--model.n_heads=4"])
     assert resolved["model"]["d_model"] == 64 and resolved["model"]["n_heads"] == 4 and resolved["model"]["image_size"] == 32

@@ -1,5 +1,6 @@
 """The fine-tuning loop: learning on synthetic windows and on real shards, bit-identical resume,
-tensor-only atomic checkpoints, the deployable merged model, metrics logging."""
+tensor-only atomic checkpoints, the deployable merged model, metrics logging.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from sigma_model.testing import small_config
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP
-    spinning makes each step ~50x slower; run these tests single-threaded."""
+    spinning makes each step ~50x slower; run these tests single-threaded.
+    """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -294,7 +296,8 @@ def test_init_checkpoint_starts_from_a_saved_model(tmp_path):
 
 def test_auxiliary_target_is_learned_from_the_image_only(tmp_path):
     """aux_target (here the mean image brightness, which SyntheticWindows ties to the state) trains
-    the vision workspace's auxiliary head; L_aux falls and is 0 for batches without a target."""
+    the vision workspace's auxiliary head; L_aux falls and is 0 for batches without a target.
+    """
     mc = model_config(aux_target_dim=1, image_keypoints=2)
 
     class WithTarget(SyntheticWindows):
@@ -320,7 +323,8 @@ def test_auxiliary_target_is_learned_from_the_image_only(tmp_path):
 
 def test_action_losses_count_in_normalised_units(tmp_path):
     """A model with state/action statistics, given raw radians, has exactly the losses of the same
-    weights without statistics given pre-standardised data: TRAF and the flow loss are normalised."""
+    weights without statistics given pre-standardised data: TRAF and the flow loss are normalised.
+    """
     s_mean, s_std = torch.tensor([0.1, -0.2, 0.3, 1.4, 0.0, 0.4]), torch.tensor([0.5, 0.3, 0.3, 0.2, 0.5, 0.6])
     a_mean, a_std = torch.tensor([0.2, -0.1, 0.3, 1.2, 0.1, 0.5]), torch.tensor([0.4, 0.2, 0.3, 0.1, 0.5, 2.0])
     stats = dict(state_mean=s_mean.tolist(), state_std=s_std.tolist(), action_mean=a_mean.tolist(),
@@ -343,7 +347,8 @@ def test_action_losses_count_in_normalised_units(tmp_path):
 
 def test_the_trainer_applies_the_curriculum_step_by_step(tmp_path):
     """Each optimiser step uses the TSAC weights of its own step (linear ramp over curriculum_steps) in the
-    loss it minimises, not those of step 0."""
+    loss it minimises, not those of step 0.
+    """
     cfg = train_config(tmp_path, max_steps=6, curriculum_steps=4, w_sem_start=0.2, w_sem_target=1.0,
                        w_int_start=0.1, w_int_target=0.5, w_tau_start=0.0, w_tau_target=0.4)
     trainer = SigmaTrainer(cfg, model_config())

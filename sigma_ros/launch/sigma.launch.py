@@ -48,7 +48,7 @@ from sigma_ros import graph
 
 
 def _bring_up(node) -> list:
-    """configure when the node's process starts (also after a respawn), activate once configured."""
+    """Configure when the node's process starts (also after a respawn), activate once configured."""
     def change(transition_id):
         return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
 

@@ -228,7 +228,8 @@ def lerobot_to_bag(
     backend: str = "auto",
 ) -> ConversionSummary:
     """Write a LeRobot dataset (local root or hub id, read with ``LeRobotDataset``) as a robot recording
-    (see module docstring)."""
+    (see module docstring).
+    """
     from sigma_model.data.lerobot_source import load_lerobot_dataset
     from sigma_model.data.windows import pick_rgb_from_example
 

@@ -87,7 +87,8 @@ def typestore():
 
 def decode_cdr(data: bytes, msgtype: str):
     """CDR bytes -> rosbags message object. Trailing bytes after the message are tolerated
-    (rclpy's ``serialize_message`` returns some, and Python bag writers store them)."""
+    (rclpy's ``serialize_message`` returns some, and Python bag writers store them).
+    """
     store = typestore()
     try:
         return store.deserialize_cdr(data, msgtype)

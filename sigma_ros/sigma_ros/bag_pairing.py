@@ -42,7 +42,8 @@ from sigma_ros.conversions import (
 @dataclass
 class RobotTopics:
     """Topic names of a robot recording; None = find it (the default name, else the one topic of
-    the role's message type)."""
+    the role's message type).
+    """
 
     camera: str | None = None
     joint_states: str | None = None
@@ -164,7 +165,8 @@ def default_gap_s(period_s: float | None) -> float:
 
 def resolve_joint_names(reader: BagReader, topics: RobotTopics, joint_names: Sequence[str] | None) -> list[str]:
     """Joint order: given, else DEFAULT_JOINT_NAMES when the joint states name them all, else the
-    names of the first joint state (or joint_0..n-1 when it has none)."""
+    names of the first joint state (or joint_0..n-1 when it has none).
+    """
     if joint_names:
         return [str(j) for j in joint_names]
     msg = reader.first(topics.joint_states) if topics.joint_states else None

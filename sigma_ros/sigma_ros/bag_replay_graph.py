@@ -1,5 +1,6 @@
 """The ROS graph path of a bag replay: the four Sigma nodes (in this process or one process each) get
-the recording's frames, joint states and instructions; their plans, commands and statuses are collected."""
+the recording's frames, joint states and instructions; their plans, commands and statuses are collected.
+"""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def _process_output(log_file, limit: int = 3000) -> str:
 
 def wait_for_node_processes(h, procs, subs, timeout: float) -> None:
     """Until every node process runs and publishes Status, is brought to ``active`` through its
-    lifecycle services (as ``sigma-graph`` does) and is matched with the probe."""
+    lifecycle services (as ``sigma-graph`` does) and is matched with the probe.
+    """
     from sigma_ros.lifecycle import bring_up_all
 
     deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 """The frame schedule of a bag replay and its offline path: the checkpoint's stage functions run frame by
-frame in this process, following the nodes' rules (see ``sigma_ros.bag_replay``)."""
+frame in this process, following the nodes' rules (see ``sigma_ros.bag_replay``).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Step:
     """What the nodes do with one camera frame (the offline path follows it; the graph is checked
-    against it)."""
+    against it).
+    """
 
     index: int
     vision: bool  # the perception node runs the vision stage (image decodes, valid fresh joint state)
@@ -70,7 +72,8 @@ def attach_targets(frames: Sequence[PairedFrame], steps: Sequence[Step], chunk_l
 
 def frame_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """HxWx3 uint8 -> [1,3,S,S] float in [0,1], exactly as the perception node's image_to_tensor
-    with resize_images=true."""
+    with resize_images=true.
+    """
     from sigma_ros.conversions import _resize, rgb_array_to_tensor
 
     t = rgb_array_to_tensor(image)

@@ -1,5 +1,6 @@
 """Scoring a bag replay: per-batch records of both paths against the recorded commands, the graph's
-latencies, drops and recurrence mismatches, and its consistency with the offline path."""
+latencies, drops and recurrence mismatches, and its consistency with the offline path.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- scoring
 def _status_latency(statuses: Sequence[tuple[float, Any]], t_start: float, t_end: float) -> dict[str, float]:
     """Per-stage latency (ms) of a time window: the mean over the nodes' Status messages received in
-    it of each stage's window mean (the first Status after it when none arrived inside)."""
+    it of each stage's window mean (the first Status after it when none arrived inside).
+    """
     inside = [m for t, m in statuses if t_start <= t <= t_end + 0.3]
     if not inside:
         seen = set()
@@ -62,7 +64,8 @@ def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offlin
                     graph: GraphRun | None) -> set[int]:
     """Frames whose graph plan must equal the offline one: planned on both paths, with the same tau source
     and state, and no earlier frame of their memory segment (since the last reset) dropped or mismatched:
-    after a drop the recurrence (m_t, tau) legitimately differs."""
+    after a drop the recurrence (m_t, tau) legitimately differs.
+    """
     if graph is None or offline is None:
         return set()
     in_step: set[int] = set()

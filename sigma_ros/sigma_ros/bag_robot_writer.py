@@ -1,5 +1,6 @@
 """Write robot recordings: :class:`RobotBagWriter` (camera, joint states, instruction, commands)
-and :func:`write_synthetic_robot_bag` (a small synthetic recording for tests and benchmarks)."""
+and :func:`write_synthetic_robot_bag` (a small synthetic recording for tests and benchmarks).
+"""
 
 from __future__ import annotations
 

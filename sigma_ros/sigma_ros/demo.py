@@ -149,7 +149,8 @@ class EnvStateShim:
     Models trained with ``env_state_dim > 0`` (the cube pose from the simulator) need
     ``SigmaObservation.env_state``; this wraps the in-process perception node's
     ``model.vision_stage`` to add the newest ``sim/env_state`` pose (published by the sim node with
-    every camera frame, just before it)."""
+    every camera frame, just before it).
+    """
 
     def __init__(self, perception_node, monitor, dim: int) -> None:
         import dataclasses

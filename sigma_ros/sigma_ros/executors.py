@@ -28,7 +28,8 @@ DEFAULT = "multi_threaded"
 
 class MultiThreadedExecutor(_rclpy_executors.MultiThreadedExecutor):
     """rclpy's MultiThreadedExecutor without its busy spin: a callback is handed to the pool and
-    the spinning thread waits until a worker has started it before it looks for more work."""
+    the spinning thread waits until a worker has started it before it looks for more work.
+    """
 
     def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
         try:

@@ -159,7 +159,8 @@ _params_lock = threading.Lock()
 def private_params_dir() -> Path:
     """This process's own directory for parameter files, made on first use by ``mkdtemp`` (mode
     0700, a fresh random name: nothing planted in the shared temp folder can be in it) and removed
-    when the process exits, after every node it started (and restarted) has read its files."""
+    when the process exits, after every node it started (and restarted) has read its files.
+    """
     global _params_dir
     with _params_lock:
         if _params_dir is None or _params_dir[0] != os.getpid():  # a forked child gets its own
@@ -210,7 +211,8 @@ def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool 
                    robot: dict[str, str] | None = None) -> dict[str, object]:
     """Parameter values given on the command line / as launch arguments, on top of the file
     (``robot``: the robot node's ``{field: value}``, e.g. ``{"type": "so101_follower", "port": ...}``;
-    empty values keep the file's)."""
+    empty values keep the file's).
+    """
     if spec.name == ROBOT_NODE.name:
         return {f"robot.{k}": v for k, v in (robot or {}).items() if v}
     values: dict[str, object] = {}
@@ -249,7 +251,8 @@ def composition(text: str) -> str:
 def single_process_arguments(params_file: str, checkpoint: str, dry_run: bool | None, topics: dict[str, str],
                              log_level: str = "", robot: dict[str, str] | None = None) -> list[str]:
     """``sigma-graph --single-process`` arguments of the launch file's values (topics: {key: name};
-    robot: the robot node's {field: value}, as :data:`ROBOT_LAUNCH_ARGUMENTS` names them)."""
+    robot: the robot node's {field: value}, as :data:`ROBOT_LAUNCH_ARGUMENTS` names them).
+    """
     args = ["--single-process", "--config-file", str(params_file)]
     for key, value in (robot or {}).items():
         if value:

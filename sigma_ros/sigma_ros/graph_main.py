@@ -141,7 +141,8 @@ def list_params() -> int:
 
 class LifecycleManager:
     """sigma-graph's own node (``sigma_graph``), spun in a background thread, bringing node
-    processes to ``active`` through their lifecycle services after every (re)start."""
+    processes to ``active`` through their lifecycle services after every (re)start.
+    """
 
     def __init__(self, say, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         import rclpy
@@ -192,7 +193,8 @@ class LifecycleManager:
 
 class NodeProcess:
     """One node's child process under sigma-graph, restarted with the same command line when it
-    exits, and brought to ``active`` by ``manager`` after every start."""
+    exits, and brought to ``active`` by ``manager`` after every start.
+    """
 
     def __init__(self, spec: graph.NodeSpec, cmd: list[str], say, manager: LifecycleManager | None = None) -> None:
         self.spec, self.cmd, self.say, self.manager = spec, cmd, say, manager
@@ -232,7 +234,8 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
                      respawn_delay: float | None = graph.RESPAWN_DELAY_S,
                      startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
     """One process per node until SIGINT/SIGTERM, each brought to ``active``; a node that exits
-    is restarted (and brought up again) after ``respawn_delay`` seconds (None: the graph stops)."""
+    is restarted (and brought up again) after ``respawn_delay`` seconds (None: the graph stops).
+    """
     stopping = False
 
     def stop(*_):
@@ -287,7 +290,8 @@ def stop_processes(procs: list[tuple[str, subprocess.Popen]], timeout: float = 1
 def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, context=None, log_level="",
                  extra_overrides: dict[str, dict] | None = None, robot: dict[str, str] | None = None):
     """Instantiate the nodes in this process, each with the --ros-args a launched node would get
-    (extra_overrides: {node name: {parameter: value}} added as -p rules, for tests)."""
+    (extra_overrides: {node name: {parameter: value}} added as -p rules, for tests).
+    """
     nodes = []
     for spec in specs:
         cls = spec.load_class()
@@ -300,7 +304,8 @@ def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, contex
 
 def bring_up_nodes(nodes, manager_node, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
     """Bring in-process nodes to ``active`` through their lifecycle services, called from
-    ``manager_node`` (spun by the same executor in another thread). '' or the first error."""
+    ``manager_node`` (spun by the same executor in another thread). '' or the first error.
+    """
     from sigma_ros.lifecycle import bring_up_all
 
     results = bring_up_all(manager_node, [n.get_fully_qualified_name() for n in nodes], timeout_s)
@@ -314,7 +319,8 @@ def bring_up_nodes(nodes, manager_node, timeout_s: float = STARTUP_TIMEOUT_S) ->
 def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level,
                        startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
     """The nodes composed in this process on one executor; sigma-graph's own node brings them
-    up through their lifecycle services. Exit code EXIT_CONFIG_ERROR when one cannot start."""
+    up through their lifecycle services. Exit code EXIT_CONFIG_ERROR when one cannot start.
+    """
     import rclpy
     from rclpy.executors import ExternalShutdownException
 

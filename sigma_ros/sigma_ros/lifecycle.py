@@ -62,7 +62,7 @@ class LifecycleClient:
         return None if response is None else bool(response.success)
 
     def bring_up(self, timeout_s: float = 120.0, alive: Callable[[], bool] = lambda: True) -> tuple[bool, str]:
-        """configure (if unconfigured) then activate, until the node reports ``active``.
+        """Configure (if unconfigured) then activate, until the node reports ``active``.
 
         Retries while the service is not there yet or does not answer (a node still starting, or
         the old process of a restarted node still in the graph). Returns (ok, what happened).
@@ -91,7 +91,8 @@ class LifecycleClient:
 def bring_up_all(manager_node, names, timeout_s: float = 120.0,
                  alive: Callable[[str], bool] = lambda _name: True) -> dict[str, tuple[bool, str]]:
     """:meth:`LifecycleClient.bring_up` of every node in ``names`` at once (their configure
-    steps load checkpoints in parallel); {name: (ok, what happened)}."""
+    steps load checkpoints in parallel); {name: (ok, what happened)}.
+    """
     clients = {name: LifecycleClient(manager_node, name) for name in names}
     results: dict[str, tuple[bool, str]] = {}
 

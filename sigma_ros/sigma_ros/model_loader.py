@@ -62,7 +62,8 @@ def _sources_digest() -> str:
 def cache_root() -> Path:
     """The cache of random weights ($SIGMA_RANDOM_WEIGHTS_CACHE, else this user's folder in the temp
     folder), made with mode 0700. It must be a directory of this user's that no one else can write:
-    weights another user placed there would be loaded by every node."""
+    weights another user placed there would be loaded by every node.
+    """
     default = Path(tempfile.gettempdir()) / f"sigma_ros_random_weights_{os.getuid()}"
     root = Path(os.environ.get("SIGMA_RANDOM_WEIGHTS_CACHE", default))
     root.mkdir(mode=0o700, parents=True, exist_ok=True)

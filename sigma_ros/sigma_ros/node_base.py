@@ -1,5 +1,6 @@
 """Common base of the four Sigma nodes: managed (lifecycle) nodes with parameters with
-descriptors, the model part, status and diagnostics, bad-input handling and a clean ``main``."""
+descriptors, the model part, status and diagnostics, bad-input handling and a clean ``main``.
+"""
 
 from __future__ import annotations
 
@@ -252,7 +253,8 @@ class SigmaNode(LifecycleNode):
 
     def shutdown(self) -> None:
         """The lifecycle shutdown transition from any primary state (before the node is destroyed);
-        once the context is shut down (SIGINT) nothing can be published: the node only releases."""
+        once the context is shut down (SIGINT) nothing can be published: the node only releases.
+        """
         try:
             if not self.context.ok():
                 self.active = False
@@ -332,7 +334,8 @@ class SigmaNode(LifecycleNode):
 
     def guarded(self, input_name: str, fn: Callable) -> Callable:
         """Wrap a subscription callback: bad data -> reject(); never raise into the executor;
-        while inactive only ``INACTIVE_INPUTS`` are handled (the others are counted and ignored)."""
+        while inactive only ``INACTIVE_INPUTS`` are handled (the others are counted and ignored).
+        """
         self.stats.declare_drop(input_name)
         handled_inactive = input_name in self.INACTIVE_INPUTS
 
@@ -379,7 +382,8 @@ class SigmaNode(LifecycleNode):
 
     def publish_status(self) -> None:
         """``sigma/status`` (typed arrays the demo, benchmarks and tests read) and ``/diagnostics``
-        (the same figures as a diagnostic_updater status), from one snapshot."""
+        (the same figures as a diagnostic_updater status), from one snapshot.
+        """
         snap = self.stats.snapshot()
         rates = dict(snap["rates"])
         metrics = {}

@@ -105,7 +105,8 @@ def robot_fields(params) -> dict[str, Any]:
 
 class RobotNode(SigmaNode):
     """See the module docstring. ``robot``: a LeRobot robot to bridge instead of the one the
-    ``robot.*`` parameters describe (the simulator node passes its own)."""
+    ``robot.*`` parameters describe (the simulator node passes its own).
+    """
 
     PARAMS = ROBOT_PARAMS
     #: Read the robot once when connecting (the simulator node reads first in its spinning thread,
@@ -126,7 +127,8 @@ class RobotNode(SigmaNode):
     # -------------------------------------------------------------- set up
     def configure(self, robot: Any = None) -> None:
         """Make (unless given here or to the constructor) and connect the robot, then the publishers
-        and subscriptions."""
+        and subscriptions.
+        """
         robot = robot if robot is not None else self._robot
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64MultiArray
@@ -245,7 +247,8 @@ def _time(t_ns: int):
 # ------------------------------------------------------------------- command line
 def split_robot_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """``robot.<field>=<value>`` / ``--robot.<field>=<value>`` (before ``--ros-args``) -> parameter
-    overrides; the other arguments are returned unchanged."""
+    overrides; the other arguments are returned unchanged.
+    """
     import yaml
 
     overrides: dict[str, Any] = {}

@@ -138,7 +138,8 @@ class SimNode(RobotNode):
     def start_episode(self, seed: int | None = None, instruction: str | None = None,
                       hold: bool = False) -> dict[str, Any]:
         """Start a new episode (seed None: the next seed); returns its status dict. With ``hold``
-        the physics waits for :meth:`release_episode` (sensors keep coming), else ``reset_hold_s``."""
+        the physics waits for :meth:`release_episode` (sensors keep coming), else ``reset_hold_s``.
+        """
         from sigma_sim.record import instruction_for_episode
 
         with self.lock:

@@ -193,7 +193,7 @@ class GraphHarness:
         return self._lifecycle[name]
 
     def bring_up(self, name: str, timeout: float = 120.0) -> None:
-        """configure + activate node ``name`` through its lifecycle services."""
+        """Configure + activate node ``name`` through its lifecycle services."""
         ok, what = self.lifecycle(name).bring_up(timeout)
         if not ok:
             node = self.by_name.get(name)

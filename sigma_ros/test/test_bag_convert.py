@@ -1,5 +1,6 @@
 """rosbag2 <-> LeRobot conversion (sigma_ros.bag_convert): a robot's bag becomes a LeRobot dataset
-(training data) and back, preserving frames, episodes, tasks and timing."""
+(training data) and back, preserving frames, episodes, tasks and timing.
+"""
 
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def test_skipped_frames_and_default_task(tmp_path):
 
 
 def test_converted_bag_is_training_data(tmp_path, monkeypatch):
-    """bag -> LeRobot -> sigma-preprocess shards (what sigma-train reads)."""
+    """Bag -> LeRobot -> sigma-preprocess shards (what sigma-train reads)."""
     from sigma_model.data import preprocess
     from sigma_model.data.shards import ShardDataset
 

@@ -1,5 +1,6 @@
 """rosbag2 reading/writing (sqlite3 and MCAP) with sigma_ros.bag_io: frame pairing, topic roles, CDR
-compatibility with rclpy, and clear errors for corrupt or truncated recordings."""
+compatibility with rclpy, and clear errors for corrupt or truncated recordings.
+"""
 
 from __future__ import annotations
 
@@ -249,7 +250,8 @@ def test_missing_bag_and_corrupt_message(tmp_path):
 class _FakeRosbag2Py:
     """rosbag2_py's Python API (StorageOptions, ConverterOptions, TopicMetadata, StorageFilter,
     SequentialReader / SequentialWriter) over rosbags, to exercise the rosbag2_py code path where
-    ROS 2's bag library is not installed."""
+    ROS 2's bag library is not installed.
+    """
 
     class StorageOptions:
         def __init__(self, uri, storage_id=""):

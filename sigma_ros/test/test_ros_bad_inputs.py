@@ -285,7 +285,8 @@ def test_stale_and_future_camera_frames_are_refused(h, offset_s, kind):
 @pytest.mark.parametrize("reading", [2.5, 1e308, -1e300])
 def test_implausible_joint_state_is_a_fault_and_holds(h, reading):
     """A pan reading beyond its limit by more than the tolerance (or absurd): the perception node refuses
-    it, the controller counts a fault and holds its last command within max_step and the limits."""
+    it, the controller counts a fault and holds its last command within max_step and the limits.
+    """
     h.set_joint_positions(Q0)
     time.sleep(0.3)
     ctrl = h.by_name["controller_node"]
@@ -372,7 +373,8 @@ def test_graph_still_works_after_bad_inputs(h):
 
 def test_frame_stride_runs_the_model_once_per_plan():
     """frame_stride 0 (the default): the model runs on every n_action_steps-th frame, one plan per plan the
-    controller runs, as the closed-loop evaluation replans; a reset processes the next frame at once."""
+    controller runs, as the closed-loop evaluation replans; a reset processes the next frame at once.
+    """
     from std_msgs.msg import Empty
 
     from sigma_ros import graph, qos

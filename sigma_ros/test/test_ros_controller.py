@@ -1,5 +1,6 @@
 """Controller node on real DDS: watchdog hold when plans stop, tick stepping through the plan,
-dry run, the Float64MultiArray output and the achieved control rate."""
+dry run, the Float64MultiArray output and the achieved control rate.
+"""
 
 from __future__ import annotations
 
@@ -147,7 +148,8 @@ def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
 @pytest.mark.parametrize("min_plan_ticks", [4, 0])
 def test_min_plan_ticks_runs_a_plan_before_switching(model, min_plan_ticks):
     """A plan that arrives right after another waits min_plan_ticks ticks of the first (0: the
-    model's n_action_steps)."""
+    model's n_action_steps).
+    """
     first = min_plan_ticks or model.config.n_action_steps
     assert first == (4 if min_plan_ticks else 8)
     with settled_controller(f"test_ros_controller_min_ticks_{min_plan_ticks}", align_plans_to_stamp=False,

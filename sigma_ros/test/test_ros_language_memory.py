@@ -1,5 +1,6 @@
 """Language node: semantic memory across steps, reset on a new instruction (not on a repeated
-one), and restore from the latched SemanticMemory after a restart."""
+one), and restore from the latched SemanticMemory after a restart.
+"""
 
 from __future__ import annotations
 

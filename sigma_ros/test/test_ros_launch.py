@@ -195,7 +195,8 @@ def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
 @pytest.mark.skipif(REAL_LAUNCH, reason="reads the stand-ins' recorded arguments")
 def test_launch_brings_every_node_up_through_lifecycle_events(monkeypatch):
     """Per LifecycleNode: configure when its process starts (OnProcessStart fires again after a
-    respawn), activate on configuring -> inactive only (a node deactivated by hand stays so)."""
+    respawn), activate on configuring -> inactive only (a node deactivated by hand stays so).
+    """
     from lifecycle_msgs.msg import Transition
 
     entities = _evaluate(monkeypatch, {})[1]

@@ -2,7 +2,8 @@
 unconfigured -> inactive -> active -> inactive. The controller publishes nothing before it is
 active, one hold on deactivate and nothing after; a plan that arrives while it is inactive is never
 executed; every node stops its outputs while inactive and resumes when activated again; cleanup
-releases the model and a new configure loads it again."""
+releases the model and a new configure loads it again.
+"""
 
 from __future__ import annotations
 

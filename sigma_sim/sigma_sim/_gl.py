@@ -32,7 +32,7 @@ _EGL_VENDOR_DIRS = ("/usr/share/glvnd/egl_vendor.d", "/etc/glvnd/egl_vendor.d", 
 
 
 def _egl_vendor_present() -> bool:
-    """libEGL (glvnd) only works with a vendor library (Mesa: libegl-mesa0, or NVIDIA)."""
+    """LibEGL (glvnd) only works with a vendor library (Mesa: libegl-mesa0, or NVIDIA)."""
     if os.environ.get("__EGL_VENDOR_LIBRARY_FILENAMES") or os.environ.get("__EGL_VENDOR_LIBRARY_DIRS"):
         return True
     for d in _EGL_VENDOR_DIRS:

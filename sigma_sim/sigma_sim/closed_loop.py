@@ -144,7 +144,8 @@ def env_state_encoding(config) -> str | None:
 
 def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
     """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed): a
-    template, or under the ``paraphrase`` condition a held-out paraphrase of the same region."""
+    template, or under the ``paraphrase`` condition a held-out paraphrase of the same region.
+    """
     from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, episode_wording
 
     return episode_wording(index, seed, HELD_OUT_PARAPHRASES if condition == "paraphrase" else INSTRUCTIONS)
@@ -153,7 +154,8 @@ def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
 # ---------------------------------------------------------------------------------- policies
 class SigmaPolicy:
     """Sigma in a control loop: plans every ``replan_every`` ticks (default: the model's
-    ``n_action_steps``), fuses + C_low every tick."""
+    ``n_action_steps``), fuses + C_low every tick.
+    """
 
     def __init__(self, model, telepathy: bool = True, adapter=None, replan_every: int | None = None,
                  silent_audio: bool = True, carry_memory: bool = True, reference=None) -> None:
@@ -258,7 +260,8 @@ class SigmaPolicy:
 class ExpertReference:
     """The scripted expert's actions from the current simulator state, the reference of a plan's MSEs:
     a physics-only copy of the scene takes the state over (``ScriptedExpert.reset``, as the expert
-    takes over from a lead policy in sigma-sim-record) and runs ``horizon`` ticks; ``env`` is untouched."""
+    takes over from a lead policy in sigma-sim-record) and runs ``horizon`` ticks; ``env`` is untouched.
+    """
 
     def __init__(self, env) -> None:
         from sigma_sim.expert import ScriptedExpert
@@ -319,7 +322,8 @@ class EpisodeOutcome:
 
     def record(self) -> dict[str, Any]:
         """A per-episode record for sigma_model.evaluation.report.build_report (batch = episode,
-        sample = plan: tau, alignment and the errors are means over the episode's plans)."""
+        sample = plan: tau, alignment and the errors are means over the episode's plans).
+        """
         rec: dict[str, Any] = {
             "condition": self.condition, "batch": self.episode, "num_samples": self.plans,
             "episode_success": int(self.success), **self.plan_errors,
@@ -336,7 +340,8 @@ class EpisodeOutcome:
 
 def plan_errors(policy, config: ClosedLoopConfig) -> dict[str, Any]:
     """The paper's per-sample fields over the episode's scored plans (vector / chunk / trajectory MSE
-    against the expert's actions from the same state, hard plans and their MSEs); {} when none was scored."""
+    against the expert's actions from the same state, hard plans and their MSEs); {} when none was scored.
+    """
     from sigma_model.evaluation.replay import batch_record
 
     scores = getattr(policy, "scores", None)
@@ -364,7 +369,8 @@ def episode_safety_filter(config: ClosedLoopConfig) -> SafetyFilter:
 
 def filtered_command(safety: SafetyFilter, target, joint_positions, now: float) -> tuple[np.ndarray, bool]:
     """The command the filter lets through for a policy target (the measured position on a hold)
-    and whether it limited the step."""
+    and whether it limited the step.
+    """
     safety.feed_plan(now)
     decision = safety.step(target, joint_positions, now)
     command = decision.command if decision.command is not None else np.asarray(joint_positions, float)
@@ -376,7 +382,8 @@ class EvalEpisode:
     env (:mod:`sigma_sim.lerobot_env`): ``reset(seed, instruction)`` starts it; ``step(target)`` passes
     the policy's joint target through the episode's safety filter to the simulator and counts the
     ticks the task stays solved; it succeeds once solved for ``success_hold_steps`` consecutive ticks
-    and is ``done`` then or after ``max_steps`` ticks."""
+    and is ``done`` then or after ``max_steps`` ticks.
+    """
 
     def __init__(self, env, config: ClosedLoopConfig) -> None:
         self.env, self.config = env, config
@@ -442,7 +449,8 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
 
 def run_conditions(env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False) -> list[EpisodeOutcome]:
     """Every policy (condition name -> policy) over the same episodes: episode ``i`` has seed
-    ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``."""
+    ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``.
+    """
     outcomes: list[EpisodeOutcome] = []
     t0 = time.perf_counter()
     for name, policy in policies.items():
@@ -522,7 +530,8 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
 
 def evaluation_env(config: ClosedLoopConfig, image_width: int = 96, image_height: int = 96):
     """The simulator an evaluation runs in: ``config.control_hz``, camera of the policy's image size,
-    room for ``config.max_steps`` ticks."""
+    room for ``config.max_steps`` ticks.
+    """
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
     return SO101PickPlaceEnv(SimConfig(control_hz=config.control_hz, image_width=image_width,
@@ -533,7 +542,8 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
              progress: bool = False, env=None, init_heads: str | Path | None = None
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run every condition over the same seeded episodes; returns (report, per-episode records).
-    CHECK A compares ``model``'s heads with ``init_heads`` (not run without)."""
+    CHECK A compares ``model``'s heads with ``init_heads`` (not run without).
+    """
     from sigma_model.evaluation.adapter import RiskGatedAdapter
     from sigma_model.evaluation.check_a import check_a_section
 
@@ -592,7 +602,8 @@ def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None 
                         adapter_config=None, baseline_checkpoint: str | Path | None = None,
                         progress: bool = False, init_heads: str | Path | None = None) -> dict[str, Any]:
     """Load a checkpoint (a sigma_model checkpoint dir), evaluate it, optionally write the report.
-    CHECK A uses ``init_heads``, by default the training run's initialisation file when found."""
+    CHECK A uses ``init_heads``, by default the training run's initialisation file when found.
+    """
     from sigma_model import load_checkpoint
 
     from sigma_model.evaluation.check_a import find_init_heads

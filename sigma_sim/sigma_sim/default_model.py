@@ -267,7 +267,8 @@ def training_config(args, work: Path):
 def load_env_state_table(demos: Path, encoding: str | None = None) -> dict[tuple[int, int], torch.Tensor]:
     """(episode_index, frame_index) -> the model's env_state features (:func:`sigma_sim.closed_loop.
     cube_env_state`) from ``observation.environment_state`` of a recorded LeRobot dataset (read with
-    ``LeRobotDataset``, that column only)."""
+    ``LeRobotDataset``, that column only).
+    """
     from sigma_model.data.lerobot_source import load_lerobot_dataset
     from sigma_sim.closed_loop import cube_env_state
     from sigma_sim.record import ENV_STATE_KEY
@@ -285,7 +286,8 @@ def install_env_state_batches() -> None:
     """Make the trainer pass ``batch["env_state"]`` (privileged sim state) into SigmaObservation.env_state.
 
     sigma_model.training reads observations with ``batching.observation_from_batch``, which knows
-    image, joint state and audio only; the privileged variant of the embedded default wraps it."""
+    image, joint state and audio only; the privileged variant of the embedded default wraps it.
+    """
     import dataclasses
 
     from sigma_model.training import trainer as trainer_module

@@ -129,7 +129,8 @@ class ScriptedExpert:
 
     def _take_over(self) -> None:
         """Continue from the state another controller left (no-op right after ``env.reset``): a solved
-        task is done; a cube pinched by the closing jaws is gripped, lifted and carried, not dropped."""
+        task is done; a cube pinched by the closing jaws is gripped, lifted and carried, not dropped.
+        """
         env, cfg = self.env, self.config
         if env.is_success():
             self._enter(Phase.DONE)

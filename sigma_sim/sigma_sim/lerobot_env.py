@@ -107,7 +107,8 @@ class SigmaSO101Env(EnvConfig):
     """LeRobot's config of the simulated SO-101 pick-and-place (defaults: sigma-closed-loop's).
 
     ``image_size`` must be the camera size of the policy's training data (sigma-sim-record's
-    ``--image-size``, 96 by default)."""
+    ``--image-size``, 96 by default).
+    """
 
     task: str | None = TASK
     fps: int = int(_EVAL.control_hz)

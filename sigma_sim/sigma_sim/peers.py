@@ -98,7 +98,8 @@ PEERS: dict[str, PeerRecipe] = {
 
 def policy_config(peer: str | PeerRecipe, device: str = "cpu"):
     """The peer's LeRobot config: its lerobot-train flags (:meth:`PeerRecipe.flags`) parsed by draccus
-    into the policy type's config class, as lerobot-train parses its ``--policy.*`` flags."""
+    into the policy type's config class, as lerobot-train parses its ``--policy.*`` flags.
+    """
     import draccus
     from lerobot.configs.policies import PreTrainedConfig
 
@@ -114,7 +115,8 @@ def policy_config(peer: str | PeerRecipe, device: str = "cpu"):
 def train_config(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: str | Path, steps: int,
                  batch_size: int = 8, repo_id: str = DEFAULT_REPO_ID, device: str = "cpu", num_workers: int = 4):
     """lerobot-train's config (``TrainPipelineConfig``) of a peer on a local LeRobot dataset: what
-    :func:`train_command`'s flags give, with no hub push."""
+    :func:`train_command`'s flags give, with no hub push.
+    """
     from lerobot.configs.default import DatasetConfig
     from lerobot.configs.train import TrainPipelineConfig
 

@@ -38,7 +38,7 @@ from typing import Iterator
 
 import numpy as np
 
-from sigma_sim.expert import EpisodeResult, ExpertConfig, ScriptedExpert, expert_episode
+from sigma_sim.expert import ExpertConfig, ScriptedExpert, expert_episode
 from sigma_sim.instructions import INSTRUCTIONS, episode_wording
 from sigma_sim.so101_env import JOINT_NAMES, SimConfig, SO101PickPlaceEnv
 
@@ -169,7 +169,8 @@ def _init_simulator(sim_config: SimConfig, expert_config: ExpertConfig | None, l
 
 def lead_steps_for(seed: int, max_steps: int) -> int:
     """Ticks a lead policy acts before the expert takes over (episode ``seed``): 0 (a plain
-    demonstration) for a third of the episodes, else uniform in 1..max_steps."""
+    demonstration) for a third of the episodes, else uniform in 1..max_steps.
+    """
     if max_steps <= 0:
         return 0
     rng = np.random.default_rng(seed + 5_555_555)

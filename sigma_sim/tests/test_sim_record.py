@@ -72,7 +72,8 @@ def _as_uint8_hwc(img):
 
 def test_record_cli_writes_a_lerobot_dataset_that_reads_back_the_recorded_frames(tmp_path, capsys):
     """sigma-sim-record writes with LeRobotDataset; LeRobotDataset reads back, frame by frame, the
-    images, states, actions, tasks, timestamps and episode boundaries the simulator produced."""
+    images, states, actions, tasks, timestamps and episode boundaries the simulator produced.
+    """
     pytest.importorskip("lerobot.datasets.lerobot_dataset")
     from sigma_model.data.lerobot_source import load_lerobot_dataset
 
@@ -140,7 +141,8 @@ def test_parallel_recording_writes_the_same_dataset(tmp_path):
     """Worker processes run ahead; a skipped failure re-simulates the episodes behind it with their
     corrected index (instruction), so the files equal a one-process recording byte for byte (at the
     same root: LeRobot's parquet metadata holds a fingerprint of the data it was given, image paths
-    included)."""
+    included).
+    """
     import hashlib
 
     from sigma_sim.record import record_dataset
@@ -222,7 +224,8 @@ def test_recording_with_a_lead_checkpoint(tmp_path):
 
 def test_expert_taking_over_a_held_cube_carries_it_on():
     """A lead that grasps and lifts the cube (the expert's own first half) hands over a pinched cube:
-    the expert closes, lifts and carries it without opening the jaws first."""
+    the expert closes, lifts and carries it without opening the jaws first.
+    """
     from sigma_sim.expert import Phase, ScriptedExpert
 
     env = SO101PickPlaceEnv(SimConfig(image_width=32, image_height=32))

@@ -61,7 +61,8 @@ def policy_keys(policy, file_keys) -> set[str]:
 
 class SmolVLAImageEncoder(VLAImageEncoder):
     """SmolVLA's image path (``prepare_images`` + ``embed_image``): resize with padding, [-1, 1],
-    SigLIP vision encoder, pixel-shuffle connector -> image tokens."""
+    SigLIP vision encoder, pixel-shuffle connector -> image tokens.
+    """
 
     def __init__(self, vision_model: nn.Module, connector: nn.Module, resize: tuple[int, int] | None, dim: int) -> None:
         super().__init__()
@@ -139,7 +140,8 @@ class SmolVLABackbone(VLABackbone):
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None) -> torch.Tensor:
         """Sigma's block through the language model's layers (adapters on), attending to itself and
-        to the cached prefix; positions continue after the prefix. [B, L, hidden] after the final norm."""
+        to the cached prefix; positions continue after the prefix. [B, L, hidden] after the final norm.
+        """
         from lerobot.policies.smolvla.smolvlm_with_expert import apply_rope
 
         if context is None:

@@ -66,7 +66,8 @@ class PretrainedTextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L] token ids and mask -> [B, L, hidden_size] last hidden states (zeros where masked).
-        Each row is encoded on its own (no padding), so its states do not depend on the batch."""
+        Each row is encoded on its own (no padding), so its states do not depend on the batch.
+        """
         out = ids.new_zeros(*ids.shape, self.hidden_size, dtype=torch.float32)
         for i, (row, valid) in enumerate(zip(ids, mask.bool())):
             key = tuple(row[valid].tolist())

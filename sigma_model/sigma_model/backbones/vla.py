@@ -51,7 +51,8 @@ SAFETENSORS_FILE = "model.safetensors"
 @dataclass
 class VLAContext:
     """A VLA's own prefix for one step: the per-layer key/value cache of its language model
-    (adapters off) and the prefix's validity mask [B, L_prefix]."""
+    (adapters off) and the prefix's validity mask [B, L_prefix].
+    """
 
     past_key_values: Any
     pad_mask: torch.Tensor
@@ -60,7 +61,8 @@ class VLAContext:
 class VLAImageEncoder(nn.Module):
     """Camera image [B,3,H,W] in [0,1] -> the VLA's image tokens [B, N_img, dim] (frozen).
 
-    Subclasses hold the policy's vision encoder and connector and implement ``encode``."""
+    Subclasses hold the policy's vision encoder and connector and implement ``encode``.
+    """
 
     external_weights = True
     dim: int
@@ -78,7 +80,8 @@ class VLABackbone(SigmaBackbone):
 
     Subclasses set ``policy`` (the LeRobot policy without its vision encoder), ``hidden_size``,
     ``action_horizon``, ``action_dim`` and ``flow_steps``, and implement ``decoder``,
-    ``embed_text``, ``_run_prefix`` and ``forward``."""
+    ``embed_text``, ``_run_prefix`` and ``forward``.
+    """
 
     external_weights = True
     action_horizon: int
@@ -127,7 +130,8 @@ class VLABackbone(SigmaBackbone):
 
     def tokenize(self, texts: list[str], max_length: int) -> TextTokens:
         """The instruction as the policy's own preprocessor tokenizes it (its tokenizer and length;
-        ``max_length`` of the config does not apply)."""
+        ``max_length`` of the config does not apply).
+        """
         from lerobot.processor.converters import create_transition
         from lerobot.processor.core import TransitionKey
         from lerobot.utils.constants import (
@@ -150,7 +154,8 @@ class VLABackbone(SigmaBackbone):
     def sample_actions(self, context: VLAContext, generator: torch.Generator | None = None,
                        noise_scale: float = 1.0) -> torch.Tensor:
         """The action expert's chunk [B, action_horizon, action_dim] in radians: the policy's own
-        flow-matching sampler from noise N(0, noise_scale^2) (seeded by ``generator``)."""
+        flow-matching sampler from noise N(0, noise_scale^2) (seeded by ``generator``).
+        """
         b = context.pad_mask.shape[0]
         shape = (b, self.action_horizon, self.policy.config.max_action_dim)
         noise = torch.randn(shape, generator=generator, device=context.pad_mask.device) * noise_scale
@@ -163,7 +168,8 @@ class VLABackbone(SigmaBackbone):
 
     def _denoise(self, context: VLAContext, noise: torch.Tensor) -> torch.Tensor:
         """The policy's ``sample_actions`` after its prefix: ``flow_steps`` Euler steps of its own
-        ``denoise_step`` from t = 1 to 0 on the cached prefix."""
+        ``denoise_step`` from t = 1 to 0 on the cached prefix.
+        """
         dt = -1.0 / self.flow_steps
         x = noise
         for step in range(self.flow_steps):
@@ -177,7 +183,8 @@ class VLABackbone(SigmaBackbone):
 @contextlib.contextmanager
 def adapters_disabled(module: nn.Module):
     """Run `module` without its peft adapters (the VLA's own prefix stays the untuned policy's);
-    the adapters' requires_grad flags are restored afterwards."""
+    the adapters' requires_grad flags are restored afterwards.
+    """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
@@ -197,7 +204,8 @@ def adapters_disabled(module: nn.Module):
 def precomputed_image_embeddings(owner: nn.Module):
     """The policy's ``embed_prefix`` calls ``owner.embed_image(image)`` per camera; inside this
     context that call returns its argument, so the prefix takes the image tokens the vision stage
-    computed (the vision encoder runs once per frame, in the vision workspace)."""
+    computed (the vision encoder runs once per frame, in the vision workspace).
+    """
     owner.embed_image = lambda tokens: tokens
     try:
         yield
@@ -219,7 +227,8 @@ def _policy_class(kind: str):
 def _check_weights_loaded(policy: nn.Module, path_or_id: str, drop: tuple[str, ...], policy_keys) -> None:
     """Raise unless the checkpoint file holds every weight the policy needs (LeRobot loads
     non-strictly: a missing tensor would silently stay random). `policy_keys(policy, file_keys)`:
-    the policy's keys the file fills (the policy's own key mapping)."""
+    the policy's keys the file fills (the policy's own key mapping).
+    """
     from safetensors import safe_open
 
     if os.path.isdir(path_or_id):
@@ -240,7 +249,8 @@ def load_lerobot_policy(kind: str, path_or_id: str, drop: tuple[str, ...] = (), 
     """A LeRobot policy by kind from a local directory or a hub id (``config.json`` +
     ``model.safetensors``), on the CPU in eval mode; clear errors without LeRobot or the files.
     ``drop``: key fragments of weights the caller never uses (allowed to be absent);
-    ``policy_keys``: the policy's mapping from file keys to its state-dict keys (None: the same)."""
+    ``policy_keys``: the policy's mapping from file keys to its state-dict keys (None: the same).
+    """
     cls = _policy_class(kind)
     from lerobot.configs.policies import PreTrainedConfig
 
@@ -273,7 +283,8 @@ def dataset_stats(config: SigmaConfig) -> dict | None:
 
 def build_vla(config: SigmaConfig, vision: bool, language: bool) -> tuple[VLAImageEncoder | None, VLABackbone | None]:
     """The VLA parts the requested workspaces hold: the image encoder (vision) and the language
-    backbone (language). The policy is loaded once; what no workspace holds is dropped."""
+    backbone (language). The policy is loaded once; what no workspace holds is dropped.
+    """
     if config.backbone_4bit:
         require_4bit()
     if config.backbone == "smolvla":

@@ -12,7 +12,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_dir", "json_dumps_s
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory so that a rename inside it is durable (no-op where unsupported)."""
+    """Fsync a directory so that a rename inside it is durable (no-op where unsupported)."""
     try:
         fd = os.open(os.fspath(path), os.O_RDONLY)
     except OSError:

@@ -64,7 +64,8 @@ def _unquote(raw: str, key: str, lineno: int, path: str) -> str:
 
 def parse_env_text(text: str, path: str = "<env>") -> dict[str, str]:
     """Parse env-file text into an ordered dict (later keys win).  Raises ValueError on bad lines
-    (the message names the line number and key only, never the value)."""
+    (the message names the line number and key only, never the value).
+    """
     out: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         s = line.strip()

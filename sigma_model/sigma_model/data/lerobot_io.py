@@ -86,7 +86,8 @@ def create_lerobot_dataset(root: str | os.PathLike, repo_id: str, fps: int, feat
 
 def finalize_lerobot_dataset(dataset) -> None:
     """Discard unsaved frames (and their PNG files), ``dataset.finalize()``, remove the empty temporary
-    ``images/`` folders, then write ``meta/stats.json`` in the order of the features (deterministic bytes)."""
+    ``images/`` folders, then write ``meta/stats.json`` in the order of the features (deterministic bytes).
+    """
     from lerobot.datasets.utils import write_stats
 
     if dataset.episode_buffer and dataset.episode_buffer["size"]:
@@ -115,7 +116,8 @@ def normalization_stats(dataset: str | os.PathLike, state_key: str = "observatio
                         action_key: str = "action", min_std: float = 1e-3) -> dict[str, list[float]]:
     """SigmaConfig ``state_mean/state_std/action_mean/action_std`` from a LeRobot dataset's statistics
     (``LeRobotDatasetMetadata.stats``; a local root, its ``meta/stats.json`` or a hub id); stds are
-    floored at ``min_std`` so a joint that never moved stays finite."""
+    floored at ``min_std`` so a joint that never moved stays finite.
+    """
     meta = _metadata(dataset)
     stats = meta.stats or {}
     out: dict[str, list[float]] = {}

@@ -362,7 +362,8 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """The frames, read with one torch thread: LeRobotDataset converts each frame with a few small
-        torch ops (ToTensor), which intra-op threads slow down ~10x on a busy 2-core machine."""
+        torch ops (ToTensor), which intra-op threads slow down ~10x on a busy 2-core machine.
+        """
         import torch
 
         threads = torch.get_num_threads()
@@ -428,7 +429,8 @@ def open_lerobot_metadata(dataset: str | os.PathLike, *, revision: str | None = 
                           root: str | os.PathLike | None = None, policy: RetryPolicy | None = None,
                           sleep: Callable[[float], None] = time.sleep) -> Any:
     """``LeRobotDatasetMetadata`` of a local dataset directory or a hub id (``meta/`` is downloaded by
-    LeRobot, with retries; ``root``: where, default ``$HF_LEROBOT_HOME/<repo_id>``)."""
+    LeRobot, with retries; ``root``: where, default ``$HF_LEROBOT_HOME/<repo_id>``).
+    """
     lr = import_lerobot()
     ref = str(dataset)
     if _looks_local(ref):

@@ -52,7 +52,8 @@ class PreprocessMismatchError(RuntimeError):
 
 def resolve_baseline_policy(spec: str | None) -> Callable | None:
     """``None`` | ``"hold_state"`` | ``"package.module:callable"`` (a factory is called if it takes no
-    sample: the callable must map a sample dict to ``{action_vector, action_chunk, action_trajectory}``)."""
+    sample: the callable must map a sample dict to ``{action_vector, action_chunk, action_trajectory}``).
+    """
     if not spec or spec == "none":
         return None
     if spec in BUILTIN_BASELINES:

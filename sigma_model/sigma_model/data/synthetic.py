@@ -61,7 +61,8 @@ def write_synthetic_dataset(root: str | os.PathLike, episodes: Sequence[tuple[in
                             action_norm: float = 1.0, repo_id: str = "local/sigma_synthetic",
                             image_key: str = "observation.images.front", overwrite: bool = False) -> Path:
     """Write episodes given as ``[(static_frames, moving_frames), ...]`` with ``LeRobotDataset``;
-    returns the root."""
+    returns the root.
+    """
     ds = create_lerobot_dataset(root, repo_id, fps, synthetic_features(image_hw, dim, image_key),
                                 robot_type="so101_follower", overwrite=overwrite)
     try:

@@ -240,7 +240,8 @@ def find_text_key(example: Mapping[str, Any], key: str | None = None) -> str | N
 
 def _to_hwc_uint8(img: Any) -> np.ndarray:
     """Any supported image value -> contiguous HWC uint8 RGB numpy array (no torch ops: these tiny
-    per-frame ops are much faster single-threaded in numpy/PIL than with torch intra-op threads)."""
+    per-frame ops are much faster single-threaded in numpy/PIL than with torch intra-op threads).
+    """
     if isinstance(img, dict):
         data = img.get("bytes")
         if data is None:

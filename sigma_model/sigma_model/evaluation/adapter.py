@@ -184,7 +184,8 @@ class RiskGatedAdapter:
 
     def adapt_output(self, action, tau: torch.Tensor, baseline=None) -> AdapterOutput:
         """Adapt a `sigma_model.ActionOutput` against its own tau = 0 baseline, or against
-        `baseline` = (vector, chunk, trajectory) from an external base policy."""
+        `baseline` = (vector, chunk, trajectory) from an external base policy.
+        """
         if baseline is None:
             baseline = (action.baseline_vector, action.baseline_chunk, action.baseline_trajectory)
         return self(action.action_vector, action.action_chunk, action.action_trajectory, *baseline,

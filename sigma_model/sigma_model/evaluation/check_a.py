@@ -105,7 +105,8 @@ def compare_with_init(current: Mapping[str, torch.Tensor], initial: Mapping[str,
 
 def find_init_heads(checkpoint: str | Path) -> Path | None:
     """The run's sigma_telepathy_heads_init.safetensors for a checkpoint: in the directory itself (a
-    shipped model) or the training output directory above a step's model/ (``<out>/checkpoints/step_N/model``)."""
+    shipped model) or the training output directory above a step's model/ (``<out>/checkpoints/step_N/model``).
+    """
     p = Path(checkpoint).resolve()
     for d in (p, *list(p.parents)[:3]):
         if (d / INIT_HEADS_FILE).is_file():
@@ -118,7 +119,8 @@ def check_a_section(model, heads_file: str | Path | None = None, init_heads: str
                     min_relative_change: float = MIN_RELATIVE_CHANGE) -> dict[str, Any]:
     """The report's ``check_a``: the paper's statistics of the experimental and control groups (the
     control is the experimental model when no separate one is given) and the comparison of the
-    experimental heads with ``init_heads``."""
+    experimental heads with ``init_heads``.
+    """
     experimental = check_a(model, heads_file)
     control = check_a(control_model, control_heads) if control_model is not None else experimental
     drop = ("source", "matches_model")

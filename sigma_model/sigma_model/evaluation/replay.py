@@ -165,7 +165,8 @@ def episode_batches(dataset, batch_size: int, max_batches: int | None = None) ->
     """Sample indices of each batch: ``batch_size`` lanes, each replaying one episode's windows in
     frame order and taking the next episode (in dataset order) when its own ends, so a batch holds at
     most one window per episode and a window's predecessor is in the batch before. Samples without
-    ``episode_index``: consecutive samples."""
+    ``episode_index``: consecutive samples.
+    """
     n = len(dataset)
     if n == 0 or "episode_index" not in dataset[0]:
         plan = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
@@ -202,7 +203,8 @@ class EpisodeState:
     """tau and semantic memory carried from window to window of each episode, as the robot carries them
     from plan to plan: the previous window's tau is tau_prev (vision stage), its memory m_{t-1}
     (language stage); both are zero at an episode's first window, the memory also at a new instruction
-    (the language node's rule; the perception node keeps tau)."""
+    (the language node's rule; the perception node keeps tau).
+    """
 
     def __init__(self, d_tau: int, d_model: int) -> None:
         self.d_tau, self.d_model = d_tau, d_model
@@ -251,7 +253,8 @@ def _first(x: torch.Tensor, per_sample_dims: int) -> torch.Tensor:
 
 def observation_from_batch(batch: Mapping[str, Any], config: SigmaConfig, device: torch.device) -> tuple[SigmaObservation, bool]:
     """(observation, state_dim_corrected): image resized to the model's size, robot_state padded
-    with zeros or truncated to config.state_dim (the paper's robot_state dimension correction)."""
+    with zeros or truncated to config.state_dim (the paper's robot_state dimension correction).
+    """
     images = _first(batch["vision_inputs"], 3)
     if images.dim() != 4 or images.shape[1] != config.image_channels:
         raise ValueError(f"vision_inputs must be [B,{config.image_channels},H,W] (or [B,T,C,H,W]), got {list(images.shape)}")
@@ -317,7 +320,8 @@ def batch_record(
     success_thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """One per-batch record (the keys `sigma_model.evaluation.report` aggregates); with
-    ``success_thresholds`` it counts the samples whose MSEs are all within them."""
+    ``success_thresholds`` it counts the samples whose MSEs are all within them.
+    """
     mses = [per_sample_mse(a, t) for a, t in zip(actions, targets)]
     names = ("mse_vec", "mse_chk", "mse_trj")
     thr_keys = ("vec", "chunk", "traj")
@@ -539,7 +543,8 @@ def run_replay(
 ) -> tuple[dict[str, Any], ReplayResult]:
     """Load shards + checkpoint, replay (``plan``: the batches' sample indices, default
     :func:`episode_batches`), build the report and (out_dir given) write its files. CHECK A compares
-    with ``init_heads`` (default: the run's initialisation file next to the checkpoint, when found)."""
+    with ``init_heads`` (default: the run's initialisation file next to the checkpoint, when found).
+    """
     from .report import build_report, write_report
 
     cfg = config or ReplayConfig()

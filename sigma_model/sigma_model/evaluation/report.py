@@ -257,7 +257,8 @@ def _null_reasons(out: Mapping[str, Any], has_hard: bool) -> dict[str, str]:
 def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: Mapping[str, float],
                         reasons: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The paper's summary fields for the records of one condition (``reasons`` overrides the
-    default explanation of a null field)."""
+    default explanation of a null field).
+    """
     n_samples = sum(int(r.get("num_samples", 0)) for r in records)
     batches = {r.get("batch") for r in records}
     out: dict[str, Any] = {"num_samples": n_samples, "num_batches": len(batches)}
@@ -301,7 +302,8 @@ def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: M
 def success_rate_of(entry: Mapping[str, Any], kind: str = "episode") -> float | None:
     """``entry``'s ``<kind>_success_rate`` ("episode" or "window"), also from a report written before the
     rename (``sigma-eval-v1``: ``success_rate``, which meant episodes in a closed-loop report and
-    windows within the thresholds in an offline one; ``kind`` says which the caller reads)."""
+    windows within the thresholds in an offline one; ``kind`` says which the caller reads).
+    """
     if kind not in ("episode", "window"):
         raise ValueError(f"kind must be 'episode' or 'window', got {kind!r}")
     value = entry.get(f"{kind}_success_rate")

@@ -117,7 +117,8 @@ def heads_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def backbone_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The backbone's own (non-LoRA) weights under plain key names; none of a backbone whose
-    weights are external (a VLA: its checkpoint is referenced, never copied)."""
+    weights are external (a VLA: its checkpoint is referenced, never copied).
+    """
     prefixes, external = backbone_prefixes(model), external_prefixes(model)
     return {plain_key(k): v for k, v in model.state_dict().items()
             if k.startswith(prefixes) and not k.startswith(external) and not is_lora_name(k)}
@@ -180,7 +181,8 @@ def export_merged_model(model: nn.Module, directory: str | Path, config: SigmaCo
     """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads;
     `config` replaces the model's (same architecture, e.g. with normalisation statistics added).
     A backbone with external weights cannot be merged without copying it: its adapters stay
-    unmerged (re-applied at load from config.backbone_lora)."""
+    unmerged (re-applied at load from config.backbone_lora).
+    """
     return save_checkpoint(_MergedView(model, config), directory)
 
 
@@ -292,7 +294,8 @@ def save_training_checkpoint(
     ema: WeightEMA | None = None,
 ) -> Path:
     """Write `<root>/step_<step>/` atomically and point `<root>/latest` at it. Returns the path.
-    With `ema`, model/ holds the averaged weights and ema.safetensors the average itself."""
+    With `ema`, model/ holds the averaged weights and ema.safetensors the average itself.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
@@ -383,7 +386,8 @@ def read_checkpoint_configs(path: str | Path) -> tuple[TrainingConfig, SigmaConf
 
 def load_model_state(path: str | Path, model: nn.Module) -> None:
     """Frozen backbone (when saved), heads and LoRA adapters of a checkpoint into `model`
-    (built from the checkpoint's sigma_config, with LoRA already applied when the run used it)."""
+    (built from the checkpoint's sigma_config, with LoRA already applied when the run used it).
+    """
     path = Path(path)
     if (path / BACKBONE_FILE).is_file():
         _load_partial(model, _load_tensors(path / BACKBONE_FILE), str(path / BACKBONE_FILE))
@@ -402,7 +406,8 @@ def load_training_checkpoint(
     ema: WeightEMA | None = None,
 ) -> LoadedCheckpoint:
     """Restore model weights, optimiser, scheduler, RNG state and the weight average (when `ema`)
-    in place; return the trainer state."""
+    in place; return the trainer state.
+    """
     path = Path(path)
     training_config, sigma_config = read_checkpoint_configs(path)
     load_model_state(path, model)

@@ -84,7 +84,8 @@ class FinetuneConfig:
 @dataclass
 class LossConfig:
     """The objective of paper 4.2 (what `trainer.compute_losses` and `Curriculum` read): the TRAF
-    weights, the TSAC terms, the curriculum, and whether the model runs with telepathy."""
+    weights, the TSAC terms, the curriculum, and whether the model runs with telepathy.
+    """
 
     # ------------------------------------------------------------------ TRAF
     alpha_vec: float = 1.0  # alpha_a
@@ -135,7 +136,8 @@ class LossConfig:
 @dataclass
 class TrainingConfig(DictConfig, FinetuneConfig, LossConfig):
     """One fine-tuning run: the LoRA/heads choice (FinetuneConfig) and the objective (LossConfig),
-    plus data, model start, optimisation and run settings."""
+    plus data, model start, optimisation and run settings.
+    """
 
     # ---------------------------------------------------------------- data
     shards_dir: str | None = None  # directory of sigma_model.data shards (None: synthetic data)

@@ -32,7 +32,8 @@ ADAPTER_NAME = "default"
 
 def backbone_prefixes(model: nn.Module) -> tuple[str, ...]:
     """State-dict prefixes of backbone weights: the language backbone and every module with
-    external weights (a VLA's image encoder)."""
+    external weights (a VLA's image encoder).
+    """
     from ..checkpoint import external_prefixes
 
     return (BACKBONE_PREFIX,) + external_prefixes(model)
@@ -75,7 +76,8 @@ def apply_lora(model: nn.Module, r: int = 16, alpha: int = 32, dropout: float = 
 
 def prepare_finetuning(model: nn.Module, config):
     """Make the parameters a `FinetuneConfig` names trainable: LoRA adapters on the backbone (or a
-    frozen backbone without them) and the non-backbone heads. Returns the peft LoraConfig or None."""
+    frozen backbone without them) and the non-backbone heads. Returns the peft LoraConfig or None.
+    """
     lora_config = None
     if config.use_lora and has_lora(model):  # a VLA backbone's, applied at build from config.backbone_lora
         lora_config = make_lora_config(**model.config.backbone_lora)
@@ -117,7 +119,7 @@ def lora_parameter_count(model: nn.Module) -> int:
 
 def expected_lora_parameter_count(model_before_lora: nn.Module, r: int,
                                   target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> int:
-    """sum over targeted nn.Linear layers of r * (in_features + out_features) (A is r x in, B is out x r)."""
+    """Sum over targeted nn.Linear layers of r * (in_features + out_features) (A is r x in, B is out x r)."""
     total = 0
     for name, module in backbone_decoder(model_before_lora).named_modules():
         if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in target_modules:
@@ -189,7 +191,8 @@ def load_adapter(model: nn.Module, directory: str | Path) -> None:
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict with every LoRA delta merged into its base weight and the peft
-    wrapper keys removed: exactly the key set of a plain SigmaModel (for save_checkpoint)."""
+    wrapper keys removed: exactly the key set of a plain SigmaModel (for save_checkpoint).
+    """
     from peft.tuners.lora import LoraLayer
     from peft.utils.integrations import dequantize_module_weight
 

@@ -80,7 +80,7 @@ class TRAFResult:
 
 
 def hard_count(batch_size: int, rho: float) -> int:
-    """k = ceil(rho * B), at least 1 and at most B (rho in (0, 1])."""
+    """K = ceil(rho * B), at least 1 and at most B (rho in (0, 1])."""
     if batch_size <= 0:
         raise ValueError("batch must not be empty")
     if not 0.0 < rho <= 1.0:
