@@ -16,14 +16,15 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-    """A tiny Llama with hidden size 24 (not d_model) and a word-level tokenizer, saved locally (no hub)."""
+    """Return a tiny Llama with hidden size 24 (not d_model) and a word-level tokenizer, saved locally (no hub)."""
     return save_tiny_llama(tmp_path_factory.mktemp("tiny_hf"))
 
 
 @pytest.fixture(scope="session")
 def smolvla_dir(tmp_path_factory):
-    """A tiny random SmolVLA in the public checkpoint layout (config.json + model.safetensors), its
-    VLM's config, tokenizer and processor beside it (no hub).
+    """Return a tiny random SmolVLA in the public checkpoint layout (config.json + model.safetensors), its VLM's config.
+
+    Tokenizer and processor beside it (no hub).
     """
     pytest.importorskip("lerobot.policies.smolvla.modeling_smolvla")
     from sigma_model.testing_vla import save_tiny_smolvla

@@ -67,8 +67,9 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fns: dict, repeats: int, device: torch.device, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function over `repeats` rounds after `warmup` rounds; each round calls
-    every function once, in turn, so drifting machine load hits them alike.
+    """Median seconds of each function over `repeats` rounds after `warmup` rounds.
+
+    Each round calls every function once, in turn, so drifting machine load hits them alike.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(warmup + repeats):
@@ -226,9 +227,10 @@ def pi05_parameters() -> dict:
 
 
 def estimate_pi05(smol: dict, pi: dict, train: dict | None) -> dict:
-    """pi0.5 step parts = SmolVLA's measured parts x (non-embedding params x tokens) ratio; Sigma's
-    heads as measured. Training peak = pi0.5's frozen weights in the measured run's precision + the
-    run's measured non-weight memory x the language models' (layers x width x prefix tokens) ratio.
+    """pi0.5 step parts = SmolVLA's measured parts x (non-embedding params x tokens) ratio; Sigma's heads as measured.
+
+    Training peak = pi0.5's frozen weights in the measured run's precision + the run's measured non-weight memory x the
+    language models' (layers x width x prefix tokens) ratio.
     """
     t, sp, st = smol["times_s"], smol["params"], smol["tokens"]
     pp, pt = pi["params"], pi["tokens"]

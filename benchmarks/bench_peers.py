@@ -40,7 +40,7 @@ def sigma_config():
 
 
 def random_batch(config, batch: int) -> dict:
-    """What lerobot-train's dataloader gives the policy: observation windows and action chunks."""
+    """Return what lerobot-train's dataloader gives the policy: observation windows and action chunks."""
     obs = config.observation_delta_indices
     actions = len(config.action_delta_indices)
     lead = (batch, len(obs)) if obs else (batch,)

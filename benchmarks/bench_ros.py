@@ -58,7 +58,7 @@ def summary_ms(values) -> str:
 
 
 def frames(n: int, size: int) -> list[np.ndarray]:
-    """The camera frames of a run (the graph and the in-process timing see the same ones)."""
+    """Return the camera frames of a run (the graph and the in-process timing see the same ones)."""
     rng = np.random.default_rng(1)
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 

@@ -29,7 +29,7 @@ from sigma_sim.so101_env import HOME_QPOS, SimConfig, SO101PickPlaceEnv
 
 
 def _targets(n: int, seed: int = 0) -> np.ndarray:
-    """A smooth joint-target sweep around the home pose."""
+    """Return a smooth joint-target sweep around the home pose."""
     t = np.arange(n)[:, None] / 30.0
     phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, size=6)
     return HOME_QPOS + 0.4 * np.sin(0.5 * 2 * np.pi * t + phase)

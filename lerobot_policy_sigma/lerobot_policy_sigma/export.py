@@ -23,8 +23,9 @@ from sigma_model.training.checkpointing import export_merged_model
 
 
 def folded_statistics(normalizer: NormalizerProcessorStep) -> dict[str, tuple[float, ...]]:
-    """The normaliser's state/action transforms as SigmaConfig statistics: MEAN_STD is
-    (x - mean) / (std + eps); MIN_MAX, 2 (x - min) / (max - min) - 1, is (x - centre) / half-range.
+    """Return the normaliser's state/action transforms as SigmaConfig statistics.
+
+    MEAN_STD is (x - mean) / (std + eps); MIN_MAX, 2 (x - min) / (max - min) - 1, is (x - centre) / half-range.
     """
     stats, out = normalizer.state_dict(), {}
     for key, prefix, kind in ((OBS_STATE, "state", FeatureType.STATE), (ACTION, "action", FeatureType.ACTION)):

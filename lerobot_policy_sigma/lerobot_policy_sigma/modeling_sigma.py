@@ -39,8 +39,9 @@ class SigmaPolicy(PreTrainedPolicy):
     name = "sigma"
 
     def __init__(self, config: SigmaConfig, **kwargs) -> None:
-        """`kwargs` (dataset_stats, dataset_meta from LeRobot's factory) are not needed: the
-        processors normalise.
+        """`kwargs` (dataset_stats, dataset_meta from LeRobot's factory) are not needed.
+
+        The processors normalise.
         """
         super().__init__(config)
         config.validate_features()
@@ -76,17 +77,17 @@ class SigmaPolicy(PreTrainedPolicy):
         return tasks
 
     def silence(self, batch_size: int, device: torch.device) -> Tensor | None:
-        """The audio chunk the model hears: zeros when it uses audio, else None."""
+        """Return the audio chunk the model hears: zeros when it uses audio, else None."""
         c = self.model.config
         return torch.zeros(batch_size, c.audio_chunk_samples, device=device) if c.use_audio else None
 
     def sigma_batch(self, batch: dict) -> dict:
-        """A LeRobot training batch as sigma-train's window batch: vision_inputs / robot_state at
-        the window's first frame, gt_action_vector = its action, gt_action_chunk = the first
-        chunk_len actions, gt_action_trajectory = all traj_len of them, text = the task; with the
-        previous frame ([B, 2, ...] observations) also prev_vision_inputs / prev_robot_state and
-        has_previous (an episode's first frame is its own previous one, as in the shards); audio
-        (and prev_audio) is silence for a model that uses audio.
+        """Return a LeRobot training batch as sigma-train's window batch.
+
+        vision_inputs / robot_state at the window's first frame, gt_action_vector = its action, gt_action_chunk = the
+        first chunk_len actions, gt_action_trajectory = all traj_len of them, text = the task; with the previous frame
+        ([B, 2, ...] observations) also prev_vision_inputs / prev_robot_state and has_previous (an episode's first frame
+        is its own previous one, as in the shards); audio (and prev_audio) is silence for a model that uses audio.
         """
         c = self.model.config
         image, state, actions = batch[self.config.camera_key], batch[OBS_STATE], batch[ACTION]
@@ -126,6 +127,7 @@ class SigmaPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict, **kwargs) -> Tensor:
         """One plan: the fused targets of its first n_action_steps ticks, [B, n_action_steps, A].
+
         Carries tau and the semantic memory into the next plan (`reset` clears them).
         """
         self.eval()
@@ -143,7 +145,7 @@ class SigmaPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def select_action(self, batch: dict, **kwargs) -> Tensor:
-        """The next action [B, A]: a new plan every n_action_steps calls."""
+        """Return the next action [B, A]: a new plan every n_action_steps calls."""
         if not self._queue:
             self._queue.extend(self.predict_action_chunk(batch).transpose(0, 1))
         return self._queue.popleft()

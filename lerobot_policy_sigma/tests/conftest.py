@@ -1,5 +1,6 @@
-"""Fixtures of the sigma policy tests: a tiny Sigma and one lerobot-train run (on the root conftest's tiny
-simulator dataset).
+"""Fixtures of the sigma policy tests.
+
+A tiny Sigma and one lerobot-train run (on the root conftest's tiny simulator dataset).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ IMAGE_KEY = "observation.images.front"
 
 
 def policy_config(model: SigmaModelConfig = TINY_MODEL, **loss) -> SigmaConfig:
-    """A tiny sigma policy config with the simulator's features (32x32 camera, 6 joints)."""
+    """Return a tiny sigma policy config with the simulator's features (32x32 camera, 6 joints)."""
     config = SigmaConfig(model=model, loss=LossConfig(curriculum_steps=CURRICULUM_STEPS, **loss), device="cpu")
     config.input_features = {IMAGE_KEY: PolicyFeature(FeatureType.VISUAL, (3, 32, 32)),
                              "observation.state": PolicyFeature(FeatureType.STATE, (6,))}
@@ -42,8 +43,9 @@ def model_flags(model: SigmaModelConfig = TINY_MODEL) -> list[str]:
 
 @pytest.fixture(scope="session")
 def lerobot_train_run(tiny_dataset, tmp_path_factory) -> Path:
-    """`lerobot-train --policy.type=sigma` (the console script, in a subprocess) on the tiny simulator
-    dataset (root conftest.py): the output directory.
+    """Run `lerobot-train --policy.type=sigma` on the tiny simulator dataset (root conftest.py).
+
+    The console script runs in a subprocess; the fixture is its output directory.
     """
     out = tmp_path_factory.mktemp("lerobot_train") / "sigma"
     cmd = [console_script("lerobot-train"), "--policy.type=sigma", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={tiny_dataset}",

@@ -1,5 +1,7 @@
-"""`lerobot-eval --env.type=sigma_so101` (the console script) runs the lerobot-train result in the simulated
-SO-101 and reports its success rate; sigma-closed-loop --policy-path reports the same episodes in Sigma's format.
+"""`lerobot-eval --env.type=sigma_so101` runs the lerobot-train result in the simulated SO-101.
+
+The console script reports its success rate; sigma-closed-loop --policy-path reports the same episodes in Sigma's
+format.
 """
 
 from __future__ import annotations

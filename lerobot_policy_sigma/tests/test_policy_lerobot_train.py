@@ -1,5 +1,7 @@
-"""`lerobot-train --policy.type=sigma` on a tiny simulator dataset: the result loads, computes the same
-loss as sigma-train on the same windows, and acts in the closed loop as Sigma's own runtime does.
+"""`lerobot-train --policy.type=sigma` on a tiny simulator dataset.
+
+The result loads, computes the same loss as sigma-train on the same windows, and acts in the closed loop as Sigma's own
+runtime does.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ B = 2
 
 
 def lerobot_batch(config: SigmaConfig, seed: int = 0, previous: bool = True) -> dict:
-    """A normalised training batch as LeRobot's dataset + preprocessor deliver it."""
+    """Return a normalised training batch as LeRobot's dataset + preprocessor deliver it."""
     g = torch.Generator().manual_seed(seed)
     m = config.model
     t = (2,) if previous else ()

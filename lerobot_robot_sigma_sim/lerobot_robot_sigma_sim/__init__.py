@@ -1,5 +1,6 @@
-"""Sigma's simulated SO-101 as a LeRobot robot plugin (``--robot.type=sigma_so101_sim``), and an
-emulated Feetech STS3215 servo bus (:mod:`.feetech_emulator`) for LeRobot's Feetech robots.
+"""Sigma's simulated SO-101 as a LeRobot robot plugin (``--robot.type=sigma_so101_sim``).
+
+An emulated Feetech STS3215 servo bus (:mod:`.feetech_emulator`) for LeRobot's Feetech robots.
 
 LeRobot imports this package (found by its distribution name ``lerobot_robot_sigma_sim``) in
 ``register_third_party_plugins()``, which registers the config type.

@@ -10,8 +10,9 @@ from lerobot.robots.config import RobotConfig
 @RobotConfig.register_subclass("sigma_so101_sim")
 @dataclass
 class SigmaSO101SimConfig(RobotConfig):
-    """The MuJoCo SO-101 pick-and-place scene (``sigma_sim.so101_env``) behind the interface of
-    ``so101_follower``: the same action and observation names and units.
+    """The MuJoCo SO-101 pick-and-place scene (``sigma_sim.so101_env``) behind the interface of ``so101_follower``.
+
+    The same action and observation names and units.
     """
 
     #: Physics time (1 / control_hz s) each ``send_action`` advances: call it at this rate for real time.

@@ -1,5 +1,7 @@
-"""A Feetech STS3215 servo bus on a pseudo-terminal, for running LeRobot's ``FeetechMotorsBus``
-(and the robots built on it: ``so101_follower``, ``so101_leader``, ...) without hardware.
+"""A Feetech STS3215 servo bus on a pseudo-terminal.
+
+For running LeRobot's ``FeetechMotorsBus`` (and the robots built on it: ``so101_follower``, ``so101_leader``, ...)
+without hardware.
 
 The emulator opens a pty (``os.openpty``) and answers the Feetech protocol (protocol 0, the STS
 series) on it for a set of servo ids, like the servos daisy-chained behind an SO-101's USB board:
@@ -239,7 +241,7 @@ class FeetechBusEmulator:
             yield packet
 
     def handle(self, packet: bytes) -> bytes:
-        """The servos' answer to one instruction packet (b"" when none answers)."""
+        """Return the servos' answer to one instruction packet (b"" when none answers)."""
         sid, inst, params = packet[2], packet[4], packet[5:-1]
         now = time.monotonic()
         with self.lock:
@@ -286,8 +288,9 @@ class FeetechBusEmulator:
 
 
 def relax_timeouts(bus, extra_ms: float = 500.0) -> None:
-    """Give a ``FeetechMotorsBus`` ``extra_ms`` more to wait for each answer. The emulator answers
-    from a Python thread or process, which a loaded machine may not schedule within LeRobot's 50 ms
+    """Give a ``FeetechMotorsBus`` ``extra_ms`` more to wait for each answer.
+
+    The emulator answers from a Python thread or process, which a loaded machine may not schedule within LeRobot's 50 ms
     packet deadline (a servo answers within microseconds); the protocol is unchanged.
     """
     port = bus.port_handler
@@ -305,9 +308,9 @@ SO101_MOTORS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wr
 
 def write_calibration(path: str | os.PathLike, ranges: dict[str, tuple[int, int, int]],
                       motors: Sequence[str] = SO101_MOTORS) -> None:
-    """A LeRobot calibration file (``<calibration_dir>/<id>.json``, what ``lerobot-calibrate``
-    writes): ``ranges`` maps each motor name to (homing_offset, range_min, range_max); ids follow
-    ``motors`` (1, 2, ...).
+    """Return a LeRobot calibration file (``<calibration_dir>/<id>.json``, what ``lerobot-calibrate`` writes).
+
+    ``ranges`` maps each motor name to (homing_offset, range_min, range_max); ids follow ``motors`` (1, 2, ...).
     """
     data = {name: {"id": motors.index(name) + 1, "drive_mode": 0, "homing_offset": int(h), "range_min": int(lo),
                    "range_max": int(hi)} for name, (h, lo, hi) in ranges.items()}

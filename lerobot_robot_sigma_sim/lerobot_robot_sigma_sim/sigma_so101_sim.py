@@ -150,7 +150,7 @@ class SigmaSO101Sim(Robot):
         return 1.0 / self.config.control_hz
 
     def episode_status(self) -> dict[str, Any]:
-        """The task now: time, success (held ``success_hold_s``), done (success, or ``max_episode_s`` passed)."""
+        """Return the task now: time, success (held ``success_hold_s``), done (success, or ``max_episode_s`` passed)."""
         env = self.env
         dt = self.control_dt
         return {
@@ -198,5 +198,5 @@ class SigmaSO101Sim(Robot):
         return goal
 
     def applied_goal(self) -> np.ndarray:
-        """The joint targets (rad) the physics holds now (after the joint ranges)."""
+        """Return the joint targets (rad) the physics holds now (after the joint ranges)."""
         return np.asarray(self.env.last_action, dtype=np.float64)

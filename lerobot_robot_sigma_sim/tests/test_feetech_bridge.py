@@ -1,5 +1,7 @@
-"""The Feetech path without hardware: LeRobot's real ``FeetechMotorsBus`` and ``SO101Follower``
-on an emulated STS3215 bus (a pty), driven by Sigma's robot bridge (no ROS).
+"""The Feetech path without hardware.
+
+LeRobot's real ``FeetechMotorsBus`` and ``SO101Follower`` on an emulated STS3215 bus (a pty), driven by Sigma's robot
+bridge (no ROS).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The simulated SO-101 as a LeRobot robot: found by LeRobot's plugin discovery (distribution
-``lerobot_robot_sigma_sim``), driven by Sigma's robot bridge as a real arm is.
+"""The simulated SO-101 as a LeRobot robot.
+
+Found by LeRobot's plugin discovery (distribution ``lerobot_robot_sigma_sim``), driven by Sigma's robot bridge as a real
+arm is.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def external_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
 
 
 def persistent_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint holds: every tensor but the external weights (their LoRA adapters stay)."""
+    """Return what a checkpoint holds: every tensor but the external weights (their LoRA adapters stay)."""
     if not isinstance(model, torch.nn.Module):  # a view that already is the checkpoint's content
         return model.state_dict()
     external = external_prefixes(model)
@@ -59,8 +59,9 @@ def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is corrupt or does not match its config; the message (one line) names the
-    file and what is wrong.
+    """A checkpoint that is corrupt or does not match its config.
+
+    The message (one line) names the file and what is wrong.
     """
 
 
@@ -100,7 +101,7 @@ def load_checkpoint(
 
 def _load_workspace(path: Path, workspace: str, expected: dict[str, torch.Tensor],
                     map_location) -> dict[str, torch.Tensor]:
-    """The tensors of one workspace file, their shapes checked against the model built from config.json."""
+    """Return the tensors of one workspace file, their shapes checked against the model built from config.json."""
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint {path.parent} has no {path.name} for the {workspace} workspace")
     try:

@@ -33,7 +33,7 @@ def fail(prog: str, err: BaseException | str) -> None:
 
 
 def parse_cli(cls: type[T], argv: list[str] | None, prog: str, description: str | None = None) -> T:
-    """The ``cls`` instance that ``argv`` (default ``sys.argv[1:]``) describes; see the module docstring."""
+    """Return the ``cls`` instance that ``argv`` (default ``sys.argv[1:]``) describes; see the module docstring."""
     usage = f"{prog} [-h] [--config_path=FILE] [--FIELD=VALUE] [--GROUP.FIELD=VALUE] ..."
     parser = ArgumentParser(cls, prog=prog, usage=usage, description=description, exit_on_error=False)
     try:
@@ -43,5 +43,5 @@ def parse_cli(cls: type[T], argv: list[str] | None, prog: str, description: str 
 
 
 def to_json(config) -> str:
-    """The config as indented JSON (valid YAML too: it can be fed back with ``--config_path``)."""
+    """Return the config as indented JSON (valid YAML too: it can be fed back with ``--config_path``)."""
     return json.dumps(draccus.encode(config), indent=2, sort_keys=True)

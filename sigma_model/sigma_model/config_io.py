@@ -27,7 +27,7 @@ class DictConfig:
         return cls(**data)
 
     def replace(self, **changes: Any) -> Self:
-        """A validated copy with some fields changed."""
+        """Return a validated copy with some fields changed."""
         return self.from_dict({**self.to_dict(), **changes})
 
     def save(self, path: str | Path) -> None:

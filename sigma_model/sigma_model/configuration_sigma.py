@@ -175,8 +175,10 @@ class SigmaConfig(DictConfig):
 
     @property
     def vla_backbone(self) -> bool:
-        """A LeRobot VLA backbone: its image tokens feed the vision workspace and its action
-        expert's chunk is the action workspace's tau = 0 baseline.
+        """A LeRobot VLA backbone.
+
+        Its image tokens feed the vision workspace and its action expert's chunk is the action workspace's tau = 0
+        baseline.
         """
         return self.backbone in VLA_BACKBONES
 

@@ -81,7 +81,7 @@ class ControlLoop:
 
     # --------------------------------------------------------------- inputs
     def on_plan(self, plan: Any, plan_id: int, stamp_ns: int, now_ns: int) -> None:
-        """A plan computed from the camera frame stamped ``stamp_ns``; raises StaleInput if refused."""
+        """Return a plan computed from the camera frame stamped ``stamp_ns``; raises StaleInput if refused."""
         stamp_ns = self.plan_gate.accept(stamp_ns, now_ns)
         now_s = now_ns / NS
         self.pending = (plan, int(plan_id), stamp_ns)
@@ -90,7 +90,7 @@ class ControlLoop:
         self.safety.feed_plan(now_s)
 
     def on_joint_state(self, positions: np.ndarray | None, stamp_ns: int, now_ns: int) -> None:
-        """A measurement (None: the message was malformed, the state is invalid until the next good one)."""
+        """Return a measurement (None: the message was malformed, the state is invalid until the next good one)."""
         if positions is None:
             self.state_invalid = True
             return
@@ -113,7 +113,7 @@ class ControlLoop:
 
     # ------------------------------------------------------------- control
     def measured(self, now_ns: int):
-        """The measurement the safety filter sees: NaN marks an invalid one, None a missing or stale one."""
+        """Return the measurement the safety filter sees: NaN marks an invalid one, None a missing or stale one."""
         if self.state_invalid:
             return np.full(self.safety.config.n_joints, np.nan)
         if self.state is None or not self.state_gate.fresh(self.state_stamp, now_ns):

@@ -43,8 +43,9 @@ class StampGate:
         return (int(now_ns) - int(stamp_ns)) / NS
 
     def accept(self, stamp_ns: int, now_ns: int) -> int:
-        """The stamp to use for the message (``now_ns`` for an allowed unstamped one); raise
-        :class:`StaleInput` if the message must be refused.
+        """Return the stamp to use for the message (``now_ns`` for an allowed unstamped one).
+
+        Raise :class:`StaleInput` if the message must be refused.
         """
         stamp_ns = int(stamp_ns)
         if stamp_ns == 0:

@@ -86,8 +86,9 @@ class LanguageIntentWorkspace(nn.Module):
     def hidden_sequence(
         self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, context=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """hidden_sequence_base [B,L,d], its validity mask, and a segment id per position
-        (0 text, 1 vision, 2 state). `context`: a VLA backbone's prefix.
+        """hidden_sequence_base [B,L,d], its validity mask, and a segment id per position (0 text, 1 vision, 2 state).
+
+        `context`: a VLA backbone's prefix.
         """
         b = text.ids.shape[0]
         text_emb = self.embed_text(text)
@@ -107,8 +108,9 @@ class LanguageIntentWorkspace(nn.Module):
         telepathy: bool = True, image_tokens: torch.Tensor | None = None, robot_state: torch.Tensor | None = None,
         generator: torch.Generator | None = None, with_actions: bool = True,
     ) -> LanguageOutput:
-        """With telepathy off the modulator sees tau = 0, so high_level_rep is hidden_sequence_base exactly
-        (tau is still computed and reported).
+        """With telepathy off the modulator sees tau = 0.
+
+        So high_level_rep is hidden_sequence_base exactly (tau is still computed and reported).
         """
         vla = isinstance(self.backbone, VLABackbone)
         context = self.backbone.prefix(text, image_tokens, robot_state) if vla else None

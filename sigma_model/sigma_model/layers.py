@@ -74,5 +74,5 @@ class Standardize(nn.Module):
         return z * self.std.to(z.dtype) + self.mean.to(z.dtype)
 
     def scale(self, z: torch.Tensor) -> torch.Tensor:
-        """A difference (residual) from normalised units to raw ones."""
+        """Return a difference (residual) from normalised units to raw ones."""
         return z * self.std.to(z.dtype)

@@ -122,6 +122,7 @@ class SigmaModel(nn.Module):
         with_actions: bool = True,
     ) -> LanguageOutput:
         """Language intent workspace; memory_prev is m_{t-1} (zeros when None, e.g. a new instruction).
+
         Telepathy off: the language modulator sees tau = 0 (high_level_rep is the unmodulated hidden sequence).
 
         A VLA backbone also reads its image tokens (VisionOutput.backbone_image_tokens) and the
@@ -156,7 +157,8 @@ class SigmaModel(nn.Module):
         trajectory_target: torch.Tensor | None = None,
         backbone_actions: torch.Tensor | None = None,
     ) -> ActionOutput:
-        """Action trajectory workspace: baseline at tau = 0 plus (telepathy on) the tau residual.
+        """Run the action trajectory workspace: baseline at tau = 0 plus (telepathy on) the tau residual.
+
         With a VLA backbone the baseline is its chunk, `backbone_actions` (LanguageOutput's).
         """
         c = self.config
@@ -183,7 +185,7 @@ class SigmaModel(nn.Module):
         robot_state: torch.Tensor,
         step_index: int = 0,
     ) -> torch.Tensor:
-        """Action fusion phi at control tick `step_index` of a plan, then the low-level controller."""
+        """Apply action fusion phi at control tick `step_index` of a plan, then the low-level controller."""
         c = self.config
         workspace = self._need("action")
         b = action_vector.shape[0]
@@ -207,9 +209,10 @@ class SigmaModel(nn.Module):
         generator: torch.Generator | None = None,
         trajectory_target: torch.Tensor | None = None,
     ) -> SigmaOutput:
-        """One Sigma step: vision -> language -> action -> control. With telepathy off, tau = 0
-        everywhere: vision FiLM, language modulator and action residual (tau is still computed and
-        reported, and carried as memory is).
+        """One Sigma step: vision -> language -> action -> control.
+
+        With telepathy off, tau = 0 everywhere: vision FiLM, language modulator and action residual (tau is still
+        computed and reported, and carried as memory is).
         """
         if not telepathy:
             tau_prev = None

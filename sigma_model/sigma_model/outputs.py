@@ -25,8 +25,9 @@ class SigmaObservation:
 
 @dataclass
 class TextTokens:
-    """Token ids [B,L], their validity mask [B,L] (True = real token) and, from ``tokenize``, the
-    instruction strings (a VLA backbone whose prompt depends on the state re-tokenizes them).
+    """Token ids [B,L], their validity mask [B,L] (True = real token) and, from ``tokenize``.
+
+    The instruction strings (a VLA backbone whose prompt depends on the state re-tokenizes them).
     """
 
     ids: torch.Tensor

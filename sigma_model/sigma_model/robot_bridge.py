@@ -46,8 +46,10 @@ class BridgeError(RuntimeError):
 
 @dataclass
 class Observation:
-    """One read of the robot: joint radians, the new camera frames (key -> RGB array) and their
-    age when read (s), and when the read started (``time.monotonic``).
+    """One read of the robot.
+
+    Joint radians, the new camera frames (key -> RGB array) and their age when read (s), and when the read started
+    (``time.monotonic``).
     """
 
     positions: np.ndarray
@@ -65,9 +67,10 @@ class Tick:
 
 
 def _registries(stop_at: str | None = None) -> list[str]:
-    """Import LeRobot's cameras, the ``lerobot_robot_*`` plugins and LeRobot's robot packages (which
-    registers their configs; those whose dependencies are missing are left out), robots until
-    ``stop_at`` is known; returns the known robot types.
+    """Import LeRobot's cameras.
+
+    The ``lerobot_robot_*`` plugins and LeRobot's robot packages (which registers their configs; those whose
+    dependencies are missing are left out), robots until ``stop_at`` is known; returns the known robot types.
     """
     import importlib
     import pkgutil
@@ -97,7 +100,7 @@ def robot_types() -> list[str]:
 
 
 def make_robot(robot_type: str, fields: dict[str, Any] | None = None) -> Any:
-    """The LeRobot robot of ``robot_type`` with its config ``fields`` (what ``--robot.<field>=`` sets).
+    """Return the LeRobot robot of ``robot_type`` with its config ``fields`` (what ``--robot.<field>=`` sets).
 
     Raises:
         BridgeError: An unknown type or a bad config (one line).
@@ -121,8 +124,10 @@ def camera_keys(robot: Any) -> list[str]:
 
 
 class RobotBridge:
-    """See the module docstring. ``max_step`` (rad per tick, scalar or per joint) and
-    ``max_relative_target`` (rad, LeRobot's check, ``None``: not set) are in radians.
+    """See the module docstring.
+
+    ``max_step`` (rad per tick, scalar or per joint) and ``max_relative_target`` (rad, LeRobot's check, ``None``: not
+    set) are in radians.
     """
 
     def __init__(self, robot: Any, joint_names: Sequence[str], lower: Sequence[float], upper: Sequence[float],
@@ -166,8 +171,9 @@ class RobotBridge:
 
     # ---------------------------------------------------------------- connect
     def connect(self, read: bool = True) -> Observation | None:
-        """Connect, load the calibration, set up units, limits and safety, and (``read``) read the
-        arm once: without a read the first tick holds nothing until a read succeeded.
+        """Connect, load the calibration, set up units, limits and safety, and (``read``) read the arm once.
+
+        Without a read the first tick holds nothing until a read succeeded.
         """
         robot = self.robot
         robot.connect(calibrate=False)
@@ -221,7 +227,7 @@ class RobotBridge:
         return obs
 
     def command(self, positions: Sequence[float], now: float) -> None:
-        """A new joint target (rad, ``joint_names`` order) received at ``now`` (monotonic s)."""
+        """Return a new joint target (rad, ``joint_names`` order) received at ``now`` (monotonic s)."""
         q = np.asarray(positions, dtype=np.float64).reshape(-1)
         if q.shape != (len(self.joint_names),) or not np.isfinite(q).all():
             raise ValueError(f"target must be {len(self.joint_names)} finite values, got {list(q)}")
@@ -230,8 +236,9 @@ class RobotBridge:
         self.commands_in += 1
 
     def forget(self) -> None:
-        """Drop the target and the previous command (after the robot was moved by other means, e.g.
-        a simulator reset): the next command holds at the measurement.
+        """Drop the target and the previous command (after the robot was moved by other means, e.g. a simulator reset).
+
+        The next command holds at the measurement.
         """
         self.target = None
         self.safety.reset()

@@ -87,12 +87,12 @@ class JointUnits:
         return q
 
     def step_from_radians(self, dq: float) -> float:
-        """A step (difference) of ``dq`` rad in the robot's unit."""
+        """Return a step (difference) of ``dq`` rad in the robot's unit."""
         return abs(self.from_radians(dq) - self.from_radians(0.0))
 
 
 def degrees_range_rad(range_min: int, range_max: int, max_res: int) -> tuple[float, float]:
-    """The calibrated range in radians of a motor in degrees mode (LeRobot's degree formula)."""
+    """Return the calibrated range in radians of a motor in degrees mode (LeRobot's degree formula)."""
     half = (int(range_max) - int(range_min)) * math.pi / int(max_res)
     return -half, half
 
@@ -136,8 +136,9 @@ class RobotUnits:
         return lo, hi
 
     def steps(self, step_rad: Sequence[float] | float) -> dict[str, float]:
-        """A per-joint step in radians in each motor's unit (``{joint: value}``, LeRobot's
-        ``max_relative_target`` form).
+        """Return a per-joint step in radians in each motor's unit (``{joint: value}``).
+
+        That is LeRobot's ``max_relative_target`` form.
         """
         step = np.broadcast_to(np.asarray(step_rad, dtype=np.float64), (len(self.joints),))
         return {j: u.step_from_radians(s) for j, u, s in zip(self.joint_names, self.joints, step)}
@@ -148,7 +149,7 @@ class RobotUnits:
 
 def units_of_robot(robot: Any, joint_names: Sequence[str], range_lower: Sequence[float],
                    range_upper: Sequence[float], motor_units: str = "auto") -> RobotUnits:
-    """The units of a LeRobot robot's joints.
+    """Return the units of a LeRobot robot's joints.
 
     ``motor_units="auto"`` reads each motor's norm mode (and, in degrees mode, its calibrated range)
     from the robot's motor bus (``robot.bus.motors`` / ``robot.bus.calibration``, as every LeRobot

@@ -54,8 +54,9 @@ def _as_vector(name: str, value: Sequence[float] | np.ndarray | float, n: int) -
 
 @dataclass
 class JointLimits:
-    """Position limits of an arm (radians) and how far beyond them a measurement may read before it
-    counts as a sensor fault.
+    """Position limits of an arm (radians) and the sensor-fault margin.
+
+    The margin is how far beyond them a measurement may read before it counts as a sensor fault.
     """
 
     lower: Sequence[float] = SO101_LOWER_LIMITS
@@ -103,10 +104,10 @@ class JointLimits:
 
 @dataclass
 class SafetyConfig(JointLimits):
-    """:class:`JointLimits` plus the per-tick ``max_step`` (scalar or one per joint), the plan watchdog
-    timeout and dry run. The measurement tolerance (default: 0.1 rad or ``max_step`` if smaller) must
-    not exceed ``max_step``, so that the first command can always be limited against a plausible
-    measurement.
+    """:class:`JointLimits` plus the per-tick ``max_step`` (scalar or one per joint).
+
+    The plan watchdog timeout and dry run. The measurement tolerance (default: 0.1 rad or ``max_step`` if smaller) must
+    not exceed ``max_step``, so that the first command can always be limited against a plausible measurement.
     """
 
     measurement_tolerance: Sequence[float] | float | None = None
@@ -155,7 +156,7 @@ class SafetyFilter:
 
     # ---------------------------------------------------------------- watchdog
     def feed_plan(self, now: float) -> None:
-        """A fresh plan arrived at time ``now`` (seconds, any monotonic clock)."""
+        """Return a fresh plan arrived at time ``now`` (seconds, any monotonic clock)."""
         self._last_plan_time = float(now)
 
     def plan_age(self, now: float) -> float:
@@ -196,8 +197,10 @@ class SafetyFilter:
         return arr
 
     def _allowed(self, measured: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-joint interval every command must lie in: limits, previous command +- max_step, measurement
-        +- max_step (where that is empty: the point of the rest nearest to the measurement).
+        """Per-joint interval every command must lie in.
+
+        limits, previous command +- max_step, measurement +- max_step (where that is empty: the point of the rest
+        nearest to the measurement).
         """
         cfg = self.config
         lo, hi = cfg.lower.copy(), cfg.upper.copy()

@@ -1,6 +1,7 @@
-"""Helpers for the tests of every Sigma package (and of users' own extensions): a small fast
-configuration, seeded observations, non-zero weights for zero-initialised heads, a tiny local
-Hugging Face model, the fields of the paper's evaluation report, and offline runs of console scripts.
+"""Helpers for the tests of every Sigma package (and of users' own extensions).
+
+A small fast configuration, seeded observations, non-zero weights for zero-initialised heads, a tiny local Hugging Face
+model, the fields of the paper's evaluation report, and offline runs of console scripts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TEXT = ["pick the cube and place it on the left", "place it right"]
 
 
 def small_config(**overrides) -> SigmaConfig:
-    """A fast configuration with the default structure (all branches, audio on)."""
+    """Return a fast configuration with the default structure (all branches, audio on)."""
     values = dict(
         d_model=32, n_heads=2, backbone_heads=2, backbone_layers=1, image_size=32, patch_size=16,
         audio_chunk_samples=320, audio_patch_samples=80, n_vision_tokens=4, n_state_tokens=2,
@@ -52,7 +53,7 @@ def randomize_(module: nn.Module, seed: int = 1) -> None:
 
 
 def save_tiny_llama(root: Path) -> Path:
-    """A tiny Llama with hidden size 24 and a word-level tokenizer, saved in ``root`` (no hub)."""
+    """Return a tiny Llama with hidden size 24 and a word-level tokenizer, saved in ``root`` (no hub)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
@@ -69,8 +70,9 @@ def save_tiny_llama(root: Path) -> Path:
 
 
 def save_tiny_bert(root: Path) -> Path:
-    """A tiny BERT encoder (hidden size 16) with a word-level tokenizer, saved in ``root`` (no hub): a
-    stand-in for ``SigmaConfig.text_encoder`` models such as all-MiniLM-L6-v2.
+    """Return a tiny BERT encoder (hidden size 16) with a word-level tokenizer, saved in ``root`` (no hub).
+
+    A stand-in for ``SigmaConfig.text_encoder`` models such as all-MiniLM-L6-v2.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -90,9 +92,11 @@ def save_tiny_bert(root: Path) -> Path:
 
 
 def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Give the telepathy residual head, the vision FiLM and the language modulator non-zero weights and
-    open their log-scale gates, so tau and tau_prev change every stage's output (as after training; the
-    zero-initialised heads of a new model make tau inert). Returns the model.
+    """Give the telepathy residual head.
+
+    The vision FiLM and the language modulator non-zero weights and open their log-scale gates, so tau and tau_prev
+    change every stage's output (as after training; the zero-initialised heads of a new model make tau inert). Returns
+    the model.
     """
     for i, module in enumerate((model.action.residual_head if model.action is not None else None,
                                 model.vision.modulator.film if model.vision is not None else None,
@@ -109,7 +113,7 @@ def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
 
 
 def console_script(name: str) -> str:
-    """The path of an installed console script (lerobot-train, lerobot-eval, ...) next to this interpreter."""
+    """Return the path of an installed console script (lerobot-train, lerobot-eval, ...) next to this interpreter."""
     script = shutil.which(name, path=str(Path(sys.executable).parent))
     assert script, f"{name} is not installed next to {sys.executable} (scripts/setup.sh installs it)"
     return script

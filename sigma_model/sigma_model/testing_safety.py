@@ -1,6 +1,7 @@
-"""Machinery of the property-based safety tests, shared by sigma_model's and sigma_ros's tests:
-random targets and measurements of every kind, an independent checker of the safety guarantees,
-and a driver of random plan / joint-state / tick / reset sequences through a control loop.
+"""Machinery of the property-based safety tests, shared by sigma_model's and sigma_ros's tests.
+
+Random targets and measurements of every kind, an independent checker of the safety guarantees, and a driver of random
+plan / joint-state / tick / reset sequences through a control loop.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def loop_events(max_size: int = 60):
 
 
 def vector(rng, cfg: SafetyConfig, kind: str, near=None) -> np.ndarray | None:
-    """A target or measurement of the given kind (values from ``rng``)."""
+    """Return a target or measurement of the given kind (values from ``rng``)."""
     n = cfg.n_joints
     u = rng.random(n)
     span = cfg.upper - cfg.lower
@@ -124,7 +125,7 @@ def drive_loop(events, rng, cfg: SafetyConfig, tick, on_plan, on_state, clear, m
 
 
 def plan_target(plan, state, step):
-    """The plan's target at a tick; a plan whose target is NaN also raises sometimes (a failing model)."""
+    """Return the plan's target at a tick; a plan whose target is NaN also raises sometimes (a failing model)."""
     target = plan[min(step, len(plan) - 1)]
     if np.isnan(target).any() and step % 2:
         raise RuntimeError("model failure")

@@ -1,5 +1,7 @@
-"""Tiny offline VLA backbones for tests (no hub): a random SmolVLA in the public checkpoint layout,
-and a random pi0.5 with LeRobot 0.4.4's module layout built from stock transformers parts.
+"""Tiny offline VLA backbones for tests (no hub).
+
+A random SmolVLA in the public checkpoint layout, and a random pi0.5 with LeRobot 0.4.4's module layout built from stock
+transformers parts.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ TINY_SMOLVLA = dict(num_vlm_layers=2, chunk_size=8, n_action_steps=8, max_state_
 
 
 def save_smolvlm(root: Path, sizes: dict = TINY_SMOLVLM) -> Path:
-    """A SmolVLM of the given sizes (random weights come from its config) with a word-level
-    tokenizer that has SmolVLA's image special tokens, and its image/video processors: what
-    SmolVLA's ``vlm_model_name`` must name (config, tokenizer, processor), saved in ``root``.
+    """Save a SmolVLM of the given sizes in ``root``: what SmolVLA's ``vlm_model_name`` must name.
+
+    Random weights come from its config; a word-level tokenizer has SmolVLA's image special tokens; image/video
+    processors are saved beside them (config, tokenizer, processor).
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
@@ -63,10 +66,10 @@ def save_smolvlm(root: Path, sizes: dict = TINY_SMOLVLM) -> Path:
 
 def save_smolvla(root: Path, action_dim: int = 6, seed: int = 0, sizes: dict = TINY_SMOLVLM,
                  policy: dict = TINY_SMOLVLA) -> Path:
-    """A random SmolVLA (LeRobot's SmolVLAPolicy; ``policy``: SmolVLAConfig fields, the rest are
-    ``lerobot/smolvla_base``'s) in the public checkpoint layout (``config.json`` +
-    ``model.safetensors``) in ``root/policy``, one camera; its VLM (``sizes``) in ``root/vlm``
-    (no hub). Returns the policy directory.
+    """Save a random SmolVLA (LeRobot's SmolVLAPolicy) in ``root/policy``; return the policy directory.
+
+    ``policy``: SmolVLAConfig fields, the rest are ``lerobot/smolvla_base``'s; public checkpoint layout (``config.json``
+    + ``model.safetensors``), one camera; its VLM (``sizes``) in ``root/vlm`` (no hub).
     """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
@@ -90,7 +93,7 @@ def save_smolvla(root: Path, action_dim: int = 6, seed: int = 0, sizes: dict = T
 
 
 def save_tiny_smolvla(root: Path, action_dim: int = 6, seed: int = 0) -> Path:
-    """A tiny random SmolVLA (the architecture of ``lerobot/smolvla_base`` at small sizes): see save_smolvla."""
+    """Return a tiny random SmolVLA (the architecture of ``lerobot/smolvla_base`` at small sizes): see save_smolvla."""
     return save_smolvla(root, action_dim, seed)
 
 
@@ -98,9 +101,10 @@ PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"  # the name LeRobot's pi0.5 p
 
 
 def save_tiny_paligemma_tokenizer(root: Path) -> Path:
-    """A word-level stand-in for PaliGemma's tokenizer at ``root/google/paligemma-3b-pt-224``: with
-    ``root`` as the working directory, ``AutoTokenizer.from_pretrained`` of LeRobot's pi0.5
-    preprocessor finds it as a local folder (no hub). Returns the folder.
+    """Return a word-level stand-in for PaliGemma's tokenizer at ``root/google/paligemma-3b-pt-224``.
+
+    With ``root`` as the working directory, ``AutoTokenizer.from_pretrained`` of LeRobot's pi0.5 preprocessor finds it
+    as a local folder (no hub). Returns the folder.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -116,14 +120,14 @@ def save_tiny_paligemma_tokenizer(root: Path) -> Path:
 
 
 def tiny_pi05_policy(action_dim: int = 6, chunk_size: int = 8, vocab_size: int = 300, seed: int = 0):
-    """A random pi0.5 with LeRobot 0.4.4's module layout: a ``PI05Policy`` whose ``model`` is a
-    ``PI05Pytorch`` holding a ``PaliGemmaWithExpertModel`` (PaliGemma + Gemma expert) and the action
-    projections, all built small from stock transformers classes. ``PI05Policy.__init__`` itself
-    refuses stock transformers (it needs the `pi` extra's branch), so the objects are assembled
-    here; LeRobot's own methods (embed_prefix, denoise_step, predict_action_chunk, ...) then run. On
-    stock transformers the expert's adaptive RMS norms are plain RMS norms (no time conditioning)
-    and each denoising step appends to the prefix cache, so only one step (num_inference_steps=1)
-    reproduces: the wiring is pi0.5's, the numbers are not.
+    """Return a random pi0.5 with LeRobot 0.4.4's module layout.
+
+    A ``PI05Policy`` whose ``model`` is a ``PI05Pytorch`` holding a ``PaliGemmaWithExpertModel`` (PaliGemma + Gemma
+    expert) and the action projections, all built small from stock transformers classes. ``PI05Policy.__init__`` itself
+    refuses stock transformers (it needs the `pi` extra's branch), so the objects are assembled here; LeRobot's own
+    methods (embed_prefix, denoise_step, predict_action_chunk, ...) then run. On stock transformers the expert's
+    adaptive RMS norms are plain RMS norms (no time conditioning) and each denoising step appends to the prefix cache,
+    so only one step (num_inference_steps=1) reproduces: the wiring is pi0.5's, the numbers are not.
     """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.pi05.configuration_pi05 import PI05Config

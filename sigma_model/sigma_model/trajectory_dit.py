@@ -73,8 +73,9 @@ class TrajectoryDiT(nn.Module):
 
     def sample(self, context, context_valid, condition, steps: int, generator: torch.Generator | None = None,
                noise_scale: float = 1.0) -> torch.Tensor:
-        """Euler integration from seeded noise times `noise_scale` (0: from the noise mean, no
-        randomness); deterministic for a given generator state.
+        """Euler integration from seeded noise times `noise_scale` (0. From the noise mean, no randomness).
+
+        Deterministic for a given generator state.
         """
         b = condition.shape[0]
         x = torch.randn(b, self.traj_len, self.action_dim, generator=generator, device=condition.device)
@@ -88,8 +89,9 @@ class TrajectoryDiT(nn.Module):
     def flow_loss(
         self, target, context, context_valid, condition, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow-matching MSE between predicted and true velocity at a random t, and the one-step
-        estimate of the clean trajectory x_t + (1 - t) v (a differentiable training-time output).
+        """Flow-matching MSE between predicted and true velocity at a random t.
+
+        The one-step estimate of the clean trajectory x_t + (1 - t) v (a differentiable training-time output).
         """
         b = target.shape[0]
         noise = torch.randn(target.shape, generator=generator, device=target.device).to(target.dtype)

@@ -1,14 +1,12 @@
 """Cognitive vision workspace (paper section 3.1).
 
-camera/depth/audio -> patch tokens (+ optional spatial-softmax keypoint tokens) -> projector -> perceiver resampler (V_base) ->
-FiLM by the telepathy factor tau with log-scale gates (V_mod) -> modulated vision block.
-With a VLA backbone the camera's tokens are the VLA's image tokens (its frozen vision encoder +
-connector, linearly projected to d_model) instead of Sigma's own patch embedding; Sigma's
-resampler, FiLM and block stay on top, and the image tokens are also returned for the VLA's own
-prefix in the language stage.
-robot_state -> standardisation (config statistics) -> state encoder -> token expander (state tokens).
-Optional auxiliary head: vision tokens -> a training-only target (e.g. the object pose in simulation),
-which teaches the encoder to localise what the actions depend on; the model never reads it.
+camera/depth/audio -> patch tokens (+ optional spatial-softmax keypoint tokens) -> projector -> perceiver resampler
+(V_base) -> FiLM by the telepathy factor tau with log-scale gates (V_mod) -> modulated vision block. With a VLA backbone
+the camera's tokens are the VLA's image tokens (its frozen vision encoder + connector, linearly projected to d_model)
+instead of Sigma's own patch embedding; Sigma's resampler, FiLM and block stay on top, and the image tokens are also
+returned for the VLA's own prefix in the language stage. robot_state -> standardisation (config statistics) -> state
+encoder -> token expander (state tokens). Optional auxiliary head: vision tokens -> a training-only target (e.g. the
+object pose in simulation), which teaches the encoder to localise what the actions depend on; the model never reads it.
 """
 
 from __future__ import annotations
@@ -116,8 +114,10 @@ class StateEncoder(nn.Module):
 
 
 class VisionModulator(nn.Module):
-    """tau' = exp(theta_t) tau; [gamma, beta] = W2 GELU(W1 tau' + b1) + b2;
-    V_film = (1 + gamma) V_base + beta; V_mod = V_base + exp(theta_mod) (V_film - V_base).
+    """tau' = exp(theta_t) tau.
+
+    [gamma, beta] = W2 GELU(W1 tau' + b1) + b2; V_film = (1 + gamma) V_base + beta; V_mod = V_base + exp(theta_mod)
+    (V_film - V_base).
     """
 
     def __init__(self, d_tau: int, d_model: int, tau_log_scale: float, mod_log_scale: float) -> None:

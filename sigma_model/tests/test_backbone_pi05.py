@@ -36,8 +36,10 @@ def pi05_config(**overrides):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A SigmaModel on the tiny pi0.5; LeRobot's pi0.5 preprocessor finds its PaliGemma tokenizer
-    (google/paligemma-3b-pt-224) as a local folder in the working directory.
+    """Return a SigmaModel on the tiny pi0.5.
+
+    LeRobot's pi0.5 preprocessor finds its PaliGemma tokenizer (google/paligemma-3b-pt-224) as a local folder in the
+    working directory.
     """
     root = tmp_path_factory.mktemp("paligemma")
     save_tiny_paligemma_tokenizer(root)
@@ -58,8 +60,10 @@ def lerobot_batch(obs, texts):
 
 
 def test_checkpoint_key_mapping_public_layout(tmp_path):
-    """pi0.5's public model.safetensors names keys without the policy's `model.` prefix (older files
-    also `action_time_mlp_*` and pi0's `state_proj`); LeRobot's mapping must fill every weight.
+    """Check that LeRobot's key mapping fills every weight of pi0.5's public model.safetensors.
+
+    That file names keys without the policy's `model.` prefix (older files also `action_time_mlp_*` and pi0's
+    `state_proj`).
     """
     policy = tiny_pi05_policy()
     want = policy.state_dict()

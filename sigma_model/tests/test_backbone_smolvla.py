@@ -1,6 +1,7 @@
-"""SmolVLA (LeRobot 0.4.4's SmolVLAPolicy) as Sigma's backbone, on a tiny random SmolVLA saved in
-the public checkpoint layout (no hub): its image tokens feed the vision workspace, its language
-model the hidden sequence, its action expert's chunk is the baseline; LoRA, training, checkpoints.
+"""SmolVLA (LeRobot 0.4.4's SmolVLAPolicy) as Sigma's backbone.
+
+On a tiny random SmolVLA saved in the public checkpoint layout (no hub): its image tokens feed the vision workspace, its
+language model the hidden sequence, its action expert's chunk is the baseline; LoRA, training, checkpoints.
 """
 
 from __future__ import annotations
@@ -102,8 +103,9 @@ def test_vision_tokens_come_from_the_vlm_image_encoder(model, reference):
 
 
 def test_sigma_block_reads_the_vla_prefix(model):
-    """hidden_sequence_base comes from the VLA's language model reading Sigma's tokens against the
-    VLA's own prefix: changing only the prefix's image tokens or state changes it.
+    """hidden_sequence_base comes from the VLA's language model reading Sigma's tokens against the VLA's own prefix.
+
+    Changing only the prefix's image tokens or state changes it.
     """
     c = model.config
     obs = make_observation(c, batch=2, seed=8)

@@ -1,6 +1,7 @@
-"""The controller's logic without ROS (:class:`ControlLoop`): which plan and which step of it each tick
-follows, when a newer plan takes over, stamp alignment, stale and invalid inputs, and what is published.
-The safety guarantees over random sequences are in test_safety_properties.py.
+"""The controller's logic without ROS (:class:`ControlLoop`).
+
+Which plan and which step of it each tick follows, when a newer plan takes over, stamp alignment, stale and invalid
+inputs, and what is published. The safety guarantees over random sequences are in test_safety_properties.py.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ T0 = 100 * NS
 
 
 def make_loop(calls=None, plan_timeout_s=1.0, dry_run=False, states=None, **loop_kw):
-    """A 2-joint loop whose plan is (plan id, offset): target = offset + 0.01 * step; (plan id, step) is
-    recorded in ``calls`` and the state control_fn was given in ``states``.
+    """Return a 2-joint loop whose plan is (plan id, offset).
+
+    Target = offset + 0.01 * step; (plan id, step) is recorded in ``calls`` and the state control_fn was given in
+    ``states``.
     """
     calls = [] if calls is None else calls
     states = [] if states is None else states
@@ -142,8 +145,9 @@ def test_refused_plans_raise_and_change_nothing():
 
 @pytest.mark.parametrize("unstamped", [False, True])
 def test_unstamped_and_slightly_future_stamps(unstamped):
-    """Stamps up to stamp_future_tolerance_s ahead are accepted (clock offsets); unstamped messages only
-    when allowed, and then they count as stamped on arrival.
+    """Stamps up to stamp_future_tolerance_s ahead are accepted (clock offsets).
+
+    Unstamped messages only when allowed, and then they count as stamped on arrival.
     """
     loop, _ = make_loop(accept_unstamped=unstamped, stamp_future_tolerance_s=0.1, align_plans_to_stamp=False)
     loop.on_plan((1, 0.0), 1, T0 + int(0.05 * NS), T0)

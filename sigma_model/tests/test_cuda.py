@@ -1,5 +1,7 @@
-"""What only a CUDA GPU can check: bf16 training on the GPU, checkpoints that move between GPU and
-CPU, bit-identical resume on the GPU, and 4-bit (bitsandbytes NF4) QLoRA training.
+"""What only a CUDA GPU can check.
+
+bf16 training on the GPU, checkpoints that move between GPU and CPU, bit-identical resume on the GPU, and 4-bit
+(bitsandbytes NF4) QLoRA training.
 
 Skipped without CUDA (CI has none); on a GPU machine run `python -m pytest test/test_cuda.py`.
 """
@@ -105,9 +107,10 @@ def test_4bit_qlora_trains_saves_and_resumes(tmp_path, hf_dir):
 
 
 def test_smolvla_4bit_lora_trains_and_its_checkpoint_loads(tmp_path, smolvla_dir):
-    """The tiny SmolVLA in NF4 (its image encoder, VLM and expert linears) with LoRA on the VLM's
-    language model: trains on the GPU, and the exported checkpoint (heads + adapters, the VLA
-    referenced) loads 4-bit again and gives the same plan.
+    """The tiny SmolVLA in NF4 (its image encoder, VLM and expert linears) with LoRA on the VLM's language model.
+
+    Trains on the GPU, and the exported checkpoint (heads + adapters, the VLA referenced) loads 4-bit again and gives
+    the same plan.
     """
     bnb = pytest.importorskip("bitsandbytes")
     mc = small_config(use_audio=False, backbone="smolvla", backbone_path=str(smolvla_dir))

@@ -1,5 +1,6 @@
-"""LeRobot datasets written with LeRobotDataset.create / add_frame / save_episode / finalize
-(sigma_model.data.lerobot_io, the synthetic recorder) and read back with LeRobotDataset
+"""LeRobot datasets written with LeRobotDataset.create / add_frame / save_episode / finalize, read back.
+
+Writers: sigma_model.data.lerobot_io, the synthetic recorder; reader: LeRobotDataset
 (sigma_model.data.lerobot_source.load_lerobot_dataset).
 """
 
@@ -45,7 +46,7 @@ def ds_root(tmp_path_factory):
 
 
 def recorded_frames(episodes=EPISODES):
-    """What write_synthetic_dataset hands to add_frame, frame by frame."""
+    """Return what write_synthetic_dataset hands to add_frame, frame by frame."""
     out = []
     for ep, (n_static, n_moving) in enumerate(episodes):
         state = np.zeros(6, dtype=np.float32)
@@ -190,10 +191,10 @@ def test_recording_prints_no_progress_bars(tmp_path, capfd):
 
 
 def test_same_bytes_in_every_process(tmp_path):
-    """LeRobot aggregates the statistics over a set of feature names, whose order follows the hash
-    seed; finalize_lerobot_dataset writes them in the features' order, so every file of a dataset is
-    the same whichever process records it (at the same root): here this one and one with
-    PYTHONHASHSEED=0.
+    """LeRobot aggregates the statistics over a set of feature names, whose order follows the hash seed.
+
+    finalize_lerobot_dataset writes them in the features' order, so every file of a dataset is the same whichever
+    process records it (at the same root): here this one and one with PYTHONHASHSEED=0.
     """
     episodes = [(1, 3), (0, 2)]
     script = ("import sys\nfrom sigma_model.data.synthetic import write_synthetic_dataset\n"

@@ -278,8 +278,10 @@ def test_load_local_dataset(tmp_path):
 
 
 class FakeHub:
-    """snapshot_download over a local "remote" dataset: copies the files matching allow_patterns into
-    local_dir, after the failures scheduled for meta/ or for the other files; records every call.
+    """snapshot_download over a local "remote" dataset.
+
+    Copies the files matching allow_patterns into local_dir, after the failures scheduled for meta/ or for the other
+    files; records every call.
     """
 
     def __init__(self, remote, meta_failures, data_failures):
@@ -306,9 +308,11 @@ class FakeHub:
 
 
 def test_hub_dataset_is_prefetched_with_retries_and_read_by_lerobot(tmp_path, clean_env, monkeypatch):
-    """A hub id: LeRobot fetches meta/ (retried on HTTP 503), prefetch_hf_dataset fetches the selected
-    episodes' files (retried on HTTP 429, with the token from the environment), LeRobotDataset reads
-    them; a second open finds everything locally and makes no call.
+    """A hub id.
+
+    LeRobot fetches meta/ (retried on HTTP 503), prefetch_hf_dataset fetches the selected episodes' files (retried on
+    HTTP 429, with the token from the environment), LeRobotDataset reads them; a second open finds everything locally
+    and makes no call.
     """
     import huggingface_hub
     from lerobot.datasets import lerobot_dataset, utils as lerobot_utils

@@ -141,8 +141,9 @@ def test_shape_mismatch_is_a_clear_error():
 
 
 def test_fallbacks_switch_exactly_at_their_thresholds():
-    """Risk > max_risk and residual ratio > max_residual_ratio each revert to the baseline on their own,
-    just above the threshold and not just below it.
+    """Risk > max_risk and residual ratio > max_residual_ratio each revert to the baseline on their own.
+
+    Just above the threshold and not just below it.
     """
     base = [torch.ones(2, 2), torch.ones(2, 1, 2), torch.ones(2, 1, 2)]
     # risk from tau alone: |tau| above hi = 4 gives (|tau| - 4) / 4; no residual, tau aligned with c

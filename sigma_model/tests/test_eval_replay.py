@@ -112,8 +112,9 @@ def test_bad_inputs_are_clear_errors(trained_like, config, tmp_path):
 
 # ----------------------------------------------------------------------------- recurrence
 def _episodes(config, lengths=(4, 3, 5), change_at=3):
-    """Windows of several episodes, stored out of frame order; the last episode's instruction changes
-    at its window ``change_at`` (a new instruction mid-episode).
+    """Windows of several episodes, stored out of frame order.
+
+    The last episode's instruction changes at its window ``change_at`` (a new instruction mid-episode).
     """
     ds = SyntheticWindows(config, sum(lengths), seed=3)
     samples, k = [], 0
@@ -127,8 +128,9 @@ def _episodes(config, lengths=(4, 3, 5), change_at=3):
 
 
 def _reference(model, samples, plan, telepathy, carry_tau=True, carry_memory=True, seed=0):
-    """Per-window action-vector and chunk MSEs of the model's own forward, state carried by hand: tau
-    and memory from the episode's previous window, memory reset at a new instruction.
+    """Per-window action-vector and chunk MSEs of the model's own forward, state carried by hand.
+
+    Tau and memory from the episode's previous window, memory reset at a new instruction.
     """
     mse, last = {}, {}
     for index, idxs in enumerate(plan):

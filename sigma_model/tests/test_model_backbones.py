@@ -1,5 +1,7 @@
-"""Backbones behind one interface: a generic Hugging Face model loaded from a local directory
-(made here, since no hub is reachable) and the LeRobot policy adapters' clear failure.
+"""Backbones behind one interface.
+
+A generic Hugging Face model loaded from a local directory (made here, since no hub is reachable) and the LeRobot policy
+adapters' clear failure.
 """
 
 from __future__ import annotations

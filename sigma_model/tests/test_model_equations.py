@@ -111,8 +111,10 @@ def test_telepathy_off_is_exactly_the_tau_zero_baseline(model, obs):
 
 
 def test_telepathy_off_is_tau_zero_everywhere(model, obs):
-    """Telepathy off: nothing on the path moves when tau or tau_prev move (vision FiLM, language
-    modulator, action residual all see tau = 0); with telepathy on, the same perturbations move it.
+    """Telepathy off.
+
+    Nothing on the path moves when tau or tau_prev move (vision FiLM, language modulator, action residual all see tau =
+    0); with telepathy on, the same perturbations move it.
     """
     for module in (model.action.residual_head, model.vision.modulator.film, model.language.modulator.bias):
         randomize_(module, seed=4)
@@ -340,8 +342,10 @@ def test_image_keypoints_let_a_small_object_move_the_vision_tokens():
 
 
 def test_query_context_state_plus_rep_lets_the_action_queries_read_the_rep():
-    """"state": paths A/B see high_level_rep only through the pooled c_act; "state+rep": the
-    action queries attend to it as well (a change of one rep token moves them, a masked one does not).
+    """"state".
+
+    Paths A/B see high_level_rep only through the pooled c_act; "state+rep": the action queries attend to it as well (a
+    change of one rep token moves them, a masked one does not).
     """
     for context in ("state", "state+rep"):
         cfg = small_config(query_context=context)

@@ -15,7 +15,7 @@ from sigma_model.testing import TEXT, make_observation, make_tau_matter_, random
 
 
 def run_stages(vision_model, language_model, action_model, obs, texts, tau_prev, memory_prev, seed):
-    """What the three ROS nodes do, in order, each with its own model object."""
+    """Do what the three ROS nodes do, in order, each with its own model object."""
     text = language_model.tokenize(texts)
     vis = vision_model.vision_stage(obs, tau_prev)
     lang = language_model.language_stage(text, vis.vision_tokens, vis.state_tokens, memory_prev)

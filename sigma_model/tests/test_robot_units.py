@@ -1,5 +1,6 @@
-"""LeRobot motor units <-> radians (sigma_model.robot_units), one test per norm mode, checked
-against LeRobot's own normalisation (``SerialMotorsBus._normalize``) where LeRobot is installed.
+"""LeRobot motor units <-> radians (sigma_model.robot_units), one test per norm mode.
+
+Checked against LeRobot's own normalisation (``SerialMotorsBus._normalize``) where LeRobot is installed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ LO, HI = -0.17453, 1.74533  # the SO-101 gripper's range
 
 
 def _lerobot_bus(norm_mode: str, range_min: int, range_max: int, drive_mode: int = 0):
-    """A real FeetechMotorsBus (never connected) holding one calibrated motor."""
+    """Return a real FeetechMotorsBus (never connected) holding one calibrated motor."""
     pytest.importorskip("lerobot")
     pytest.importorskip("scservo_sdk")
     from lerobot.motors import Motor, MotorCalibration, MotorNormMode

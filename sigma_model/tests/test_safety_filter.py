@@ -1,5 +1,6 @@
-"""sigma_model.safety.SafetyFilter: the ROS-free safety logic the controller node and the offline
-/simulated evaluation share (no ROS needed).
+"""sigma_model.safety.SafetyFilter.
+
+The ROS-free safety logic the controller node and the offline /simulated evaluation share (no ROS needed).
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ def test_no_state_no_command():
 
 @pytest.mark.parametrize("reading", [2.5, 1e308, -1e308, 1.0 + 0.1 + 1e-9])
 def test_implausible_measurement_is_a_fault(reading):
-    """Beyond the limits by more than the tolerance (or absurd): no command at start-up, the previous
-    command afterwards; counted and reported.
+    """Beyond the limits by more than the tolerance (or absurd).
+
+    No command at start-up, the previous command afterwards; counted and reported.
     """
     f = make()
     f.feed_plan(0.0)
@@ -119,8 +121,9 @@ def test_implausible_measurement_is_a_fault(reading):
 
 
 def test_measurements_are_read_as_n_numbers_whatever_their_container():
-    """A (1, n) array or a list of n numbers is a measurement; non-numbers or another count are a fault,
-    never an exception.
+    """A (1, n) array or a list of n numbers is a measurement.
+
+    non-numbers or another count are a fault, never an exception.
     """
     f = make()
     f.feed_plan(0.0)
@@ -147,8 +150,9 @@ def test_targets_are_read_as_n_numbers_or_rejected():
 
 
 def test_measurement_beyond_the_limits_within_tolerance_is_limited_against_it():
-    """The issue's example scaled to these limits: a reading 0.08 past the upper limit. Hold and track
-    commands stay within the limits and within max_step of the measurement.
+    """The issue's example scaled to these limits: a reading 0.08 past the upper limit.
+
+    Hold and track commands stay within the limits and within max_step of the measurement.
     """
     f = make(max_step=0.1)
     f.feed_plan(0.0)
@@ -162,8 +166,9 @@ def test_measurement_beyond_the_limits_within_tolerance_is_limited_against_it():
 
 
 def test_consecutive_commands_never_jump_more_than_max_step():
-    """Plan switches and hold starts are limited against the previous command, not only the measurement:
-    a lagging arm (measured 0.1 behind) cannot make two commands 0.2 apart.
+    """Plan switches and hold starts are limited against the previous command, not only the measurement.
+
+    A lagging arm (measured 0.1 behind) cannot make two commands 0.2 apart.
     """
     f = make(max_step=0.1)
     f.feed_plan(0.0)
@@ -185,8 +190,9 @@ def test_first_command_after_a_fault_is_limited_against_the_measurement():
 
 
 def test_pushed_arm_is_approached_by_max_step_per_tick():
-    """Measured more than 2 * max_step from the previous command (pushed or blocked arm): the command
-    moves towards the measurement by max_step per tick, never jumps.
+    """Measured more than 2 * max_step from the previous command (pushed or blocked arm).
+
+    The command moves towards the measurement by max_step per tick, never jumps.
     """
     f = make(max_step=0.1)
     f.feed_plan(0.0)

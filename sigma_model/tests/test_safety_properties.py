@@ -1,7 +1,8 @@
-"""Property-based tests of the safety guarantees (hypothesis): thousands of random sequences of
-targets, measurements, timings, stamps and faults through :class:`SafetyFilter` and through
-:class:`ControlLoop` (the controller's logic). ``sigma_ros/test/test_controller_properties.py`` drives
-the controller node's message callbacks the same way.
+"""Property-based tests of the safety guarantees (hypothesis).
+
+Thousands of random sequences of targets, measurements, timings, stamps and faults through :class:`SafetyFilter` and
+through :class:`ControlLoop` (the controller's logic). ``sigma_ros/test/test_controller_properties.py`` drives the
+controller node's message callbacks the same way.
 
 For every command let out (published, or computed in dry run):
 * finite and within the joint limits;

@@ -1,5 +1,7 @@
-"""The fine-tuning loop: learning on synthetic windows and on real shards, bit-identical resume,
-tensor-only atomic checkpoints, the deployable merged model, metrics logging.
+"""The fine-tuning loop.
+
+Learning on synthetic windows and on real shards, bit-identical resume, tensor-only atomic checkpoints, the deployable
+merged model, metrics logging.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from sigma_model.testing import small_config
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP
-    spinning makes each step ~50x slower; run these tests single-threaded.
+    """Tiny models gain nothing from intra-op threads.
+
+    On a busy 2-core machine OpenMP spinning makes each step ~50x slower; run these tests single-threaded.
     """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -295,8 +298,10 @@ def test_init_checkpoint_starts_from_a_saved_model(tmp_path):
 
 
 def test_auxiliary_target_is_learned_from_the_image_only(tmp_path):
-    """aux_target (here the mean image brightness, which SyntheticWindows ties to the state) trains
-    the vision workspace's auxiliary head; L_aux falls and is 0 for batches without a target.
+    """Check that aux_target trains the vision workspace's auxiliary head.
+
+    aux_target is here the mean image brightness, which SyntheticWindows ties to the state; L_aux falls and is 0 for
+    batches without a target.
     """
     mc = model_config(aux_target_dim=1, image_keypoints=2)
 
@@ -322,8 +327,10 @@ def test_auxiliary_target_is_learned_from_the_image_only(tmp_path):
 
 
 def test_action_losses_count_in_normalised_units(tmp_path):
-    """A model with state/action statistics, given raw radians, has exactly the losses of the same
-    weights without statistics given pre-standardised data: TRAF and the flow loss are normalised.
+    """A model with state/action statistics, given raw radians.
+
+    Has exactly the losses of the same weights without statistics given pre-standardised data: TRAF and the flow loss
+    are normalised.
     """
     s_mean, s_std = torch.tensor([0.1, -0.2, 0.3, 1.4, 0.0, 0.4]), torch.tensor([0.5, 0.3, 0.3, 0.2, 0.5, 0.6])
     a_mean, a_std = torch.tensor([0.2, -0.1, 0.3, 1.2, 0.1, 0.5]), torch.tensor([0.4, 0.2, 0.3, 0.1, 0.5, 2.0])
@@ -346,8 +353,9 @@ def test_action_losses_count_in_normalised_units(tmp_path):
 
 
 def test_the_trainer_applies_the_curriculum_step_by_step(tmp_path):
-    """Each optimiser step uses the TSAC weights of its own step (linear ramp over curriculum_steps) in the
-    loss it minimises, not those of step 0.
+    """Check that each optimiser step minimises a loss with the TSAC weights of its own step, not those of step 0.
+
+    The weights ramp linearly over curriculum_steps.
     """
     cfg = train_config(tmp_path, max_steps=6, curriculum_steps=4, w_sem_start=0.2, w_sem_target=1.0,
                        w_int_start=0.1, w_int_target=0.5, w_tau_start=0.0, w_tau_target=0.4)

@@ -1,9 +1,9 @@
 """Action node: the action trajectory workspace (paper 3.3) and the inference adapter (4.3).
 
-Subscribes to HighLevelRep, TelepathyFactors and StateTokens, pairs them by header stamp (the
-source camera frame), runs ``model.action_stage`` (baseline at tau = 0 - with a VLA backbone its
-own chunk, carried by the HighLevelRep - plus the telepathy residual; the trajectory diffusion sampler uses a ``torch.Generator`` seeded from the
-``diffusion_seed`` parameter), optionally the adapter, and publishes an ActionPlan.
+Subscribes to HighLevelRep, TelepathyFactors and StateTokens, pairs them by header stamp (the source camera frame), runs
+``model.action_stage`` (baseline at tau = 0 - with a VLA backbone its own chunk, carried by the HighLevelRep - plus the
+telepathy residual; the trajectory diffusion sampler uses a ``torch.Generator`` seeded from the ``diffusion_seed``
+parameter), optionally the adapter, and publishes an ActionPlan.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class ActionNode(SigmaNode):
                        qos.LATCHED)
 
     def activate(self) -> None:
-        """Inputs paired before (or while) inactive are dropped."""
+        """Activate; inputs paired before (or while) inactive are dropped."""
         self.sync.clear()
         self.set_mode("waiting", "no high-level representation yet")
 

@@ -1,5 +1,6 @@
-"""Convert robot rosbag2 recordings to LeRobot datasets and back (datasets written and read with
-LeRobot's ``LeRobotDataset``).
+"""Convert robot rosbag2 recordings to LeRobot datasets and back.
+
+Datasets are written and read with LeRobot's ``LeRobotDataset``.
 
 ``sigma-bag-to-lerobot BAG OUT``: every camera frame paired with the newest joint state and
 commanded action (and the instruction in force as the task; see :mod:`sigma_ros.bag_io`) becomes
@@ -112,8 +113,9 @@ def bag_to_lerobot(
     overwrite: bool = False,
     backend: str = "auto",
 ) -> ConversionSummary:
-    """Convert a robot recording into a LeRobot v3.0 dataset at ``out_root`` with ``LeRobotDataset``
-    (see module docstring).
+    """Convert a robot recording into a LeRobot v3.0 dataset at ``out_root`` with ``LeRobotDataset``.
+
+    See the module docstring.
 
     ``timestamps``: ``"fps"`` (frame_index / fps, as LeRobot's recorder writes them; the recorded
     times are kept in meta/sigma_bag_conversion.json) or ``"recorded"`` (time since the episode's
@@ -227,8 +229,9 @@ def lerobot_to_bag(
     overwrite: bool = False,
     backend: str = "auto",
 ) -> ConversionSummary:
-    """Write a LeRobot dataset (local root or hub id, read with ``LeRobotDataset``) as a robot recording
-    (see module docstring).
+    """Write a LeRobot dataset (local root or hub id) as a robot recording.
+
+    The dataset is read with ``LeRobotDataset``; see the module docstring.
     """
     from sigma_model.data.lerobot_source import load_lerobot_dataset
     from sigma_model.data.windows import pick_rgb_from_example

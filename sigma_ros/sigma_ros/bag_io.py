@@ -78,7 +78,7 @@ _TYPESTORE = None
 
 
 def typestore():
-    """The shared rosbags type store (ROS 2 Kilted message definitions)."""
+    """Return the shared rosbags type store (ROS 2 Kilted message definitions)."""
     global _TYPESTORE
     if _TYPESTORE is None:
         _TYPESTORE = _typestore()
@@ -86,8 +86,10 @@ def typestore():
 
 
 def decode_cdr(data: bytes, msgtype: str):
-    """CDR bytes -> rosbags message object. Trailing bytes after the message are tolerated
-    (rclpy's ``serialize_message`` returns some, and Python bag writers store them).
+    """CDR bytes -> rosbags message object.
+
+    Trailing bytes after the message are tolerated (rclpy's ``serialize_message`` returns some, and Python bag writers
+    store them).
     """
     store = typestore()
     try:
@@ -293,7 +295,7 @@ class BagReader:
         typestore().register(types)
 
     def first(self, topic: str):
-        """The first decoded message of ``topic``, or None."""
+        """Return the first decoded message of ``topic``, or None."""
         for m in self.messages([topic]):
             return self.decode(m)
         return None

@@ -67,7 +67,7 @@ def make_string(text: str):
 
 def make_action(positions: Sequence[float], names: Sequence[str], stamp_ns: int, action_type: str = "joint_trajectory",
                 time_from_start_s: float = 0.0):
-    """A command message: JointTrajectory with one point, or Float64MultiArray."""
+    """Return a command message: JointTrajectory with one point, or Float64MultiArray."""
     store = typestore()
     pos = np.asarray(positions, dtype=np.float64).reshape(-1)
     msgtype = ACTION_TYPES.get(action_type, action_type)
@@ -97,7 +97,7 @@ def stamp_ns_of(msg) -> int:
 
 
 def action_to_vector(msg, msgtype: str, joint_names: Sequence[str], name: str = "action") -> np.ndarray:
-    """A command message -> float64 [len(joint_names)] in joint_names order.
+    """Return a command message -> float64 [len(joint_names)] in joint_names order.
 
     JointTrajectory: ``points[0].positions`` mapped by ``joint_names`` (extra joints ignored, a
     missing one is an error; without names the positions must be the joints in order).

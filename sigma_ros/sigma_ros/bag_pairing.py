@@ -41,8 +41,9 @@ from sigma_ros.conversions import (
 # --------------------------------------------------------------------------------- topic roles
 @dataclass
 class RobotTopics:
-    """Topic names of a robot recording; None = find it (the default name, else the one topic of
-    the role's message type).
+    """Topic names of a robot recording.
+
+    None = find it (the default name, else the one topic of the role's message type).
     """
 
     camera: str | None = None
@@ -164,8 +165,10 @@ def default_gap_s(period_s: float | None) -> float:
 
 
 def resolve_joint_names(reader: BagReader, topics: RobotTopics, joint_names: Sequence[str] | None) -> list[str]:
-    """Joint order: given, else DEFAULT_JOINT_NAMES when the joint states name them all, else the
-    names of the first joint state (or joint_0..n-1 when it has none).
+    """Joint order.
+
+    given, else DEFAULT_JOINT_NAMES when the joint states name them all, else the names of the first joint state (or
+    joint_0..n-1 when it has none).
     """
     if joint_names:
         return [str(j) for j in joint_names]

@@ -1,5 +1,7 @@
-"""``sigma-bag-eval``: evaluate Sigma on a robot's rosbag2 recording, through the ROS 2 node graph
-and through the offline model, in the ``sigma_eval_report.json`` format of ``sigma-eval``.
+"""``sigma-bag-eval``.
+
+Evaluate Sigma on a robot's rosbag2 recording, through the ROS 2 node graph and through the offline model, in the
+``sigma_eval_report.json`` format of ``sigma-eval``.
 
     sigma-bag-eval robot_bag/ --checkpoint runs/sigma -o eval_bag/            # recorded rate
     sigma-bag-eval robot_bag/ --checkpoint runs/sigma -o eval_bag/ --rate 4   # 4x accelerated
@@ -71,8 +73,9 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- one evaluation
 def resolve_model(checkpoint: str | None, heads: str | None, device: str, model_seed: int = 0,
                   model_config: str | None = None, workdir: Path | None = None):
-    """(full model for the offline path, checkpoint dir the nodes load, heads file or None). With
-    ``heads`` the merged weights go to a temporary checkpoint dir (the caller removes it).
+    """(full model for the offline path, checkpoint dir the nodes load, heads file or None).
+
+    With ``heads`` the merged weights go to a temporary checkpoint dir (the caller removes it).
     """
     from sigma_model.checkpoint import load_checkpoint, save_checkpoint
     from sigma_model.evaluation.replay import load_model, resolve_checkpoint
@@ -116,9 +119,10 @@ def evaluate_bag(
     model=None,
     checkpoint_dir: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Replay ``bag`` through the graph (``ros``) and the offline model (``offline``); returns
-    (report, details) and writes the report files into ``out_dir`` when given. ``model`` and
-    ``checkpoint_dir`` skip loading (the nodes load ``checkpoint_dir``; it must hold the same weights).
+    """Replay ``bag`` through the graph (``ros``) and the offline model (``offline``).
+
+    Returns (report, details) and writes the report files into ``out_dir`` when given. ``model`` and ``checkpoint_dir``
+    skip loading (the nodes load ``checkpoint_dir``; it must hold the same weights).
     """
     cfg = config or BagEvalConfig()
     if not (ros or offline):
@@ -226,8 +230,9 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
 
 
 def write_outputs(report, records, steps, frames, off_out, graph, out_dir, plots: bool = True) -> dict[str, Path]:
-    """sigma_eval_report.json + sigma_eval_batches.jsonl (report.write_report), the plots with a
-    bag-replay title, and a per-frame log (sigma_bag_frames.jsonl).
+    """sigma_eval_report.json + sigma_eval_batches.jsonl (report.write_report), the plots with a bag-replay title.
+
+    A per-frame log (sigma_bag_frames.jsonl).
     """
     from sigma_model.evaluation.report import (
         IMPROVEMENT_PLOT_NAME, MSE_PLOT_NAME, REPORT_NAME, plot_improvement, plot_mse_per_batch, write_report,

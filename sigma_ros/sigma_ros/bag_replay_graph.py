@@ -1,5 +1,7 @@
-"""The ROS graph path of a bag replay: the four Sigma nodes (in this process or one process each) get
-the recording's frames, joint states and instructions; their plans, commands and statuses are collected.
+"""The ROS graph path of a bag replay.
+
+The four Sigma nodes (in this process or one process each) get the recording's frames, joint states and instructions;
+their plans, commands and statuses are collected.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def _command_vector(msg, joint_names: Sequence[str]) -> np.ndarray | None:
 
 
 def start_node_processes(checkpoint_dir: str, overrides: dict[str, dict], domain_id: int) -> list:
-    """The four nodes as child processes (exactly ``sigma-graph``'s command lines) on ``domain_id``."""
+    """Return the four nodes as child processes (exactly ``sigma-graph``'s command lines) on ``domain_id``."""
     import os
 
     from sigma_ros import graph
@@ -105,8 +107,9 @@ def _process_output(log_file, limit: int = 3000) -> str:
 
 
 def wait_for_node_processes(h, procs, subs, timeout: float) -> None:
-    """Until every node process runs and publishes Status, is brought to ``active`` through its
-    lifecycle services (as ``sigma-graph`` does) and is matched with the probe.
+    """Until every node process runs and publishes Status.
+
+    Is brought to ``active`` through its lifecycle services (as ``sigma-graph`` does) and is matched with the probe.
     """
     from sigma_ros.lifecycle import bring_up_all
 

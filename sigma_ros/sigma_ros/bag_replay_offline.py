@@ -1,5 +1,7 @@
-"""The frame schedule of a bag replay and its offline path: the checkpoint's stage functions run frame by
-frame in this process, following the nodes' rules (see ``sigma_ros.bag_replay``).
+"""The frame schedule of a bag replay and its offline path.
+
+The checkpoint's stage functions run frame by frame in this process, following the nodes' rules (see
+``sigma_ros.bag_replay``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- frame schedule
 @dataclass
 class Step:
-    """What the nodes do with one camera frame (the offline path follows it; the graph is checked
-    against it).
+    """What the nodes do with one camera frame.
+
+    The offline path follows it; the graph is checked against it.
     """
 
     index: int
@@ -56,7 +59,7 @@ def schedule(frames: Sequence[PairedFrame], telepathy: bool, tau_timeout_s: floa
 
 
 def attach_targets(frames: Sequence[PairedFrame], steps: Sequence[Step], chunk_len: int, traj_len: int) -> None:
-    """Recorded command windows (vector, chunk, trajectory) of the frames whose window is complete."""
+    """Attach the recorded command windows (vector, chunk, trajectory) to the frames whose window is complete."""
     horizon = max(chunk_len, traj_len, 1)
     by_episode: dict[int, list[int]] = {}
     for i, f in enumerate(frames):
@@ -71,8 +74,9 @@ def attach_targets(frames: Sequence[PairedFrame], steps: Sequence[Step], chunk_l
 
 
 def frame_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """HxWx3 uint8 -> [1,3,S,S] float in [0,1], exactly as the perception node's image_to_tensor
-    with resize_images=true.
+    """HxWx3 uint8 -> [1,3,S,S] float in [0,1].
+
+    Exactly as the perception node's image_to_tensor with resize_images=true.
     """
     from sigma_ros.conversions import _resize, rgb_array_to_tensor
 
@@ -98,7 +102,7 @@ class FrameOutput:
 @torch.no_grad()
 def run_offline(model, frames: Sequence[PairedFrame], steps: Sequence[Step], cfg: BagEvalConfig
                 ) -> tuple[dict[int, FrameOutput], float]:
-    """The offline path (module docstring); returns {frame index: output} and the seconds it took."""
+    """Return the offline path (module docstring); returns {frame index: output} and the seconds it took."""
     from sigma_model.outputs import SigmaObservation
 
     adapter = None

@@ -1,5 +1,7 @@
-"""Scoring a bag replay: per-batch records of both paths against the recorded commands, the graph's
-latencies, drops and recurrence mismatches, and its consistency with the offline path.
+"""Scoring a bag replay.
+
+per-batch records of both paths against the recorded commands, the graph's latencies, drops and recurrence mismatches,
+and its consistency with the offline path.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- scoring
 def _status_latency(statuses: Sequence[tuple[float, Any]], t_start: float, t_end: float) -> dict[str, float]:
-    """Per-stage latency (ms) of a time window: the mean over the nodes' Status messages received in
-    it of each stage's window mean (the first Status after it when none arrived inside).
+    """Per-stage latency (ms) of a time window.
+
+    The mean over the nodes' Status messages received in it of each stage's window mean (the first Status after it when
+    none arrived inside).
     """
     inside = [m for t, m in statuses if t_start <= t <= t_end + 0.3]
     if not inside:
@@ -62,9 +66,10 @@ def batches_of(steps: Sequence[Step], batch_size: int) -> list[list[int]]:
 
 def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offline: dict[int, FrameOutput] | None,
                     graph: GraphRun | None) -> set[int]:
-    """Frames whose graph plan must equal the offline one: planned on both paths, with the same tau source
-    and state, and no earlier frame of their memory segment (since the last reset) dropped or mismatched:
-    after a drop the recurrence (m_t, tau) legitimately differs.
+    """Frames whose graph plan must equal the offline one.
+
+    Planned on both paths, with the same tau source and state, and no earlier frame of their memory segment (since the
+    last reset) dropped or mismatched: after a drop the recurrence (m_t, tau) legitimately differs.
     """
     if graph is None or offline is None:
         return set()

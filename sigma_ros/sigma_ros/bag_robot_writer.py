@@ -1,5 +1,7 @@
-"""Write robot recordings: :class:`RobotBagWriter` (camera, joint states, instruction, commands)
-and :func:`write_synthetic_robot_bag` (a small synthetic recording for tests and benchmarks).
+"""Write robot recordings.
+
+:class:`RobotBagWriter` (camera, joint states, instruction, commands) and :func:`write_synthetic_robot_bag` (a small
+synthetic recording for tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def write_synthetic_robot_bag(
     backend: str = "auto",
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """A small synthetic robot recording (for tests, benchmarks, demos).
+    """Return a small synthetic robot recording (for tests, benchmarks, demos).
 
     Camera frames at ``camera_hz`` (random smooth RGB images), joint states and commands at
     ``joint_hz`` (sinusoids; the command leads the state by 0.1 s), instructions at the given times

@@ -90,7 +90,7 @@ def tensor_from_msg(msg, expected: Sequence[int | None] | None = None, name: str
 
 
 def vector_from_field(values, expected_len: int | None, name: str) -> np.ndarray:
-    """A plain float[] field (e.g. tau_l2, adapter_scale) with length and finiteness checks."""
+    """Return a plain float[] field (e.g. tau_l2, adapter_scale) with length and finiteness checks."""
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if expected_len is not None and arr.shape[0] != expected_len:
         raise ConversionError(f"{name}: expected {expected_len} values, got {arr.shape[0]}")
@@ -150,8 +150,9 @@ def rgb_array_to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def image_to_tensor(msg, image_size: int, resize: bool = False, name: str = "image") -> torch.Tensor:
-    """sensor_msgs/Image -> float32 [1, 3, S, S] in [0, 1]. A different size is an error
-    unless ``resize`` (bilinear).
+    """sensor_msgs/Image -> float32 [1, 3, S, S] in [0, 1].
+
+    A different size is an error unless ``resize`` (bilinear).
     """
     img = image_to_array(msg, name)
     h, w = img.shape[:2]
@@ -195,8 +196,9 @@ def array_to_image(img: np.ndarray, encoding: str = "rgb8", stamp=None, frame_id
 
 def depth_to_tensor(msg, image_size: int, resize: bool = False, name: str = "depth",
                     max_depth_m: float = 20.0) -> torch.Tensor:
-    """32FC1 (metres) or 16UC1 (millimetres) -> float32 [1, 1, S, S] metres. Invalid pixels
-    (NaN, Inf, 0 for 16UC1) become 0, the usual "no return" value; values are clipped to max.
+    """32FC1 (metres) or 16UC1 (millimetres) -> float32 [1, 1, S, S] metres.
+
+    Invalid pixels (NaN, Inf, 0 for 16UC1) become 0, the usual "no return" value; values are clipped to max.
     """
     enc = str(msg.encoding)
     if enc == "32FC1":
@@ -221,8 +223,10 @@ def depth_to_tensor(msg, image_size: int, resize: bool = False, name: str = "dep
 # ---------------------------------------------------------------------- joint states
 def positions_by_name(positions: Sequence[float], names: Sequence[str], joint_names: Sequence[str],
                       name: str) -> np.ndarray:
-    """Positions in joint_names order: looked up by name when names are given (extra joints are
-    ignored, a missing one is an error), else exactly the model's joints in order.
+    """Positions in joint_names order.
+
+    Looked up by name when names are given (extra joints are ignored, a missing one is an error), else exactly the
+    model's joints in order.
     """
     if names:
         if len(names) != len(positions):
@@ -240,8 +244,10 @@ def positions_by_name(positions: Sequence[float], names: Sequence[str], joint_na
 
 
 def clean_instruction(text: str, max_chars: int) -> str:
-    """Validate an instruction: a non-empty string, not huge, no control characters other than white
-    space (NUL would cut the text in transport); white space runs become one space.
+    """Validate an instruction.
+
+    A non-empty string, not huge, no control characters other than white space (NUL would cut the text in transport);
+    white space runs become one space.
     """
     if not isinstance(text, str):
         raise ConversionError("instruction: not a string")

@@ -42,7 +42,7 @@ STAGE_ORDER = (("perception_node", "decode"), ("perception_node", "vision_stage"
 
 
 def default_checkpoint() -> str:
-    """The shipped checkpoint: ./checkpoints/... in a source tree, else next to the package."""
+    """Return the shipped checkpoint: ./checkpoints/... in a source tree, else next to the package."""
     local = Path(DEFAULT_CHECKPOINT)
     if (local / "config.json").is_file():
         return str(local)
@@ -210,9 +210,10 @@ class PlanWatch:
 def run_episode(sim, seed: int, instruction: str, send_instruction: Callable[[str], None],
                 poll: Callable[[], None], wall_s: float, reset_timeout_s: float = 10.0,
                 wait_first_plan: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """One episode as one handshake with the sim node, by episode id: reset the sim to ``seed`` and
-    ``instruction``, wait until that episode has started, send the instruction, and return the
-    final status of that episode (``poll()`` runs while waiting; after ``wall_s`` the sim ends it).
+    """One episode as one handshake with the sim node, by episode id.
+
+    Reset the sim to ``seed`` and ``instruction``, wait until that episode has started, send the instruction, and return
+    the final status of that episode (``poll()`` runs while waiting; after ``wall_s`` the sim ends it).
 
     With ``wait_first_plan`` (blocks until the graph's first plan after the instruction arrived;
     False on timeout) the arm holds until that plan is there, as the in-process evaluation computes
@@ -448,7 +449,7 @@ def run_demo(args) -> dict[str, Any]:
 
 
 def ros_report(runs: dict[str, dict[str, Any]], args) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The closed-loop report (sigma_sim.closed_loop format) of demo runs, one per condition."""
+    """Return the closed-loop report (sigma_sim.closed_loop format) of demo runs, one per condition."""
     from sigma_sim.closed_loop import ClosedLoopConfig, EpisodeOutcome, build_closed_loop_report
 
     outcomes = []

@@ -57,7 +57,7 @@ class DropWatch:
 
 def key_values(lifecycle_state: str, mode: str, reason: str, snapshot: dict, rates: dict[str, float],
                metrics: dict[str, float]) -> list[tuple[str, str]]:
-    """The status's key/values: state, mode, then rates, stage latencies, drops and metrics."""
+    """Return the status's key/values: state, mode, then rates, stage latencies, drops and metrics."""
     values = [("lifecycle state", lifecycle_state), ("mode", mode), ("reason", reason)]
     values += [(f"{name} rate (Hz)", f"{hz:.2f}") for name, hz in sorted(rates.items())]
     values += [(f"{stage} latency last/mean/max (ms)", f"{last:.2f} / {mean:.2f} / {peak:.2f}")
@@ -71,7 +71,7 @@ def key_values(lifecycle_state: str, mode: str, reason: str, snapshot: dict, rat
 
 def diagnostic_array(stamp, node_name: str, hardware_id: str, level: int, message: str,
                      values: list[tuple[str, str]]):
-    """A ``DiagnosticArray`` holding this node's one ``DiagnosticStatus``."""
+    """Return a ``DiagnosticArray`` holding this node's one ``DiagnosticStatus``."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
     status = DiagnosticStatus(level=bytes([level]), name=f"{node_name}: {TASK}", message=message,

@@ -27,8 +27,10 @@ DEFAULT = "multi_threaded"
 
 
 class MultiThreadedExecutor(_rclpy_executors.MultiThreadedExecutor):
-    """rclpy's MultiThreadedExecutor without its busy spin: a callback is handed to the pool and
-    the spinning thread waits until a worker has started it before it looks for more work.
+    """rclpy's MultiThreadedExecutor without its busy spin.
+
+    A callback is handed to the pool and the spinning thread waits until a worker has started it before it looks for
+    more work.
     """
 
     def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
@@ -54,7 +56,7 @@ class MultiThreadedExecutor(_rclpy_executors.MultiThreadedExecutor):
 
 
 def make_executor(context=None, kind: str | None = None):
-    """A new executor of ``kind`` (else ``$SIGMA_EXECUTOR``, else DEFAULT), one of KINDS."""
+    """Return a new executor of ``kind`` (else ``$SIGMA_EXECUTOR``, else DEFAULT), one of KINDS."""
     kind = kind or os.environ.get("SIGMA_EXECUTOR") or DEFAULT
     if kind == "multi_threaded":
         # a worker per node of the composed graph (+ the probe / manager): the controller's tick

@@ -108,12 +108,12 @@ ROBOT_LAUNCH_ARGUMENTS = {"type": "robot", "port": "port", "id": "robot_id"}
 
 
 def graph_nodes(robot: str = "") -> tuple[NodeSpec, ...]:
-    """The nodes to start: the four Sigma nodes, plus the robot node when a robot type is given."""
+    """Return the nodes to start: the four Sigma nodes, plus the robot node when a robot type is given."""
     return NODES + (ROBOT_NODE,) if robot else NODES
 
 
 def package_dir() -> Path:
-    """The sigma_ros package folder of a source tree (it holds launch/ and config/)."""
+    """Return the sigma_ros package folder of a source tree (it holds launch/ and config/)."""
     return Path(__file__).resolve().parent.parent
 
 
@@ -157,9 +157,10 @@ _params_lock = threading.Lock()
 
 
 def private_params_dir() -> Path:
-    """This process's own directory for parameter files, made on first use by ``mkdtemp`` (mode
-    0700, a fresh random name: nothing planted in the shared temp folder can be in it) and removed
-    when the process exits, after every node it started (and restarted) has read its files.
+    """Return this process's own directory for parameter files.
+
+    Made on first use by ``mkdtemp`` (mode 0700, a fresh random name: nothing planted in the shared temp folder can be
+    in it) and removed when the process exits, after every node it started (and restarted) has read its files.
     """
     global _params_dir
     with _params_lock:
@@ -194,7 +195,7 @@ def overrides_file(overrides: dict[str, object], node_name: str | None = None) -
 def ros_arguments(params_file: str | os.PathLike | None, remaps: list[tuple[str, str]] = (),
                   overrides: dict[str, object] | None = None, log_level: str | None = None,
                   node_name: str | None = None) -> list[str]:
-    """The ``--ros-args`` a launched node gets: the same parameter file, remaps and overrides."""
+    """Return the ``--ros-args`` a launched node gets: the same parameter file, remaps and overrides."""
     args = ["--ros-args"]
     if params_file:
         args += ["--params-file", str(params_file)]
@@ -209,9 +210,10 @@ def ros_arguments(params_file: str | os.PathLike | None, remaps: list[tuple[str,
 
 def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool | None = None,
                    robot: dict[str, str] | None = None) -> dict[str, object]:
-    """Parameter values given on the command line / as launch arguments, on top of the file
-    (``robot``: the robot node's ``{field: value}``, e.g. ``{"type": "so101_follower", "port": ...}``;
-    empty values keep the file's).
+    """Parameter values given on the command line / as launch arguments.
+
+    On top of the file (``robot``. The robot node's ``{field: value}``, e.g. ``{"type": "so101_follower", "port":
+    ...}``; empty values keep the file's).
     """
     if spec.name == ROBOT_NODE.name:
         return {f"robot.{k}": v for k, v in (robot or {}).items() if v}
@@ -250,8 +252,9 @@ def composition(text: str) -> str:
 
 def single_process_arguments(params_file: str, checkpoint: str, dry_run: bool | None, topics: dict[str, str],
                              log_level: str = "", robot: dict[str, str] | None = None) -> list[str]:
-    """``sigma-graph --single-process`` arguments of the launch file's values (topics: {key: name};
-    robot: the robot node's {field: value}, as :data:`ROBOT_LAUNCH_ARGUMENTS` names them).
+    """Return the ``sigma-graph --single-process`` arguments of the launch file's values.
+
+    topics: {key: name}; robot: the robot node's {field: value}, as :data:`ROBOT_LAUNCH_ARGUMENTS` names them.
     """
     args = ["--single-process", "--config-file", str(params_file)]
     for key, value in (robot or {}).items():

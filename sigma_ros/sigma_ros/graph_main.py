@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def robot_fields(args) -> dict[str, str]:
-    """The robot node's config fields from ``--robot``, ``--port`` and ``--robot-id`` (as the launch arguments)."""
+    """Return the robot node's config fields from ``--robot``, ``--port`` and ``--robot-id`` (as the launch arguments)."""
     return {field: getattr(args, arg) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
 
 
@@ -140,8 +140,9 @@ def list_params() -> int:
 
 
 class LifecycleManager:
-    """sigma-graph's own node (``sigma_graph``), spun in a background thread, bringing node
-    processes to ``active`` through their lifecycle services after every (re)start.
+    """sigma-graph's own node (``sigma_graph``), spun in a background thread.
+
+    Bringing node processes to ``active`` through their lifecycle services after every (re)start.
     """
 
     def __init__(self, say, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
@@ -192,8 +193,9 @@ class LifecycleManager:
 
 
 class NodeProcess:
-    """One node's child process under sigma-graph, restarted with the same command line when it
-    exits, and brought to ``active`` by ``manager`` after every start.
+    """One node's child process under sigma-graph, restarted with the same command line when it exits.
+
+    Brought to ``active`` by ``manager`` after every start.
     """
 
     def __init__(self, spec: graph.NodeSpec, cmd: list[str], say, manager: LifecycleManager | None = None) -> None:
@@ -233,8 +235,9 @@ class NodeProcess:
 def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
                      respawn_delay: float | None = graph.RESPAWN_DELAY_S,
                      startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
-    """One process per node until SIGINT/SIGTERM, each brought to ``active``; a node that exits
-    is restarted (and brought up again) after ``respawn_delay`` seconds (None: the graph stops).
+    """One process per node until SIGINT/SIGTERM, each brought to ``active``.
+
+    A node that exits is restarted (and brought up again) after ``respawn_delay`` seconds (None: the graph stops).
     """
     stopping = False
 
@@ -289,8 +292,10 @@ def stop_processes(procs: list[tuple[str, subprocess.Popen]], timeout: float = 1
 
 def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, context=None, log_level="",
                  extra_overrides: dict[str, dict] | None = None, robot: dict[str, str] | None = None):
-    """Instantiate the nodes in this process, each with the --ros-args a launched node would get
-    (extra_overrides: {node name: {parameter: value}} added as -p rules, for tests).
+    """Instantiate the nodes in this process.
+
+    Each with the --ros-args a launched node would get (extra_overrides. {node name: {parameter: value}} added as -p
+    rules, for tests).
     """
     nodes = []
     for spec in specs:
@@ -303,8 +308,9 @@ def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, contex
 
 
 def bring_up_nodes(nodes, manager_node, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
-    """Bring in-process nodes to ``active`` through their lifecycle services, called from
-    ``manager_node`` (spun by the same executor in another thread). '' or the first error.
+    """Bring in-process nodes to ``active`` through their lifecycle services.
+
+    Called from ``manager_node`` (spun by the same executor in another thread). '' or the first error.
     """
     from sigma_ros.lifecycle import bring_up_all
 
@@ -318,8 +324,10 @@ def bring_up_nodes(nodes, manager_node, timeout_s: float = STARTUP_TIMEOUT_S) ->
 
 def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level,
                        startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
-    """The nodes composed in this process on one executor; sigma-graph's own node brings them
-    up through their lifecycle services. Exit code EXIT_CONFIG_ERROR when one cannot start.
+    """Return the nodes composed in this process on one executor.
+
+    sigma-graph's own node brings them up through their lifecycle services. Exit code EXIT_CONFIG_ERROR when one cannot
+    start.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException

@@ -90,7 +90,7 @@ class LanguageNode(SigmaNode):
         self.step_index = 0
 
     def reset_episode(self) -> None:
-        """Same instruction, fresh semantic memory (m_{t-1} = 0)."""
+        """Reset the episode: same instruction, fresh semantic memory (m_{t-1} = 0)."""
         self.memory = None
         self.step_index = 0
 

@@ -31,7 +31,7 @@ class LifecycleClient:
         self._node.destroy_client(self._change)
 
     def _call(self, client, request, timeout_s: float, alive: Callable[[], bool]):
-        """The response, or None (no server, no answer within ``timeout_s``, or not ``alive()``)."""
+        """Return the response, or None (no server, no answer within ``timeout_s``, or not ``alive()``)."""
         if not client.service_is_ready():
             return None
         done = threading.Event()
@@ -45,7 +45,7 @@ class LifecycleClient:
         return future.result()
 
     def state(self, timeout_s: float = 2.0, alive: Callable[[], bool] = lambda: True) -> str | None:
-        """The node's primary state label (unconfigured, inactive, active, finalized), or None."""
+        """Return the node's primary state label (unconfigured, inactive, active, finalized), or None."""
         from lifecycle_msgs.srv import GetState
 
         response = self._call(self._get, GetState.Request(), timeout_s, alive)
@@ -90,8 +90,9 @@ class LifecycleClient:
 
 def bring_up_all(manager_node, names, timeout_s: float = 120.0,
                  alive: Callable[[str], bool] = lambda _name: True) -> dict[str, tuple[bool, str]]:
-    """:meth:`LifecycleClient.bring_up` of every node in ``names`` at once (their configure
-    steps load checkpoints in parallel); {name: (ok, what happened)}.
+    """Run :meth:`LifecycleClient.bring_up` of every node in ``names`` at once; {name: (ok, what happened)}.
+
+    Their configure steps load checkpoints in parallel.
     """
     clients = {name: LifecycleClient(manager_node, name) for name in names}
     results: dict[str, tuple[bool, str]] = {}

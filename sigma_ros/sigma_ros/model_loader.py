@@ -38,7 +38,7 @@ def _config(config_path: str | None) -> SigmaConfig:
 
 
 def build_full_model(seed: int = 0, config_path: str | None = None) -> SigmaModel:
-    """The full model with seeded random weights (what nodes use when no checkpoint is given)."""
+    """Return the full model with seeded random weights (what nodes use when no checkpoint is given)."""
     config = _config(config_path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -60,9 +60,10 @@ def _sources_digest() -> str:
 
 
 def cache_root() -> Path:
-    """The cache of random weights ($SIGMA_RANDOM_WEIGHTS_CACHE, else this user's folder in the temp
-    folder), made with mode 0700. It must be a directory of this user's that no one else can write:
-    weights another user placed there would be loaded by every node.
+    """Return the cache of random weights ($SIGMA_RANDOM_WEIGHTS_CACHE, else this user's folder in the temp folder).
+
+    Made with mode 0700. It must be a directory of this user's that no one else can write: weights another user placed
+    there would be loaded by every node.
     """
     default = Path(tempfile.gettempdir()) / f"sigma_ros_random_weights_{os.getuid()}"
     root = Path(os.environ.get("SIGMA_RANDOM_WEIGHTS_CACHE", default))
@@ -100,7 +101,7 @@ def random_checkpoint(seed: int = 0, config_path: str | None = None) -> Path:
 
 def load_sigma_model(checkpoint: str | None, workspaces: tuple[str, ...], seed: int = 0,
                      config_path: str | None = None, device: str = "cpu") -> SigmaModel:
-    """A SigmaModel in eval mode holding ``workspaces`` (the rest is None)."""
+    """Return a SigmaModel in eval mode holding ``workspaces`` (the rest is None)."""
     unknown = set(workspaces) - set(WORKSPACES)
     if unknown:
         raise ValueError(f"unknown workspaces {sorted(unknown)}")

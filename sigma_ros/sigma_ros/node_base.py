@@ -1,5 +1,7 @@
-"""Common base of the four Sigma nodes: managed (lifecycle) nodes with parameters with
-descriptors, the model part, status and diagnostics, bad-input handling and a clean ``main``.
+"""Common base of the four Sigma nodes.
+
+Managed (lifecycle) nodes with parameters with descriptors, the model part, status and diagnostics, bad-input handling
+and a clean ``main``.
 """
 
 from __future__ import annotations
@@ -136,8 +138,9 @@ def topic(key: str) -> str:
 
 
 class SigmaNode(LifecycleNode):
-    """A Sigma node: a managed (lifecycle) node with COMMON_PARAMS + node params, its workspaces,
-    status and diagnostics.
+    """A Sigma node.
+
+    A managed (lifecycle) node with COMMON_PARAMS + node params, its workspaces, status and diagnostics.
 
     * constructed (unconfigured): parameters declared; ``sigma/status`` and ``/diagnostics``
       are published in every state;
@@ -252,8 +255,9 @@ class SigmaNode(LifecycleNode):
         return self._state_machine.current_state[1]
 
     def shutdown(self) -> None:
-        """The lifecycle shutdown transition from any primary state (before the node is destroyed);
-        once the context is shut down (SIGINT) nothing can be published: the node only releases.
+        """Return the lifecycle shutdown transition from any primary state (before the node is destroyed).
+
+        Once the context is shut down (SIGINT) nothing can be published: the node only releases.
         """
         try:
             if not self.context.ok():
@@ -285,13 +289,13 @@ class SigmaNode(LifecycleNode):
 
     # ------------------------------------------------- entities of configure
     def make_publisher(self, msg_type, topic_name: str, qos_profile):
-        """A lifecycle publisher: it publishes only while the node is active."""
+        """Return a lifecycle publisher: it publishes only while the node is active."""
         pub = self.create_lifecycle_publisher(msg_type, topic_name, qos_profile)
         self._entities.append(pub)
         return pub
 
     def subscribe(self, msg_type, topic_name: str, input_name: str, fn: Callable, qos_profile):
-        """A subscription whose callback is :meth:`guarded` (and ignored while inactive)."""
+        """Return a subscription whose callback is :meth:`guarded` (and ignored while inactive)."""
         sub = self.create_subscription(msg_type, topic_name, self.guarded(input_name, fn), qos_profile)
         self._entities.append(sub)
         return sub
@@ -333,8 +337,10 @@ class SigmaNode(LifecycleNode):
         self.log_throttled(input_name, f"dropped {input_name} message #{count}: {reason}")
 
     def guarded(self, input_name: str, fn: Callable) -> Callable:
-        """Wrap a subscription callback: bad data -> reject(); never raise into the executor;
-        while inactive only ``INACTIVE_INPUTS`` are handled (the others are counted and ignored).
+        """Wrap a subscription callback.
+
+        Bad data -> reject(); never raise into the executor; while inactive only ``INACTIVE_INPUTS`` are handled (the
+        others are counted and ignored).
         """
         self.stats.declare_drop(input_name)
         handled_inactive = input_name in self.INACTIVE_INPUTS
@@ -381,8 +387,10 @@ class SigmaNode(LifecycleNode):
         return {}
 
     def publish_status(self) -> None:
-        """``sigma/status`` (typed arrays the demo, benchmarks and tests read) and ``/diagnostics``
-        (the same figures as a diagnostic_updater status), from one snapshot.
+        """Publish ``sigma/status`` and ``/diagnostics`` from one snapshot.
+
+        ``sigma/status`` holds typed arrays the demo, benchmarks and tests read; ``/diagnostics`` the same figures as a
+        diagnostic_updater status.
         """
         snap = self.stats.snapshot()
         rates = dict(snap["rates"])

@@ -111,14 +111,14 @@ class PerceptionNode(SigmaNode):
             self.subscribe(Image, topic("depth"), "depth", self.on_depth, qos.SENSOR)
 
     def activate(self) -> None:
-        """Inputs from before (or while) inactive are not used: the next frame waits for a new joint state."""
+        """Activate; inputs from before (or while) inactive are not used: the next frame waits for a new joint state."""
         self.state, self.depth = None, None
         self.reset_episode()
         self.set_mode("waiting", "no camera frame yet")
 
     # --------------------------------------------------------------- inputs
     def accept_stamp(self, key: str, header) -> int:
-        """The message's stamp if it is fresh and in order (else StaleInput: refused and counted)."""
+        """Return the message's stamp if it is fresh and in order (else StaleInput: refused and counted)."""
         return self.gates[key].accept(stamp_key(header), self.get_clock().now().nanoseconds)
 
     def on_joint_state(self, msg) -> None:
@@ -150,7 +150,7 @@ class PerceptionNode(SigmaNode):
         self.tau, self.tau_stamp, self.tau_stamp_ns = tau, msg.header.stamp, stamp_key(msg.header)
 
     def reset_episode(self) -> None:
-        """The next frame is processed and sees tau_prev = 0."""
+        """Return the next frame is processed and sees tau_prev = 0."""
         self.tau, self.tau_stamp, self.tau_stamp_ns = None, None, 0
         self.frames_since_step = None
 

@@ -83,7 +83,7 @@ class RobotConfigError(NodeConfigError):
 
 
 def robot_fields(params) -> dict[str, Any]:
-    """The robot's LeRobot config fields from the node's ``robot.*`` parameters."""
+    """Return the robot's LeRobot config fields from the node's ``robot.*`` parameters."""
     import yaml
 
     fields: dict[str, Any] = {}
@@ -104,8 +104,10 @@ def robot_fields(params) -> dict[str, Any]:
 
 
 class RobotNode(SigmaNode):
-    """See the module docstring. ``robot``: a LeRobot robot to bridge instead of the one the
-    ``robot.*`` parameters describe (the simulator node passes its own).
+    """See the module docstring.
+
+    ``robot``: a LeRobot robot to bridge instead of the one the ``robot.*`` parameters describe (the simulator node
+    passes its own).
     """
 
     PARAMS = ROBOT_PARAMS
@@ -126,8 +128,9 @@ class RobotNode(SigmaNode):
 
     # -------------------------------------------------------------- set up
     def configure(self, robot: Any = None) -> None:
-        """Make (unless given here or to the constructor) and connect the robot, then the publishers
-        and subscriptions.
+        """Make (unless given here or to the constructor) and connect the robot.
+
+        Then the publishers and subscriptions.
         """
         robot = robot if robot is not None else self._robot
         from sensor_msgs.msg import Image, JointState
@@ -246,8 +249,9 @@ def _time(t_ns: int):
 
 # ------------------------------------------------------------------- command line
 def split_robot_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """``robot.<field>=<value>`` / ``--robot.<field>=<value>`` (before ``--ros-args``) -> parameter
-    overrides; the other arguments are returned unchanged.
+    """``robot.<field>=<value>`` / ``--robot.<field>=<value>`` (before ``--ros-args``) -> parameter overrides.
+
+    The other arguments are returned unchanged.
     """
     import yaml
 

@@ -137,8 +137,9 @@ class SimNode(RobotNode):
     # ------------------------------------------------------------ episode
     def start_episode(self, seed: int | None = None, instruction: str | None = None,
                       hold: bool = False) -> dict[str, Any]:
-        """Start a new episode (seed None: the next seed); returns its status dict. With ``hold``
-        the physics waits for :meth:`release_episode` (sensors keep coming), else ``reset_hold_s``.
+        """Start a new episode (seed None: the next seed); returns its status dict.
+
+        With ``hold`` the physics waits for :meth:`release_episode` (sensors keep coming), else ``reset_hold_s``.
         """
         from sigma_sim.record import instruction_for_episode
 

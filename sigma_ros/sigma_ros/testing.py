@@ -27,12 +27,12 @@ JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_ro
 
 
 def domain_id_for(tag: str) -> int:
-    """A ROS domain id in [1, 200] derived from a tag and this process id."""
+    """Return a ROS domain id in [1, 200] derived from a tag and this process id."""
     return 1 + (zlib.crc32(tag.encode()) + 7919 * os.getpid()) % 200
 
 
 def isolated_context(tag: str, domain_id: int | None = None):
-    """A fresh rclpy Context on its own domain; call ``context.try_shutdown()`` when done."""
+    """Return a fresh rclpy Context on its own domain; call ``context.try_shutdown()`` when done."""
     import rclpy
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -42,13 +42,13 @@ def isolated_context(tag: str, domain_id: int | None = None):
 
 
 def node_env(domain: int) -> dict:
-    """The environment of a node process on ROS domain ``domain`` (unbuffered output, local discovery)."""
+    """Return the environment of a node process on ROS domain ``domain`` (unbuffered output, local discovery)."""
     return dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1",
                 ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
 
 
 def log_text(log) -> str:
-    """What a node process wrote to ``log`` (a binary file opened w+b)."""
+    """Return what a node process wrote to ``log`` (a binary file opened w+b)."""
     log.seek(0)
     return log.read().decode(errors="replace")
 
@@ -185,7 +185,7 @@ class GraphHarness:
 
     # ------------------------------------------------------------- lifecycle
     def lifecycle(self, name: str):
-        """The probe's client of the lifecycle services of node ``name``."""
+        """Return the probe's client of the lifecycle services of node ``name``."""
         from sigma_ros.lifecycle import LifecycleClient
 
         if name not in self._lifecycle:
@@ -277,7 +277,7 @@ class GraphHarness:
         return msg
 
     def status_of(self, node: str, timeout: float = 5.0):
-        """The next Status message of ``node`` published after this call."""
+        """Return the next Status message of ``node`` published after this call."""
         start = self.rec.count("status")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
-"""rosbag2 <-> LeRobot conversion (sigma_ros.bag_convert): a robot's bag becomes a LeRobot dataset
-(training data) and back, preserving frames, episodes, tasks and timing.
+"""rosbag2 <-> LeRobot conversion (sigma_ros.bag_convert).
+
+A robot's bag becomes a LeRobot dataset (training data) and back, preserving frames, episodes, tasks and timing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ S = 1_000_000_000
 
 
 def _frames(root):
-    """The dataset's frames as LeRobotDataset returns them, images as HWC uint8."""
+    """Return the dataset's frames as LeRobotDataset returns them, images as HWC uint8."""
     return [{**f, IMAGE_KEY: pick_rgb_from_example(f, IMAGE_KEY).permute(1, 2, 0).numpy()}
             for f in load_lerobot_dataset(root)]
 

@@ -1,5 +1,6 @@
-"""rosbag2 reading/writing (sqlite3 and MCAP) with sigma_ros.bag_io: frame pairing, topic roles, CDR
-compatibility with rclpy, and clear errors for corrupt or truncated recordings.
+"""rosbag2 reading/writing (sqlite3 and MCAP) with sigma_ros.bag_io.
+
+Frame pairing, topic roles, CDR compatibility with rclpy, and clear errors for corrupt or truncated recordings.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def test_cdr_is_rclpy_compatible(tmp_path):
 
 
 def _fields(msg):
-    """A rosbags message as nested plain values (arrays as lists)."""
+    """Return a rosbags message as nested plain values (arrays as lists)."""
     if isinstance(msg, np.ndarray):
         return msg.tolist()
     if isinstance(msg, (list, tuple)):
@@ -248,9 +249,10 @@ def test_missing_bag_and_corrupt_message(tmp_path):
 
 # --------------------------------------------------------------------------- rosbag2_py backend
 class _FakeRosbag2Py:
-    """rosbag2_py's Python API (StorageOptions, ConverterOptions, TopicMetadata, StorageFilter,
-    SequentialReader / SequentialWriter) over rosbags, to exercise the rosbag2_py code path where
-    ROS 2's bag library is not installed.
+    """Provide rosbag2_py's Python API over rosbags.
+
+    StorageOptions, ConverterOptions, TopicMetadata, StorageFilter, SequentialReader / SequentialWriter: they exercise
+    the rosbag2_py code path where ROS 2's bag library is not installed.
     """
 
     class StorageOptions:

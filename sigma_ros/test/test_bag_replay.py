@@ -1,6 +1,8 @@
-"""sigma-bag-eval: a recording written by the test (sqlite3 and MCAP) replays through the four ROS 2
-nodes (real rclpy + DDS on a private domain) and through the offline model stages with matching
-actions, and the report has the sigma_eval_report.json fields plus latency and dropped messages.
+"""sigma-bag-eval.
+
+A recording written by the test (sqlite3 and MCAP) replays through the four ROS 2 nodes (real rclpy + DDS on a private
+domain) and through the offline model stages with matching actions, and the report has the sigma_eval_report.json fields
+plus latency and dropped messages.
 """
 
 from __future__ import annotations
@@ -137,9 +139,10 @@ def test_replay_through_node_processes(checkpoint, bags, tmp_path):
 
 @needs_ros
 def test_recorded_rate_replay(checkpoint, bags, tmp_path):
-    """Published on the recording's clock: timing, latency and drops are measured. All four nodes
-    share this one Python process here, so on a loaded machine frames may be dropped: the report
-    counts them (the lockstep test above checks the actions exactly).
+    """Published on the recording's clock: timing, latency and drops are measured.
+
+    All four nodes share this one Python process here, so on a loaded machine frames may be dropped: the report counts
+    them (the lockstep test above checks the actions exactly).
     """
     out = tmp_path / "eval"
     cfg = BagEvalConfig(rate=1.0, batch_size=4, seed=1234, frame_timeout_s=10.0)
@@ -161,9 +164,10 @@ def test_recorded_rate_replay(checkpoint, bags, tmp_path):
 @torch.no_grad()
 @pytest.mark.parametrize("telepathy", [True, False])
 def test_offline_path_carries_tau_and_memory(checkpoint, bags, telepathy):
-    """The offline path against the model's own forward with the state carried by hand: each frame's
-    tau_prev is the previous frame's tau (telepathy off: zeros), its m_{t-1} the previous memory, reset
-    at the new instruction. Dropping either carry changes the actions (tau matters in these weights).
+    """The offline path against the model's own forward with the state carried by hand.
+
+    Each frame's tau_prev is the previous frame's tau (telepathy off: zeros), its m_{t-1} the previous memory, reset at
+    the new instruction. Dropping either carry changes the actions (tau matters in these weights).
     """
     cfg = BagEvalConfig(seed=7, telepathy=telepathy)
     _, details = evaluate_bag(str(bags["sqlite3"]), checkpoint, None, config=cfg, ros=False, n_boot=20)

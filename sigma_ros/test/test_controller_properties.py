@@ -1,7 +1,8 @@
-"""The property-based safety tests of ``sigma_model/tests/test_safety_properties.py`` through the
-controller node's message callbacks: random sequences of plans (from the model's action stage,
-sometimes absurd), joint states by name with any stamp, ticks and resets, with the node's clock
-replaced; every message the node publishes obeys the safety guarantees.
+"""The property-based safety tests of ``sigma_model/tests/test_safety_properties.py`` through the controller node.
+
+They drive the node's message callbacks: random sequences of plans (from the model's action stage, sometimes absurd),
+joint states by name with any stamp, ticks and resets, with the node's clock replaced; every message the node
+publishes obeys the safety guarantees.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def ros_context():
        min_plan_ticks=st.integers(1, 8))
 def test_controller_node_never_publishes_an_unsafe_command(ros_context, events, seed, dry_run, max_step,
                                                           min_plan_ticks):
-    """Random sequences through ControllerNode.on_plan / on_joint_state / on_tick with real messages
-    (plans from the model's action stage, sometimes absurd; joint states by name, any stamp) and the
-    node's clock replaced: every message it publishes obeys the guarantees.
+    """Check that every message ControllerNode publishes obeys the guarantees, for random message sequences.
+
+    Sequences go through ControllerNode.on_plan / on_joint_state / on_tick with real messages (plans from the model's
+    action stage, sometimes absurd; joint states by name, any stamp) and the node's clock replaced.
     """
     import torch
 

@@ -121,7 +121,7 @@ class _SlowResetEnv:
 
 @contextlib.contextmanager
 def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
-    """A sim node on a slow-reset env, spun (if ``spin``) by its own thread."""
+    """Yield a sim node on a slow-reset env, spun (if ``spin``) by its own thread."""
     from rclpy.executors import SingleThreadedExecutor
 
     from sigma_ros import graph
@@ -148,8 +148,9 @@ def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
 
 
 def test_demo_reports_each_episode_its_own_result():
-    """sigma-demo's episode handshake with a slow sim reset: every result is that of its own episode
-    (id, seed, instruction), never the previous one (issue 12).
+    """sigma-demo's episode handshake with a slow sim reset.
+
+    Every result is that of its own episode (id, seed, instruction), never the previous one (issue 12).
     """
     from sigma_ros.demo import run_episode
     from sigma_sim.closed_loop import episode_instruction

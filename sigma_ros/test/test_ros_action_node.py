@@ -1,5 +1,7 @@
-"""Action node on real DDS: stamp pairing of its three inputs, the seeded diffusion sampler, the
-inference adapter (same object as the offline replay) and the telepathy switch.
+"""Action node on real DDS.
+
+Stamp pairing of its three inputs, the seeded diffusion sampler, the inference adapter (same object as the offline
+replay) and the telepathy switch.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Bad input on every subscription of the four nodes: the message is rejected with a logged
-(throttled) error, counted as a dropped input, the robot is held safely, and nothing crashes.
+"""Bad input on every subscription of the four nodes.
+
+The message is rejected with a logged (throttled) error, counted as a dropped input, the robot is held safely, and
+nothing crashes.
 """
 
 from __future__ import annotations
@@ -229,7 +231,7 @@ def test_error_logs_are_throttled_per_input(h, capfd):
 
 
 def stamped(h, offset_s: float):
-    """A header stamp `offset_s` from now on the probe's clock."""
+    """Return a header stamp `offset_s` from now on the probe's clock."""
     from builtin_interfaces.msg import Time
 
     sec, nsec = divmod(h.probe.get_clock().now().nanoseconds + int(offset_s * 1e9), 1_000_000_000)
@@ -284,8 +286,10 @@ def test_stale_and_future_camera_frames_are_refused(h, offset_s, kind):
 
 @pytest.mark.parametrize("reading", [2.5, 1e308, -1e300])
 def test_implausible_joint_state_is_a_fault_and_holds(h, reading):
-    """A pan reading beyond its limit by more than the tolerance (or absurd): the perception node refuses
-    it, the controller counts a fault and holds its last command within max_step and the limits.
+    """A pan reading beyond its limit by more than the tolerance (or absurd).
+
+    The perception node refuses it, the controller counts a fault and holds its last command within max_step and the
+    limits.
     """
     h.set_joint_positions(Q0)
     time.sleep(0.3)
@@ -372,8 +376,10 @@ def test_graph_still_works_after_bad_inputs(h):
 
 
 def test_frame_stride_runs_the_model_once_per_plan():
-    """frame_stride 0 (the default): the model runs on every n_action_steps-th frame, one plan per plan the
-    controller runs, as the closed-loop evaluation replans; a reset processes the next frame at once.
+    """frame_stride 0 (the default).
+
+    The model runs on every n_action_steps-th frame, one plan per plan the controller runs, as the closed-loop
+    evaluation replans; a reset processes the next frame at once.
     """
     from std_msgs.msg import Empty
 

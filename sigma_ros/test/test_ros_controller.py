@@ -1,5 +1,7 @@
-"""Controller node on real DDS: watchdog hold when plans stop, tick stepping through the plan,
-dry run, the Float64MultiArray output and the achieved control rate.
+"""Controller node on real DDS.
+
+Watchdog hold when plans stop, tick stepping through the plan, dry run, the Float64MultiArray output and the achieved
+control rate.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def make_plan(model, h, seed: int) -> ActionPlan:
 
 @contextlib.contextmanager
 def settled_controller(name: str, **params):
-    """The controller node alone at RATE with WIDE limits (plus `params`), fed joint states at Q0 for 0.3 s."""
+    """Yield the controller node alone at RATE with WIDE limits (plus `params`), fed joint states at Q0 for 0.3 s."""
     with GraphHarness(name, nodes=("controller_node",), overrides={"controller_node": dict(WIDE, rate_hz=RATE, **params)}) as h:
         h.wait_matched()
         h.stream_joint_states(Q0)
@@ -147,8 +149,9 @@ def test_plan_starts_at_the_tick_of_its_camera_frame(model, align):
 
 @pytest.mark.parametrize("min_plan_ticks", [4, 0])
 def test_min_plan_ticks_runs_a_plan_before_switching(model, min_plan_ticks):
-    """A plan that arrives right after another waits min_plan_ticks ticks of the first (0: the
-    model's n_action_steps).
+    """A plan that arrives right after another waits min_plan_ticks ticks of the first.
+
+    min_plan_ticks 0 means the model's n_action_steps.
     """
     first = min_plan_ticks or model.config.n_action_steps
     assert first == (4 if min_plan_ticks else 8)

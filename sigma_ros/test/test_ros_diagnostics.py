@@ -1,7 +1,8 @@
-"""/diagnostics: one diagnostic_msgs/DiagnosticStatus per node and status period, as
-diagnostic_updater publishes it (name "<node>: sigma", hardware_id, level, message, key/values),
-with the level judged from the lifecycle state, the mode and the inputs dropped since the last
-report.
+"""/diagnostics.
+
+One diagnostic_msgs/DiagnosticStatus per node and status period, as diagnostic_updater publishes it (name "<node>:
+sigma", hardware_id, level, message, key/values), with the level judged from the lifecycle state, the mode and the
+inputs dropped since the last report.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ from sigma_ros.testing import GraphHarness  # noqa: E402
 
 
 def _next_status(h, node: str, timeout: float = 10.0, predicate=lambda s: True, start: int | None = None):
-    """The next DiagnosticStatus of ``node`` recorded after this call (or after the first ``start``
-    arrays) that satisfies ``predicate``.
+    """Return the next DiagnosticStatus of ``node`` that satisfies ``predicate``.
+
+    Only statuses recorded after this call (or after the first ``start`` arrays) count.
     """
     start = h.rec.count("diagnostics") if start is None else start
     deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
-"""End to end: the four Sigma nodes on real DDS (rclpy, Fast DDS, own ROS domain) against the
-offline whole-model forward.
+"""End to end.
+
+The four Sigma nodes on real DDS (rclpy, Fast DDS, own ROS domain) against the offline whole-model forward.
 
 Each node loads only its workspace from one checkpoint; the test feeds a camera frame, joint
 states, an audio chunk and an instruction, and checks that every intermediate message arrives

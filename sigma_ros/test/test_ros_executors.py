@@ -1,5 +1,7 @@
-"""sigma_ros.executors: the multi-threaded executor does not busy-spin while every worker is busy
-(rclpy 9.1's yields a queued callback again and again, ros2/rclpy#1452), and runs every callback.
+"""sigma_ros.executors.
+
+The multi-threaded executor does not busy-spin while every worker is busy (rclpy 9.1's yields a queued callback again
+and again, ros2/rclpy#1452), and runs every callback.
 """
 
 from __future__ import annotations

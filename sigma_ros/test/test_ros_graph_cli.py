@@ -1,8 +1,8 @@
-"""The project commands that replace ``ros2 launch`` / ``ros2 topic pub`` with the PyPI wheels:
-``sigma-graph`` (one process per node, as launch does) and ``sigma-instruct``; topic remaps;
-motor commands out; clean shutdown on Ctrl-C (SIGINT); a killed node restarted while the others
-run on, the controller holding meanwhile and the semantic memory restored; a node that cannot
-start as configured stops the graph.
+"""The project commands that replace ``ros2 launch`` / ``ros2 topic pub`` with the PyPI wheels.
+
+``sigma-graph`` (one process per node, as launch does) and ``sigma-instruct``; topic remaps; motor commands out; clean
+shutdown on Ctrl-C (SIGINT); a killed node restarted while the others run on, the controller holding meanwhile and the
+semantic memory restored; a node that cannot start as configured stops the graph.
 """
 
 from __future__ import annotations
@@ -136,8 +136,10 @@ def _pids(log, name: str) -> list[int]:
 
 
 def test_sigma_graph_restarts_a_killed_node_and_the_graph_recovers(tmp_path):
-    """Kill -9 of the language node: sigma-graph and the other nodes run on, the controller holds
-    while no plans come, the node is restarted with its memory, and plans flow again.
+    """Kill -9 of the language node.
+
+    sigma-graph and the other nodes run on, the controller holds while no plans come, the node is restarted with its
+    memory, and plans flow again.
     """
     domain = domain_id_for("test_ros_graph_respawn")
     log = open(tmp_path / "graph.log", "w+")
@@ -213,8 +215,10 @@ def test_sigma_graph_no_respawn_stops_the_graph(tmp_path):
 
 
 def test_sigma_graph_single_process_composes_the_active_graph(tmp_path):
-    """--single-process: the four nodes in one process, brought to active through their lifecycle
-    services; plans and motor commands flow, /diagnostics reports every node active; SIGINT: exit 0.
+    """--single-process.
+
+    The four nodes in one process, brought to active through their lifecycle services; plans and motor commands flow,
+    /diagnostics reports every node active; SIGINT: exit 0.
     """
     domain = domain_id_for("test_ros_graph_single")
     log = open(tmp_path / "graph.log", "w+")

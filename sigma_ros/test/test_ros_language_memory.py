@@ -1,5 +1,7 @@
-"""Language node: semantic memory across steps, reset on a new instruction (not on a repeated
-one), and restore from the latched SemanticMemory after a restart.
+"""Language node.
+
+Semantic memory across steps, reset on a new instruction (not on a repeated one), and restore from the latched
+SemanticMemory after a restart.
 """
 
 from __future__ import annotations

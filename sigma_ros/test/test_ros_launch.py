@@ -1,5 +1,6 @@
-"""launch/sigma.launch.py and the sigma-graph command start the same graph from one description
-(sigma_ros.graph): node list, executables, parameter file, overrides and remaps.
+"""launch/sigma.launch.py and the sigma-graph command start the same graph from one description (sigma_ros.graph).
+
+Node list, executables, parameter file, overrides and remaps.
 
 The PyPI ROS 2 wheels have no ``launch``/``launch_ros``; there the launch file is exercised with
 minimal stand-ins of the few launch classes it uses (the real packages are used when installed).
@@ -93,7 +94,7 @@ class _Context:
 
 
 def _evaluate(monkeypatch, given: dict[str, str]):
-    """(declared arguments, entities the launch file's OpaqueFunction returns)."""
+    """Return (declared arguments, entities the launch file's OpaqueFunction returns)."""
     module = _load_launch_module(monkeypatch)
     ld = module.generate_launch_description()
     args = {e.name: e for e in ld.entities if type(e).__name__ == "DeclareLaunchArgument"}
@@ -110,7 +111,7 @@ def _evaluate(monkeypatch, given: dict[str, str]):
 
 
 def _nodes(entities) -> list[dict]:
-    """The LifecycleNode actions' settings (stand-ins keep their kwargs; real ones are read back)."""
+    """Return the LifecycleNode actions' settings (stand-ins keep their kwargs; real ones are read back)."""
     nodes = [e for e in entities if type(e).__name__ == "LifecycleNode"]
     if not REAL_LAUNCH:
         return [n.kwargs for n in nodes]
@@ -194,8 +195,10 @@ def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
 
 @pytest.mark.skipif(REAL_LAUNCH, reason="reads the stand-ins' recorded arguments")
 def test_launch_brings_every_node_up_through_lifecycle_events(monkeypatch):
-    """Per LifecycleNode: configure when its process starts (OnProcessStart fires again after a
-    respawn), activate on configuring -> inactive only (a node deactivated by hand stays so).
+    """Per LifecycleNode.
+
+    Configure when its process starts (OnProcessStart fires again after a respawn), activate on configuring -> inactive
+    only (a node deactivated by hand stays so).
     """
     from lifecycle_msgs.msg import Transition
 
@@ -278,7 +281,7 @@ def test_config_file_sections_match_node_parameters():
 
 
 def _flatten(section: dict, prefix: str = "") -> dict:
-    """A parameter file's nested mapping -> dotted parameter names (``robot: {type: x}`` -> ``robot.type``)."""
+    """Return a parameter file's nested mapping -> dotted parameter names (``robot: {type: x}`` -> ``robot.type``)."""
     out = {}
     for key, value in section.items():
         if isinstance(value, dict):

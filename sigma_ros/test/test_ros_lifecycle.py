@@ -1,8 +1,8 @@
-"""The Sigma nodes are managed nodes, driven through their standard lifecycle services:
-unconfigured -> inactive -> active -> inactive. The controller publishes nothing before it is
-active, one hold on deactivate and nothing after; a plan that arrives while it is inactive is never
-executed; every node stops its outputs while inactive and resumes when activated again; cleanup
-releases the model and a new configure loads it again.
+"""The Sigma nodes are managed nodes, driven through their standard lifecycle services.
+
+Unconfigured -> inactive -> active -> inactive. The controller publishes nothing before it is active, one hold on
+deactivate and nothing after; a plan that arrives while it is inactive is never executed; every node stops its outputs
+while inactive and resumes when activated again; cleanup releases the model and a new configure loads it again.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The install works: rclpy runs from the venv and the CMake-built sigma_ros_msgs
-round-trip over real DDS (publisher and subscription in one process).
+"""The install works.
+
+Rclpy runs from the venv and the CMake-built sigma_ros_msgs round-trip over real DDS (publisher and subscription in one
+process).
 
 The message is filled from its own introspection, so the test keeps working when
 message definitions change.

@@ -1,9 +1,9 @@
-"""Each node as its own process, started as sigma-graph starts it (``python -m sigma_ros.<node>``
-with the graph's ``--ros-args``) and brought to ``active`` through its lifecycle services: it exits
-with code 0 within 2 s of SIGINT, without a traceback, also when SIGINT keeps coming (Ctrl-C under
-a launcher reaches a node from the terminal and from the launcher, and users press it again); a
-missing or corrupt checkpoint makes the configure transition fail: one line on stderr and exit
-code 2.
+"""Each node as its own process.
+
+Started as sigma-graph starts it (``python -m sigma_ros.<node>`` with the graph's ``--ros-args``) and brought to
+``active`` through its lifecycle services: it exits with code 0 within 2 s of SIGINT, without a traceback, also when
+SIGINT keeps coming (Ctrl-C under a launcher reaches a node from the terminal and from the launcher, and users press it
+again); a missing or corrupt checkpoint makes the configure transition fail: one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def _wait_for_status(h, procs, logs, timeout: float = 180.0) -> None:
 
 
 def _interrupt(procs, limit: float) -> dict[str, float | None]:
-    """SIGINT every process every 20 ms until it exits; the seconds from the first SIGINT to each
-    exit (None: still running after ``limit``).
+    """SIGINT every process every 20 ms until it exits.
+
+    The seconds from the first SIGINT to each exit (None: still running after ``limit``).
     """
     start = time.monotonic()
     times: dict[str, float | None] = {}

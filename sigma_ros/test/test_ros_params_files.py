@@ -1,7 +1,8 @@
-"""Files the nodes read from the temp folder are private. Parameter override files
-(sigma_ros.graph.overrides_file): a fresh mkdtemp directory (0700) of the process that writes them,
-a new file (0600) for every node start, nothing read from the shared temp folder, all removed when
-that process exits. The random-weights cache: a folder (0700) that only this user can write.
+"""Files the nodes read from the temp folder are private.
+
+Parameter override files (sigma_ros.graph.overrides_file): a fresh mkdtemp directory (0700) of the process that writes
+them, a new file (0600) for every node start, nothing read from the shared temp folder, all removed when that process
+exits. The random-weights cache: a folder (0700) that only this user can write.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The four Sigma nodes on real DDS with a SmolVLA backbone (a tiny random SmolVLA, offline): one
-camera frame in, one action plan out, equal to the offline model. The perception node sends the
-VLA's image tokens with the VisionTokens, the language node runs the VLA's prefix and sends its
-action chunk (the baseline) with the HighLevelRep, the action node adds the telepathy residual.
+"""The four Sigma nodes on real DDS with a SmolVLA backbone (a tiny random SmolVLA, offline).
+
+One camera frame in, one action plan out, equal to the offline model. The perception node sends the VLA's image tokens
+with the VisionTokens, the language node runs the VLA's prefix and sends its action chunk (the baseline) with the
+HighLevelRep, the action node adds the telepathy residual.
 """
 
 from __future__ import annotations

@@ -143,8 +143,9 @@ def env_state_encoding(config) -> str | None:
 
 
 def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
-    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed): a
-    template, or under the ``paraphrase`` condition a held-out paraphrase of the same region.
+    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed).
+
+    A template, or under the ``paraphrase`` condition a held-out paraphrase of the same region.
     """
     from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, episode_wording
 
@@ -153,8 +154,9 @@ def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
 
 # ---------------------------------------------------------------------------------- policies
 class SigmaPolicy:
-    """Sigma in a control loop: plans every ``replan_every`` ticks (default: the model's
-    ``n_action_steps``), fuses + C_low every tick.
+    """Sigma in a control loop.
+
+    Plans every ``replan_every`` ticks (default: the model's ``n_action_steps``), fuses + C_low every tick.
     """
 
     def __init__(self, model, telepathy: bool = True, adapter=None, replan_every: int | None = None,
@@ -258,9 +260,10 @@ class SigmaPolicy:
 
 
 class ExpertReference:
-    """The scripted expert's actions from the current simulator state, the reference of a plan's MSEs:
-    a physics-only copy of the scene takes the state over (``ScriptedExpert.reset``, as the expert
-    takes over from a lead policy in sigma-sim-record) and runs ``horizon`` ticks; ``env`` is untouched.
+    """The scripted expert's actions from the current simulator state, the reference of a plan's MSEs.
+
+    A physics-only copy of the scene takes the state over (``ScriptedExpert.reset``, as the expert takes over from a
+    lead policy in sigma-sim-record) and runs ``horizon`` ticks; ``env`` is untouched.
     """
 
     def __init__(self, env) -> None:
@@ -321,8 +324,9 @@ class EpisodeOutcome:
     plan_errors: dict[str, Any] = field(default_factory=dict)  # plan_errors(): the plans' MSEs against the expert
 
     def record(self) -> dict[str, Any]:
-        """A per-episode record for sigma_model.evaluation.report.build_report (batch = episode,
-        sample = plan: tau, alignment and the errors are means over the episode's plans).
+        """Return a per-episode record for sigma_model.evaluation.report.build_report.
+
+        batch = episode, sample = plan: tau, alignment and the errors are means over the episode's plans.
         """
         rec: dict[str, Any] = {
             "condition": self.condition, "batch": self.episode, "num_samples": self.plans,
@@ -339,8 +343,9 @@ class EpisodeOutcome:
 
 
 def plan_errors(policy, config: ClosedLoopConfig) -> dict[str, Any]:
-    """The paper's per-sample fields over the episode's scored plans (vector / chunk / trajectory MSE
-    against the expert's actions from the same state, hard plans and their MSEs); {} when none was scored.
+    """Return the paper's per-sample fields over the episode's scored plans; {} when none was scored.
+
+    Fields: vector / chunk / trajectory MSE against the expert's actions from the same state, hard plans and their MSEs.
     """
     from sigma_model.evaluation.replay import batch_record
 
@@ -363,13 +368,14 @@ def smoothness(commands: np.ndarray) -> tuple[float, float]:
 
 
 def episode_safety_filter(config: ClosedLoopConfig) -> SafetyFilter:
-    """The per-episode safety filter (step and joint limits; plans never time out in-process)."""
+    """Return the per-episode safety filter (step and joint limits; plans never time out in-process)."""
     return SafetyFilter(SafetyConfig(max_step=config.max_step_rad, plan_timeout_s=1e9))
 
 
 def filtered_command(safety: SafetyFilter, target, joint_positions, now: float) -> tuple[np.ndarray, bool]:
-    """The command the filter lets through for a policy target (the measured position on a hold)
-    and whether it limited the step.
+    """Return the command the filter lets through for a policy target and whether it limited the step.
+
+    On a hold the command is the measured position.
     """
     safety.feed_plan(now)
     decision = safety.step(target, joint_positions, now)
@@ -378,11 +384,12 @@ def filtered_command(safety: SafetyFilter, target, joint_positions, now: float) 
 
 
 class EvalEpisode:
-    """The evaluation's side of one closed-loop episode, shared by :func:`run_episode` and the LeRobot
-    env (:mod:`sigma_sim.lerobot_env`): ``reset(seed, instruction)`` starts it; ``step(target)`` passes
-    the policy's joint target through the episode's safety filter to the simulator and counts the
-    ticks the task stays solved; it succeeds once solved for ``success_hold_steps`` consecutive ticks
-    and is ``done`` then or after ``max_steps`` ticks.
+    """The evaluation's side of one closed-loop episode.
+
+    Shared by :func:`run_episode` and the LeRobot env (:mod:`sigma_sim.lerobot_env`): ``reset(seed, instruction)``
+    starts it; ``step(target)`` passes the policy's joint target through the episode's safety filter to the simulator
+    and counts the ticks the task stays solved; it succeeds once solved for ``success_hold_steps`` consecutive ticks and
+    is ``done`` then or after ``max_steps`` ticks.
     """
 
     def __init__(self, env, config: ClosedLoopConfig) -> None:
@@ -448,8 +455,9 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
 
 
 def run_conditions(env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False) -> list[EpisodeOutcome]:
-    """Every policy (condition name -> policy) over the same episodes: episode ``i`` has seed
-    ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``.
+    """Every policy (condition name -> policy) over the same episodes.
+
+    Episode ``i`` has seed ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``.
     """
     outcomes: list[EpisodeOutcome] = []
     t0 = time.perf_counter()
@@ -529,8 +537,9 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
 
 
 def evaluation_env(config: ClosedLoopConfig, image_width: int = 96, image_height: int = 96):
-    """The simulator an evaluation runs in: ``config.control_hz``, camera of the policy's image size,
-    room for ``config.max_steps`` ticks.
+    """Return the simulator an evaluation runs in.
+
+    ``config.control_hz``, camera of the policy's image size, room for ``config.max_steps`` ticks.
     """
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
@@ -542,6 +551,7 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
              progress: bool = False, env=None, init_heads: str | Path | None = None
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run every condition over the same seeded episodes; returns (report, per-episode records).
+
     CHECK A compares ``model``'s heads with ``init_heads`` (not run without).
     """
     from sigma_model.evaluation.adapter import RiskGatedAdapter
@@ -602,6 +612,7 @@ def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None 
                         adapter_config=None, baseline_checkpoint: str | Path | None = None,
                         progress: bool = False, init_heads: str | Path | None = None) -> dict[str, Any]:
     """Load a checkpoint (a sigma_model checkpoint dir), evaluate it, optionally write the report.
+
     CHECK A uses ``init_heads``, by default the training run's initialisation file when found.
     """
     from sigma_model import load_checkpoint

@@ -2,8 +2,8 @@
 
 One command runs the whole pipeline and writes the shipped checkpoint with its provenance::
 
-    sigma-make-default                                  # the recipe of checkpoints/sigma_so101_default (see its PROVENANCE)
-    sigma-make-default --episodes 10 --max-steps 200 --eval-episodes 4 --out /tmp/tiny_default   # smoke run
+    sigma-make-default                                  # the recipe of checkpoints/sigma_so101_default (see its
+    PROVENANCE) sigma-make-default --episodes 10 --max-steps 200 --eval-episodes 4 --out /tmp/tiny_default   # smoke run
 
 Stages (``--stages`` picks a subset; every stage reads the previous stage's output in ``--work-dir``):
 
@@ -265,8 +265,9 @@ def training_config(args, work: Path):
 
 
 def load_env_state_table(demos: Path, encoding: str | None = None) -> dict[tuple[int, int], torch.Tensor]:
-    """(episode_index, frame_index) -> the model's env_state features (:func:`sigma_sim.closed_loop.
-    cube_env_state`) from ``observation.environment_state`` of a recorded LeRobot dataset (read with
+    """Map (episode_index, frame_index) to the model's env_state features of a recorded LeRobot dataset.
+
+    The features (:func:`sigma_sim.closed_loop.cube_env_state`) come from ``observation.environment_state`` (read with
     ``LeRobotDataset``, that column only).
     """
     from sigma_model.data.lerobot_source import load_lerobot_dataset

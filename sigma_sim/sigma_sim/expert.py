@@ -128,8 +128,9 @@ class ScriptedExpert:
         self._take_over()
 
     def _take_over(self) -> None:
-        """Continue from the state another controller left (no-op right after ``env.reset``): a solved
-        task is done; a cube pinched by the closing jaws is gripped, lifted and carried, not dropped.
+        """Continue from the state another controller left (no-op right after ``env.reset``).
+
+        A solved task is done; a cube pinched by the closing jaws is gripped, lifted and carried, not dropped.
         """
         env, cfg = self.env, self.config
         if env.is_success():

@@ -84,8 +84,9 @@ HELD_OUT_PARAPHRASES: dict[str, tuple[str, ...]] = {
 
 
 def instruction_target(instruction: str, regions: tuple[str, ...] = ("left", "right")) -> str:
-    """The placement region an instruction refers to, from the words naming it (:data:`REGION_WORDS`;
-    a region outside that table is named by its own name).
+    """Return the placement region an instruction refers to.
+
+    From the words naming it (:data:`REGION_WORDS`. A region outside that table is named by its own name).
 
     Raises:
         ValueError: If the text names no region or more than one.

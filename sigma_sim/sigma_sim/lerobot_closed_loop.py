@@ -52,8 +52,9 @@ class LeRobotPolicyAdapter:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu") -> LeRobotPolicyAdapter:
-        """A policy saved by lerobot-train (``.../pretrained_model``, a local directory) with its saved
-        processors. Raises FileNotFoundError / ValueError (one line) for a directory that holds none.
+        """Return a policy saved by lerobot-train (``.../pretrained_model``, a local directory) with its saved processors.
+
+        Raises FileNotFoundError / ValueError (one line) for a directory that holds none.
         """
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
@@ -99,8 +100,9 @@ class LeRobotPolicyAdapter:
 
 
 def check_features(config) -> None:
-    """The policy reads what the simulator gives (the front camera, 6 joint positions) and outputs 6
-    joint targets; ValueError (one line) otherwise.
+    """Return the policy reads what the simulator gives (the front camera, 6 joint positions) and outputs 6 joint targets.
+
+    ValueError (one line) otherwise.
     """
     n = len(JOINT_NAMES)
     inputs, outputs = config.input_features or {}, config.output_features or {}
@@ -124,9 +126,11 @@ def check_lerobot_conditions(conditions) -> None:
 
 def evaluate_lerobot_policy(policy: LeRobotPolicyAdapter, config: ClosedLoopConfig | None = None,
                             out_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """The closed-loop evaluation of a LeRobot policy: the same seeded episodes, safety filter and success
-    criterion as Sigma's, a camera of the policy's image size; the report (Sigma's format) names its
-    condition ``lerobot_<type>``; ``"expert"`` in ``config.conditions`` adds the scripted expert.
+    """Return the closed-loop evaluation of a LeRobot policy.
+
+    The same seeded episodes, safety filter and success criterion as Sigma's, a camera of the policy's image size; the
+    report (Sigma's format) names its condition ``lerobot_<type>``; ``"expert"`` in ``config.conditions`` adds the
+    scripted expert.
     """
     cfg = config or ClosedLoopConfig(conditions=("lerobot",))
     check_lerobot_conditions(cfg.conditions)

@@ -86,11 +86,11 @@ class SO101LeRobotGymEnv(gym.Env):
                 {"task": self.episode.instruction, "is_success": self.episode.success})
 
     def task_description(self) -> str:
-        """The episode's instruction (LeRobot passes it to the policy as the task)."""
+        """Return the episode's instruction (LeRobot passes it to the policy as the task)."""
         return self.episode.instruction
 
     def render(self) -> np.ndarray:
-        """The camera frame of the latest observation."""
+        """Return the camera frame of the latest observation."""
         return self._frame
 
     def close(self) -> None:

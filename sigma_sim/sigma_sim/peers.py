@@ -57,7 +57,7 @@ class PeerRecipe:
 
 
 def flag_value(value: Any) -> str:
-    """A value as draccus parses it on the command line (None -> null, sequences -> [a,b])."""
+    """Return a value as draccus parses it on the command line (None -> null, sequences -> [a,b])."""
     if isinstance(value, (tuple, list)):
         return "[" + ",".join(flag_value(v) for v in value) + "]"
     return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
@@ -97,8 +97,10 @@ PEERS: dict[str, PeerRecipe] = {
 
 
 def policy_config(peer: str | PeerRecipe, device: str = "cpu"):
-    """The peer's LeRobot config: its lerobot-train flags (:meth:`PeerRecipe.flags`) parsed by draccus
-    into the policy type's config class, as lerobot-train parses its ``--policy.*`` flags.
+    """Return the peer's LeRobot config.
+
+    Its lerobot-train flags (:meth:`PeerRecipe.flags`) parsed by draccus into the policy type's config class, as
+    lerobot-train parses its ``--policy.*`` flags.
     """
     import draccus
     from lerobot.configs.policies import PreTrainedConfig
@@ -114,8 +116,9 @@ def policy_config(peer: str | PeerRecipe, device: str = "cpu"):
 
 def train_config(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: str | Path, steps: int,
                  batch_size: int = 8, repo_id: str = DEFAULT_REPO_ID, device: str = "cpu", num_workers: int = 4):
-    """lerobot-train's config (``TrainPipelineConfig``) of a peer on a local LeRobot dataset: what
-    :func:`train_command`'s flags give, with no hub push.
+    """lerobot-train's config (``TrainPipelineConfig``) of a peer on a local LeRobot dataset.
+
+    What :func:`train_command`'s flags give, with no hub push.
     """
     from lerobot.configs.default import DatasetConfig
     from lerobot.configs.train import TrainPipelineConfig
@@ -129,7 +132,7 @@ def train_config(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: s
 def train_command(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: str | Path, steps: int,
                   batch_size: int = 8, repo_id: str = DEFAULT_REPO_ID, device: str = "cpu",
                   num_workers: int = 4) -> list[str]:
-    """The ``lerobot-train`` command line of :func:`train_config`."""
+    """Return the ``lerobot-train`` command line of :func:`train_config`."""
     recipe = PEERS[peer] if isinstance(peer, str) else peer
     script = shutil.which("lerobot-train", path=str(Path(sys.executable).parent)) or "lerobot-train"
     return [script, *recipe.flags(), f"--dataset.repo_id={repo_id}", f"--dataset.root={dataset_root}",
@@ -138,7 +141,7 @@ def train_command(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: 
 
 
 def recipes_table() -> str:
-    """The recipes as a Markdown table (one row per change)."""
+    """Return the recipes as a Markdown table (one row per change)."""
     rows = ["| peer | policy | change (LeRobot's default) | why |", "|---|---|---|---|"]
     for name, r in PEERS.items():
         label = f"`{name}`" + (" (scaled down)" if r.scaled_down else "")

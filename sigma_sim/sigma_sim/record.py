@@ -168,8 +168,9 @@ def _init_simulator(sim_config: SimConfig, expert_config: ExpertConfig | None, l
 
 
 def lead_steps_for(seed: int, max_steps: int) -> int:
-    """Ticks a lead policy acts before the expert takes over (episode ``seed``): 0 (a plain
-    demonstration) for a third of the episodes, else uniform in 1..max_steps.
+    """Ticks a lead policy acts before the expert takes over (episode ``seed``).
+
+    0 (a plain demonstration) for a third of the episodes, else uniform in 1..max_steps.
     """
     if max_steps <= 0:
         return 0

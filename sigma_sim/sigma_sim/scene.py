@@ -121,7 +121,7 @@ def look_at_quat(pos, target) -> np.ndarray:
 
 
 def substeps_for(control_dt: float, max_physics_dt: float) -> tuple[int, float]:
-    """Number of physics substeps per control step and the exact timestep."""
+    """Return the number of physics substeps per control step and the exact timestep."""
     n = max(1, math.ceil(control_dt / max_physics_dt - 1e-9))
     return n, control_dt / n
 

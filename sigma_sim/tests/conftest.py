@@ -12,8 +12,9 @@ SIZE = 32  # camera size of the tiny ACT (the tests' simulators render 32x32 too
 
 
 def save_tiny_act(out: Path, action_dim: int = 6) -> Path:
-    """A small untrained ACT (deterministic in eval mode) for the 32x32 simulator, with its processors
-    (normalisation around the home pose), saved in ``out`` as lerobot-train's ``pretrained_model``.
+    """Return a small untrained ACT (deterministic in eval mode) for the 32x32 simulator.
+
+    With its processors (normalisation around the home pose), saved in ``out`` as lerobot-train's ``pretrained_model``.
     """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.act.configuration_act import ACTConfig

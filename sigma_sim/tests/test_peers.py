@@ -1,6 +1,8 @@
-"""Sigma's peers (sigma_sim.peers): the recipes state LeRobot's real defaults and their lerobot-train flags set the
-changes; LeRobot's ACT and Diffusion Policy train a few steps with LeRobot's training loop on a simulator dataset
-and run a closed-loop episode through `sigma-closed-loop --policy-path`, reported in Sigma's format.
+"""Sigma's peers (sigma_sim.peers).
+
+The recipes state LeRobot's real defaults and their lerobot-train flags set the changes; LeRobot's ACT and Diffusion
+Policy train a few steps with LeRobot's training loop on a simulator dataset and run a closed-loop episode through
+`sigma-closed-loop --policy-path`, reported in Sigma's format.
 """
 
 from __future__ import annotations

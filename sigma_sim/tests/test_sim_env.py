@@ -192,8 +192,9 @@ def test_render_returns_image_of_configured_shape():
 
 
 def test_a_rendering_process_can_import_torchvision_afterwards():
-    """Mesa's llvmpipe and triton (loaded by ``import torchvision``, as LeRobot's datasets do) each
-    bring an LLVM; the renderer loads triton's first, else the import after rendering segfaults.
+    """Mesa's llvmpipe and triton (loaded by ``import torchvision``, as LeRobot's datasets do) each bring an LLVM.
+
+    The renderer loads triton's first, else the import after rendering segfaults.
     """
     import subprocess
     import sys

@@ -57,7 +57,7 @@ def test_instructions_alternate_regions():
 
 
 def _simulated(seed: int, index: int, config: SimConfig):
-    """The (frame, task) pairs of the recorder's episode ``index`` (seed ``seed``), simulated again."""
+    """Return the (frame, task) pairs of the recorder's episode ``index`` (seed ``seed``), simulated again."""
     env = SO101PickPlaceEnv(config)
     try:
         return list(episode_frames(env, seed, instruction_for_episode(index, seed)))
@@ -71,8 +71,10 @@ def _as_uint8_hwc(img):
 
 
 def test_record_cli_writes_a_lerobot_dataset_that_reads_back_the_recorded_frames(tmp_path, capsys):
-    """sigma-sim-record writes with LeRobotDataset; LeRobotDataset reads back, frame by frame, the
-    images, states, actions, tasks, timestamps and episode boundaries the simulator produced.
+    """sigma-sim-record writes with LeRobotDataset.
+
+    LeRobotDataset reads back, frame by frame, the images, states, actions, tasks, timestamps and episode boundaries the
+    simulator produced.
     """
     pytest.importorskip("lerobot.datasets.lerobot_dataset")
     from sigma_model.data.lerobot_source import load_lerobot_dataset
@@ -138,10 +140,11 @@ def test_video_recording_reads_back_with_torchcodec(tmp_path, capsys):
 
 
 def test_parallel_recording_writes_the_same_dataset(tmp_path):
-    """Worker processes run ahead; a skipped failure re-simulates the episodes behind it with their
-    corrected index (instruction), so the files equal a one-process recording byte for byte (at the
-    same root: LeRobot's parquet metadata holds a fingerprint of the data it was given, image paths
-    included).
+    """Worker processes run ahead.
+
+    A skipped failure re-simulates the episodes behind it with their corrected index (instruction), so the files equal a
+    one-process recording byte for byte (at the same root: LeRobot's parquet metadata holds a fingerprint of the data it
+    was given, image paths included).
     """
     import hashlib
 
@@ -223,8 +226,9 @@ def test_recording_with_a_lead_checkpoint(tmp_path):
 
 
 def test_expert_taking_over_a_held_cube_carries_it_on():
-    """A lead that grasps and lifts the cube (the expert's own first half) hands over a pinched cube:
-    the expert closes, lifts and carries it without opening the jaws first.
+    """A lead that grasps and lifts the cube (the expert's own first half) hands over a pinched cube.
+
+    The expert closes, lifts and carries it without opening the jaws first.
     """
     from sigma_sim.expert import Phase, ScriptedExpert
 

@@ -37,7 +37,7 @@ class SigmaBackbone(nn.Module):
 
 
 def build_backbone(config: "SigmaConfig") -> SigmaBackbone:
-    """The text backbone named by `config.backbone` ("tiny" or "hf"; VLAs: vla.build_vla)."""
+    """Return the text backbone named by `config.backbone` ("tiny" or "hf"; VLAs: vla.build_vla)."""
     if config.backbone == "tiny":
         from .tiny import TinyDecoderBackbone
 

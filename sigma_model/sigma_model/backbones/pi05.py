@@ -57,16 +57,19 @@ def check_compatible(policy_config, config: SigmaConfig) -> None:
 
 
 def policy_keys(policy, file_keys) -> set[str]:
-    """The policy's state-dict keys a ``model.safetensors`` with `file_keys` fills: LeRobot's own
-    mapping (``_fix_pytorch_state_dict_keys``, then the ``model.`` prefix), as its from_pretrained does.
+    """Return the policy's state-dict keys a ``model.safetensors`` with `file_keys` fills.
+
+    LeRobot's own mapping (``_fix_pytorch_state_dict_keys``, then the ``model.`` prefix), as its from_pretrained does.
     """
     fixed = policy._fix_pytorch_state_dict_keys(dict.fromkeys(file_keys), policy.config)
     return {k if k.startswith("model.") else f"model.{k}" for k in fixed}
 
 
 class PI05ImageEncoder(VLAImageEncoder):
-    """pi0.5's image path (``_preprocess_images`` + ``embed_image``): resize with padding to the
-    policy's resolution, [-1, 1], then PaliGemma's own ``get_image_features`` (SigLIP + projector).
+    """pi0.5's image path (``_preprocess_images`` + ``embed_image``).
+
+    Resize with padding to the policy's resolution, [-1, 1], then PaliGemma's own ``get_image_features`` (SigLIP +
+    projector).
     """
 
     def __init__(self, paligemma_model: nn.Module, resolution: tuple[int, int]) -> None:
@@ -141,8 +144,9 @@ class PI05Backbone(VLABackbone):
         return emb * math.sqrt(emb.shape[-1])
 
     def prompt_tokens(self, texts: list[str], robot_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pi0.5's prompt for this step ("Task: ..., State: <256-bin state>;\\nAction: ") as its preprocessor
-        builds it: token ids and mask [B, tokenizer_max_length].
+        """pi0.5's prompt for this step ("Task. ..., State: <256-bin state>;\\nAction: ") as its preprocessor builds it.
+
+        Token ids and mask [B, tokenizer_max_length].
         """
         from lerobot.processor.converters import create_transition
         from lerobot.processor.core import TransitionKey
@@ -178,8 +182,9 @@ class PI05Backbone(VLABackbone):
         return VLAContext(cache, pad)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None) -> torch.Tensor:
-        """Sigma's block through Gemma (adapters on) on a copy of the prefix cache (the expert's
-        stays untouched); positions continue after the prefix. [B, L, hidden].
+        """Sigma's block through Gemma (adapters on) on a copy of the prefix cache (the expert's stays untouched).
+
+        Positions continue after the prefix. [B, L, hidden].
         """
         if context is None:
             raise ValueError("the pi05 backbone reads Sigma's tokens against its own prefix: pass its VLAContext")

@@ -18,10 +18,11 @@ def require_4bit() -> None:
 
 
 def quantize_linears_4bit(module: nn.Module, skip: tuple[str, ...] = ()) -> int:
-    """Replace every nn.Linear of `module` (except those whose name contains a `skip` fragment) by a
-    frozen NF4 bitsandbytes Linear4bit computing in bf16, and move `module` to the GPU (where the
-    weights are quantised). The packed weights are stored as bf16, so code that casts its inputs to
-    ``layer.weight.dtype`` (LeRobot's policies do) feeds them bf16. Returns the number replaced.
+    """Replace every nn.Linear of `module` by a frozen NF4 bitsandbytes Linear4bit computing in bf16.
+
+    Layers whose name contains a `skip` fragment stay; `module` moves to the GPU (where the weights are quantised). The
+    packed weights are stored as bf16, so code that casts its inputs to ``layer.weight.dtype`` (LeRobot's policies do)
+    feeds them bf16. Returns the number replaced.
     """
     import bitsandbytes as bnb
 

@@ -55,13 +55,14 @@ def check_compatible(policy_config, config: SigmaConfig) -> None:
 
 
 def policy_keys(policy, file_keys) -> set[str]:
-    """The policy's state-dict keys a ``model.safetensors`` with `file_keys` fills (SmolVLA saves its own)."""
+    """Return the policy's state-dict keys a ``model.safetensors`` with `file_keys` fills (SmolVLA saves its own)."""
     return set(file_keys)
 
 
 class SmolVLAImageEncoder(VLAImageEncoder):
-    """SmolVLA's image path (``prepare_images`` + ``embed_image``): resize with padding, [-1, 1],
-    SigLIP vision encoder, pixel-shuffle connector -> image tokens.
+    """SmolVLA's image path (``prepare_images`` + ``embed_image``).
+
+    Resize with padding, [-1, 1], SigLIP vision encoder, pixel-shuffle connector -> image tokens.
     """
 
     def __init__(self, vision_model: nn.Module, connector: nn.Module, resize: tuple[int, int] | None, dim: int) -> None:
@@ -139,8 +140,10 @@ class SmolVLABackbone(VLABackbone):
         return VLAContext(cache, pad)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None) -> torch.Tensor:
-        """Sigma's block through the language model's layers (adapters on), attending to itself and
-        to the cached prefix; positions continue after the prefix. [B, L, hidden] after the final norm.
+        """Sigma's block through the language model's layers (adapters on).
+
+        Attending to itself and to the cached prefix; positions continue after the prefix. [B, L, hidden] after the
+        final norm.
         """
         from lerobot.policies.smolvla.smolvlm_with_expert import apply_rope
 

@@ -26,7 +26,7 @@ CACHE_LIMIT = 4096  # distinct instructions kept; the cache starts over beyond t
 
 
 def resolve_text_encoder(name: str) -> Path:
-    """The model directory `name` refers to (a directory, or an installed package's ``model/``)."""
+    """Return the model directory `name` refers to (a directory, or an installed package's ``model/``)."""
     path = Path(name).expanduser()
     if not path.is_dir() and name.isidentifier():
         spec = importlib.util.find_spec(name)
@@ -66,6 +66,7 @@ class PretrainedTextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L] token ids and mask -> [B, L, hidden_size] last hidden states (zeros where masked).
+
         Each row is encoded on its own (no padding), so its states do not depend on the batch.
         """
         out = ids.new_zeros(*ids.shape, self.hidden_size, dtype=torch.float32)

@@ -50,8 +50,9 @@ SAFETENSORS_FILE = "model.safetensors"
 
 @dataclass
 class VLAContext:
-    """A VLA's own prefix for one step: the per-layer key/value cache of its language model
-    (adapters off) and the prefix's validity mask [B, L_prefix].
+    """A VLA's own prefix for one step.
+
+    The per-layer key/value cache of its language model (adapters off) and the prefix's validity mask [B, L_prefix].
     """
 
     past_key_values: Any
@@ -122,15 +123,16 @@ class VLABackbone(SigmaBackbone):
         return out[TransitionKey.OBSERVATION][OBS_STATE]
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """The policy's normalised actions -> radians (LeRobot's unnormalizer step)."""
+        """Return the policy's normalised actions -> radians (LeRobot's unnormalizer step)."""
         from lerobot.processor.converters import create_transition
         from lerobot.processor.core import TransitionKey
 
         return self._unnormalizer(create_transition(action=actions.float()))[TransitionKey.ACTION]
 
     def tokenize(self, texts: list[str], max_length: int) -> TextTokens:
-        """The instruction as the policy's own preprocessor tokenizes it (its tokenizer and length;
-        ``max_length`` of the config does not apply).
+        """Return the instruction as the policy's own preprocessor tokenizes it (its tokenizer and length).
+
+        ``max_length`` of the config does not apply.
         """
         from lerobot.processor.converters import create_transition
         from lerobot.processor.core import TransitionKey
@@ -147,14 +149,15 @@ class VLABackbone(SigmaBackbone):
 
     # ------------------------------------------------------------ the stages
     def prefix(self, text: TextTokens, image_tokens: torch.Tensor, robot_state: torch.Tensor) -> VLAContext:
-        """The policy's own prefix through its language model, adapters off, no gradient."""
+        """Return the policy's own prefix through its language model, adapters off, no gradient."""
         with torch.no_grad(), adapters_disabled(self.decoder):
             return self._run_prefix(text, image_tokens, robot_state)
 
     def sample_actions(self, context: VLAContext, generator: torch.Generator | None = None,
                        noise_scale: float = 1.0) -> torch.Tensor:
-        """The action expert's chunk [B, action_horizon, action_dim] in radians: the policy's own
-        flow-matching sampler from noise N(0, noise_scale^2) (seeded by ``generator``).
+        """Return the action expert's chunk [B, action_horizon, action_dim] in radians.
+
+        The policy's own flow-matching sampler from noise N(0, noise_scale^2) (seeded by ``generator``).
         """
         b = context.pad_mask.shape[0]
         shape = (b, self.action_horizon, self.policy.config.max_action_dim)
@@ -167,8 +170,9 @@ class VLABackbone(SigmaBackbone):
         raise NotImplementedError
 
     def _denoise(self, context: VLAContext, noise: torch.Tensor) -> torch.Tensor:
-        """The policy's ``sample_actions`` after its prefix: ``flow_steps`` Euler steps of its own
-        ``denoise_step`` from t = 1 to 0 on the cached prefix.
+        """Return the policy's ``sample_actions`` after its prefix.
+
+        ``flow_steps`` Euler steps of its own ``denoise_step`` from t = 1 to 0 on the cached prefix.
         """
         dt = -1.0 / self.flow_steps
         x = noise
@@ -182,8 +186,9 @@ class VLABackbone(SigmaBackbone):
 # ---------------------------------------------------------------- helpers
 @contextlib.contextmanager
 def adapters_disabled(module: nn.Module):
-    """Run `module` without its peft adapters (the VLA's own prefix stays the untuned policy's);
-    the adapters' requires_grad flags are restored afterwards.
+    """Run `module` without its peft adapters (the VLA's own prefix stays the untuned policy's).
+
+    The adapters' requires_grad flags are restored afterwards.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -202,9 +207,10 @@ def adapters_disabled(module: nn.Module):
 
 @contextlib.contextmanager
 def precomputed_image_embeddings(owner: nn.Module):
-    """The policy's ``embed_prefix`` calls ``owner.embed_image(image)`` per camera; inside this
-    context that call returns its argument, so the prefix takes the image tokens the vision stage
-    computed (the vision encoder runs once per frame, in the vision workspace).
+    """Yield a context in which the policy's ``embed_prefix`` calls ``owner.embed_image(image)`` per camera.
+
+    Inside this context that call returns its argument, so the prefix takes the image tokens the vision stage computed
+    (the vision encoder runs once per frame, in the vision workspace).
     """
     owner.embed_image = lambda tokens: tokens
     try:
@@ -225,9 +231,10 @@ def _policy_class(kind: str):
 
 
 def _check_weights_loaded(policy: nn.Module, path_or_id: str, drop: tuple[str, ...], policy_keys) -> None:
-    """Raise unless the checkpoint file holds every weight the policy needs (LeRobot loads
-    non-strictly: a missing tensor would silently stay random). `policy_keys(policy, file_keys)`:
-    the policy's keys the file fills (the policy's own key mapping).
+    """Raise unless the checkpoint file holds every weight the policy needs.
+
+    LeRobot loads non-strictly: a missing tensor would silently stay random. `policy_keys(policy, file_keys)`: the
+    policy's keys the file fills (the policy's own key mapping).
     """
     from safetensors import safe_open
 
@@ -246,10 +253,11 @@ def _check_weights_loaded(policy: nn.Module, path_or_id: str, drop: tuple[str, .
 
 
 def load_lerobot_policy(kind: str, path_or_id: str, drop: tuple[str, ...] = (), policy_keys=None):
-    """A LeRobot policy by kind from a local directory or a hub id (``config.json`` +
-    ``model.safetensors``), on the CPU in eval mode; clear errors without LeRobot or the files.
-    ``drop``: key fragments of weights the caller never uses (allowed to be absent);
-    ``policy_keys``: the policy's mapping from file keys to its state-dict keys (None: the same).
+    """Return a LeRobot policy by kind from a local directory or a hub id (``config.json`` + ``model.safetensors``).
+
+    On the CPU in eval mode; clear errors without LeRobot or the files. ``drop``: key fragments of weights the caller
+    never uses (allowed to be absent); ``policy_keys``: the policy's mapping from file keys to its state-dict keys
+    (None: the same).
     """
     cls = _policy_class(kind)
     from lerobot.configs.policies import PreTrainedConfig
@@ -282,8 +290,9 @@ def dataset_stats(config: SigmaConfig) -> dict | None:
 
 
 def build_vla(config: SigmaConfig, vision: bool, language: bool) -> tuple[VLAImageEncoder | None, VLABackbone | None]:
-    """The VLA parts the requested workspaces hold: the image encoder (vision) and the language
-    backbone (language). The policy is loaded once; what no workspace holds is dropped.
+    """Return the VLA parts the requested workspaces hold: the image encoder (vision) and the language backbone (language).
+
+    The policy is loaded once; what no workspace holds is dropped.
     """
     if config.backbone_4bit:
         require_4bit()

@@ -63,8 +63,9 @@ def _unquote(raw: str, key: str, lineno: int, path: str) -> str:
 
 
 def parse_env_text(text: str, path: str = "<env>") -> dict[str, str]:
-    """Parse env-file text into an ordered dict (later keys win).  Raises ValueError on bad lines
-    (the message names the line number and key only, never the value).
+    """Parse env-file text into an ordered dict (later keys win).
+
+    Raises ValueError on bad lines (the message names the line number and key only, never the value).
     """
     out: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -166,7 +167,7 @@ def load_sigma_env(path: str | os.PathLike | None = DEFAULT_ENV_FILE, *, overrid
 
 
 def get_hf_token(env: Mapping[str, str] | None = None) -> str | None:
-    """The HF token from ``env`` (a SigmaEnv or mapping) or the process environment."""
+    """Return the HF token from ``env`` (a SigmaEnv or mapping) or the process environment."""
     sources = [env] if env is not None else []
     sources.append(os.environ)
     for src in sources:

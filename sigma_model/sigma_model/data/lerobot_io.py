@@ -85,8 +85,10 @@ def create_lerobot_dataset(root: str | os.PathLike, repo_id: str, fps: int, feat
 
 
 def finalize_lerobot_dataset(dataset) -> None:
-    """Discard unsaved frames (and their PNG files), ``dataset.finalize()``, remove the empty temporary
-    ``images/`` folders, then write ``meta/stats.json`` in the order of the features (deterministic bytes).
+    """Discard unsaved frames (and their PNG files), ``dataset.finalize()``.
+
+    Remove the empty temporary ``images/`` folders, then write ``meta/stats.json`` in the order of the features
+    (deterministic bytes).
     """
     from lerobot.datasets.utils import write_stats
 
@@ -114,8 +116,9 @@ def _metadata(dataset: str | os.PathLike):
 
 def normalization_stats(dataset: str | os.PathLike, state_key: str = "observation.state",
                         action_key: str = "action", min_std: float = 1e-3) -> dict[str, list[float]]:
-    """SigmaConfig ``state_mean/state_std/action_mean/action_std`` from a LeRobot dataset's statistics
-    (``LeRobotDatasetMetadata.stats``; a local root, its ``meta/stats.json`` or a hub id); stds are
+    """Return SigmaConfig ``state_mean/state_std/action_mean/action_std`` from a LeRobot dataset's statistics.
+
+    The statistics are ``LeRobotDatasetMetadata.stats`` (a local root, its ``meta/stats.json`` or a hub id); stds are
     floored at ``min_std`` so a joint that never moved stays finite.
     """
     meta = _metadata(dataset)

@@ -1,5 +1,6 @@
-"""Loading LeRobot datasets by hub id or local path with LeRobot's ``LeRobotDataset``, with cache
-prefetch and retry/backoff.
+"""Loading LeRobot datasets by hub id or local path with LeRobot's ``LeRobotDataset``.
+
+With cache prefetch and retry/backoff.
 
 Paper section 4.1: ``load_sigma_env`` -> ``load_lerobot_dataset`` -> ``prefetch_hf_dataset`` (cache
 warm-up with exponential backoff and HTTP 429 detection) -> ``safe_iter_dataset`` (per-step retries).
@@ -68,7 +69,7 @@ def http_status_of(exc: BaseException) -> int | None:
 
 
 def is_rate_limit_error(exc: BaseException) -> bool:
-    """True for HTTP 429 / "Too Many Requests" errors."""
+    """Return True for HTTP 429 / "Too Many Requests" errors."""
     if http_status_of(exc) == 429:
         return True
     msg = str(exc).lower()
@@ -268,7 +269,7 @@ _OFFLINE_NAMES = ("OfflineModeIsEnabled", "LocalEntryNotFoundError", "HfHubOffli
 
 def _unavailable_error(repo_id: str, exc: BaseException, revision: str | None,
                        cache: str | None) -> DatasetUnavailableError | None:
-    """The clear error for a hub failure (offline, not found, auth, retries exhausted), else None."""
+    """Return the clear error for a hub failure (offline, not found, auth, retries exhausted), else None."""
     name = type(exc).__name__
     if name in _OFFLINE_NAMES or hf_offline() and isinstance(exc, (OSError, ConnectionError)):
         return DatasetUnavailableError(_offline_message(repo_id, cache))
@@ -361,8 +362,10 @@ class FrameSource:
         return len(self.dataset)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """The frames, read with one torch thread: LeRobotDataset converts each frame with a few small
-        torch ops (ToTensor), which intra-op threads slow down ~10x on a busy 2-core machine.
+        """Yield the frames, read with one torch thread.
+
+        LeRobotDataset converts each frame with a few small torch ops (ToTensor), which intra-op threads slow down ~10x
+        on a busy 2-core machine.
         """
         import torch
 
@@ -418,7 +421,7 @@ def _episodes_arg(max_episodes: int | None, episodes: Sequence[int] | None, tota
 
 
 def episode_files(meta: Any, episodes: Sequence[int] | None) -> list[str]:
-    """The data (and video) files, relative to the dataset root, that hold ``episodes`` (None: all)."""
+    """Return the data (and video) files, relative to the dataset root, that hold ``episodes`` (None: all)."""
     eps = range(int(meta.total_episodes)) if episodes is None else episodes
     files = {str(meta.get_data_file_path(e)) for e in eps}
     files |= {str(meta.get_video_file_path(e, key)) for key in meta.video_keys for e in eps}
@@ -428,8 +431,9 @@ def episode_files(meta: Any, episodes: Sequence[int] | None) -> list[str]:
 def open_lerobot_metadata(dataset: str | os.PathLike, *, revision: str | None = None,
                           root: str | os.PathLike | None = None, policy: RetryPolicy | None = None,
                           sleep: Callable[[float], None] = time.sleep) -> Any:
-    """``LeRobotDatasetMetadata`` of a local dataset directory or a hub id (``meta/`` is downloaded by
-    LeRobot, with retries; ``root``: where, default ``$HF_LEROBOT_HOME/<repo_id>``).
+    """Return the ``LeRobotDatasetMetadata`` of a local dataset directory or a hub id.
+
+    LeRobot downloads ``meta/``, with retries; ``root``: where, default ``$HF_LEROBOT_HOME/<repo_id>``.
     """
     lr = import_lerobot()
     ref = str(dataset)
@@ -458,8 +462,9 @@ def load_lerobot_dataset(
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FrameSource:
-    """Open a LeRobot dataset by hub id (``lerobot/svla_so101_pickplace``) or local directory with
-    LeRobot's ``LeRobotDataset``; ``max_episodes`` keeps the first N episodes.
+    """Open a LeRobot dataset by hub id (``lerobot/svla_so101_pickplace``) or local directory.
+
+    LeRobot's ``LeRobotDataset`` reads it; ``max_episodes`` keeps the first N episodes.
 
     A hub id: LeRobot downloads ``meta/``; :func:`prefetch_hf_dataset` then fetches the selected
     episodes' files into ``root`` (default ``$HF_LEROBOT_HOME/<repo_id>``) with backoff, unless they

@@ -51,8 +51,10 @@ class PreprocessMismatchError(RuntimeError):
 
 
 def resolve_baseline_policy(spec: str | None) -> Callable | None:
-    """``None`` | ``"hold_state"`` | ``"package.module:callable"`` (a factory is called if it takes no
-    sample: the callable must map a sample dict to ``{action_vector, action_chunk, action_trajectory}``).
+    """Resolve the baseline policy ``None`` | ``"hold_state"`` | ``"package.module:callable"``.
+
+    A factory is called if it takes no sample: the callable must map a sample dict to
+    ``{action_vector, action_chunk, action_trajectory}``.
     """
     if not spec or spec == "none":
         return None
@@ -209,7 +211,7 @@ def preprocess_dataset(
 
 
 def _check_complete_output(out: Path, meta: dict[str, Any]) -> None:
-    """A complete run's shards must all be present and intact (cheap header/size check)."""
+    """Return a complete run's shards must all be present and intact (cheap header/size check)."""
     from .shards import read_shard_header  # noqa: PLC0415
 
     for entry in meta.get("shards", []):

@@ -60,8 +60,9 @@ def write_synthetic_dataset(root: str | os.PathLike, episodes: Sequence[tuple[in
                             fps: int = 10, image_hw: tuple[int, int] = (24, 32), dim: int = 6,
                             action_norm: float = 1.0, repo_id: str = "local/sigma_synthetic",
                             image_key: str = "observation.images.front", overwrite: bool = False) -> Path:
-    """Write episodes given as ``[(static_frames, moving_frames), ...]`` with ``LeRobotDataset``;
-    returns the root.
+    """Write episodes given as ``[(static_frames, moving_frames), ...]`` with ``LeRobotDataset``.
+
+    Returns the root.
     """
     ds = create_lerobot_dataset(root, repo_id, fps, synthetic_features(image_hw, dim, image_key),
                                 robot_type="so101_follower", overwrite=overwrite)

@@ -239,8 +239,9 @@ def find_text_key(example: Mapping[str, Any], key: str | None = None) -> str | N
 
 
 def _to_hwc_uint8(img: Any) -> np.ndarray:
-    """Any supported image value -> contiguous HWC uint8 RGB numpy array (no torch ops: these tiny
-    per-frame ops are much faster single-threaded in numpy/PIL than with torch intra-op threads).
+    """Any supported image value -> contiguous HWC uint8 RGB numpy array (no torch ops).
+
+    These tiny per-frame ops are much faster single-threaded in numpy/PIL than with torch intra-op threads.
     """
     if isinstance(img, dict):
         data = img.get("bytes")
@@ -318,7 +319,7 @@ def resize_chw_uint8(img: torch.Tensor, size: tuple[int, int] | None) -> torch.T
 
 def pick_rgb_from_example(example: Mapping[str, Any], key: str | None = None,
                           size: tuple[int, int] | None = None) -> torch.Tensor:
-    """The example's RGB image as uint8 ``[3, H, W]`` (optionally resized to ``size=(H, W)``).
+    """Return the example's RGB image as uint8 ``[3, H, W]`` (optionally resized to ``size=(H, W)``).
 
     Accepts CHW/HWC tensors or arrays (uint8, or float in [0, 1] as LeRobot returns them), PIL images,
     encoded bytes, or ``{"bytes", "path"}`` dicts (HF ``datasets.Image`` storage).
@@ -342,7 +343,7 @@ def pick_state_from_example(example: Mapping[str, Any], key: str | None = None) 
 
 
 def pick_action_from_example(example: Mapping[str, Any], key: str | None = None) -> torch.Tensor:
-    """Action as float32 ``[action_dim]``."""
+    """Return the action as float32 ``[action_dim]``."""
     k = find_action_key(example, key)
     return _to_float_vector(example[k], f"action {k!r}")
 
@@ -509,7 +510,7 @@ def _baseline_outputs(out: Any, chunk_len: int, horizon_T: int, action_dim: int)
 
 
 def hold_state_baseline(sample: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """A trivial deterministic baseline: hold the current joint positions (state) for every step.
+    """Return a trivial deterministic baseline: hold the current joint positions (state) for every step.
 
     Suited to absolute joint-position action spaces (SO-101), where it means "do not move".
     Requires state_dim == action_dim.

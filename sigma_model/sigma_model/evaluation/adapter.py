@@ -91,7 +91,7 @@ class AdapterOutput:
     fallback: torch.Tensor  # bool: item reverted to the baseline
 
     def terms(self) -> dict[str, torch.Tensor]:
-        """The per-item diagnostics (everything except the actions)."""
+        """Return the per-item diagnostics (everything except the actions)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("action_")}
 
 
@@ -113,7 +113,7 @@ class RiskGatedAdapter:
         return f"RiskGatedAdapter({self.config})"
 
     def scale_from_risk(self, risk: torch.Tensor) -> torch.Tensor:
-        """The exponential map, clamped to [min_scale, max_scale] (no fallback handling)."""
+        """Return the exponential map, clamped to [min_scale, max_scale] (no fallback handling)."""
         c = self.config
         s = c.min_scale + (c.max_scale - c.min_scale) * torch.exp(-c.k * risk)
         return s.clamp(c.min_scale, c.max_scale)
@@ -183,8 +183,9 @@ class RiskGatedAdapter:
             )
 
     def adapt_output(self, action, tau: torch.Tensor, baseline=None) -> AdapterOutput:
-        """Adapt a `sigma_model.ActionOutput` against its own tau = 0 baseline, or against
-        `baseline` = (vector, chunk, trajectory) from an external base policy.
+        """Adapt a `sigma_model.ActionOutput` against its own tau = 0 baseline.
+
+        Against `baseline` = (vector, chunk, trajectory) from an external base policy.
         """
         if baseline is None:
             baseline = (action.baseline_vector, action.baseline_chunk, action.baseline_trajectory)

@@ -38,7 +38,7 @@ def heads_tensors(model) -> dict[str, torch.Tensor]:
 
 
 def check_a_stats(tensors: Mapping[str, torch.Tensor], source: str = "model") -> dict[str, Any]:
-    """The paper's statistics: number of heads tensors and the mean / std / rms over all their values."""
+    """Return the paper's statistics: number of heads tensors and the mean / std / rms over all their values."""
     floats = [tensors[k].detach().reshape(-1).double().cpu() for k in sorted(tensors) if tensors[k].is_floating_point()]
     if not floats:
         return {"heads_tensors": len(tensors), "num_values": 0, "mean": None, "std": None, "rms": None, "source": source}
@@ -54,7 +54,7 @@ def check_a_stats(tensors: Mapping[str, torch.Tensor], source: str = "model") ->
 
 
 def check_a(model, heads_file: str | Path | None = None) -> dict[str, Any]:
-    """The statistics from the heads file when given (and checked against the model), else from the model."""
+    """Return the statistics from the heads file when given (and checked against the model), else from the model."""
     own = heads_tensors(model)
     if heads_file is None:
         return check_a_stats(own, "model")
@@ -104,8 +104,10 @@ def compare_with_init(current: Mapping[str, torch.Tensor], initial: Mapping[str,
 
 
 def find_init_heads(checkpoint: str | Path) -> Path | None:
-    """The run's sigma_telepathy_heads_init.safetensors for a checkpoint: in the directory itself (a
-    shipped model) or the training output directory above a step's model/ (``<out>/checkpoints/step_N/model``).
+    """Return the run's sigma_telepathy_heads_init.safetensors for a checkpoint.
+
+    In the directory itself (a shipped model) or the training output directory above a step's model/
+    (``<out>/checkpoints/step_N/model``).
     """
     p = Path(checkpoint).resolve()
     for d in (p, *list(p.parents)[:3]):
@@ -117,9 +119,10 @@ def find_init_heads(checkpoint: str | Path) -> Path | None:
 def check_a_section(model, heads_file: str | Path | None = None, init_heads: str | Path | None = None,
                     control_model=None, control_heads: str | Path | None = None,
                     min_relative_change: float = MIN_RELATIVE_CHANGE) -> dict[str, Any]:
-    """The report's ``check_a``: the paper's statistics of the experimental and control groups (the
-    control is the experimental model when no separate one is given) and the comparison of the
-    experimental heads with ``init_heads``.
+    """Return the report's ``check_a``.
+
+    The paper's statistics of the experimental and control groups (the control is the experimental model when no
+    separate one is given) and the comparison of the experimental heads with ``init_heads``.
     """
     experimental = check_a(model, heads_file)
     control = check_a(control_model, control_heads) if control_model is not None else experimental

@@ -155,17 +155,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", heads: str 
 
 # ----------------------------------------------------------------------------- data
 def _shard_dataset(shards_dir: str | Path, lanes: int = 1):
-    """The shards, caching enough of them for ``lanes`` episodes replayed side by side."""
+    """Return the shards, caching enough of them for ``lanes`` episodes replayed side by side."""
     from ..data.shards import ShardDataset
 
     return ShardDataset(shards_dir, cache_shards=lanes + 2)
 
 
 def episode_batches(dataset, batch_size: int, max_batches: int | None = None) -> list[list[int]]:
-    """Sample indices of each batch: ``batch_size`` lanes, each replaying one episode's windows in
-    frame order and taking the next episode (in dataset order) when its own ends, so a batch holds at
-    most one window per episode and a window's predecessor is in the batch before. Samples without
-    ``episode_index``: consecutive samples.
+    """Sample indices of each batch.
+
+    ``batch_size`` lanes, each replaying one episode's windows in frame order and taking the next episode (in dataset
+    order) when its own ends, so a batch holds at most one window per episode and a window's predecessor is in the batch
+    before. Samples without ``episode_index``: consecutive samples.
     """
     n = len(dataset)
     if n == 0 or "episode_index" not in dataset[0]:
@@ -192,7 +193,7 @@ def episode_batches(dataset, batch_size: int, max_batches: int | None = None) ->
 
 
 def iterate_batches(dataset, plan: Iterable[Sequence[int]]) -> Iterator[dict[str, Any]]:
-    """The collated batches of a plan (lists of sample indices, e.g. :func:`episode_batches`)."""
+    """Yield the collated batches of a plan (lists of sample indices, e.g. :func:`episode_batches`)."""
     from ..data.shards import collate_sigma_samples
 
     for idxs in plan:
@@ -200,10 +201,11 @@ def iterate_batches(dataset, plan: Iterable[Sequence[int]]) -> Iterator[dict[str
 
 
 class EpisodeState:
-    """tau and semantic memory carried from window to window of each episode, as the robot carries them
-    from plan to plan: the previous window's tau is tau_prev (vision stage), its memory m_{t-1}
-    (language stage); both are zero at an episode's first window, the memory also at a new instruction
-    (the language node's rule; the perception node keeps tau).
+    """tau and semantic memory carried from window to window of each episode.
+
+    As the robot carries them from plan to plan: the previous window's tau is tau_prev (vision stage), its memory
+    m_{t-1} (language stage); both are zero at an episode's first window, the memory also at a new instruction (the
+    language node's rule; the perception node keeps tau).
     """
 
     def __init__(self, d_tau: int, d_model: int) -> None:
@@ -252,8 +254,10 @@ def _first(x: torch.Tensor, per_sample_dims: int) -> torch.Tensor:
 
 
 def observation_from_batch(batch: Mapping[str, Any], config: SigmaConfig, device: torch.device) -> tuple[SigmaObservation, bool]:
-    """(observation, state_dim_corrected): image resized to the model's size, robot_state padded
-    with zeros or truncated to config.state_dim (the paper's robot_state dimension correction).
+    """(observation, state_dim_corrected).
+
+    Image resized to the model's size, robot_state padded with zeros or truncated to config.state_dim (the paper's
+    robot_state dimension correction).
     """
     images = _first(batch["vision_inputs"], 3)
     if images.dim() != 4 or images.shape[1] != config.image_channels:
@@ -298,7 +302,7 @@ def _targets(batch: Mapping[str, Any], keys: Sequence[str], config: SigmaConfig,
 
 # ----------------------------------------------------------------------------- metrics
 def text_embedding(model: SigmaModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The instruction's embedding: masked mean of the backbone token embeddings, in d_model."""
+    """Return the instruction's embedding: masked mean of the backbone token embeddings, in d_model."""
     language = model.language
     emb = language.backbone.embed_text(ids)
     pooled = masked_mean(emb.float(), mask)
@@ -319,8 +323,9 @@ def batch_record(
     hard_thresholds: Mapping[str, float],
     success_thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One per-batch record (the keys `sigma_model.evaluation.report` aggregates); with
-    ``success_thresholds`` it counts the samples whose MSEs are all within them.
+    """One per-batch record (the keys `sigma_model.evaluation.report` aggregates).
+
+    With ``success_thresholds`` it counts the samples whose MSEs are all within them.
     """
     mses = [per_sample_mse(a, t) for a, t in zip(actions, targets)]
     names = ("mse_vec", "mse_chk", "mse_trj")
@@ -541,9 +546,10 @@ def run_replay(
     dataset=None,
     plan: Sequence[Sequence[int]] | None = None,
 ) -> tuple[dict[str, Any], ReplayResult]:
-    """Load shards + checkpoint, replay (``plan``: the batches' sample indices, default
-    :func:`episode_batches`), build the report and (out_dir given) write its files. CHECK A compares
-    with ``init_heads`` (default: the run's initialisation file next to the checkpoint, when found).
+    """Load shards + checkpoint, replay (``plan``. The batches' sample indices, default :func:`episode_batches`).
+
+    Build the report and (out_dir given) write its files. CHECK A compares with ``init_heads`` (default: the run's
+    initialisation file next to the checkpoint, when found).
     """
     from .report import build_report, write_report
 

@@ -256,8 +256,9 @@ def _null_reasons(out: Mapping[str, Any], has_hard: bool) -> dict[str, str]:
 
 def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: Mapping[str, float],
                         reasons: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The paper's summary fields for the records of one condition (``reasons`` overrides the
-    default explanation of a null field).
+    """Return the paper's summary fields for the records of one condition.
+
+    ``reasons`` overrides the default explanation of a null field.
     """
     n_samples = sum(int(r.get("num_samples", 0)) for r in records)
     batches = {r.get("batch") for r in records}
@@ -300,9 +301,10 @@ def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: M
 
 
 def success_rate_of(entry: Mapping[str, Any], kind: str = "episode") -> float | None:
-    """``entry``'s ``<kind>_success_rate`` ("episode" or "window"), also from a report written before the
-    rename (``sigma-eval-v1``: ``success_rate``, which meant episodes in a closed-loop report and
-    windows within the thresholds in an offline one; ``kind`` says which the caller reads).
+    """``entry``'s ``<kind>_success_rate`` ("episode" or "window").
+
+    Also from a report written before the rename (``sigma-eval-v1``: ``success_rate``, which meant episodes in a
+    closed-loop report and windows within the thresholds in an offline one; ``kind`` says which the caller reads).
     """
     if kind not in ("episode", "window"):
         raise ValueError(f"kind must be 'episode' or 'window', got {kind!r}")
@@ -311,7 +313,7 @@ def success_rate_of(entry: Mapping[str, Any], kind: str = "episode") -> float | 
 
 
 def paired_series(records: Sequence[Mapping[str, Any]], condition: str, reference: str, key: str):
-    """(reference values, candidate values, weights) over the batches both conditions have."""
+    """Return (reference values, candidate values, weights) over the batches both conditions have."""
     ref = {r["batch"]: r for r in records if r["condition"] == reference}
     cand = {r["batch"]: r for r in records if r["condition"] == condition}
     batches = sorted(set(ref) & set(cand), key=lambda b: (str(type(b)), b))
@@ -327,7 +329,7 @@ def paired_series(records: Sequence[Mapping[str, Any]], condition: str, referenc
 
 
 def check_b_rows(records: Sequence[Mapping[str, Any]], every: int = 20) -> list[dict[str, Any]]:
-    """The per-batch table of the paper's Tables 2 and 3 (every `every`-th batch, per condition)."""
+    """Return the per-batch table of the paper's Tables 2 and 3 (every `every`-th batch, per condition)."""
     every = max(1, int(every))
     rows = []
     for cond in conditions_in(records):

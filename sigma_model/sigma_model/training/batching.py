@@ -53,7 +53,7 @@ def collate_samples(samples: Sequence[dict]) -> dict:
 
 
 def epoch_order(num_samples: int, epoch: int, seed: int, shuffle: bool = True) -> list[int]:
-    """The sample order of one epoch: a permutation that depends only on (seed, epoch)."""
+    """Return the sample order of one epoch: a permutation that depends only on (seed, epoch)."""
     if not shuffle:
         return list(range(num_samples))
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
@@ -233,10 +233,11 @@ class SyntheticWindows:
 
 # ------------------------------------------------------ consecutive windows
 class PreviousWindowDataset:
-    """Adds `prev_vision_inputs` / `prev_robot_state` to every sample: the observation of the
-    preceding kept window of the same episode (largest smaller frame_index), or the sample's own
-    observation for an episode's first window. Needs `episode_index` and `frame_index` per sample
-    (the sigma_model.data shards carry them). `has_previous` says which case applied.
+    """Adds `prev_vision_inputs` / `prev_robot_state` to every sample.
+
+    The observation of the preceding kept window of the same episode (largest smaller frame_index), or the sample's own
+    observation for an episode's first window. Needs `episode_index` and `frame_index` per sample (the sigma_model.data
+    shards carry them). `has_previous` says which case applied.
     """
 
     def __init__(self, dataset) -> None:

@@ -104,7 +104,7 @@ def step_dir_name(step: int) -> str:
 
 
 def plain_key(key: str) -> str:
-    """A state-dict key without peft's wrapper level (`q_proj.base_layer.weight` -> `q_proj.weight`)."""
+    """Return a state-dict key without peft's wrapper level (`q_proj.base_layer.weight` -> `q_proj.weight`)."""
     return key.replace(".base_layer.", ".")
 
 
@@ -116,8 +116,9 @@ def heads_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def backbone_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's own (non-LoRA) weights under plain key names; none of a backbone whose
-    weights are external (a VLA: its checkpoint is referenced, never copied).
+    """Return the backbone's own (non-LoRA) weights under plain key names.
+
+    None of a backbone whose weights are external (a VLA: its checkpoint is referenced, never copied).
     """
     prefixes, external = backbone_prefixes(model), external_prefixes(model)
     return {plain_key(k): v for k, v in model.state_dict().items()
@@ -143,7 +144,7 @@ def save_heads(model: nn.Module, path: str | Path) -> Path:
 
 
 def save_init_heads(model: nn.Module, output_dir: str | Path) -> Path:
-    """The heads a run starts from, `<output_dir>/sigma_telepathy_heads_init.safetensors` (atomic)."""
+    """Return the heads a run starts from, `<output_dir>/sigma_telepathy_heads_init.safetensors` (atomic)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{INIT_HEADS_FILE}.{os.getpid()}.tmp"
@@ -178,10 +179,11 @@ class _MergedView:
 
 
 def export_merged_model(model: nn.Module, directory: str | Path, config: SigmaConfig | None = None) -> Path:
-    """A plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads;
-    `config` replaces the model's (same architecture, e.g. with normalisation statistics added).
-    A backbone with external weights cannot be merged without copying it: its adapters stay
-    unmerged (re-applied at load from config.backbone_lora).
+    """Return a plain sigma_model checkpoint (LoRA merged) that `sigma_model.load_checkpoint` reads.
+
+    `config` replaces the model's (same architecture, e.g. with normalisation statistics added). A backbone with
+    external weights cannot be merged without copying it: its adapters stay unmerged (re-applied at load from
+    config.backbone_lora).
     """
     return save_checkpoint(_MergedView(model, config), directory)
 
@@ -293,8 +295,9 @@ def save_training_checkpoint(
     save_frozen_backbone: bool = True,
     ema: WeightEMA | None = None,
 ) -> Path:
-    """Write `<root>/step_<step>/` atomically and point `<root>/latest` at it. Returns the path.
-    With `ema`, model/ holds the averaged weights and ema.safetensors the average itself.
+    """Write `<root>/step_<step>/` atomically and point `<root>/latest` at it.
+
+    Returns the path. With `ema`, model/ holds the averaged weights and ema.safetensors the average itself.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -356,7 +359,7 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The checkpoint `<root>/latest` names (or the highest step directory), None when there is none."""
+    """Return the checkpoint `<root>/latest` names (or the highest step directory), None when there is none."""
     root = Path(root)
     pointer = root / LATEST
     if pointer.is_file():
@@ -385,8 +388,10 @@ def read_checkpoint_configs(path: str | Path) -> tuple[TrainingConfig, SigmaConf
 
 
 def load_model_state(path: str | Path, model: nn.Module) -> None:
-    """Frozen backbone (when saved), heads and LoRA adapters of a checkpoint into `model`
-    (built from the checkpoint's sigma_config, with LoRA already applied when the run used it).
+    """Frozen backbone (when saved).
+
+    Heads and LoRA adapters of a checkpoint into `model` (built from the checkpoint's sigma_config, with LoRA already
+    applied when the run used it).
     """
     path = Path(path)
     if (path / BACKBONE_FILE).is_file():
@@ -405,8 +410,9 @@ def load_training_checkpoint(
     param_names: list[str] | None = None,
     ema: WeightEMA | None = None,
 ) -> LoadedCheckpoint:
-    """Restore model weights, optimiser, scheduler, RNG state and the weight average (when `ema`)
-    in place; return the trainer state.
+    """Restore model weights, optimiser, scheduler, RNG state and the weight average (when `ema`) in place.
+
+    Return the trainer state.
     """
     path = Path(path)
     training_config, sigma_config = read_checkpoint_configs(path)

@@ -37,7 +37,7 @@ def _check_int(config, name: str, allow_zero: bool = False) -> None:
 
 
 def _check_number(config, name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> None:
-    """A finite number within [lo, hi] (lo excluded when lo_open), stored as float."""
+    """Return a finite number within [lo, hi] (lo excluded when lo_open), stored as float."""
     v = getattr(config, name)
     where = f"{type(config).__name__}.{name}"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -83,8 +83,9 @@ class FinetuneConfig:
 
 @dataclass
 class LossConfig:
-    """The objective of paper 4.2 (what `trainer.compute_losses` and `Curriculum` read): the TRAF
-    weights, the TSAC terms, the curriculum, and whether the model runs with telepathy.
+    """The objective of paper 4.2 (what `trainer.compute_losses` and `Curriculum` read).
+
+    The TRAF weights, the TSAC terms, the curriculum, and whether the model runs with telepathy.
     """
 
     # ------------------------------------------------------------------ TRAF
@@ -135,8 +136,10 @@ class LossConfig:
 
 @dataclass
 class TrainingConfig(DictConfig, FinetuneConfig, LossConfig):
-    """One fine-tuning run: the LoRA/heads choice (FinetuneConfig) and the objective (LossConfig),
-    plus data, model start, optimisation and run settings.
+    """One fine-tuning run.
+
+    The LoRA/heads choice (FinetuneConfig) and the objective (LossConfig), plus data, model start, optimisation and run
+    settings.
     """
 
     # ---------------------------------------------------------------- data

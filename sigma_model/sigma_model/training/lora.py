@@ -31,8 +31,9 @@ ADAPTER_NAME = "default"
 
 
 def backbone_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """State-dict prefixes of backbone weights: the language backbone and every module with
-    external weights (a VLA's image encoder).
+    """State-dict prefixes of backbone weights.
+
+    The language backbone and every module with external weights (a VLA's image encoder).
     """
     from ..checkpoint import external_prefixes
 
@@ -40,7 +41,7 @@ def backbone_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 
 def backbone_decoder(model: nn.Module) -> nn.Module:
-    """The transformer decoder inside the Sigma backbone (where q/k/v/o projections live)."""
+    """Return the transformer decoder inside the Sigma backbone (where q/k/v/o projections live)."""
     language = getattr(model, "language", None)
     if language is None:
         raise RuntimeError("LoRA needs a SigmaModel with the language workspace (it holds the backbone)")
@@ -75,8 +76,10 @@ def apply_lora(model: nn.Module, r: int = 16, alpha: int = 32, dropout: float = 
 
 
 def prepare_finetuning(model: nn.Module, config):
-    """Make the parameters a `FinetuneConfig` names trainable: LoRA adapters on the backbone (or a
-    frozen backbone without them) and the non-backbone heads. Returns the peft LoraConfig or None.
+    """Make the parameters a `FinetuneConfig` names trainable.
+
+    LoRA adapters on the backbone (or a frozen backbone without them) and the non-backbone heads. Returns the peft
+    LoraConfig or None.
     """
     lora_config = None
     if config.use_lora and has_lora(model):  # a VLA backbone's, applied at build from config.backbone_lora
@@ -190,8 +193,9 @@ def load_adapter(model: nn.Module, directory: str | Path) -> None:
 
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict with every LoRA delta merged into its base weight and the peft
-    wrapper keys removed: exactly the key set of a plain SigmaModel (for save_checkpoint).
+    """Return the model's state dict with every LoRA delta merged into its base weight and the peft wrapper keys removed.
+
+    Exactly the key set of a plain SigmaModel (for save_checkpoint).
     """
     from peft.tuners.lora import LoraLayer
     from peft.utils.integrations import dequantize_module_weight

@@ -147,7 +147,7 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 
 
 
 def fusion_representation(c_text: torch.Tensor, vision_tokens: torch.Tensor) -> torch.Tensor:
-    """The text + vision pooled vector L_mi contrasts z_pool against: (c_text + mean_n V_n) / 2."""
+    """Return the text + vision pooled vector L_mi contrasts z_pool against: (c_text + mean_n V_n) / 2."""
     return 0.5 * (c_text.float() + vision_tokens.float().mean(dim=1))
 
 

@@ -92,6 +92,6 @@ class MetricsLogger:
 
 
 def read_metrics(directory: str | Path) -> list[dict]:
-    """The JSONL rows of a run (for tests and notebooks)."""
+    """Return the JSONL rows of a run (for tests and notebooks)."""
     path = Path(directory) / JSONL_NAME
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -49,7 +49,7 @@ class TrainCLI:
 
 
 def resolve_model_config(cli: TrainCLI) -> SigmaConfig:
-    """The fresh model's SigmaConfig: --model_config or the --model.* fields, plus --stats."""
+    """Return the fresh model's SigmaConfig: --model_config or the --model.* fields, plus --stats."""
     model = cli.model
     if cli.model_config:
         if model != SigmaConfig():

@@ -81,8 +81,10 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
 
 def lr_lambda_factory(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0,
                       kind: str = "cosine") -> Callable[[int], float]:
-    """Linear warmup to the peak over warmup_steps, then cosine / linear decay to min_lr_ratio at
-    total_steps ("constant": no decay). sigma-train and the LeRobot policy's scheduler use it.
+    """Linear warmup to the peak over warmup_steps.
+
+    Then cosine / linear decay to min_lr_ratio at total_steps ("constant": no decay). sigma-train and the LeRobot
+    policy's scheduler use it.
     """
 
     def factor(step: int) -> float:
@@ -99,8 +101,9 @@ def lr_lambda_factory(warmup_steps: int, total_steps: int, min_lr_ratio: float =
 
 
 def build_optimizer(params: list[torch.nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
-    """Torch's default implementation choice: one kernel per op for all parameters (foreach) on a GPU,
-    a loop over the parameters on the CPU.
+    """Torch's default implementation choice.
+
+    One kernel per op for all parameters (foreach) on a GPU, a loop over the parameters on the CPU.
     """
     if not params:
         raise ValueError("no trainable parameters (check use_lora / train_heads)")
@@ -171,7 +174,7 @@ def compute_losses(
     model: SigmaModel, batch: dict, config: TrainingConfig, weights, generator: torch.Generator | None,
     autocast: torch.dtype | None = None,
 ) -> StepResult:
-    """The full TRAF + TSAC objective for one batch (see the module docstring for m_prev)."""
+    """Return the full TRAF + TSAC objective for one batch (see the module docstring for m_prev)."""
     check_batch(batch)
     c, device = model.config, model.device
     obs = observation_from_batch(batch, c, device)
@@ -316,9 +319,10 @@ class SigmaTrainer:
 
     @torch.no_grad()
     def evaluate(self, batch: dict, seed: int = 0, weights_step: int | None = None) -> dict[str, float]:
-        """The objective on one batch in eval mode (no dropout) with its own noise generator;
-        touches neither the weights nor any training RNG. weights_step picks the curriculum step
-        (default: the current one).
+        """Return the objective on one batch in eval mode (no dropout) with its own noise generator.
+
+        Touches neither the weights nor any training RNG. weights_step picks the curriculum step (default: the current
+        one).
         """
         was_training = self.model.training
         self.model.eval()
@@ -373,9 +377,10 @@ class SigmaTrainer:
         return metrics
 
     def _rewind_partial_step(self) -> bool:
-        """After an interrupt inside train_step: put the data position and RNG back to the start
-        of the unfinished step (its gradients are discarded). False when the weights may already
-        have been partly updated (then no checkpoint should be written).
+        """After an interrupt inside train_step.
+
+        Put the data position and RNG back to the start of the unfinished step (its gradients are discarded). False when
+        the weights may already have been partly updated (then no checkpoint should be written).
         """
         snapshot = getattr(self, "_step_start", None)
         if snapshot is None:
@@ -412,8 +417,9 @@ class SigmaTrainer:
         return path
 
     def train(self, until_step: int | None = None, progress: bool = False) -> dict[str, Any]:
-        """Train to max_steps (or stop early at `until_step`, e.g. to test resuming); checkpoint
-        every save_every steps and at the end. Ctrl-C saves a checkpoint before re-raising.
+        """Train to max_steps (or stop early at `until_step`, e.g. to test resuming).
+
+        Checkpoint every save_every steps and at the end. Ctrl-C saves a checkpoint before re-raising.
         """
         cfg = self.config
         stop = cfg.max_steps if until_step is None else min(until_step, cfg.max_steps)
