@@ -107,8 +107,17 @@ def train(size: str, policy_dir: Path, device: torch.device, batch: int, steps: 
     from sigma_model.training.configuration_training import TrainingConfig
     from sigma_model.training.trainer import SigmaTrainer
 
-    cfg = TrainingConfig(synthetic_samples=batch * (steps + 1), batch_size=batch, max_steps=steps + 1, warmup_steps=0, save_every=0,
-                         output_dir=str(out), device=device.type, load_in_4bit=use_4bit, lora_r=16)
+    cfg = TrainingConfig(
+        synthetic_samples=batch * (steps + 1),
+        batch_size=batch,
+        max_steps=steps + 1,
+        warmup_steps=0,
+        save_every=0,
+        output_dir=str(out),
+        device=device.type,
+        load_in_4bit=use_4bit,
+        lora_r=16,
+    )
     trainer = SigmaTrainer(cfg, sigma_config(size, policy_dir))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -167,8 +176,11 @@ def infer(size: str, policy_dir: Path, device: torch.device, repeats: int) -> di
                                                        vis.state_tokens, backbone_actions=lang.backbone_actions),
         }, repeats, device)
     # Sigma's own heads: the vision workspace past the encoder, the language heads past the VLA, the action stage
-    times["sigma_heads"] = max(0.0, times.pop("vision_stage") - times["image_encoder"]) + max(
-        0.0, times.pop("language_stage_no_expert") - times["vla_prefix"] - times["sigma_block"]) + times.pop("action_stage")
+    times["sigma_heads"] = (
+        max(0.0, times.pop("vision_stage") - times["image_encoder"])
+        + max(0.0, times.pop("language_stage_no_expert") - times["vla_prefix"] - times["sigma_block"])
+        + times.pop("action_stage")
+    )
     vwe = policy.model.vlm_with_expert
     vlm = vwe.get_vlm_model()
     text_model = vlm.text_model
@@ -203,9 +215,17 @@ def pi05_parameters() -> dict:
 
     vlm, expert = get_gemma_config("gemma_2b"), get_gemma_config("gemma_300m")
     config = CONFIG_MAPPING["paligemma"]()
-    config.text_config.update(dict(hidden_size=vlm.width, intermediate_size=vlm.mlp_dim, num_attention_heads=vlm.num_heads,
-                                   head_dim=vlm.head_dim, num_hidden_layers=vlm.depth,
-                                   num_key_value_heads=vlm.num_kv_heads, vocab_size=257152))
+    config.text_config.update(
+        dict(
+            hidden_size=vlm.width,
+            intermediate_size=vlm.mlp_dim,
+            num_attention_heads=vlm.num_heads,
+            head_dim=vlm.head_dim,
+            num_hidden_layers=vlm.depth,
+            num_key_value_heads=vlm.num_kv_heads,
+            vocab_size=257152,
+        )
+    )
     config.vision_config.update(dict(image_size=224, intermediate_size=4304, projection_dim=2048))
     with torch.device("meta"):
         paligemma = PaliGemmaForConditionalGeneration(config)
@@ -244,9 +264,15 @@ def estimate_pi05(smol: dict, pi: dict, train: dict | None) -> dict:
              "vla_expert": scale("vla_expert", "expert", "expert"),
              "sigma_heads": t["sigma_heads"]}
     own = parts["image_encoder"] + parts["vla_prefix"] + parts["vla_expert"]
-    out = {"step_s": sum(parts.values()), "pi05_own_s": own, "overhead": (parts["sigma_block"] + parts["sigma_heads"]) / own,
-           "parts_s": parts, "params_total": pp["total"],
-           "weights_gb_bf16": pp["total"] * 2 / 2**30, "weights_gb_nf4": pp["total"] * 0.5 / 2**30}
+    out = {
+        "step_s": sum(parts.values()),
+        "pi05_own_s": own,
+        "overhead": (parts["sigma_block"] + parts["sigma_heads"]) / own,
+        "parts_s": parts,
+        "params_total": pp["total"],
+        "weights_gb_bf16": pp["total"] * 2 / 2**30,
+        "weights_gb_nf4": pp["total"] * 0.5 / 2**30,
+    }
     if train is not None:
         bytes_per = 0.5 if train["4bit"] else 4.0
         rest = max(0.0, train["peak_gb"] - sp["smolvla_total"] * bytes_per / 2**30)

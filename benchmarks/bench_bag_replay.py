@@ -73,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", type=float, nargs="*", default=[0.0, 1.0, 2.0],
                     help="ROS replay rates (0 = lockstep); none = offline only")
     ap.add_argument("--repeats", type=int, default=3, help="offline: best of this many timed runs")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads of the offline path (default 1, as each node of config/sigma.yaml; 0 = torch default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the offline path (default 1, as each node of config/sigma.yaml; 0 = torch default)",
+    )
     ap.add_argument("--small", action="store_true", help="the tests' small model instead of the default size")
     ap.add_argument("--checkpoint", default=None, help="a Sigma checkpoint instead of seeded random weights")
     ap.add_argument("--seed", type=int, default=0)

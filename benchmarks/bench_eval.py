@@ -76,8 +76,13 @@ def main() -> None:
               f"traj_len={config.traj_len}, diffusion_steps={config.diffusion_steps})")
         print(f"{'what':<44}{'batch':>6}{'seconds':>10}{'samples/s':>12}")
         for b in args.batch_sizes:
-            for label, conditions in (("replay, 5 conditions (2 passes + adapter)", None), ("replay, Sigma only (1 pass)", ("sigma",))):
-                cfg = ReplayConfig(batch_size=b, device=str(device), **({} if conditions is None else {"conditions": conditions}))
+            for label, conditions in (
+                ("replay, 5 conditions (2 passes + adapter)", None),
+                ("replay, Sigma only (1 pass)", ("sigma",)),
+            ):
+                cfg = ReplayConfig(
+                    batch_size=b, device=str(device), **({} if conditions is None else {"conditions": conditions})
+                )
                 seconds = best_of(lambda: replay(model, batches[b], cfg), args.repeats)
                 print(f"{label:<44}{b:>6}{seconds:>10.3f}{args.samples / seconds:>12.1f}")
         b = max(args.batch_sizes)
@@ -87,7 +92,9 @@ def main() -> None:
             run_replay(tmp / "shards", tmp / "ckpt", tmp / "out", config=cfg, n_boot=2000)
 
         seconds = best_of(whole, args.repeats)
-        print(f"{'run_replay: load + replay + report + plots':<44}{b:>6}{seconds:>10.3f}{args.samples / seconds:>12.1f}")
+        print(
+            f"{'run_replay: load + replay + report + plots':<44}{b:>6}{seconds:>10.3f}{args.samples / seconds:>12.1f}"
+        )
 
 
 if __name__ == "__main__":

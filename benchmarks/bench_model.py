@@ -63,7 +63,9 @@ def main() -> None:
                 act.action_vector, act.action_chunk, act.action_trajectory, obs.robot_state, 0),
         }
         results = {name: median_ms(fn, args.iters, device) for name, fn in stages.items()}
-        whole = median_ms(lambda: model(obs, text, lang.tau, lang.memory, generator=gen.manual_seed(0)), args.iters, device)
+        whole = median_ms(
+            lambda: model(obs, text, lang.tau, lang.memory, generator=gen.manual_seed(0)), args.iters, device
+        )
 
     print(f"Sigma default config on {device} (batch {b}, torch {torch.__version__}, {torch.get_num_threads()} threads)")
     for name, ms in results.items():

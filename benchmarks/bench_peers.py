@@ -44,10 +44,14 @@ def random_batch(config, batch: int) -> dict:
     obs = config.observation_delta_indices
     actions = len(config.action_delta_indices)
     lead = (batch, len(obs)) if obs else (batch,)
-    return {IMAGE_KEY: torch.rand(*lead, 3, SIZE, SIZE), STATE_KEY: torch.randn(*lead, JOINTS),
-            f"{STATE_KEY}_is_pad": torch.zeros(*lead, dtype=torch.bool),
-            ACTION_KEY: torch.randn(batch, actions, JOINTS), "action_is_pad": torch.zeros(batch, actions, dtype=torch.bool),
-            "task": ["pick the cube and place it on the left"] * batch}
+    return {
+        IMAGE_KEY: torch.rand(*lead, 3, SIZE, SIZE),
+        STATE_KEY: torch.randn(*lead, JOINTS),
+        f"{STATE_KEY}_is_pad": torch.zeros(*lead, dtype=torch.bool),
+        ACTION_KEY: torch.randn(batch, actions, JOINTS),
+        "action_is_pad": torch.zeros(batch, actions, dtype=torch.bool),
+        "task": ["pick the cube and place it on the left"] * batch,
+    }
 
 
 def seconds_per_step(config, batch: int, iters: int) -> tuple[int, float]:

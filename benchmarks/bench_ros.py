@@ -168,7 +168,10 @@ def main(argv=None) -> int:
         t_end = time.monotonic() + args.duration
         next_t = time.monotonic()
         h.rec.clear()
-        print(f"[bench_ros] streaming camera at {args.camera_hz:g} Hz for {args.duration:g} s ({args.mode})...", flush=True)
+        print(
+            f"[bench_ros] streaming camera at {args.camera_hz:g} Hz for {args.duration:g} s ({args.mode})...",
+            flush=True,
+        )
         while time.monotonic() < t_end:
             h.send_audio((0.1 * rng.standard_normal(c.audio_chunk_samples)).astype(np.float32), c.audio_sample_rate)
             img = next(images)
@@ -228,21 +231,35 @@ def main(argv=None) -> int:
     cr = dict(zip(ctrl.rate_names, ctrl.rates_hz)) if ctrl else {}
     iv = np.diff(cmd_times[cmd_times > cmd_times[0] + 1.0]) if len(cmd_times) > 40 else np.zeros(0)
     results = {
-        "mode": args.mode, "camera_hz": args.camera_hz, "duration_s": args.duration,
-        "frames_sent": len(sent), "plans": len(plans), "commanded": len(latencies), "superseded": unmatched,
-        "e2e_latency_ms": {"median": 1e3 * float(np.median(latencies)) if latencies else None,
-                           "p99": 1e3 * pct(latencies, 99) if latencies else None},
-        "camera_to_plan_ms": {"median": 1e3 * float(np.median(plan_lat)) if plan_lat else None,
-                              "p99": 1e3 * pct(plan_lat, 99) if plan_lat else None},
-        "controller": {"rate_hz_node": cr.get("control_achieved"), "jitter_std_ms_node": cm.get("control_jitter_std_ms"),
-                       "jitter_p99_ms_node": cm.get("control_jitter_p99_ms"),
-                       "rate_hz_received": float(1.0 / iv.mean()) if iv.size else None,
-                       "interarrival_std_ms": 1e3 * float(iv.std()) if iv.size else None},
+        "mode": args.mode,
+        "camera_hz": args.camera_hz,
+        "duration_s": args.duration,
+        "frames_sent": len(sent),
+        "plans": len(plans),
+        "commanded": len(latencies),
+        "superseded": unmatched,
+        "e2e_latency_ms": {
+            "median": 1e3 * float(np.median(latencies)) if latencies else None,
+            "p99": 1e3 * pct(latencies, 99) if latencies else None,
+        },
+        "camera_to_plan_ms": {
+            "median": 1e3 * float(np.median(plan_lat)) if plan_lat else None,
+            "p99": 1e3 * pct(plan_lat, 99) if plan_lat else None,
+        },
+        "controller": {
+            "rate_hz_node": cr.get("control_achieved"),
+            "jitter_std_ms_node": cm.get("control_jitter_std_ms"),
+            "jitter_p99_ms_node": cm.get("control_jitter_p99_ms"),
+            "rate_hz_received": float(1.0 / iv.mean()) if iv.size else None,
+            "interarrival_std_ms": 1e3 * float(iv.std()) if iv.size else None,
+        },
         "inprocess_ms": {k: {"median": 1e3 * float(np.median(v)), "p99": 1e3 * pct(v, 99)} for k, v in inproc.items()},
-        "node_stage_latency_ms": {n: dict(zip(s.stage_names, [round(x, 2) for x in s.stage_latency_mean_ms]))
-                                  for n, s in statuses.items()},
+        "node_stage_latency_ms": {
+            n: dict(zip(s.stage_names, [round(x, 2) for x in s.stage_latency_mean_ms])) for n, s in statuses.items()
+        },
         "dropped_inputs": {n: dict(zip(s.drop_names, [int(x) for x in s.drop_counts])) for n, s in statuses.items()},
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
     }
 
     print()
@@ -256,8 +273,10 @@ def main(argv=None) -> int:
     step, pipeline = np.median(inproc["step"]), np.median(inproc["step"]) - np.median(inproc["control_stage"])
     if latencies:
         results["ratio_command_to_inprocess_step"] = float(np.median(latencies) / step)
-        print(f"  ratio camera -> motor command / in-process model step (medians): "
-              f"{results['ratio_command_to_inprocess_step']:.2f} (goal 1.2; includes the wait for the next control tick)")
+        print(
+            f"  ratio camera -> motor command / in-process model step (medians): "
+            f"{results['ratio_command_to_inprocess_step']:.2f} (goal 1.2; includes the wait for the next control tick)"
+        )
     if plan_lat:
         results["ratio_plan_to_inprocess_stages"] = float(np.median(plan_lat) / pipeline)
         print(f"  ratio camera -> action plan / in-process vision+language+action (medians): "
@@ -267,9 +286,11 @@ def main(argv=None) -> int:
     for k, v in inproc.items():
         print(f"    {k:15s} {summary_ms(v)}")
     rate_node = cr.get("control_achieved")
-    print(f"  controller (target {30.0:g} Hz): node timer {rate_node if rate_node is None else round(rate_node, 2)} Hz, "
-          f"tick jitter std {cm.get('control_jitter_std_ms', float('nan')):.2f} ms, "
-          f"p99 |dt - T| {cm.get('control_jitter_p99_ms', float('nan')):.2f} ms")
+    print(
+        f"  controller (target {30.0:g} Hz): node timer {rate_node if rate_node is None else round(rate_node, 2)} Hz, "
+        f"tick jitter std {cm.get('control_jitter_std_ms', float('nan')):.2f} ms, "
+        f"p99 |dt - T| {cm.get('control_jitter_p99_ms', float('nan')):.2f} ms"
+    )
     if iv.size:
         print(f"  motor commands received: {1.0 / iv.mean():.2f} Hz, inter-arrival std {1e3 * iv.std():.2f} ms, "
               f"p99 {1e3 * pct(iv, 99):.1f} ms")

@@ -37,13 +37,21 @@ def main() -> None:
         directory = Path(tmp)
         writer = ShardWriter(directory, args.shard_size)
         for i in range(args.samples):
-            writer.add({"vision_inputs": torch.randint(0, 256, (3, args.image, args.image), dtype=torch.uint8, generator=g),
-                        "robot_state": torch.randn(6, generator=g), "gt_action_vector": torch.randn(6, generator=g),
-                        "gt_action_chunk": torch.randn(args.horizon, 6, generator=g),
-                        "gt_action_trajectory": torch.randn(args.horizon, 6, generator=g),
-                        "avg_action_l2": torch.tensor(0.1), "max_action_l2": torch.tensor(0.2),
-                        "episode_index": torch.tensor(i // 200), "frame_index": torch.tensor(i % 200),
-                        "window_index": torch.tensor(i), "text": "pick the cube and place it on the left"})
+            writer.add(
+                {
+                    "vision_inputs": torch.randint(0, 256, (3, args.image, args.image), dtype=torch.uint8, generator=g),
+                    "robot_state": torch.randn(6, generator=g),
+                    "gt_action_vector": torch.randn(6, generator=g),
+                    "gt_action_chunk": torch.randn(args.horizon, 6, generator=g),
+                    "gt_action_trajectory": torch.randn(args.horizon, 6, generator=g),
+                    "avg_action_l2": torch.tensor(0.1),
+                    "max_action_l2": torch.tensor(0.2),
+                    "episode_index": torch.tensor(i // 200),
+                    "frame_index": torch.tensor(i % 200),
+                    "window_index": torch.tensor(i),
+                    "text": "pick the cube and place it on the left",
+                }
+            )
         meta = writer.close({})
         size_mb = sum(p.stat().st_size for p in writer.shard_paths) / 2**20
         plain = _opened_in(directory, verify=False)

@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
               f"over {args.steps} steps; checkpoint save {1000 * save_s:.0f} ms")
         if "peak_cuda_allocated_mib" in result:
             print(f"  peak CUDA memory allocated: {result['peak_cuda_allocated_mib']:.1f} MiB")
-        print(f"  peak RSS {result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f} MiB over the process before the model)")
+        print(
+            f"  peak RSS {result['peak_rss_mib']:.0f} MiB "
+            f"(+{result['rss_growth_mib']:.0f} MiB over the process before the model)"
+        )
     return result
 
 

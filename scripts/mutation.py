@@ -110,7 +110,9 @@ def report(modules: list[str]) -> float | None:
         unchecked += counts["not checked"]
         score = f"{100.0 * counts['killed'] / scored:5.1f}%" if scored else "  n/a"
         rows.append((module, len(names), counts, score))
-    print(f"{'module':<14}{'mutants':>8}{'killed':>8}{'survived':>9}{'no tests':>9}{'equiv.':>7}{'unchecked':>10}  score")
+    print(
+        f"{'module':<14}{'mutants':>8}{'killed':>8}{'survived':>9}{'no tests':>9}{'equiv.':>7}{'unchecked':>10}  score"
+    )
     for module, n, c, score in rows:
         print(f"{module:<14}{n:>8}{c['killed']:>8}{c['survived']:>9}{c['no tests']:>9}{c['equivalent']:>7}"
               f"{c['not checked']:>10}  {score}")

@@ -28,7 +28,13 @@ _LAZY = {
     "export_sigma_checkpoint": "lerobot_policy_sigma.export",
 }
 
-__all__ = ["SigmaConfig", "SigmaPolicy", "SigmaSchedulerConfig", "export_sigma_checkpoint", "make_sigma_pre_post_processors"]
+__all__ = [
+    "SigmaConfig",
+    "SigmaPolicy",
+    "SigmaSchedulerConfig",
+    "export_sigma_checkpoint",
+    "make_sigma_pre_post_processors",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -53,7 +53,9 @@ class SigmaSchedulerConfig(LRSchedulerConfig):
         from sigma_model.training.trainer import lr_lambda_factory
         from torch.optim.lr_scheduler import LambdaLR
 
-        return LambdaLR(optimizer, lr_lambda_factory(self.num_warmup_steps, num_training_steps, self.min_lr_ratio, self.decay))
+        return LambdaLR(
+            optimizer, lr_lambda_factory(self.num_warmup_steps, num_training_steps, self.min_lr_ratio, self.decay)
+        )
 
 
 @PreTrainedConfig.register_subclass("sigma")
@@ -90,7 +92,9 @@ class SigmaConfig(PreTrainedConfig):
         super().__post_init__()
         m = self.model
         if m.controller_gain != 1.0:
-            raise ValueError("sigma policy: model.controller_gain must be 1 (the robot's own controller tracks the targets)")
+            raise ValueError(
+                "sigma policy: model.controller_gain must be 1 (the robot's own controller tracks the targets)"
+            )
         if m.env_state_dim:
             raise ValueError("sigma policy: model.env_state_dim > 0 (privileged simulator state) is not supported")
         if m.chunk_len > m.traj_len:
@@ -99,8 +103,10 @@ class SigmaConfig(PreTrainedConfig):
         normalised = [k for k in ("STATE", "ACTION") if self.normalization_mapping.get(k, NormalizationMode.IDENTITY)
                       is not NormalizationMode.IDENTITY]
         if m.state_mean is not None and normalised:
-            raise ValueError(f"sigma policy: model.state_mean/action_mean are set and the processors normalise {normalised} "
-                             "as well; set normalization_mapping to IDENTITY for them or drop the model's statistics")
+            raise ValueError(
+                f"sigma policy: model.state_mean/action_mean are set and the processors normalise {normalised} "
+                "as well; set normalization_mapping to IDENTITY for them or drop the model's statistics"
+            )
         if self.scheduler_decay not in SCHEDULERS:
             raise ValueError(f"sigma policy: scheduler_decay must be one of {SCHEDULERS}, got {self.scheduler_decay!r}")
 

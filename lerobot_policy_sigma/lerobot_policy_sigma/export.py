@@ -49,7 +49,9 @@ def export_sigma_checkpoint(policy, preprocessor: PolicyProcessorPipeline, direc
     """Write `policy` (a SigmaPolicy) with `preprocessor`'s normalisation as a Sigma checkpoint."""
     normalizers = [s for s in preprocessor.steps if isinstance(s, NormalizerProcessorStep)]
     if len(normalizers) != 1:
-        raise ValueError(f"sigma-from-lerobot: expected one normaliser step in the preprocessor, found {len(normalizers)}")
+        raise ValueError(
+            f"sigma-from-lerobot: expected one normaliser step in the preprocessor, found {len(normalizers)}"
+        )
     model = policy.model
     config = SigmaModelConfig.from_dict({**model.config.to_dict(), **folded_statistics(normalizers[0])})
     return export_merged_model(model, directory, config=config)

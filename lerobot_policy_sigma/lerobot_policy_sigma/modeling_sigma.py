@@ -92,8 +92,10 @@ class SigmaPolicy(PreTrainedPolicy):
         c = self.model.config
         image, state, actions = batch[self.config.camera_key], batch[OBS_STATE], batch[ACTION]
         if actions.dim() != 3 or actions.shape[1] < c.traj_len:
-            raise ValueError(f"sigma policy: 'action' must be [B, {c.traj_len}, {c.action_dim}] (action_delta_indices), "
-                             f"got {list(actions.shape)}")
+            raise ValueError(
+                f"sigma policy: 'action' must be [B, {c.traj_len}, {c.action_dim}] (action_delta_indices), "
+                f"got {list(actions.shape)}"
+            )
         out: dict = {}
         if image.dim() == 5:
             if state.dim() != 3:

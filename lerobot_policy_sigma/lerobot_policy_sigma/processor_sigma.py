@@ -38,8 +38,11 @@ from .configuration_sigma import SigmaConfig
 
 
 def make_sigma_pre_post_processors(
-    config: SigmaConfig, dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
-) -> tuple[PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]]:
+    config: SigmaConfig,
+    dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> tuple[
+    PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]
+]:
     """Return the sigma policy's (preprocessor, postprocessor); LeRobot's factory finds this by name."""
     features = {**config.input_features, **config.output_features}
     pre = [

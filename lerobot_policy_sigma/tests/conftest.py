@@ -48,10 +48,20 @@ def lerobot_train_run(tiny_dataset, tmp_path_factory) -> Path:
     The console script runs in a subprocess; the fixture is its output directory.
     """
     out = tmp_path_factory.mktemp("lerobot_train") / "sigma"
-    cmd = [console_script("lerobot-train"), "--policy.type=sigma", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={tiny_dataset}",
-           f"--steps={TRAIN_STEPS}", "--batch_size=2", "--num_workers=0", "--policy.device=cpu",
-           "--policy.push_to_hub=false", f"--output_dir={out}", f"--policy.loss.curriculum_steps={CURRICULUM_STEPS}",
-           *model_flags()]
+    cmd = [
+        console_script("lerobot-train"),
+        "--policy.type=sigma",
+        f"--dataset.repo_id={REPO_ID}",
+        f"--dataset.root={tiny_dataset}",
+        f"--steps={TRAIN_STEPS}",
+        "--batch_size=2",
+        "--num_workers=0",
+        "--policy.device=cpu",
+        "--policy.push_to_hub=false",
+        f"--output_dir={out}",
+        f"--policy.loss.curriculum_steps={CURRICULUM_STEPS}",
+        *model_flags(),
+    ]
     run_offline(cmd)
     return out
 

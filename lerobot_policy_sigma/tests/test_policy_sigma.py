@@ -104,7 +104,9 @@ def test_sigma_batch_is_the_shard_window():
     batch = lerobot_batch(policy.config)
     s = policy.sigma_batch(batch)
     m = policy.config.model
-    assert torch.equal(s["vision_inputs"], batch[IMAGE_KEY][:, 1]) and torch.equal(s["prev_vision_inputs"], batch[IMAGE_KEY][:, 0])
+    assert torch.equal(s["vision_inputs"], batch[IMAGE_KEY][:, 1]) and torch.equal(
+        s["prev_vision_inputs"], batch[IMAGE_KEY][:, 0]
+    )
     assert torch.equal(s["robot_state"], batch["observation.state"][:, 1])
     assert torch.equal(s["prev_robot_state"], batch["observation.state"][:, 0])
     assert s["has_previous"].tolist() == [False, True]

@@ -63,7 +63,9 @@ class ActionQueryGenerator(nn.Module):
         if rep is not None:
             pad = torch.cat([rep_mask.new_zeros(s.shape[:2]), ~rep_mask], dim=1)
             s = torch.cat([s, rep], dim=1)
-        q1 = self.attn(q0, s, s, key_padding_mask=pad, need_weights=False)[0] + self.condition_bias(condition).unsqueeze(1)
+        q1 = self.attn(q0, s, s, key_padding_mask=pad, need_weights=False)[0] + self.condition_bias(
+            condition
+        ).unsqueeze(1)
         return self.norm(self.refine(q1))
 
 
@@ -73,14 +75,20 @@ class ActionWorkspace(nn.Module):
         c = config
         self.config = c
         a = c.action_dim
-        self.condition_projector = ActionConditionProjector(c.d_model, c.d_tau, c.n_heads, c.n_condition_queries, c.dropout)
+        self.condition_projector = ActionConditionProjector(
+            c.d_model, c.d_tau, c.n_heads, c.n_condition_queries, c.dropout
+        )
         self.query_generator = ActionQueryGenerator(c)
         self.backbone_baseline = c.vla_backbone  # the baseline is the VLA's chunk, not Sigma's heads
         own = not self.backbone_baseline
         self.action_token_head = nn.Linear(c.d_model, c.action_token_dim) if own else None  # path A: tokens
-        self.action_tokenizer = nn.Linear(c.n_action_queries * c.action_token_dim, a) if own else None  # tokens -> vector
+        self.action_tokenizer = (
+            nn.Linear(c.n_action_queries * c.action_token_dim, a) if own else None
+        )  # tokens -> vector
         self.chunk_head = nn.Linear(c.d_model, c.chunk_len * a) if own else None  # path B: pooling + linear
-        self.trajectory_dit = TrajectoryDiT(a, c.traj_len, c.d_model, c.n_heads, c.dit_layers, c.dropout) if own else None
+        self.trajectory_dit = (
+            TrajectoryDiT(a, c.traj_len, c.d_model, c.n_heads, c.dit_layers, c.dropout) if own else None
+        )
         self.residual_head = MLP(c.d_model + c.d_tau, 2 * c.d_model, a * (1 + c.chunk_len + c.traj_len)).zero_last()
         self.condition_to_tau = nn.Linear(c.d_model, c.d_tau, bias=False)
         self.register_buffer("fusion_weights", torch.tensor(c.fusion_weights, dtype=torch.float32))
@@ -112,21 +120,32 @@ class ActionWorkspace(nn.Module):
             if backbone_actions is None:
                 raise ValueError(f"the {c.backbone} backbone's action chunk (LanguageOutput.backbone_actions) is this "
                                  "workspace's baseline: pass it as backbone_actions")
-            base_vec, base_chunk, base_traj = backbone_actions[:, 0], backbone_actions[:, :c.chunk_len], backbone_actions[:, :c.traj_len]
+            base_vec, base_chunk, base_traj = (
+                backbone_actions[:, 0],
+                backbone_actions[:, : c.chunk_len],
+                backbone_actions[:, : c.traj_len],
+            )
         else:
-            base_vec, base_chunk, base_traj, traj_loss = self.own_baseline(high_level_rep, high_level_mask, tau, state_tokens,
-                                                                           reads, generator, trajectory_target)
+            base_vec, base_chunk, base_traj, traj_loss = self.own_baseline(
+                high_level_rep, high_level_mask, tau, state_tokens, reads, generator, trajectory_target
+            )
 
         c_act = self.condition_projector(high_level_rep, high_level_mask, tau)
         if telepathy:
             tau_high = self.query_generator(c_act, state_tokens, *reads).mean(dim=1)
             delta = self.residual_head(torch.cat([tau_high, tau], dim=-1))
             delta = self.action_norm.scale(delta.view(b, -1, c.action_dim)).reshape(b, -1)
-            d_vec, d_chunk, d_traj = delta.split([c.action_dim, c.chunk_len * c.action_dim, c.traj_len * c.action_dim], -1)
+            d_vec, d_chunk, d_traj = delta.split(
+                [c.action_dim, c.chunk_len * c.action_dim, c.traj_len * c.action_dim], -1
+            )
             d_chunk = d_chunk.view(b, c.chunk_len, c.action_dim)
             d_traj = d_traj.view(b, c.traj_len, c.action_dim)
         else:
-            d_vec, d_chunk, d_traj = torch.zeros_like(base_vec), torch.zeros_like(base_chunk), torch.zeros_like(base_traj)
+            d_vec, d_chunk, d_traj = (
+                torch.zeros_like(base_vec),
+                torch.zeros_like(base_chunk),
+                torch.zeros_like(base_traj),
+            )
         return ActionOutput(
             action_vector=base_vec + d_vec,
             action_chunk=base_chunk + d_chunk,
@@ -153,14 +172,17 @@ class ActionWorkspace(nn.Module):
         context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)
         traj_loss = None
         if trajectory_target is not None:  # training: one DiT pass gives the loss and a trajectory estimate
-            traj_loss, base_traj = self.trajectory_dit.flow_loss(self.action_norm(trajectory_target), context, context_valid,
-                                                                 c_base, generator)
+            traj_loss, base_traj = self.trajectory_dit.flow_loss(
+                self.action_norm(trajectory_target), context, context_valid, c_base, generator
+            )
         else:
             base_traj = self.trajectory_dit.sample(context, context_valid, c_base, c.diffusion_steps, generator,
                                                    c.diffusion_noise_scale)
         return base_vec, base_chunk, self.action_norm.inverse(base_traj), traj_loss
 
-    def fuse(self, vector: torch.Tensor, chunk: torch.Tensor, trajectory: torch.Tensor, step_index: int) -> torch.Tensor:
+    def fuse(
+        self, vector: torch.Tensor, chunk: torch.Tensor, trajectory: torch.Tensor, step_index: int
+    ) -> torch.Tensor:
         """phi: weighted mix of the three branches at control tick `step_index` of the plan.
 
         The action vector is a one-step prediction, so past tick 0 only chunk and trajectory mix

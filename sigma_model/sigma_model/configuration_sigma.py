@@ -136,8 +136,10 @@ class SigmaConfig(DictConfig):
             raise ValueError(f"backbone {self.backbone!r} needs backbone_path (local dir or hub id)")
         if self.text_encoder is not None and (not isinstance(self.text_encoder, str) or not self.text_encoder
                                               or self.backbone in VLA_BACKBONES):
-            raise ValueError(f"text_encoder must be a non-empty path or package name, and not used with a VLA backbone "
-                             f"(it has its own language model); got {self.text_encoder!r} with backbone {self.backbone!r}")
+            raise ValueError(
+                f"text_encoder must be a non-empty path or package name, and not used with a VLA backbone "
+                f"(it has its own language model); got {self.text_encoder!r} with backbone {self.backbone!r}"
+            )
         if self.backbone_4bit and self.backbone == "tiny":
             raise ValueError("backbone_4bit applies to pretrained backbones, not the tiny default")
         if self.backbone_lora is not None:
@@ -145,7 +147,9 @@ class SigmaConfig(DictConfig):
             unknown = sorted(set(lora) - set(LORA_KEYS))
             r = lora.get("r")
             if unknown or not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-                raise ValueError(f"backbone_lora must hold a positive int r and only {LORA_KEYS}, got {self.backbone_lora!r}")
+                raise ValueError(
+                    f"backbone_lora must hold a positive int r and only {LORA_KEYS}, got {self.backbone_lora!r}"
+                )
             if "target_modules" in lora:
                 lora["target_modules"] = tuple(lora["target_modules"])
             self.backbone_lora = lora
@@ -156,7 +160,9 @@ class SigmaConfig(DictConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.fusion_weights = tuple(float(w) for w in self.fusion_weights)
         if len(self.fusion_weights) != 3 or min(self.fusion_weights) < 0 or sum(self.fusion_weights[1:]) <= 0:
-            raise ValueError(f"fusion_weights must be 3 non-negative weights with chunk+trajectory > 0, got {self.fusion_weights}")
+            raise ValueError(
+                f"fusion_weights must be 3 non-negative weights with chunk+trajectory > 0, got {self.fusion_weights}"
+            )
         for prefix, dim in (("state", self.state_dim), ("action", self.action_dim)):
             mean, std = getattr(self, f"{prefix}_mean"), getattr(self, f"{prefix}_std")
             if (mean is None) != (std is None):

@@ -106,7 +106,9 @@ class SigmaModel(nn.Module):
         if tau_prev is None:
             tau_prev = image.new_zeros(b, c.d_tau)
         check_tensor("tau_prev", tau_prev, (b, c.d_tau))
-        obs = SigmaObservation(image=image, robot_state=obs.robot_state.float(), audio=audio, depth=depth, env_state=env_state)
+        obs = SigmaObservation(
+            image=image, robot_state=obs.robot_state.float(), audio=audio, depth=depth, env_state=env_state
+        )
         return workspace(obs, tau_prev.float())
 
     def language_stage(
@@ -173,9 +175,19 @@ class SigmaModel(nn.Module):
         if backbone_actions is not None:
             check_tensor("backbone_actions", backbone_actions, (b, None, c.action_dim))
             if backbone_actions.shape[1] < max(c.chunk_len, c.traj_len):
-                raise ValueError(f"backbone_actions has {backbone_actions.shape[1]} steps, fewer than chunk_len/traj_len")
-        return workspace(high_level_rep, high_level_mask.bool(), tau, state_tokens, telepathy, generator, trajectory_target,
-                         backbone_actions)
+                raise ValueError(
+                    f"backbone_actions has {backbone_actions.shape[1]} steps, fewer than chunk_len/traj_len"
+                )
+        return workspace(
+            high_level_rep,
+            high_level_mask.bool(),
+            tau,
+            state_tokens,
+            telepathy,
+            generator,
+            trajectory_target,
+            backbone_actions,
+        )
 
     def control_stage(
         self,

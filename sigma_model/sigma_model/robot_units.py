@@ -181,7 +181,9 @@ def units_of_robot(robot: Any, joint_names: Sequence[str], range_lower: Sequence
                 calibrated = degrees_range_rad(cal.range_min, cal.range_max, max_res)
         elif isinstance(getattr(robot, "norm_modes", None), Mapping):
             if name not in robot.norm_modes:
-                raise ValueError(f"robot {type(robot).__name__} has no joint {name!r} (joints: {list(robot.norm_modes)})")
+                raise ValueError(
+                    f"robot {type(robot).__name__} has no joint {name!r} (joints: {list(robot.norm_modes)})"
+                )
             mode = _mode_value(robot.norm_modes[name])
         else:
             raise ValueError(f"robot {type(robot).__name__} has no motor bus to read its units from: set "

@@ -11,7 +11,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-TINY_VLA_WORDS = ["pick", "the", "cube", "and", "place", "it", "on", "left", "right", "up", "down", "a", "of", "to", "in", "red", "blue", "bowl", "put", "move"]
+TINY_VLA_WORDS = [
+    "pick",
+    "the",
+    "cube",
+    "and",
+    "place",
+    "it",
+    "on",
+    "left",
+    "right",
+    "up",
+    "down",
+    "a",
+    "of",
+    "to",
+    "in",
+    "red",
+    "blue",
+    "bowl",
+    "put",
+    "move",
+]
 
 
 # SmolVLM sizes: the tiny test model (vocab_size None: the tokenizer's)

@@ -38,11 +38,18 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor
+    ) -> torch.Tensor:
         s1, b1, g1, s2, b2, g2 = self.ada(nn.functional.silu(cond)).unsqueeze(1).chunk(6, dim=-1)
         h = self.norm1(x) * (1 + s1) + b1
         x = x + g1 * self.self_attn(h, h, h, need_weights=False)[0]
-        x = x + self.cross_attn(self.norm_cross(x), context, context, key_padding_mask=~context_valid, need_weights=False)[0]
+        x = (
+            x
+            + self.cross_attn(
+                self.norm_cross(x), context, context, key_padding_mask=~context_valid, need_weights=False
+            )[0]
+        )
         h = self.norm2(x) * (1 + s2) + b2
         return x + g2 * self.mlp(h)
 
@@ -50,7 +57,9 @@ class DiTBlock(nn.Module):
 class TrajectoryDiT(nn.Module):
     """Velocity model v(x_t, t | action queries, high_level_rep, action condition)."""
 
-    def __init__(self, action_dim: int, traj_len: int, d_model: int, n_heads: int, n_layers: int, dropout: float) -> None:
+    def __init__(
+        self, action_dim: int, traj_len: int, d_model: int, n_heads: int, n_layers: int, dropout: float
+    ) -> None:
         super().__init__()
         self.action_dim, self.traj_len, self.d_model = action_dim, traj_len, d_model
         self.in_proj = nn.Linear(action_dim, d_model)

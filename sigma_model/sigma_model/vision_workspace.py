@@ -150,10 +150,14 @@ class CognitiveVisionWorkspace(nn.Module):
         c = config
         self.config = c
         if c.vla_backbone and image_encoder is None:
-            raise ValueError(f"the {c.backbone} backbone's vision workspace needs its image encoder (backbones.vla.build_vla)")
+            raise ValueError(
+                f"the {c.backbone} backbone's vision workspace needs its image encoder (backbones.vla.build_vla)"
+            )
         self.image_encoder = image_encoder  # frozen VLA vision encoder + connector (external weights)
         self.image_proj = nn.Linear(image_encoder.dim, c.d_model) if image_encoder is not None else None
-        self.patch_embed = None if image_encoder is not None else PatchEmbed(c.image_channels, c.image_size, c.patch_size, c.d_model)
+        self.patch_embed = (
+            None if image_encoder is not None else PatchEmbed(c.image_channels, c.image_size, c.patch_size, c.d_model)
+        )
         self.keypoint_embed = (KeypointEmbed(c.image_channels, c.image_keypoints, c.d_model, stride=c.keypoint_stride)
                                if c.image_keypoints else None)
         self.depth_embed = PatchEmbed(1, c.image_size, c.patch_size, c.d_model) if c.use_depth else None
@@ -187,7 +191,9 @@ class CognitiveVisionWorkspace(nn.Module):
         state = self.state_norm(obs.robot_state)
         return VisionOutput(
             vision_tokens=vision_tokens,
-            state_tokens=self.state_encoder(state if obs.env_state is None else torch.cat([state, obs.env_state], dim=-1)),
+            state_tokens=self.state_encoder(
+                state if obs.env_state is None else torch.cat([state, obs.env_state], dim=-1)
+            ),
             vision_tokens_base=v_base,
             aux_prediction=None if self.aux_head is None else self.aux_head(vision_tokens),
             backbone_image_tokens=image_tokens,

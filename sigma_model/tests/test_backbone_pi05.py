@@ -49,7 +49,9 @@ def model(tmp_path_factory):
         torch.manual_seed(0)
         built = SigmaModel(pi05_config()).eval()
         reference = tiny_pi05_policy()
-        reference.config.normalization_mapping.update(STATE=NormalizationMode.MEAN_STD, ACTION=NormalizationMode.MEAN_STD)
+        reference.config.normalization_mapping.update(
+            STATE=NormalizationMode.MEAN_STD, ACTION=NormalizationMode.MEAN_STD
+        )
         pre, post = make_pi05_pre_post_processors(reference.config, vla.dataset_stats(built.config))
     return built, (reference, pre, post)
 
@@ -82,7 +84,9 @@ def test_checkpoint_key_mapping_public_layout(tmp_path):
 
 
 def test_loader_names_the_pi_extra(tmp_path):
-    with pytest.raises(RuntimeError, match=r"pi0.5 needs the transformers of LeRobot's `pi` extra .*fix/lerobot_openpi"):
+    with pytest.raises(
+        RuntimeError, match=r"pi0.5 needs the transformers of LeRobot's `pi` extra .*fix/lerobot_openpi"
+    ):
         vla.load_lerobot_policy("pi05", str(tmp_path / "missing"))
 
 
@@ -108,8 +112,12 @@ def test_prompt_carries_the_state_and_the_block_reads_the_prefix(model):
     with torch.no_grad():
         vis = sigma.vision_stage(obs)
         args = (text, vis.vision_tokens, vis.state_tokens, None)
-        base = sigma.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False)
-        state = sigma.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state + 0.5, with_actions=False)
+        base = sigma.language_stage(
+            *args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False
+        )
+        state = sigma.language_stage(
+            *args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state + 0.5, with_actions=False
+        )
     assert (state.high_level_rep - base.high_level_rep).abs().amax(dim=(1, 2)).min() > 1e-4
 
 
@@ -137,4 +145,6 @@ def test_lora_on_gemma_and_checkpoint_without_the_vla(model, tmp_path):
     for workspace in ("vision", "language"):
         with safe_open(str(directory / f"{workspace}.safetensors"), framework="pt") as f:
             keys = list(f.keys())
-        assert not [k for k in keys if k.startswith(("vision.image_encoder.", "language.backbone.")) and ".lora_" not in k]
+        assert not [
+            k for k in keys if k.startswith(("vision.image_encoder.", "language.backbone.")) and ".lora_" not in k
+        ]

@@ -113,10 +113,18 @@ def test_sigma_block_reads_the_vla_prefix(model):
     with torch.no_grad():
         vis = model.vision_stage(obs)
         args = (text, vis.vision_tokens, vis.state_tokens, None)
-        base = model.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False)
-        again = model.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False)
-        image = model.language_stage(*args, image_tokens=vis.backbone_image_tokens.flip(0), robot_state=obs.robot_state, with_actions=False)
-        state = model.language_stage(*args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state + 1.0, with_actions=False)
+        base = model.language_stage(
+            *args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False
+        )
+        again = model.language_stage(
+            *args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state, with_actions=False
+        )
+        image = model.language_stage(
+            *args, image_tokens=vis.backbone_image_tokens.flip(0), robot_state=obs.robot_state, with_actions=False
+        )
+        state = model.language_stage(
+            *args, image_tokens=vis.backbone_image_tokens, robot_state=obs.robot_state + 1.0, with_actions=False
+        )
     torch.testing.assert_close(again.high_level_rep, base.high_level_rep, rtol=0, atol=0)
     for changed in (image, state):
         assert (changed.high_level_rep - base.high_level_rep).abs().amax(dim=(1, 2)).min() > 1e-4
@@ -180,7 +188,9 @@ def test_checkpoint_holds_heads_and_adapters_and_round_trips(trained, smolvla_di
     for workspace in ("vision", "language", "action"):
         with safe_open(str(directory / f"{workspace}.safetensors"), framework="pt") as f:
             keys = list(f.keys())
-        external = [k for k in keys if k.startswith(("vision.image_encoder.", "language.backbone.")) and ".lora_" not in k]
+        external = [
+            k for k in keys if k.startswith(("vision.image_encoder.", "language.backbone.")) and ".lora_" not in k
+        ]
         assert keys and not external  # the VLA is referenced, never copied
     for path in (directory, result["checkpoint"] + "/model"):  # also what the trainer exported
         loaded = load_checkpoint(path).eval()

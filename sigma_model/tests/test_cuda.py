@@ -36,7 +36,9 @@ def cuda_config(tmp_path, name="run", **overrides) -> TrainingConfig:
 
 
 def on(obs: SigmaObservation, device: str) -> SigmaObservation:
-    return SigmaObservation(image=obs.image.to(device), robot_state=obs.robot_state.to(device), audio=obs.audio.to(device))
+    return SigmaObservation(
+        image=obs.image.to(device), robot_state=obs.robot_state.to(device), audio=obs.audio.to(device)
+    )
 
 
 def test_bf16_training_on_cuda_and_the_checkpoint_runs_on_cpu(tmp_path):

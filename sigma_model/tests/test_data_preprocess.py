@@ -154,8 +154,14 @@ def test_cli_runs_with_env_file_and_never_prints_token(ds_root, tmp_path, capsys
     assert SECRET not in (out / "meta.json").read_text()
     assert len(ShardDataset(out)) == 28
     # clear error for a missing dataset
-    rc = main([f"--env_file={tmp_path / 'none.env'}", f"--dataset={tmp_path / 'missing'}", f"--out_dir={tmp_path / 'x'}",
-               "--progress=false"])
+    rc = main(
+        [
+            f"--env_file={tmp_path / 'none.env'}",
+            f"--dataset={tmp_path / 'missing'}",
+            f"--out_dir={tmp_path / 'x'}",
+            "--progress=false",
+        ]
+    )
     assert rc == 1 and "does not exist" in capsys.readouterr().err
 
 

@@ -177,7 +177,11 @@ def test_pt_shards_loaded_with_weights_only(tmp_path):
     torch.save([_sample(i) for i in range(3)], tmp_path / "shard_00000.pt")
     torch.save({"samples": [_sample(i) for i in range(3, 5)]}, tmp_path / "shard_00001.pt")
     ds = ShardDataset(tmp_path)
-    assert len(ds) == 5 and ds[4]["text"] == _sample(4)["text"] and torch.equal(ds[3]["robot_state"], _sample(3)["robot_state"])
+    assert (
+        len(ds) == 5
+        and ds[4]["text"] == _sample(4)["text"]
+        and torch.equal(ds[3]["robot_state"], _sample(3)["robot_state"])
+    )
 
     class Evil:
         def __reduce__(self):

@@ -59,7 +59,9 @@ def test_pick_functions_tolerate_key_names_and_formats():
 
     buf = io.BytesIO()
     Image.fromarray(hwc).save(buf, format="PNG")
-    assert torch.equal(pick_rgb_from_example({"observation.images.wrist": {"bytes": buf.getvalue(), "path": "x.png"}}), chw)
+    assert torch.equal(
+        pick_rgb_from_example({"observation.images.wrist": {"bytes": buf.getvalue(), "path": "x.png"}}), chw
+    )
     assert pick_rgb_from_example({"observation.image": chw}, size=(8, 10)).shape == (3, 8, 10)
     ex = {"observation.state": [1, 2, 3], "action": np.array([0.5, 0.25], np.float64), "task": "pick"}
     assert pick_state_from_example(ex).dtype == torch.float32

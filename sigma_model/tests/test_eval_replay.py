@@ -53,12 +53,16 @@ def test_telepathy_off_equals_tau0_baseline_exactly(trained_like, config):
         assert by[("telepathy_off_adapter", b)]["mse_trj"] == off["mse_trj"]
     # without a telepathy-off condition the tau = 0 baseline is still the telepathy-off pass: same numbers
     short = replay(trained_like, batches, ReplayConfig(batch_size=4, conditions=("sigma", "baseline")))
-    assert [r for r in short.records if r["condition"] == "baseline"] == [r for r in res.records if r["condition"] == "baseline"]
+    assert [r for r in short.records if r["condition"] == "baseline"] == [
+        r for r in res.records if r["condition"] == "baseline"
+    ]
 
 
 def test_dataset_baseline_and_metrics_by_hand(trained_like, config):
     batches = _batches(config, n=6, batch_size=3, with_baseline=True)
-    res = replay(trained_like, batches, ReplayConfig(batch_size=3, hard_thresholds={"vec": 0.01, "chunk": 1e9, "traj": 1e9}))
+    res = replay(
+        trained_like, batches, ReplayConfig(batch_size=3, hard_thresholds={"vec": 0.01, "chunk": 1e9, "traj": 1e9})
+    )
     assert res.baseline_source == "dataset"
     for b, batch in enumerate(batches):
         rec = next(r for r in res.records if r["condition"] == "baseline" and r["batch"] == b)
@@ -157,7 +161,9 @@ def test_replay_carries_tau_and_memory_through_each_episode(config):
     plan = episode_batches(samples, 1)
     order = [(int(samples[i]["episode_index"]), int(samples[i]["frame_index"])) for (i,) in plan]
     assert order == sorted(order, key=lambda k: (-k[0], k[1]))  # episodes in dataset order, frames in order
-    res = replay(model, iterate_batches(samples, plan), ReplayConfig(batch_size=1, conditions=("sigma", "telepathy_off")))
+    res = replay(
+        model, iterate_batches(samples, plan), ReplayConfig(batch_size=1, conditions=("sigma", "telepathy_off"))
+    )
     assert res.recurrence["windows_with_carried_state"] == len(samples) - 3 and res.recurrence["episodes"] == 3
     for condition, telepathy in (("sigma", True), ("telepathy_off", False)):
         got = {plan[r["batch"]][0]: (r["mse_vec"], r["mse_chk"]) for r in res.records if r["condition"] == condition}
@@ -170,9 +176,13 @@ def test_replay_carries_tau_and_memory_through_each_episode(config):
         other = _reference(model, samples, plan, True, **kw)
         assert max(abs(other[i][0] - want[i][0]) for i in want) > 1e-4, kw
     # carry_state=False replays every window from zeros (the old behaviour)
-    fresh = replay(model, iterate_batches(samples, plan), ReplayConfig(batch_size=1, conditions=("sigma",), carry_state=False))
+    fresh = replay(
+        model, iterate_batches(samples, plan), ReplayConfig(batch_size=1, conditions=("sigma",), carry_state=False)
+    )
     zero = _reference(model, samples, plan, True, carry_tau=False, carry_memory=False)
-    assert {plan[r["batch"]][0]: r["mse_vec"] for r in fresh.records} == pytest.approx({i: v[0] for i, v in zero.items()}, rel=1e-5)
+    assert {plan[r["batch"]][0]: r["mse_vec"] for r in fresh.records} == pytest.approx(
+        {i: v[0] for i, v in zero.items()}, rel=1e-5
+    )
     assert fresh.recurrence["windows_with_carried_state"] == 0
 
 
@@ -321,14 +331,22 @@ def test_sigma_eval_cli_errors(trained_run, tmp_path, capsys):
     for option in ("--config_path", "--checkpoint", "--overwrite", "--replay.batch_size", "--replay.conditions",
                    "--adapter.min_scale", "--adapter.tau_l2_range"):
         assert option in text
-    rc = evaluate.main([f"--shards={root / 'shards'}", f"--checkpoint={tmp_path / 'nope'}", f"--output={tmp_path / 'o'}",
-                        "--progress=false"])
+    rc = evaluate.main(
+        [
+            f"--shards={root / 'shards'}",
+            f"--checkpoint={tmp_path / 'nope'}",
+            f"--output={tmp_path / 'o'}",
+            "--progress=false",
+        ]
+    )
     assert rc == 2 and "checkpoint not found" in capsys.readouterr().err
     broken = tmp_path / "shards"
     _write_shards(config, broken, n=4, shard_size=4)
     shard = broken / "shard_00000.safetensors"
     shard.write_bytes(shard.read_bytes()[:-50])
-    rc = evaluate.main([f"--shards={broken}", f"--checkpoint={root / 'run'}", f"--output={tmp_path / 'o'}", "--progress=false"])
+    rc = evaluate.main(
+        [f"--shards={broken}", f"--checkpoint={root / 'run'}", f"--output={tmp_path / 'o'}", "--progress=false"]
+    )
     assert rc == 2 and "truncated" in capsys.readouterr().err
 
 

@@ -55,11 +55,24 @@ def _records():
     recs = []
     for b, n in enumerate([4, 4, 2]):
         for cond, factor in (("sigma", 0.5), ("baseline", 1.0)):
-            recs.append({"condition": cond, "batch": b, "num_samples": n, "mse_vec": factor * (b + 1),
-                         "mse_chk": factor * 2 * (b + 1), "mse_trj": factor * 3 * (b + 1), "tau_l2": 2.0,
-                         "sem_align": 0.1, "num_hard": 1 if b else 0, "hard_mse_vec": None if b == 0 else 10.0 * (b + 1),
-                         "hard_mse_chk": None if b == 0 else 1.0, "hard_mse_trj": None if b == 0 else 1.0,
-                         "num_within_thresholds": n - 1, "latency_ms": 5.0 * (b + 1)})
+            recs.append(
+                {
+                    "condition": cond,
+                    "batch": b,
+                    "num_samples": n,
+                    "mse_vec": factor * (b + 1),
+                    "mse_chk": factor * 2 * (b + 1),
+                    "mse_trj": factor * 3 * (b + 1),
+                    "tau_l2": 2.0,
+                    "sem_align": 0.1,
+                    "num_hard": 1 if b else 0,
+                    "hard_mse_vec": None if b == 0 else 10.0 * (b + 1),
+                    "hard_mse_chk": None if b == 0 else 1.0,
+                    "hard_mse_trj": None if b == 0 else 1.0,
+                    "num_within_thresholds": n - 1,
+                    "latency_ms": 5.0 * (b + 1),
+                }
+            )
     return recs
 
 

@@ -32,7 +32,9 @@ def test_hf_backbone_from_local_directory(hf_dir, tmp_path):
     save_checkpoint(model, tmp_path)
     again = load_checkpoint(tmp_path).eval()
     with torch.no_grad():
-        out2 = again(obs, again.tokenize(["pick the cube", "place it on the left"]), generator=torch.Generator().manual_seed(0))
+        out2 = again(
+            obs, again.tokenize(["pick the cube", "place it on the left"]), generator=torch.Generator().manual_seed(0)
+        )
     assert torch.equal(out.motor_commands, out2.motor_commands)
 
 

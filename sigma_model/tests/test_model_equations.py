@@ -95,7 +95,9 @@ def test_telepathy_off_is_exactly_the_tau_zero_baseline(model, obs):
         off = model(obs, text, telepathy=False, generator=torch.Generator().manual_seed(5))
     for branch in ("vector", "chunk", "trajectory"):
         assert torch.equal(getattr(off.action, f"action_{branch}"), getattr(off.action, f"baseline_{branch}"))
-        assert torch.equal(getattr(off.action, f"residual_{branch}"), torch.zeros_like(getattr(off.action, f"residual_{branch}")))
+        assert torch.equal(
+            getattr(off.action, f"residual_{branch}"), torch.zeros_like(getattr(off.action, f"residual_{branch}"))
+        )
         a_on = getattr(on.action, f"action_{branch}")
         assert torch.equal(a_on, getattr(on.action, f"baseline_{branch}") + getattr(on.action, f"residual_{branch}"))
     assert not torch.allclose(on.motor_commands, off.motor_commands)
@@ -317,7 +319,9 @@ def test_keypoint_embed_is_the_expected_location_of_each_feature_map(stride, exp
         for conv in embed.stem:  # a stem that passes the red channel through (x 50, sharp softmax)
             if isinstance(conv, nn.Conv2d):
                 conv.weight.zero_(), conv.bias.zero_()
-                conv.weight[:, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 50.0 if conv.out_channels == 2 else 1.0
+                conv.weight[:, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = (
+                    50.0 if conv.out_channels == 2 else 1.0
+                )
         image[0, 0, 4:8, 24:28] = 1.0  # red square: rows 4-7 (top), columns 24-27 (right)
         xy = embed.keypoints(image)[0]
     assert xy.shape == (2, 2)

@@ -134,7 +134,9 @@ def test_normalisation_statistics_only_rescale_inputs_and_outputs(model, obs, co
     norm = SigmaModel(dataclasses.replace(config, **stats)).eval()
     norm.load_state_dict(model.state_dict())  # the statistics are not weights
     text = model.tokenize(TEXT)
-    raw_obs = dataclasses.replace(obs, robot_state=(obs.robot_state - torch.tensor(state_mean)) / torch.tensor(state_std))
+    raw_obs = dataclasses.replace(
+        obs, robot_state=(obs.robot_state - torch.tensor(state_mean)) / torch.tensor(state_std)
+    )
     with torch.no_grad():
         vis, vis_raw = norm.vision_stage(obs), model.vision_stage(raw_obs)
         assert torch.allclose(vis.state_tokens, vis_raw.state_tokens, atol=1e-6)
@@ -188,7 +190,9 @@ def test_bad_stage_inputs_raise_clear_errors(model, obs, config):
         with pytest.raises(ValueError, match="tau_prev must have shape"):
             model.vision_stage(obs, torch.zeros(2, config.d_tau + 1))
         with pytest.raises(ValueError, match="memory_prev contains NaN"):
-            model.language_stage(text, vis.vision_tokens, vis.state_tokens, torch.full((2, config.d_model), float("nan")))
+            model.language_stage(
+                text, vis.vision_tokens, vis.state_tokens, torch.full((2, config.d_model), float("nan"))
+            )
         with pytest.raises(ValueError, match="vision_tokens must have shape"):
             model.language_stage(text, vis.vision_tokens[:, :1], vis.state_tokens)
         lang = model.language_stage(text, vis.vision_tokens, vis.state_tokens)

@@ -26,7 +26,9 @@ def _lerobot_bus(norm_mode: str, range_min: int, range_max: int, drive_mode: int
     from lerobot.motors.feetech import FeetechMotorsBus
 
     motors = {"j": Motor(1, "sts3215", MotorNormMode(norm_mode))}
-    cal = {"j": MotorCalibration(id=1, drive_mode=drive_mode, homing_offset=0, range_min=range_min, range_max=range_max)}
+    cal = {
+        "j": MotorCalibration(id=1, drive_mode=drive_mode, homing_offset=0, range_min=range_min, range_max=range_max)
+    }
     return FeetechMotorsBus("/dev/null", motors, calibration=cal)
 
 

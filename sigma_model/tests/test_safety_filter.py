@@ -129,8 +129,11 @@ def test_measurements_are_read_as_n_numbers_whatever_their_container():
     f.feed_plan(0.0)
     d = f.step(np.array([0.05, 0.0, 0.0]), np.zeros((1, 3)), 0.0)
     assert d.mode == MODE_TRACK and not d.fault
-    for reading, why in ((["a", "b", "c"], "joint state not numeric"), ([0.0, 0.0], "joint state has 2 values, expected 3"),
-                         ([0.0, np.nan, 0.0], "joint state not finite")):
+    for reading, why in (
+        (["a", "b", "c"], "joint state not numeric"),
+        ([0.0, 0.0], "joint state has 2 values, expected 3"),
+        ([0.0, np.nan, 0.0], "joint state not finite"),
+    ):
         d = f.step(np.array([0.05, 0.0, 0.0]), reading, 0.01)
         assert d.fault and d.mode == MODE_HOLD and d.reasons[0] == why
     d = f.step(np.array([0.05, 0.0, 0.0]), [0.0, 0.0, 0.9], 0.02)  # the reason names the joint

@@ -47,10 +47,19 @@ def test_console_script_is_registered():
 def test_run_then_resume(tmp_path, capsys):
     out = tmp_path / "run"
     small = small_config(use_audio=False)
-    model_flags = [f"--model.{name}={getattr(small, name)}" for name in ("d_model", "n_heads", "image_size", "patch_size",
-                                                                          "use_audio", "chunk_len", "traj_len")]
-    common = ["--train.synthetic_samples=12", "--train.batch_size=4", "--train.warmup_steps=1", f"--train.output_dir={out}",
-              "--progress=false", "--train.curriculum_steps=2", *model_flags]
+    model_flags = [
+        f"--model.{name}={getattr(small, name)}"
+        for name in ("d_model", "n_heads", "image_size", "patch_size", "use_audio", "chunk_len", "traj_len")
+    ]
+    common = [
+        "--train.synthetic_samples=12",
+        "--train.batch_size=4",
+        "--train.warmup_steps=1",
+        f"--train.output_dir={out}",
+        "--progress=false",
+        "--train.curriculum_steps=2",
+        *model_flags,
+    ]
     assert main(common + ["--train.max_steps=2"]) == 0
     assert "done at step 2" in capsys.readouterr().out
     with pytest.raises(SystemExit) as refused:
@@ -80,7 +89,11 @@ def test_nested_overrides_reach_the_configs(capsys):
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_config_path_file_then_flags_override_it(tmp_path, capsys, suffix):
-    data = {"train": {"learning_rate": 0.5, "rho_hard": 0.5, "batch_size": 3}, "model": {"d_model": 64}, "overwrite": True}
+    data = {
+        "train": {"learning_rate": 0.5, "rho_hard": 0.5, "batch_size": 3},
+        "model": {"d_model": 64},
+        "overwrite": True,
+    }
     cfg = tmp_path / f"run{suffix}"
     cfg.write_text(json.dumps(data) if suffix == ".json" else yaml.safe_dump(data))
     resolved = _resolved(capsys, [f"--config_path={cfg}", "--train.learning_rate=0.25", "--model.n_heads=2"])
@@ -96,7 +109,11 @@ def test_one_group_from_a_file_with_include(tmp_path, capsys):
     """Draccus's `--group="include FILE"` reads one nested config (e.g. a checkpoint's config.json)."""
     small_config(d_model=64).save(tmp_path / "model.json")
     resolved = _resolved(capsys, [f"--model=include {tmp_path / 'model.json'}", "--model.n_heads=4"])
-    assert resolved["model"]["d_model"] == 64 and resolved["model"]["n_heads"] == 4 and resolved["model"]["image_size"] == 32
+    assert (
+        resolved["model"]["d_model"] == 64
+        and resolved["model"]["n_heads"] == 4
+        and resolved["model"]["image_size"] == 32
+    )
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -126,8 +143,16 @@ def test_shard_not_matching_its_checksum_is_refused(tmp_path, capsys):
     shards = _write_shards(config, tmp_path / "shards", n=8, shard_size=4)
     corrupt_tensor_byte(shards / "shard_00001.safetensors")
     with pytest.raises(SystemExit) as exit_info:
-        main([f"--train.shards_dir={shards}", f"--train.output_dir={tmp_path / 'run'}",
-              f"--model_config={tmp_path / 'model.json'}", "--train.max_steps=1", "--train.warmup_steps=0", "--progress=false"])
+        main(
+            [
+                f"--train.shards_dir={shards}",
+                f"--train.output_dir={tmp_path / 'run'}",
+                f"--model_config={tmp_path / 'model.json'}",
+                "--train.max_steps=1",
+                "--train.warmup_steps=0",
+                "--progress=false",
+            ]
+        )
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert "shard_00001.safetensors does not match its checksum" in err

@@ -261,7 +261,9 @@ def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="sigma-preprocess"):
         SigmaTrainer(train_config(tmp_path, synthetic_samples=0, shards_dir=str(tmp_path / "none")), mc)
     with pytest.raises(ValueError, match="chunk_len"):
-        SigmaTrainer(train_config(tmp_path, "b"), model_config(chunk_len=3), dataset=SyntheticWindows(mc, 12)).train_step()
+        SigmaTrainer(
+            train_config(tmp_path, "b"), model_config(chunk_len=3), dataset=SyntheticWindows(mc, 12)
+        ).train_step()
 
 
 def test_tensorboard_logging_when_installed(tmp_path):

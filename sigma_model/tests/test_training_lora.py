@@ -92,7 +92,9 @@ def test_adapter_files_roundtrip_and_merge(tmp_path):
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     torch.manual_seed(1)
     other = SigmaModel(mc)
-    other.load_state_dict({k: v for k, v in model.state_dict().items() if ".lora_" not in k and ".base_layer." not in k}, strict=False)
+    other.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if ".lora_" not in k and ".base_layer." not in k}, strict=False
+    )
     apply_lora(other)
     load_adapter(other, tmp_path / "adapter")
     lora_keys = [k for k in model.state_dict() if ".lora_" in k]

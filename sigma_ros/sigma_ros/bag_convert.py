@@ -271,7 +271,9 @@ def lerobot_to_bag(
             if 0 <= ep < len(lengths) and len(e.get("frame_t_ns") or []) == int(lengths[ep]):
                 recorded[ep] = [int(t) for t in e["frame_t_ns"]]
     elif meta.get("episodes"):
-        log.warning("%s: %s does not match the dataset (edited?): using the dataset's timestamps", root, CONVERSION_META)
+        log.warning(
+            "%s: %s does not match the dataset (edited?): using the dataset's timestamps", root, CONVERSION_META
+        )
     lead_ns = min(INSTRUCTION_LEAD_NS, 500_000_000 // max(1, fps))
     if episode_gap_s is None:
         episode_gap_s = max(2.0, 10.0 / fps)
@@ -349,9 +351,18 @@ def bag_to_lerobot_main(argv: list[str] | None = None) -> int:
     p.add_argument("output", help="LeRobot dataset root to create")
     p.add_argument("--repo-id", default=None, help="dataset repo id (default local/<bag name>)")
     p.add_argument("--fps", type=int, default=None, help="dataset fps (default: the camera rate)")
-    p.add_argument("--gap-s", type=float, default=None,
-                   help="a pause between camera frames longer than this starts an episode (default 5 frame periods, >= 0.5 s)")
-    p.add_argument("--max-age-s", type=float, default=1.0, help="joint states / commands older than this are not paired (0: no limit)")
+    p.add_argument(
+        "--gap-s",
+        type=float,
+        default=None,
+        help="a pause between camera frames longer than this starts an episode (default 5 frame periods, >= 0.5 s)",
+    )
+    p.add_argument(
+        "--max-age-s",
+        type=float,
+        default=1.0,
+        help="joint states / commands older than this are not paired (0: no limit)",
+    )
     p.add_argument("--action-align", choices=("latest", "next"), default="latest",
                    help="pair a frame with the newest command at/before it, or the first one at/after it")
     p.add_argument("--default-task", default=None, help="task of frames before any instruction (default: skip them)")
@@ -363,7 +374,9 @@ def bag_to_lerobot_main(argv: list[str] | None = None) -> int:
                    help="frame timestamps: frame_index / fps (LeRobot's convention; recorded times go to "
                         "meta/sigma_bag_conversion.json) or the recorded time since the episode start")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)"
+    )
     _topic_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -392,15 +405,25 @@ def lerobot_to_bag_main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset", help="LeRobot dataset root (meta/info.json) or hub id")
     p.add_argument("bag", help="rosbag2 directory to create")
     p.add_argument("--storage", choices=STORAGES, default="sqlite3")
-    p.add_argument("--action-type", choices=sorted(ACTION_TYPES), default=None,
-                   help="command message type (default: the source bag's when the dataset came from one, else joint_trajectory)")
-    p.add_argument("--image-key", default=None, help="camera feature (default observation.images.front / the first one)")
+    p.add_argument(
+        "--action-type",
+        choices=sorted(ACTION_TYPES),
+        default=None,
+        help="command message type (default: the source bag's when the dataset came from one, else joint_trajectory)",
+    )
+    p.add_argument(
+        "--image-key", default=None, help="camera feature (default observation.images.front / the first one)"
+    )
     p.add_argument("--start-ns", type=int, default=None,
                    help="time of the first frame (ns since epoch; default: the source bag's times, else 1.7e18)")
-    p.add_argument("--episode-gap-s", type=float, default=None, help="pause between episodes (default max(2 s, 10 frames))")
+    p.add_argument(
+        "--episode-gap-s", type=float, default=None, help="pause between episodes (default max(2 s, 10 frames))"
+    )
     p.add_argument("--episodes", type=int, nargs="+", default=None, help="convert only these episode indices")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag directory")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)"
+    )
     _topic_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -173,7 +173,9 @@ class BagReader:
                 if name == "rosbag2_py":
                     if _rosbag2_py() is None:
                         if backend == "rosbag2_py":
-                            raise BagError(f"{self.path}: backend 'rosbag2_py' requested but rosbag2_py is not importable")
+                            raise BagError(
+                                f"{self.path}: backend 'rosbag2_py' requested but rosbag2_py is not importable"
+                            )
                         continue
                     self._open_rosbag2_py()
                 else:

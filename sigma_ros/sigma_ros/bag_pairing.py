@@ -219,7 +219,10 @@ def iter_paired_frames(
         raise ValueError(f"action_align must be 'latest' or 'next', got {action_align!r}")
     stats = stats if stats is not None else PairingStats()
     topics = (topics or RobotTopics()).resolve(
-        reader.topics, reader.name, ("camera", "joint_states", "action") if require_action else ("camera", "joint_states"))
+        reader.topics,
+        reader.name,
+        ("camera", "joint_states", "action") if require_action else ("camera", "joint_states"),
+    )
     joints = resolve_joint_names(reader, topics, joint_names)
     stats.joint_names = list(joints)
     stats.topics = topics.as_dict()

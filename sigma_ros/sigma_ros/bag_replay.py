@@ -140,7 +140,9 @@ def evaluate_bag(
     if missing:
         raise ValueError(f"the model lacks workspaces {missing}")
     if c.env_state_dim:
-        raise ValueError("this checkpoint needs a privileged env_state (env_state_dim > 0), which a robot recording lacks")
+        raise ValueError(
+            "this checkpoint needs a privileged env_state (env_state_dim > 0), which a robot recording lacks"
+        )
     try:
         return _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, heads_file, backend,
                          ci_method, confidence, n_boot, table_every, plots, progress, model, checkpoint_dir)
@@ -179,30 +181,41 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
             raise ValueError(
                 f"{bag}: no frame to score: each needs a joint state, an instruction and recorded commands for "
                 f"{max(c.chunk_len, c.traj_len)} frames of its episode (frames {len(frames)}, without state "
-                f"{sum(f.state is None for f in frames)}, without instruction {sum(f.instruction is None for f in frames)}, "
-                f"without command {sum(f.action is None for f in frames)}, episodes {stats.episodes})")
+                f"{sum(f.state is None for f in frames)}, "
+                f"without instruction {sum(f.instruction is None for f in frames)}, "
+                f"without command {sum(f.action is None for f in frames)}, episodes {stats.episodes})"
+            )
         off_out, off_s = (run_offline(model, frames, steps, cfg) if offline else (None, 0.0))
         graph = run_graph(checkpoint_dir, reader, RobotTopics(**stats.topics), frames, steps, joints, cfg,
                           progress) if ros else None
     records, consistency = build_records(batches, steps, frames, off_out, graph, model, cfg)
     info_c: dict[str, dict[str, Any]] = {}
     if graph is not None:
-        short = ("lockstep" if cfg.rate == 0 else f"x{cfg.rate:g}") + (", procs" if cfg.graph_mode == "processes" else "")
+        short = ("lockstep" if cfg.rate == 0 else f"x{cfg.rate:g}") + (
+            ", procs" if cfg.graph_mode == "processes" else ""
+        )
         info_c[CONDITION_ROS] = {"telepathy": cfg.telepathy, "adapter": cfg.adapter, "label": f"ROS graph {short}",
                                  "mode": graph.mode}
     if off_out is not None:
         info_c[CONDITION_OFFLINE] = {"telepathy": cfg.telepathy, "adapter": cfg.adapter,
                                      "label": "offline model stages"}
     n_offline = sum(1 for s in steps if s.vision)
-    ca = check_a_section(model, heads_file, find_init_heads(checkpoint) if checkpoint else None)  # one model, both paths
+    ca = check_a_section(
+        model, heads_file, find_init_heads(checkpoint) if checkpoint else None
+    )  # one model, both paths
     meta = {
         "source": "rosbag",
         "bag": info,
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "checkpoint_dir": checkpoint_dir,
-        "pairing": {**stats.as_dict(), "action_align": cfg.action_align, "max_age_s": cfg.max_age_s,
-                    "frames": len(frames), "frames_with_plan": sum(s.plan for s in steps),
-                    "frames_scored": sum(len(b) for b in batches)},
+        "pairing": {
+            **stats.as_dict(),
+            "action_align": cfg.action_align,
+            "max_age_s": cfg.max_age_s,
+            "frames": len(frames),
+            "frames_with_plan": sum(s.plan for s in steps),
+            "frames_scored": sum(len(b) for b in batches),
+        },
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
         "telepathy": cfg.telepathy,
@@ -210,9 +223,16 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
         "tau_timeout_s": cfg.tau_timeout_s,
         "device": cfg.device,
         "consistency": consistency,
-        "timing": {"read_s": read_s,
-                   "offline": {"seconds": off_s, "frames": n_offline,
-                               "samples_per_s": (n_offline / off_s) if off_s > 0 else None} if off_out is not None else None},
+        "timing": {
+            "read_s": read_s,
+            "offline": {
+                "seconds": off_s,
+                "frames": n_offline,
+                "samples_per_s": (n_offline / off_s) if off_s > 0 else None,
+            }
+            if off_out is not None
+            else None,
+        },
         "ros_graph": graph_summary(graph, steps) if graph is not None else None,
         "sigma_config": c.to_dict(),
         "torch_version": torch.__version__,
@@ -257,7 +277,9 @@ def write_outputs(report, records, steps, frames, off_out, graph, out_dir, plots
                 row["graph_tau_from"] = graph.used_tau.get(s.index, s.tau_from)
                 if off_out is not None and s.index in off_out:
                     row["max_abs_diff_vs_offline"] = max(
-                        float((a - o).abs().max()) for a, o in zip(graph.outputs[s.index].actions, off_out[s.index].actions))
+                        float((a - o).abs().max())
+                        for a, o in zip(graph.outputs[s.index].actions, off_out[s.index].actions)
+                    )
         lines.append(json.dumps(row))
     paths["frame_log"] = out / FRAMES_LOG_NAME
     paths["frame_log"].write_text("\n".join(lines) + "\n")
@@ -289,14 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("bag", help="rosbag2 directory (or a single .db3 / .mcap file)")
-    p.add_argument("--checkpoint", default=None,
-                   help="Sigma checkpoint (model dir, training step dir or training output); default: seeded random weights")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="Sigma checkpoint (model dir, training step dir or training output); default: seeded random weights",
+    )
     p.add_argument("--heads", default=None, help="sigma_telepathy_heads.safetensors to load over the checkpoint")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the random weights without --checkpoint")
     p.add_argument("--output", "-o", default="sigma_bag_eval", help="directory for the report, logs and plots")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
-    p.add_argument("--rate", type=float, default=1.0,
-                   help="publish at this multiple of the recorded speed; 0 = lockstep (each frame after the previous plan)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        help="publish at this multiple of the recorded speed; 0 = lockstep (each frame after the previous plan)",
+    )
     p.add_argument("--no-ros", action="store_true", help="offline path only (no ROS 2 needed)")
     p.add_argument("--no-offline", action="store_true", help="ROS graph path only")
     p.add_argument("--batch-size", type=int, default=4, help="consecutive scored frames per report batch")
@@ -305,10 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="replay at most this many camera frames")
     p.add_argument("--action-align", choices=("latest", "next"), default="latest",
                    help="a frame's recorded command: the newest at/before it, or the first at/after it")
-    p.add_argument("--max-age-s", type=float, default=1.0,
-                   help="joint states / commands older than this are not paired (the perception node's joint_state_timeout_s)")
+    p.add_argument(
+        "--max-age-s",
+        type=float,
+        default=1.0,
+        help="joint states / commands older than this are not paired (the perception node's joint_state_timeout_s)",
+    )
     p.add_argument("--tau-timeout-s", type=float, default=2.0, help="the perception node's tau_timeout_s")
-    p.add_argument("--gap-s", type=float, default=None, help="pause that ends an episode (default 5 camera periods, >= 0.5 s)")
+    p.add_argument(
+        "--gap-s", type=float, default=None, help="pause that ends an episode (default 5 camera periods, >= 0.5 s)"
+    )
     p.add_argument("--output-type", choices=("joint_trajectory", "float64_multi_array"), default="joint_trajectory",
                    help="the controller node's motor command type")
     p.add_argument("--frame-timeout-s", type=float, default=30.0, help="longest wait for a frame's plan")
@@ -320,13 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads of the offline path (torch default; on a busy machine 1 avoids OpenMP "
                         "oversubscription, which can slow it down many times)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)"
+    )
     g = p.add_argument_group("topics (default: the Sigma graph's names, else the one topic of the type)")
     g.add_argument("--camera-topic", default=None)
     g.add_argument("--joint-states-topic", default=None)
     g.add_argument("--instruction-topic", default=None)
     g.add_argument("--action-topic", default=None, help="recorded commands: JointTrajectory or Float64MultiArray")
-    g.add_argument("--joint-names", nargs="+", default=None, help="joint order (default: SO-101 joints when present, else the bag's)")
+    g.add_argument(
+        "--joint-names",
+        nargs="+",
+        default=None,
+        help="joint order (default: SO-101 joints when present, else the bag's)",
+    )
     a = p.add_argument_group("adapter (paper 4.3)")
     a.add_argument("--adapter", action="store_true", help="apply the risk-gated adapter (action node use_adapter)")
     a.add_argument("--adapter-config", default=None, help="JSON file with AdapterConfig fields")
@@ -338,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--adapter-max-residual-ratio", type=float, default=None)
     s = p.add_argument_group("statistics and output")
     s.add_argument("--hard-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2))
-    s.add_argument("--success-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2))
+    s.add_argument(
+        "--success-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2)
+    )
     s.add_argument("--ci", choices=("bootstrap", "t"), default="bootstrap")
     s.add_argument("--confidence", type=float, default=0.95)
     s.add_argument("--n-bootstrap", type=int, default=2000)
@@ -353,12 +397,16 @@ def format_ros_summary(report: dict[str, Any]) -> str:
     lines = []
     g = meta.get("ros_graph")
     if g:
-        lines.append(f"ROS graph ({g['mode']}): {g['frames_published']} frames published, {g['plans_received']}/"
-                     f"{g['plans_expected']} plans, {g['dropped_frames']} dropped, {g['motor_commands']} motor commands, "
-                     f"{(g['samples_per_s'] or 0):.1f} samples/s")
+        lines.append(
+            f"ROS graph ({g['mode']}): {g['frames_published']} frames published, {g['plans_received']}/"
+            f"{g['plans_expected']} plans, {g['dropped_frames']} dropped, {g['motor_commands']} motor commands, "
+            f"{(g['samples_per_s'] or 0):.1f} samples/s"
+        )
         if g.get("latency_e2e_ms"):
             e = g["latency_e2e_ms"]
-            lines.append(f"  camera -> plan latency: median {e['median']:.1f} ms, p90 {e['p90']:.1f} ms, max {e['max']:.1f} ms")
+            lines.append(
+                f"  camera -> plan latency: median {e['median']:.1f} ms, p90 {e['p90']:.1f} ms, max {e['max']:.1f} ms"
+            )
         stages = g.get("stage_latency_ms") or {}
         if stages:
             lines.append("  stage latency (node status, mean of last values): " + ", ".join(
@@ -368,7 +416,9 @@ def format_ros_summary(report: dict[str, Any]) -> str:
         lines.append(f"  node dropped inputs: {drops or 'none'}")
     t = (meta.get("timing") or {}).get("offline")
     if t:
-        lines.append(f"offline: {t['frames']} frames in {t['seconds']:.2f} s ({(t['samples_per_s'] or 0):.1f} samples/s)")
+        lines.append(
+            f"offline: {t['frames']} frames in {t['seconds']:.2f} s ({(t['samples_per_s'] or 0):.1f} samples/s)"
+        )
     c = meta.get("consistency") or {}
     if c.get("frames_compared"):
         lines.append(f"ROS graph vs offline: max |action difference| {c['ros_graph_vs_offline_max_abs_diff']:.3g} over "

@@ -90,8 +90,15 @@ def start_node_processes(checkpoint_dir: str, overrides: dict[str, dict], domain
     try:
         for spec in graph.NODES:
             log_file = tempfile.TemporaryFile()
-            procs.append((spec.name, start_node_process(spec, params, checkpoint_dir, overrides=overrides.get(spec.name),
-                                                        env=env, log=log_file), log_file))
+            procs.append(
+                (
+                    spec.name,
+                    start_node_process(
+                        spec, params, checkpoint_dir, overrides=overrides.get(spec.name), env=env, log=log_file
+                    ),
+                    log_file,
+                )
+            )
     except BaseException:
         stop_node_processes(procs)
         raise
@@ -445,7 +452,9 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
             used_state[idx] = tensor_from_msg(m.robot_state).numpy().reshape(-1)
         cmds = h.rec.get("motor_commands")
         cmd_t = h.rec.times["motor_commands"][: len(cmds)]
-        motor = [(t, v) for t, v in ((t, _command_vector(m, joint_names)) for m, t in zip(cmds, cmd_t)) if v is not None]
+        motor = [
+            (t, v) for t, v in ((t, _command_vector(m, joint_names)) for m, t in zip(cmds, cmd_t)) if v is not None
+        ]
         st = h.rec.get("status")
         statuses = list(zip(h.rec.times["status"][: len(st)], st))
         return GraphRun(outputs=outputs, published=published, plan_times=plan_times, used_tau=used_tau,

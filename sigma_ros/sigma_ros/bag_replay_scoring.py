@@ -155,7 +155,9 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
                 diffs = []
                 for i in present:
                     if i in in_step:
-                        d = max(float((a - o).abs().max()) for a, o in zip(graph.outputs[i].actions, offline[i].actions))
+                        d = max(
+                            float((a - o).abs().max()) for a, o in zip(graph.outputs[i].actions, offline[i].actions)
+                        )
                         diffs.append(d)
                 if diffs:
                     rec["max_abs_diff_vs_offline"] = max(diffs)

@@ -141,7 +141,9 @@ class ControllerNode(SigmaNode):
         """model.control_stage at tick `step` of the plan `act`."""
         robot_state = torch.from_numpy(state.astype(np.float32)).unsqueeze(0)
         with Timer() as t, torch.inference_mode():
-            cmd = self.model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, robot_state, step)
+            cmd = self.model.control_stage(
+                act.action_vector, act.action_chunk, act.action_trajectory, robot_state, step
+            )
         self.stats.latency("control_stage", t.seconds)
         return cmd[0].double().numpy()
 

@@ -159,7 +159,9 @@ def image_to_tensor(msg, image_size: int, resize: bool = False, name: str = "ima
     t = rgb_array_to_tensor(img)
     if (h, w) != (image_size, image_size):
         if not resize:
-            raise ConversionError(f"{name}: size {w}x{h} != model input {image_size}x{image_size} (set resize_images to resize)")
+            raise ConversionError(
+                f"{name}: size {w}x{h} != model input {image_size}x{image_size} (set resize_images to resize)"
+            )
         t = _resize(t, image_size, "bilinear").clamp_(0.0, 1.0)
     return t
 
@@ -215,7 +217,9 @@ def depth_to_tensor(msg, image_size: int, resize: bool = False, name: str = "dep
     t = torch.from_numpy(depth)[None, None]
     if depth.shape != (image_size, image_size):
         if not resize:
-            raise ConversionError(f"{name}: size {depth.shape[1]}x{depth.shape[0]} != model input {image_size}x{image_size}")
+            raise ConversionError(
+                f"{name}: size {depth.shape[1]}x{depth.shape[0]} != model input {image_size}x{image_size}"
+            )
         t = _resize(t, image_size, "nearest")
     return t
 
@@ -392,6 +396,10 @@ def plan_from_msg(msg, config):
         tensors[f] = t
     if batch == 0:
         raise ConversionError("action_plan: empty batch")
-    scale = vector_from_field(msg.adapter_scale, batch, "action_plan.adapter_scale") if len(msg.adapter_scale) else np.ones(batch)
+    scale = (
+        vector_from_field(msg.adapter_scale, batch, "action_plan.adapter_scale")
+        if len(msg.adapter_scale)
+        else np.ones(batch)
+    )
     risk = vector_from_field(msg.risk, batch, "action_plan.risk") if len(msg.risk) else np.zeros(batch)
     return ActionOutput(**tensors), scale, risk

@@ -51,12 +51,18 @@ def default_checkpoint() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sigma-demo", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="sigma-demo",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--checkpoint", default=None, help=f"Sigma checkpoint (default: {DEFAULT_CHECKPOINT})")
     p.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
     p.add_argument("--seed", type=int, default=10_000, help="seed of the first episode (default 10000)")
-    p.add_argument("--instruction", default=None, help="instruction for every episode (default: left/right alternating)")
+    p.add_argument(
+        "--instruction", default=None, help="instruction for every episode (default: left/right alternating)"
+    )
     p.add_argument("--telepathy", choices=("on", "off"), default="on")
     p.add_argument("--adapter", action="store_true", help="risk-gated inference adapter on in the action node")
     p.add_argument("--max-episode-s", type=float, default=15.0, help="simulated seconds per episode (default 15)")

@@ -54,25 +54,71 @@ class NodeSpec:
 # External topics (remappable to the robot's) and the internal Sigma topics.
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("camera", "camera/image_raw", "sensor_msgs/msg/Image", "RGB camera (rgb8, bgr8 or mono8)"),
-    TopicSpec("depth", "camera/depth/image_raw", "sensor_msgs/msg/Image", "Optional depth image (32FC1 metres or 16UC1 millimetres)"),
+    TopicSpec(
+        "depth",
+        "camera/depth/image_raw",
+        "sensor_msgs/msg/Image",
+        "Optional depth image (32FC1 metres or 16UC1 millimetres)",
+    ),
     TopicSpec("audio", "audio", "sigma_ros_msgs/msg/AudioChunk", "Microphone audio chunks"),
     TopicSpec("joint_states", "joint_states", "sensor_msgs/msg/JointState", "Measured joint positions (radians)"),
-    TopicSpec("instruction", "instruction", "std_msgs/msg/String", "Text instruction (a new text resets the semantic memory)"),
-    TopicSpec("reset", "sigma/reset", "std_msgs/msg/Empty",
-              "Start a new episode: every node forgets its recurrent state (memory, tau, plans; the arm holds)"),
-    TopicSpec("motor_commands", "sigma/motor_commands", "trajectory_msgs/msg/JointTrajectory | std_msgs/msg/Float64MultiArray",
-              "Motor commands for ros2_control (type set by controller_node.output_type)"),
-    TopicSpec("vision_tokens", "sigma/vision_tokens", "sigma_ros_msgs/msg/VisionTokens", "Vision + state tokens (perception -> language)"),
-    TopicSpec("state_tokens", "sigma/state_tokens", "sigma_ros_msgs/msg/StateTokens", "State tokens (perception -> action)"),
-    TopicSpec("telepathy_factors", "sigma/telepathy_factors", "sigma_ros_msgs/msg/TelepathyFactors", "Telepathy factors tau (language -> action, perception)"),
-    TopicSpec("semantic_memory", "sigma/semantic_memory", "sigma_ros_msgs/msg/SemanticMemory", "Semantic memory m_t (latched)"),
-    TopicSpec("semantic_memory_kept", "sigma/semantic_memory_kept", "sigma_ros_msgs/msg/SemanticMemory",
-              "Last semantic memory re-latched by the action node, so a crashed language node restores it"),
-    TopicSpec("high_level_rep", "sigma/high_level_rep", "sigma_ros_msgs/msg/HighLevelRep", "High-level representation (language -> action)"),
-    TopicSpec("action_plan", "sigma/action_plan", "sigma_ros_msgs/msg/ActionPlan", "Action plan (action -> controller)"),
-    TopicSpec("status", "sigma/status", "sigma_ros_msgs/msg/Status", "Per-node status: latency, rates, dropped inputs, mode"),
-    TopicSpec("diagnostics", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
-              "Per-node diagnostic status (level, message, key/values) for rqt_robot_monitor, diagnostic_aggregator"),
+    TopicSpec(
+        "instruction", "instruction", "std_msgs/msg/String", "Text instruction (a new text resets the semantic memory)"
+    ),
+    TopicSpec(
+        "reset",
+        "sigma/reset",
+        "std_msgs/msg/Empty",
+        "Start a new episode: every node forgets its recurrent state (memory, tau, plans; the arm holds)",
+    ),
+    TopicSpec(
+        "motor_commands",
+        "sigma/motor_commands",
+        "trajectory_msgs/msg/JointTrajectory | std_msgs/msg/Float64MultiArray",
+        "Motor commands for ros2_control (type set by controller_node.output_type)",
+    ),
+    TopicSpec(
+        "vision_tokens",
+        "sigma/vision_tokens",
+        "sigma_ros_msgs/msg/VisionTokens",
+        "Vision + state tokens (perception -> language)",
+    ),
+    TopicSpec(
+        "state_tokens", "sigma/state_tokens", "sigma_ros_msgs/msg/StateTokens", "State tokens (perception -> action)"
+    ),
+    TopicSpec(
+        "telepathy_factors",
+        "sigma/telepathy_factors",
+        "sigma_ros_msgs/msg/TelepathyFactors",
+        "Telepathy factors tau (language -> action, perception)",
+    ),
+    TopicSpec(
+        "semantic_memory", "sigma/semantic_memory", "sigma_ros_msgs/msg/SemanticMemory", "Semantic memory m_t (latched)"
+    ),
+    TopicSpec(
+        "semantic_memory_kept",
+        "sigma/semantic_memory_kept",
+        "sigma_ros_msgs/msg/SemanticMemory",
+        "Last semantic memory re-latched by the action node, so a crashed language node restores it",
+    ),
+    TopicSpec(
+        "high_level_rep",
+        "sigma/high_level_rep",
+        "sigma_ros_msgs/msg/HighLevelRep",
+        "High-level representation (language -> action)",
+    ),
+    TopicSpec(
+        "action_plan", "sigma/action_plan", "sigma_ros_msgs/msg/ActionPlan", "Action plan (action -> controller)"
+    ),
+    TopicSpec(
+        "status", "sigma/status", "sigma_ros_msgs/msg/Status", "Per-node status: latency, rates, dropped inputs, mode"
+    ),
+    TopicSpec(
+        "diagnostics",
+        "/diagnostics",
+        "diagnostic_msgs/msg/DiagnosticArray",
+        "Per-node diagnostic status (level, message, key/values) for rqt_robot_monitor, diagnostic_aggregator",
+    ),
 )
 TOPIC_BY_KEY = {t.key: t for t in TOPICS}
 # Topics a user normally remaps to a robot (launch arguments / sigma-graph options).

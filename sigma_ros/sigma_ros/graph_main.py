@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra remap rule for every node (repeatable)")
     ap.add_argument("--robot", default="", help="also start sigma-robot (node robot_node) on this LeRobot robot type "
                     "(so101_follower, sigma_so101_sim, ...)")
-    ap.add_argument("--port", default="", help="the robot's serial port, e.g. /dev/ttyACM0 (default: the config file's)")
+    ap.add_argument(
+        "--port", default="", help="the robot's serial port, e.g. /dev/ttyACM0 (default: the config file's)"
+    )
     ap.add_argument("--robot-id", default="", help="the robot's id, naming its LeRobot calibration file "
                     "(default: the config file's)")
     ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
@@ -61,17 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compose all nodes in this process on one executor (launch: composition:=single_process)")
     ap.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="S",
                     help=f"seconds a node may take to become active (default {STARTUP_TIMEOUT_S:g})")
-    ap.add_argument("--respawn-delay", type=float, default=graph.RESPAWN_DELAY_S, metavar="S",
-                    help=f"restart a node that exits or crashes after S seconds (default {graph.RESPAWN_DELAY_S:g}); "
-                         f"a node that cannot start as configured (exit code {graph.EXIT_CONFIG_ERROR}) stops the graph")
+    ap.add_argument(
+        "--respawn-delay",
+        type=float,
+        default=graph.RESPAWN_DELAY_S,
+        metavar="S",
+        help=f"restart a node that exits or crashes after S seconds (default {graph.RESPAWN_DELAY_S:g}); "
+        f"a node that cannot start as configured (exit code {graph.EXIT_CONFIG_ERROR}) stops the graph",
+    )
     ap.add_argument("--no-respawn", action="store_true", help="stop the whole graph when a node exits")
     ap.add_argument("--log-level", default="", help="ROS log level (debug, info, warn, error)")
-    ap.add_argument("--list-params", action="store_true", help="print every node parameter with its description and exit")
+    ap.add_argument(
+        "--list-params", action="store_true", help="print every node parameter with its description and exit"
+    )
     return ap
 
 
 def robot_fields(args) -> dict[str, str]:
-    """Return the robot node's config fields from ``--robot``, ``--port`` and ``--robot-id`` (as the launch arguments)."""
+    """Return the robot node's config fields from ``--robot``, ``--port``, ``--robot-id`` (as launch arguments)."""
     return {field: getattr(args, arg) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
 
 

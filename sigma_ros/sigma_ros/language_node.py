@@ -58,7 +58,11 @@ class LanguageNode(SigmaNode):
         from std_msgs.msg import String
         from sigma_ros_msgs.msg import HighLevelRep, SemanticMemory, TelepathyFactors, VisionTokens
 
-        self._HighLevelRep, self._SemanticMemory, self._TelepathyFactors = HighLevelRep, SemanticMemory, TelepathyFactors
+        self._HighLevelRep, self._SemanticMemory, self._TelepathyFactors = (
+            HighLevelRep,
+            SemanticMemory,
+            TelepathyFactors,
+        )
         self.instruction: str | None = None
         self.text = None  # TextTokens of the instruction
         self.memory: torch.Tensor | None = None
@@ -129,8 +133,11 @@ class LanguageNode(SigmaNode):
             raise ConversionError("vision_tokens: empty batch")
         image_tokens = robot_state = None
         if c.vla_backbone:  # the VLA's own prefix: its image tokens and the joint positions
-            image_tokens = tensor_from_msg(msg.backbone_image_tokens, [vt.shape[0], None, self.model.language.backbone.hidden_size],
-                                           "vision_tokens.backbone_image_tokens")
+            image_tokens = tensor_from_msg(
+                msg.backbone_image_tokens,
+                [vt.shape[0], None, self.model.language.backbone.hidden_size],
+                "vision_tokens.backbone_image_tokens",
+            )
             robot_state = tensor_from_msg(msg.robot_state, [vt.shape[0], c.state_dim], "vision_tokens.robot_state")
         if self.instruction is None:
             self.set_mode("waiting", "no instruction")

@@ -78,7 +78,9 @@ class Param:
             elif isinstance(v, int):
                 d.integer_range = [IntegerRange(from_value=int(self.min), to_value=int(self.max), step=0)]
             elif isinstance(v, float):
-                d.floating_point_range = [FloatingPointRange(from_value=float(self.min), to_value=float(self.max), step=0.0)]
+                d.floating_point_range = [
+                    FloatingPointRange(from_value=float(self.min), to_value=float(self.max), step=0.0)
+                ]
         return d
 
 

@@ -181,7 +181,11 @@ class PerceptionNode(SigmaNode):
                 and 0 <= frame_stamp - self.tau_stamp_ns <= self.p.tau_timeout_s * NS):
             tau_prev, used_tau = self.tau, True
         audio = self.audio.tensor() if self.use_audio else None
-        depth = self.depth if (self.use_depth and self.within(self.depth_stamp, frame_stamp, self.p.depth_timeout_s)) else None
+        depth = (
+            self.depth
+            if (self.use_depth and self.within(self.depth_stamp, frame_stamp, self.p.depth_timeout_s))
+            else None
+        )
         if self.use_depth and depth is None:
             depth = torch.zeros(1, 1, self.config.image_size, self.config.image_size)
         robot_state = torch.from_numpy(self.state.astype(np.float32)).unsqueeze(0)

@@ -155,12 +155,20 @@ class RobotNode(SigmaNode):
             first = self.bridge.connect(read=self.READ_ON_CONNECT)
         except (BridgeError, RobotConfigError) as err:
             raise RobotConfigError(str(err)) from err
-        except (ConnectionError, OSError, ValueError, KeyError, RuntimeError) as err:  # LeRobot: RuntimeError for a motor check
+        except (
+            ConnectionError,
+            OSError,
+            ValueError,
+            KeyError,
+            RuntimeError,
+        ) as err:  # LeRobot: RuntimeError for a motor check
             raise RobotConfigError(f"robot {getattr(p, 'robot.type')}: {type(err).__name__}: {err}") from err
         lo, hi = self.bridge.limits
-        self.get_logger().info(f"connected {self.robot.name} (id {self.robot.id!r}): units {self.bridge.units.describe()}; limits (rad) "
-                               f"{np.round(lo, 4).tolist()} .. {np.round(hi, 4).tolist()}; torque on exit: "
-                               f"{p.torque_on_exit}")
+        self.get_logger().info(
+            f"connected {self.robot.name} (id {self.robot.id!r}): units {self.bridge.units.describe()}; limits (rad) "
+            f"{np.round(lo, 4).tolist()} .. {np.round(hi, 4).tolist()}; torque on exit: "
+            f"{p.torque_on_exit}"
+        )
         self.joint_pub = self.create_publisher(JointState, topic("joint_states"), qos.SENSOR)
         self.image_pubs = {key: self.create_publisher(
             Image, topic("camera") if key == main else f"camera/{key}/image_raw", qos.SENSOR) for key in cams}

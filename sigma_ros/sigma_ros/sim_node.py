@@ -273,7 +273,9 @@ class SimNode(RobotNode):
         if obs.frames:  # before the frame: a subscriber pairs it with the next image
             pose = self._Float64MultiArray()
             env = self.env
-            pose.data = [float(v) for v in cube_env_state(env.cube_pos, env.cube_quat, self.p.env_state_encoding or None)]
+            pose.data = [
+                float(v) for v in cube_env_state(env.cube_pos, env.cube_quat, self.p.env_state_encoding or None)
+            ]
             self.env_state_pub.publish(pose)
         super().publish_observation(obs)
         if self.ticks % self.audio_every == 0:

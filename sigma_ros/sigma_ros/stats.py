@@ -74,7 +74,7 @@ class NodeStats:
 
 
 class Timer:
-    """``with Timer() as t: ...; t.seconds``"""
+    """Wall time of a block: ``with Timer() as t: ...; t.seconds``."""
 
     def __enter__(self) -> "Timer":
         self.start = time.perf_counter()

@@ -159,8 +159,9 @@ class GraphHarness:
         # the probe records every command even when its executor lags
         p.create_subscription(cmd_type, t["motor_commands"].name, self.rec.callback("motor_commands"),
                               qos.COMMAND_CHECK)
-        p.create_subscription(Float64MultiArray, "/controller_node/dry_run_commands", self.rec.callback("dry_run_commands"),
-                              qos.COMMAND)
+        p.create_subscription(
+            Float64MultiArray, "/controller_node/dry_run_commands", self.rec.callback("dry_run_commands"), qos.COMMAND
+        )
         self._joint_positions = None
         self._joint_timer = None
         # Full garbage collections stall every node of this one process for up to ~0.7 s; the

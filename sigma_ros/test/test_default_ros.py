@@ -59,7 +59,9 @@ def test_sim_node_publishes_sensors_and_applies_commands():
     probe.create_subscription(Image, t["camera"].name, got["image"].append, qos.SENSOR)
     probe.create_subscription(JointState, t["joint_states"].name, got["joints"].append, qos.SENSOR)
     probe.create_subscription(AudioChunk, t["audio"].name, got["audio"].append, qos.SENSOR)
-    probe.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: got["status"].append(json.loads(m.data)), qos.STATUS)
+    probe.create_subscription(
+        String, EPISODE_STATUS_TOPIC, lambda m: got["status"].append(json.loads(m.data)), qos.STATUS
+    )
     cmd_pub = probe.create_publisher(JointTrajectory, t["motor_commands"].name, qos.COMMAND)
     reset_pub = probe.create_publisher(String, RESET_TOPIC, qos.INSTRUCTION)
     ex = SingleThreadedExecutor(context=ctx)

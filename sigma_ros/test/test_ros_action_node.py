@@ -66,8 +66,11 @@ def plan_for(h, key, timeout=10):
 def test_pairing_seed_and_adapter(model):
     from sigma_model.evaluation.adapter import RiskGatedAdapter
 
-    with GraphHarness("test_ros_action_node", nodes=("action_node",),
-                      overrides={"action_node": {"diffusion_seed": SEED, "reseed_every_plan": True, "use_adapter": True}}) as h:
+    with GraphHarness(
+        "test_ros_action_node",
+        nodes=("action_node",),
+        overrides={"action_node": {"diffusion_seed": SEED, "reseed_every_plan": True, "use_adapter": True}},
+    ) as h:
         h.wait_matched()
         time.sleep(0.3)
         c = model.config
@@ -101,8 +104,11 @@ def test_pairing_seed_and_adapter(model):
 
 
 def test_telepathy_off_plans_the_baseline(model):
-    with GraphHarness("test_ros_action_node_off", nodes=("action_node",),
-                      overrides={"action_node": {"diffusion_seed": SEED, "reseed_every_plan": True, "telepathy": False}}) as h:
+    with GraphHarness(
+        "test_ros_action_node_off",
+        nodes=("action_node",),
+        overrides={"action_node": {"diffusion_seed": SEED, "reseed_every_plan": True, "telepathy": False}},
+    ) as h:
         h.wait_matched()
         time.sleep(0.3)
         key, _ = publish(h, model, 2)

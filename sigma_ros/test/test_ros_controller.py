@@ -55,7 +55,9 @@ def make_plan(model, h, seed: int) -> ActionPlan:
 @contextlib.contextmanager
 def settled_controller(name: str, **params):
     """Yield the controller node alone at RATE with WIDE limits (plus `params`), fed joint states at Q0 for 0.3 s."""
-    with GraphHarness(name, nodes=("controller_node",), overrides={"controller_node": dict(WIDE, rate_hz=RATE, **params)}) as h:
+    with GraphHarness(
+        name, nodes=("controller_node",), overrides={"controller_node": dict(WIDE, rate_hz=RATE, **params)}
+    ) as h:
         h.wait_matched()
         h.stream_joint_states(Q0)
         time.sleep(0.3)
@@ -66,8 +68,10 @@ def plan_ticks(model, act, ticks) -> list[np.ndarray]:
     """control_stage(step_index=k) of `act` at the measured position Q0, for each k in `ticks`."""
     q = torch.tensor(Q0, dtype=torch.float32)[None]
     with torch.inference_mode():
-        return [model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0].double().numpy()
-                for k in ticks]
+        return [
+            model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0].double().numpy()
+            for k in ticks
+        ]
 
 
 def first_plan_command(cmds) -> int:

@@ -59,7 +59,9 @@ def _next_status(h, node: str, timeout: float = 10.0, predicate=lambda s: True, 
                 if status.name == f"{node}: sigma" and predicate(status):
                     return status
         time.sleep(0.05)
-    seen = [(_level(s), s.message) for a in h.rec.get("diagnostics")[start:] for s in a.status if s.name == f"{node}: sigma"]
+    seen = [
+        (_level(s), s.message) for a in h.rec.get("diagnostics")[start:] for s in a.status if s.name == f"{node}: sigma"
+    ]
     raise TimeoutError(f"no matching diagnostics from {node}; seen (level, message): {seen[-8:]}")
 
 

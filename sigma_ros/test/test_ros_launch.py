@@ -165,7 +165,9 @@ def test_robot_argument_adds_the_robot_node_like_sigma_graph(monkeypatch):
     config = str(ROOT / "config" / "sigma.yaml")
     nodes = _nodes(_evaluate(monkeypatch, {"config_file": config})[1])
     assert "robot_node" not in [n["name"] for n in nodes]  # no robot by default
-    nodes = _nodes(_evaluate(monkeypatch, {"config_file": config, "robot": "so101_follower", "port": "/dev/ttyACM0"})[1])
+    nodes = _nodes(
+        _evaluate(monkeypatch, {"config_file": config, "robot": "so101_follower", "port": "/dev/ttyACM0"})[1]
+    )
     assert [n["name"] for n in nodes] == [s.name for s in graph.NODES] + ["robot_node"]
     robot = nodes[-1]
     assert robot["executable"] == "sigma-robot"

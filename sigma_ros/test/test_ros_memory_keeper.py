@@ -24,7 +24,7 @@ def h():
         yield harness
 
 
-def test_crashed_language_node_restores_memory_from_keeper(h, model):
+def test_crashed_language_node_restores_memory_from_keeper(h, model):  # noqa: F811 (the imported fixture)
     text = "stack the red cube"
     h.send_instruction(text)
     time.sleep(0.3)

@@ -116,7 +116,9 @@ def test_telepathy_factors_round_trip_over_dds(ros_context):
         while not received and time.monotonic() < deadline:
             pub.publish(sent)
             executor.spin_once(timeout_sec=0.05)
-        assert received, f"no TelepathyFactors received on {topic} within 10 s (rmw={os.environ.get('RMW_IMPLEMENTATION')})"
+        assert received, (
+            f"no TelepathyFactors received on {topic} within 10 s (rmw={os.environ.get('RMW_IMPLEMENTATION')})"
+        )
         got = received[0]
         assert got is not sent
         assert got == sent  # generated __eq__ compares every field (arrays included)

@@ -16,13 +16,13 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("sigma_ros_msgs.msg")
 pytest.importorskip("lerobot.policies.smolvla.modeling_smolvla")
 
-import torch
-from sigma_model.outputs import SigmaObservation
-from sigma_model.testing import small_config
-from sigma_ros.conversions import rgb_array_to_tensor, tensor_from_msg
-from sigma_ros.testing import GraphHarness
+import torch  # noqa: E402
+from sigma_model.outputs import SigmaObservation  # noqa: E402
+from sigma_model.testing import small_config  # noqa: E402
+from sigma_ros.conversions import rgb_array_to_tensor, tensor_from_msg  # noqa: E402
+from sigma_ros.testing import GraphHarness  # noqa: E402
 
-from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
+from sigma_model import SigmaModel, load_checkpoint, save_checkpoint  # noqa: E402
 
 INSTRUCTION = "pick the cube and place it on the left"
 Q0 = np.array([0.10, -0.20, 0.30, 0.05, 0.50, 0.20])
@@ -32,7 +32,9 @@ WIDE = {"joint_lower_limits": [-100.0] * 6, "joint_upper_limits": [100.0] * 6, "
 @pytest.fixture(scope="module")
 def checkpoint(smolvla_dir, tmp_path_factory):
     # noise scale 0: the VLA's expert flows from the noise mean, so the nodes' plan is reproducible offline
-    config = small_config(backbone="smolvla", backbone_path=str(smolvla_dir), use_audio=False, diffusion_noise_scale=0.0)
+    config = small_config(
+        backbone="smolvla", backbone_path=str(smolvla_dir), use_audio=False, diffusion_noise_scale=0.0
+    )
     torch.manual_seed(0)
     model = SigmaModel(config)
     torch.nn.init.normal_(model.action.residual_head[-1].weight, std=0.5)  # a non-zero telepathy residual

@@ -454,7 +454,9 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
     )
 
 
-def run_conditions(env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False) -> list[EpisodeOutcome]:
+def run_conditions(
+    env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False
+) -> list[EpisodeOutcome]:
     """Every policy (condition name -> policy) over the same episodes.
 
     Episode ``i`` has seed ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``.
@@ -517,20 +519,47 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
             "instructions": list(dict.fromkeys(o.instruction for o in outs)),  # distinct, in episode order
         }
     expert = "the scripted expert is the reference of the plan errors"
-    not_applicable = {"expert": {**{f: expert for f in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj",
-                                                        "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj",
-                                                        "hard_sample_fraction", "total_hard_samples")},
-                                 "avg_tau_l2": "the scripted expert has no telepathy factors",
-                                 "avg_semantic_text_alignment": "the scripted expert has no semantic factors"}}
+    not_applicable = {
+        "expert": {
+            **{
+                f: expert
+                for f in (
+                    "avg_mse_vector",
+                    "avg_mse_chunk",
+                    "avg_mse_traj",
+                    "avg_hard_mse_vector",
+                    "avg_hard_mse_chunk",
+                    "avg_hard_mse_traj",
+                    "hard_sample_fraction",
+                    "total_hard_samples",
+                )
+            },
+            "avg_tau_l2": "the scripted expert has no telepathy factors",
+            "avg_semantic_text_alignment": "the scripted expert has no semantic factors",
+        }
+    }
     report = build_report(
-        records, reference="__none__", condition_info=info, hard_thresholds=config.hard_thresholds,
-        not_applicable=not_applicable, check_a=check_a, table_every=10,
-        meta={"mode": "closed_loop_in_process", "episodes": config.episodes, "seeds": [config.seed, config.seed + config.episodes - 1],
-              "replan_every": config.replan_every, "control_hz": config.control_hz, "max_steps": config.max_steps,
-              "success_hold_steps": config.success_hold_steps, "safety_max_step_rad": config.max_step_rad,
-              "units": "a sample is a plan, a batch an episode; MSEs in rad^2 against the scripted expert's "
-                       "actions from the plan's simulator state",
-              "config": asdict(config), **(meta or {})},
+        records,
+        reference="__none__",
+        condition_info=info,
+        hard_thresholds=config.hard_thresholds,
+        not_applicable=not_applicable,
+        check_a=check_a,
+        table_every=10,
+        meta={
+            "mode": "closed_loop_in_process",
+            "episodes": config.episodes,
+            "seeds": [config.seed, config.seed + config.episodes - 1],
+            "replan_every": config.replan_every,
+            "control_hz": config.control_hz,
+            "max_steps": config.max_steps,
+            "success_hold_steps": config.success_hold_steps,
+            "safety_max_step_rad": config.max_step_rad,
+            "units": "a sample is a plan, a batch an episode; MSEs in rad^2 against the scripted expert's "
+            "actions from the plan's simulator state",
+            "config": asdict(config),
+            **(meta or {}),
+        },
     )
     report["closed_loop"] = closed
     return report, records
@@ -595,7 +624,11 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
     finally:
         if own_env:
             env.close()
-    meta = {"seconds": time.perf_counter() - t0, "adapter_config": adapter.config.to_dict(), "threads": torch.get_num_threads()}
+    meta = {
+        "seconds": time.perf_counter() - t0,
+        "adapter_config": adapter.config.to_dict(),
+        "threads": torch.get_num_threads(),
+    }
     check = (check_a_section(model, init_heads=init_heads, control_model=baseline_model) if model is not None
              else {"passed": None, "status": "not run: no model (expert only)"})
     return build_closed_loop_report(outcomes, cfg, info, meta, check)
@@ -608,9 +641,15 @@ def write_closed_loop_report(report: dict[str, Any], records: list[dict[str, Any
     return paths["report"]
 
 
-def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None = None, out_dir: str | Path | None = None,
-                        adapter_config=None, baseline_checkpoint: str | Path | None = None,
-                        progress: bool = False, init_heads: str | Path | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    config: ClosedLoopConfig | None = None,
+    out_dir: str | Path | None = None,
+    adapter_config=None,
+    baseline_checkpoint: str | Path | None = None,
+    progress: bool = False,
+    init_heads: str | Path | None = None,
+) -> dict[str, Any]:
     """Load a checkpoint (a sigma_model checkpoint dir), evaluate it, optionally write the report.
 
     CHECK A uses ``init_heads``, by default the training run's initialisation file when found.
@@ -642,9 +681,11 @@ def format_summary(report: dict[str, Any]) -> str:
         cond = report.get("conditions", {}).get(name, {})
         mse = [cond.get(f) for f in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj")]
         mse_s = "-" if mse[0] is None else "/".join(f"{v:.4f}" for v in mse)
-        lines.append(f"{label:<36}{c['successes']:>4}/{c['episodes']:<4}{ci:>15}"
-                     f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}"
-                     f"{mse_s:>30}")
+        lines.append(
+            f"{label:<36}{c['successes']:>4}/{c['episodes']:<4}{ci:>15}"
+            f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}"
+            f"{mse_s:>30}"
+        )
     if report.get("check_a"):
         lines.append(format_check_a(report["check_a"]))
     return "\n".join(lines)
@@ -699,7 +740,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{', '.join(given)} apply to a Sigma checkpoint, not to --policy-path")
     elif "lerobot" in (args.conditions or ()):
         parser.error("--conditions lerobot needs --policy-path")
-    conditions = args.conditions or (["lerobot"] if lerobot else ["sigma", "paraphrase", "telepathy_off", "sigma_adapter"])
+    conditions = args.conditions or (
+        ["lerobot"] if lerobot else ["sigma", "paraphrase", "telepathy_off", "sigma_adapter"]
+    )
     try:
         if args.output:
             refuse_existing_report(args.output, args.overwrite)

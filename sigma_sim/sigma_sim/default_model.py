@@ -419,7 +419,8 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
         f"-> {pre.get('windows')} training windows (horizon 16)",
         f"- training: {tr.get('steps')} optimiser steps x batch {tr.get('batch_size')} = {tr.get('samples_seen')} "
         f"samples on CPU ({tr.get('threads')} thread(s)), {tr.get('seconds', 0) / 60:.1f} min wall time",
-        f"- model: {prov.get('parameters'):,} parameters; checkpoint files {prov.get('checkpoint_bytes', 0) / 1e6:.1f} MB "
+        f"- model: {prov.get('parameters'):,} parameters; "
+        f"checkpoint files {prov.get('checkpoint_bytes', 0) / 1e6:.1f} MB "
         "(safetensors)",
         f"- wall time of the whole command: {prov.get('total_seconds', 0) / 60:.1f} min",
         "",
@@ -428,7 +429,8 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
         f"{ev.get('meta', {}).get('episodes')} randomised episodes (seeds {prov['seeds']['evaluation']}), "
         f"replanning every {ev.get('meta', {}).get('replan_every')} control ticks at 30 Hz, safety filter on.",
         "",
-        "| condition | episode success rate | mean time to success (s) | mean abs command change (rad/tick) | mean squared jerk |",
+        "| condition | episode success rate | mean time to success (s) | mean abs command change (rad/tick) "
+        "| mean squared jerk |",
         "|---|---|---|---|---|",
     ]
     fmt = lambda v, p=3: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -475,8 +477,12 @@ def _git_commit() -> str | None:
 
 # ------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sigma-make-default", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="sigma-make-default",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default=DEFAULT_OUT, help=f"shipped checkpoint directory (default {DEFAULT_OUT})")
     p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"intermediate files (default {DEFAULT_WORK_DIR})")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
@@ -489,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead-checkpoint", default=None, metavar="DIR",
                    help="DAgger-style recording: this Sigma checkpoint acts first in each demonstration (0 ticks in a "
                         "third of them, else 1..--lead-max-steps, not recorded), then the expert takes over")
-    p.add_argument("--lead-max-steps", type=int, default=150, help="longest lead of --lead-checkpoint (ticks, default 150)")
+    p.add_argument(
+        "--lead-max-steps", type=int, default=150, help="longest lead of --lead-checkpoint (ticks, default 150)"
+    )
     p.add_argument("--record-workers", type=int, default=os.cpu_count() or 1,
                    help="processes simulating demonstrations (same dataset for any number; default: CPU count)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -522,8 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between replans (default: the model's n_action_steps)")
-    p.add_argument("--conditions", nargs="+", default=["sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"],
-                   help="closed-loop conditions (default: sigma paraphrase telepathy_off sigma_adapter expert)")
+    p.add_argument(
+        "--conditions",
+        nargs="+",
+        default=["sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"],
+        help="closed-loop conditions (default: sigma paraphrase telepathy_off sigma_adapter expert)",
+    )
     p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")
     p.add_argument("--notes-file", default=None, help="markdown appended to PROVENANCE.md (e.g. ablations)")
     p.add_argument("--quiet", action="store_true")

@@ -52,7 +52,7 @@ class LeRobotPolicyAdapter:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu") -> LeRobotPolicyAdapter:
-        """Return a policy saved by lerobot-train (``.../pretrained_model``, a local directory) with its saved processors.
+        """Load a policy saved by lerobot-train (``.../pretrained_model``, a local directory) and its processors.
 
         Raises FileNotFoundError / ValueError (one line) for a directory that holds none.
         """
@@ -100,7 +100,9 @@ class LeRobotPolicyAdapter:
 
 
 def check_features(config) -> None:
-    """Return the policy reads what the simulator gives (the front camera, 6 joint positions) and outputs 6 joint targets.
+    """Check that the policy reads what the simulator gives and outputs 6 joint targets.
+
+    The simulator gives the front camera and 6 joint positions.
 
     ValueError (one line) otherwise.
     """
@@ -153,8 +155,9 @@ def evaluate_lerobot_policy(policy: LeRobotPolicyAdapter, config: ClosedLoopConf
         env.close()
     meta = {"seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "policy_path": policy.path,
             "policy_type": pconf.type, "device": str(policy.device)}
-    report, records = build_closed_loop_report(outcomes, cfg, info, meta,
-                                               {"passed": None, "status": "not run: a LeRobot policy has no Sigma heads"})
+    report, records = build_closed_loop_report(
+        outcomes, cfg, info, meta, {"passed": None, "status": "not run: a LeRobot policy has no Sigma heads"}
+    )
     if out_dir is not None:
         write_closed_loop_report(report, records, out_dir)
     return report

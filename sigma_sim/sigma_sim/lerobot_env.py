@@ -1,8 +1,8 @@
-"""The simulated SO-101 pick-and-place as a LeRobot env: ``lerobot-eval --env.type=sigma_so101``.
+r"""The simulated SO-101 pick-and-place as a LeRobot env: ``lerobot-eval --env.type=sigma_so101``.
 
 ::
 
-    lerobot-eval --env.type=sigma_so101 --policy.path=outputs/train/act/checkpoints/last/pretrained_model \\
+    lerobot-eval --env.type=sigma_so101 --policy.path=outputs/train/act/checkpoints/last/pretrained_model \
       --eval.n_episodes=50 --eval.batch_size=1 --seed=10000 --policy.device=cpu
 
 ``SigmaSO101Env`` is LeRobot's ``EnvConfig`` of the task, registered as the env type ``sigma_so101``

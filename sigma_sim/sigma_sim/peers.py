@@ -53,7 +53,10 @@ class PeerRecipe:
 
     def flags(self) -> list[str]:
         """lerobot-train's policy flags of the recipe."""
-        return [f"--policy.type={self.policy_type}", *(f"--policy.{c.option}={flag_value(c.value)}" for c in self.changes)]
+        return [
+            f"--policy.type={self.policy_type}",
+            *(f"--policy.{c.option}={flag_value(c.value)}" for c in self.changes),
+        ]
 
 
 def flag_value(value: Any) -> str:

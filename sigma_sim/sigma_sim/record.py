@@ -154,7 +154,9 @@ class RecordSummary:
 _WORKER: dict[str, object] = {}
 
 
-def _init_simulator(sim_config: SimConfig, expert_config: ExpertConfig | None, lead_checkpoint: str | None = None) -> None:
+def _init_simulator(
+    sim_config: SimConfig, expert_config: ExpertConfig | None, lead_checkpoint: str | None = None
+) -> None:
     env = SO101PickPlaceEnv(sim_config)
     _WORKER.update(env=env, expert=ScriptedExpert(env, expert_config), lead=None)
     if lead_checkpoint:

@@ -29,7 +29,9 @@ def test_recipes_state_lerobots_defaults_and_their_flags_set_the_changes():
             assert flag_value(getattr(default, change.option)) == flag_value(change.default), (name, change.option)
             assert flag_value(getattr(config, change.option)) == flag_value(change.value), (name, change.option)
             assert change.value != change.default and change.why
-        untouched = {"chunk_size", "n_action_steps", "horizon", "down_dims", "dim_model"} - {c.option for c in recipe.changes}
+        untouched = {"chunk_size", "n_action_steps", "horizon", "down_dims", "dim_model"} - {
+            c.option for c in recipe.changes
+        }
         for option in untouched & set(vars(default)):
             assert getattr(config, option) == getattr(default, option), (name, option)
     assert {r.policy_type for r in PEERS.values()} == {"act", "diffusion"}
@@ -42,7 +44,10 @@ def test_recipes_state_lerobots_defaults_and_their_flags_set_the_changes():
 def test_the_printed_lerobot_train_command_is_the_config_that_trains(tmp_path):
     cfg = train_config("act_small", tmp_path / "data", tmp_path / "out", steps=7, batch_size=3, num_workers=0)
     command = train_command("act_small", tmp_path / "data", tmp_path / "out", steps=7, batch_size=3, num_workers=0)
-    assert command[0].endswith("lerobot-train") and command[1:len(PEERS["act_small"].flags()) + 1] == PEERS["act_small"].flags()
+    assert (
+        command[0].endswith("lerobot-train")
+        and command[1 : len(PEERS["act_small"].flags()) + 1] == PEERS["act_small"].flags()
+    )
     for flag in command[len(PEERS["act_small"].flags()) + 1:]:
         key, value = flag.removeprefix("--").split("=", 1)
         obj = cfg

@@ -219,7 +219,7 @@ def test_recording_with_a_lead_checkpoint(tmp_path):
     config = SimConfig(image_width=32, image_height=32)
     led = record_dataset(tmp_path / "led", 1, seed=seed, sim_config=config, lead_checkpoint=tmp_path / "lead",
                          lead_max_steps=20, keep_failed=True)
-    plain = record_dataset(tmp_path / "plain", 1, seed=seed, sim_config=config, keep_failed=True)
+    record_dataset(tmp_path / "plain", 1, seed=seed, sim_config=config, keep_failed=True)
     assert led.frames > 0
     first = [next(iter(load_lerobot_dataset(tmp_path / name)))[STATE_KEY] for name in ("led", "plain")]
     assert not np.allclose(np.asarray(first[0]), np.asarray(first[1]))

@@ -122,9 +122,11 @@ class PI05Backbone(VLABackbone):
 
         tokenizer = next(s for s in preprocessor.steps if isinstance(s, TokenizerProcessorStep))
         # the prompt (instruction + discretised state) of each step: normalizer, state step, tokenizer
-        self._prompt_steps = [self._normalizer,
-                              next(s for s in preprocessor.steps if isinstance(s, Pi05PrepareStateTokenizerProcessorStep)),
-                              tokenizer]
+        self._prompt_steps = [
+            self._normalizer,
+            next(s for s in preprocessor.steps if isinstance(s, Pi05PrepareStateTokenizerProcessorStep)),
+            tokenizer,
+        ]
         # Sigma's own text tokens: the plain instruction, padded to the longest (not to 200 tokens)
         self._text_steps = [TokenizerProcessorStep(tokenizer=tokenizer.input_tokenizer, max_length=tokenizer.max_length,
                                                    padding="longest", padding_side="right")]
@@ -144,7 +146,7 @@ class PI05Backbone(VLABackbone):
         return emb * math.sqrt(emb.shape[-1])
 
     def prompt_tokens(self, texts: list[str], robot_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pi0.5's prompt for this step ("Task. ..., State: <256-bin state>;\\nAction: ") as its preprocessor builds it.
+        r"""pi0.5's prompt for this step ("Task. ..., State: <256-bin state>;\nAction: ") as its preprocessor builds it.
 
         Token ids and mask [B, tokenizer_max_length].
         """
@@ -181,7 +183,9 @@ class PI05Backbone(VLABackbone):
                                inputs_embeds=[embs, None], use_cache=True)
         return VLAContext(cache, pad)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None) -> torch.Tensor:
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None
+    ) -> torch.Tensor:
         """Sigma's block through Gemma (adapters on) on a copy of the prefix cache (the expert's stays untouched).
 
         Positions continue after the prefix. [B, L, hidden].

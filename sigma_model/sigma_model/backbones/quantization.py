@@ -14,7 +14,9 @@ def require_4bit() -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise RuntimeError("4-bit loading needs bitsandbytes (in requirements-base.txt): pip install bitsandbytes") from err
+        raise RuntimeError(
+            "4-bit loading needs bitsandbytes (in requirements-base.txt): pip install bitsandbytes"
+        ) from err
 
 
 def quantize_linears_4bit(module: nn.Module, skip: tuple[str, ...] = ()) -> int:

@@ -139,7 +139,9 @@ class SmolVLABackbone(VLABackbone):
         )
         return VLAContext(cache, pad)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None) -> torch.Tensor:
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context: VLAContext | None = None
+    ) -> torch.Tensor:
         """Sigma's block through the language model's layers (adapters on).
 
         Attending to itself and to the cached prefix; positions continue after the prefix. [B, L, hidden] after the

@@ -290,7 +290,9 @@ def dataset_stats(config: SigmaConfig) -> dict | None:
 
 
 def build_vla(config: SigmaConfig, vision: bool, language: bool) -> tuple[VLAImageEncoder | None, VLABackbone | None]:
-    """Return the VLA parts the requested workspaces hold: the image encoder (vision) and the language backbone (language).
+    """Return the VLA parts the requested workspaces hold.
+
+    The image encoder (vision) and the language backbone (language).
 
     The policy is loaded once; what no workspace holds is dropped.
     """

@@ -1,7 +1,7 @@
-"""``sigma.env`` settings file (paper section 4.1: ``load_sigma_env`` reads settings and ``HF_token``).
+r"""``sigma.env`` settings file (paper section 4.1: ``load_sigma_env`` reads settings and ``HF_token``).
 
 Format: one ``KEY=VALUE`` per line; blank lines and ``#`` comments are ignored; an optional leading
-``export`` is accepted; values may be single- or double-quoted (``\\n``-style escapes are honoured in
+``export`` is accepted; values may be single- or double-quoted (``\n``-style escapes are honoured in
 double quotes); unquoted values may carry a trailing `` # comment``.
 
 The Hugging Face token may be given as ``HF_TOKEN``, ``HF_token`` (the paper's spelling) or

@@ -1,4 +1,4 @@
-"""``sigma-preprocess``: LeRobot dataset -> Sigma training shards (paper section 4.1).
+r"""``sigma-preprocess``: LeRobot dataset -> Sigma training shards (paper section 4.1).
 
 Pipeline: ``load_sigma_env`` -> ``load_lerobot_dataset`` (LeRobot's ``LeRobotDataset``; cache
 prefetch with backoff) -> ``safe_iter_dataset`` -> group by episode, sort by frame -> sliding
@@ -12,7 +12,7 @@ for an existing output directory is refused unless ``--overwrite=true`` is given
 Example::
 
     sigma-preprocess --dataset=lerobot/svla_so101_pickplace --out_dir=shards/pickplace --env_file=sigma.env
-    sigma-preprocess --dataset=./my_local_lerobot_dataset --out_dir=shards/local --window.horizon_T=16 \\
+    sigma-preprocess --dataset=./my_local_lerobot_dataset --out_dir=shards/local --window.horizon_T=16 \
         --window.min_action_norm=0.5 --window.image_size=[64,64]
 
 Every field of ``PreprocessCLI`` is ``--field=...`` and every ``WindowConfig`` field ``--window.<field>=...``;
@@ -61,7 +61,9 @@ def resolve_baseline_policy(spec: str | None) -> Callable | None:
     if spec in BUILTIN_BASELINES:
         return BUILTIN_BASELINES[spec]
     if ":" not in spec:
-        raise ValueError(f"baseline policy must be one of {sorted(BUILTIN_BASELINES)} or 'module:callable', got {spec!r}")
+        raise ValueError(
+            f"baseline policy must be one of {sorted(BUILTIN_BASELINES)} or 'module:callable', got {spec!r}"
+        )
     mod, _, name = spec.partition(":")
     obj = getattr(importlib.import_module(mod), name)
     if not callable(obj):

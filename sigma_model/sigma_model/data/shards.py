@@ -352,7 +352,9 @@ class ShardWriter:
                 raise ShardCorruptError(
                     f"shard {path} holds {n} samples but shard_size is {self.shard_size} and it is not the last shard")
         if self.shards:
-            log.info("resume: %d full shards (%d samples) already in %s", len(self.shards), self.num_written, self.out_dir)
+            log.info(
+                "resume: %d full shards (%d samples) already in %s", len(self.shards), self.num_written, self.out_dir
+            )
 
     @staticmethod
     def _shard_entry(path: Path, n: int) -> dict[str, Any]:

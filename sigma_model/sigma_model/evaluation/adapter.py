@@ -69,7 +69,9 @@ class AdapterConfig(DictConfig):
             raise ValueError("AdapterConfig.max_residual_ratio and max_risk must be > 0")
         rng = tuple(float(v) for v in self.tau_l2_range)
         if len(rng) != 2 or not all(math.isfinite(v) and v >= 0 for v in rng) or rng[0] > rng[1] or rng[1] <= 0:
-            raise ValueError(f"AdapterConfig.tau_l2_range must be (lo, hi) with 0 <= lo <= hi, hi > 0; got {self.tau_l2_range}")
+            raise ValueError(
+                f"AdapterConfig.tau_l2_range must be (lo, hi) with 0 <= lo <= hi, hi > 0; got {self.tau_l2_range}"
+            )
         self.tau_l2_range = rng
 
 
@@ -136,11 +138,16 @@ class RiskGatedAdapter:
             b = action_vector.shape[0]
             for name, p, q in zip(BRANCHES, predicted, baseline):
                 if p.shape != q.shape:
-                    raise ValueError(f"adapter: predicted {name} {list(p.shape)} and baseline {list(q.shape)} differ in shape")
+                    raise ValueError(
+                        f"adapter: predicted {name} {list(p.shape)} and baseline {list(q.shape)} differ in shape"
+                    )
                 if p.shape[0] != b:
                     raise ValueError(f"adapter: {name} batch {p.shape[0]} != action_vector batch {b}")
             if tau.dim() != 2 or tau.shape[0] != b or condition_tau.shape != tau.shape:
-                raise ValueError(f"adapter: tau {list(tau.shape)} and condition_tau {list(condition_tau.shape)} must both be [{b}, d_tau]")
+                raise ValueError(
+                    f"adapter: tau {list(tau.shape)} and condition_tau {list(condition_tau.shape)} "
+                    f"must both be [{b}, d_tau]"
+                )
 
             dtype = torch.promote_types(action_vector.dtype, torch.float32)
             residual = tuple(p.to(dtype) - q.to(dtype) for p, q in zip(predicted, baseline))

@@ -41,7 +41,14 @@ def check_a_stats(tensors: Mapping[str, torch.Tensor], source: str = "model") ->
     """Return the paper's statistics: number of heads tensors and the mean / std / rms over all their values."""
     floats = [tensors[k].detach().reshape(-1).double().cpu() for k in sorted(tensors) if tensors[k].is_floating_point()]
     if not floats:
-        return {"heads_tensors": len(tensors), "num_values": 0, "mean": None, "std": None, "rms": None, "source": source}
+        return {
+            "heads_tensors": len(tensors),
+            "num_values": 0,
+            "mean": None,
+            "std": None,
+            "rms": None,
+            "source": source,
+        }
     values = torch.cat(floats)
     return {
         "heads_tensors": len(tensors),

@@ -145,7 +145,9 @@ def format_summary(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     cli = parse_cli(EvalCLI, argv, PROG, description=__doc__)
-    logging.basicConfig(level=logging.WARNING if cli.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if cli.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         import torch
 

@@ -141,7 +141,9 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     )
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", heads: str | Path | None = None) -> tuple[SigmaModel, Path | None]:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", heads: str | Path | None = None
+) -> tuple[SigmaModel, Path | None]:
     """Load a checkpoint for evaluation (eval mode); `heads` overrides its telepathy heads."""
     model_dir, found = resolve_checkpoint(path)
     model = load_checkpoint(model_dir, map_location="cpu")
@@ -220,7 +222,9 @@ class EpisodeState:
         return list(zip(torch.as_tensor(batch["episode_index"]).reshape(-1).tolist(),
                         torch.as_tensor(batch["frame_index"]).reshape(-1).tolist()))
 
-    def previous(self, keys: Sequence[tuple[int, int]], texts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def previous(
+        self, keys: Sequence[tuple[int, int]], texts: Sequence[str], device
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(tau_prev [B, d_tau], memory_prev [B, d], rows that carry a previous window's state)."""
         tau = torch.zeros(len(keys), self.d_tau, device=device)
         memory = torch.zeros(len(keys), self.d_model, device=device)
@@ -243,7 +247,9 @@ class EpisodeState:
             carried += 1
         return tau, memory, carried
 
-    def update(self, keys: Sequence[tuple[int, int]], texts: Sequence[str], tau: torch.Tensor, memory: torch.Tensor) -> None:
+    def update(
+        self, keys: Sequence[tuple[int, int]], texts: Sequence[str], tau: torch.Tensor, memory: torch.Tensor
+    ) -> None:
         for row, ((episode, frame), text) in enumerate(zip(keys, texts)):
             self._last[episode] = (frame, text, tau[row].detach(), memory[row].detach())
 
@@ -253,7 +259,9 @@ def _first(x: torch.Tensor, per_sample_dims: int) -> torch.Tensor:
     return x[:, 0] if x.dim() == per_sample_dims + 2 else x
 
 
-def observation_from_batch(batch: Mapping[str, Any], config: SigmaConfig, device: torch.device) -> tuple[SigmaObservation, bool]:
+def observation_from_batch(
+    batch: Mapping[str, Any], config: SigmaConfig, device: torch.device
+) -> tuple[SigmaObservation, bool]:
     """(observation, state_dim_corrected).
 
     Image resized to the model's size, robot_state padded with zeros or truncated to config.state_dim (the paper's
@@ -261,7 +269,9 @@ def observation_from_batch(batch: Mapping[str, Any], config: SigmaConfig, device
     """
     images = _first(batch["vision_inputs"], 3)
     if images.dim() != 4 or images.shape[1] != config.image_channels:
-        raise ValueError(f"vision_inputs must be [B,{config.image_channels},H,W] (or [B,T,C,H,W]), got {list(images.shape)}")
+        raise ValueError(
+            f"vision_inputs must be [B,{config.image_channels},H,W] (or [B,T,C,H,W]), got {list(images.shape)}"
+        )
     if images.shape[-2:] != (config.image_size, config.image_size):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         images = torch.nn.functional.interpolate(
@@ -280,7 +290,9 @@ def observation_from_batch(batch: Mapping[str, Any], config: SigmaConfig, device
     return SigmaObservation(image=images.to(device), robot_state=state.to(device), audio=audio), corrected
 
 
-def _targets(batch: Mapping[str, Any], keys: Sequence[str], config: SigmaConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _targets(
+    batch: Mapping[str, Any], keys: Sequence[str], config: SigmaConfig, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     c = config
     shapes = ((c.action_dim,), (c.chunk_len, c.action_dim), (c.traj_len, c.action_dim))
     out = []
@@ -447,42 +459,64 @@ def replay(
             carried += n_carried
             lang = out_on.language
             tau_l2 = lang.tau.float().norm(dim=-1)
-            sem = torch.nn.functional.cosine_similarity(lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1)
-            need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (source == "tau0" and "baseline" in want)
+            sem = torch.nn.functional.cosine_similarity(
+                lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1
+            )
+            need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (
+                source == "tau0" and "baseline" in want
+            )
             out_off = None
             if need_off:  # tau = 0 everywhere: vision FiLM, language modulator, action residual
                 out_off, _ = run("off", model, keys, texts, obs, tokens, False, seed, device)
 
             if source == "checkpoint":
                 b_tokens = baseline_model.tokenize(texts)
-                b_obs, _ = observation_from_batch(batch, baseline_model.config, next(baseline_model.parameters()).device)
+                b_obs, _ = observation_from_batch(
+                    batch, baseline_model.config, next(baseline_model.parameters()).device
+                )
                 b_out, _ = run("baseline", baseline_model, keys, texts, b_obs, b_tokens, False, seed,
                                next(baseline_model.parameters()).device)
-                base = tuple(t.to(device) for t in (b_out.action.action_vector, b_out.action.action_chunk, b_out.action.action_trajectory))
+                base = tuple(
+                    t.to(device)
+                    for t in (b_out.action.action_vector, b_out.action.action_chunk, b_out.action.action_trajectory)
+                )
                 for t, name in zip(base, GT_KEYS):
                     if t.shape != targets[GT_KEYS.index(name)].shape:
-                        raise ValueError(f"baseline model predicts {name} {list(t.shape)}, the data has {list(targets[GT_KEYS.index(name)].shape)}")
+                        raise ValueError(
+                            f"baseline model predicts {name} {list(t.shape)}, "
+                            f"the data has {list(targets[GT_KEYS.index(name)].shape)}"
+                        )
                 b_tau = b_out.language.tau.float().norm(dim=-1)
                 b_sem = torch.nn.functional.cosine_similarity(
-                    b_out.language.z_sem_pool.float(), text_embedding(baseline_model, b_tokens.ids, b_tokens.mask), dim=-1)
+                    b_out.language.z_sem_pool.float(),
+                    text_embedding(baseline_model, b_tokens.ids, b_tokens.mask),
+                    dim=-1,
+                )
             elif source == "dataset":
                 base = _targets(batch, BASE_KEYS, mc, device)
                 b_tau, b_sem = tau_l2, sem
             else:  # the model's tau = 0 path (the telepathy-off pass); adapters without it use the action branch's
                 act_base = out_off.action if out_off is not None else out_on.action
-                base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if out_off is not None
-                        else (act_base.baseline_vector, act_base.baseline_chunk, act_base.baseline_trajectory))
+                base = (
+                    (act_base.action_vector, act_base.action_chunk, act_base.action_trajectory)
+                    if out_off is not None
+                    else (act_base.baseline_vector, act_base.baseline_chunk, act_base.baseline_trajectory)
+                )
                 b_tau, b_sem = tau_l2, sem
 
             def record(name: str, actions, extra: Mapping[str, Any] | None = None, tau=tau_l2, align=sem) -> None:
-                rec = batch_record(name, index, actions, targets, tau, align, cfg.hard_thresholds, cfg.success_thresholds)
+                rec = batch_record(
+                    name, index, actions, targets, tau, align, cfg.hard_thresholds, cfg.success_thresholds
+                )
                 if extra:
                     rec.update(extra)
                 records.append(rec)
 
             def adapted(out) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
                 a = out.action
-                res = adapter(a.action_vector, a.action_chunk, a.action_trajectory, *base, out.language.tau, a.condition_tau)
+                res = adapter(
+                    a.action_vector, a.action_chunk, a.action_trajectory, *base, out.language.tau, a.condition_tau
+                )
                 extra = {
                     "adapter_scale": float(res.scale.mean()),
                     "adapter_risk": float(torch.nan_to_num(res.risk, posinf=adapter.config.max_risk).mean()),
@@ -566,7 +600,9 @@ def run_replay(
     plan = plan if plan is not None else episode_batches(ds, cfg.batch_size, cfg.max_batches)
     result = replay(model, iterate_batches(ds, plan), cfg, RiskGatedAdapter(adapter_config), baseline_model, progress)
     check = check_a_section(model, heads_file, init_heads, baseline_model, b_heads)
-    reference = "baseline" if "baseline" in cfg.conditions else ("telepathy_off" if "telepathy_off" in cfg.conditions else "")
+    reference = (
+        "baseline" if "baseline" in cfg.conditions else ("telepathy_off" if "telepathy_off" in cfg.conditions else "")
+    )
     meta = {
         "checkpoint": str(checkpoint),
         "shards": str(shards),

@@ -266,7 +266,9 @@ def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: M
     for key, field, _, _ in SCALES.values():
         out[field] = _weighted_mean((_num(r.get(key)), r.get("num_samples", 0)) for r in records)
     out["avg_tau_l2"] = _weighted_mean((_num(r.get("tau_l2")), r.get("num_samples", 0)) for r in records)
-    out["avg_semantic_text_alignment"] = _weighted_mean((_num(r.get("sem_align")), r.get("num_samples", 0)) for r in records)
+    out["avg_semantic_text_alignment"] = _weighted_mean(
+        (_num(r.get("sem_align")), r.get("num_samples", 0)) for r in records
+    )
     out["hard_thresholds"] = dict(hard_thresholds)
     has_hard = any(r.get("num_hard") is not None for r in records)
     total_hard = sum(int(r.get("num_hard") or 0) for r in records)
@@ -406,12 +408,19 @@ def build_report(
         # The paper's top-level fields, for the primary (Sigma) condition.
         **{k: v for k, v in conditions[primary].items() if k not in (condition_info or {}).get(primary, {})},
         # the thresholds of window_success_rate (only a report of windows has one)
-        **({"success_thresholds": dict(success_thresholds or DEFAULT_THRESHOLDS)}
-           if any(r.get("num_within_thresholds") is not None for r in records) else {}),
+        **(
+            {"success_thresholds": dict(success_thresholds or DEFAULT_THRESHOLDS)}
+            if any(r.get("num_within_thresholds") is not None for r in records)
+            else {}
+        ),
         "conditions": conditions,
         "relative_improvement": improvement,
         "check_a": dict(check_a) if check_a is not None else None,
-        "check_b": {"every": int(table_every), "columns": list(CHECK_B_COLUMNS), "rows": check_b_rows(records, table_every)},
+        "check_b": {
+            "every": int(table_every),
+            "columns": list(CHECK_B_COLUMNS),
+            "rows": check_b_rows(records, table_every),
+        },
         "meta": dict(meta or {}),
     }
     return _clean(report)
@@ -509,7 +518,9 @@ def plot_mse_per_batch(records: Sequence[Mapping[str, Any]], path: str | Path,
     return path
 
 
-def plot_improvement(report: Mapping[str, Any], path: str | Path, labels: Mapping[str, str] | None = None) -> Path | None:
+def plot_improvement(
+    report: Mapping[str, Any], path: str | Path, labels: Mapping[str, str] | None = None
+) -> Path | None:
     """Bar chart: relative MSE improvement over the reference per time scale, with the CI as error bars."""
     by_cond = (report.get("relative_improvement") or {}).get("by_condition") or {}
     if not by_cond:
@@ -545,8 +556,8 @@ def plot_improvement(report: Mapping[str, Any], path: str | Path, labels: Mappin
         yerr = np.maximum(np.array([lo, hi]), 0.0)
         ax.bar(xs, ys, width=width * 0.92, color=colour, label=labels.get(name, name), yerr=yerr, capsize=5,
                edgecolor="black", linewidth=0.6)
-        for x, y, l, h in zip(xs, ys, yerr[0], yerr[1]):  # the value sits beyond the CI whisker
-            tip = y + h if y >= 0 else y - l
+        for x, y, lo, h in zip(xs, ys, yerr[0], yerr[1]):  # the value sits beyond the CI whisker
+            tip = y + h if y >= 0 else y - lo
             ax.annotate(f"{y:+.1f}%", (x, tip), textcoords="offset points", xytext=(0, 4 if y >= 0 else -13),
                         ha="center", fontsize=9, fontweight="bold")
     ax.axhline(0.0, color="black", linewidth=1.0)

@@ -36,7 +36,9 @@ def collate_samples(samples: Sequence[dict]) -> dict:
     keys = set(samples[0])
     for i, s in enumerate(samples[1:], 1):
         if set(s) != keys:
-            raise ValueError(f"sample {i} has keys {sorted(set(s) ^ keys)} that sample 0 does not share (or vice versa)")
+            raise ValueError(
+                f"sample {i} has keys {sorted(set(s) ^ keys)} that sample 0 does not share (or vice versa)"
+            )
     batch: dict = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
@@ -85,7 +87,10 @@ class BatchStream:
         if n == 0:
             raise ValueError("the training dataset is empty")
         if drop_last and n < batch_size:
-            raise ValueError(f"the dataset has {n} samples, fewer than one batch of {batch_size} (lower batch_size or set drop_last=False)")
+            raise ValueError(
+                f"the dataset has {n} samples, fewer than one batch of {batch_size} "
+                "(lower batch_size or set drop_last=False)"
+            )
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
         self.position = position or DataPosition()
@@ -125,13 +130,17 @@ def prepare_image(images: torch.Tensor, config: SigmaConfig) -> torch.Tensor:
     return x
 
 
-def observation_from_batch(batch: dict, config: SigmaConfig, device: torch.device, prefix: str = "") -> SigmaObservation:
+def observation_from_batch(
+    batch: dict, config: SigmaConfig, device: torch.device, prefix: str = ""
+) -> SigmaObservation:
     image = prepare_image(batch[prefix + "vision_inputs"], config).to(device)
     state = _first_frame(batch[prefix + "robot_state"], 1).to(device, torch.float32)
     if state.dim() != 2 or state.shape[1] != config.state_dim:
         raise ValueError(f"{prefix}robot_state must be [B,{config.state_dim}], got {list(state.shape)}")
     audio = batch.get(prefix + "audio")
-    return SigmaObservation(image=image, robot_state=state, audio=None if audio is None else audio.to(device, torch.float32))
+    return SigmaObservation(
+        image=image, robot_state=state, audio=None if audio is None else audio.to(device, torch.float32)
+    )
 
 
 def targets_from_batch(batch: dict, config: SigmaConfig, device: torch.device) -> dict[str, torch.Tensor]:

@@ -87,7 +87,11 @@ def _read_json(path: Path) -> Any:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], kind: str) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata={"format": FORMAT, "kind": kind})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+        str(path),
+        metadata={"format": FORMAT, "kind": kind},
+    )
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -189,7 +193,9 @@ def export_merged_model(model: nn.Module, directory: str | Path, config: SigmaCo
 
 
 # -------------------------------------------------------------- optimizer
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer, param_names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_to_tensors(
+    optimizer: torch.optim.Optimizer, param_names: list[str]
+) -> tuple[dict[str, torch.Tensor], dict]:
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -233,7 +239,10 @@ def capture_rng(generator: torch.Generator | None) -> tuple[dict[str, torch.Tens
             tensors[f"torch_cuda_{i}"] = s
     if generator is not None:
         tensors["trainer_generator"] = generator.get_state()
-    meta: dict[str, Any] = {"python": _jsonable(random.getstate()), "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0}
+    meta: dict[str, Any] = {
+        "python": _jsonable(random.getstate()),
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+    }
     try:
         import numpy as np
 
@@ -315,7 +324,9 @@ def save_training_checkpoint(
         if lora_config is not None and has_lora(model):
             save_adapter(model, lora_config, tmp / "adapter")
         save_heads(model, tmp / HEADS_FILE)
-        frozen = backbone_state_dict(model) if save_frozen_backbone and getattr(model, "language", None) is not None else {}
+        frozen = (
+            backbone_state_dict(model) if save_frozen_backbone and getattr(model, "language", None) is not None else {}
+        )
         if frozen:
             _save_tensors(tmp / BACKBONE_FILE, frozen, "backbone_frozen")
         names = param_names if param_names is not None else []

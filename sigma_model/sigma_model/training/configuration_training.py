@@ -209,6 +209,8 @@ class TrainingConfig(DictConfig, FinetuneConfig, LossConfig):
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed max_steps ({self.max_steps})")
         if self.load_in_4bit and not self.use_lora:
-            raise ValueError("load_in_4bit needs use_lora=True (a quantised backbone can only be tuned through adapters)")
+            raise ValueError(
+                "load_in_4bit needs use_lora=True (a quantised backbone can only be tuned through adapters)"
+            )
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise ValueError("output_dir must be a non-empty path")

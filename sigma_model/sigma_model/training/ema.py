@@ -59,7 +59,9 @@ class WeightEMA:
         missing = sorted(set(self.shadow) - set(state))
         unknown = sorted(set(state) - set(self.shadow) - {"__updates__"})
         if missing or unknown or "__updates__" not in state:
-            raise ValueError(f"EMA state does not match the trainable parameters (missing {missing[:5]}, unknown {unknown[:5]})")
+            raise ValueError(
+                f"EMA state does not match the trainable parameters (missing {missing[:5]}, unknown {unknown[:5]})"
+            )
         for name in self.shadow:
             self.shadow[name].copy_(state[name])
         self.updates = int(state["__updates__"])

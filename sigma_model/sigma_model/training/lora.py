@@ -68,7 +68,9 @@ def apply_lora(model: nn.Module, r: int = 16, alpha: int = 32, dropout: float = 
     names = {name.rsplit(".", 1)[-1] for name, m in decoder.named_modules() if isinstance(m, nn.Linear)}
     missing = [t for t in target_modules if t not in names]
     if missing:
-        raise ValueError(f"the backbone has no linear layers named {missing} (LoRA targets); it has {sorted(names)[:20]}")
+        raise ValueError(
+            f"the backbone has no linear layers named {missing} (LoRA targets); it has {sorted(names)[:20]}"
+        )
     config = make_lora_config(r, alpha, dropout, target_modules)
     inject_adapter_in_model(config, decoder, adapter_name=ADAPTER_NAME)
     freeze_backbone(model, keep_lora=True)
@@ -86,7 +88,9 @@ def prepare_finetuning(model: nn.Module, config):
         lora_config = make_lora_config(**model.config.backbone_lora)
         freeze_backbone(model, keep_lora=True)
     elif config.use_lora:
-        lora_config = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+        lora_config = apply_lora(
+            model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
+        )
     else:
         freeze_backbone(model, keep_lora=False)
     set_heads_trainable(model, config.train_heads)
@@ -153,7 +157,10 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Adapter weights in peft's file layout (keys relative to the decoder, no adapter name)."""
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(backbone_decoder(model), adapter_name=ADAPTER_NAME).items()}
+    return {
+        k: v.detach().cpu().contiguous()
+        for k, v in get_peft_model_state_dict(backbone_decoder(model), adapter_name=ADAPTER_NAME).items()
+    }
 
 
 def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -193,7 +200,9 @@ def load_adapter(model: nn.Module, directory: str | Path) -> None:
 
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Return the model's state dict with every LoRA delta merged into its base weight and the peft wrapper keys removed.
+    """Return the model's state dict with every LoRA delta merged into its base weight.
+
+    The peft wrapper keys are removed.
 
     Exactly the key set of a plain SigmaModel (for save_checkpoint).
     """
@@ -212,5 +221,7 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         base = module.get_base_layer()
         weight = dequantize_module_weight(base).detach().float()
         delta = module.get_delta_weight(ADAPTER_NAME).detach().float()
-        merged[f"{name}.weight"] = (weight + delta).to(torch.float32 if base.weight.dtype == torch.uint8 else base.weight.dtype)
+        merged[f"{name}.weight"] = (weight + delta).to(
+            torch.float32 if base.weight.dtype == torch.uint8 else base.weight.dtype
+        )
     return merged

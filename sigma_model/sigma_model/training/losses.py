@@ -47,13 +47,19 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
 
 
-def final_actions(output, batch: dict, use_dataset_baseline: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
+def final_actions(
+    output, batch: dict, use_dataset_baseline: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
     """TRAF final actions per level ("vec", "chunk", "traj") and whether each used a data baseline.
 
     `output` is an ActionOutput-like object (action_*, residual_*); `batch` may hold
     base_action_vector / base_action_chunk / base_action_trajectory.
     """
-    levels = {"vec": ("vector", "action_vector"), "chunk": ("chunk", "action_chunk"), "traj": ("trajectory", "action_trajectory")}
+    levels = {
+        "vec": ("vector", "action_vector"),
+        "chunk": ("chunk", "action_chunk"),
+        "traj": ("trajectory", "action_trajectory"),
+    }
     actions, used = {}, {}
     for level, (suffix, model_name) in levels.items():
         base = batch.get(f"base_action_{suffix}") if use_dataset_baseline else None
@@ -61,7 +67,9 @@ def final_actions(output, batch: dict, use_dataset_baseline: bool = True) -> tup
         if base is not None:
             base = base.to(residual.device, torch.float32)
             if base.shape != residual.shape:
-                raise ValueError(f"base_action_{suffix} has shape {list(base.shape)}, the model predicts {list(residual.shape)}")
+                raise ValueError(
+                    f"base_action_{suffix} has shape {list(base.shape)}, the model predicts {list(residual.shape)}"
+                )
             actions[level], used[level] = base + residual, True
         else:
             actions[level], used[level] = getattr(output, model_name), False
@@ -128,14 +136,18 @@ def time_consistency_loss(z_pool: torch.Tensor, m_prev: torch.Tensor, kind: str 
     raise ValueError(f"unknown time loss {kind!r}; expected 'cos' or 'mse'")
 
 
-def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 0.1, symmetric: bool = True) -> torch.Tensor:
+def info_nce(
+    anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 0.1, symmetric: bool = True
+) -> torch.Tensor:
     """Contrastive InfoNCE over the batch: pair i is the positive, every j != i a negative.
 
     logits_ij = cos(anchor_i, positive_j) / temperature; loss = CE(logits, i) (averaged with
     CE(logits^T, i) when symmetric). Zero for a batch of one.
     """
     if anchor.shape != positive.shape or anchor.dim() != 2:
-        raise ValueError(f"info_nce needs two [B,d] tensors of one shape, got {list(anchor.shape)} and {list(positive.shape)}")
+        raise ValueError(
+            f"info_nce needs two [B,d] tensors of one shape, got {list(anchor.shape)} and {list(positive.shape)}"
+        )
     a = F.normalize(anchor.float(), dim=-1, eps=COS_EPS)
     p = F.normalize(positive.float(), dim=-1, eps=COS_EPS)
     logits = a @ p.t() / temperature
@@ -174,7 +186,9 @@ def tau_loss(
 ) -> torch.Tensor:
     """L_tau = mean_i [l2_weight ||tau||^2 + lambda_collapse max(0, tau_0 - ||tau||)^2 + eta_var (1 - cos(tau, c))]."""
     if tau.shape != condition_tau.shape:
-        raise ValueError(f"tau {list(tau.shape)} and condition_tau {list(condition_tau.shape)} must have the same shape")
+        raise ValueError(
+            f"tau {list(tau.shape)} and condition_tau {list(condition_tau.shape)} must have the same shape"
+        )
     tau = tau.float()
     norm = tau.norm(dim=-1)
     hinge = torch.clamp(tau_0 - norm, min=0.0)

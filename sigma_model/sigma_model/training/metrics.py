@@ -17,10 +17,35 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TABLE1_COLUMNS = ("loss", "L_act", "L_sem", "L_int", "L_tau", "L_act_hard", "w_sem", "w_int", "w_tau", "hard_ratio", "tau_rms")
+TABLE1_COLUMNS = (
+    "loss",
+    "L_act",
+    "L_sem",
+    "L_int",
+    "L_tau",
+    "L_act_hard",
+    "w_sem",
+    "w_int",
+    "w_tau",
+    "hard_ratio",
+    "tau_rms",
+)
 EXTRA_COLUMNS = (
-    "L_act_base", "L_flow", "L_aux", "L_time", "L_mi", "mse_vec", "mse_chk", "mse_trj", "baseline_from_data", "prev_window",
-    "lr", "grad_norm", "epoch", "samples", "samples_per_s",
+    "L_act_base",
+    "L_flow",
+    "L_aux",
+    "L_time",
+    "L_mi",
+    "mse_vec",
+    "mse_chk",
+    "mse_trj",
+    "baseline_from_data",
+    "prev_window",
+    "lr",
+    "grad_norm",
+    "epoch",
+    "samples",
+    "samples_per_s",
 )
 COLUMNS = ("step",) + TABLE1_COLUMNS + EXTRA_COLUMNS
 CSV_NAME, JSONL_NAME = "metrics.csv", "metrics.jsonl"

@@ -66,7 +66,9 @@ def resolve_model_config(cli: TrainCLI) -> SigmaConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cli = parse_cli(TrainCLI, argv, PROG, description=__doc__)
-    logging.basicConfig(level=logging.INFO if cli.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if cli.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if cli.print_config:
         print(to_json(cli))
         return 0
@@ -87,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         if cli.push_to_hub:
             from .hub import push_artifacts
 
-            url = push_artifacts(result["checkpoint"], cli.push_to_hub, env_file=cli.env_file, private=not cli.hub_public)
+            url = push_artifacts(
+                result["checkpoint"], cli.push_to_hub, env_file=cli.env_file, private=not cli.hub_public
+            )
             print(f"{PROG}: pushed to {url}")
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (a checkpoint was saved; continue with --resume=auto)", file=sys.stderr)

@@ -45,7 +45,13 @@ from ..configuration_sigma import SigmaConfig
 from ..modeling_sigma import SigmaModel
 from . import losses as L
 from .batching import (
-    BatchStream, DataPosition, PreviousWindowDataset, SyntheticWindows, check_batch, observation_from_batch, targets_from_batch,
+    BatchStream,
+    DataPosition,
+    PreviousWindowDataset,
+    SyntheticWindows,
+    check_batch,
+    observation_from_batch,
+    targets_from_batch,
 )
 from .checkpointing import (
     latest_checkpoint, load_training_checkpoint, prune_checkpoints, read_checkpoint_configs,
@@ -146,7 +152,10 @@ def build_model(config: TrainingConfig, model_config: SigmaConfig, load_init: bo
     if config.load_in_4bit:
         require_4bit()
         if use_init:
-            raise ValueError("init_checkpoint cannot be combined with load_in_4bit (the checkpoint holds full-precision backbone weights)")
+            raise ValueError(
+                "init_checkpoint cannot be combined with load_in_4bit "
+                "(the checkpoint holds full-precision backbone weights)"
+            )
         if not model_config.backbone_4bit:
             model_config = SigmaConfig.from_dict({**model_config.to_dict(), "backbone_4bit": True})
     lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
@@ -204,9 +213,13 @@ def compute_losses(
                        (config.alpha_vec, config.alpha_chunk, config.alpha_traj),
                        config.rho_hard, config.lambda_hard)
     fusion = L.fusion_representation(lang.c_text, out.vision.vision_tokens)
-    l_sem, l_time, l_mi = L.semantic_loss(lang.z_sem_pool, m_prev, fusion, config.beta_mi, config.nce_temperature, config.time_loss)
+    l_sem, l_time, l_mi = L.semantic_loss(
+        lang.z_sem_pool, m_prev, fusion, config.beta_mi, config.nce_temperature, config.time_loss
+    )
     l_int = L.intent_loss(lang.z_intent, lang.memory)
-    l_tau = L.tau_loss(lang.tau, act.condition_tau, config.tau_0, config.lambda_collapse, config.eta_var, config.tau_l2_weight)
+    l_tau = L.tau_loss(
+        lang.tau, act.condition_tau, config.tau_0, config.lambda_collapse, config.eta_var, config.tau_l2_weight
+    )
     l_flow = act.trajectory_loss.float() if act.trajectory_loss is not None else None
     loss = L.total_loss(traf.l_act_total, l_sem, l_int, l_tau, weights.w_sem, weights.w_int, weights.w_tau,
                         l_flow, config.flow_weight)
@@ -251,16 +264,29 @@ class SigmaTrainer:
         if resume_path is None and latest_checkpoint(self.checkpoint_root) is not None:
             if not overwrite:
                 raise FileExistsError(
-                    f"{self.output_dir} already holds checkpoints; pass resume (--resume=auto) to continue it or overwrite (--overwrite=true)"
+                    f"{self.output_dir} already holds checkpoints; "
+                    "pass resume (--resume=auto) to continue it or overwrite (--overwrite=true)"
                 )
             shutil.rmtree(self.checkpoint_root)  # a fresh run must not mix with the old run's checkpoints
         if resume_path is not None:
             saved_config, saved_model_config = read_checkpoint_configs(resume_path)
             changed = {k for k, v in config.to_dict().items() if saved_config.to_dict().get(k) != v}
-            allowed = {"max_steps", "save_every", "log_every", "keep_checkpoints", "tensorboard", "output_dir", "device",
-                       "shards_dir", "notes", "num_threads"}
+            allowed = {
+                "max_steps",
+                "save_every",
+                "log_every",
+                "keep_checkpoints",
+                "tensorboard",
+                "output_dir",
+                "device",
+                "shards_dir",
+                "notes",
+                "num_threads",
+            }
             if changed - allowed:
-                raise ValueError(f"resuming with changed settings {sorted(changed - allowed)}; only {sorted(allowed)} may change")
+                raise ValueError(
+                    f"resuming with changed settings {sorted(changed - allowed)}; only {sorted(allowed)} may change"
+                )
             model_config = saved_model_config
         self.config = config
         if config.num_threads > 0:
@@ -279,12 +305,18 @@ class SigmaTrainer:
             named = dict(self.model.named_parameters())
             self.ema = WeightEMA({n: named[n] for n in self.param_names}, config.ema_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda_factory(config.warmup_steps, config.max_steps, config.min_lr_ratio, config.scheduler))
+            self.optimizer,
+            lr_lambda_factory(config.warmup_steps, config.max_steps, config.min_lr_ratio, config.scheduler),
+        )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.curriculum = Curriculum.from_config(config)
         self.dataset = dataset if dataset is not None else build_dataset(config, self.model_config)
-        if (config.memory_mode == "two_pass" and config.use_previous_window
-                and not isinstance(self.dataset, PreviousWindowDataset) and PreviousWindowDataset.supports(self.dataset)):
+        if (
+            config.memory_mode == "two_pass"
+            and config.use_previous_window
+            and not isinstance(self.dataset, PreviousWindowDataset)
+            and PreviousWindowDataset.supports(self.dataset)
+        ):
             self.dataset = PreviousWindowDataset(self.dataset)
         self.step = 0
         self.samples_seen = 0
@@ -299,7 +331,9 @@ class SigmaTrainer:
         self.resumed_from = resume_path
         if resume_path is None:  # the heads this run starts from, for CHECK A
             save_init_heads(self.model, self.output_dir)
-        self.stream = BatchStream(self.dataset, config.batch_size, config.seed, config.shuffle, config.drop_last, position)
+        self.stream = BatchStream(
+            self.dataset, config.batch_size, config.seed, config.shuffle, config.drop_last, position
+        )
         self.last_saved_step = self.step if resume_path is not None else -1
         self.last_metrics: dict[str, float] = {}
 
@@ -360,7 +394,9 @@ class SigmaTrainer:
         if cfg.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         else:
-            grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])))
+            grad_norm = float(
+                torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
+            )
         lr = self.optimizer.param_groups[0]["lr"]
         self._updating = True  # an interrupt from here on may leave a half-applied update
         self.optimizer.step()
@@ -441,7 +477,11 @@ class SigmaTrainer:
                     logger.log(metrics)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", L_act=f"{metrics['L_act']:.4f}", tau_rms=f"{metrics['tau_rms']:.3f}")
+                    bar.set_postfix(
+                        loss=f"{metrics['loss']:.4f}",
+                        L_act=f"{metrics['L_act']:.4f}",
+                        tau_rms=f"{metrics['tau_rms']:.3f}",
+                    )
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
         except KeyboardInterrupt:
