@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Fixtures shared by the tests of every package (sigma_model/tests, sigma_sim/tests, sigma_ros/test)."""
 
 from __future__ import annotations

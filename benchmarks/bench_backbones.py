@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Memory and speed of Sigma on a SmolVLA backbone, and an estimate for pi0.5 (3B).
 
     python benchmarks/bench_backbones.py                 # CPU: tiny training + inference, real-size inference

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Replay throughput (samples/s) of `sigma-bag-eval`: offline and through the ROS 2 node graph.
 
     python benchmarks/bench_bag_replay.py                        # default-size model, 60 frames

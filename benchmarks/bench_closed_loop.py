@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Closed-loop control rate of Sigma on the simulated SO-101 (CPU).
 
     python benchmarks/bench_closed_loop.py [--checkpoint checkpoints/sigma_so101_default] [--ticks 300]

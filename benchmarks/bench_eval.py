@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Offline replay throughput (samples/s) of `sigma-eval`.
 
     python benchmarks/bench_eval.py [--samples 64] [--batch-sizes 1 8 32] [--device cpu|cuda]

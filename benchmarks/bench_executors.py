@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """CPU use of the composed Sigma graph (``sigma-graph --single-process``) per executor.
 
 For each executor kind (``SIGMA_EXECUTOR``: sigma_ros.executors.KINDS) starts the four nodes

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Benchmark: camera frames stored as PNG images or as AV1 video in a LeRobot dataset, on CPU.
 
 Simulates a few scripted-expert episodes of the SO-101 task (96x96 camera, as ``sigma-sim-record``

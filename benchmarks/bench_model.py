@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Forward latency of each Sigma stage and of the whole step, and parameters per workspace.
 
     python benchmarks/bench_model.py [--batch 1] [--iters 50] [--device cpu|cuda]

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Size and CPU training speed of Sigma's peers (sigma_sim.peers) against Sigma's default model.
 
     python benchmarks/bench_peers.py [--batch 8] [--iters 5] [--threads 2] [--peers act_small diffusion_small]

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Benchmark: LeRobot dataset -> Sigma shards (sigma-preprocess) and shard loading, on CPU.
 
 Writes a synthetic LeRobot v3.0 dataset (PNG images, LeRobotDataset), runs the real preprocessing

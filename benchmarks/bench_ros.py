@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Benchmark of the Sigma ROS 2 graph on this machine (real rclpy + Fast DDS, own ROS domain).
 
 Prints, in one run:

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Benchmark: the cost of verifying shard checksums (SHA-256 from meta.json) when opening a ShardDataset.
 
 Writes a shard set shaped like the default model's dataset (40082 windows of 96x96 images, horizon 16,

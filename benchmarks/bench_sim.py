@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Simulation speed of the MuJoCo SO-101 pick-and-place env (sigma_sim), CPU.
 
     python benchmarks/bench_sim.py [--steps 600] [--image-size 96] [--fps 30] [--json]

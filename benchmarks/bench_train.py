@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Training throughput (samples/s) and peak memory of `sigma-train` for the default configuration.
 
     python benchmarks/bench_train.py [--steps 10] [--warmup 2] [--batch-size 10] [--device cpu|cuda]

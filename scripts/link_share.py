@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Link setup.py's data_files and console scripts into the venv (called by scripts/setup.sh).
 
 ``pip install -e .`` does not install setup.py's ``data_files`` (the ament index marker,

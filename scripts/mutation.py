@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Mutation testing of sigma_model's core modules with mutmut (``make mutation``).
 
 Runs ``mutmut run`` from ``sigma_model/`` (configuration: ``[tool.mutmut]`` in sigma_model/pyproject.toml;

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """ROS 2 environment for the Sigma virtual environment (PyPI ROS 2 wheels).
 
 scripts/setup.sh copies this file into the venv's site-packages as

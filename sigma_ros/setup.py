@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """sigma_ros: the ROS 2 runtime of Sigma (ament_python package).
 
 The model (``sigma_model``) and the simulator (``sigma_sim``) are plain pip packages next to this

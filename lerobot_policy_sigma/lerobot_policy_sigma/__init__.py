@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LeRobot plugin: Sigma as the "sigma" policy type.
 
 LeRobot's commands (lerobot-train, lerobot-eval, lerobot-record) import this module by its

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The "sigma" policy type of LeRobot: `SigmaConfig`, and sigma-train's learning-rate schedule.
 
 `lerobot-train --policy.type=sigma` parses it from the command line. It nests the settings sigma-train

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """A LeRobot-trained sigma policy as a plain Sigma checkpoint (`sigma-from-lerobot`).
 
 The preprocessor's normalisation of states and actions is folded into the checkpoint's SigmaConfig

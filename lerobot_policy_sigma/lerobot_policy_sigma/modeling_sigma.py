@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """SigmaPolicy: sigma_model.SigmaModel as a LeRobot policy.
 
 Training (`forward`): `sigma_batch` maps a LeRobot batch to the window sample sigma-train reads from

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Pre- and post-processors of the sigma policy (LeRobot's processor pipeline).
 
 Pre: rename (none by default), batch dimension, device, normalisation with the dataset's statistics

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Fixtures of the sigma policy tests.
 
 A tiny Sigma and one lerobot-train run (on the root conftest's tiny simulator dataset).

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """`lerobot-eval --env.type=sigma_so101` runs the lerobot-train result in the simulated SO-101.
 
 The console script reports its success rate; sigma-closed-loop --policy-path reports the same episodes in Sigma's

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """`lerobot-train --policy.type=sigma` on a tiny simulator dataset.
 
 The result loads, computes the same loss as sigma-train on the same windows, and acts in the closed loop as Sigma's own

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The sigma policy type in-process: config, batch mapping, curriculum, action queue, processors."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sigma's simulated SO-101 as a LeRobot robot plugin (``--robot.type=sigma_so101_sim``).
 
 An emulated Feetech STS3215 servo bus (:mod:`.feetech_emulator`) for LeRobot's Feetech robots.

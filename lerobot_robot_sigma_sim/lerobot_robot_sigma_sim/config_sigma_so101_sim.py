@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The LeRobot robot config of Sigma's simulated SO-101: ``--robot.type=sigma_so101_sim``."""
 
 from __future__ import annotations

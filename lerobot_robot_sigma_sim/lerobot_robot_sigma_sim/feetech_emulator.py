@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """A Feetech STS3215 servo bus on a pseudo-terminal.
 
 For running LeRobot's ``FeetechMotorsBus`` (and the robots built on it: ``so101_follower``, ``so101_leader``, ...)

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sigma's simulated SO-101 as a LeRobot robot: ``--robot.type=sigma_so101_sim``.
 
 The MuJoCo pick-and-place scene of :mod:`sigma_sim.so101_env` behind the interface of LeRobot's

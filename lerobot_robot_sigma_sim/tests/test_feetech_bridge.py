@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The Feetech path without hardware.
 
 LeRobot's real ``FeetechMotorsBus`` and ``SO101Follower`` on an emulated STS3215 bus (a pty), driven by Sigma's robot

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The simulated SO-101 as a LeRobot robot.
 
 Found by LeRobot's plugin discovery (distribution ``lerobot_robot_sigma_sim``), driven by Sigma's robot bridge as a real

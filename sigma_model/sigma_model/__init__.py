@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sigma: a telepathy-aligned vision-language-action model in plain PyTorch (no ROS)."""
 
 from .checkpoint import load_checkpoint, save_checkpoint

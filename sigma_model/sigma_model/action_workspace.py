@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Action trajectory workspace (paper section 3.3).
 
 c_act = P_act(r_high, tau); q = LN(Ref(Attn(Q_0, W_s S, W_s S) + b(c_act)));

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Checkpoints: config.json plus one safetensors file per workspace (keys prefixed by workspace).
 
 A ROS node loads only its own workspace: `load_checkpoint(dir, workspaces=("action",))`.

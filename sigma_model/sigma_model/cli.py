@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Command lines generated from config dataclasses with draccus, the way ``lerobot-train`` does.
 
 ``parse_cli(Cls, argv, prog)`` turns every field of the dataclass ``Cls`` into ``--field=value``

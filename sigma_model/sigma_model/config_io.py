@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """`DictConfig`: dict / JSON persistence shared by the validated dataclass configs.
 
 `SigmaConfig`, `TrainingConfig` and `AdapterConfig` inherit it: ``to_dict`` is `dataclasses.asdict`,

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Typed, validated configuration of the Sigma model (saved with every checkpoint)."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The low-level control loop of the robot: plan selection, fusion and safety (no ROS).
 
 The ROS controller node is a thin shell around :class:`ControlLoop`: it converts messages and

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Freshness of timestamped inputs, judged by their header stamps (no ROS, no torch).
 
 A robot loop must act on fresh data only. Arrival time says nothing about a message that sat in

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Language intent workspace (paper section 3.2).
 
 [text; vision; state] -> backbone -> hidden_sequence_base -> semantic factors Z_sem ->

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Small building blocks shared by the three workspaces."""
 
 from __future__ import annotations

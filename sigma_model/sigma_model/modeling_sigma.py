@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """SigmaModel: the three workspaces, their stage functions and the whole-model step.
 
 The ROS nodes call the stages one by one; `forward` is exactly their composition, so offline

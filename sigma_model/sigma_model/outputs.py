@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Typed inputs and outputs of the Sigma stages (what the ROS messages carry)."""
 
 from __future__ import annotations

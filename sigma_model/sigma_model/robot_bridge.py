@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """A LeRobot robot behind Sigma's joint interface (no ROS): radians in and out, with safety.
 
 :class:`RobotBridge` drives any LeRobot ``Robot`` (``so101_follower``, a ``lerobot_robot_*``

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LeRobot motor units <-> joint angles in radians (no ROS, no LeRobot import).
 
 A LeRobot robot reads and takes ``<joint>.pos`` values in the unit of each motor's

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Safety filter for joint-position motor commands (no ROS, no torch).
 
 The ROS controller node and the offline/simulated evaluation run this same code between the

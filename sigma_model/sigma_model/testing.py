@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for the tests of every Sigma package (and of users' own extensions).
 
 A small fast configuration, seeded observations, non-zero weights for zero-initialised heads, a tiny local Hugging Face

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Machinery of the property-based safety tests, shared by sigma_model's and sigma_ros's tests.
 
 Random targets and measurements of every kind, an independent checker of the safety guarantees, and a driver of random

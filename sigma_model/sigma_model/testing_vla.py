@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Tiny offline VLA backbones for tests (no hub).
 
 A random SmolVLA in the public checkpoint layout, and a random pi0.5 with LeRobot 0.4.4's module layout built from stock

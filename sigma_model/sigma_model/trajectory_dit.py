@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Path C of the action workspace: a small DiT denoiser trained with flow matching.
 
 Training: x_t = (1 - t) x_0 + t x_1 with x_0 ~ N(0, I) and x_1 the target trajectory; the DiT

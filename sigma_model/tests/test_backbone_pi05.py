@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """pi0.5 (LeRobot 0.4.4's PI05Policy) as Sigma's backbone, as far as stock transformers allows.
 
 PI05Policy refuses to build without the transformers branch of LeRobot's `pi` extra, so these

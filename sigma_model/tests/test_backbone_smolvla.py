@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """SmolVLA (LeRobot 0.4.4's SmolVLAPolicy) as Sigma's backbone.
 
 On a tiny random SmolVLA saved in the public checkpoint layout (no hub): its image tokens feed the vision workspace, its

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """DictConfig: the one dict/JSON persistence of SigmaConfig, TrainingConfig and AdapterConfig."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The controller's logic without ROS (:class:`ControlLoop`).
 
 Which plan and which step of it each tick follows, when a newer plan takes over, stamp alignment, stale and invalid

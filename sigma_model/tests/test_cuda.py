@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """What only a CUDA GPU can check.
 
 bf16 training on the GPU, checkpoints that move between GPU and CPU, bit-identical resume on the GPU, and 4-bit

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LeRobot datasets written with LeRobotDataset.create / add_frame / save_episode / finalize, read back.
 
 Writers: sigma_model.data.lerobot_io, the synthetic recorder; reader: LeRobotDataset

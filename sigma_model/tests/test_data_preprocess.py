@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """End-to-end preprocessing on a locally written LeRobot dataset (sigma_model.data.preprocess)."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """ShardWriter / ShardDataset (sigma_model.data.shards)."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """sigma.env, retry/backoff, prefetch and dataset loading (no network)."""
 
 from __future__ import annotations

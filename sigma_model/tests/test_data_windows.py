@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Windows, pick_* and action stats (sigma_model.data.windows)."""
 
 from __future__ import annotations

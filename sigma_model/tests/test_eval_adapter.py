@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The risk-gated inference adapter (paper 4.3): bounds, fallback, a hand-computed case."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Offline replay and sigma-eval end to end: shards (ShardWriter) + a briefly trained checkpoint."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The evaluation report: confidence intervals on known numbers, aggregation, files."""
 
 from __future__ import annotations

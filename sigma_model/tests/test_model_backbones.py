@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Backbones behind one interface.
 
 A generic Hugging Face model loaded from a local directory (made here, since no hub is reachable) and the LeRobot policy

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The paper's equations hold in the implementation, not only the shapes."""
 
 from __future__ import annotations

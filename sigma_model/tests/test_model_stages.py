@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Stage composition, per-workspace checkpoints, configs and input validation."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """SigmaConfig.text_encoder: a frozen pretrained encoder's token states as the instruction's embeddings."""
 
 from __future__ import annotations

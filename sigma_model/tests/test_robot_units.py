@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LeRobot motor units <-> radians (sigma_model.robot_units), one test per norm mode.
 
 Checked against LeRobot's own normalisation (``SerialMotorsBus._normalize``) where LeRobot is installed.

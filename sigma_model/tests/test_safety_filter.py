@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """sigma_model.safety.SafetyFilter.
 
 The ROS-free safety logic the controller node and the offline /simulated evaluation share (no ROS needed).

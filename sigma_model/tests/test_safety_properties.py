@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Property-based tests of the safety guarantees (hypothesis).
 
 Thousands of random sequences of targets, measurements, timings, stamps and faults through :class:`SafetyFilter` and

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The sigma-train command (draccus): --help, a run and its resume, nested overrides, --config_path, clear errors."""
 
 from __future__ import annotations

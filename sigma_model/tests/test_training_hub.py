@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Hub push/pull of training artifacts: clear failures offline and without network; the token."""
 
 from __future__ import annotations

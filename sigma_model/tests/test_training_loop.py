@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The fine-tuning loop.
 
 Learning on synthetic windows and on real shards, bit-identical resume, tensor-only atomic checkpoints, the deployable

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LoRA (peft) on the backbone's q/k/v/o projections only; the frozen backbone stays unchanged."""
 
 from __future__ import annotations

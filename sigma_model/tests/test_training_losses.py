@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """TRAF / TSAC loss terms against hand computations on small tensors, and the curriculum."""
 
 from __future__ import annotations

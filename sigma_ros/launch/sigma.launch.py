@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Launch the Sigma node graph: ``ros2 launch sigma_ros sigma.launch.py [arg:=value ...]``.
 
 The node list, parameter file and remappable topics come from ``sigma_ros.graph`` (the same

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Action node: the action trajectory workspace (paper 3.3) and the inference adapter (4.3).
 
 Subscribes to HighLevelRep, TelepathyFactors and StateTokens, pairs them by header stamp (the source camera frame), runs

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The inference adapter of paper section 4.3 in the action node.
 
 The adapter is ``sigma_model.evaluation.adapter.RiskGatedAdapter`` (the same object the offline

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Convert robot rosbag2 recordings to LeRobot datasets and back.
 
 Datasets are written and read with LeRobot's ``LeRobotDataset``.

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Read and write rosbag2 recordings (sqlite3 and MCAP) without needing a ROS install.
 
 A robot recording for Sigma holds four kinds of topics (any names; see

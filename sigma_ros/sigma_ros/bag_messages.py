@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Build and read the ROS messages of a robot recording (rosbags message types)."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Pair the camera frames of a robot recording with what the robot knew and did.
 
 :func:`iter_paired_frames`: each camera frame gets the newest valid joint state and commanded

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma-bag-eval``.
 
 Evaluate Sigma on a robot's rosbag2 recording, through the ROS 2 node graph and through the offline model, in the

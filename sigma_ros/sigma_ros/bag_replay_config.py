@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Options and names of a bag evaluation (``sigma-bag-eval``): conditions, stages, nodes, BagEvalConfig."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The ROS graph path of a bag replay.
 
 The four Sigma nodes (in this process or one process each) get the recording's frames, joint states and instructions;

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The frame schedule of a bag replay and its offline path.
 
 The checkpoint's stage functions run frame by frame in this process, following the nodes' rules (see

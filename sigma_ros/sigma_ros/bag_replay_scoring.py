@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Scoring a bag replay.
 
 per-batch records of both paths against the recorded commands, the graph's latencies, drops and recurrence mismatches,

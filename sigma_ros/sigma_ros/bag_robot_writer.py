@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Write robot recordings.
 
 :class:`RobotBagWriter` (camera, joint states, instruction, commands) and :func:`write_synthetic_robot_bag` (a small

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Low-level controller node: action fusion phi + C_low (paper 3.3) at a fixed rate, with safety.
 
 A thin shell around :class:`sigma_model.control_loop.ControlLoop`: ActionPlan and JointState

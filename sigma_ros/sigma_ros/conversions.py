@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Message <-> tensor conversions, each one validating what it receives.
 
 Every inbound message goes through one of these functions; a malformed message raises

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma-demo``: the main job. The whole stack on the simulated SO-101, finishing by itself.
 
 Starts the simulated SO-101 (:mod:`sigma_ros.sim_node`) and the four Sigma nodes from the same

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``/diagnostics`` of the Sigma nodes, as ``diagnostic_updater`` publishes it.
 
 Every node publishes one ``diagnostic_msgs/DiagnosticStatus`` per status period in a

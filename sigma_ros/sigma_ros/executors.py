@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The executor of every Sigma process (node processes, the composed graph, sigma-demo, tests).
 
 rclpy 9.1's ``MultiThreadedExecutor`` busy-spins (ros2/rclpy#1452, fixed upstream after the

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The Sigma node graph, described once.
 
 ``launch/sigma.launch.py`` (for ``ros2 launch`` on a ROS 2 install) and the ``sigma-graph``

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma-graph``: start the Sigma node graph without ``ros2 launch``.
 
 The PyPI ROS 2 wheels have no ``launch``/``launch_ros``/``ros2`` CLI, so this command starts the

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma-instruct "pick up the red cube"``: publish a text instruction to /instruction.
 
 The same as ``ros2 topic pub --once /instruction std_msgs/msg/String "data: '...'"`` for

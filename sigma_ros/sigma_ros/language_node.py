@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Language-intent node: backbone + language intent workspace (paper 3.2).
 
 Subscribes to ``/instruction`` (std_msgs/String) and the vision/state tokens; for each token

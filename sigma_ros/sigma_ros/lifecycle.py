@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Bring managed nodes up through the standard lifecycle services.
 
 ``<node>/get_state`` and ``<node>/change_state`` (``lifecycle_msgs``) are what ``ros2 lifecycle

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Load the part of the Sigma model a node needs (no ROS imports).
 
 * With a checkpoint directory (``sigma_model.checkpoint`` layout: config.json + one safetensors

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Common base of the four Sigma nodes.
 
 Managed (lifecycle) nodes with parameters with descriptors, the model part, status and diagnostics, bad-input handling

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Perception node: the cognitive vision workspace (paper 3.1) on live sensors.
 
 Subscribes: camera (sensor_msgs/Image), optional depth (Image), audio (AudioChunk), joint states

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Every QoS profile of the Sigma graph, in one place.
 
 * SENSOR: camera, depth, audio, joint states. Best effort, keep last, volatile (the usual

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma-robot``: any LeRobot robot as the robot side of the Sigma graph (node ``robot_node``).
 
 A thin shell around :class:`sigma_model.robot_bridge.RobotBridge` (connection, calibration, units,

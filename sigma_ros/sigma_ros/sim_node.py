@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Simulated SO-101 as a ROS 2 node: ``sigma-robot`` on the simulated robot, plus episodes.
 
 The robot side is the robot bridge (:class:`sigma_ros.robot_node.RobotNode`) driving the LeRobot

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """ROS-free bookkeeping shared by the nodes: latencies, rates, dropped inputs, stamp pairing."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Helpers to run the Sigma graph in-process against real DDS (tests, benchmarks, sim runs).
 
 * :func:`isolated_context` makes an rclpy Context on its own ROS domain (``ROS_DOMAIN_ID``),

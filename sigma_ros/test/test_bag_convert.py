@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """rosbag2 <-> LeRobot conversion (sigma_ros.bag_convert).
 
 A robot's bag becomes a LeRobot dataset (training data) and back, preserving frames, episodes, tasks and timing.

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """rosbag2 reading/writing (sqlite3 and MCAP) with sigma_ros.bag_io.
 
 Frame pairing, topic roles, CDR compatibility with rclpy, and clear errors for corrupt or truncated recordings.

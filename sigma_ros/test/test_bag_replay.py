@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """sigma-bag-eval.
 
 A recording written by the test (sqlite3 and MCAP) replays through the four ROS 2 nodes (real rclpy + DDS on a private

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The property-based safety tests of ``sigma_model/tests/test_safety_properties.py`` through the controller node.
 
 They drive the node's message callbacks: random sequences of plans (from the model's action stage, sometimes absurd),

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The simulated SO-101 node and a short closed-loop episode through the four Sigma ROS 2 nodes."""
 
 from __future__ import annotations

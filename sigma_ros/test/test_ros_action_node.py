@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Action node on real DDS.
 
 Stamp pairing of its three inputs, the seeded diffusion sampler, the inference adapter (same object as the offline

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Bad input on every subscription of the four nodes.
 
 The message is rejected with a logged (throttled) error, counted as a dropped input, the robot is held safely, and

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Controller node on real DDS.
 
 Watchdog hold when plans stop, tick stepping through the plan, dry run, the Float64MultiArray output and the achieved

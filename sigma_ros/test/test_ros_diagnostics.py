@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """/diagnostics.
 
 One diagnostic_msgs/DiagnosticStatus per node and status period, as diagnostic_updater publishes it (name "<node>:

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """End to end.
 
 The four Sigma nodes on real DDS (rclpy, Fast DDS, own ROS domain) against the offline whole-model forward.

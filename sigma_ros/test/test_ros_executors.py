@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """sigma_ros.executors.
 
 The multi-threaded executor does not busy-spin while every worker is busy (rclpy 9.1's yields a queued callback again

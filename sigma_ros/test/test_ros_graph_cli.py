@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The project commands that replace ``ros2 launch`` / ``ros2 topic pub`` with the PyPI wheels.
 
 ``sigma-graph`` (one process per node, as launch does) and ``sigma-instruct``; topic remaps; motor commands out; clean

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Language node.
 
 Semantic memory across steps, reset on a new instruction (not on a repeated one), and restore from the latched

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """launch/sigma.launch.py and the sigma-graph command start the same graph from one description (sigma_ros.graph).
 
 Node list, executables, parameter file, overrides and remaps.

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma.launch.py`` under the real ``launch`` / ``launch_ros`` (ROS 2's launch system).
 
 Skipped where they are not importable: the PyPI ``ros-*`` wheels ship neither (``test_ros_launch.py``

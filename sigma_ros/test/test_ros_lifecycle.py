@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The Sigma nodes are managed nodes, driven through their standard lifecycle services.
 
 Unconfigured -> inactive -> active -> inactive. The controller publishes nothing before it is active, one hold on

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """A crashed language node restores its semantic memory from the action node's re-latched copy."""
 
 from __future__ import annotations

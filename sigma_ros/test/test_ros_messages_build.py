@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The install works.
 
 Rclpy runs from the venv and the CMake-built sigma_ros_msgs round-trip over real DDS (publisher and subscription in one

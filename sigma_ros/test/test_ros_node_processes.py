@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Each node as its own process.
 
 Started as sigma-graph starts it (``python -m sigma_ros.<node>`` with the graph's ``--ros-args``) and brought to

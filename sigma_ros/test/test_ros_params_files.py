@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Files the nodes read from the temp folder are private.
 
 Parameter override files (sigma_ros.graph.overrides_file): a fresh mkdtemp directory (0700) of the process that writes

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma-robot`` in the Sigma graph on an emulated SO-101.
 
 LeRobot's real ``SO101Follower`` and ``FeetechMotorsBus`` on a pseudo-terminal that speaks the Feetech protocol

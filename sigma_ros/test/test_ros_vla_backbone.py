@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The four Sigma nodes on real DDS with a SmolVLA backbone (a tiny random SmolVLA, offline).
 
 One camera frame in, one action plan out, equal to the offline model. The perception node sends the VLA's image tokens

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sigma's simulated SO-101 (MuJoCo): pick-and-place env, scripted expert, recorder.
 
 No ROS imports. Importing this package picks a headless OpenGL backend for

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Headless OpenGL backend selection for MuJoCo offscreen rendering.
 
 MuJoCo (and PyOpenGL) read ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` once, when

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """In-process closed-loop evaluation of Sigma in the simulated SO-101 (no ROS).
 
 Each episode: ``SO101PickPlaceEnv.reset(seed)`` with a randomised cube pose and an instruction

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """``sigma-make-default``: build the embedded default Sigma model for the simulated SO-101.
 
 One command runs the whole pipeline and writes the shipped checkpoint with its provenance::

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Scripted pick-and-place expert that outputs SO-101 joint position targets.
 
 The expert reads the simulator state (cube pose, joint angles, the instructed

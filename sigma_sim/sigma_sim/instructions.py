@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Instruction wordings of the pick-and-place task and how each maps to its placement region.
 
 Three disjoint roles:

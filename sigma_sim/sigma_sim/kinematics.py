@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Kinematics helpers for the SO-101 model: grasp point, top-down IK, gravity feed-forward.
 
 All computations run on a private ``MjData`` so they never disturb the

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LeRobot policies of any type (ACT, Diffusion Policy, Sigma's plugin, ...) in the closed-loop evaluation.
 
 :class:`LeRobotPolicyAdapter` runs a policy with its saved processors through LeRobot's own single-step

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 r"""The simulated SO-101 pick-and-place as a LeRobot env: ``lerobot-eval --env.type=sigma_so101``.
 
 ::

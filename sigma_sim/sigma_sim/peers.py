@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sigma's peers on the simulator's data: LeRobot's ACT and Diffusion Policy, their lerobot-train recipes.
 
 Each recipe is LeRobot 0.4.4's default config of the policy plus the changes it lists, each with

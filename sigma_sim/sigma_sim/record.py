@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Record scripted-expert demonstrations as a LeRobot (v3.0) dataset, with LeRobot's ``LeRobotDataset``.
 
 Each frame holds what a LeRobot SO-101 recording holds::

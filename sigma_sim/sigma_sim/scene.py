@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """MJCF scene for the Sigma SO-101 pick-and-place task.
 
 The robot, cube and table come unchanged from the MJCF shipped by the PyPI

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Simulated SO-101 pick-and-place, controlled like a real SO-101 through LeRobot.
 
 The robot model, cube and table come from the MJCF shipped by the PyPI package

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Fixtures of the simulator tests: a tiny LeRobot ACT saved as lerobot-train saves one."""
 
 from __future__ import annotations

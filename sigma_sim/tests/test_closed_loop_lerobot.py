@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Any LeRobot policy in the closed loop (sigma_sim.lerobot_closed_loop).
 
 An untrained ACT acts in `run_episode` through LeRobot's own inference path, and `sigma-closed-loop --policy-path`

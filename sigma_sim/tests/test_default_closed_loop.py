@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """In-process closed-loop evaluation (sigma_sim.closed_loop) and the shipped default checkpoint."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """sigma-make-default end to end on a tiny budget: record -> preprocess -> train -> eval -> ship."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Instruction wordings.
 
 The success check resolves all of them, training never sees the held-out paraphrases, and a pretrained encoder's token

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The simulator as a LeRobot env (sigma_sim.lerobot_env, env type "sigma_so101").
 
 LeRobot's make_env builds it, and what LeRobot's rollout sees (observations, tasks, seeds, success, the policy's

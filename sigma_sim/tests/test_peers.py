@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sigma's peers (sigma_sim.peers).
 
 The recipes state LeRobot's real defaults and their lerobot-train flags set the changes; LeRobot's ACT and Diffusion

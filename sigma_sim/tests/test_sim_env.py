@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Tests of the MuJoCo SO-101 pick-and-place simulation (sigma_sim)."""
 
 from __future__ import annotations

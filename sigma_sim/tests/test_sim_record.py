@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Recording scripted SO-101 demonstrations as a LeRobot v3.0 dataset with LeRobotDataset (sigma_sim.record)."""
 
 from __future__ import annotations

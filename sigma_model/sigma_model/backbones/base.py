@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The backbone interface used by the language intent workspace."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Generic Hugging Face (V)LM backbone: a local directory or a hub id, optional 4-bit."""
 
 from __future__ import annotations

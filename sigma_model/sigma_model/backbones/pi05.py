@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """pi0.5 (LeRobot 0.4.4 ``PI05Policy``) as a Sigma backbone.
 
 ``PI05Policy`` runs only with the transformers of LeRobot's ``pi`` extra (the git branch

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """4-bit (bitsandbytes NF4) loading of frozen backbone weights: CUDA only, never silently skipped."""
 
 from __future__ import annotations

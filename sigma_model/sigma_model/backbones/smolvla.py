@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """SmolVLA (LeRobot 0.4.4 ``SmolVLAPolicy``, stock transformers) as a Sigma backbone.
 
 Module layout used (``policy.model`` is LeRobot's ``VLAFlowMatching``): ``vlm_with_expert`` (a

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """A frozen pretrained text encoder for the instruction (``SigmaConfig.text_encoder``).
 
 Its per-token contextual hidden states (the sequence, not a pooled vector) replace the backbone's

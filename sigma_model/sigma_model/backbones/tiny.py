@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Offline default backbone: a small Llama decoder built from config, byte-level tokenizer."""
 
 from __future__ import annotations

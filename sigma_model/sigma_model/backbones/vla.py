@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LeRobot vision-language-action policies (SmolVLA, pi0.5) as Sigma backbones.
 
 A VLA serves all three workspaces, and the weights stay the policy's own (frozen, referenced by

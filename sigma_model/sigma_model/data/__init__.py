@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sigma data pipeline (paper section 4.1): LeRobot datasets -> sliding windows -> shards.
 
 - :mod:`.lerobot_io` - creating and finishing LeRobot datasets with LeRobot's ``LeRobotDataset``,

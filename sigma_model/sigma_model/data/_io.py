@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Small file-system helpers shared by the data modules (atomic writes, JSON)."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 r"""``sigma.env`` settings file (paper section 4.1: ``load_sigma_env`` reads settings and ``HF_token``).
 
 Format: one ``KEY=VALUE`` per line; blank lines and ``#`` comments are ignored; an optional leading

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LeRobot datasets written and described by LeRobot's own code (``lerobot.datasets``).
 
 Recording goes through ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode`` / ``finalize``;

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Loading LeRobot datasets by hub id or local path with LeRobot's ``LeRobotDataset``.
 
 With cache prefetch and retry/backoff.

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 r"""``sigma-preprocess``: LeRobot dataset -> Sigma training shards (paper section 4.1).
 
 Pipeline: ``load_sigma_env`` -> ``load_lerobot_dataset`` (LeRobot's ``LeRobotDataset``; cache

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Sample shards: ``shard_00000.safetensors`` ... plus ``meta.json`` (paper section 4.1 ``ShardWriter``).
 
 Format (tensor-only, no pickle): each shard is one safetensors file holding N samples stacked along

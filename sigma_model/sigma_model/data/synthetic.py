@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Small synthetic LeRobot datasets with a known window structure (tests, benchmarks, smoke runs).
 
 Each episode is a *static* part (``static`` frames whose action is exactly zero) followed by a

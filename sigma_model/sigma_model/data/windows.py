@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Episode grouping, sliding windows and Sigma training samples (paper section 4.1).
 
 Frames (LeRobot frame dicts) are grouped by ``episode_index`` and sorted by ``frame_index``; each

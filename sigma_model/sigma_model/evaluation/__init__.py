@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Evaluation of Sigma (paper sections 4.3, 5, 6): the inference adapter, offline replay, the report.
 
 - :mod:`.adapter` - ``RiskGatedAdapter`` / ``AdapterConfig`` (pure torch; the ROS action node uses it too).

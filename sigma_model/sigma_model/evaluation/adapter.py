@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Risk-gated inference adapter (paper section 4.3). Pure torch, no ROS.
 
 The adapter hooks onto the model's outputs after inference; it never changes weights. For each

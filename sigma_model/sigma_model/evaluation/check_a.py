@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """CHECK A (paper section 6): the telepathy heads, against their initialisation and between groups.
 
 The paper's CHECK A lists the heads' tensor count, mean, std and rms for the experimental and the

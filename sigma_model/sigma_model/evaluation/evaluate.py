@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """`sigma-eval`: offline closed-loop replay of shards through a Sigma checkpoint (paper sections 5, 6).
 
 Every field below is ``--field=...``; the replay options are ``--replay.<field>`` (ReplayConfig) and

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Offline closed-loop replay (paper sections 5 and 6).
 
 Recorded windows (shards written by `sigma_model.data.ShardWriter`) are replayed in batches through

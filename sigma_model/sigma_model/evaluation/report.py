@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The evaluation report: aggregation of per-batch records, confidence intervals, JSON, JSONL, plots.
 
 Everything here works on *per-batch records*, plain dicts, so any replay (offline shards, a rosbag

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LoRA fine-tuning of Sigma with TRAF and TSAC (paper section 4.2).
 
     from sigma_model.training import TrainingConfig, SigmaTrainer

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Batches for training: collation, a deterministic data order, model inputs, synthetic windows.
 
 A sample (one window of the sigma_model.data shards) is a dict with

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Resumable training checkpoints: tensor-only files (safetensors + JSON), written atomically.
 
 Layout of one checkpoint directory `<output_dir>/checkpoints/step_00000100/`:

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Typed, validated configuration of a Sigma fine-tuning run (saved with every training checkpoint).
 
 Every hyper-parameter of paper section 4.2 lives here: LoRA (r = 16 with dropout on the q/k/v/o

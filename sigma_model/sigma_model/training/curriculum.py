@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """TSAC curriculum: w_sem(t), w_int(t), w_tau(t) rise linearly from start to target, then stay.
 
 w(t) = start + (target - start) * min(1, t / steps) for optimiser step t >= 0 (steps = 0: target

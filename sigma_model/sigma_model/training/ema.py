@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Exponential moving average of the trainable weights (Polyak averaging).
 
 Behaviour-cloned policies swing a lot from one checkpoint to the next in closed loop; the average

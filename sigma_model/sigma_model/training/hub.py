@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Push and pull training artifacts (checkpoints, adapters, telepathy heads, logs) with huggingface_hub.
 
 - Offline mode: when HF_HUB_OFFLINE is set (read at call time), `push_artifacts` refuses at once

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """LoRA on the Sigma backbone with peft (paper 4.2: r = 16 with dropout on q/k/v/o projections).
 
 The adapters are injected into the backbone's decoder only (`model.language.backbone.decoder`;

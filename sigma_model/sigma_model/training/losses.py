@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """TRAF and TSAC loss terms of paper section 4.2, as pure functions of tensors.
 
 Notation (batch of B samples; every MSE averages over all elements of its argument):

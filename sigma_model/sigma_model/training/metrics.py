@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """Per-step training metrics: every column of the paper's Table 1 to CSV and JSONL (+ TensorBoard).
 
 Table 1 columns (in order): loss, L_act, L_sem, L_int, L_tau, L_act_hard, w_sem, w_int, w_tau,

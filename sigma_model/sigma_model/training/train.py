@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """`sigma-train`: LoRA fine-tuning of Sigma with TRAF + TSAC (paper section 4.2).
 
 Every TrainingConfig field is ``--train.<field>=...``, every SigmaConfig field of a fresh model is

@@ -1,3 +1,5 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
 """The Sigma fine-tuning loop (paper 4.2): LoRA + TRAF + TSAC with a curriculum.
 
 One optimiser step = `grad_accum_steps` micro-batches of `batch_size` windows. For each batch:
