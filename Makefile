@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -q
 ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_AUTOMATIC_DISCOVERY_RANGE
 
-.PHONY: setup test demo clean distclean
+.PHONY: setup test demo mutation clean distclean
 
 setup:
 	SIGMA_VENV="$(abspath $(VENV))" bash scripts/setup.sh
@@ -19,9 +19,15 @@ test: setup
 demo: setup
 	$(VENV)/bin/sigma-demo
 
+# Mutation testing of sigma_model's core modules (mutmut; hours on 2 CPU cores, not part of `make test`).
+# MUTATION_ARGS: e.g. `--module safety`, `--report-only`, `--max-children 1` (see scripts/mutation.py).
+MUTATION_ARGS ?=
+mutation: setup
+	nice -n 15 $(VENV)/bin/python scripts/mutation.py $(MUTATION_ARGS)
+
 # Removes build outputs (the message package build); keeps the venv.
 clean:
-	rm -rf build
+	rm -rf build sigma_model/mutants
 
 # Also removes the virtual environment.
 distclean: clean

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -42,3 +44,20 @@ def model(config) -> SigmaModel:
 @pytest.fixture
 def obs(config) -> SigmaObservation:
     return make_observation(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Two 40-frame simulator episodes (32x32 camera) as a LeRobot v3 dataset, by sigma-sim-record's code."""
+    import sigma_sim
+    from sigma_sim import _gl
+
+    if sigma_sim.GL_BACKEND is None or not _gl.probe_gl_backend(sigma_sim.GL_BACKEND):
+        pytest.skip("recording renders camera images: no working headless GL backend (install libegl1 or libosmesa6)")
+    from sigma_sim.record import record_dataset
+    from sigma_sim.so101_env import SimConfig
+
+    root = tmp_path_factory.mktemp("sim") / "so101_tiny"
+    record_dataset(root, 2, seed=10, repo_id="sigma/so101_tiny", keep_failed=True,
+                   sim_config=SimConfig(image_width=32, image_height=32, max_episode_steps=40))
+    return root

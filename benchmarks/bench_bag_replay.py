@@ -34,7 +34,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from sigma_ros.bag_io import BagReader, PairingStats, iter_paired_frames, write_synthetic_robot_bag  # noqa: E402
+from sigma_ros.bag_io import BagReader  # noqa: E402
+from sigma_ros.bag_pairing import PairingStats, iter_paired_frames  # noqa: E402
+from sigma_ros.bag_robot_writer import write_synthetic_robot_bag  # noqa: E402
 from sigma_ros.bag_replay import BagEvalConfig, attach_targets, evaluate_bag, run_offline, schedule  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import torch
 
 from sigma_model import SigmaConfig, SigmaModel, save_checkpoint
 from sigma_model.data.shards import ShardDataset, ShardWriter
-from sigma_model.evaluation.replay import ReplayConfig, iterate_batches, replay, run_replay
+from sigma_model.evaluation.replay import ReplayConfig, episode_batches, iterate_batches, replay, run_replay
 from sigma_model.training.batching import SyntheticWindows
 
 
@@ -69,7 +69,7 @@ def main() -> None:
         save_checkpoint(model, tmp / "ckpt")
         model = model.to(device).eval()
         dataset = ShardDataset(tmp / "shards", cache_shards=8)
-        batches = {b: list(iterate_batches(dataset, b)) for b in args.batch_sizes}
+        batches = {b: list(iterate_batches(dataset, episode_batches(dataset, b))) for b in args.batch_sizes}
 
         print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
               f"samples={args.samples} config=default (d_model={config.d_model}, image {config.image_size}px, "

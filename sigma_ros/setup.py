@@ -20,6 +20,7 @@ CONSOLE_SCRIPTS = [
     "sigma-bag-to-lerobot = sigma_ros.bag_convert:bag_to_lerobot_main",
     "sigma-lerobot-to-bag = sigma_ros.bag_convert:lerobot_to_bag_main",
     "sigma-sim-node = sigma_ros.sim_node:main",
+    "sigma-robot = sigma_ros.robot_node:main",
     "sigma-graph = sigma_ros.graph_main:main",
     "sigma-instruct = sigma_ros.instruct:main",
     "sigma-perception = sigma_ros.perception_node:main",

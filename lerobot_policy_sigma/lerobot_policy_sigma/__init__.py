@@ -5,14 +5,22 @@ distribution name (`register_third_party_plugins`); importing it registers `Sigm
 policy type "sigma" (and sigma-train's LR schedule as the scheduler "sigma_warmup_decay"). LeRobot's
 factory then finds `modeling_sigma.SigmaPolicy` and `processor_sigma.make_sigma_pre_post_processors`
 by name.
+
+With the simulator installed (``sigma_sim``), importing it also registers the simulated SO-101 as the
+LeRobot env type "sigma_so101" (``sigma_sim.lerobot_env``), for ``lerobot-eval --env.type=sigma_so101``:
+LeRobot imports plugin distributions named lerobot_policy/robot/camera/teleoperator_*, none for envs.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from .configuration_sigma import SigmaConfig, SigmaSchedulerConfig
+
+if importlib.util.find_spec("sigma_sim") is not None:
+    import sigma_sim.lerobot_env  # noqa: F401  (registers the env type "sigma_so101")
 
 _LAZY = {
     "SigmaPolicy": "lerobot_policy_sigma.modeling_sigma",

@@ -4,7 +4,7 @@ The preprocessor's normalisation of states and actions is folded into the checkp
 (state_mean/state_std, action_mean/action_std: the model's own standardisation then does the same
 arithmetic) and LoRA is merged into the backbone, so the result runs wherever Sigma checkpoints
 run: the ROS 2 graph (`sigma-graph --checkpoint DIR`), `sigma-closed-loop`, `sigma-eval`, and
-`sigma-train --init-checkpoint DIR`.
+`sigma-train --train.init_checkpoint=DIR`.
 
     sigma-from-lerobot outputs/train/sigma/checkpoints/last/pretrained_model checkpoints/my_sigma
 """

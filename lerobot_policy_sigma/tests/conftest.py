@@ -1,18 +1,15 @@
-"""Fixtures of the sigma policy tests: a tiny Sigma, a tiny simulator dataset, one lerobot-train run."""
+"""Fixtures of the sigma policy tests: a tiny Sigma and one lerobot-train run (on the root conftest's tiny
+simulator dataset)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from lerobot.configs.types import FeatureType, PolicyFeature
-from sigma_model.testing import small_config
+from sigma_model.testing import console_script, run_offline, small_config
 from sigma_model.training import LossConfig
 
 from lerobot_policy_sigma import SigmaConfig
@@ -43,35 +40,15 @@ def model_flags(model: SigmaModelConfig = TINY_MODEL) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """Two 40-frame simulator episodes (32x32 camera) as a LeRobot v3 dataset, by sigma-sim-record's code."""
-    import sigma_sim
-    from sigma_sim import _gl
-
-    if sigma_sim.GL_BACKEND is None or not _gl.probe_gl_backend(sigma_sim.GL_BACKEND):
-        pytest.skip("recording renders camera images: no working headless GL backend (install libegl1 or libosmesa6)")
-    from sigma_sim.record import record_dataset
-    from sigma_sim.so101_env import SimConfig
-
-    root = tmp_path_factory.mktemp("sim") / "so101_tiny"
-    record_dataset(root, 2, seed=10, repo_id=REPO_ID, keep_failed=True,
-                   sim_config=SimConfig(image_width=32, image_height=32, max_episode_steps=40))
-    return root
-
-
-@pytest.fixture(scope="session")
 def lerobot_train_run(tiny_dataset, tmp_path_factory) -> Path:
-    """`lerobot-train --policy.type=sigma` (the console script, in a subprocess): the output directory."""
-    script = shutil.which("lerobot-train", path=str(Path(sys.executable).parent))
-    assert script, f"lerobot-train is not installed next to {sys.executable} (scripts/setup.sh installs LeRobot)"
+    """`lerobot-train --policy.type=sigma` (the console script, in a subprocess) on the tiny simulator
+    dataset (root conftest.py): the output directory."""
     out = tmp_path_factory.mktemp("lerobot_train") / "sigma"
-    cmd = [script, "--policy.type=sigma", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={tiny_dataset}",
+    cmd = [console_script("lerobot-train"), "--policy.type=sigma", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={tiny_dataset}",
            f"--steps={TRAIN_STEPS}", "--batch_size=2", "--num_workers=0", "--policy.device=cpu",
            "--policy.push_to_hub=false", f"--output_dir={out}", f"--policy.loss.curriculum_steps={CURRICULUM_STEPS}",
            *model_flags()]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"lerobot-train failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    run_offline(cmd)
     return out
 
 

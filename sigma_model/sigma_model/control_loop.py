@@ -101,7 +101,6 @@ class ControlLoop:
     def clear_plans(self) -> None:
         """Drop the current and pending plans (a new episode): the arm holds until the next plan."""
         self.plan = self.pending = None
-        self.ticks_on_plan = 0
 
     def _adopt_pending(self, now_ns: int) -> None:
         plan, plan_id, stamp = self.pending

@@ -7,6 +7,8 @@ With a VLA backbone (backbones/vla.py) the step first runs the VLA's own prefix 
 tokens, the instruction, the robot state; adapters off); Sigma's [text; vision; state] block
 attends to it, and the VLA's action expert samples its chunk from it (``backbone_actions``, the
 action workspace's baseline).
+With ``SigmaConfig.text_encoder`` the text part is a frozen pretrained encoder's per-token hidden
+states of the instruction, projected to the backbone width (backbones/text_encoder.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from .backbones import SigmaBackbone
+from .backbones.text_encoder import PretrainedTextEncoder
 from .backbones.vla import VLABackbone
 from .configuration_sigma import SigmaConfig
 from .layers import MLP, AttentionPool
@@ -59,6 +62,8 @@ class LanguageIntentWorkspace(nn.Module):
         h = backbone.hidden_size
         self.to_backbone = nn.Identity() if h == c.d_model else nn.Linear(c.d_model, h)
         self.from_backbone = nn.Identity() if h == c.d_model else nn.Linear(h, c.d_model)
+        self.text_encoder = PretrainedTextEncoder(c.text_encoder) if c.text_encoder else None
+        self.text_projection = nn.Linear(self.text_encoder.hidden_size, h) if self.text_encoder else None
         self.semantic_factor_head = AttentionPool(c.d_model, c.n_heads, c.n_semantic_factors, c.dropout)
         self.memory = SemanticMemory(c.d_model)
         self.env_head = AttentionPool(c.d_model, c.n_heads, 1, c.dropout)
@@ -68,13 +73,23 @@ class LanguageIntentWorkspace(nn.Module):
         self.telepathy_projector = MLP(6 * c.d_model, 2 * c.d_model, c.d_tau, c.dropout)
         self.modulator = LanguageModulator(c.d_tau, c.d_model, c.lang_log_scale_init)
 
+    def tokenize(self, texts: list[str]) -> TextTokens:
+        """Instruction strings -> token ids and mask (the text encoder's tokenizer when there is one)."""
+        return (self.text_encoder or self.backbone).tokenize(texts, self.config.max_text_tokens)
+
+    def embed_text(self, text: TextTokens) -> torch.Tensor:
+        """[B, L, backbone width]: the projected text-encoder states, else the backbone's embeddings."""
+        if self.text_encoder is None:
+            return self.backbone.embed_text(text.ids)
+        return self.text_projection(self.text_encoder(text.ids, text.mask).to(self.text_projection.weight.dtype))
+
     def hidden_sequence(
         self, text: TextTokens, vision_tokens: torch.Tensor, state_tokens: torch.Tensor, context=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hidden_sequence_base [B,L,d], its validity mask, and a segment id per position
         (0 text, 1 vision, 2 state). `context`: a VLA backbone's prefix."""
         b = text.ids.shape[0]
-        text_emb = self.backbone.embed_text(text.ids)
+        text_emb = self.embed_text(text)
         perceptual = self.to_backbone(torch.cat([vision_tokens, state_tokens], dim=1)).to(text_emb.dtype)
         embeds = torch.cat([text_emb, perceptual], dim=1)
         valid = torch.cat([text.mask, text.mask.new_ones(b, perceptual.shape[1])], dim=1)

@@ -76,7 +76,7 @@ class SigmaModel(nn.Module):
         """Instruction strings -> token ids and mask on the model's device."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a list of strings")
-        tokens = self._need("language").backbone.tokenize(list(texts), self.config.max_text_tokens)
+        tokens = self._need("language").tokenize(list(texts))
         return TextTokens(tokens.ids.to(self.device), tokens.mask.to(self.device), list(texts))
 
     def vision_stage(self, obs: SigmaObservation, tau_prev: torch.Tensor | None = None) -> VisionOutput:
@@ -223,7 +223,6 @@ class SigmaModel(nn.Module):
         )
         return SigmaOutput(vision=vision, language=language, action=action, motor_commands=commands)
 
-    @torch.no_grad()
     def select_action(
         self,
         obs: SigmaObservation,
@@ -232,11 +231,12 @@ class SigmaModel(nn.Module):
         telepathy: bool = True,
         generator: torch.Generator | None = None,
     ) -> tuple[SigmaOutput, RecurrentState]:
-        """Inference step for a robot loop: returns the outputs and the state for the next step."""
-        out = self(
-            obs, self.tokenize(instructions),
-            tau_prev=None if recurrent is None else recurrent.tau,
-            memory_prev=None if recurrent is None else recurrent.memory,
-            telepathy=telepathy, generator=generator,
-        )
+        """Inference step for a robot loop (no gradients): returns the outputs and the state for the next step."""
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates undecorated functions only
+            out = self(
+                obs, self.tokenize(instructions),
+                tau_prev=None if recurrent is None else recurrent.tau,
+                memory_prev=None if recurrent is None else recurrent.memory,
+                telepathy=telepathy, generator=generator,
+            )
         return out, RecurrentState(tau=out.language.tau, memory=out.language.memory)

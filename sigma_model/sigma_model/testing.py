@@ -1,22 +1,23 @@
 """Helpers for the tests of every Sigma package (and of users' own extensions): a small fast
 configuration, seeded observations, non-zero weights for zero-initialised heads, a tiny local
-Hugging Face model, and the fields of the paper's evaluation report."""
+Hugging Face model, the fields of the paper's evaluation report, and offline runs of console scripts."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from sigma_model.configuration_sigma import SigmaConfig
+from sigma_model.evaluation.report import PAPER_FIELDS  # noqa: F401  (the fields tests check)
 from sigma_model.outputs import SigmaObservation
 
 TEXT = ["pick the cube and place it on the left", "place it right"]
-# sigma_eval_report.json fields named in the paper (section 6)
-PAPER_FIELDS = ("num_samples", "num_batches", "avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2",
-                "avg_semantic_text_alignment", "hard_thresholds", "hard_sample_fraction", "total_hard_samples",
-                "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj")
 
 
 def small_config(**overrides) -> SigmaConfig:
@@ -66,6 +67,26 @@ def save_tiny_llama(root: Path) -> Path:
     return root
 
 
+def save_tiny_bert(root: Path) -> Path:
+    """A tiny BERT encoder (hidden size 16) with a word-level tokenizer, saved in ``root`` (no hub): a
+    stand-in for ``SigmaConfig.text_encoder`` models such as all-MiniLM-L6-v2."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "pick", "the", "cube", "and", "place", "it", "on", "left", "right",
+             "move", "to", "green", "blue", "square"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, max_position_embeddings=64)).save_pretrained(root)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(root)
+    return root
+
+
 def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
     """Give the telepathy residual head, the vision FiLM and the language modulator non-zero weights and
     open their log-scale gates, so tau and tau_prev change every stage's output (as after training; the
@@ -82,3 +103,19 @@ def make_tau_matter_(model: nn.Module, seed: int = 1) -> nn.Module:
         if model.language is not None:
             model.language.modulator.log_scale.fill_(0.0)
     return model
+
+
+def console_script(name: str) -> str:
+    """The path of an installed console script (lerobot-train, lerobot-eval, ...) next to this interpreter."""
+    script = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert script, f"{name} is not installed next to {sys.executable} (scripts/setup.sh installs it)"
+    return script
+
+
+def run_offline(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command with no hub access and no wandb; assert it exits 0 (showing its output's tail if not)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, (f"{Path(cmd[0]).name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                                  f"{proc.stderr[-6000:]}")
+    return proc

@@ -129,8 +129,9 @@ def test_cli_help(capsys):
         main(["--help"])
     assert ei.value.code == 0
     out = capsys.readouterr().out
-    for opt in ("--out-dir", "--horizon", "--stride", "--min-action-norm", "--shard-size", "--image-size",
-                "--env-file", "--max-episodes"):
+    for opt in ("--config_path", "--dataset", "--out_dir", "--window.horizon_T", "--window.stride",
+                "--window.min_action_norm", "--window.image_size", "--shard_size", "--env_file", "--max_episodes",
+                "--overwrite"):
         assert opt in out
 
 
@@ -141,8 +142,9 @@ def test_cli_runs_with_env_file_and_never_prints_token(ds_root, tmp_path, capsys
     env = tmp_path / "sigma.env"
     env.write_text(f"HF_token={SECRET}\nSIGMA_DATASET={ds_root}\nSIGMA_SHARD_DIR={out}\n")
     with caplog.at_level(logging.DEBUG):
-        rc = main(["--env-file", str(env), "--horizon", str(T), "--chunk-len", "3", "--min-action-norm",
-                   str(MIN_NORM), "--shard-size", "10", "--image-size", "16x16", "-v"])
+        rc = main([f"--env_file={env}", f"--window.horizon_T={T}", "--window.chunk_len=3",
+                   f"--window.min_action_norm={MIN_NORM}", "--shard_size=10", "--window.image_size=[16,16]",
+                   "--verbose=true"])
     captured = capsys.readouterr()
     assert rc == 0
     assert "28 samples in 3 shards" in captured.out
@@ -152,9 +154,41 @@ def test_cli_runs_with_env_file_and_never_prints_token(ds_root, tmp_path, capsys
     assert SECRET not in (out / "meta.json").read_text()
     assert len(ShardDataset(out)) == 28
     # clear error for a missing dataset
-    rc = main(["--env-file", str(tmp_path / "none.env"), str(tmp_path / "missing"), "--out-dir", str(tmp_path / "x"),
-               "--no-progress"])
+    rc = main([f"--env_file={tmp_path / 'none.env'}", f"--dataset={tmp_path / 'missing'}", f"--out_dir={tmp_path / 'x'}",
+               "--progress=false"])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_cli_config_path_then_flags(ds_root, tmp_path, capsys, monkeypatch):
+    """--config_path (YAML with a window: section) sets the run; --window.* flags override it."""
+    for k in ("SIGMA_DATASET", "SIGMA_SHARD_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = tmp_path / "pre.yaml"
+    cfg.write_text(f"dataset: {ds_root}\nout_dir: {tmp_path / 'out'}\nenv_file: {tmp_path / 'none.env'}\n"
+                   f"progress: false\nshard_size: 10\nwindow:\n  horizon_T: {T + 2}\n  chunk_len: 3\n"
+                   f"  min_action_norm: {MIN_NORM}\n  image_size: [16, 16]\n")
+    assert main([f"--config_path={cfg}", f"--window.horizon_T={T}"]) == 0
+    assert "28 samples in 3 shards" in capsys.readouterr().out
+    window = json.loads((tmp_path / "out" / "meta.json").read_text())["params"]["window"]
+    assert window["horizon_T"] == T and window["chunk_len"] == 3 and window["image_size"] == [16, 16]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--window.horizon_T=0"], "horizon_T must be >= 1"),
+    (["--window.chunk_len=40"], "chunk_len must be in [1, horizon_T=16]"),
+    (["--shard_size=0"], "--shard_size must be >= 1"),
+    (["--window.image_size=[16]"], "window.image_size"),
+    (["--horizon=8"], "unrecognized arguments: --horizon=8"),
+    (["--out_dir=x"], "no dataset given"),
+])
+def test_cli_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, message):
+    for k in ("SIGMA_DATASET", "SIGMA_SHARD_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(SystemExit) as ei:
+        main([*argv, f"--env_file={tmp_path / 'none.env'}"])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("sigma-preprocess: error: ") and message in err
 
 
 @pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")

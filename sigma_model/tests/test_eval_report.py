@@ -59,7 +59,7 @@ def _records():
                          "mse_chk": factor * 2 * (b + 1), "mse_trj": factor * 3 * (b + 1), "tau_l2": 2.0,
                          "sem_align": 0.1, "num_hard": 1 if b else 0, "hard_mse_vec": None if b == 0 else 10.0 * (b + 1),
                          "hard_mse_chk": None if b == 0 else 1.0, "hard_mse_trj": None if b == 0 else 1.0,
-                         "num_success": n - 1, "latency_ms": 5.0 * (b + 1)})
+                         "num_within_thresholds": n - 1, "latency_ms": 5.0 * (b + 1)})
     return recs
 
 
@@ -74,7 +74,10 @@ def test_build_report_fields_and_hand_aggregation():
     assert s["avg_mse_vector"] == pytest.approx(0.5 * (4 * 1 + 4 * 2 + 2 * 3) / 10)
     assert s["total_hard_samples"] == 2 and s["hard_sample_fraction"] == pytest.approx(0.2)
     assert s["avg_hard_mse_vector"] == pytest.approx((20.0 + 30.0) / 2)
-    assert s["success_rate"] == pytest.approx(7 / 10)
+    # offline records count windows within the success thresholds: window_success_rate, nothing else
+    assert s["window_success_rate"] == pytest.approx(7 / 10) and s["total_success_windows"] == 7
+    assert "success_rate" not in s and "episode_success_rate" not in s and "success_thresholds" in rep
+    assert s["not_applicable"] == {}  # every paper field measured
     assert s["hard_thresholds"] == {"vec": 0.1, "chunk": 0.2, "traj": 0.2}
     assert s["extra"]["latency_ms"] == pytest.approx((4 * 5 + 4 * 10 + 2 * 15) / 10)
     assert rep["num_samples"] == 10 and rep["avg_mse_vector"] == s["avg_mse_vector"]  # top level = primary (sigma)
@@ -85,14 +88,34 @@ def test_build_report_fields_and_hand_aggregation():
     assert rep["check_a"] == {"heads_tensors": 3}
 
 
-def test_missing_metrics_are_null_for_other_replays():
-    recs = [{"condition": "ros", "batch": i, "num_samples": 1, "mse_vec": 0.5} for i in range(3)]
-    rep = R.build_report(recs, reference="none")
+def test_missing_metrics_are_null_with_a_reason():
+    recs = [{"condition": "ros", "batch": i, "num_samples": 1, "mse_vec": 0.5, "num_hard": 0} for i in range(3)]
+    recs += [{"condition": "expert", "batch": i, "num_samples": 0, "episode_success": i % 2} for i in range(3)]
+    rep = R.build_report(recs, reference="none", not_applicable={"expert": {"avg_mse_vector": "the reference itself"}})
     c = rep["conditions"]["ros"]
     assert c["avg_mse_vector"] == pytest.approx(0.5)
-    assert c["avg_mse_chunk"] is None and c["avg_tau_l2"] is None and c["total_hard_samples"] is None
+    for cond in rep["conditions"].values():  # every paper field is there; null exactly when a reason says why
+        assert set(PAPER_FIELDS) <= set(cond)
+        assert {f for f in PAPER_FIELDS if cond[f] is None} == set(cond["not_applicable"])
+    assert c["avg_mse_chunk"] is None and "mse_chk" in c["not_applicable"]["avg_mse_chunk"]
+    assert "tau" in c["not_applicable"]["avg_tau_l2"]
+    assert c["total_hard_samples"] == 0 and "no hard samples" in c["not_applicable"]["avg_hard_mse_vector"]
+    e = rep["conditions"]["expert"]
+    assert e["not_applicable"]["avg_mse_vector"] == "the reference itself"  # the caller's reason wins
+    # closed-loop records carry episode success: episode_success_rate, never a window rate
+    assert e["episode_success_rate"] == pytest.approx(1 / 3) and e["episodes"] == 3 and e["successful_episodes"] == 1
+    assert "window_success_rate" not in e and "success_thresholds" not in rep
     with pytest.raises(ValueError, match="no batch records"):
         R.build_report([])
+
+
+def test_success_rate_of_reads_old_and_new_reports():
+    assert R.success_rate_of({"episode_success_rate": 0.9, "success_rate": 0.1}) == 0.9
+    assert R.success_rate_of({"success_rate": 0.92}) == 0.92  # a sigma-eval-v1 report
+    assert R.success_rate_of({"window_success_rate": 0.5}, "window") == 0.5
+    assert R.success_rate_of({"window_success_rate": 0.5}) is None
+    with pytest.raises(ValueError, match="kind"):
+        R.success_rate_of({}, "plan")
 
 
 def test_write_report_files(tmp_path):

@@ -116,6 +116,33 @@ def test_implausible_measurement_is_a_fault(reading):
     np.testing.assert_array_equal(d.command, prev)
 
 
+def test_measurements_are_read_as_n_numbers_whatever_their_container():
+    """A (1, n) array or a list of n numbers is a measurement; non-numbers or another count are a fault,
+    never an exception."""
+    f = make()
+    f.feed_plan(0.0)
+    d = f.step(np.array([0.05, 0.0, 0.0]), np.zeros((1, 3)), 0.0)
+    assert d.mode == MODE_TRACK and not d.fault
+    for reading, why in ((["a", "b", "c"], "joint state not numeric"), ([0.0, 0.0], "joint state has 2 values, expected 3"),
+                         ([0.0, np.nan, 0.0], "joint state not finite")):
+        d = f.step(np.array([0.05, 0.0, 0.0]), reading, 0.01)
+        assert d.fault and d.mode == MODE_HOLD and d.reasons[0] == why
+    d = f.step(np.array([0.05, 0.0, 0.0]), [0.0, 0.0, 0.9], 0.02)  # the reason names the joint
+    assert d.fault and d.reasons[0].startswith("implausible joint state: c = 0.9 rad")
+
+
+def test_targets_are_read_as_n_numbers_or_rejected():
+    f = make()
+    f.feed_plan(0.0)
+    d = f.step(np.array([[0.05, 0.0, 0.0]]), np.zeros(3), 0.0)  # (1, n)
+    assert d.mode == MODE_TRACK
+    np.testing.assert_array_equal(d.command, [0.05, 0.0, 0.0])
+    for bad in (["a", "b", "c"], [object()] * 3):
+        d = f.step(bad, np.zeros(3), 0.01)
+        assert d.mode == MODE_HOLD and "non-finite or mis-sized target rejected" in d.reasons
+    assert f.rejected_targets == 2
+
+
 def test_measurement_beyond_the_limits_within_tolerance_is_limited_against_it():
     """The issue's example scaled to these limits: a reading 0.08 past the upper limit. Hold and track
     commands stay within the limits and within max_step of the measurement."""
@@ -167,9 +194,13 @@ def test_reset_forgets_the_previous_command():
     f = make(max_step=0.1)
     f.feed_plan(0.0)
     f.step(np.zeros(3), np.zeros(3), 0.0)
+    f.step(None, np.zeros(3), 0.01)
+    f.step(None, np.zeros(3), 0.02)
+    assert f.holds == 1  # one hold, however many ticks it lasts
     f.reset()
-    d = f.step(None, np.array([0.5, 0.0, 0.0]), 0.01)
+    d = f.step(None, np.array([0.5, 0.0, 0.0]), 0.03)
     np.testing.assert_allclose(d.command, [0.5, 0.0, 0.0])
+    assert d.mode == MODE_HOLD and f.holds == 2  # a new hold after the reset
 
 
 def test_dry_run_never_publishes():
@@ -211,3 +242,12 @@ def test_never_nan_under_random_inputs():
 def test_bad_config_raises(kw):
     with pytest.raises(ValueError):
         make(**kw)
+
+
+def test_a_hold_without_a_target_says_whether_the_plan_is_missing_or_stale():
+    f = make(plan_timeout_s=0.5)
+    d = f.step(None, np.zeros(3), 0.0)
+    assert d.reasons == ["no plan"]
+    f.feed_plan(0.0)
+    assert f.step(None, np.zeros(3), 0.1).reasons == ["no plan"]  # a fresh plan, but no target this tick
+    assert f.step(None, np.zeros(3), 1.0).reasons == ["plan stale (1.000s > 0.5s)"]

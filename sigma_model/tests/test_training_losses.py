@@ -170,7 +170,8 @@ def test_curriculum_linear_then_constant():
     assert [c(s).w_int for s in range(6)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0, 0.0])  # may decrease
     assert {c(s).w_tau for s in range(6)} == {0.2}
     assert linear_ramp(0, 0.1, 0.9, 0) == 0.9  # zero-length ramp: target at once
-    with pytest.raises(ValueError):
+    assert [linear_ramp(s, 0.1, 0.9, 1) for s in range(3)] == [0.1, 0.9, 0.9]  # one-step ramp: start, then target
+    with pytest.raises(ValueError, match=r"step must be >= 0, got -1"):
         linear_ramp(-1, 0, 1, 5)
 
 

@@ -34,6 +34,8 @@ class ActionNode(SigmaNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("action_node", **kwargs)
+
+    def configure(self) -> None:
         from sigma_ros_msgs.msg import ActionPlan, HighLevelRep, SemanticMemory, StateTokens, TelepathyFactors
 
         self._ActionPlan = ActionPlan
@@ -43,17 +45,19 @@ class ActionNode(SigmaNode):
         self.adapter = AdapterBridge(self.p.adapter_config, self.get_logger()) if self.p.use_adapter else None
         if self.adapter is not None and not self.adapter.available:
             raise ValueError(f"use_adapter is set but the adapter cannot be built: {self.adapter.error}")
-        self.plan_pub = self.create_publisher(ActionPlan, topic("action_plan"), qos.PIPELINE)
-        self.create_subscription(HighLevelRep, topic("high_level_rep"), self.guarded("high_level_rep", self.on_hlr), qos.PIPELINE)
-        self.create_subscription(TelepathyFactors, topic("telepathy_factors"),
-                                 self.guarded("telepathy_factors", self.on_tau), qos.PIPELINE)
-        self.create_subscription(StateTokens, topic("state_tokens"), self.guarded("state_tokens", self.on_state_tokens),
-                                 qos.PIPELINE)
+        self.plan_pub = self.make_publisher(ActionPlan, topic("action_plan"), qos.PIPELINE)
+        self.subscribe(HighLevelRep, topic("high_level_rep"), "high_level_rep", self.on_hlr, qos.PIPELINE)
+        self.subscribe(TelepathyFactors, topic("telepathy_factors"), "telepathy_factors", self.on_tau, qos.PIPELINE)
+        self.subscribe(StateTokens, topic("state_tokens"), "state_tokens", self.on_state_tokens, qos.PIPELINE)
         # Memory keeper: the language node's latched memory lives in its own process; re-latching
         # it here lets a crashed and restarted language node restore m_{t-1}.
-        self.memory_keeper_pub = self.create_publisher(SemanticMemory, topic("semantic_memory_kept"), qos.LATCHED)
-        self.create_subscription(SemanticMemory, topic("semantic_memory"),
-                                 self.guarded("semantic_memory", self.memory_keeper_pub.publish), qos.LATCHED)
+        self.memory_keeper_pub = self.make_publisher(SemanticMemory, topic("semantic_memory_kept"), qos.LATCHED)
+        self.subscribe(SemanticMemory, topic("semantic_memory"), "semantic_memory", self.memory_keeper_pub.publish,
+                       qos.LATCHED)
+
+    def activate(self) -> None:
+        """Inputs paired before (or while) inactive are dropped."""
+        self.sync.clear()
         self.set_mode("waiting", "no high-level representation yet")
 
     def _new_generator(self) -> torch.Generator | None:

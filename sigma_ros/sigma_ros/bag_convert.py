@@ -39,21 +39,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from sigma_ros.bag_io import (
-    ACTION_TYPES,
-    BACKENDS,
-    DEFAULT_JOINT_NAMES,
-    FLOAT64_ARRAY_TYPE,
-    STORAGES,
-    BagError,
-    BagReader,
-    PairingStats,
-    RobotBagWriter,
-    RobotTopics,
-    bag_info,
-    default_gap_s,
-    estimate_period_s,
-    iter_paired_frames,
+    ACTION_TYPES, BACKENDS, DEFAULT_JOINT_NAMES, FLOAT64_ARRAY_TYPE, STORAGES, BagError, BagReader, bag_info,
 )
+from sigma_ros.bag_pairing import PairingStats, RobotTopics, default_gap_s, estimate_period_s, iter_paired_frames
+from sigma_ros.bag_robot_writer import RobotBagWriter
 
 log = logging.getLogger(__name__)
 

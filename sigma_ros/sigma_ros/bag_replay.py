@@ -59,16 +59,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from sigma_ros.bag_io import (
-    BACKENDS,
-    BagError,
-    BagReader,
-    PairedFrame,
-    PairingStats,
-    RobotTopics,
-    bag_info,
-    iter_paired_frames,
-)
+from sigma_ros.bag_io import BACKENDS, BagError, BagReader, bag_info
+from sigma_ros.bag_pairing import PairedFrame, PairingStats, RobotTopics, iter_paired_frames
 
 log = logging.getLogger(__name__)
 
@@ -327,23 +319,32 @@ def _process_output(log_file, limit: int = 3000) -> str:
 
 
 def wait_for_node_processes(h, procs, subs, timeout: float) -> None:
-    """Until every node process runs, publishes Status and is matched with the probe."""
+    """Until every node process runs and publishes Status, is brought to ``active`` through its
+    lifecycle services (as ``sigma-graph`` does) and is matched with the probe."""
+    from sigma_ros.lifecycle import bring_up_all
+
     deadline = time.monotonic() + timeout
     want = {name for name, _, _ in procs}
+    by_name = {name: p for name, p, _ in procs}
+    active = False
     while True:
         for name, p, log_file in procs:
             if p.poll() is not None:
                 raise RuntimeError(f"node process {name} exited with {p.returncode}:\n{_process_output(log_file)}")
         seen = {m.node for m in h.rec.get("status")}
+        if want <= seen and not active:
+            results = bring_up_all(h.probe, sorted(want), max(1.0, deadline - time.monotonic()),
+                                   alive=lambda name: by_name[name].poll() is None)
+            active = all(ok for ok, _ in results.values())  # else: an exit (above) or the timeout (below)
         matched = (h.pub_image.get_subscription_count() >= 1 and h.pub_joint.get_subscription_count() >= 2
                    and h.pub_instruction.get_subscription_count() >= 1
                    and all(s.get_publisher_count() >= 1 for s in subs))
-        if want <= seen and matched:
+        if active and matched:
             time.sleep(0.3)  # the pipeline between the nodes matches in the same discovery round
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"node processes not ready after {timeout:.0f} s (status from {sorted(seen)}, "
-                               f"probe matched: {matched})")
+                               f"active: {active}, probe matched: {matched})")
         time.sleep(0.1)
 
 
@@ -960,7 +961,7 @@ def evaluate_bag(
 
 def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, heads_file, backend, ci_method,
               confidence, n_boot, table_every, plots, progress, model, checkpoint_dir):
-    from sigma_model.evaluation.replay import check_a as check_a_stats
+    from sigma_model.evaluation.check_a import check_a_section, find_init_heads
     from sigma_model.evaluation.report import build_report
 
     c = model.config
@@ -1001,7 +1002,7 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
         info_c[CONDITION_OFFLINE] = {"telepathy": cfg.telepathy, "adapter": cfg.adapter,
                                      "label": "offline model stages"}
     n_offline = sum(1 for s in steps if s.vision)
-    ca = check_a_stats(model, heads_file)
+    ca = check_a_section(model, heads_file, find_init_heads(checkpoint) if checkpoint else None)  # one model, both paths
     meta = {
         "source": "rosbag",
         "bag": info,
@@ -1027,7 +1028,7 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
     reference = CONDITION_OFFLINE if (graph is not None and off_out is not None) else ""
     report = build_report(records, hard_thresholds=cfg.hard_thresholds, success_thresholds=cfg.success_thresholds,
                           reference=reference, condition_info=info_c,
-                          check_a={"experimental": ca, "control": ca, "identical": True},  # one model, both paths
+                          check_a=ca,
                           ci_method=ci_method, confidence=confidence, n_boot=n_boot, seed=cfg.seed,
                           table_every=table_every, meta=meta)
     details = {"frames": frames, "steps": steps, "offline": off_out, "graph": graph, "records": records}

@@ -8,6 +8,10 @@ watchdog hold), and the command out as ``trajectory_msgs/JointTrajectory`` or
 ``std_msgs/Float64MultiArray`` (the ros2_control joint_trajectory_controller /
 forward_command_controller inputs). Dry run publishes the would-be commands on
 ``~/dry_run_commands`` only. Never publishes NaN.
+
+Lifecycle: the timer runs only while active; plans that arrive while inactive are ignored (not
+executed later either), joint states are kept; on deactivate (and shutdown from active) the node
+drops its plans and publishes one hold command, then nothing until it is activated again.
 """
 
 from __future__ import annotations
@@ -50,8 +54,12 @@ class ControllerNode(SigmaNode):
               "(false: stay silent until a plan arrives)"),
     )
 
+    INACTIVE_INPUTS = ("reset", "joint_states")  # the measurement is kept while inactive; plans are not
+
     def __init__(self, **kwargs) -> None:
         super().__init__("controller_node", **kwargs)
+
+    def configure(self) -> None:
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
         from trajectory_msgs.msg import JointTrajectory
@@ -82,16 +90,27 @@ class ControllerNode(SigmaNode):
         self.last_step_index = -1
         self.last_plan_id = 0
 
-        if self.p.output_type == "joint_trajectory":
-            self.cmd_pub = self.create_publisher(JointTrajectory, topic("motor_commands"), qos.COMMAND)
-        else:
-            self.cmd_pub = self.create_publisher(Float64MultiArray, topic("motor_commands"), qos.COMMAND)
-        self.dry_pub = self.create_publisher(Float64MultiArray, "~/dry_run_commands", qos.COMMAND)
-        self.create_subscription(ActionPlan, topic("action_plan"), self.guarded("action_plan", self.on_plan), qos.PIPELINE)
-        self.create_subscription(JointState, topic("joint_states"), self.guarded("joint_states", self.on_joint_state),
-                                 qos.SENSOR)
-        self.timer = self.create_timer(self.period, self.on_tick)
+        cmd_type = JointTrajectory if self.p.output_type == "joint_trajectory" else Float64MultiArray
+        self.cmd_pub = self.make_publisher(cmd_type, topic("motor_commands"), qos.COMMAND)
+        self.dry_pub = self.make_publisher(Float64MultiArray, "~/dry_run_commands", qos.COMMAND)
+        self.subscribe(ActionPlan, topic("action_plan"), "action_plan", self.on_plan, qos.PIPELINE)
+        self.subscribe(JointState, topic("joint_states"), "joint_states", self.on_joint_state, qos.SENSOR)
+        self.tick_timer = self.make_timer(self.period, self.on_tick, autostart=False)
+
+    def activate(self) -> None:
+        """Start the control timer; the arm holds until a plan arrives while active."""
+        self.last_tick = None
         self.set_mode("dry_run" if self.p.dry_run else "hold", "no plan yet")
+        self.tick_timer.reset()
+
+    def deactivate(self) -> None:
+        """Stop the control timer and publish one hold command (plans dropped): the arm stays where it is."""
+        self.tick_timer.cancel()
+        self.loop.clear_plans()
+        result = self.loop.tick(self.now_ns())
+        if result.publish:
+            self.cmd_pub.publish(self.command_msg(result.decision.command))
+            self.stats.event("deactivation_holds")
 
     def now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -127,6 +146,8 @@ class ControllerNode(SigmaNode):
         return cmd[0].double().numpy()
 
     def on_tick(self) -> None:
+        if not self.active:
+            return  # a tick already queued when the node was deactivated
         now = time.monotonic()
         if self.last_tick is not None:
             self.tick_intervals.append(now - self.last_tick)
@@ -202,16 +223,6 @@ class ControllerNode(SigmaNode):
         m["holds"] = float(self.safety.holds)
         m["joint_state_faults"] = float(self.safety.faults)
         return m
-
-    def shutdown(self) -> None:
-        # Leave the arm where it is: one final hold command (unless dry run / nothing known).
-        try:
-            self.loop.clear_plans()
-            result = self.loop.tick(self.now_ns())
-            if result.publish:
-                self.cmd_pub.publish(self.command_msg(result.decision.command))
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def main(args=None) -> int:

@@ -248,8 +248,10 @@ def run_demo(args) -> dict[str, Any]:
     from sigma_model.checkpoint import CONFIG_NAME
     from sigma_model.configuration_sigma import SigmaConfig
     from sigma_ros import graph, qos
+    from sigma_ros.executors import make_executor
     from sigma_ros.graph_main import create_nodes
-    from sigma_ros.sim_node import make_sim_node_class
+    from sigma_ros.lifecycle import bring_up_all
+    from sigma_ros.sim_node import SimNode
     from sigma_ros.testing import domain_id_for
     from sigma_sim.closed_loop import episode_instruction
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
@@ -311,7 +313,7 @@ def run_demo(args) -> dict[str, Any]:
             "max_episode_s": float(args.max_episode_s), "command_type": "joint_trajectory",
             "env_state_encoding": (mconf.notes or {}).get("env_state") or "raw",
         }, node_name="sim_node")
-        sim = make_sim_node_class()(env=env, context=context, cli_args=sim_params)
+        sim = SimNode(env=env, context=context, cli_args=sim_params)
         if args.gui:
             try:
                 import mujoco.viewer
@@ -326,10 +328,7 @@ def run_demo(args) -> dict[str, Any]:
         monitor.create_subscription(Status, graph.TOPIC_BY_KEY["status"].name, collector.on_status, qos.STATUS)
         instr_pub = monitor.create_publisher(String, graph.TOPIC_BY_KEY["instruction"].name, qos.INSTRUCTION)
         reset_pub = monitor.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
-        if shim_needed:
-            perception = next(n for n in nodes if n.get_name() == "perception_node")
-            EnvStateShim(perception, monitor, mconf.env_state_dim)
-        executor = SingleThreadedExecutor(context=context)
+        executor = make_executor(context)
         for n in (*nodes, monitor):
             executor.add_node(n)
         spin_threads.append(threading.Thread(target=executor.spin, daemon=True))
@@ -337,8 +336,7 @@ def run_demo(args) -> dict[str, Any]:
         sim_executor = SingleThreadedExecutor(context=context)
         sim_executor.add_node(sim)
         spin_threads.append(threading.Thread(target=sim_executor.spin, daemon=True))
-        for t in spin_threads:
-            t.start()
+        spin_threads[0].start()  # the sim starts once the nodes are active (below)
 
         want = {s.name for s in graph.NODES}
         deadline = time.monotonic() + args.startup_timeout
@@ -350,6 +348,20 @@ def run_demo(args) -> dict[str, Any]:
                 raise RuntimeError(f"nodes not up after {args.startup_timeout:.0f}s: missing "
                                    f"{sorted(want - collector.nodes())} (log: {log_path})")
             time.sleep(0.2)
+        # the nodes are up (unconfigured): configure + activate them through their lifecycle services
+        alive = {spec.name: p for spec, p in procs}
+        brought_up = bring_up_all(monitor, sorted(want), max(1.0, deadline - time.monotonic()),
+                                  alive=lambda name: name not in alive or alive[name].poll() is None)
+        failed = {name: what for name, (ok, what) in brought_up.items() if not ok}
+        if failed:
+            errors = {n.get_name(): n.config_error for n in nodes if n.config_error}
+            raise RuntimeError(f"nodes not active: {failed} {errors or ''} (log: {log_path})".strip())
+        if shim_needed:  # the perception node's model exists once it is configured
+            perception = next(n for n in nodes if n.get_name() == "perception_node")
+            EnvStateShim(perception, monitor, mconf.env_state_dim)
+        # configuring in-process nodes imports torch/transformers extensions, which crashed (SIGSEGV)
+        # while the sim rendered with OpenGL in another thread: the sim runs from here on
+        spin_threads[1].start()
         t_wait = time.monotonic() + 10.0
         while instr_pub.get_subscription_count() < 1 and time.monotonic() < t_wait:
             time.sleep(0.05)
@@ -395,7 +407,8 @@ def run_demo(args) -> dict[str, Any]:
         if sim_executor is not None:
             sim_executor.shutdown(timeout_sec=2.0)
         for t in spin_threads:
-            t.join(timeout=5.0)
+            if t.ident is not None:
+                t.join(timeout=5.0)
         stop_processes([(spec.name, p) for spec, p in procs])
         if log is not None:
             log.close()
@@ -414,14 +427,14 @@ def run_demo(args) -> dict[str, Any]:
     times = [r["time_to_success_s"] for r in results if r["time_to_success_s"] is not None]
     summary = {
         "checkpoint": checkpoint, "episodes": len(results), "successes": ok,
-        "success_rate": ok / max(1, len(results)),
+        "episode_success_rate": ok / max(1, len(results)),
         "mean_time_to_success_s": sum(times) / len(times) if times else None,
         "telepathy": args.telepathy == "on", "adapter": bool(args.adapter),
         "sim_timing_ms": timing, "latency_ms": lat, "episodes_detail": results,
         "wall_s": time.perf_counter() - t_start,
     }
     print("")
-    print(f"[sigma-demo] success rate: {ok}/{len(results)} = {summary['success_rate']:.0%}"
+    print(f"[sigma-demo] success rate: {ok}/{len(results)} = {summary['episode_success_rate']:.0%}"
           + (f"; mean time to success {summary['mean_time_to_success_s']:.2f} s" if times else ""))
     print("[sigma-demo] per-stage latency (mean over each node's status window):")
     for line in format_latency(lat):

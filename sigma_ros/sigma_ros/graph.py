@@ -2,8 +2,8 @@
 
 ``launch/sigma.launch.py`` (for ``ros2 launch`` on a ROS 2 install) and the ``sigma-graph``
 command (for the PyPI wheels, which have no ``launch``/``ros2``) both read this module: the node
-list, each node's executable and class, the remappable topics and the parameter file come from
-here and nowhere else. Importing it needs no ROS.
+list (with the optional robot node), each node's executable and class, the remappable topics and
+the parameter file come from here and nowhere else. Importing it needs no ROS.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("high_level_rep", "sigma/high_level_rep", "sigma_ros_msgs/msg/HighLevelRep", "High-level representation (language -> action)"),
     TopicSpec("action_plan", "sigma/action_plan", "sigma_ros_msgs/msg/ActionPlan", "Action plan (action -> controller)"),
     TopicSpec("status", "sigma/status", "sigma_ros_msgs/msg/Status", "Per-node status: latency, rates, dropped inputs, mode"),
+    TopicSpec("diagnostics", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
+              "Per-node diagnostic status (level, message, key/values) for rqt_robot_monitor, diagnostic_aggregator"),
 )
 TOPIC_BY_KEY = {t.key: t for t in TOPICS}
 # Topics a user normally remaps to a robot (launch arguments / sigma-graph options).
@@ -80,20 +82,34 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("perception_node", "sigma-perception", "sigma_ros.perception_node", "PerceptionNode",
              "Cognitive vision workspace: camera/depth/audio/joint states + tau -> vision and state tokens",
              ("camera", "depth", "audio", "joint_states", "telepathy_factors", "vision_tokens", "state_tokens", "reset",
-              "status")),
+              "status", "diagnostics")),
     NodeSpec("language_node", "sigma-language", "sigma_ros.language_node", "LanguageNode",
              "Language intent workspace: instruction + tokens -> telepathy factors, semantic memory, high-level rep",
              ("instruction", "vision_tokens", "telepathy_factors", "semantic_memory", "semantic_memory_kept",
-              "high_level_rep", "reset", "status")),
+              "high_level_rep", "reset", "status", "diagnostics")),
     NodeSpec("action_node", "sigma-action", "sigma_ros.action_node", "ActionNode",
              "Action trajectory workspace + adapter: high-level rep, tau, state tokens -> action plan",
              ("high_level_rep", "telepathy_factors", "state_tokens", "semantic_memory", "semantic_memory_kept",
-              "action_plan", "reset", "status")),
+              "action_plan", "reset", "status", "diagnostics")),
     NodeSpec("controller_node", "sigma-controller", "sigma_ros.controller_node", "ControllerNode",
              "Action fusion + low-level controller at a fixed rate, with the safety filter -> motor commands",
-             ("action_plan", "joint_states", "motor_commands", "reset", "status")),
+             ("action_plan", "joint_states", "motor_commands", "reset", "status", "diagnostics")),
 )
 NODE_BY_NAME = {n.name: n for n in NODES}
+#: The robot side, added to the graph by ``robot:=<type>`` (launch) / ``--robot`` (sigma-graph).
+ROBOT_NODE = NodeSpec("robot_node", "sigma-robot", "sigma_ros.robot_node", "RobotNode",
+                      "A LeRobot robot (so101_follower, a lerobot_robot_* plugin): joint states and camera images "
+                      "out, motor commands in, with units conversion and the safety filter",
+                      ("camera", "joint_states", "motor_commands", "status"))
+
+
+#: The robot node's config fields set by launch arguments / sigma-graph options: {field: argument}.
+ROBOT_LAUNCH_ARGUMENTS = {"type": "robot", "port": "port", "id": "robot_id"}
+
+
+def graph_nodes(robot: str = "") -> tuple[NodeSpec, ...]:
+    """The nodes to start: the four Sigma nodes, plus the robot node when a robot type is given."""
+    return NODES + (ROBOT_NODE,) if robot else NODES
 
 
 def package_dir() -> Path:
@@ -190,8 +206,13 @@ def ros_arguments(params_file: str | os.PathLike | None, remaps: list[tuple[str,
     return args
 
 
-def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool | None = None) -> dict[str, object]:
-    """Parameter values given on the command line / as launch arguments, on top of the file."""
+def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool | None = None,
+                   robot: dict[str, str] | None = None) -> dict[str, object]:
+    """Parameter values given on the command line / as launch arguments, on top of the file
+    (``robot``: the robot node's ``{field: value}``, e.g. ``{"type": "so101_follower", "port": ...}``;
+    empty values keep the file's)."""
+    if spec.name == ROBOT_NODE.name:
+        return {f"robot.{k}": v for k, v in (robot or {}).items() if v}
     values: dict[str, object] = {}
     if checkpoint:
         values["checkpoint"] = str(checkpoint)
@@ -212,6 +233,37 @@ def respawn_settings(respawn: str, delay: str) -> tuple[bool, float]:
     if not seconds >= 0:
         raise ValueError(f"respawn_delay must be >= 0 seconds, got {delay!r}")
     return parse_bool(respawn) is not False, seconds
+
+
+COMPOSITIONS = ("processes", "single_process")
+
+
+def composition(text: str) -> str:
+    """Launch argument ``composition``: one of COMPOSITIONS ('' = processes)."""
+    value = str(text).strip() or COMPOSITIONS[0]
+    if value not in COMPOSITIONS:
+        raise ValueError(f"composition must be one of {COMPOSITIONS}, got {text!r}")
+    return value
+
+
+def single_process_arguments(params_file: str, checkpoint: str, dry_run: bool | None, topics: dict[str, str],
+                             log_level: str = "", robot: dict[str, str] | None = None) -> list[str]:
+    """``sigma-graph --single-process`` arguments of the launch file's values (topics: {key: name};
+    robot: the robot node's {field: value}, as :data:`ROBOT_LAUNCH_ARGUMENTS` names them)."""
+    args = ["--single-process", "--config-file", str(params_file)]
+    for key, value in (robot or {}).items():
+        if value:
+            args += ["--" + ROBOT_LAUNCH_ARGUMENTS[key].replace("_", "-"), value]
+    if checkpoint:
+        args += ["--checkpoint", str(checkpoint)]
+    if dry_run is not None:
+        args += ["--dry-run", "true" if dry_run else "false"]
+    for key, name in sorted(topics.items()):
+        if name and name != TOPIC_BY_KEY[key].name:
+            args += [f"--{key.replace('_', '-')}-topic", name]
+    if log_level:
+        args += ["--log-level", log_level]
+    return args
 
 
 def parse_bool(text: str | bool | None) -> bool | None:

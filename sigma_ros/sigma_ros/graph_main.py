@@ -5,16 +5,21 @@ same graph as ``launch/sigma.launch.py``: the node list, parameter file, remappa
 per-node overrides come from :mod:`sigma_ros.graph`, and each node gets exactly the
 ``--ros-args`` a launched node would get.
 
+The nodes are managed (lifecycle) nodes: sigma-graph brings each one to ``active`` through its
+standard lifecycle services (configure, then activate), as ``ros2 launch`` does with launch_ros
+lifecycle events, and again after every restart.
+
 Modes:
   (default) one child process per node, like ``ros2 launch`` (Ctrl-C stops them all); a node
   that exits or crashes is restarted after --respawn-delay seconds (--no-respawn: the graph stops);
-  --single-process: all nodes in this process on one SingleThreadedExecutor (rclpy's
-  MultiThreadedExecutor was seen busy-spinning with the GIL held and starving the nodes).
+  --single-process: the four nodes composed in this process on one executor (each node's
+  callbacks in its own mutually exclusive callback group), no serialisation between processes.
 
 Examples::
 
     sigma-graph                                   # config/sigma.yaml, random seeded weights
     sigma-graph --checkpoint runs/sigma/ckpt --camera-topic /front/image_raw --dry-run true
+    sigma-graph --robot so101_follower --port /dev/ttyACM0 --robot-id my_follower   # + sigma-robot
     sigma-graph --list-params                     # every parameter with its description
 """
 
@@ -25,9 +30,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from sigma_ros import graph
+
+STARTUP_TIMEOUT_S = 120.0  # configure loads the checkpoint (or builds the random weights once)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{spec.description} (default: {spec.name})")
     ap.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                     help="extra remap rule for every node (repeatable)")
+    ap.add_argument("--robot", default="", help="also start sigma-robot (node robot_node) on this LeRobot robot type "
+                    "(so101_follower, sigma_so101_sim, ...)")
+    ap.add_argument("--port", default="", help="the robot's serial port, e.g. /dev/ttyACM0 (default: the config file's)")
+    ap.add_argument("--robot-id", default="", help="the robot's id, naming its LeRobot calibration file "
+                    "(default: the config file's)")
     ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
-    ap.add_argument("--single-process", action="store_true", help="run all nodes in this process (one executor)")
+    ap.add_argument("--single-process", action="store_true",
+                    help="compose all nodes in this process on one executor (launch: composition:=single_process)")
+    ap.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="S",
+                    help=f"seconds a node may take to become active (default {STARTUP_TIMEOUT_S:g})")
     ap.add_argument("--respawn-delay", type=float, default=graph.RESPAWN_DELAY_S, metavar="S",
                     help=f"restart a node that exits or crashes after S seconds (default {graph.RESPAWN_DELAY_S:g}); "
                          f"a node that cannot start as configured (exit code {graph.EXIT_CONFIG_ERROR}) stops the graph")
@@ -52,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-level", default="", help="ROS log level (debug, info, warn, error)")
     ap.add_argument("--list-params", action="store_true", help="print every node parameter with its description and exit")
     return ap
+
+
+def robot_fields(args) -> dict[str, str]:
+    """The robot node's config fields from ``--robot``, ``--port`` and ``--robot-id`` (as the launch arguments)."""
+    return {field: getattr(args, arg) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
 
 
 def resolve(args) -> tuple[str, list[tuple[str, str]], list[graph.NodeSpec]]:
@@ -64,35 +85,36 @@ def resolve(args) -> tuple[str, list[tuple[str, str]], list[graph.NodeSpec]]:
             raise SystemExit(f"sigma-graph: bad --remap {rule!r} (expected FROM:=TO)")
         src, dst = rule.split(":=", 1)
         remaps.append((src, dst))
-    specs = list(graph.NODES)
+    specs = list(graph.graph_nodes(args.robot))
     if args.nodes:
         wanted = [n.strip() for n in args.nodes.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in graph.NODE_BY_NAME]
+        by_name = {s.name: s for s in specs}
+        unknown = [n for n in wanted if n not in by_name]
         if unknown:
             raise SystemExit(f"sigma-graph: unknown nodes {unknown}")
-        specs = [graph.NODE_BY_NAME[n] for n in wanted]
+        specs = [by_name[n] for n in wanted]
     return params_file, remaps, specs
 
 
 def node_cli_args(spec: graph.NodeSpec, params_file: str, remaps, checkpoint: str, dry_run, log_level: str = "",
-                  extra: dict | None = None) -> list[str]:
-    overrides = graph.node_overrides(spec, checkpoint, dry_run)
+                  extra: dict | None = None, robot: dict[str, str] | None = None) -> list[str]:
+    overrides = graph.node_overrides(spec, checkpoint, dry_run, robot)
     overrides.update(extra or {})
     return graph.ros_arguments(params_file, remaps, overrides, log_level or None, node_name=spec.name)
 
 
 def node_command(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
-                 log_level: str = "", overrides: dict | None = None) -> list[str]:
+                 log_level: str = "", overrides: dict | None = None, robot: dict[str, str] | None = None) -> list[str]:
     """``python -m <node module>`` with sigma-graph's ROS arguments."""
     return [sys.executable, "-m", spec.module] + node_cli_args(spec, params_file, list(remaps), checkpoint, dry_run,
-                                                                log_level, overrides)
+                                                                log_level, overrides, robot)
 
 
 def start_node_process(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
                        log_level: str = "", overrides: dict | None = None, env: dict | None = None,
-                       log=None, say=None) -> subprocess.Popen:
+                       log=None, say=None, robot: dict[str, str] | None = None) -> subprocess.Popen:
     """Start :func:`node_command`; output to ``log`` (a file) or inherited."""
-    cmd = node_command(spec, params_file, checkpoint, remaps, dry_run, log_level, overrides)
+    cmd = node_command(spec, params_file, checkpoint, remaps, dry_run, log_level, overrides, robot)
     if say is not None:
         say(f"starting {spec.name}: {' '.join(cmd)}")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=None if log is None else subprocess.STDOUT)
@@ -110,18 +132,70 @@ def list_params() -> int:
     print("all nodes (/**):")
     for p in COMMON_PARAMS:
         show(p)
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="any"):
         print(f"{spec.name} ({spec.executable}): {spec.description}")
         for p in spec.load_class().PARAMS:
             show(p)
     return 0
 
 
-class NodeProcess:
-    """One node's child process under sigma-graph, restarted with the same command line when it exits."""
+class LifecycleManager:
+    """sigma-graph's own node (``sigma_graph``), spun in a background thread, bringing node
+    processes to ``active`` through their lifecycle services after every (re)start."""
 
-    def __init__(self, spec: graph.NodeSpec, cmd: list[str], say) -> None:
-        self.spec, self.cmd, self.say = spec, cmd, say
+    def __init__(self, say, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        import rclpy
+        from rclpy.signals import SignalHandlerOptions
+
+        from sigma_ros.executors import make_executor
+
+        self.say, self.timeout_s = say, timeout_s
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("sigma_graph", context=self.context)
+        self.executor = make_executor(self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        self._clients: dict = {}
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down
+            pass
+
+    def bring_up_async(self, name: str, proc: subprocess.Popen) -> None:
+        from sigma_ros.lifecycle import LifecycleClient
+
+        client = self._clients.setdefault(name, LifecycleClient(self.node, name))
+
+        def run() -> None:
+            ok, what = client.bring_up(self.timeout_s, alive=lambda: proc.poll() is None)
+            if ok:
+                self.say(f"{name} active")
+                return
+            try:
+                proc.wait(timeout=10.0)  # a node whose configure failed exits by itself (EXIT_CONFIG_ERROR)
+            except subprocess.TimeoutExpired:
+                self.say(f"{name}: {what}; stopping it")
+                proc.terminate()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self._thread.join(timeout=5.0)
+
+
+class NodeProcess:
+    """One node's child process under sigma-graph, restarted with the same command line when it
+    exits, and brought to ``active`` by ``manager`` after every start."""
+
+    def __init__(self, spec: graph.NodeSpec, cmd: list[str], say, manager: LifecycleManager | None = None) -> None:
+        self.spec, self.cmd, self.say, self.manager = spec, cmd, say, manager
         self.restarts = 0
         self.restart_at: float | None = None
         say(f"starting {spec.name}: {' '.join(cmd)}")
@@ -130,6 +204,8 @@ class NodeProcess:
     def start(self) -> subprocess.Popen:
         proc = subprocess.Popen(self.cmd)
         self.say(f"{self.spec.name} started (pid {proc.pid})")
+        if self.manager is not None:
+            self.manager.bring_up_async(self.spec.name, proc)
         return proc
 
     def check(self, now: float, respawn_delay: float | None) -> int | None:
@@ -153,9 +229,10 @@ class NodeProcess:
 
 
 def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
-                     respawn_delay: float | None = graph.RESPAWN_DELAY_S) -> int:
-    """One process per node until SIGINT/SIGTERM; a node that exits is restarted after
-    ``respawn_delay`` seconds (None: the graph stops instead)."""
+                     respawn_delay: float | None = graph.RESPAWN_DELAY_S,
+                     startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
+    """One process per node until SIGINT/SIGTERM, each brought to ``active``; a node that exits
+    is restarted (and brought up again) after ``respawn_delay`` seconds (None: the graph stops)."""
     stopping = False
 
     def stop(*_):
@@ -167,10 +244,11 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
     say = lambda text: print(f"[sigma-graph] {text}", flush=True)  # noqa: E731
     children = []
     rc = 0
+    manager = LifecycleManager(say, startup_timeout)
     try:
         for spec in specs:
-            children.append(NodeProcess(spec, node_command(spec, params_file, checkpoint, remaps, dry_run, log_level),
-                                        say))
+            children.append(NodeProcess(spec, node_command(spec, params_file, checkpoint, remaps, dry_run, log_level,
+                                                           robot=robot), say, manager))
         while not stopping:
             codes = [child.check(time.monotonic(), respawn_delay) for child in children]
             rc = next((code for code in codes if code), 0)
@@ -179,6 +257,7 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
             time.sleep(0.2)
     finally:
         stop_processes([(c.spec.name, c.proc) for c in children], say=say)
+        manager.close()
         restarts = {c.spec.name: c.restarts for c in children if c.restarts}
         if restarts:
             say(f"restarts: {restarts}")
@@ -206,7 +285,7 @@ def stop_processes(procs: list[tuple[str, subprocess.Popen]], timeout: float = 1
 
 
 def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, context=None, log_level="",
-                 extra_overrides: dict[str, dict] | None = None):
+                 extra_overrides: dict[str, dict] | None = None, robot: dict[str, str] | None = None):
     """Instantiate the nodes in this process, each with the --ros-args a launched node would get
     (extra_overrides: {node name: {parameter: value}} added as -p rules, for tests)."""
     nodes = []
@@ -214,32 +293,63 @@ def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, contex
         cls = spec.load_class()
         extra = (extra_overrides or {}).get(spec.name)
         nodes.append(cls(context=context,
-                         cli_args=node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level, extra)))
+                         cli_args=node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level, extra,
+                                                robot)))
     return nodes
 
 
-def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level) -> int:
+def bring_up_nodes(nodes, manager_node, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
+    """Bring in-process nodes to ``active`` through their lifecycle services, called from
+    ``manager_node`` (spun by the same executor in another thread). '' or the first error."""
+    from sigma_ros.lifecycle import bring_up_all
+
+    results = bring_up_all(manager_node, [n.get_fully_qualified_name() for n in nodes], timeout_s)
+    for node in nodes:
+        ok, what = results[node.get_fully_qualified_name()]
+        if not ok:
+            return f"{node.get_name()}: cannot start: {getattr(node, 'config_error', '') or what}"
+    return ""
+
+
+def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level,
+                       startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
+    """The nodes composed in this process on one executor; sigma-graph's own node brings them
+    up through their lifecycle services. Exit code EXIT_CONFIG_ERROR when one cannot start."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+
+    from sigma_ros.executors import make_executor
 
     rclpy.init(args=[sys.argv[0]])
     nodes = []
+    failure: list[str] = []
+
+    def bring_up() -> None:
+        error = bring_up_nodes(nodes, manager, startup_timeout)
+        if error:
+            failure.append(error)
+            rclpy.try_shutdown()  # stops the executor
+        else:
+            print(f"[sigma-graph] {', '.join(n.get_name() for n in nodes)} active (one process)", flush=True)
+
     try:
-        nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level)
-        executor = SingleThreadedExecutor()
-        for n in nodes:
+        nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level, robot=robot)
+        manager = rclpy.create_node("sigma_graph")
+        executor = make_executor()
+        for n in (*nodes, manager):
             executor.add_node(n)
+        threading.Thread(target=bring_up, daemon=True).start()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the nodes)
     finally:
         for n in nodes:
-            try:
-                n.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
+            n.shutdown()
             n.destroy_node()
         rclpy.try_shutdown()
+    if failure:
+        print(f"sigma-graph: {failure[0]}", file=sys.stderr, flush=True)
+        return graph.EXIT_CONFIG_ERROR
     return 0
 
 
@@ -249,12 +359,17 @@ def main(argv: list[str] | None = None) -> int:
         return list_params()
     params_file, remaps, specs = resolve(args)
     dry_run = graph.parse_bool(args.dry_run)
+    if args.startup_timeout <= 0:
+        raise SystemExit("sigma-graph: --startup-timeout must be > 0")
+    robot = robot_fields(args)
     if args.single_process:
-        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level)
+        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level,
+                                  args.startup_timeout, robot)
     if args.respawn_delay < 0:
         raise SystemExit("sigma-graph: --respawn-delay must be >= 0")
     respawn_delay = None if args.no_respawn else args.respawn_delay
-    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay)
+    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay,
+                            args.startup_timeout, robot)
 
 
 if __name__ == "__main__":

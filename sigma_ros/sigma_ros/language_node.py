@@ -48,8 +48,13 @@ class LanguageNode(SigmaNode):
               "received before the first step"),
     )
 
+    # the instruction, resets and the latched memory are kept while inactive (no step runs)
+    INACTIVE_INPUTS = ("reset", "instruction", "semantic_memory", "semantic_memory_kept")
+
     def __init__(self, **kwargs) -> None:
         super().__init__("language_node", **kwargs)
+
+    def configure(self) -> None:
         from std_msgs.msg import String
         from sigma_ros_msgs.msg import HighLevelRep, SemanticMemory, TelepathyFactors, VisionTokens
 
@@ -63,17 +68,17 @@ class LanguageNode(SigmaNode):
         if self.p.instruction:
             self.set_instruction(clean_instruction(self.p.instruction, self.p.max_instruction_chars))
 
-        self.tau_pub = self.create_publisher(TelepathyFactors, topic("telepathy_factors"), qos.PIPELINE)
-        self.memory_pub = self.create_publisher(SemanticMemory, topic("semantic_memory"), qos.LATCHED)
-        self.hlr_pub = self.create_publisher(HighLevelRep, topic("high_level_rep"), qos.PIPELINE)
-        self.create_subscription(String, topic("instruction"), self.guarded("instruction", self.on_instruction), qos.INSTRUCTION)
-        self.create_subscription(VisionTokens, topic("vision_tokens"), self.guarded("vision_tokens", self.on_tokens), qos.PIPELINE)
+        self.tau_pub = self.make_publisher(TelepathyFactors, topic("telepathy_factors"), qos.PIPELINE)
+        self.memory_pub = self.make_publisher(SemanticMemory, topic("semantic_memory"), qos.LATCHED)
+        self.hlr_pub = self.make_publisher(HighLevelRep, topic("high_level_rep"), qos.PIPELINE)
+        self.subscribe(String, topic("instruction"), "instruction", self.on_instruction, qos.INSTRUCTION)
+        self.subscribe(VisionTokens, topic("vision_tokens"), "vision_tokens", self.on_tokens, qos.PIPELINE)
         self._restore_subs = []
         if self.p.restore_memory:
-            self._restore_subs = [
-                self.create_subscription(SemanticMemory, topic(key), self.guarded(key, self.on_memory_restore), qos.LATCHED)
-                for key in ("semantic_memory", "semantic_memory_kept")
-            ]
+            self._restore_subs = [self.subscribe(SemanticMemory, topic(key), key, self.on_memory_restore, qos.LATCHED)
+                                  for key in ("semantic_memory", "semantic_memory_kept")]
+
+    def activate(self) -> None:
         self.set_mode("waiting", "no instruction" if self.instruction is None else "no tokens")
 
     # --------------------------------------------------------------- inputs

@@ -1,5 +1,5 @@
-"""Common base of the four Sigma nodes: parameters with descriptors, the model part, status,
-bad-input handling and a clean ``main``."""
+"""Common base of the four Sigma nodes: managed (lifecycle) nodes with parameters with
+descriptors, the model part, status and diagnostics, bad-input handling and a clean ``main``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 from sigma_model.freshness import StaleInput
 from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 from sigma_ros import qos
 from sigma_ros.conversions import ConversionError
+from sigma_ros.diagnostics import DropWatch, diagnostic_array, judge, key_values
 from sigma_ros.graph import EXIT_CONFIG_ERROR, TOPIC_BY_KEY
 from sigma_ros.stats import NodeStats
 
@@ -38,6 +40,10 @@ _ARRAY_TYPES = {
     float: ParameterType.PARAMETER_DOUBLE_ARRAY,
     str: ParameterType.PARAMETER_STRING_ARRAY,
 }
+
+
+class NodeConfigError(RuntimeError):
+    """A node cannot start as configured (one line for the user; the process exits with EXIT_CONFIG_ERROR)."""
 
 
 @dataclass(frozen=True)
@@ -128,42 +134,170 @@ def topic(key: str) -> str:
     return TOPIC_BY_KEY[key].name
 
 
-class SigmaNode(Node):
-    """A Sigma node: declares COMMON_PARAMS + node params, loads its workspaces, publishes status.
+class SigmaNode(LifecycleNode):
+    """A Sigma node: a managed (lifecycle) node with COMMON_PARAMS + node params, its workspaces,
+    status and diagnostics.
 
-    Subclasses set ``WORKSPACES`` and ``PARAMS`` and wrap every subscription callback with
-    :meth:`guarded`, so a bad message is logged (throttled per input), counted as dropped and
-    never propagates an exception into the executor.
+    * constructed (unconfigured): parameters declared; ``sigma/status`` and ``/diagnostics``
+      are published in every state;
+    * configure: loads the workspaces (the checkpoint), then :meth:`configure` makes the
+      subscriptions, (lifecycle) publishers and timers; a failure leaves the node unconfigured
+      with ``config_error`` set (a node process then exits with EXIT_CONFIG_ERROR);
+    * activate: enables the publishers, :meth:`activate` starts the processing (timers);
+    * deactivate: :meth:`deactivate` stops it (the controller publishes its hold first), then
+      the publishers are disabled; inputs not in ``INACTIVE_INPUTS`` are ignored while inactive;
+    * cleanup / shutdown: everything made by configure and the model are released.
+
+    Subclasses set ``WORKSPACES`` and ``PARAMS`` and make subscriptions with :meth:`subscribe`,
+    whose callbacks are :meth:`guarded`: a bad message is logged (throttled per input), counted as
+    dropped and never propagates an exception into the executor.
     """
 
     WORKSPACES: tuple[str, ...] = ()
     PARAMS: tuple[Param, ...] = ()
+    INACTIVE_INPUTS: tuple[str, ...] = ("reset",)  # handled while inactive (state only, no outputs)
 
     def __init__(self, node_name: str, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, COMMON_PARAMS + tuple(self.PARAMS))
         self.stats = NodeStats(window_s=max(5.0, 2 * self.p.status_period_s))
-        self.mode = "starting"
-        self.reason = ""
+        self.mode, self.reason = "unconfigured", "not configured yet"
+        self.active = self.configured = False
+        self.config_error = ""
         self._log_times: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._log_lock = threading.Lock()
-        if self.p.torch_threads:
-            import torch
-
-            torch.set_num_threads(int(self.p.torch_threads))
+        self._entities: list = []  # made by configure, released by cleanup
         self.model = None
         self.config = None
-        if self.WORKSPACES:
-            self.model = self._load_model()
-            self.config = self.model.config
-        from std_msgs.msg import Empty
+        from diagnostic_msgs.msg import DiagnosticArray
         from sigma_ros_msgs.msg import Status
 
         self._Status = Status
+        self._drop_watch = DropWatch()
         self.status_pub = self.create_publisher(Status, topic("status"), qos.STATUS)
-        self.create_subscription(Empty, topic("reset"), self.guarded("reset", self._on_reset), qos.INSTRUCTION)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"), qos.STATUS)
         self._status_timer = self.create_timer(self.p.status_period_s, self.publish_status)
+
+    # -------------------------------------------------------------- lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        from std_msgs.msg import Empty
+
+        from sigma_model.checkpoint import CheckpointError
+
+        self.config_error = ""
+        try:
+            if self.p.torch_threads:
+                import torch
+
+                torch.set_num_threads(int(self.p.torch_threads))
+            if self.WORKSPACES:
+                self.model = self._load_model()
+                self.config = self.model.config
+            self.subscribe(Empty, topic("reset"), "reset", self._on_reset, qos.INSTRUCTION)
+            self.configure()
+        except Exception as err:  # noqa: BLE001 - reported by the caller (one line), the node stays unconfigured
+            self.config_error = str(err) if isinstance(err, (CheckpointError, NodeConfigError, ValueError)) else \
+                f"{type(err).__name__}: {err}"
+            self._release()
+            self.set_mode("unconfigured", f"configure failed: {self.config_error}")
+            return TransitionCallbackReturn.FAILURE
+        self.configured = True
+        self.set_mode("inactive", "configured, not active")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self.set_mode("running")
+        self.activate()
+        self.active = True
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.active = False
+        self.deactivate()
+        self.set_mode("inactive", "deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        self.set_mode("unconfigured", "cleaned up")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        if self.active:
+            self.active = False
+            self.deactivate()
+        self._release()
+        self.set_mode("finalized", "shut down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self.active = False
+        self._release()
+        self.set_mode("unconfigured", "error during a transition")
+        return TransitionCallbackReturn.SUCCESS
+
+    def configure(self) -> None:
+        """Make the node's subscriptions, publishers and timers (the model is loaded). Nodes override this."""
+
+    def activate(self) -> None:
+        """Start processing (publishers are enabled). Nodes override this."""
+
+    def deactivate(self) -> None:
+        """Stop processing (publishers are still enabled). Nodes override this."""
+
+    def lifecycle_state(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def shutdown(self) -> None:
+        """The lifecycle shutdown transition from any primary state (before the node is destroyed);
+        once the context is shut down (SIGINT) nothing can be published: the node only releases."""
+        try:
+            if not self.context.ok():
+                self.active = False
+                self._release()
+            elif self.lifecycle_state() in ("unconfigured", "inactive", "active"):
+                self.trigger_shutdown()
+        except Exception:  # noqa: BLE001 - mid-transition
+            pass
+
+    def _release(self) -> None:
+        from rclpy.lifecycle.publisher import LifecyclePublisher
+        from rclpy.subscription import Subscription
+        from rclpy.timer import Timer as RosTimer
+
+        for entity in self._entities:
+            try:
+                if isinstance(entity, LifecyclePublisher):
+                    self.destroy_lifecycle_publisher(entity)
+                elif isinstance(entity, Subscription):
+                    self.destroy_subscription(entity)
+                elif isinstance(entity, RosTimer):
+                    self.destroy_timer(entity)
+            except Exception:  # noqa: BLE001 - context gone
+                pass
+        self._entities = []
+        self.model = self.config = None
+        self.configured = False
+
+    # ------------------------------------------------- entities of configure
+    def make_publisher(self, msg_type, topic_name: str, qos_profile):
+        """A lifecycle publisher: it publishes only while the node is active."""
+        pub = self.create_lifecycle_publisher(msg_type, topic_name, qos_profile)
+        self._entities.append(pub)
+        return pub
+
+    def subscribe(self, msg_type, topic_name: str, input_name: str, fn: Callable, qos_profile):
+        """A subscription whose callback is :meth:`guarded` (and ignored while inactive)."""
+        sub = self.create_subscription(msg_type, topic_name, self.guarded(input_name, fn), qos_profile)
+        self._entities.append(sub)
+        return sub
+
+    def make_timer(self, period_s: float, fn: Callable, autostart: bool = True):
+        t = self.create_timer(period_s, fn, autostart=autostart)
+        self._entities.append(t)
+        return t
 
     # ------------------------------------------------------------------ model
     def _load_model(self):
@@ -197,11 +331,16 @@ class SigmaNode(Node):
         self.log_throttled(input_name, f"dropped {input_name} message #{count}: {reason}")
 
     def guarded(self, input_name: str, fn: Callable) -> Callable:
-        """Wrap a subscription callback: bad data -> reject(); never raise into the executor."""
+        """Wrap a subscription callback: bad data -> reject(); never raise into the executor;
+        while inactive only ``INACTIVE_INPUTS`` are handled (the others are counted and ignored)."""
         self.stats.declare_drop(input_name)
+        handled_inactive = input_name in self.INACTIVE_INPUTS
 
         @functools.wraps(fn)
         def wrapper(msg):
+            if not (self.active or handled_inactive):
+                self.stats.event("ignored_while_inactive")
+                return None
             self.stats.event(f"{input_name}_in")
             try:
                 return fn(msg)
@@ -226,25 +365,30 @@ class SigmaNode(Node):
     def reset_episode(self) -> None:
         """Start a new episode (``sigma/reset``): forget the recurrent state. Nodes override this."""
 
-    def shutdown(self) -> None:
-        """Called once before the node is destroyed (Ctrl-C / shutdown)."""
-
     def set_mode(self, mode: str, reason: str = "") -> None:
         self.mode, self.reason = mode, reason
 
-    # ---------------------------------------------------------------- status
+    # ---------------------------------------------------- status, diagnostics
     def extra_rates(self) -> dict[str, float]:
-        """Extra rates (name -> Hz) a subclass reports."""
+        """Extra rates (name -> Hz) a configured subclass reports."""
         return {}
 
     def extra_metrics(self) -> dict[str, float]:
-        """Other metrics (name -> value) a subclass reports."""
+        """Other metrics (name -> value) a configured subclass reports."""
         return {}
 
     def publish_status(self) -> None:
+        """``sigma/status`` (typed arrays the demo, benchmarks and tests read) and ``/diagnostics``
+        (the same figures as a diagnostic_updater status), from one snapshot."""
         snap = self.stats.snapshot()
+        rates = dict(snap["rates"])
+        metrics = {}
+        if self.configured:
+            rates.update(self.extra_rates())
+            metrics = self.extra_metrics()
+        stamp = self.get_clock().now().to_msg()
         msg = self._Status()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = stamp
         msg.node = self.get_name()
         msg.mode = self.mode
         msg.reason = self.reason
@@ -253,12 +397,9 @@ class SigmaNode(Node):
         msg.stage_latency_ms = [float(snap["latency"][s][0]) for s in stages]
         msg.stage_latency_mean_ms = [float(snap["latency"][s][1]) for s in stages]
         msg.stage_latency_max_ms = [float(snap["latency"][s][2]) for s in stages]
-        rates = dict(snap["rates"])
-        rates.update(self.extra_rates())
         names = sorted(rates)
         msg.rate_names = names
         msg.rates_hz = [float(rates[n]) for n in names]
-        metrics = self.extra_metrics()
         msg.metric_names = sorted(metrics)
         msg.metric_values = [float(metrics[n]) for n in msg.metric_names]
         drops = snap["drops"]
@@ -267,6 +408,12 @@ class SigmaNode(Node):
         msg.dropped_inputs = int(sum(drops.values()))
         msg.last_error = snap["last_error"][:500]
         self.status_pub.publish(msg)
+
+        state = self.lifecycle_state()
+        level, message = judge(state, self.mode, self.reason, self._drop_watch.new(drops), self.config_error)
+        self.diagnostics_pub.publish(diagnostic_array(
+            stamp, self.get_name(), self.p.device, level, message,
+            key_values(state, self.mode, self.reason, snap, rates, metrics)))
 
 
 def stamp_key(header) -> int:
@@ -277,15 +424,16 @@ def stamp_key(header) -> int:
 def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
     """Entry point body of one node process: spin until SIGINT/SIGTERM or shutdown, clean up, exit.
 
-    Exits 0 after a signal, and EXIT_CONFIG_ERROR with one line on stderr when the checkpoint is
-    missing or corrupt. Once the node is destroyed and the context shut down (which flushes the
-    ROS logs) the process leaves by ``os._exit``: the interpreter's own teardown (a full garbage
-    collection and the release of thousands of torch/transformers module objects) took seconds
-    on a loaded machine and does nothing a node needs.
+    The node starts unconfigured; a lifecycle manager (``sigma-graph``, ``ros2 launch``, ``ros2
+    lifecycle set``) configures and activates it (a robot node does both itself). Exits 0 after a
+    signal, and EXIT_CONFIG_ERROR with one line on stderr when configuring fails (checkpoint missing
+    or corrupt, parameters that do not fit the model, a :class:`NodeConfigError`). Once the node is
+    shut down and destroyed and the context shut down (which flushes the ROS logs) the process
+    leaves by ``os._exit``: the interpreter's own teardown (a full garbage collection and the
+    release of thousands of torch/transformers module objects) took seconds on a loaded machine
+    and does nothing a node needs.
     """
     from rclpy.executors import ExternalShutdownException
-
-    from sigma_model.checkpoint import CheckpointError
 
     _interrupt_once()
     node = None
@@ -293,18 +441,23 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
     try:
         rclpy.init(args=args if args is not None else sys.argv)
         node = node_cls()
-        rclpy.spin(node)
+        from sigma_ros.executors import make_executor
+
+        executor = make_executor(kind="single_threaded")  # one node: one mutually exclusive callback group
+        executor.add_node(node)
+        while rclpy.ok() and not node.config_error:
+            executor.spin_once(timeout_sec=0.5)
+        if node.config_error:
+            print(f"{Path(sys.argv[0]).stem}: cannot start: {node.config_error}", file=sys.stderr)
+            code = EXIT_CONFIG_ERROR
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except CheckpointError as err:
+        rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the node)
+    except NodeConfigError as err:  # raised before configure (e.g. by a node's own parameter checks)
         print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
         code = EXIT_CONFIG_ERROR
     finally:
         if node is not None:
-            try:
-                node.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
+            node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
     _exit_now(code)

@@ -65,6 +65,8 @@ class PerceptionNode(SigmaNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("perception_node", **kwargs)
+
+    def configure(self) -> None:
         from sensor_msgs.msg import Image, JointState
         from sigma_ros_msgs.msg import AudioChunk, StateTokens, TelepathyFactors, VisionTokens
 
@@ -99,15 +101,19 @@ class PerceptionNode(SigmaNode):
         self.camera_gaps = FrameGapCounter(self.p.camera_expected_hz)
         self.stats.declare_drop("camera_missing")
 
-        self.vision_pub = self.create_publisher(VisionTokens, topic("vision_tokens"), qos.PIPELINE)
-        self.state_pub = self.create_publisher(StateTokens, topic("state_tokens"), qos.PIPELINE)
-        self.create_subscription(Image, topic("camera"), self.guarded("camera", self.on_image), qos.SENSOR)
-        self.create_subscription(JointState, topic("joint_states"), self.guarded("joint_states", self.on_joint_state), qos.SENSOR)
-        self.create_subscription(AudioChunk, topic("audio"), self.guarded("audio", self.on_audio), qos.SENSOR)
-        self.create_subscription(TelepathyFactors, topic("telepathy_factors"), self.guarded("telepathy_factors", self.on_tau),
-                                 qos.PIPELINE)
+        self.vision_pub = self.make_publisher(VisionTokens, topic("vision_tokens"), qos.PIPELINE)
+        self.state_pub = self.make_publisher(StateTokens, topic("state_tokens"), qos.PIPELINE)
+        self.subscribe(Image, topic("camera"), "camera", self.on_image, qos.SENSOR)
+        self.subscribe(JointState, topic("joint_states"), "joint_states", self.on_joint_state, qos.SENSOR)
+        self.subscribe(AudioChunk, topic("audio"), "audio", self.on_audio, qos.SENSOR)
+        self.subscribe(TelepathyFactors, topic("telepathy_factors"), "telepathy_factors", self.on_tau, qos.PIPELINE)
         if self.use_depth:
-            self.create_subscription(Image, topic("depth"), self.guarded("depth", self.on_depth), qos.SENSOR)
+            self.subscribe(Image, topic("depth"), "depth", self.on_depth, qos.SENSOR)
+
+    def activate(self) -> None:
+        """Inputs from before (or while) inactive are not used: the next frame waits for a new joint state."""
+        self.state, self.depth = None, None
+        self.reset_episode()
         self.set_mode("waiting", "no camera frame yet")
 
     # --------------------------------------------------------------- inputs

@@ -15,6 +15,9 @@
   controllers' default subscription is reliable, so a best-effort publisher would not match it): a
   receiver that falls behind for a moment gets every command in order, each within the per-tick
   step limit of the one before, instead of jumping to the newest.
+* COMMAND_CHECK: COMMAND with keep last 200, for receivers that check every command (the sim
+  node, the test harness's probe): their executor may lag behind by more than 10 commands on a
+  loaded machine, and a command lost from the queue would show as a step over the limit.
 * STATUS: reliable, keep last 10.
 """
 
@@ -60,6 +63,13 @@ COMMAND = QoSProfile(
     depth=10,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
+)
+
+COMMAND_CHECK = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=200,
+    reliability=COMMAND.reliability,
+    durability=COMMAND.durability,
 )
 
 STATUS = QoSProfile(

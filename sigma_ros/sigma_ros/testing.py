@@ -4,9 +4,9 @@
   so concurrent test modules or runs on one machine do not hear each other.
 * :class:`GraphHarness` starts the four nodes (built by ``sigma_graph``'s ``create_nodes``: same
   parameter file and ``--ros-args`` as ``ros2 launch``) plus a probe node that publishes camera,
-  joint-state, audio and instruction messages and records every Sigma output, spinning on a
-  SingleThreadedExecutor in a background thread (a MultiThreadedExecutor was seen busy-spinning
-  with the GIL held on a loaded 2-core machine, starving every node of the process).
+  joint-state, audio and instruction messages and records every Sigma output, on the executor of
+  every Sigma process (``sigma_ros.executors.make_executor``) in a background thread, and brings the nodes
+  to ``active`` through their lifecycle services, as ``sigma-graph`` does.
 """
 
 from __future__ import annotations
@@ -39,6 +39,18 @@ def isolated_context(tag: str, domain_id: int | None = None):
     context = rclpy.Context()
     rclpy.init(args=[], context=context, domain_id=domain_id if domain_id is not None else domain_id_for(tag))
     return context
+
+
+def node_env(domain: int) -> dict:
+    """The environment of a node process on ROS domain ``domain`` (unbuffered output, local discovery)."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1",
+                ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
+
+
+def log_text(log) -> str:
+    """What a node process wrote to ``log`` (a binary file opened w+b)."""
+    log.seek(0)
+    return log.read().decode(errors="replace")
 
 
 class Recorder:
@@ -91,10 +103,10 @@ class GraphHarness:
 
     def __init__(self, tag: str, checkpoint: str = "", params_file: str | None = None,
                  overrides: dict[str, dict] | None = None, nodes: tuple[str, ...] | None = None,
-                 output_type: str | None = None, domain_id: int | None = None) -> None:
+                 output_type: str | None = None, domain_id: int | None = None, activate: bool = True,
+                 executor: str | None = None) -> None:
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile
+        from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64MultiArray, String
         from trajectory_msgs.msg import JointTrajectory
@@ -104,6 +116,7 @@ class GraphHarness:
 
         from sigma_ros import qos
         from sigma_ros.graph_main import create_nodes
+        from sigma_ros.executors import make_executor
 
         self.context = isolated_context(tag, domain_id)
         self.params_file = params_file or str(graph.default_config_file())
@@ -138,14 +151,14 @@ class GraphHarness:
             "vision_tokens": (VisionTokens, qos.PIPELINE), "state_tokens": (StateTokens, qos.PIPELINE),
             "telepathy_factors": (TelepathyFactors, qos.PIPELINE), "semantic_memory": (SemanticMemory, qos.LATCHED),
             "high_level_rep": (HighLevelRep, qos.PIPELINE), "action_plan": (ActionPlan, qos.PIPELINE),
-            "status": (Status, qos.STATUS),
+            "status": (Status, qos.STATUS), "diagnostics": (DiagnosticArray, qos.STATUS),
         }
         for key, (typ, prof) in subs.items():
             p.create_subscription(typ, t[key].name, self.rec.callback(key), prof)
         cmd_type = JointTrajectory if self.output_type == "joint_trajectory" else Float64MultiArray
-        # a deep reliable queue: the probe records every command even when its executor lags
-        deep = QoSProfile(depth=200, reliability=qos.COMMAND.reliability, durability=qos.COMMAND.durability)
-        p.create_subscription(cmd_type, t["motor_commands"].name, self.rec.callback("motor_commands"), deep)
+        # the probe records every command even when its executor lags
+        p.create_subscription(cmd_type, t["motor_commands"].name, self.rec.callback("motor_commands"),
+                              qos.COMMAND_CHECK)
         p.create_subscription(Float64MultiArray, "/controller_node/dry_run_commands", self.rec.callback("dry_run_commands"),
                               qos.COMMAND)
         self._joint_positions = None
@@ -155,12 +168,41 @@ class GraphHarness:
         gc.collect()
         gc.freeze()
         gc.disable()
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(self.context, executor)
         for n in self.nodes:
             self.executor.add_node(n)
         self.executor.add_node(self.probe)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+        self._lifecycle: dict[str, object] = {}
+        if activate:
+            from sigma_ros.graph_main import bring_up_nodes
+
+            error = bring_up_nodes(self.nodes, self.probe)
+            if error:
+                self.close()
+                raise RuntimeError(error)
+
+    # ------------------------------------------------------------- lifecycle
+    def lifecycle(self, name: str):
+        """The probe's client of the lifecycle services of node ``name``."""
+        from sigma_ros.lifecycle import LifecycleClient
+
+        if name not in self._lifecycle:
+            self._lifecycle[name] = LifecycleClient(self.probe, name)
+        return self._lifecycle[name]
+
+    def bring_up(self, name: str, timeout: float = 120.0) -> None:
+        """configure + activate node ``name`` through its lifecycle services."""
+        ok, what = self.lifecycle(name).bring_up(timeout)
+        if not ok:
+            node = self.by_name.get(name)
+            raise RuntimeError(f"{name}: {what} {getattr(node, 'config_error', '')}".strip())
+
+    def add_node(self, node) -> None:
+        """Spin another node with the graph and bring it to active."""
+        self.executor.add_node(node)
+        self.bring_up(node.get_name())
 
     def _spin(self) -> None:
         try:

@@ -15,7 +15,9 @@ from sigma_ros.bag_convert import (
     ACTION_KEY, CONVERSION_META, IMAGE_KEY, STATE_KEY, bag_to_lerobot, bag_to_lerobot_main, lerobot_to_bag,
     lerobot_to_bag_main,
 )
-from sigma_ros.bag_io import BagReader, RobotBagWriter, read_paired_frames, write_synthetic_robot_bag
+from sigma_ros.bag_io import BagReader
+from sigma_ros.bag_pairing import read_paired_frames
+from sigma_ros.bag_robot_writer import RobotBagWriter, write_synthetic_robot_bag
 
 S = 1_000_000_000
 
@@ -157,8 +159,8 @@ def test_converted_bag_is_training_data(tmp_path, monkeypatch):
     write_synthetic_robot_bag(tmp_path / "bag", "sqlite3", n_frames=24, image_size=16,
                               instructions=((0.0, "pick up the red cube"), (1.2, "place it in the bowl")))
     bag_to_lerobot(tmp_path / "bag", tmp_path / "ds")
-    assert preprocess.main([str(tmp_path / "ds"), "-o", str(tmp_path / "shards"), "--horizon", "8",
-                            "--image-size", "16", "--no-progress"]) == 0
+    assert preprocess.main([f"--dataset={tmp_path / 'ds'}", f"--out_dir={tmp_path / 'shards'}", "--window.horizon_T=8",
+                            "--window.image_size=[16,16]", "--progress=false"]) == 0
     ds = ShardDataset(tmp_path / "shards")
     assert len(ds) == (11 - 8 + 1) + (13 - 8 + 1)  # episodes of 11 and 13 frames, 8-frame windows
     texts = {ds[i]["text"] for i in range(len(ds))}

@@ -9,21 +9,10 @@ import numpy as np
 import pytest
 
 from sigma_ros.conversions import clean_instruction
-from sigma_ros.bag_io import (
-    DEFAULT_JOINT_NAMES,
-    BagError,
-    BagReader,
-    BagWriter,
-    RobotBagWriter,
-    RobotTopics,
-    decode_cdr,
-    make_action,
-    make_image,
-    make_joint_state,
-    read_paired_frames,
-    typestore,
-    write_synthetic_robot_bag,
-)
+from sigma_ros.bag_io import DEFAULT_JOINT_NAMES, BagError, BagReader, BagWriter, decode_cdr, typestore
+from sigma_ros.bag_messages import make_action, make_image, make_joint_state
+from sigma_ros.bag_pairing import RobotTopics, read_paired_frames
+from sigma_ros.bag_robot_writer import RobotBagWriter, write_synthetic_robot_bag
 
 S = 1_000_000_000  # ns
 T0 = 1_700_000_000 * S

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from sigma_model import SigmaModel, save_checkpoint
+from sigma_model import SigmaModel, SigmaObservation, load_checkpoint, save_checkpoint
 from sigma_model.evaluation.report import BATCH_LOG_NAME, MSE_PLOT_NAME, REPORT_NAME
-from sigma_ros.bag_io import write_synthetic_robot_bag
-from sigma_ros.bag_replay import FRAMES_LOG_NAME, BagEvalConfig, evaluate_bag, main
+from sigma_ros.bag_robot_writer import write_synthetic_robot_bag
+from sigma_ros.bag_replay import FRAMES_LOG_NAME, BagEvalConfig, evaluate_bag, frame_tensor, main
 
 from sigma_model.testing import small_config
 from sigma_model.testing import PAPER_FIELDS
@@ -67,7 +67,7 @@ def _check_report(report, out_dir, conditions):
     for name in (REPORT_NAME, BATCH_LOG_NAME, FRAMES_LOG_NAME):
         assert (out_dir / name).is_file(), name
     on_disk = json.loads((out_dir / REPORT_NAME).read_text())
-    assert on_disk["format"] == "sigma-eval-v1" and on_disk["meta"]["source"] == "rosbag"
+    assert on_disk["format"] == "sigma-eval-v2" and on_disk["meta"]["source"] == "rosbag"
     return on_disk
 
 
@@ -95,8 +95,8 @@ def test_lockstep_replay_through_nodes_matches_offline(checkpoint, bags, tmp_pat
     assert g["latency_e2e_ms"]["max"] > 0 and g["samples_per_s"] > 0
 
     c = report["meta"]["consistency"]
-    assert c["frames_compared"] == 8 and c["frames_diverged"] == 0
-    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0
+    assert c["frames_compared"] == 8 and c["frames_diverged"] == 0, c
+    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0, c
     assert c["ros_graph_vs_offline_max_abs_diff"] <= TOL
     # ... and so the two conditions report the same errors, batch by batch
     for field in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2", "avg_semantic_text_alignment"):
@@ -152,6 +152,47 @@ def test_recorded_rate_replay(checkpoint, bags, tmp_path):
     assert c["frames_compared"] + c["frames_diverged"] <= g["plans_received"]
     lines = [json.loads(x) for x in (out / FRAMES_LOG_NAME).read_text().splitlines()]
     assert len(lines) == 16 and sum(x["plan_received"] for x in lines) == g["plans_received"]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("telepathy", [True, False])
+def test_offline_path_carries_tau_and_memory(checkpoint, bags, telepathy):
+    """The offline path against the model's own forward with the state carried by hand: each frame's
+    tau_prev is the previous frame's tau (telepathy off: zeros), its m_{t-1} the previous memory, reset
+    at the new instruction. Dropping either carry changes the actions (tau matters in these weights)."""
+    cfg = BagEvalConfig(seed=7, telepathy=telepathy)
+    _, details = evaluate_bag(str(bags["sqlite3"]), checkpoint, None, config=cfg, ros=False, n_boot=20)
+    frames, steps, got = details["frames"], details["steps"], details["offline"]
+    model = load_checkpoint(checkpoint).eval()
+    c = model.config
+
+    def forward(i, tau, memory):
+        obs = SigmaObservation(image=frame_tensor(frames[i].image, c.image_size),
+                               robot_state=torch.from_numpy(frames[i].state.astype(np.float32)).unsqueeze(0),
+                               audio=torch.zeros(1, c.audio_chunk_samples))
+        return model(obs, model.tokenize([frames[i].instruction]), tau_prev=tau, memory_prev=memory,
+                     telepathy=telepathy, generator=torch.Generator().manual_seed(7))
+
+    def diff(out, i):  # actions and tau (with telepathy off the memory reaches only tau)
+        return max(abs(float(out.language.tau.norm()) - got[i].tau_l2), *(float((a - b).abs().max()) for a, b in zip(
+            (out.action.action_vector, out.action.action_chunk, out.action.action_trajectory), got[i].actions)))
+
+    tau = memory = text = None
+    without = {"tau": [0.0], "memory": [0.0]}
+    assert sum(s.plan for s in steps) == 16 and sum(s.reset_memory for s in steps) == 2
+    for s in steps:
+        i = s.index
+        if frames[i].instruction != text:
+            memory, text = None, frames[i].instruction
+        out = forward(i, tau if telepathy else None, memory)
+        assert diff(out, i) <= TOL, i
+        if tau is not None and telepathy:
+            without["tau"].append(diff(forward(i, None, memory), i))
+        if memory is not None:
+            without["memory"].append(diff(forward(i, tau if telepathy else None, None), i))
+        tau, memory = out.language.tau, out.language.memory
+    # power: the outputs depend on the carried tau and the carried memory, so dropping either fails above
+    assert max(without["memory"]) > 1e-3 and (max(without["tau"]) > 1e-3 or not telepathy), without
 
 
 def test_offline_command_line_and_errors(checkpoint, bags, tmp_path, capsys):

@@ -54,6 +54,8 @@ def test_controller_node_never_publishes_an_unsafe_command(ros_context, events, 
         rclpy.parameter.Parameter("min_plan_ticks", value=min_plan_ticks),
     ])
     try:
+        node.trigger_configure()
+        node.trigger_activate()
         cfg, c = node.safety.config, node.config
         clock = {"now": 1_000 * NS}
         node.now_ns = lambda: clock["now"]

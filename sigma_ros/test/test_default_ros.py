@@ -42,12 +42,17 @@ def test_sim_node_publishes_sensors_and_applies_commands():
     from sigma_ros_msgs.msg import AudioChunk
 
     from sigma_ros import graph, qos
-    from sigma_ros.sim_node import EPISODE_STATUS_TOPIC, RESET_TOPIC, make_sim_node_class
+    from sigma_ros.sim_node import EPISODE_STATUS_TOPIC, RESET_TOPIC, SimNode
     from sigma_ros.testing import isolated_context
 
     ctx = isolated_context("sim-node-test")
     args = graph.ros_arguments(None, [], {"seed": 5, "reset_hold_s": 0.0, "camera_hz": 15.0}, node_name="sim_node")
-    sim = make_sim_node_class()(context=ctx, cli_args=args)
+    sim = SimNode(context=ctx, cli_args=args)
+    assert sim.lifecycle_state() == "active"  # a robot node connects and activates itself
+    timers = len(list(sim.timers))
+    sim.trigger_deactivate()
+    sim.trigger_activate()
+    assert sim.lifecycle_state() == "active" and len(list(sim.timers)) == timers  # the same timers, no second set
     probe = rclpy.create_node("probe", context=ctx)
     got: dict[str, list] = {"image": [], "joints": [], "audio": [], "status": []}
     t = graph.TOPIC_BY_KEY
@@ -120,12 +125,12 @@ def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
     from rclpy.executors import SingleThreadedExecutor
 
     from sigma_ros import graph
-    from sigma_ros.sim_node import make_sim_node_class
+    from sigma_ros.sim_node import SimNode
     from sigma_ros.testing import isolated_context
 
     ctx = isolated_context("sim-episode-test")
     args = graph.ros_arguments(None, [], {"reset_hold_s": 0.0, **params}, node_name="sim_node")
-    sim = make_sim_node_class()(env=_SlowResetEnv(reset_delay), context=ctx, cli_args=args)
+    sim = SimNode(env=_SlowResetEnv(reset_delay), context=ctx, cli_args=args)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(sim)
     thread = threading.Thread(target=ex.spin, daemon=True)
@@ -215,5 +220,5 @@ def test_closed_loop_episode_through_ros_nodes(tmp_path):
                         ("action_node", "action_stage"), ("controller_node", "control_stage")):
         assert stage in lat[node], (node, lat.get(node))
     report = json.loads((report_dir / "sigma_eval_report.json").read_text())
-    assert report["format"] == "sigma-eval-v1" and report["meta"]["mode"] == "closed_loop_ros"
+    assert report["format"] == "sigma-eval-v2" and report["meta"]["mode"] == "closed_loop_ros"
     assert report["closed_loop"]["sigma"]["episodes"] == 1

@@ -85,7 +85,7 @@ def test_sigma_graph_runs_instruct_and_stops_on_sigint(tmp_path):
         h = GraphHarness("test_ros_graph_cli_probe", nodes=(), domain_id=domain)
         remapped = []
         h.probe.create_subscription(JointTrajectory, REMAPPED, remapped.append, qos.COMMAND)
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + 180
         while h.pub_image.get_subscription_count() < 1 or h.pub_instruction.get_subscription_count() < 1:
             assert graph.poll() is None, "sigma-graph exited early"
             assert time.monotonic() < deadline, "sigma-graph nodes did not come up"
@@ -119,6 +119,16 @@ def test_sigma_graph_runs_instruct_and_stops_on_sigint(tmp_path):
     assert text.count("starting") >= 4
 
 
+def _drive(h, graph, text: str):
+    """Joint states, a camera frame every 0.2 s and ``text`` to the graph until 3 plans came; the frame timer."""
+    h.stream_joint_states(Q0)
+    frames = h.probe.create_timer(0.2, lambda: h.send_image(np.full((96, 96, 3), 60, np.uint8)))
+    _wait(lambda: h.pub_instruction.get_subscription_count() >= 1, 30, "the instruction subscriber", graph)
+    h.send_instruction(text)
+    _wait(lambda: h.rec.count("action_plan") >= 3, 60, "plans", graph)
+    return frames
+
+
 def _pids(log, name: str) -> list[int]:
     log.seek(0)
     return [int(p) for p in re.findall(rf"{name} started \(pid (\d+)\)", log.read())]
@@ -136,11 +146,7 @@ def test_sigma_graph_restarts_a_killed_node_and_the_graph_recovers(tmp_path):
         h = GraphHarness("test_ros_graph_respawn_probe", nodes=(), domain_id=domain)
         nodes = {"perception_node", "language_node", "action_node", "controller_node"}
         _wait(lambda: nodes <= {m.node for m in h.rec.get("status")}, 180, "status from the four nodes", graph)
-        h.stream_joint_states(Q0)
-        frames = h.probe.create_timer(0.2, lambda: h.send_image(np.full((96, 96, 3), 60, np.uint8)))
-        _wait(lambda: h.pub_instruction.get_subscription_count() >= 1, 30, "the instruction subscriber", graph)
-        h.send_instruction(text)
-        _wait(lambda: h.rec.count("action_plan") >= 3, 60, "plans", graph)
+        frames = _drive(h, graph, text)
         before = h.rec.get("semantic_memory")[-1]
         assert before.instruction == text
 
@@ -171,6 +177,7 @@ def test_sigma_graph_restarts_a_killed_node_and_the_graph_recovers(tmp_path):
     assert "language_node exited with -9; restarting it in 1 s" in out
     assert "restarts: {'language_node': 1}" in out
     assert "restored semantic memory" in out
+    assert out.count("language_node active") == 2  # brought to active again after the restart
     assert "Traceback" not in out, out[-3000:]
     assert not any(Path(p).exists() for p in params)  # removed when sigma-graph exits
 
@@ -201,6 +208,47 @@ def test_sigma_graph_no_respawn_stops_the_graph(tmp_path):
         _, out = _stop_graph(graph, log)
     assert rc == 1, out
     assert "controller_node exited with -9; stopping the graph" in out and "restarting" not in out
+
+
+def test_sigma_graph_single_process_composes_the_active_graph(tmp_path):
+    """--single-process: the four nodes in one process, brought to active through their lifecycle
+    services; plans and motor commands flow, /diagnostics reports every node active; SIGINT: exit 0."""
+    domain = domain_id_for("test_ros_graph_single")
+    log = open(tmp_path / "graph.log", "w+")
+    graph = _start_graph(["--single-process", "--checkpoint", SHIPPED], _env(domain), log)
+    h = None
+    try:
+        h = GraphHarness("test_ros_graph_single_probe", nodes=(), domain_id=domain)
+        nodes = {"perception_node", "language_node", "action_node", "controller_node"}
+
+        def active() -> set:
+            return {s.name.split(":")[0] for a in h.rec.get("diagnostics") for s in a.status
+                    if ("lifecycle state", "active") in {(kv.key, kv.value) for kv in s.values}}
+
+        _wait(lambda: nodes <= active(), 180, "the four nodes active", graph)
+        frames = _drive(h, graph, "pick the cube and place it on the left")
+        _wait(lambda: h.rec.count("motor_commands") >= 3, 30, "motor commands", graph)
+        frames.cancel()
+    finally:
+        if h is not None:
+            h.close()
+        rc, out = _stop_graph(graph, log)
+    assert rc == 0, f"sigma-graph exit code {rc}\n{out[-3000:]}"
+    assert "perception_node, language_node, action_node, controller_node active (one process)" in out
+    assert "Traceback" not in out and "transition" not in out, out[-3000:]
+
+
+def test_sigma_graph_single_process_with_a_bad_checkpoint_is_one_line_and_exit_code_2(tmp_path):
+    log = open(tmp_path / "graph.log", "w+")
+    graph = _start_graph(["--single-process", "--checkpoint", str(tmp_path / "missing"), "--nodes", "action_node"],
+                         _env(domain_id_for("test_ros_graph_single_bad")), log)
+    try:
+        rc = graph.wait(timeout=120)
+    finally:
+        _, out = _stop_graph(graph, log)
+    assert rc == 2, out
+    assert f"sigma-graph: action_node: cannot start: no Sigma checkpoint at {tmp_path / 'missing'}" in out
+    assert "Traceback" not in out
 
 
 @pytest.mark.parametrize("text", ["pick the\x07 cube", "   ", "pick\x1b[2J the cube"])

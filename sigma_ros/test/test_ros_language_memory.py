@@ -118,7 +118,7 @@ def test_restarted_node_restores_latched_memory(h, model):
 
     args = node_cli_args(spec, h.params_file, [], "", None) + ["-r", "__node:=language_node_restarted"]
     new = LanguageNode(context=h.context, cli_args=args)
-    h.executor.add_node(new)
+    h.add_node(new)
     deadline = time.monotonic() + 5
     while not new.restored and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -8,6 +8,7 @@ minimal stand-ins of the few launch classes it uses (the real packages are used 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 import types
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sigma_ros import graph
-from sigma_ros.graph_main import build_parser, node_cli_args, resolve
+from sigma_ros.graph_main import build_parser, node_cli_args, resolve, robot_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "sigma.launch.py"
@@ -24,6 +25,10 @@ REAL_LAUNCH = importlib.util.find_spec("launch_ros") is not None and importlib.u
 
 
 def _install_launch_stubs(monkeypatch):
+    class Entity:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
     class LaunchDescription:
         def __init__(self, entities=()):
             self.entities = list(entities)
@@ -43,21 +48,33 @@ def _install_launch_stubs(monkeypatch):
         def perform(self, context):
             return context.launch_configurations[self.name]
 
-    class Node:
-        def __init__(self, **kwargs):
-            self.kwargs = kwargs
+    class ChangeState(Entity):
+        pass
 
-    launch = types.ModuleType("launch")
-    launch.LaunchDescription = LaunchDescription
-    actions = types.ModuleType("launch.actions")
-    actions.DeclareLaunchArgument, actions.OpaqueFunction = DeclareLaunchArgument, OpaqueFunction
-    subs = types.ModuleType("launch.substitutions")
-    subs.LaunchConfiguration = LaunchConfiguration
-    launch_ros = types.ModuleType("launch_ros")
-    ros_actions = types.ModuleType("launch_ros.actions")
-    ros_actions.Node = Node
-    for name, mod in {"launch": launch, "launch.actions": actions, "launch.substitutions": subs,
-                      "launch_ros": launch_ros, "launch_ros.actions": ros_actions}.items():
+    def matches_action(action):
+        return lambda candidate: candidate is action
+
+    classes = {name: type(name, (Entity,), {}) for name in (
+        "EmitEvent", "ExecuteProcess", "RegisterEventHandler", "OnProcessStart", "OnStateTransition", "LifecycleNode",
+        "ExecutableInPackage")}
+    modules = {
+        "launch": {"LaunchDescription": LaunchDescription},
+        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument, "OpaqueFunction": OpaqueFunction,
+                           **{k: classes[k] for k in ("EmitEvent", "ExecuteProcess", "RegisterEventHandler")}},
+        "launch.event_handlers": {"OnProcessStart": classes["OnProcessStart"]},
+        "launch.events": {"matches_action": matches_action},
+        "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
+        "launch_ros": {},
+        "launch_ros.actions": {"LifecycleNode": classes["LifecycleNode"]},
+        "launch_ros.event_handlers": {"OnStateTransition": classes["OnStateTransition"]},
+        "launch_ros.events": {},
+        "launch_ros.events.lifecycle": {"ChangeState": ChangeState},
+        "launch_ros.substitutions": {"ExecutableInPackage": classes["ExecutableInPackage"]},
+    }
+    for name, attrs in modules.items():
+        mod = types.ModuleType(name)
+        for key, value in attrs.items():
+            setattr(mod, key, value)
         monkeypatch.setitem(sys.modules, name, mod)
 
 
@@ -76,6 +93,7 @@ class _Context:
 
 
 def _evaluate(monkeypatch, given: dict[str, str]):
+    """(declared arguments, entities the launch file's OpaqueFunction returns)."""
     module = _load_launch_module(monkeypatch)
     ld = module.generate_launch_description()
     args = {e.name: e for e in ld.entities if type(e).__name__ == "DeclareLaunchArgument"}
@@ -83,23 +101,29 @@ def _evaluate(monkeypatch, given: dict[str, str]):
     opaque = [e for e in ld.entities if type(e).__name__ == "OpaqueFunction"]
     assert len(opaque) == 1
     if not REAL_LAUNCH:
-        nodes = opaque[0].function(_Context(values))
-        return args, [n.kwargs for n in nodes]
-    # real launch: evaluate with a real LaunchContext
-    from launch import LaunchContext
+        return args, opaque[0].function(_Context(values))
+    from launch import LaunchContext  # real launch: evaluate with a real LaunchContext
 
     context = LaunchContext()
     context.launch_configurations.update(values)
-    nodes = opaque[0].function(context)
-    return args, [{"package": n.node_package, "executable": n.node_executable, "name": n.node_name,
-                   "parameters": n._Node__parameters, "remappings": n._Node__remappings,
-                   "respawn": n._ExecuteLocal__respawn, "respawn_delay": n._ExecuteLocal__respawn_delay}
-                  for n in nodes]
+    return args, opaque[0].function(context)
+
+
+def _nodes(entities) -> list[dict]:
+    """The LifecycleNode actions' settings (stand-ins keep their kwargs; real ones are read back)."""
+    nodes = [e for e in entities if type(e).__name__ == "LifecycleNode"]
+    if not REAL_LAUNCH:
+        return [n.kwargs for n in nodes]
+    return [{"package": n.node_package, "executable": n.node_executable, "name": n.node_name.lstrip("/"),
+             "parameters": n._Node__parameters, "remappings": n._Node__remappings,
+             "respawn": n._ExecuteLocal__respawn, "respawn_delay": n._ExecuteLocal__respawn_delay}
+            for n in nodes]
 
 
 def test_launch_arguments_have_descriptions(monkeypatch):
     args, _ = _evaluate(monkeypatch, {})
-    expected = ({"checkpoint", "config_file", "dry_run", "log_level", "respawn", "respawn_delay"}
+    expected = ({"checkpoint", "config_file", "dry_run", "log_level", "respawn", "respawn_delay", "composition",
+                 "robot", "port", "robot_id"}
                 | {f"{k}_topic" for k in graph.EXTERNAL_TOPICS})
     assert expected <= set(args)
     for a in args.values():
@@ -110,7 +134,8 @@ def test_launch_and_sigma_graph_start_the_same_graph(monkeypatch, tmp_path):
     config = str(ROOT / "config" / "sigma.yaml")
     given = {"checkpoint": str(tmp_path), "config_file": config, "dry_run": "true",
              "camera_topic": "/front/image_raw", "motor_commands_topic": "/arm_controller/joint_trajectory"}
-    _, nodes = _evaluate(monkeypatch, given)
+    _, entities = _evaluate(monkeypatch, given)
+    nodes = _nodes(entities)
     assert [n["name"] for n in nodes] == [s.name for s in graph.NODES]
     assert [n["executable"] for n in nodes] == [s.executable for s in graph.NODES]
     assert all(n["package"] == "sigma_ros" for n in nodes)
@@ -135,19 +160,101 @@ def test_launch_and_sigma_graph_start_the_same_graph(monkeypatch, tmp_path):
         assert ("dry_run" in text) == (spec.name == "controller_node")
 
 
+def test_robot_argument_adds_the_robot_node_like_sigma_graph(monkeypatch):
+    config = str(ROOT / "config" / "sigma.yaml")
+    nodes = _nodes(_evaluate(monkeypatch, {"config_file": config})[1])
+    assert "robot_node" not in [n["name"] for n in nodes]  # no robot by default
+    nodes = _nodes(_evaluate(monkeypatch, {"config_file": config, "robot": "so101_follower", "port": "/dev/ttyACM0"})[1])
+    assert [n["name"] for n in nodes] == [s.name for s in graph.NODES] + ["robot_node"]
+    robot = nodes[-1]
+    assert robot["executable"] == "sigma-robot"
+    assert robot["parameters"] == [config, {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}]
+
+    cli = build_parser().parse_args(["--config-file", config, "--robot", "so101_follower", "--port", "/dev/ttyACM0"])
+    params_file, remaps, specs = resolve(cli)
+    assert [s.name for s in specs] == [n["name"] for n in nodes]
+    args = node_cli_args(specs[-1], params_file, remaps, "", None, robot=robot_fields(cli))
+    assert args[:3] == ["--ros-args", "--params-file", config]
+    assert json.loads(Path(args[4]).read_text()) == {
+        "/robot_node": {"ros__parameters": {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}}}
+    assert [s.name for s in resolve(build_parser().parse_args(["--config-file", config]))[2]] == \
+        [s.name for s in graph.NODES]
+
+
 def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
-    _, nodes = _evaluate(monkeypatch, {})
+    nodes = _nodes(_evaluate(monkeypatch, {})[1])
+    assert len(nodes) == 4
     assert all(n["respawn"] is True and n["respawn_delay"] == graph.RESPAWN_DELAY_S for n in nodes)
     assert build_parser().parse_args([]).respawn_delay == graph.RESPAWN_DELAY_S
-    _, nodes = _evaluate(monkeypatch, {"respawn": "false", "respawn_delay": "2.5"})
+    nodes = _nodes(_evaluate(monkeypatch, {"respawn": "false", "respawn_delay": "2.5"})[1])
     assert all(n["respawn"] is False and n["respawn_delay"] == 2.5 for n in nodes)
     with pytest.raises(ValueError, match="respawn_delay"):
         _evaluate(monkeypatch, {"respawn_delay": "-1"})
 
 
+@pytest.mark.skipif(REAL_LAUNCH, reason="reads the stand-ins' recorded arguments")
+def test_launch_brings_every_node_up_through_lifecycle_events(monkeypatch):
+    """Per LifecycleNode: configure when its process starts (OnProcessStart fires again after a
+    respawn), activate on configuring -> inactive only (a node deactivated by hand stays so)."""
+    from lifecycle_msgs.msg import Transition
+
+    entities = _evaluate(monkeypatch, {})[1]
+    nodes = [e for e in entities if type(e).__name__ == "LifecycleNode"]
+    handlers = [e.args[0] for e in entities if type(e).__name__ == "RegisterEventHandler"]
+    assert len(nodes) == 4 and len(handlers) == 8
+    assert all(n.kwargs["namespace"] == "" for n in nodes)
+    for node in nodes:
+        on_start = [h for h in handlers
+                    if type(h).__name__ == "OnProcessStart" and h.kwargs["target_action"] is node]
+        on_inactive = [h for h in handlers if type(h).__name__ == "OnStateTransition"
+                       and h.kwargs["target_lifecycle_node"] is node]
+        assert len(on_start) == len(on_inactive) == 1
+        states = (on_inactive[0].kwargs["start_state"], on_inactive[0].kwargs["goal_state"])
+        assert states == ("configuring", "inactive")
+        for handler, key, transition in ((on_start[0], "on_start", Transition.TRANSITION_CONFIGURE),
+                                         (on_inactive[0], "entities", Transition.TRANSITION_ACTIVATE)):
+            [emit] = handler.kwargs[key]
+            event = emit.kwargs["event"]
+            assert event.kwargs["transition_id"] == transition
+            matcher = event.kwargs["lifecycle_node_matcher"]
+            assert matcher(node) and not any(matcher(other) for other in nodes if other is not node)
+        # the handlers are registered before the node starts, so its ProcessStarted is not missed
+        mine = [entities.index(e) for e in entities
+                if type(e).__name__ == "RegisterEventHandler" and e.args[0] in on_start + on_inactive]
+        assert entities.index(node) > max(mine)
+    entities = _evaluate(monkeypatch, {"robot": "so101_follower"})[1]  # the robot node activates itself
+    assert [type(e).__name__ for e in entities].count("LifecycleNode") == 5
+    assert [type(e).__name__ for e in entities].count("RegisterEventHandler") == 8
+
+
+@pytest.mark.skipif(REAL_LAUNCH, reason="reads the stand-ins' recorded arguments")
+def test_launch_composition_single_process_runs_the_composed_sigma_graph(monkeypatch, tmp_path):
+    config = str(ROOT / "config" / "sigma.yaml")
+    given = {"composition": "single_process", "checkpoint": str(tmp_path), "config_file": config, "dry_run": "true",
+             "camera_topic": "/front/image_raw", "log_level": "warn", "respawn_delay": "3.0"}
+    [process] = _evaluate(monkeypatch, given)[1]
+    assert type(process).__name__ == "ExecuteProcess"
+    cmd = process.kwargs["cmd"]
+    assert cmd[0].args == ("sigma-graph", "sigma_ros")  # ExecutableInPackage
+    assert process.kwargs["respawn"] is True and process.kwargs["respawn_delay"] == 3.0
+    cli = build_parser().parse_args(cmd[1:])
+    assert cli.single_process and cli.log_level == "warn" and robot_fields(cli) == {"type": "", "port": "", "id": ""}
+    [robot] = _evaluate(monkeypatch, dict(given, robot="sigma_so101_sim", robot_id="arm1"))[1]
+    assert robot_fields(build_parser().parse_args(robot.kwargs["cmd"][1:])) == \
+        {"type": "sigma_so101_sim", "port": "", "id": "arm1"}
+    # the same graph as composition:=processes and as sigma-graph with the same values
+    params_file, remaps, specs = resolve(cli)
+    nodes = _nodes(_evaluate(monkeypatch, dict(given, composition="processes"))[1])
+    assert [s.name for s in specs] == [n["name"] for n in nodes]
+    assert all(params_file == n["parameters"][0] and sorted(remaps) == sorted(n["remappings"]) for n in nodes)
+    assert cli.checkpoint == str(tmp_path) and graph.parse_bool(cli.dry_run) is True
+    with pytest.raises(ValueError, match="composition"):
+        _evaluate(monkeypatch, {"composition": "containers"})
+
+
 def test_console_scripts_match_graph():
     text = (ROOT / "setup.py").read_text()
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="so101_follower"):
         assert re.search(rf'"{re.escape(spec.executable)}\s*=\s*{re.escape(spec.module)}:main"', text), spec.executable
     assert "sigma-graph = sigma_ros.graph_main:main" in text
     assert "sigma-instruct = sigma_ros.instruct:main" in text
@@ -160,10 +267,21 @@ def test_config_file_sections_match_node_parameters():
     data = yaml.safe_load((ROOT / "config" / "sigma.yaml").read_text())
     common = data["/**"]["ros__parameters"]
     assert set(common) == {p.name for p in COMMON_PARAMS}
-    for spec in graph.NODES:
+    for spec in graph.graph_nodes(robot="so101_follower"):
         declared = {p.name: p for p in spec.load_class().PARAMS}
-        section = data[spec.name]["ros__parameters"]
+        section = _flatten(data[spec.name]["ros__parameters"])
         assert set(section) == set(declared), spec.name
         for name, value in section.items():  # typed parameters: the file's types match the declarations
             default = declared[name].default
             assert type(value) is type(default) or (isinstance(default, list) and isinstance(value, list)), name
+
+
+def _flatten(section: dict, prefix: str = "") -> dict:
+    """A parameter file's nested mapping -> dotted parameter names (``robot: {type: x}`` -> ``robot.type``)."""
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

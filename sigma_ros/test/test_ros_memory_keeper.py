@@ -39,7 +39,7 @@ def test_crashed_language_node_restores_memory_from_keeper(h, model):
     spec = graph.NODE_BY_NAME["language_node"]
     args = node_cli_args(spec, h.params_file, [], "", None)
     new = LanguageNode(context=h.context, cli_args=args)
-    h.executor.add_node(new)
+    h.add_node(new)
     h.by_name["language_node"] = new
     deadline = time.monotonic() + 5
     while not new.restored and time.monotonic() < deadline:

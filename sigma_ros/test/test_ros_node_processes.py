@@ -1,13 +1,13 @@
 """Each node as its own process, started as sigma-graph starts it (``python -m sigma_ros.<node>``
-with the graph's ``--ros-args``): it exits with code 0 within 2 s of SIGINT, without a traceback,
-also when SIGINT keeps coming (Ctrl-C under a launcher reaches a node from the terminal and from
-the launcher, and users press it again); a missing or corrupt checkpoint is one line on stderr and
-exit code 2."""
+with the graph's ``--ros-args``) and brought to ``active`` through its lifecycle services: it exits
+with code 0 within 2 s of SIGINT, without a traceback, also when SIGINT keeps coming (Ctrl-C under
+a launcher reaches a node from the terminal and from the launcher, and users press it again); a
+missing or corrupt checkpoint makes the configure transition fail: one line on stderr and exit
+code 2."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -20,7 +20,8 @@ pytest.importorskip("sigma_ros_msgs.msg")
 
 from sigma_ros import graph  # noqa: E402
 from sigma_ros.graph_main import start_node_process  # noqa: E402
-from sigma_ros.testing import GraphHarness, domain_id_for  # noqa: E402
+from sigma_ros.lifecycle import LifecycleClient, bring_up_all  # noqa: E402
+from sigma_ros.testing import GraphHarness, domain_id_for, log_text, node_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = str(REPO / "checkpoints" / "sigma_so101_default")
@@ -28,21 +29,11 @@ CONFIG = str(graph.default_config_file())
 EXIT_WITHIN_S = 2.0
 
 
-def _env(domain: int) -> dict:
-    return dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1",
-                ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
-
-
-def _output(log) -> str:
-    log.seek(0)
-    return log.read().decode(errors="replace")
-
-
 def _wait_for_status(h, procs, logs, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not set(procs) <= {m.node for m in h.rec.get("status")}:
         for name, p in procs.items():
-            assert p.poll() is None, f"{name} exited with {p.returncode}:\n{_output(logs[name])[-3000:]}"
+            assert p.poll() is None, f"{name} exited with {p.returncode}:\n{log_text(logs[name])[-3000:]}"
         assert time.monotonic() < deadline, f"no status from {set(procs) - {m.node for m in h.rec.get('status')}}"
         time.sleep(0.1)
 
@@ -70,9 +61,11 @@ def test_every_node_process_exits_cleanly_within_2s_of_sigint(tmp_path):
     logs = {spec.name: open(tmp_path / f"{spec.name}.log", "w+b") for spec in graph.NODES}
     procs = {}
     try:
-        procs = {spec.name: start_node_process(spec, CONFIG, SHIPPED, env=_env(domain), log=logs[spec.name])
+        procs = {spec.name: start_node_process(spec, CONFIG, SHIPPED, env=node_env(domain), log=logs[spec.name])
                  for spec in graph.NODES}
         _wait_for_status(h, procs, logs)
+        results = bring_up_all(h.probe, list(procs), 180, alive=lambda name: procs[name].poll() is None)
+        assert all(ok for ok, _ in results.values()), results
         # every node at work when the signal comes: a plan went through the whole pipeline
         h.stream_joint_states(np.zeros(6))
         plans = h.rec.count("action_plan")
@@ -90,12 +83,13 @@ def test_every_node_process_exits_cleanly_within_2s_of_sigint(tmp_path):
                 p.kill()
                 p.wait()
     for name, p in procs.items():
-        text = _output(logs[name])
+        text = log_text(logs[name])
         logs[name].close()
         assert times[name] is not None and times[name] <= EXIT_WITHIN_S, \
             f"{name} exited {times[name]} s after SIGINT\n{text[-3000:]}"
         assert p.returncode == 0, f"{name} exit code {p.returncode}\n{text[-3000:]}"
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+        assert "transition" not in text, text[-3000:]  # the lifecycle ends without an error
 
 
 def _missing_directory(tmp_path: Path) -> Path:
@@ -137,14 +131,18 @@ def test_bad_checkpoint_is_one_line_and_exit_code_2(tmp_path, damage):
     at_fault = damage(tmp_path)
     checkpoint = at_fault if damage is _missing_directory else at_fault.parent
     log = open(tmp_path / "node.log", "w+b")
-    p = start_node_process(graph.NODE_BY_NAME["action_node"], CONFIG, str(checkpoint),
-                           env=_env(domain_id_for("test_ros_bad_checkpoint")), log=log)
+    domain = domain_id_for("test_ros_bad_checkpoint")
+    h = GraphHarness("test_ros_bad_checkpoint_probe", nodes=(), domain_id=domain)
+    p = start_node_process(graph.NODE_BY_NAME["action_node"], CONFIG, str(checkpoint), env=node_env(domain), log=log)
     try:
+        configured = LifecycleClient(h.probe, "action_node").bring_up(120, alive=lambda: p.poll() is None)
         rc = p.wait(timeout=120)
     finally:
+        h.close()
         if p.poll() is None:
             p.kill()
-    lines = [line for line in _output(log).splitlines() if line.strip()]
+    assert configured[0] is False
+    lines = [line for line in log_text(log).splitlines() if line.strip()]
     log.close()
     assert rc == graph.EXIT_CONFIG_ERROR, lines
     assert len(lines) == 1, "\n".join(lines)

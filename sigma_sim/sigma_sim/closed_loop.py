@@ -16,24 +16,37 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
     sigma_adapter          telepathy on,  risk-gated adapter on (paper 4.3)
     telepathy_off          telepathy off (tau = 0 path), adapter off
     telepathy_off_adapter  telepathy off, adapter on
+    paraphrase             as sigma, but each episode's instruction is a held-out paraphrase of the same
+                           region (:data:`sigma_sim.instructions.HELD_OUT_PARAPHRASES`, never trained on)
     baseline               a separate baseline checkpoint (telepathy off) when given, else the
                            model's tau = 0 path
     expert                 the scripted expert (privileged simulator state): the task's ceiling
+    lerobot                a LeRobot policy checkpoint of any type (``--policy-path``), reported as
+                           ``lerobot_<type>`` (:mod:`sigma_sim.lerobot_closed_loop`)
 
-``LeRobotPolicyAdapter`` lets any LeRobot policy (a ``select_action`` on LeRobot observations, with
-its processors) act in the same ``run_episode``.
+:class:`EvalEpisode` (seeded reset, safety filter, success held for ``success_hold_steps`` ticks) is
+the evaluation's side of an episode, shared with the LeRobot env of :mod:`sigma_sim.lerobot_env`.
 
-Every condition sees the same episode seeds (cube pose, instruction) and diffusion noise seeds.
+Every condition sees the same episode seeds (cube pose, target region) and diffusion noise seeds;
+the instruction's wording is the template one except under ``paraphrase``.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
-safety filter's interventions; :func:`build_closed_loop_report` aggregates them with
+safety filter's interventions. Every plan of a Sigma condition is also scored as the paper scores a
+replayed window (:class:`ExpertReference`): its action vector, chunk and trajectory against the
+scripted expert's actions from the same simulator state (a physics-only copy takes over and runs
+the horizon; the episode itself is untouched), with tau L2, the semantic-text alignment and the hard
+plans. :func:`build_closed_loop_report` aggregates them with
 ``sigma_model.evaluation.report.build_report`` into ``sigma_eval_report.json`` (format
-``sigma-eval-v1``; success_rate per condition, the per-episode values under ``extra``, plus a
-``closed_loop`` section with Wilson confidence intervals).
+``sigma-eval-v2``): a *sample* is a plan and a *batch* an episode, so ``num_samples`` counts plans and
+``avg_mse_*`` are means over plans; ``episode_success_rate`` is the fraction of episodes solved (no
+window success rate here); fields that do not apply (the expert condition is the reference itself)
+are null with the reason under ``not_applicable``. CHECK A compares the checkpoint's heads with the
+initialisation its training run recorded. A ``closed_loop`` section adds Wilson confidence intervals.
 
 Command line::
 
-    python -m sigma_sim.closed_loop --checkpoint checkpoints/sigma_so101_default --episodes 50
+    sigma-closed-loop --checkpoint checkpoints/sigma_so101_default --episodes 50
+    sigma-closed-loop --policy-path outputs/train/act/checkpoints/last/pretrained_model --episodes 50
 """
 
 from __future__ import annotations
@@ -56,15 +69,18 @@ CONDITIONS: dict[str, tuple[bool, bool]] = {
     "sigma_adapter": (True, True),
     "telepathy_off": (False, False),
     "telepathy_off_adapter": (False, True),
+    "paraphrase": (True, False),
 }
-ALL_CONDITIONS = (*CONDITIONS, "baseline", "expert")
+ALL_CONDITIONS = (*CONDITIONS, "baseline", "expert", "lerobot")
 LABELS = {
     "sigma": "Sigma (telepathy on)",
     "sigma_adapter": "Sigma + adapter",
     "telepathy_off": "telepathy off (tau = 0)",
     "telepathy_off_adapter": "telepathy off + adapter",
+    "paraphrase": "Sigma, held-out paraphrases",
     "baseline": "baseline",
     "expert": "scripted expert (privileged state)",
+    "lerobot": "LeRobot policy",
 }
 STAGES = ("vision", "language", "action", "adapter", "control")
 
@@ -83,6 +99,8 @@ class ClosedLoopConfig:
     max_step_rad: float = 0.15  # safety filter: max change per tick relative to the measured position
     silent_audio: bool = True  # feed a zero audio chunk (what the sim node publishes) when the model uses audio
     carry_memory: bool = True  # carry tau / semantic memory from plan to plan (as the ROS graph does)
+    expert_reference: bool = True  # score every plan against the scripted expert's actions from the same state
+    hard_thresholds: dict[str, float] = field(default_factory=lambda: {"vec": 0.1, "chunk": 0.2, "traj": 0.2})
     threads: int = 1
     control_hz: float = 30.0
 
@@ -125,11 +143,12 @@ def env_state_encoding(config) -> str | None:
     return (config.notes or {}).get("env_state")
 
 
-def episode_instruction(index: int, seed: int) -> str:
-    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed)."""
-    from sigma_sim.record import instruction_for_episode
+def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
+    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed): a
+    template, or under the ``paraphrase`` condition a held-out paraphrase of the same region."""
+    from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, episode_wording
 
-    return instruction_for_episode(index, seed)
+    return episode_wording(index, seed, HELD_OUT_PARAPHRASES if condition == "paraphrase" else INSTRUCTIONS)
 
 
 # ---------------------------------------------------------------------------------- policies
@@ -138,8 +157,9 @@ class SigmaPolicy:
     ``n_action_steps``), fuses + C_low every tick."""
 
     def __init__(self, model, telepathy: bool = True, adapter=None, replan_every: int | None = None,
-                 silent_audio: bool = True, carry_memory: bool = True) -> None:
+                 silent_audio: bool = True, carry_memory: bool = True, reference=None) -> None:
         self.model = model.eval()
+        self.reference = reference  # ExpertReference: each plan is scored against the expert's actions
         self.config = model.config
         self.telepathy = telepathy
         self.adapter = adapter
@@ -147,15 +167,21 @@ class SigmaPolicy:
         self.silent_audio = silent_audio and self.config.use_audio
         self.carry_memory = carry_memory
         self.latency: dict[str, list[float]] = {s: [] for s in STAGES}
-        self.diagnostics: dict[str, list[float]] = {"tau_l2": [], "adapter_scale": [], "adapter_fallback": []}
+        self.diagnostics: dict[str, list[float]] = {"tau_l2": [], "sem_align": [], "adapter_scale": [],
+                                                    "adapter_fallback": []}
         self._text_cache: dict[str, Any] = {}
         self.reset("pick the cube", 0)
 
     def reset(self, instruction: str, seed: int) -> None:
+        from sigma_model.evaluation.replay import text_embedding
+
         self.instruction = instruction
         if instruction not in self._text_cache:
-            self._text_cache[instruction] = self.model.tokenize([instruction])
-        self.tokens = self._text_cache[instruction]
+            tokens = self.model.tokenize([instruction])
+            with torch.inference_mode():
+                self._text_cache[instruction] = (tokens, text_embedding(self.model, tokens.ids, tokens.mask))
+        self.tokens, self.text_embedding = self._text_cache[instruction]
+        self.scores: list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = []  # (plan, expert) per plan
         self.tau = None
         self.memory = None
         self.plan = None
@@ -206,6 +232,12 @@ class SigmaPolicy:
         if self.adapter is not None:
             self.latency["adapter"].append(t4 - t3)
         self.diagnostics["tau_l2"].append(float(lang.tau.norm(dim=-1).mean()))
+        self.diagnostics["sem_align"].append(float(torch.nn.functional.cosine_similarity(
+            lang.z_sem_pool.float(), self.text_embedding, dim=-1).mean()))
+        if self.reference is not None:
+            c = self.config
+            ref = torch.from_numpy(self.reference(max(c.chunk_len, c.traj_len))).float()
+            self.scores.append((tuple(t[0].float() for t in plan), (ref[0], ref[:c.chunk_len], ref[:c.traj_len])))
         if self.carry_memory:
             self.tau, self.memory = lang.tau, lang.memory
         self.plan = plan
@@ -224,57 +256,28 @@ class SigmaPolicy:
         return cmd[0].double().numpy()
 
 
-class LeRobotPolicyAdapter:
-    """Any LeRobot policy in the closed loop (Sigma's, ACT, Diffusion Policy, ...).
+class ExpertReference:
+    """The scripted expert's actions from the current simulator state, the reference of a plan's MSEs:
+    a physics-only copy of the scene takes the state over (``ScriptedExpert.reset``, as the expert
+    takes over from a lead policy in sigma-sim-record) and runs ``horizon`` ticks; ``env`` is untouched."""
 
-    Each tick the simulator's observation becomes the frame sigma-sim-record stores
-    (``observation.images.front``, ``observation.state``) and goes through LeRobot's own single-step
-    inference, ``lerobot.utils.control_utils.predict_action`` (preprocessor -> ``select_action`` ->
-    postprocessor), as ``lerobot-record`` runs a policy on a robot; the episode's instruction is the
-    task. ``reset`` resets the policy and its processors and seeds torch's global generator with the
-    episode seed (policies that sample draw from it).
-    """
+    def __init__(self, env) -> None:
+        from sigma_sim.expert import ScriptedExpert
+        from sigma_sim.so101_env import SO101PickPlaceEnv
 
-    def __init__(self, policy, preprocessor, postprocessor) -> None:
-        self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
-        self.device = torch.device(policy.config.device or "cpu")
-        self.latency: dict[str, list[float]] = {"policy": []}
-        self.diagnostics: dict[str, list[float]] = {}
-        self.plans = 0  # not observable for a generic policy
-        self.instruction = ""
+        self.env = env
+        self.shadow = SO101PickPlaceEnv(replace(env.config, render_observations=False))
+        self.expert = ScriptedExpert(self.shadow)
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> LeRobotPolicyAdapter:
-        """A policy saved by lerobot-train (``.../pretrained_model``) with its saved processors."""
-        from lerobot.configs.policies import PreTrainedConfig
-        from lerobot.policies.factory import get_policy_class, make_pre_post_processors
-        from lerobot.utils.import_utils import register_third_party_plugins
-
-        register_third_party_plugins()  # plugin policy types (lerobot_policy_*) register themselves
-        config = PreTrainedConfig.from_pretrained(path)
-        config.device = device
-        policy = get_policy_class(config.type).from_pretrained(path, config=config)
-        pre, post = make_pre_post_processors(config, pretrained_path=str(path),
-                                             preprocessor_overrides={"device_processor": {"device": device}})
-        return cls(policy, pre, post)
-
-    def reset(self, instruction: str, seed: int) -> None:
-        self.policy.reset()
-        self.preprocessor.reset()
-        self.postprocessor.reset()
-        torch.manual_seed(int(seed))
-        self.instruction = instruction
-
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        from lerobot.utils.control_utils import predict_action
-
-        from sigma_sim.record import ROBOT_TYPE, to_lerobot_frame
-
-        t0 = time.perf_counter()
-        action = predict_action(to_lerobot_frame(obs), self.policy, self.device, self.preprocessor, self.postprocessor,
-                                use_amp=False, task=self.instruction, robot_type=ROBOT_TYPE)
-        self.latency["policy"].append(time.perf_counter() - t0)
-        return action.reshape(-1).double().cpu().numpy()
+    def __call__(self, horizon: int) -> np.ndarray:
+        """[horizon, 6] joint targets."""
+        self.shadow.copy_state_from(self.env)
+        self.expert.reset()
+        actions = []
+        for _ in range(horizon):
+            actions.append(np.asarray(self.expert.act(), dtype=np.float64))
+            self.shadow.step(actions[-1])
+        return np.stack(actions)
 
 
 class ExpertPolicy:
@@ -313,24 +316,37 @@ class EpisodeOutcome:
     latency_ms: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    plan_errors: dict[str, Any] = field(default_factory=dict)  # plan_errors(): the plans' MSEs against the expert
 
     def record(self) -> dict[str, Any]:
-        """A per-episode record for sigma_model.evaluation.report.build_report (batch = episode)."""
+        """A per-episode record for sigma_model.evaluation.report.build_report (batch = episode,
+        sample = plan: tau, alignment and the errors are means over the episode's plans)."""
         rec: dict[str, Any] = {
-            "condition": self.condition, "batch": self.episode, "num_samples": 1, "num_success": int(self.success),
+            "condition": self.condition, "batch": self.episode, "num_samples": self.plans,
+            "episode_success": int(self.success), **self.plan_errors,
             "time_to_success_s": self.time_to_success_s, "episode_steps": self.steps,
             "lifted": float(self.was_lifted), "mean_abs_delta_command": self.mean_abs_delta_command,
             "mean_sq_jerk": self.mean_sq_jerk, "safety_step_limited_fraction": self.safety_step_limited_fraction,
             "plans": self.plans, "wall_s": self.wall_s,
         }
-        if "tau_l2" in self.diagnostics:
-            rec["tau_l2"] = self.diagnostics["tau_l2"]
-        for k, v in self.diagnostics.items():
-            if k != "tau_l2":
-                rec[k] = v
+        rec.update(self.diagnostics)
         for k, v in self.latency_ms.items():
             rec[f"latency_ms_{k}"] = v
         return rec
+
+
+def plan_errors(policy, config: ClosedLoopConfig) -> dict[str, Any]:
+    """The paper's per-sample fields over the episode's scored plans (vector / chunk / trajectory MSE
+    against the expert's actions from the same state, hard plans and their MSEs); {} when none was scored."""
+    from sigma_model.evaluation.replay import batch_record
+
+    scores = getattr(policy, "scores", None)
+    if not scores:
+        return {}
+    plans = [torch.stack([s[0][k] for s in scores]) for k in range(3)]
+    expert = [torch.stack([s[1][k] for s in scores]) for k in range(3)]
+    rec = batch_record("", 0, plans, expert, None, None, config.hard_thresholds)
+    return {k: v for k, v in rec.items() if k not in ("condition", "batch", "num_samples", "tau_l2", "sem_align")}
 
 
 def smoothness(commands: np.ndarray) -> tuple[float, float]:
@@ -356,48 +372,92 @@ def filtered_command(safety: SafetyFilter, target, joint_positions, now: float) 
     return command, bool(decision.clamped_step)
 
 
+class EvalEpisode:
+    """The evaluation's side of one closed-loop episode, shared by :func:`run_episode` and the LeRobot
+    env (:mod:`sigma_sim.lerobot_env`): ``reset(seed, instruction)`` starts it; ``step(target)`` passes
+    the policy's joint target through the episode's safety filter to the simulator and counts the
+    ticks the task stays solved; it succeeds once solved for ``success_hold_steps`` consecutive ticks
+    and is ``done`` then or after ``max_steps`` ticks."""
+
+    def __init__(self, env, config: ClosedLoopConfig) -> None:
+        self.env, self.config = env, config
+        self.instruction, self.seed = "", 0
+
+    def reset(self, seed: int, instruction: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self.obs, self.info = self.env.reset(seed=seed, instruction=instruction)
+        self.seed, self.instruction = seed, instruction
+        self.safety = episode_safety_filter(self.config)
+        self.commands: list[np.ndarray] = []
+        self.steps = self.streak = self.step_limited = 0
+        self.first_success_step: int | None = None
+        self.success = False
+        return self.obs, self.info
+
+    @property
+    def done(self) -> bool:
+        return self.success or self.steps >= self.config.max_steps
+
+    def step(self, target) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if self.done:
+            raise RuntimeError("the episode is over: reset it first")
+        self.steps += 1
+        command, clamped = filtered_command(self.safety, target, self.obs["joint_positions"],
+                                            self.steps * self.env.control_dt)
+        self.step_limited += int(clamped)
+        self.commands.append(command)
+        self.obs, _, _, _, self.info = self.env.step(command)
+        if self.info["success"]:
+            if self.streak == 0:
+                self.first_success_step = self.steps
+            self.streak += 1
+            self.success = self.streak >= self.config.success_hold_steps
+        else:
+            self.streak = 0
+        return self.obs, self.info
+
+
 def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConfig, condition: str = "sigma",
                 episode: int = 0) -> EpisodeOutcome:
     """One closed-loop episode of ``policy`` (``reset(instruction, seed)`` / ``act(obs)``)."""
     t_wall = time.perf_counter()
-    obs, info = env.reset(seed=seed, instruction=instruction)
+    run = EvalEpisode(env, config)
+    obs, _ = run.reset(seed, instruction)
     policy.reset(instruction, seed)
     for values in policy.latency.values():
         values.clear()
     for values in policy.diagnostics.values():
         values.clear()
-    safety = episode_safety_filter(config)
-    commands = []
-    streak, first_success_step = 0, None
-    step_limited = 0
-    success = False
-    steps = 0
-    for steps in range(1, config.max_steps + 1):
-        target = policy.act(obs)
-        command, clamped = filtered_command(safety, target, obs["joint_positions"], steps * env.control_dt)
-        step_limited += int(clamped)
-        commands.append(command)
-        obs, _, _, _, info = env.step(command)
-        if info["success"]:
-            if streak == 0:
-                first_success_step = steps
-            streak += 1
-            if streak >= config.success_hold_steps:
-                success = True
-                break
-        else:
-            streak = 0
-    cmds = np.asarray(commands)
-    d_cmd, jerk = smoothness(cmds)
+    while not run.done:
+        obs, _ = run.step(policy.act(obs))
+    d_cmd, jerk = smoothness(np.asarray(run.commands))
     latency = {k: 1e3 * float(np.mean(v)) for k, v in policy.latency.items() if v}
     diagnostics = {k: float(np.mean(v)) for k, v in policy.diagnostics.items() if v}
     return EpisodeOutcome(
-        condition=condition, episode=episode, seed=seed, instruction=instruction, success=success, steps=steps,
-        time_to_success_s=first_success_step * env.control_dt if success else None,
-        was_lifted=bool(info.get("was_lifted", False)), mean_abs_delta_command=d_cmd, mean_sq_jerk=jerk,
-        safety_step_limited_fraction=step_limited / max(1, steps), plans=policy.plans, latency_ms=latency,
-        diagnostics=diagnostics, wall_s=time.perf_counter() - t_wall,
+        condition=condition, episode=episode, seed=seed, instruction=instruction, success=run.success, steps=run.steps,
+        time_to_success_s=run.first_success_step * env.control_dt if run.success else None,
+        was_lifted=bool(run.info.get("was_lifted", False)), mean_abs_delta_command=d_cmd, mean_sq_jerk=jerk,
+        safety_step_limited_fraction=run.step_limited / max(1, run.steps), plans=policy.plans, latency_ms=latency,
+        diagnostics=diagnostics, wall_s=time.perf_counter() - t_wall, plan_errors=plan_errors(policy, config),
     )
+
+
+def run_conditions(env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False) -> list[EpisodeOutcome]:
+    """Every policy (condition name -> policy) over the same episodes: episode ``i`` has seed
+    ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``."""
+    outcomes: list[EpisodeOutcome] = []
+    t0 = time.perf_counter()
+    for name, policy in policies.items():
+        wins = 0
+        for i in range(config.episodes):
+            seed = config.seed + i
+            out = run_episode(env, policy, seed, episode_instruction(i, seed, name), config, condition=name, episode=i)
+            outcomes.append(out)
+            wins += out.success
+            if progress:
+                print(f"[closed-loop] {name:<22} ep {i + 1:>3}/{config.episodes} seed {seed} "
+                      f"{'ok  ' if out.success else 'FAIL'} steps {out.steps:>3} "
+                      f"({wins}/{i + 1} ok, {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    return outcomes
 
 
 # -------------------------------------------------------------------------------- evaluation
@@ -414,8 +474,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopConfig,
                              condition_info: dict[str, dict[str, Any]] | None = None,
-                             meta: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(report dict in the sigma-eval-v1 format, per-episode records)."""
+                             meta: dict[str, Any] | None = None,
+                             check_a: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(report dict in the sigma-eval-v2 format, per-episode records)."""
     from sigma_model.evaluation.report import build_report
 
     records = [o.record() for o in outcomes]
@@ -431,32 +492,56 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
         lo, hi = wilson_interval(k, len(outs))
         times = [o.time_to_success_s for o in outs if o.time_to_success_s is not None]
         closed[name] = {
-            "episodes": len(outs), "successes": k, "success_rate": k / max(1, len(outs)),
-            "success_rate_ci95": [lo, hi], "mean_time_to_success_s": float(np.mean(times)) if times else None,
+            "episodes": len(outs), "successes": k, "episode_success_rate": k / max(1, len(outs)),
+            "episode_success_rate_ci95": [lo, hi], "mean_time_to_success_s": float(np.mean(times)) if times else None,
             "median_time_to_success_s": float(np.median(times)) if times else None,
             "mean_abs_delta_command": float(np.mean([o.mean_abs_delta_command for o in outs])),
             "mean_sq_jerk": float(np.mean([o.mean_sq_jerk for o in outs])),
             "lift_rate": float(np.mean([o.was_lifted for o in outs])),
             "failed_seeds": [o.seed for o in outs if not o.success],
+            "instructions": list(dict.fromkeys(o.instruction for o in outs)),  # distinct, in episode order
         }
+    expert = "the scripted expert is the reference of the plan errors"
+    not_applicable = {"expert": {**{f: expert for f in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj",
+                                                        "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj",
+                                                        "hard_sample_fraction", "total_hard_samples")},
+                                 "avg_tau_l2": "the scripted expert has no telepathy factors",
+                                 "avg_semantic_text_alignment": "the scripted expert has no semantic factors"}}
     report = build_report(
-        records, reference="__none__", condition_info=info, table_every=10,
+        records, reference="__none__", condition_info=info, hard_thresholds=config.hard_thresholds,
+        not_applicable=not_applicable, check_a=check_a, table_every=10,
         meta={"mode": "closed_loop_in_process", "episodes": config.episodes, "seeds": [config.seed, config.seed + config.episodes - 1],
               "replan_every": config.replan_every, "control_hz": config.control_hz, "max_steps": config.max_steps,
               "success_hold_steps": config.success_hold_steps, "safety_max_step_rad": config.max_step_rad,
+              "units": "a sample is a plan, a batch an episode; MSEs in rad^2 against the scripted expert's "
+                       "actions from the plan's simulator state",
               "config": asdict(config), **(meta or {})},
     )
     report["closed_loop"] = closed
     return report, records
 
 
-def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None, baseline_model=None,
-             progress: bool = False, env=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run every condition over the same seeded episodes; returns (report, per-episode records)."""
-    from sigma_model.evaluation.adapter import RiskGatedAdapter
+def evaluation_env(config: ClosedLoopConfig, image_width: int = 96, image_height: int = 96):
+    """The simulator an evaluation runs in: ``config.control_hz``, camera of the policy's image size,
+    room for ``config.max_steps`` ticks."""
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
+    return SO101PickPlaceEnv(SimConfig(control_hz=config.control_hz, image_width=image_width,
+                                       image_height=image_height, max_episode_steps=config.max_steps + 1))
+
+
+def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None, baseline_model=None,
+             progress: bool = False, env=None, init_heads: str | Path | None = None
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run every condition over the same seeded episodes; returns (report, per-episode records).
+    CHECK A compares ``model``'s heads with ``init_heads`` (not run without)."""
+    from sigma_model.evaluation.adapter import RiskGatedAdapter
+    from sigma_model.evaluation.check_a import check_a_section
+
     cfg = config or ClosedLoopConfig()
+    if "lerobot" in cfg.conditions:
+        raise ValueError("the 'lerobot' condition evaluates a LeRobot policy: use "
+                         "sigma_sim.lerobot_closed_loop.evaluate_lerobot_policy (sigma-closed-loop --policy-path)")
     if cfg.replan_every is None and model is not None:
         cfg = replace(cfg, replan_every=model.config.n_action_steps)
     if cfg.threads > 0:
@@ -464,43 +549,37 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
     own_env = env is None
     if env is None:
         size = model.config.image_size if model is not None else 96
-        env = SO101PickPlaceEnv(SimConfig(control_hz=cfg.control_hz, image_width=size, image_height=size,
-                                          max_episode_steps=cfg.max_steps + 1))
+        env = evaluation_env(cfg, size, size)
     adapter = RiskGatedAdapter(adapter_config)
-    outcomes: list[EpisodeOutcome] = []
+    reference = ExpertReference(env) if cfg.expert_reference else None
+    policies: dict[str, Any] = {}
     info: dict[str, dict[str, Any]] = {}
+    for name in cfg.conditions:
+        if name == "expert":
+            policies[name] = ExpertPolicy(env)
+        elif name == "baseline":
+            base = baseline_model if baseline_model is not None else model
+            policies[name] = SigmaPolicy(base, telepathy=False, replan_every=cfg.replan_every,
+                                         silent_audio=cfg.silent_audio, carry_memory=cfg.carry_memory,
+                                         reference=reference)
+            info[name] = {"source": "checkpoint" if baseline_model is not None else "tau0",
+                          "description": "separate baseline checkpoint, telepathy off" if baseline_model is not None
+                          else "the model's tau = 0 path (no separate baseline checkpoint given)"}
+        else:
+            tel, ada = CONDITIONS[name]
+            policies[name] = SigmaPolicy(model, telepathy=tel, adapter=adapter if ada else None,
+                                         replan_every=cfg.replan_every, silent_audio=cfg.silent_audio,
+                                         carry_memory=cfg.carry_memory, reference=reference)
     t0 = time.perf_counter()
     try:
-        for name in cfg.conditions:
-            if name == "expert":
-                policy = ExpertPolicy(env)
-            elif name == "baseline":
-                base = baseline_model if baseline_model is not None else model
-                policy = SigmaPolicy(base, telepathy=False, replan_every=cfg.replan_every,
-                                     silent_audio=cfg.silent_audio, carry_memory=cfg.carry_memory)
-                info[name] = {"source": "checkpoint" if baseline_model is not None else "tau0",
-                              "description": "separate baseline checkpoint, telepathy off" if baseline_model is not None
-                              else "the model's tau = 0 path (no separate baseline checkpoint given)"}
-            else:
-                tel, ada = CONDITIONS[name]
-                policy = SigmaPolicy(model, telepathy=tel, adapter=adapter if ada else None,
-                                     replan_every=cfg.replan_every, silent_audio=cfg.silent_audio,
-                                     carry_memory=cfg.carry_memory)
-            wins = 0
-            for i in range(cfg.episodes):
-                seed = cfg.seed + i
-                out = run_episode(env, policy, seed, episode_instruction(i, seed), cfg, condition=name, episode=i)
-                outcomes.append(out)
-                wins += out.success
-                if progress:
-                    print(f"[closed-loop] {name:<22} ep {i + 1:>3}/{cfg.episodes} seed {seed} "
-                          f"{'ok  ' if out.success else 'FAIL'} steps {out.steps:>3} "
-                          f"({wins}/{i + 1} ok, {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        outcomes = run_conditions(env, policies, cfg, progress)
     finally:
         if own_env:
             env.close()
     meta = {"seconds": time.perf_counter() - t0, "adapter_config": adapter.config.to_dict(), "threads": torch.get_num_threads()}
-    return build_closed_loop_report(outcomes, cfg, info, meta)
+    check = (check_a_section(model, init_heads=init_heads, control_model=baseline_model) if model is not None
+             else {"passed": None, "status": "not run: no model (expert only)"})
+    return build_closed_loop_report(outcomes, cfg, info, meta, check)
 
 
 def write_closed_loop_report(report: dict[str, Any], records: list[dict[str, Any]], out_dir: str | Path) -> Path:
@@ -512,9 +591,12 @@ def write_closed_loop_report(report: dict[str, Any], records: list[dict[str, Any
 
 def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None = None, out_dir: str | Path | None = None,
                         adapter_config=None, baseline_checkpoint: str | Path | None = None,
-                        progress: bool = False) -> dict[str, Any]:
-    """Load a checkpoint (a sigma_model checkpoint dir), evaluate it, optionally write the report."""
+                        progress: bool = False, init_heads: str | Path | None = None) -> dict[str, Any]:
+    """Load a checkpoint (a sigma_model checkpoint dir), evaluate it, optionally write the report.
+    CHECK A uses ``init_heads``, by default the training run's initialisation file when found."""
     from sigma_model import load_checkpoint
+
+    from sigma_model.evaluation.check_a import find_init_heads
 
     model = load_checkpoint(checkpoint)
     baseline = load_checkpoint(baseline_checkpoint) if baseline_checkpoint else None
@@ -522,7 +604,8 @@ def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None 
         for m in (model, baseline):
             if m is not None:
                 m.config.diffusion_steps = config.diffusion_steps
-    report, records = evaluate(model, config, adapter_config=adapter_config, baseline_model=baseline, progress=progress)
+    report, records = evaluate(model, config, adapter_config=adapter_config, baseline_model=baseline, progress=progress,
+                               init_heads=init_heads if init_heads is not None else find_init_heads(checkpoint))
     report["meta"]["checkpoint"] = str(checkpoint)
     if out_dir is not None:
         write_closed_loop_report(report, records, out_dir)
@@ -530,24 +613,46 @@ def evaluate_checkpoint(checkpoint: str | Path, config: ClosedLoopConfig | None 
 
 
 def format_summary(report: dict[str, Any]) -> str:
-    lines = [f"{'condition':<36}{'success':>9}{'95% CI':>15}{'t_success(s)':>14}{'|dcmd|':>9}{'jerk':>11}"]
+    from sigma_model.evaluation.evaluate import format_check_a
+
+    lines = [f"{'condition':<36}{'success':>9}{'95% CI':>15}{'t_success(s)':>14}{'|dcmd|':>9}{'jerk':>11}"
+             f"{'mse vec/chk/trj vs expert':>30}"]
     for name, c in report.get("closed_loop", {}).items():
-        lo, hi = c["success_rate_ci95"]
+        label = report.get("conditions", {}).get(name, {}).get("label") or LABELS.get(name, name)
+        lo, hi = c["episode_success_rate_ci95"]
         ci = "-" if lo is None else f"[{lo:.2f},{hi:.2f}]"
         t = c["mean_time_to_success_s"]
-        lines.append(f"{LABELS.get(name, name):<36}{c['successes']:>4}/{c['episodes']:<4}{ci:>15}"
-                     f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}")
+        cond = report.get("conditions", {}).get(name, {})
+        mse = [cond.get(f) for f in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj")]
+        mse_s = "-" if mse[0] is None else "/".join(f"{v:.4f}" for v in mse)
+        lines.append(f"{label:<36}{c['successes']:>4}/{c['episodes']:<4}{ci:>15}"
+                     f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}"
+                     f"{mse_s:>30}")
+    if report.get("check_a"):
+        lines.append(format_check_a(report["check_a"]))
     return "\n".join(lines)
 
 
+DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
+SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "diffusion_steps", "adapter_config",
+                      "no_memory", "no_expert_reference", "init_heads")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sigma-closed-loop", description="In-process closed-loop evaluation of Sigma "
-                                "in the simulated SO-101 (success rate, time to success, smoothness).")
-    p.add_argument("--checkpoint", default="checkpoints/sigma_so101_default", help="Sigma checkpoint directory")
+    p = argparse.ArgumentParser(prog="sigma-closed-loop", description="In-process closed-loop evaluation in the "
+                                "simulated SO-101 (success rate, time to success, smoothness) of a Sigma checkpoint "
+                                "or of a LeRobot policy of any type.")
+    p.add_argument("--checkpoint", default=None, help=f"Sigma checkpoint directory (default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--policy-path", default=None, metavar="DIR",
+                   help="instead: a LeRobot policy saved by lerobot-train (.../pretrained_model), any type (act, "
+                        "diffusion, sigma, ...), run with its processors; reported as lerobot_<type>")
+    p.add_argument("--device", default="cpu", help="device of the --policy-path policy (default cpu)")
     p.add_argument("--baseline-checkpoint", default=None, help="separate baseline policy checkpoint (telepathy off)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (default 10000)")
-    p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter"], choices=ALL_CONDITIONS)
+    p.add_argument("--conditions", nargs="+", default=None, choices=ALL_CONDITIONS,
+                   help="default: sigma paraphrase telepathy_off sigma_adapter; with --policy-path: lerobot (add "
+                        "expert for the ceiling)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between plans (default: the checkpoint's n_action_steps)")
     p.add_argument("--diffusion-steps", type=int, default=None,
@@ -556,24 +661,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--adapter-config", default=None, help="AdapterConfig JSON")
     p.add_argument("--no-memory", action="store_true", help="reset tau / memory at every plan")
+    p.add_argument("--no-expert-reference", action="store_true",
+                   help="do not score plans against the scripted expert (avg_mse_* are then null)")
+    p.add_argument("--init-heads", default=None, help="the training run's sigma_telepathy_heads_init.safetensors "
+                   "for CHECK A (default: found next to the checkpoint)")
     p.add_argument("--output", "-o", default=None, help="write sigma_eval_report.json (+ batch log) here")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from sigma_model.evaluation.adapter import AdapterConfig
+    from sigma_model.evaluation.report import REPORT_NAME, refuse_existing_report
 
-    cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(args.conditions),
-                           replan_every=args.replan_every, diffusion_steps=args.diffusion_steps, max_steps=args.max_steps, threads=args.threads,
-                           carry_memory=not args.no_memory)
-    adapter_config = AdapterConfig.load(args.adapter_config) if args.adapter_config else None
-    report = evaluate_checkpoint(args.checkpoint, cfg, args.output, adapter_config=adapter_config,
-                                 baseline_checkpoint=args.baseline_checkpoint, progress=not args.quiet)
+    lerobot = args.policy_path is not None
+    if lerobot:
+        given = [f"--{o.replace('_', '-')}" for o in SIGMA_ONLY_OPTIONS if getattr(args, o) not in (None, False)]
+        if given:
+            parser.error(f"{', '.join(given)} apply to a Sigma checkpoint, not to --policy-path")
+    elif "lerobot" in (args.conditions or ()):
+        parser.error("--conditions lerobot needs --policy-path")
+    conditions = args.conditions or (["lerobot"] if lerobot else ["sigma", "paraphrase", "telepathy_off", "sigma_adapter"])
+    try:
+        if args.output:
+            refuse_existing_report(args.output, args.overwrite)
+        cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(conditions),
+                               replan_every=args.replan_every, diffusion_steps=args.diffusion_steps,
+                               max_steps=args.max_steps, threads=args.threads,
+                               carry_memory=not args.no_memory, expert_reference=not args.no_expert_reference)
+        if lerobot:
+            from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter, check_lerobot_conditions
+
+            check_lerobot_conditions(cfg.conditions)
+            policy = LeRobotPolicyAdapter.from_pretrained(args.policy_path, device=args.device)
+    except (ValueError, OSError) as err:
+        parser.exit(2, f"sigma-closed-loop: error: {err}\n")
+    if lerobot:
+        from sigma_sim.lerobot_closed_loop import evaluate_lerobot_policy
+
+        report = evaluate_lerobot_policy(policy, cfg, args.output, progress=not args.quiet)
+    else:
+        adapter_config = AdapterConfig.load(args.adapter_config) if args.adapter_config else None
+        report = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, cfg, args.output,
+                                     adapter_config=adapter_config, baseline_checkpoint=args.baseline_checkpoint,
+                                     progress=not args.quiet, init_heads=args.init_heads)
     print(format_summary(report))
     if args.output:
-        print(f"report: {Path(args.output) / 'sigma_eval_report.json'}")
+        print(f"report: {Path(args.output) / REPORT_NAME}")
     return 0
 
 

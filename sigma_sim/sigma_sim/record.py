@@ -39,7 +39,8 @@ from typing import Iterator
 import numpy as np
 
 from sigma_sim.expert import EpisodeResult, ExpertConfig, ScriptedExpert, expert_episode
-from sigma_sim.so101_env import INSTRUCTIONS, JOINT_NAMES, SimConfig, SO101PickPlaceEnv
+from sigma_sim.instructions import INSTRUCTIONS, episode_wording
+from sigma_sim.so101_env import JOINT_NAMES, SimConfig, SO101PickPlaceEnv
 
 __all__ = [
     "IMAGE_KEY",
@@ -101,10 +102,8 @@ def to_lerobot_frame(
 
 
 def instruction_for_episode(episode_index: int, seed: int) -> str:
-    """Instruction of episode ``episode_index``: regions alternate, wording drawn from ``seed``."""
-    regions = list(INSTRUCTIONS)
-    texts = INSTRUCTIONS[regions[episode_index % len(regions)]]
-    return texts[int(np.random.default_rng(seed).integers(len(texts)))]
+    """Instruction of episode ``episode_index``: regions alternate, template wording drawn from ``seed``."""
+    return episode_wording(episode_index, seed, INSTRUCTIONS)
 
 
 def episode_frames(

@@ -65,6 +65,7 @@ import numpy as np
 from gymnasium import spaces
 
 from sigma_sim._gl import load_llvm_users_first
+from sigma_sim.instructions import INSTRUCTIONS, instruction_target
 from sigma_sim.scene import (
     ARM_JOINTS,
     CAMERA,
@@ -96,22 +97,6 @@ GRIPPER_OPEN = 1.0
 #: Joint configuration at reset: arm raised and folded, gripper open slightly.
 HOME_QPOS = np.array([0.0, -1.0, 1.0, 0.85, 0.0, 0.2])
 
-#: Instruction templates per placement region. Any instruction mentioning
-#: exactly one of the region names works (see :func:`instruction_target`).
-INSTRUCTIONS: dict[str, tuple[str, ...]] = {
-    "left": (
-        "pick the cube and place it on the left",
-        "put the red cube on the green square on the left",
-        "move the cube to the left",
-    ),
-    "right": (
-        "pick the cube and place it on the right",
-        "put the red cube on the blue square on the right",
-        "move the cube to the right",
-    ),
-}
-
-
 # Renderers must be freed before MuJoCo's own exit hook terminates the EGL
 # display, otherwise their __del__ prints noisy (harmless) errors at exit. The
 # hook is registered after the first renderer exists (so after MuJoCo's GL
@@ -131,19 +116,6 @@ def _track_renderer(env: "SO101PickPlaceEnv") -> None:
     if not _EXIT_HOOK_REGISTERED:
         atexit.register(_close_all_envs)
         _EXIT_HOOK_REGISTERED = True
-
-
-def instruction_target(instruction: str, regions: tuple[str, ...] = ("left", "right")) -> str:
-    """The placement region an instruction refers to (``"left"`` or ``"right"``).
-
-    Raises:
-        ValueError: If the text names no region or more than one.
-    """
-    words = instruction.lower().replace(",", " ").replace(".", " ").split()
-    found = [r for r in regions if r in words]
-    if len(found) != 1:
-        raise ValueError(f"instruction must name exactly one of {regions}: {instruction!r}")
-    return found[0]
 
 
 @dataclass(frozen=True)
@@ -464,6 +436,13 @@ class SO101PickPlaceEnv(gym.Env):
         terminated = bool(success and self.config.terminate_on_success)
         truncated = self.step_count >= self.config.max_episode_steps
         return self._observation(), float(success), terminated, truncated, self._info(success)
+
+    def copy_state_from(self, other: "SO101PickPlaceEnv") -> None:
+        """Continue from ``other``'s state (same scene): physics, last command, instruction, step count."""
+        mujoco.mj_copyData(self.data, self.model, other.data)
+        self.instruction, self.target = other.instruction, other.target
+        self.step_count, self.was_lifted = other.step_count, other.was_lifted
+        self._last_action = other.last_action.copy()
 
     def render(self) -> np.ndarray:
         """Front camera RGB image, ``uint8[image_height, image_width, 3]``."""

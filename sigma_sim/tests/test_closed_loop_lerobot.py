@@ -1,41 +1,33 @@
-"""Any LeRobot policy in the closed loop (sigma_sim.closed_loop.LeRobotPolicyAdapter): an untrained ACT
-acts in `run_episode` through LeRobot's own inference path. (The sigma policy's run is tested in
-lerobot_policy_sigma/tests.)"""
+"""Any LeRobot policy in the closed loop (sigma_sim.lerobot_closed_loop): an untrained ACT acts in `run_episode`
+through LeRobot's own inference path, and `sigma-closed-loop --policy-path` refuses what it cannot run with a
+one-line error. (A trained ACT / Diffusion Policy: test_peers.py; the sigma policy: lerobot_policy_sigma/tests.)"""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-import torch
-from sigma_sim.closed_loop import ClosedLoopConfig, LeRobotPolicyAdapter, run_episode
-from sigma_sim.record import ACTION_KEY, IMAGE_KEY, STATE_KEY
+from sigma_sim.closed_loop import ClosedLoopConfig, run_episode
+from sigma_sim.closed_loop import main as closed_loop_main
+from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter
 
 import sigma_sim
 
 pytestmark = pytest.mark.skipif(sigma_sim.GL_BACKEND is None, reason="no headless OpenGL (libegl1 / libosmesa6)")
 
 
-def test_an_act_policy_runs_an_episode_through_the_adapter():
-    from lerobot.configs.types import FeatureType, PolicyFeature
-    from lerobot.policies.act.configuration_act import ACTConfig
-    from lerobot.policies.act.modeling_act import ACTPolicy
-    from lerobot.policies.factory import make_pre_post_processors
-    from sigma_sim.so101_env import HOME_QPOS, SimConfig, SO101PickPlaceEnv
+def test_an_act_policy_runs_an_episode_through_the_adapter(tiny_act_dir):
+    from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
-    config = ACTConfig(device="cpu", pretrained_backbone_weights=None, chunk_size=4, n_action_steps=4, dim_model=32,
-                       n_heads=2, dim_feedforward=64, n_encoder_layers=1, n_decoder_layers=1, use_vae=False)
-    config.input_features = {IMAGE_KEY: PolicyFeature(FeatureType.VISUAL, (3, 32, 32)),
-                             STATE_KEY: PolicyFeature(FeatureType.STATE, (6,))}
-    config.output_features = {ACTION_KEY: PolicyFeature(FeatureType.ACTION, (6,))}
-    home = torch.as_tensor(np.asarray(HOME_QPOS, dtype=np.float32)[:6])
-    stats = {STATE_KEY: {"mean": home, "std": torch.full((6,), 0.3)},
-             ACTION_KEY: {"mean": home, "std": torch.full((6,), 0.01)},
-             IMAGE_KEY: {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25)}}
-    torch.manual_seed(0)
-    pre, post = make_pre_post_processors(config, dataset_stats=stats)
-    adapter = LeRobotPolicyAdapter(ACTPolicy(config), pre, post)
+    adapter = LeRobotPolicyAdapter.from_pretrained(tiny_act_dir)
+    assert adapter.image_size == (32, 32)
     env = SO101PickPlaceEnv(SimConfig(image_width=32, image_height=32, max_episode_steps=20))
     try:
+        obs, _ = env.reset(seed=1)
+        adapter.reset("pick the cube and place it on the left", 1)
+        action = adapter.act(obs)
+        assert action.shape == (6,) and action.dtype == np.float64 and np.isfinite(action).all()
         outcome = run_episode(env, adapter, seed=1, instruction="pick the cube and place it on the left",
                               config=ClosedLoopConfig(max_steps=9), condition="act")
         assert len(adapter.policy._action_queue) == 4 - 9 % 4  # one chunk per n_action_steps ticks
@@ -45,3 +37,41 @@ def test_an_act_policy_runs_an_episode_through_the_adapter():
         env.close()
     assert outcome.condition == "act" and outcome.steps == 9 and len(adapter.latency["policy"]) == 9
     assert np.isfinite(outcome.mean_abs_delta_command) and outcome.mean_abs_delta_command > 0
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    """sigma-closed-loop's exit status 2 and its error line (the last line of stderr; no traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        closed_loop_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("sigma-closed-loop: error: ")
+    return err[-1]
+
+
+def test_policy_path_that_holds_no_usable_policy_is_a_one_line_error(capsys, tmp_path, tiny_act_dir, make_tiny_act):
+    missing = tmp_path / "missing"
+    a_file = tmp_path / "model.safetensors"
+    a_file.write_bytes(b"")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"type": "act", "chunk_size": "many"}))
+    wrong_action = make_tiny_act(tmp_path / "act7", action_dim=7)
+    for path, words in [(missing, "no config.json"), (a_file, "no config.json"), (tmp_path, "no config.json"),
+                        (broken, "is not a LeRobot policy config"),
+                        (wrong_action, "action of shape (7,) (the simulator takes 6 joint targets)")]:
+        line = error_of(capsys, ["--policy-path", str(path), "--episodes", "1", "--quiet"])
+        assert words in line, (path, line)
+        assert len(capsys.readouterr().err) == 0
+    # options of a Sigma checkpoint, and a report already there
+    assert "--replan-every apply to a Sigma checkpoint" in error_of(
+        capsys, ["--policy-path", str(tiny_act_dir), "--replan-every", "4"])
+    assert "conditions ['sigma'] evaluate a Sigma checkpoint" in error_of(
+        capsys, ["--policy-path", str(tiny_act_dir), "--conditions", "sigma"])
+    assert "--conditions lerobot needs --policy-path" in error_of(capsys, ["--conditions", "lerobot"])
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "sigma_eval_report.json").write_text("{}")
+    assert "exists already; pass --overwrite" in error_of(capsys, ["--policy-path", str(tiny_act_dir), "-o", str(out),
+                                                                   "--episodes", "1", "--max-steps", "2", "--quiet"])
+    assert (out / "sigma_eval_report.json").read_text() == "{}"

@@ -27,6 +27,10 @@ def test_make_default_tiny_pipeline(tmp_path):
     assert prov["train"]["last_metrics"]["L_aux"] > 0.0  # the cube pose is a training target...
     assert prov["preprocess"]["windows"] > 0
     assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
+    # the shipped model carries the heads its training started from; its report ran CHECK A against them
+    assert (out / "sigma_telepathy_heads_init.safetensors").is_file()
+    check = json.loads((out / "sigma_eval_report.json").read_text())["check_a"]
+    assert check["init_heads"].endswith("sigma_telepathy_heads_init.safetensors") and check["passed"] is not None
     assert "--episodes 2" in prov["command"] and "--record-workers" not in prov["command"]
     text = (out / "PROVENANCE.md").read_text()
     assert "Closed-loop evaluation" in text and "telepathy off" in text
@@ -51,3 +55,27 @@ def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkey
     prov = json.loads((work / "provenance_partial.json").read_text())
     model = load_checkpoint(prov["train"]["model"])
     assert model.config.env_state_dim == 7 and model.config.aux_target_dim == 7
+
+
+def test_make_default_with_a_text_encoder_and_language_augmentation(tmp_path):
+    from safetensors import safe_open
+
+    from sigma_model.testing import save_tiny_bert
+
+    bert = save_tiny_bert(tmp_path / "bert")
+    out, work = tmp_path / "out", tmp_path / "work"
+    rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
+               "--eval-episodes", "2", "--eval-max-steps", "8", "--conditions", "sigma", "paraphrase", "--quiet",
+               "--train-set", "batch_size=8", "--no-aux-cube-pose", "--record-workers", "1",
+               "--language-augmentation", "--model-set", f"text_encoder={bert}"])
+    assert rc == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["train"]["augmentation"]["language_wordings_per_region"] == {"left": 80, "right": 80}
+    loop = prov["eval"]["report"]["closed_loop"]
+    assert set(loop) == {"sigma", "paraphrase"} and loop["paraphrase"]["instructions"] != loop["sigma"]["instructions"]
+    with safe_open(str(out / "language.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert "language.text_projection.weight" in keys and not [k for k in keys if "text_encoder" in k]
+    model = load_checkpoint(out)
+    assert model.config.text_encoder == str(bert) and model.language.text_encoder is not None
+    assert prov["parameters"] == sum(p.numel() for n, p in model.named_parameters() if "text_encoder" not in n)

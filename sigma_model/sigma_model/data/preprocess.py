@@ -7,25 +7,30 @@ L2 < ``min_action_norm`` -> ``ShardWriter`` (``shard_00000.safetensors`` ..., ``
 
 Re-running the same command after an interruption resumes: full shards on disk are kept and their
 windows skipped; the result is identical to an uninterrupted run.  Changing a preprocessing parameter
-for an existing output directory is refused unless ``--overwrite`` is given.
+for an existing output directory is refused unless ``--overwrite=true`` is given.
 
 Example::
 
-    sigma-preprocess lerobot/svla_so101_pickplace --out-dir shards/pickplace --env-file sigma.env
-    sigma-preprocess ./my_local_lerobot_dataset --out-dir shards/local --horizon 16 --min-action-norm 0.5
+    sigma-preprocess --dataset=lerobot/svla_so101_pickplace --out_dir=shards/pickplace --env_file=sigma.env
+    sigma-preprocess --dataset=./my_local_lerobot_dataset --out_dir=shards/local --window.horizon_T=16 \\
+        --window.min_action_norm=0.5 --window.image_size=[64,64]
+
+Every field of ``PreprocessCLI`` is ``--field=...`` and every ``WindowConfig`` field ``--window.<field>=...``;
+``--config_path=FILE`` (YAML or JSON) sets the starting values and flags override it (draccus).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cli import fail, parse_cli
 from .env_file import DEFAULT_ENV_FILE, SigmaEnv, load_sigma_env
 from .lerobot_source import DatasetUnavailableError, FrameSource, RetryPolicy, load_lerobot_dataset
 from .shards import META_FILENAME, ShardCorruptError, ShardWriter, load_meta
@@ -33,9 +38,10 @@ from .windows import WindowConfig, WindowStats, hold_state_baseline, iter_window
 
 log = logging.getLogger("sigma_model.data.preprocess")
 
-__all__ = ["PREPROCESS_VERSION", "PreprocessMismatchError", "preprocess_dataset", "build_arg_parser", "main",
+__all__ = ["PREPROCESS_VERSION", "PreprocessMismatchError", "preprocess_dataset", "PreprocessCLI", "main",
            "resolve_baseline_policy"]
 
+PROG = "sigma-preprocess"
 PREPROCESS_VERSION = 1
 BUILTIN_BASELINES: dict[str, Callable] = {"hold_state": hold_state_baseline}
 
@@ -116,7 +122,7 @@ def preprocess_dataset(
             diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
             raise PreprocessMismatchError(
                 f"{out / META_FILENAME} was written with different parameters ({', '.join(diff)}); "
-                "use another --out-dir or pass --overwrite")
+                "use another --out_dir or pass --overwrite=true")
         old_ds, new_ds = existing.get("dataset") or {}, source.describe()
         changed = [k for k in ("total_episodes", "total_frames", "selected_frames", "fps")
                    if k in old_ds and old_ds.get(k) != new_ds.get(k)]
@@ -124,7 +130,7 @@ def preprocess_dataset(
             raise PreprocessMismatchError(
                 f"{out / META_FILENAME} was made from a different version of the dataset "
                 f"({', '.join(f'{k}: {old_ds.get(k)} -> {new_ds.get(k)}' for k in changed)}); "
-                "use another --out-dir or pass --overwrite")
+                "use another --out_dir or pass --overwrite=true")
         if existing.get("complete"):
             _check_complete_output(out, existing)
             log.info("%s is already complete (%d samples in %d shards); nothing to do",
@@ -179,7 +185,7 @@ def preprocess_dataset(
     if stats.windows_kept < skip:
         raise PreprocessMismatchError(
             f"{out} holds {skip} samples but the dataset now yields only {stats.windows_kept} windows; "
-            "the source changed - use --overwrite")
+            "the source changed - use --overwrite=true")
 
     sd = stats.to_dict()
     final = {
@@ -208,11 +214,11 @@ def _check_complete_output(out: Path, meta: dict[str, Any]) -> None:
     for entry in meta.get("shards", []):
         p = out / entry["file"]
         if not p.exists():
-            raise ShardCorruptError(f"shard {p} listed in meta.json is missing; rerun with --overwrite")
+            raise ShardCorruptError(f"shard {p} listed in meta.json is missing; rerun with --overwrite=true")
         n = read_shard_header(p)["num_samples"]
         if n != entry.get("num_samples"):
             raise ShardCorruptError(f"shard {p} holds {n} samples, meta.json says {entry.get('num_samples')}; "
-                                    "rerun with --overwrite")
+                                    "rerun with --overwrite=true")
 
 
 def _sample_key_shapes(writer: ShardWriter) -> dict[str, Any]:
@@ -242,103 +248,65 @@ def _sample_key_shapes(writer: ShardWriter) -> dict[str, Any]:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-def _image_size(text: str) -> tuple[int, int] | None:
-    t = text.lower().strip()
-    if t in ("0", "none", "native", "keep"):
-        return None
-    if "x" in t:
-        h, w = t.split("x", 1)
-        return int(h), int(w)
-    return int(t), int(t)
+@dataclass
+class PreprocessCLI:
+    """sigma-preprocess's command line: the source, the windows (window) and the shards."""
 
+    # hub dataset id (e.g. lerobot/svla_so101_pickplace) or local dataset directory (default: SIGMA_DATASET)
+    dataset: str | None = None
+    out_dir: str | None = None  # output shard directory (default: SIGMA_SHARD_DIR)
+    env_file: str = DEFAULT_ENV_FILE  # settings / HF token file (a missing file is ignored)
+    # horizon_T, stride, chunk_len, static-window filter, image_size ([H, W] or null to keep), feature keys
+    window: WindowConfig = field(default_factory=WindowConfig)
+    shard_size: int = 1000  # samples per shard file
+    max_episodes: int | None = None  # only the first N episodes
+    episodes: list[int] | None = None  # episode indices, e.g. [0,3,7]
+    revision: str | None = None  # hub revision (default: SIGMA_DATASET_REVISION, else LeRobot's codebase-version tag)
+    download_root: str | None = None  # download directory for hub datasets (default: $HF_LEROBOT_HOME/<repo_id>)
+    baseline_policy: str | None = None  # add base_action_* from 'hold_state' or a 'module:callable' policy
+    buffer_all_episodes: bool = False  # group frames of non-contiguously stored episodes (buffers the dataset)
+    max_retries: int | None = None  # retries per step on HTTP 429 / transient errors
+    overwrite: bool = False  # delete existing shards in out_dir first
+    progress: bool = True  # progress bar
+    verbose: bool = False  # debug logging
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sigma-preprocess",
-        description="Convert a LeRobot dataset (hub id or local directory) into Sigma training shards "
-                    "(sliding windows, static-window filtering, shard_*.safetensors + meta.json). "
-                    "Re-running resumes an interrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("dataset", nargs="?", default=None,
-                   help="hub dataset id (e.g. lerobot/svla_so101_pickplace) or local dataset directory; "
-                        "default: SIGMA_DATASET from the env file")
-    p.add_argument("--out-dir", "-o", default=None, help="output shard directory (default: SIGMA_SHARD_DIR)")
-    p.add_argument("--env-file", default=DEFAULT_ENV_FILE, help="settings / HF token file (missing file is ignored)")
-    p.add_argument("--horizon", "--horizon-T", dest="horizon", type=int, default=16, help="window length T")
-    p.add_argument("--stride", type=int, default=1, help="window stride (frames)")
-    p.add_argument("--chunk-len", type=int, default=None, help="gt_action_chunk length (default: horizon)")
-    p.add_argument("--min-action-norm", type=float, default=1e-3,
-                   help="drop windows whose average action L2 norm is below this")
-    p.add_argument("--action-norm-mode", choices=("absolute", "delta"), default="absolute",
-                   help="L2 of the actions themselves (paper) or of their per-step changes")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard file")
-    p.add_argument("--image-size", type=_image_size, default=(96, 96),
-                   help="resize images to HxW (or N for NxN; 0 keeps the dataset size)")
-    p.add_argument("--image-key", default=None, help="camera feature (default: auto, e.g. observation.images.front)")
-    p.add_argument("--state-key", default=None, help="state feature (default: auto, observation.state)")
-    p.add_argument("--action-key", default=None, help="action feature (default: auto, action)")
-    p.add_argument("--text-key", default=None, help="text feature (default: auto, task)")
-    p.add_argument("--default-text", default="", help="text when the dataset has none")
-    p.add_argument("--max-episodes", type=int, default=None, help="only the first N episodes")
-    p.add_argument("--episodes", type=lambda s: [int(x) for x in s.split(",") if x.strip()], default=None,
-                   help="comma-separated episode indices")
-    p.add_argument("--revision", default=None,
-                   help="hub revision (default: SIGMA_DATASET_REVISION, else LeRobot's codebase-version tag)")
-    p.add_argument("--download-root", default=None,
-                   help="download directory for hub datasets (default: $HF_LEROBOT_HOME/<repo_id>)")
-    p.add_argument("--baseline-policy", default=None,
-                   help="add base_action_* from 'hold_state' or a 'module:callable' policy")
-    p.add_argument("--buffer-all-episodes", action="store_true",
-                   help="group frames of non-contiguously stored episodes (buffers the dataset in memory)")
-    p.add_argument("--max-retries", type=int, default=None, help="retries per step on HTTP 429 / transient errors")
-    p.add_argument("--overwrite", action="store_true", help="delete existing shards in --out-dir first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return p
+    def __post_init__(self) -> None:
+        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise ValueError(f"--shard_size must be >= 1, got {self.shard_size!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_arg_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    cli = parse_cli(PreprocessCLI, argv, PROG, description=__doc__)
+    logging.basicConfig(level=logging.DEBUG if cli.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        env: SigmaEnv = load_sigma_env(args.env_file)
+        env: SigmaEnv = load_sigma_env(cli.env_file)
     except (ValueError, OSError) as e:
-        parser.error(str(e))
-    dataset = args.dataset or env.get("SIGMA_DATASET") or os.environ.get("SIGMA_DATASET")
-    out_dir = args.out_dir or env.get("SIGMA_SHARD_DIR") or os.environ.get("SIGMA_SHARD_DIR")
+        fail(PROG, e)
+    dataset = cli.dataset or env.get("SIGMA_DATASET") or os.environ.get("SIGMA_DATASET")
+    out_dir = cli.out_dir or env.get("SIGMA_SHARD_DIR") or os.environ.get("SIGMA_SHARD_DIR")
     if not dataset:
-        parser.error("no dataset given (positional argument or SIGMA_DATASET in the env file)")
+        fail(PROG, "no dataset given (--dataset or SIGMA_DATASET in the env file)")
     if not out_dir:
-        parser.error("no output directory given (--out-dir or SIGMA_SHARD_DIR in the env file)")
-    try:
-        cfg = WindowConfig(horizon_T=args.horizon, stride=args.stride, chunk_len=args.chunk_len,
-                           min_action_norm=args.min_action_norm, action_norm_mode=args.action_norm_mode,
-                           image_size=args.image_size, image_key=args.image_key, state_key=args.state_key,
-                           action_key=args.action_key, text_key=args.text_key, default_text=args.default_text)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.shard_size < 1:
-        parser.error("--shard-size must be >= 1")
-    policy = RetryPolicy.from_env(env, max_retries=args.max_retries)
-    revision = args.revision or env.get("SIGMA_DATASET_REVISION") or None
-    download_root = args.download_root or env.get("SIGMA_DATASET_ROOT") or None
+        fail(PROG, "no output directory given (--out_dir or SIGMA_SHARD_DIR in the env file)")
+    policy = RetryPolicy.from_env(env, max_retries=cli.max_retries)
+    revision = cli.revision or env.get("SIGMA_DATASET_REVISION") or None
+    download_root = cli.download_root or env.get("SIGMA_DATASET_ROOT") or None
     try:
         meta = preprocess_dataset(
-            dataset, out_dir, cfg, shard_size=args.shard_size, max_episodes=args.max_episodes,
-            episodes=args.episodes, revision=revision, download_root=download_root,
-            baseline_policy=args.baseline_policy, buffer_all_episodes=args.buffer_all_episodes,
-            overwrite=args.overwrite, progress=not args.no_progress, retry_policy=policy)
+            dataset, out_dir, cli.window, shard_size=cli.shard_size, max_episodes=cli.max_episodes,
+            episodes=cli.episodes, revision=revision, download_root=download_root,
+            baseline_policy=cli.baseline_policy, buffer_all_episodes=cli.buffer_all_episodes,
+            overwrite=cli.overwrite, progress=cli.progress, retry_policy=policy)
     except KeyboardInterrupt:
-        print("sigma-preprocess: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except (DatasetUnavailableError, PreprocessMismatchError, ShardCorruptError, FileNotFoundError, KeyError,
             ValueError, ImportError) as e:
-        print(f"sigma-preprocess: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     w = meta.get("windows") or {}
-    print(f"sigma-preprocess: {meta['num_samples']} samples in {meta['num_shards']} shards -> {out_dir} "
+    print(f"{PROG}: {meta['num_samples']} samples in {meta['num_shards']} shards -> {out_dir} "
           f"(windows: {w.get('windows_total')}, dropped static: {w.get('windows_dropped_static')})")
     return 0
 

@@ -25,20 +25,19 @@ The same object serves offline replay (`sigma_model.evaluation.replay`) and the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ..config_io import DictConfig
 
 BRANCHES = ("vector", "chunk", "trajectory")
 
 
 @dataclass
-class AdapterConfig:
+class AdapterConfig(DictConfig):
     """Parameters of the risk gate; validated on construction."""
 
     min_scale: float = 0.0  # scale at very high (but not abnormal) risk
@@ -72,26 +71,6 @@ class AdapterConfig:
         if len(rng) != 2 or not all(math.isfinite(v) and v >= 0 for v in rng) or rng[0] > rng[1] or rng[1] <= 0:
             raise ValueError(f"AdapterConfig.tau_l2_range must be (lo, hi) with 0 <= lo <= hi, hi > 0; got {self.tau_l2_range}")
         self.tau_l2_range = rng
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["tau_l2_range"] = list(self.tau_l2_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown AdapterConfig fields: {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "AdapterConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 @dataclass
@@ -139,7 +118,6 @@ class RiskGatedAdapter:
         s = c.min_scale + (c.max_scale - c.min_scale) * torch.exp(-c.k * risk)
         return s.clamp(c.min_scale, c.max_scale)
 
-    @torch.no_grad()
     def __call__(
         self,
         action_vector: torch.Tensor,
@@ -151,57 +129,58 @@ class RiskGatedAdapter:
         tau: torch.Tensor,
         condition_tau: torch.Tensor,
     ) -> AdapterOutput:
-        c = self.config
-        predicted = (action_vector, action_chunk, action_trajectory)
-        baseline = (baseline_vector, baseline_chunk, baseline_trajectory)
-        b = action_vector.shape[0]
-        for name, p, q in zip(BRANCHES, predicted, baseline):
-            if p.shape != q.shape:
-                raise ValueError(f"adapter: predicted {name} {list(p.shape)} and baseline {list(q.shape)} differ in shape")
-            if p.shape[0] != b:
-                raise ValueError(f"adapter: {name} batch {p.shape[0]} != action_vector batch {b}")
-        if tau.dim() != 2 or tau.shape[0] != b or condition_tau.shape != tau.shape:
-            raise ValueError(f"adapter: tau {list(tau.shape)} and condition_tau {list(condition_tau.shape)} must both be [{b}, d_tau]")
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates undecorated functions only
+            c = self.config
+            predicted = (action_vector, action_chunk, action_trajectory)
+            baseline = (baseline_vector, baseline_chunk, baseline_trajectory)
+            b = action_vector.shape[0]
+            for name, p, q in zip(BRANCHES, predicted, baseline):
+                if p.shape != q.shape:
+                    raise ValueError(f"adapter: predicted {name} {list(p.shape)} and baseline {list(q.shape)} differ in shape")
+                if p.shape[0] != b:
+                    raise ValueError(f"adapter: {name} batch {p.shape[0]} != action_vector batch {b}")
+            if tau.dim() != 2 or tau.shape[0] != b or condition_tau.shape != tau.shape:
+                raise ValueError(f"adapter: tau {list(tau.shape)} and condition_tau {list(condition_tau.shape)} must both be [{b}, d_tau]")
 
-        dtype = torch.promote_types(action_vector.dtype, torch.float32)
-        residual = tuple(p.to(dtype) - q.to(dtype) for p, q in zip(predicted, baseline))
-        finite = _finite_rows(tau) & _finite_rows(condition_tau)
-        for p, q in zip(predicted, baseline):
-            finite = finite & _finite_rows(p) & _finite_rows(q)
+            dtype = torch.promote_types(action_vector.dtype, torch.float32)
+            residual = tuple(p.to(dtype) - q.to(dtype) for p, q in zip(predicted, baseline))
+            finite = _finite_rows(tau) & _finite_rows(condition_tau)
+            for p, q in zip(predicted, baseline):
+                finite = finite & _finite_rows(p) & _finite_rows(q)
 
-        ratios = torch.stack([
-            _flat_norm(d) / _flat_norm(q.to(dtype)).clamp_min(c.norm_floor) for d, q in zip(residual, baseline)
-        ], dim=-1)
-        ratio = ratios.max(dim=-1).values
-        risk_residual = c.w_residual * (ratio - c.residual_ratio_free).clamp_min(0.0)
+            ratios = torch.stack([
+                _flat_norm(d) / _flat_norm(q.to(dtype)).clamp_min(c.norm_floor) for d, q in zip(residual, baseline)
+            ], dim=-1)
+            ratio = ratios.max(dim=-1).values
+            risk_residual = c.w_residual * (ratio - c.residual_ratio_free).clamp_min(0.0)
 
-        tau_f, cond_f = tau.to(dtype), condition_tau.to(dtype)
-        tau_l2 = tau_f.norm(dim=-1)
-        lo, hi = c.tau_l2_range
-        out_of_range = torch.zeros_like(tau_l2)
-        if lo > 0:
-            out_of_range = out_of_range + (lo - tau_l2).clamp_min(0.0) / lo
-        out_of_range = out_of_range + (tau_l2 - hi).clamp_min(0.0) / hi
-        risk_tau = c.w_tau * out_of_range
-        tau_cos = F.cosine_similarity(tau_f, cond_f, dim=-1, eps=1e-8)
-        risk_align = c.w_align * (1.0 - tau_cos)
+            tau_f, cond_f = tau.to(dtype), condition_tau.to(dtype)
+            tau_l2 = tau_f.norm(dim=-1)
+            lo, hi = c.tau_l2_range
+            out_of_range = torch.zeros_like(tau_l2)
+            if lo > 0:
+                out_of_range = out_of_range + (lo - tau_l2).clamp_min(0.0) / lo
+            out_of_range = out_of_range + (tau_l2 - hi).clamp_min(0.0) / hi
+            risk_tau = c.w_tau * out_of_range
+            tau_cos = F.cosine_similarity(tau_f, cond_f, dim=-1, eps=1e-8)
+            risk_align = c.w_align * (1.0 - tau_cos)
 
-        risk = risk_residual + risk_tau + risk_align
-        risk = torch.where(finite, risk, torch.full_like(risk, math.inf))
-        abnormal = ~finite | ~torch.isfinite(risk) | (risk > c.max_risk) | ~(ratio <= c.max_residual_ratio)
-        scale = torch.where(abnormal, torch.zeros_like(risk), self.scale_from_risk(torch.nan_to_num(risk, nan=0.0)))
+            risk = risk_residual + risk_tau + risk_align
+            risk = torch.where(finite, risk, torch.full_like(risk, math.inf))
+            abnormal = ~finite | ~torch.isfinite(risk) | (risk > c.max_risk) | ~(ratio <= c.max_residual_ratio)
+            scale = torch.where(abnormal, torch.zeros_like(risk), self.scale_from_risk(torch.nan_to_num(risk, nan=0.0)))
 
-        adapted = []
-        for d, q in zip(residual, baseline):
-            q = q.to(dtype)
-            s = scale.view(b, *([1] * (q.dim() - 1)))
-            keep = abnormal.view(b, *([1] * (q.dim() - 1)))
-            adapted.append(torch.where(keep, q, q + s * torch.nan_to_num(d)))  # NaN residuals never leak
-        return AdapterOutput(
-            action_vector=adapted[0], action_chunk=adapted[1], action_trajectory=adapted[2],
-            scale=scale, risk=risk, risk_residual=risk_residual, risk_tau=risk_tau, risk_align=risk_align,
-            residual_ratio=ratio, tau_l2=tau_l2, tau_cos=tau_cos, fallback=abnormal,
-        )
+            adapted = []
+            for d, q in zip(residual, baseline):
+                q = q.to(dtype)
+                s = scale.view(b, *([1] * (q.dim() - 1)))
+                keep = abnormal.view(b, *([1] * (q.dim() - 1)))
+                adapted.append(torch.where(keep, q, q + s * torch.nan_to_num(d)))  # NaN residuals never leak
+            return AdapterOutput(
+                action_vector=adapted[0], action_chunk=adapted[1], action_trajectory=adapted[2],
+                scale=scale, risk=risk, risk_residual=risk_residual, risk_tau=risk_tau, risk_align=risk_align,
+                residual_ratio=ratio, tau_l2=tau_l2, tau_cos=tau_cos, fallback=abnormal,
+            )
 
     def adapt_output(self, action, tau: torch.Tensor, baseline=None) -> AdapterOutput:
         """Adapt a `sigma_model.ActionOutput` against its own tau = 0 baseline, or against

@@ -12,8 +12,14 @@ one Sigma checkpoint under four conditions, telepathy on/off x adapter on/off, p
                            base_action_* from an offline base policy), else the tau = 0 path
 
 Every condition of a batch sees the same observations, instruction tokens and diffusion noise
-(one torch.Generator seed per batch), so differences come only from the condition. Each window is
-replayed from a fresh recurrent state (tau_prev = 0, m_prev = 0), as the windows are independent.
+(one torch.Generator seed per batch), so differences come only from the condition. The windows of an
+episode are replayed in frame order and carry the recurrent state as the robot carries it from plan
+to plan (:class:`EpisodeState`): tau of the previous window is the next window's tau_prev (vision
+FiLM) and its semantic memory m_t the next m_{t-1} (language stage); both start from zero at an
+episode's first window, the memory also at a new instruction. Each condition carries its own state
+(telepathy off: memory only, tau_prev = 0). :func:`episode_batches` runs ``batch_size`` episodes side
+by side, one window of each per batch. Samples without ``episode_index`` (or ``carry_state=False``)
+are replayed independently from a zero state.
 A dataset or tau = 0 baseline reports the model's own tau L2 and semantic alignment (the paper's
 Tables 2 and 3 show the same values for both groups); a baseline checkpoint reports its own.
 
@@ -21,8 +27,8 @@ Per batch and condition it records the MSE of action vector / chunk / trajectory
 norm, the cosine alignment of the semantic factors (z_sem_pool) with the instruction's text embedding
 (masked mean of the backbone's token embeddings, projected into d_model), success / hard sample
 counts against per-scale thresholds and the hard samples' MSE; adapter conditions add the mean
-scale, risk and fallback fraction. CHECK A summarises the telepathy-head tensors (every non-backbone
-parameter and buffer, as in `sigma_telepathy_heads.safetensors`).
+scale, risk and fallback fraction. CHECK A (:mod:`.check_a`) compares the telepathy heads with their
+initialisation and between the experimental and control groups.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +50,11 @@ from ..layers import masked_mean
 from ..modeling_sigma import SigmaModel
 from ..outputs import SigmaObservation
 from .adapter import AdapterConfig, RiskGatedAdapter
+from .check_a import HEADS_FILE, check_a_section, find_init_heads
 from .report import DEFAULT_THRESHOLDS
 
 log = logging.getLogger(__name__)
 
-HEADS_FILE = "sigma_telepathy_heads.safetensors"
 BASE_KEYS = ("base_action_vector", "base_action_chunk", "base_action_trajectory")
 GT_KEYS = ("gt_action_vector", "gt_action_chunk", "gt_action_trajectory")
 
@@ -78,6 +85,7 @@ class ReplayConfig:
     seed: int = 0  # diffusion noise: batch i uses torch.Generator().manual_seed(seed * 1_000_003 + i)
     conditions: tuple[str, ...] = ALL_CONDITIONS
     baseline: str = "auto"  # auto | checkpoint | dataset | tau0
+    carry_state: bool = True  # tau and memory from window to window of an episode (False: each window from zeros)
     hard_thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     success_thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     device: str = "cpu"
@@ -145,66 +153,95 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", heads: str 
     return model.to(device).eval(), found
 
 
-def heads_tensors(model: SigmaModel) -> dict[str, torch.Tensor]:
-    """Every non-backbone parameter and buffer: the content of sigma_telepathy_heads.safetensors."""
-    from ..training.checkpointing import heads_state_dict
-
-    return heads_state_dict(model)
-
-
-def check_a_stats(tensors: Mapping[str, torch.Tensor], source: str = "model") -> dict[str, Any]:
-    """CHECK A: number of telepathy-head tensors and the mean / std / rms over all their values."""
-    floats = [tensors[k].detach().reshape(-1).double().cpu() for k in sorted(tensors) if tensors[k].is_floating_point()]
-    if not floats:
-        return {"heads_tensors": len(tensors), "num_values": 0, "mean": None, "std": None, "rms": None, "source": source}
-    values = torch.cat(floats)
-    return {
-        "heads_tensors": len(tensors),
-        "num_values": int(values.numel()),
-        "mean": float(values.mean()),
-        "std": float(values.std(unbiased=False)),
-        "rms": float(values.square().mean().sqrt()),
-        "source": source,
-    }
-
-
-def check_a(model: SigmaModel, heads_file: str | Path | None = None) -> dict[str, Any]:
-    """CHECK A from the heads file when given (and checked against the model), else from the model."""
-    own = heads_tensors(model)
-    if heads_file is None:
-        return check_a_stats(own, "model")
-    from safetensors.torch import load_file
-
-    saved = load_file(str(heads_file))
-    stats = check_a_stats(saved, str(heads_file))
-    stats["matches_model"] = set(saved) == set(own) and all(
-        torch.equal(saved[k], own[k].detach().cpu()) for k in saved)
-    return stats
-
-
 # ----------------------------------------------------------------------------- data
-def _shard_dataset(shards_dir: str | Path):
+def _shard_dataset(shards_dir: str | Path, lanes: int = 1):
+    """The shards, caching enough of them for ``lanes`` episodes replayed side by side."""
     from ..data.shards import ShardDataset
 
-    return ShardDataset(shards_dir)
+    return ShardDataset(shards_dir, cache_shards=lanes + 2)
 
 
-def iterate_batches(dataset, batch_size: int, max_batches: int | None = None) -> Iterator[dict[str, Any]]:
-    """Batches of consecutive samples in dataset order (the last one may be smaller)."""
+def episode_batches(dataset, batch_size: int, max_batches: int | None = None) -> list[list[int]]:
+    """Sample indices of each batch: ``batch_size`` lanes, each replaying one episode's windows in
+    frame order and taking the next episode (in dataset order) when its own ends, so a batch holds at
+    most one window per episode and a window's predecessor is in the batch before. Samples without
+    ``episode_index``: consecutive samples."""
+    n = len(dataset)
+    if n == 0 or "episode_index" not in dataset[0]:
+        plan = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        return plan if max_batches is None else plan[:max_batches]
+    episodes: dict[int, list[tuple[int, int]]] = {}
+    for i in range(n):
+        item = dataset[i]
+        episodes.setdefault(int(item["episode_index"]), []).append((int(item["frame_index"]), i))
+    queue = deque(episodes.values())
+    lanes: list[deque[int]] = [deque() for _ in range(batch_size)]
+    plan = []
+    while max_batches is None or len(plan) < max_batches:
+        batch = []
+        for lane in lanes:
+            if not lane and queue:
+                lane.extend(i for _, i in sorted(queue.popleft()))
+            if lane:
+                batch.append(lane.popleft())
+        if not batch:
+            break
+        plan.append(batch)
+    return plan
+
+
+def iterate_batches(dataset, plan: Iterable[Sequence[int]]) -> Iterator[dict[str, Any]]:
+    """The collated batches of a plan (lists of sample indices, e.g. :func:`episode_batches`)."""
     from ..data.shards import collate_sigma_samples
 
-    n = len(dataset)
-    count = 0
-    for start in range(0, n, batch_size):
-        if max_batches is not None and count >= max_batches:
-            return
-        yield collate_sigma_samples([dataset[i] for i in range(start, min(n, start + batch_size))])
-        count += 1
+    for idxs in plan:
+        yield collate_sigma_samples([dataset[i] for i in idxs])
 
 
-def num_batches(num_samples: int, batch_size: int, max_batches: int | None) -> int:
-    n = math.ceil(num_samples / batch_size)
-    return n if max_batches is None else min(n, max_batches)
+class EpisodeState:
+    """tau and semantic memory carried from window to window of each episode, as the robot carries them
+    from plan to plan: the previous window's tau is tau_prev (vision stage), its memory m_{t-1}
+    (language stage); both are zero at an episode's first window, the memory also at a new instruction
+    (the language node's rule; the perception node keeps tau)."""
+
+    def __init__(self, d_tau: int, d_model: int) -> None:
+        self.d_tau, self.d_model = d_tau, d_model
+        self._last: dict[int, tuple[int, str, torch.Tensor, torch.Tensor]] = {}  # episode -> frame, text, tau, m
+
+    @staticmethod
+    def keys(batch: Mapping[str, Any]) -> list[tuple[int, int]] | None:
+        """(episode, frame) per row, None when the batch has no episode_index."""
+        if "episode_index" not in batch or "frame_index" not in batch:
+            return None
+        return list(zip(torch.as_tensor(batch["episode_index"]).reshape(-1).tolist(),
+                        torch.as_tensor(batch["frame_index"]).reshape(-1).tolist()))
+
+    def previous(self, keys: Sequence[tuple[int, int]], texts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(tau_prev [B, d_tau], memory_prev [B, d], rows that carry a previous window's state)."""
+        tau = torch.zeros(len(keys), self.d_tau, device=device)
+        memory = torch.zeros(len(keys), self.d_model, device=device)
+        seen: set[int] = set()
+        carried = 0
+        for row, ((episode, frame), text) in enumerate(zip(keys, texts)):
+            if episode in seen:
+                raise ValueError(f"a batch holds two windows of episode {episode}: batch the windows with "
+                                 "episode_batches so each window follows its predecessor")
+            seen.add(episode)
+            last = self._last.get(episode)
+            if last is None:
+                continue
+            if frame <= last[0]:
+                raise ValueError(f"episode {episode}: window at frame {frame} replayed after frame {last[0]}; "
+                                 "the windows of an episode must come in frame order")
+            tau[row] = last[2]
+            if text == last[1]:
+                memory[row] = last[3]
+            carried += 1
+        return tau, memory, carried
+
+    def update(self, keys: Sequence[tuple[int, int]], texts: Sequence[str], tau: torch.Tensor, memory: torch.Tensor) -> None:
+        for row, ((episode, frame), text) in enumerate(zip(keys, texts)):
+            self._last[episode] = (frame, text, tau[row].detach(), memory[row].detach())
 
 
 def _first(x: torch.Tensor, per_sample_dims: int) -> torch.Tensor:
@@ -277,9 +314,10 @@ def batch_record(
     tau_l2: torch.Tensor | None,
     sem_align: torch.Tensor | None,
     hard_thresholds: Mapping[str, float],
-    success_thresholds: Mapping[str, float],
+    success_thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One per-batch record (the keys `sigma_model.evaluation.report` aggregates)."""
+    """One per-batch record (the keys `sigma_model.evaluation.report` aggregates); with
+    ``success_thresholds`` it counts the samples whose MSEs are all within them."""
     mses = [per_sample_mse(a, t) for a, t in zip(actions, targets)]
     names = ("mse_vec", "mse_chk", "mse_trj")
     thr_keys = ("vec", "chunk", "traj")
@@ -288,7 +326,8 @@ def batch_record(
     success = torch.ones(n, dtype=torch.bool, device=mses[0].device)
     for m, k in zip(mses, thr_keys):
         hard |= m > hard_thresholds[k]
-        success &= m <= success_thresholds[k]
+        if success_thresholds is not None:
+            success &= m <= success_thresholds[k]
     rec: dict[str, Any] = {"condition": condition, "batch": batch_index, "num_samples": n}
     for name, m in zip(names, mses):
         rec[name] = float(m.mean())
@@ -297,7 +336,8 @@ def batch_record(
     rec["num_hard"] = int(hard.sum())
     for name, m in zip(names, mses):
         rec["hard_" + name] = float(m[hard].mean()) if hard.any() else None
-    rec["num_success"] = int(success.sum())
+    if success_thresholds is not None:
+        rec["num_within_thresholds"] = int(success.sum())
     return rec
 
 
@@ -311,6 +351,7 @@ class ReplayResult:
     baseline_source: str
     state_dim_corrected: bool
     condition_info: dict[str, dict[str, Any]]
+    recurrence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def samples_per_s(self) -> float:
@@ -327,7 +368,6 @@ def choose_baseline(requested: str, has_checkpoint: bool, has_dataset: bool) -> 
     return requested
 
 
-@torch.no_grad()
 def replay(
     model: SigmaModel,
     batches: Iterable[Mapping[str, Any]],
@@ -337,118 +377,145 @@ def replay(
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Replay batches (shard sample keys, collated) under the configured conditions."""
-    cfg = config or ReplayConfig()
-    adapter = adapter or RiskGatedAdapter()
-    missing_ws = [w for w in ("vision", "language", "action") if w not in model.workspaces]
-    if missing_ws:
-        raise ValueError(f"replay needs a model with all workspaces; this one lacks {missing_ws}")
-    model.eval()
-    if baseline_model is not None:
-        baseline_model.eval()
-    device = next(model.parameters()).device
-    mc = model.config
-    records: list[dict[str, Any]] = []
-    source: str | None = None
-    corrected_any = False
-    n_samples = 0
-    n_batches = 0
-    start = time.perf_counter()
-    want = set(cfg.conditions)
-    for index, batch in enumerate(batches):
-        if cfg.max_batches is not None and index >= cfg.max_batches:
-            break
-        for key in (*GT_KEYS, "vision_inputs", "robot_state", "text"):
-            if key not in batch:
-                raise ValueError(f"batch {index} lacks {key!r} (has {sorted(batch)})")
-        texts = list(batch["text"])
-        has_base = all(k in batch for k in BASE_KEYS)
-        if source is None:
-            source = choose_baseline(cfg.baseline, baseline_model is not None, has_base)
-        elif source == "dataset" and not has_base:
-            raise ValueError(f"batch {index} lacks {list(BASE_KEYS)} but earlier batches had them")
-        obs, corrected = observation_from_batch(batch, mc, device)
-        corrected_any |= corrected
-        targets = _targets(batch, GT_KEYS, mc, device)
-        tokens = model.tokenize(texts)
-        seed = cfg.seed * 1_000_003 + index
+    with torch.no_grad():  # a block, not a decorator: mutmut mutates undecorated functions only
+        cfg = config or ReplayConfig()
+        adapter = adapter or RiskGatedAdapter()
+        missing_ws = [w for w in ("vision", "language", "action") if w not in model.workspaces]
+        if missing_ws:
+            raise ValueError(f"replay needs a model with all workspaces; this one lacks {missing_ws}")
+        model.eval()
+        if baseline_model is not None:
+            baseline_model.eval()
+        device = next(model.parameters()).device
+        mc = model.config
+        records: list[dict[str, Any]] = []
+        source: str | None = None
+        corrected_any = False
+        n_samples = 0
+        n_batches = 0
+        start = time.perf_counter()
+        want = set(cfg.conditions)
+        states = {"on": EpisodeState(mc.d_tau, mc.d_model), "off": EpisodeState(mc.d_tau, mc.d_model)}
+        if baseline_model is not None:
+            states["baseline"] = EpisodeState(baseline_model.config.d_tau, baseline_model.config.d_model)
+        carried = 0
+        seen: set[int] = set()
 
-        out_on = model(obs, tokens, telepathy=True, generator=torch.Generator(device=device).manual_seed(seed))
-        lang = out_on.language
-        tau_l2 = lang.tau.float().norm(dim=-1)
-        sem = torch.nn.functional.cosine_similarity(lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1)
-        need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (source == "tau0" and "baseline" in want)
-        out_off = None
-        if need_off:  # tau = 0 everywhere: vision FiLM, language modulator, action residual
-            out_off = model(obs, tokens, telepathy=False, generator=torch.Generator(device=device).manual_seed(seed))
+        def run(stream: str, net: SigmaModel, keys, texts, obs, tokens, telepathy: bool, seed: int, dev):
+            """One condition's pass, fed and feeding its own carried state (zeros without keys)."""
+            tau_prev = memory_prev = None
+            n_carried = 0
+            if keys is not None:
+                tau_prev, memory_prev, n_carried = states[stream].previous(keys, texts, dev)
+            out = net(obs, tokens, tau_prev=tau_prev, memory_prev=memory_prev, telepathy=telepathy,
+                      generator=torch.Generator(device=dev).manual_seed(seed))
+            if keys is not None:
+                states[stream].update(keys, texts, out.language.tau, out.language.memory)
+            return out, n_carried
 
-        if source == "checkpoint":
-            b_tokens = baseline_model.tokenize(texts)
-            b_obs, _ = observation_from_batch(batch, baseline_model.config, next(baseline_model.parameters()).device)
-            b_out = baseline_model(b_obs, b_tokens, telepathy=False, generator=torch.Generator(device=device).manual_seed(seed))
-            base = tuple(t.to(device) for t in (b_out.action.action_vector, b_out.action.action_chunk, b_out.action.action_trajectory))
-            for t, name in zip(base, GT_KEYS):
-                if t.shape != targets[GT_KEYS.index(name)].shape:
-                    raise ValueError(f"baseline model predicts {name} {list(t.shape)}, the data has {list(targets[GT_KEYS.index(name)].shape)}")
-            b_tau = b_out.language.tau.float().norm(dim=-1)
-            b_sem = torch.nn.functional.cosine_similarity(
-                b_out.language.z_sem_pool.float(), text_embedding(baseline_model, b_tokens.ids, b_tokens.mask), dim=-1)
-        elif source == "dataset":
-            base = _targets(batch, BASE_KEYS, mc, device)
-            b_tau, b_sem = tau_l2, sem
-        else:  # the model's tau = 0 path (the telepathy-off pass); adapters without it use the action branch's
-            act_base = out_off.action if out_off is not None else out_on.action
-            base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if out_off is not None
-                    else (act_base.baseline_vector, act_base.baseline_chunk, act_base.baseline_trajectory))
-            b_tau, b_sem = tau_l2, sem
+        for index, batch in enumerate(batches):
+            if cfg.max_batches is not None and index >= cfg.max_batches:
+                break
+            for key in (*GT_KEYS, "vision_inputs", "robot_state", "text"):
+                if key not in batch:
+                    raise ValueError(f"batch {index} lacks {key!r} (has {sorted(batch)})")
+            texts = list(batch["text"])
+            has_base = all(k in batch for k in BASE_KEYS)
+            if source is None:
+                source = choose_baseline(cfg.baseline, baseline_model is not None, has_base)
+            elif source == "dataset" and not has_base:
+                raise ValueError(f"batch {index} lacks {list(BASE_KEYS)} but earlier batches had them")
+            obs, corrected = observation_from_batch(batch, mc, device)
+            corrected_any |= corrected
+            targets = _targets(batch, GT_KEYS, mc, device)
+            tokens = model.tokenize(texts)
+            seed = cfg.seed * 1_000_003 + index
+            keys = EpisodeState.keys(batch) if cfg.carry_state else None
+            if keys is not None:
+                seen.update(e for e, _ in keys)
 
-        def record(name: str, actions, extra: Mapping[str, Any] | None = None, tau=tau_l2, align=sem) -> None:
-            rec = batch_record(name, index, actions, targets, tau, align, cfg.hard_thresholds, cfg.success_thresholds)
-            if extra:
-                rec.update(extra)
-            records.append(rec)
+            out_on, n_carried = run("on", model, keys, texts, obs, tokens, True, seed, device)
+            carried += n_carried
+            lang = out_on.language
+            tau_l2 = lang.tau.float().norm(dim=-1)
+            sem = torch.nn.functional.cosine_similarity(lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1)
+            need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (source == "tau0" and "baseline" in want)
+            out_off = None
+            if need_off:  # tau = 0 everywhere: vision FiLM, language modulator, action residual
+                out_off, _ = run("off", model, keys, texts, obs, tokens, False, seed, device)
 
-        def adapted(out) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
-            a = out.action
-            res = adapter(a.action_vector, a.action_chunk, a.action_trajectory, *base, out.language.tau, a.condition_tau)
-            extra = {
-                "adapter_scale": float(res.scale.mean()),
-                "adapter_risk": float(torch.nan_to_num(res.risk, posinf=adapter.config.max_risk).mean()),
-                "adapter_fallback_fraction": float(res.fallback.float().mean()),
-                "adapter_residual_ratio": float(torch.nan_to_num(res.residual_ratio, nan=0.0, posinf=0.0).mean()),
-            }
-            return (res.action_vector, res.action_chunk, res.action_trajectory), extra
+            if source == "checkpoint":
+                b_tokens = baseline_model.tokenize(texts)
+                b_obs, _ = observation_from_batch(batch, baseline_model.config, next(baseline_model.parameters()).device)
+                b_out, _ = run("baseline", baseline_model, keys, texts, b_obs, b_tokens, False, seed,
+                               next(baseline_model.parameters()).device)
+                base = tuple(t.to(device) for t in (b_out.action.action_vector, b_out.action.action_chunk, b_out.action.action_trajectory))
+                for t, name in zip(base, GT_KEYS):
+                    if t.shape != targets[GT_KEYS.index(name)].shape:
+                        raise ValueError(f"baseline model predicts {name} {list(t.shape)}, the data has {list(targets[GT_KEYS.index(name)].shape)}")
+                b_tau = b_out.language.tau.float().norm(dim=-1)
+                b_sem = torch.nn.functional.cosine_similarity(
+                    b_out.language.z_sem_pool.float(), text_embedding(baseline_model, b_tokens.ids, b_tokens.mask), dim=-1)
+            elif source == "dataset":
+                base = _targets(batch, BASE_KEYS, mc, device)
+                b_tau, b_sem = tau_l2, sem
+            else:  # the model's tau = 0 path (the telepathy-off pass); adapters without it use the action branch's
+                act_base = out_off.action if out_off is not None else out_on.action
+                base = ((act_base.action_vector, act_base.action_chunk, act_base.action_trajectory) if out_off is not None
+                        else (act_base.baseline_vector, act_base.baseline_chunk, act_base.baseline_trajectory))
+                b_tau, b_sem = tau_l2, sem
 
-        for name in cfg.conditions:
-            if name == "baseline":
-                record(name, base, tau=b_tau, align=b_sem)
-                continue
-            telepathy, use_adapter = CONDITIONS[name]
-            out = out_on if telepathy else out_off
-            if use_adapter:
-                acts, extra = adapted(out)
-                record(name, acts, extra)
-            else:
-                record(name, (out.action.action_vector, out.action.action_chunk, out.action.action_trajectory))
-        n_samples += len(texts)
-        n_batches += 1
-        if progress is not None:
-            progress(len(texts))
-    seconds = time.perf_counter() - start
-    if n_batches == 0:
-        raise ValueError("nothing to replay: the dataset gave no batches")
-    info = {name: {"telepathy": CONDITIONS[name][0], "adapter": CONDITIONS[name][1], "label": LABELS[name]}
-            for name in cfg.conditions if name in CONDITIONS}
-    if "baseline" in cfg.conditions:
-        desc = {"checkpoint": "separate baseline checkpoint, telepathy off",
-                "dataset": "offline base policy actions from the shards (base_action_*)",
-                "tau0": "the model with telepathy off: tau = 0 in vision, language and action"}[source]
-        info["baseline"] = {"telepathy": False, "adapter": False, "label": f"baseline ({source})", "source": source,
-                            "description": desc}
-    return ReplayResult(
-        records=records, num_samples=n_samples, num_batches=n_batches, seconds=seconds,
-        baseline_source=source,
-        state_dim_corrected=corrected_any, condition_info=info,
-    )
+            def record(name: str, actions, extra: Mapping[str, Any] | None = None, tau=tau_l2, align=sem) -> None:
+                rec = batch_record(name, index, actions, targets, tau, align, cfg.hard_thresholds, cfg.success_thresholds)
+                if extra:
+                    rec.update(extra)
+                records.append(rec)
+
+            def adapted(out) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+                a = out.action
+                res = adapter(a.action_vector, a.action_chunk, a.action_trajectory, *base, out.language.tau, a.condition_tau)
+                extra = {
+                    "adapter_scale": float(res.scale.mean()),
+                    "adapter_risk": float(torch.nan_to_num(res.risk, posinf=adapter.config.max_risk).mean()),
+                    "adapter_fallback_fraction": float(res.fallback.float().mean()),
+                    "adapter_residual_ratio": float(torch.nan_to_num(res.residual_ratio, nan=0.0, posinf=0.0).mean()),
+                }
+                return (res.action_vector, res.action_chunk, res.action_trajectory), extra
+
+            for name in cfg.conditions:
+                if name == "baseline":
+                    record(name, base, tau=b_tau, align=b_sem)
+                    continue
+                telepathy, use_adapter = CONDITIONS[name]
+                out = out_on if telepathy else out_off
+                if use_adapter:
+                    acts, extra = adapted(out)
+                    record(name, acts, extra)
+                else:
+                    record(name, (out.action.action_vector, out.action.action_chunk, out.action.action_trajectory))
+            n_samples += len(texts)
+            n_batches += 1
+            if progress is not None:
+                progress(len(texts))
+        seconds = time.perf_counter() - start
+        if n_batches == 0:
+            raise ValueError("nothing to replay: the dataset gave no batches")
+        info = {name: {"telepathy": CONDITIONS[name][0], "adapter": CONDITIONS[name][1], "label": LABELS[name]}
+                for name in cfg.conditions if name in CONDITIONS}
+        if "baseline" in cfg.conditions:
+            desc = {"checkpoint": "separate baseline checkpoint, telepathy off",
+                    "dataset": "offline base policy actions from the shards (base_action_*)",
+                    "tau0": "the model with telepathy off: tau = 0 in vision, language and action"}[source]
+            info["baseline"] = {"telepathy": False, "adapter": False, "label": f"baseline ({source})", "source": source,
+                                "description": desc}
+        return ReplayResult(
+            records=records, num_samples=n_samples, num_batches=n_batches, seconds=seconds,
+            baseline_source=source,
+            state_dim_corrected=corrected_any, condition_info=info,
+            recurrence={"carry_state": cfg.carry_state, "episodes": len(seen), "windows_with_carried_state": carried,
+                        "rule": "tau_prev and m_{t-1} from the episode's previous window; zero at its first window, "
+                                "m_{t-1} also at a new instruction; telepathy off: tau_prev = 0"},
+        )
 
 
 def run_replay(
@@ -460,6 +527,7 @@ def run_replay(
     adapter_config: AdapterConfig | None = None,
     baseline_checkpoint: str | Path | None = None,
     heads: str | Path | None = None,
+    init_heads: str | Path | None = None,
     ci_method: str = "bootstrap",
     confidence: float = 0.95,
     n_boot: int = 2000,
@@ -467,31 +535,26 @@ def run_replay(
     plots: bool = True,
     progress: Callable[[int], None] | None = None,
     dataset=None,
+    plan: Sequence[Sequence[int]] | None = None,
 ) -> tuple[dict[str, Any], ReplayResult]:
-    """Load shards + checkpoint, replay, build the report and (out_dir given) write its files."""
+    """Load shards + checkpoint, replay (``plan``: the batches' sample indices, default
+    :func:`episode_batches`), build the report and (out_dir given) write its files. CHECK A compares
+    with ``init_heads`` (default: the run's initialisation file next to the checkpoint, when found)."""
     from .report import build_report, write_report
 
     cfg = config or ReplayConfig()
     device = torch.device(cfg.device)
     model, heads_file = load_model(checkpoint, device, heads)
-    baseline_model = None
-    control_check_a = None
+    init_heads = init_heads if init_heads is not None else find_init_heads(resolve_checkpoint(checkpoint)[0])
+    baseline_model = b_heads = None
     if baseline_checkpoint is not None:
         baseline_model, b_heads = load_model(baseline_checkpoint, device)
-        control_check_a = check_a(baseline_model, b_heads)
-    ds = dataset if dataset is not None else _shard_dataset(shards)
+    ds = dataset if dataset is not None else _shard_dataset(shards, cfg.batch_size)
     if len(ds) == 0:
         raise ValueError(f"no samples in {shards}")
-    result = replay(model, iterate_batches(ds, cfg.batch_size, cfg.max_batches), cfg,
-                    RiskGatedAdapter(adapter_config), baseline_model, progress)
-    experimental = check_a(model, heads_file)
-    control = control_check_a if control_check_a is not None else experimental
-    comparable = {k: v for k, v in experimental.items() if k not in ("source", "matches_model")}
-    check = {
-        "experimental": experimental,
-        "control": control,
-        "identical": comparable == {k: v for k, v in control.items() if k not in ("source", "matches_model")},
-    }
+    plan = plan if plan is not None else episode_batches(ds, cfg.batch_size, cfg.max_batches)
+    result = replay(model, iterate_batches(ds, plan), cfg, RiskGatedAdapter(adapter_config), baseline_model, progress)
+    check = check_a_section(model, heads_file, init_heads, baseline_model, b_heads)
     reference = "baseline" if "baseline" in cfg.conditions else ("telepathy_off" if "telepathy_off" in cfg.conditions else "")
     meta = {
         "checkpoint": str(checkpoint),
@@ -504,6 +567,7 @@ def run_replay(
         "device": str(device),
         "adapter": (adapter_config or AdapterConfig()).to_dict(),
         "state_dim_corrected": result.state_dim_corrected,
+        "recurrence": result.recurrence,
         "timing": {"seconds": result.seconds, "samples_per_s": result.samples_per_s,
                    "conditions": len(cfg.conditions)},
         "sigma_config": model.config.to_dict(),

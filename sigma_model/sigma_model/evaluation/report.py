@@ -1,16 +1,21 @@
 """The evaluation report: aggregation of per-batch records, confidence intervals, JSON, JSONL, plots.
 
 Everything here works on *per-batch records*, plain dicts, so any replay (offline shards, a rosbag
-replayed through the ROS nodes) can produce the same report:
+replayed through the ROS nodes, closed-loop episodes) can produce the same report:
 
     {"condition": "sigma", "batch": 0, "num_samples": 4,
      "mse_vec": ..., "mse_chk": ..., "mse_trj": ...,          # batch means over samples
      "tau_l2": ..., "sem_align": ...,                          # batch means (optional)
      "num_hard": 1, "hard_mse_vec": ..., "hard_mse_chk": ..., "hard_mse_trj": ...,  # means over hard samples
-     "num_success": 3,
+     "num_within_thresholds": 3,        # offline replay: samples whose MSEs are all within the success thresholds
+     "episode_success": 1,              # closed loop: one record per episode, 1 when the task was solved
      ... any other numeric key (e.g. "adapter_scale", "latency_ms") is averaged into "extra" ...}
 
-A metric that a replay cannot measure is simply left out (or None) and reported as null.
+Success has one meaning per field name: ``window_success_rate`` (offline and bag replay: the fraction
+of windows whose vector, chunk and trajectory MSEs are all within ``success_thresholds``) and
+``episode_success_rate`` (closed loop: the fraction of episodes that solved the task). A report has
+the one its records carry. Every field of the paper (:data:`PAPER_FIELDS`) is always present; one
+that this evaluation cannot measure is null and ``not_applicable[field]`` says why.
 `build_report(records, ...)` -> dict; `write_report(report, records, out_dir)` writes
 ``sigma_eval_report.json``, ``sigma_eval_batches.jsonl`` and the PNG plots.
 """
@@ -30,7 +35,11 @@ REPORT_NAME = "sigma_eval_report.json"
 BATCH_LOG_NAME = "sigma_eval_batches.jsonl"
 MSE_PLOT_NAME = "sigma_eval_mse_per_batch.png"
 IMPROVEMENT_PLOT_NAME = "sigma_eval_improvement.png"
-REPORT_FORMAT = "sigma-eval-v1"
+REPORT_FORMAT = "sigma-eval-v2"  # v2: window_success_rate / episode_success_rate, not_applicable, CHECK A vs init
+# sigma_eval_report.json fields named in the paper (section 6), per condition and at the top level
+PAPER_FIELDS = ("num_samples", "num_batches", "avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2",
+                "avg_semantic_text_alignment", "hard_thresholds", "hard_sample_fraction", "total_hard_samples",
+                "avg_hard_mse_vector", "avg_hard_mse_chunk", "avg_hard_mse_traj")
 
 # time scale -> (per-batch key, report field, hard report field, threshold key)
 SCALES = {
@@ -41,7 +50,8 @@ SCALES = {
 HARD_KEYS = {"mse_vec": "hard_mse_vec", "mse_chk": "hard_mse_chk", "mse_trj": "hard_mse_trj"}
 DEFAULT_THRESHOLDS = {"vec": 0.1, "chunk": 0.2, "traj": 0.2}
 CHECK_B_COLUMNS = ("mse_vec", "mse_chk", "mse_trj", "tau_l2", "sem_align")
-_KNOWN_KEYS = {"condition", "batch", "num_samples", "num_hard", "num_success", "tau_l2", "sem_align",
+_KNOWN_KEYS = {"condition", "batch", "num_samples", "num_hard", "num_within_thresholds", "episode_success", "tau_l2",
+               "sem_align",
                *HARD_KEYS, *HARD_KEYS.values()}
 
 
@@ -229,8 +239,25 @@ def conditions_in(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return seen
 
 
-def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: Mapping[str, float]) -> dict[str, Any]:
-    """The paper's summary fields for the records of one condition."""
+def _null_reasons(out: Mapping[str, Any], has_hard: bool) -> dict[str, str]:
+    """Why each null paper field is null (what the records lacked)."""
+    no_ref = "no reference action to compare with: the records have no {} (this evaluation scores no actions)"
+    reasons = {}
+    for key, field, hard_field, _ in SCALES.values():
+        reasons[field] = no_ref.format(key)
+        reasons[hard_field] = (no_ref.format(key) if not has_hard else
+                               "no hard samples: every sample is within the hard thresholds")
+    reasons["avg_tau_l2"] = "no telepathy factors in the records (this policy has no tau)"
+    reasons["avg_semantic_text_alignment"] = "no semantic factors in the records (this policy has none)"
+    reasons["hard_sample_fraction"] = reasons["total_hard_samples"] = \
+        "no per-sample errors to compare with the hard thresholds (no reference action)"
+    return {f: reasons[f] for f in PAPER_FIELDS if out.get(f) is None and f in reasons}
+
+
+def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: Mapping[str, float],
+                        reasons: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The paper's summary fields for the records of one condition (``reasons`` overrides the
+    default explanation of a null field)."""
     n_samples = sum(int(r.get("num_samples", 0)) for r in records)
     batches = {r.get("batch") for r in records}
     out: dict[str, Any] = {"num_samples": n_samples, "num_batches": len(batches)}
@@ -246,18 +273,39 @@ def aggregate_condition(records: Sequence[Mapping[str, Any]], hard_thresholds: M
     for key, _, hard_field, _ in SCALES.values():
         hk = HARD_KEYS[key]
         out[hard_field] = _weighted_mean((_num(r.get(hk)), int(r.get("num_hard") or 0)) for r in records)
-    has_success = any(r.get("num_success") is not None for r in records)
-    total_success = sum(int(r.get("num_success") or 0) for r in records)
-    out["total_success_samples"] = total_success if has_success else None
-    out["success_rate"] = (total_success / n_samples) if (has_success and n_samples) else None
+    if any(r.get("num_within_thresholds") is not None for r in records):
+        total = sum(int(r.get("num_within_thresholds") or 0) for r in records)
+        out["total_success_windows"] = total
+        out["window_success_rate"] = total / n_samples if n_samples else None
+    episodes = [int(r["episode_success"]) for r in records if r.get("episode_success") is not None]
+    if episodes:
+        out["episodes"] = len(episodes)
+        out["successful_episodes"] = sum(episodes)
+        out["episode_success_rate"] = sum(episodes) / len(episodes)
     extra_keys: list[str] = []
     for r in records:
         for k, v in r.items():
             if k not in _KNOWN_KEYS and k not in {s[0] for s in SCALES.values()} and k not in extra_keys \
                     and _num(v) is not None:
                 extra_keys.append(k)
-    out["extra"] = {k: _weighted_mean((_num(r.get(k)), r.get("num_samples", 0)) for r in records) for k in extra_keys}
+    # extras are means weighted by samples; over episodes (closed loop) each episode counts once
+    def weight(r: Mapping[str, Any]) -> float:
+        return 1 if r.get("episode_success") is not None else r.get("num_samples", 0)
+
+    out["extra"] = {k: _weighted_mean((_num(r.get(k)), weight(r)) for r in records) for k in extra_keys}
+    null = _null_reasons(out, has_hard and n_samples > 0)
+    out["not_applicable"] = {f: (reasons or {}).get(f, why) for f, why in null.items()}
     return out
+
+
+def success_rate_of(entry: Mapping[str, Any], kind: str = "episode") -> float | None:
+    """``entry``'s ``<kind>_success_rate`` ("episode" or "window"), also from a report written before the
+    rename (``sigma-eval-v1``: ``success_rate``, which meant episodes in a closed-loop report and
+    windows within the thresholds in an offline one; ``kind`` says which the caller reads)."""
+    if kind not in ("episode", "window"):
+        raise ValueError(f"kind must be 'episode' or 'window', got {kind!r}")
+    value = entry.get(f"{kind}_success_rate")
+    return entry.get("success_rate") if value is None else value
 
 
 def paired_series(records: Sequence[Mapping[str, Any]], condition: str, reference: str, key: str):
@@ -308,6 +356,7 @@ def build_report(
     success_thresholds: Mapping[str, float] | None = None,
     reference: str = "baseline",
     condition_info: Mapping[str, Mapping[str, Any]] | None = None,
+    not_applicable: Mapping[str, Mapping[str, str]] | None = None,
     check_a: Mapping[str, Any] | None = None,
     ci_method: str = "bootstrap",
     confidence: float = 0.95,
@@ -319,7 +368,8 @@ def build_report(
     """Aggregate per-batch records into the report dict (see module docstring for the record keys).
 
     `reference` names the condition every other condition's relative improvement is measured
-    against; `condition_info` adds descriptive fields (telepathy/adapter flags) per condition.
+    against; `condition_info` adds descriptive fields (telepathy/adapter flags) per condition;
+    `not_applicable` (condition -> field -> reason) explains null fields better than the default.
     """
     if not records:
         raise ValueError("no batch records to report (was the dataset empty?)")
@@ -331,7 +381,8 @@ def build_report(
     conditions: dict[str, Any] = {}
     for name in names:
         summary = dict((condition_info or {}).get(name, {}))
-        summary.update(aggregate_condition([r for r in records if r["condition"] == name], hard))
+        summary.update(aggregate_condition([r for r in records if r["condition"] == name], hard,
+                                           (not_applicable or {}).get(name)))
         conditions[name] = summary
     primary = names[0]
     improvement: dict[str, Any] = {"reference": reference, "method": ci_method, "confidence": confidence,
@@ -350,7 +401,9 @@ def build_report(
         "primary_condition": primary,
         # The paper's top-level fields, for the primary (Sigma) condition.
         **{k: v for k, v in conditions[primary].items() if k not in (condition_info or {}).get(primary, {})},
-        "success_thresholds": dict(success_thresholds or DEFAULT_THRESHOLDS),
+        # the thresholds of window_success_rate (only a report of windows has one)
+        **({"success_thresholds": dict(success_thresholds or DEFAULT_THRESHOLDS)}
+           if any(r.get("num_within_thresholds") is not None for r in records) else {}),
         "conditions": conditions,
         "relative_improvement": improvement,
         "check_a": dict(check_a) if check_a is not None else None,

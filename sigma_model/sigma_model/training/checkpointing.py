@@ -19,6 +19,9 @@ Layout of one checkpoint directory `<output_dir>/checkpoints/step_00000100/`:
     trainer_state.json                  step, data position, samples seen, last metrics, versions
     training_config.json, sigma_config.json
 
+A fresh run also writes `<output_dir>/sigma_telepathy_heads_init.safetensors`, the heads it starts
+from (the seeded initialisation or init_checkpoint's heads): CHECK A compares a checkpoint with it.
+
 Nothing is pickled: every tensor goes through safetensors and everything else through JSON. The
 directory is assembled under a temporary name and renamed into place; `<checkpoints>/latest`
 (a one-line text file) then names the newest complete checkpoint.
@@ -50,6 +53,7 @@ from .lora import backbone_prefixes, has_lora, is_lora_name, load_adapter, merge
 log = logging.getLogger(__name__)
 
 HEADS_FILE = "sigma_telepathy_heads.safetensors"
+INIT_HEADS_FILE = "sigma_telepathy_heads_init.safetensors"
 BACKBONE_FILE = "backbone_frozen.safetensors"
 OPTIMIZER_TENSORS, OPTIMIZER_META = "optimizer.safetensors", "optimizer.json"
 SCHEDULER_FILE = "scheduler.json"
@@ -137,6 +141,16 @@ def save_heads(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def save_init_heads(model: nn.Module, output_dir: str | Path) -> Path:
+    """The heads a run starts from, `<output_dir>/sigma_telepathy_heads_init.safetensors` (atomic)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{INIT_HEADS_FILE}.{os.getpid()}.tmp"
+    save_heads(model, tmp)
+    os.replace(tmp, out / INIT_HEADS_FILE)
+    return out / INIT_HEADS_FILE
+
+
 def load_heads(model: nn.Module, path: str | Path) -> None:
     """Load sigma_telepathy_heads.safetensors into a model (every non-backbone key must be there)."""
     state = _load_tensors(Path(path))
@@ -152,8 +166,11 @@ class _MergedView:
 
     def __init__(self, model: nn.Module, config: SigmaConfig | None = None) -> None:
         self.config, self.workspaces = config or model.config, model.workspaces
-        merge = has_lora(model) and not external_prefixes(model)
-        self._state = merged_state_dict(model) if merge else persistent_state_dict(model)
+        if has_lora(model) and not model.config.backbone_lora:  # adapters of an own (not external) backbone
+            external = external_prefixes(model)
+            self._state = {k: v for k, v in merged_state_dict(model).items() if not k.startswith(external)}
+        else:  # adapters re-applied at load from config.backbone_lora stay unmerged
+            self._state = persistent_state_dict(model)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self._state

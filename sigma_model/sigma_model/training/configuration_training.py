@@ -16,11 +16,10 @@ objective); the LeRobot policy (`lerobot_policy_sigma`) holds the same two for `
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from ..config_io import DictConfig
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "linear", "constant")
@@ -134,7 +133,7 @@ class LossConfig:
 
 
 @dataclass
-class TrainingConfig(FinetuneConfig, LossConfig):
+class TrainingConfig(DictConfig, FinetuneConfig, LossConfig):
     """One fine-tuning run: the LoRA/heads choice (FinetuneConfig) and the objective (LossConfig),
     plus data, model start, optimisation and run settings."""
 
@@ -208,26 +207,3 @@ class TrainingConfig(FinetuneConfig, LossConfig):
             raise ValueError("load_in_4bit needs use_lora=True (a quantised backbone can only be tuned through adapters)")
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise ValueError("output_dir must be a non-empty path")
-
-    # --------------------------------------------------------- persistence
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainingConfig fields: {unknown}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> "TrainingConfig":
-        """A validated copy with some fields changed."""
-        return self.from_dict({**self.to_dict(), **changes})
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TrainingConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))

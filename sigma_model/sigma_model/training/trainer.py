@@ -49,7 +49,7 @@ from .batching import (
 )
 from .checkpointing import (
     latest_checkpoint, load_training_checkpoint, prune_checkpoints, read_checkpoint_configs,
-    save_training_checkpoint,
+    save_init_heads, save_training_checkpoint,
 )
 from .configuration_training import TrainingConfig
 from .curriculum import Curriculum
@@ -246,7 +246,7 @@ class SigmaTrainer:
         if resume_path is None and latest_checkpoint(self.checkpoint_root) is not None:
             if not overwrite:
                 raise FileExistsError(
-                    f"{self.output_dir} already holds checkpoints; pass resume (--resume) to continue it or overwrite (--overwrite)"
+                    f"{self.output_dir} already holds checkpoints; pass resume (--resume=auto) to continue it or overwrite (--overwrite=true)"
                 )
             shutil.rmtree(self.checkpoint_root)  # a fresh run must not mix with the old run's checkpoints
         if resume_path is not None:
@@ -292,6 +292,8 @@ class SigmaTrainer:
             position = DataPosition(int(state["data_epoch"]), int(state["data_batch_index"]))
             log.info("resumed %s at step %d", resume_path, self.step)
         self.resumed_from = resume_path
+        if resume_path is None:  # the heads this run starts from, for CHECK A
+            save_init_heads(self.model, self.output_dir)
         self.stream = BatchStream(self.dataset, config.batch_size, config.seed, config.shuffle, config.drop_last, position)
         self.last_saved_step = self.step if resume_path is not None else -1
         self.last_metrics: dict[str, float] = {}

@@ -1,0 +1,40 @@
+"""The simulated SO-101 as a LeRobot robot: found by LeRobot's plugin discovery (distribution
+``lerobot_robot_sigma_sim``), driven by Sigma's robot bridge as a real arm is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sigma_model.robot_bridge import RobotBridge, make_robot, robot_types
+from sigma_model.safety import SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
+
+
+def test_sim_robot_is_a_lerobot_robot_type_driven_through_the_bridge():
+    assert {"sigma_so101_sim", "so101_follower"} <= set(robot_types())
+    robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32, "camera_fps": 10.0, "seed": 3})
+    assert type(robot).__name__ == "SigmaSO101Sim"
+    bridge = RobotBridge(robot, SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS, SO101_LOWER_LIMITS,
+                         SO101_UPPER_LIMITS, max_step=0.05)
+    first = bridge.connect()
+    try:
+        assert [u.mode for u in bridge.units.joints] == ["degrees"] * 5 + ["range_0_100"]
+        assert first.frames["front"].shape == (32, 32, 3) and first.frames["front"].dtype == np.uint8
+        np.testing.assert_allclose(first.positions, robot.env.joint_positions, atol=1e-9)
+        target = first.positions + np.array([0.3, -0.2, 0.2, 0.1, -0.3, 0.2])
+        frames, prev = 0, first.positions
+        for k in range(60):  # 2 s of simulated time at 30 Hz
+            bridge.command(target, k / 30)
+            tick = bridge.tick(k / 30)
+            assert tick.error == ""
+            frames += "front" in tick.observation.frames
+            assert (np.abs(tick.sent - prev) <= 0.05 + 1e-9).all()  # the bridge's max_step
+            prev = tick.sent
+        assert frames == 20  # a new frame every round(30 / 10) reads
+        np.testing.assert_allclose(bridge.measured, target, atol=0.05)  # the physics followed the targets
+        assert robot.episode_status()["step"] == 60
+    finally:
+        bridge.close()
+    assert not robot.is_connected
+    with pytest.raises(Exception, match="unknown robot type 'no_such_robot'"):
+        make_robot("no_such_robot")

@@ -1,0 +1,140 @@
+"""``sigma-robot`` in the Sigma graph on an emulated SO-101: LeRobot's real ``SO101Follower`` and
+``FeetechMotorsBus`` on a pseudo-terminal that speaks the Feetech protocol
+(``lerobot_robot_sigma_sim.feetech_emulator``), the robot node as its own process started as
+``sigma-graph --robot so101_follower --port <pty>`` starts it, the four Sigma nodes (random
+weights) planning from camera frames and the robot node's joint states."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("sigma_ros_msgs.msg")
+pytest.importorskip("scservo_sdk")
+
+from lerobot_robot_sigma_sim.feetech_emulator import SO101_MOTORS, write_calibration  # noqa: E402
+from sigma_ros import graph, qos  # noqa: E402
+from sigma_ros.graph_main import start_node_process  # noqa: E402
+from sigma_ros.testing import GraphHarness, domain_id_for, log_text, node_env  # noqa: E402
+
+HOMING = 50
+CALIBRATION = {**{m: (HOMING, 1400, 2700) for m in SO101_MOTORS[:5]}, "gripper": (HOMING, 2000, 3400)}
+START = [2048 + HOMING] * 5 + [2100 + HOMING]  # encoder ticks: present 2048 (arm), 2100 (gripper)
+TICKS_PER_RAD = 4095 / (2 * math.pi)
+GRIPPER_TICKS_PER_RAD = 1400 / (1.74533 + 0.17453)  # 0..100 over the joint range [-0.17453, 1.74533]
+MAX_STEP_RAD = 0.2  # config/sigma.yaml robot_node max_step_rad
+
+
+def test_sigma_robot_help_lists_robot_types():
+    out = subprocess.run([sys.executable, "-m", "sigma_ros.robot_node", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    types = out.stdout.split("robot types: ")[1].split(", ")
+    assert {"so101_follower", "koch_follower", "sigma_so101_sim"} <= {t.strip() for t in types}
+    assert "robot.port" in out.stdout and "torque_on_exit" in out.stdout
+
+
+def test_sigma_robot_that_cannot_connect_is_a_one_line_config_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sigma_ros.robot_node", f"robot.port={tmp_path}/no_such_port",
+                          f"robot.calibration_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == graph.EXIT_CONFIG_ERROR, out.stderr
+    assert "cannot start: robot so101_follower: ConnectionError" in out.stderr and "Traceback" not in out.stderr
+
+
+def _raise_priority() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -5)
+    except OSError:  # not permitted: the normal priority
+        pass
+
+
+def _start_emulator(log_path) -> tuple[subprocess.Popen, str]:
+    """The emulated bus in its own process, at a higher priority where permitted: a real servo
+    answers within microseconds, and LeRobot gives up on an answer after ~35 ms, which a loaded
+    machine can exceed in scheduling an emulator process of normal priority."""
+    proc = subprocess.Popen([sys.executable, "-m", "lerobot_robot_sigma_sim.feetech_emulator", "--positions",
+                             ",".join(map(str, START)), "--log", str(log_path)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_raise_priority)
+    line = proc.stdout.readline()
+    assert line.startswith("port "), line
+    return proc, line.split()[1]
+
+
+def _stop_emulator(proc, log_path) -> tuple[list[dict], dict]:
+    """SIGINT the emulator; its writes and final registers from its log."""
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines()]
+    return records[:-1], records[-1]["final"]
+
+
+def test_graph_drives_the_emulated_arm_within_its_limits(tmp_path):
+    from sensor_msgs.msg import JointState
+
+    write_calibration(tmp_path / "follower.json", CALIBRATION)
+    domain = domain_id_for("test_ros_robot")
+    rng = np.random.default_rng(0)
+    emulator, port = _start_emulator(tmp_path / "bus.jsonl")
+    h = proc = None
+    try:
+        # a loaded 2-core machine takes seconds per plan: frames and plans stay fresh for 10 s
+        h = GraphHarness("test_ros_robot", domain_id=domain, overrides={
+            "perception_node": {"use_audio": False, "camera_max_age_s": 10.0},
+            "controller_node": {"plan_timeout_s": 10.0}})
+        log = open(tmp_path / "robot_node.log", "w+b")
+        proc = start_node_process(graph.ROBOT_NODE, h.params_file, "", env=node_env(domain), log=log,
+                                  robot={"type": "so101_follower", "port": port, "id": "follower"},
+                                  overrides={"robot.calibration_dir": str(tmp_path)})
+        h.probe.create_subscription(JointState, graph.TOPIC_BY_KEY["joint_states"].name,
+                                    h.rec.callback("joint_states"), qos.SENSOR)
+        # radians from the calibration: present 2048 is 2 ticks below the middle of the range (2050).
+        # (Matched by value: on a shared machine another graph may use the same ROS domain.)
+        at_start = lambda m: np.allclose(m.position[:5], -2 / TICKS_PER_RAD, atol=1e-6)  # noqa: E731
+        deadline = time.monotonic() + 120.0
+        while not any(at_start(m) for m in h.rec.get("joint_states")):
+            assert proc.poll() is None, log_text(log)[-3000:]
+            assert time.monotonic() < deadline, "no joint states at the start position from the robot node"
+            time.sleep(0.1)
+        h.wait_matched()
+        h.send_instruction("pick up the red cube")
+        h.probe.create_timer(1.0, lambda: h.send_image(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)))
+        h.rec.wait_for("action_plan", 1, timeout=120.0)
+        t_run = time.monotonic()
+        while time.monotonic() - t_run < 4.0:  # a few seconds of the graph driving the arm
+            assert proc.poll() is None, log_text(log)[-3000:]
+            time.sleep(0.1)
+        n_commands = h.rec.count("motor_commands")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, log_text(log)[-3000:]
+        assert "Traceback" not in log_text(log)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if h is not None:
+            h.close()
+        writes, final = _stop_emulator(emulator, tmp_path / "bus.jsonl")
+    assert n_commands >= 10, "the controller published fewer than 10 commands in 4 s"
+    goals = [w for w in writes if w["name"] == "Goal_Position"]
+    assert len(goals) >= 6 * 30, "fewer than 30 goal packets reached the bus"
+    for w in goals:  # every goal ever written lies in the servo's calibrated range
+        _, lo, hi = CALIBRATION[SO101_MOTORS[w["id"] - 1]]
+        assert lo <= w["value"] <= hi, w
+    by_servo = {i: np.array([w["value"] for w in goals if w["id"] == i], dtype=float) for i in range(1, 7)}
+    for i, ticks in by_servo.items():  # and moves by at most max_step_rad per tick (+1: whole ticks)
+        per_rad = GRIPPER_TICKS_PER_RAD if i == 6 else TICKS_PER_RAD
+        assert np.abs(np.diff(ticks)).max() <= MAX_STEP_RAD * per_rad + 1, i
+    moved = max(np.abs(ticks - ticks[0]).max() for ticks in by_servo.values())
+    assert moved > 5, "the graph's commands never moved the arm"
+    # torque_on_exit hold (the default): after SIGINT the motors keep their torque
+    assert final["Torque_Enable"] == {str(i): 1 for i in range(1, 7)}
