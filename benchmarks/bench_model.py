@@ -1,11 +1,19 @@
 # Copyright 2026 The Sigma Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Forward latency of each Sigma stage and of the whole step, and parameters per workspace.
+"""Measure the forward latency of each Sigma stage and of the whole step.
 
-    python benchmarks/bench_model.py [--batch 1] [--iters 50] [--device cpu|cuda]
+Also the parameters per workspace, and the DiT's sampling against its reference runs in the same process.
 
-Figures are medians over `iters` runs after warm-up, in the same process; the last line gives
-the whole step against the sum of its stages (a ratio near 1 means no hidden overhead).
+    python benchmarks/bench_model.py [--config checkpoints/sigma_so101_default] [--batch 1] [--threads 2]
+                                     [--iters 50] [--steps 10 4 2 1] [--device cpu|cuda]
+
+Figures are medians over `iters` runs after warm-up. The comparisons run their candidates in turn
+(round robin), so a busy machine slows all of them alike; their ratios are the robust figures:
+* the DiT's sampling with the per-plan cache (step conditions, cross-attention keys and values computed
+  once) against Euler integration of its per-step velocity, which recomputes them every step;
+* the action stage and the whole step at each of `--steps` integration steps, against the config's own;
+* the whole step on 1 thread against `--threads` threads (what a node's `torch_threads` chooses);
+* the whole step against the sum of its stages (a ratio near 1 means no hidden overhead).
 """
 
 from __future__ import annotations
@@ -13,36 +21,65 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation
 
 
-def median_ms(fn, iters: int, device: torch.device) -> float:
-    times = []
+def medians_ms(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
+    """Median wall time (ms) of each function, called round robin after 3 warm-up rounds."""
+    times = {name: [] for name in fns}
     for i in range(iters + 3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 3:
-            times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                times[name].append((time.perf_counter() - t0) * 1000.0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def load_config(path: str | None) -> SigmaConfig:
+    if not path:
+        return SigmaConfig()
+    p = Path(path)
+    return SigmaConfig.load(p / "config.json" if p.is_dir() else p)
+
+
+def per_step_sampling(dit, context, context_valid, condition, steps: int, noise_scale: float, generator):
+    """Integrate dit.velocity with Euler steps: the reference.
+
+    It recomputes the condition, the adaLN modulation and the cross-attention keys and values at every step.
+    """
+    b = condition.shape[0]
+    x = noise_scale * torch.randn(b, dit.traj_len, dit.action_dim, generator=generator, device=condition.device)
+    for i in range(steps):
+        t = torch.full((b,), i / steps, device=condition.device)
+        x = x + dit.velocity(x, t, context, context_valid, condition) / steps
+    return x
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="SigmaConfig JSON or checkpoint dir (default: SigmaConfig())")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--steps", type=int, nargs="*", default=[10, 4, 2, 1],
+                        help="integration steps to compare with the config's diffusion_steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = SigmaConfig()
-    model = SigmaModel(config).eval().to(device)
+    config = load_config(args.config)
+    model = SigmaModel(config).eval().to(device)  # random weights: the latency does not depend on them
     b = args.batch
     obs = SigmaObservation(
         image=torch.randint(0, 256, (b, 3, config.image_size, config.image_size), dtype=torch.uint8, device=device),
@@ -51,6 +88,7 @@ def main() -> None:
     )
     text = model.tokenize(["pick the cube and place it on the left"] * b)
     gen = torch.Generator(device=device)
+    own_steps = config.diffusion_steps
 
     with torch.inference_mode():
         vis = model.vision_stage(obs)
@@ -63,21 +101,60 @@ def main() -> None:
                 lang.high_level_rep, lang.high_level_mask, lang.tau, vis.state_tokens, generator=gen.manual_seed(0)),
             "control_stage": lambda: model.control_stage(
                 act.action_vector, act.action_chunk, act.action_trajectory, obs.robot_state, 0),
+            "whole step": lambda: model(obs, text, lang.tau, lang.memory, generator=gen.manual_seed(0)),
         }
-        results = {name: median_ms(fn, args.iters, device) for name, fn in stages.items()}
-        whole = median_ms(
-            lambda: model(obs, text, lang.tau, lang.memory, generator=gen.manual_seed(0)), args.iters, device
-        )
+        results = medians_ms(stages, args.iters, device)
 
-    print(f"Sigma default config on {device} (batch {b}, torch {torch.__version__}, {torch.get_num_threads()} threads)")
+        dit = model.action.trajectory_dit
+        context = torch.randn(b, config.n_action_queries + lang.high_level_rep.shape[1], config.d_model, device=device)
+        valid = torch.ones(context.shape[:2], dtype=torch.bool, device=device)
+        cond = torch.randn(b, config.d_model, device=device)
+        noise = config.diffusion_noise_scale
+        sampling = medians_ms({
+            "per step": lambda: per_step_sampling(dit, context, valid, cond, own_steps, noise, gen.manual_seed(0)),
+            "cached": lambda: dit.sample(context, valid, cond, own_steps, gen.manual_seed(0), noise),
+        }, args.iters, device)
+
+        def at_steps(n: int, fn):
+            def run():
+                model.config.diffusion_steps = n
+                fn()
+                model.config.diffusion_steps = own_steps
+            return run
+
+        threads = torch.get_num_threads()
+
+        def on_threads(n: int):
+            def run():
+                torch.set_num_threads(n)
+                stages["whole step"]()
+                torch.set_num_threads(threads)
+            return run
+
+        by_threads = medians_ms({n: on_threads(n) for n in dict.fromkeys([threads, 1])}, args.iters, device)
+        steps = list(dict.fromkeys([own_steps, *args.steps]))
+        by_steps = medians_ms({(n, name): at_steps(n, stages[name]) for n in steps
+                               for name in ("action_stage", "whole step")}, args.iters, device)
+
+    print(f"Sigma {'config ' + args.config if args.config else 'default config'} on {device} (batch {b}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, diffusion_steps {own_steps})")
     for name, ms in results.items():
-        print(f"  {name:<15} {ms:8.2f} ms")
-    print(f"  {'whole step':<15} {whole:8.2f} ms  ({1000.0 / whole:.1f} Hz)")
+        print(f"  {name:<15} {ms:8.2f} ms" + (f"  ({1000.0 / ms:.1f} Hz)" if name == "whole step" else ""))
     print("parameters per workspace:")
     for ws in model.workspaces:
         print(f"  {ws:<15} {sum(p.numel() for p in getattr(model, ws).parameters()):>10,}")
     print(f"  {'total':<15} {sum(p.numel() for p in model.parameters()):>10,}")
+    whole = results.pop("whole step")
     print(f"whole step / sum of stages = {whole / sum(results.values()):.2f}")
+    print(f"DiT sampling, {own_steps} steps: per-step path {sampling['per step']:.2f} ms, cached condition "
+          f"{sampling['cached']:.2f} ms: cached / per step = {sampling['cached'] / sampling['per step']:.2f}")
+    print(f"whole step on 1 thread {by_threads[1]:.2f} ms, on {threads} threads {by_threads[threads]:.2f} ms: "
+          f"{threads} threads / 1 thread = {by_threads[threads] / by_threads[1]:.2f}")
+    print("integration steps (ratios against the config's own steps in the same rounds):")
+    for n in steps:
+        a, w = by_steps[(n, "action_stage")], by_steps[(n, "whole step")]
+        print(f"  steps {n:>3}: action stage {a:8.2f} ms ({a / by_steps[(own_steps, 'action_stage')]:.2f}x)  "
+              f"whole step {w:8.2f} ms ({w / by_steps[(own_steps, 'whole step')]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class ActionConditionProjector(nn.Module):
     """P_act(r_high, tau): MLP over [attention-pooled high_level_rep; tau] -> c_act [B,d].
 
     Learned queries read the sequence (a mean would blur a small object's place into the rest).
+    tau may carry leading dimensions ([K,B,d_tau] -> [K,B,d]): the sequence is pooled once for all K.
     """
 
     def __init__(self, d_model: int, d_tau: int, n_heads: int, n_queries: int, dropout: float) -> None:
@@ -37,7 +38,7 @@ class ActionConditionProjector(nn.Module):
 
     def forward(self, high_level_rep, high_level_mask, tau) -> torch.Tensor:
         pooled = self.pool(high_level_rep, high_level_mask).flatten(1)
-        return self.mlp(torch.cat([pooled, tau], dim=-1))
+        return self.mlp(torch.cat([pooled.expand(*tau.shape[:-1], -1), tau], dim=-1))
 
 
 class ActionQueryGenerator(nn.Module):
@@ -45,6 +46,8 @@ class ActionQueryGenerator(nn.Module):
 
     With ``query_context = "state+rep"`` the queries also attend to high_level_rep (so paths A and B
     read where things are, as the DiT of path C does), not only through the pooled c_act.
+    The condition may carry leading dimensions ([K,B,d] -> [K,B,queries,d]): the attention to the
+    state tokens, the same for all K, runs once.
     """
 
     def __init__(self, config: SigmaConfig) -> None:
@@ -67,8 +70,9 @@ class ActionQueryGenerator(nn.Module):
             s = torch.cat([s, rep], dim=1)
         q1 = self.attn(q0, s, s, key_padding_mask=pad, need_weights=False)[0] + self.condition_bias(
             condition
-        ).unsqueeze(1)
-        return self.norm(self.refine(q1))
+        ).unsqueeze(-2)
+        q = self.norm(self.refine(q1.reshape(-1, *q1.shape[-2:])))
+        return q.view(q1.shape)
 
 
 class ActionWorkspace(nn.Module):
@@ -127,14 +131,20 @@ class ActionWorkspace(nn.Module):
                 backbone_actions[:, : c.chunk_len],
                 backbone_actions[:, : c.traj_len],
             )
+            c_act = self.condition_projector(high_level_rep, high_level_mask, tau)
+            if telepathy:
+                q_tau = self.query_generator(c_act, state_tokens, *reads)
         else:
+            # the baseline's c_base (tau = 0) and c_act, then their queries, each pair in one pass (also with
+            # telepathy off, so that the baseline is bit for bit the same either way)
+            c_base, c_act = self.condition_projector(high_level_rep, high_level_mask,
+                                                     torch.stack([torch.zeros_like(tau), tau])).unbind(0)
+            q_base, q_tau = self.query_generator(torch.stack([c_base, c_act]), state_tokens, *reads).unbind(0)
             base_vec, base_chunk, base_traj, traj_loss = self.own_baseline(
-                high_level_rep, high_level_mask, tau, state_tokens, reads, generator, trajectory_target
+                high_level_rep, high_level_mask, c_base, q_base, generator, trajectory_target
             )
-
-        c_act = self.condition_projector(high_level_rep, high_level_mask, tau)
         if telepathy:
-            tau_high = self.query_generator(c_act, state_tokens, *reads).mean(dim=1)
+            tau_high = q_tau.mean(dim=1)
             delta = self.residual_head(torch.cat([tau_high, tau], dim=-1))
             delta = self.action_norm.scale(delta.view(b, -1, c.action_dim)).reshape(b, -1)
             d_vec, d_chunk, d_traj = delta.split(
@@ -163,12 +173,13 @@ class ActionWorkspace(nn.Module):
             trajectory_loss=traj_loss,
         )
 
-    def own_baseline(self, high_level_rep, high_level_mask, tau, state_tokens, reads, generator, trajectory_target):
-        """Sigma's own tau = 0 baseline (paths A, B, C) and the DiT's flow loss when training."""
+    def own_baseline(self, high_level_rep, high_level_mask, c_base, q_base, generator, trajectory_target):
+        """Compute Sigma's own tau = 0 baseline (paths A, B, C) from its condition c_base and queries q_base.
+
+        Also returns the DiT's flow loss when training.
+        """
         c = self.config
-        b = tau.shape[0]
-        c_base = self.condition_projector(high_level_rep, high_level_mask, torch.zeros_like(tau))
-        q_base = self.query_generator(c_base, state_tokens, *reads)
+        b = c_base.shape[0]
         base_vec, base_chunk = self.branches(q_base)
         context = torch.cat([q_base, high_level_rep], dim=1)
         context_valid = torch.cat([high_level_mask.new_ones(b, q_base.shape[1]), high_level_mask], dim=1)

@@ -26,7 +26,11 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class DiTBlock(nn.Module):
-    """adaLN-zero self-attention, cross-attention to the condition tokens, adaLN-zero MLP."""
+    """adaLN-zero self-attention, cross-attention to the condition tokens, adaLN-zero MLP.
+
+    The adaLN modulation depends only on (t, condition) and the cross-attention keys and values only
+    on the context, so sampling computes both once per plan (:meth:`modulation`, :meth:`context_kv`).
+    """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
         super().__init__()
@@ -40,18 +44,37 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(
-        self, x: torch.Tensor, cond: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor
-    ) -> torch.Tensor:
-        s1, b1, g1, s2, b2, g2 = self.ada(nn.functional.silu(cond)).unsqueeze(1).chunk(6, dim=-1)
+    def modulation(self, cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Cond [..., d] -> (shift1, scale1, gate1, shift2, scale2, gate2), each [..., 1, d]."""
+        return self.ada(nn.functional.silu(cond)).unsqueeze(-2).chunk(6, dim=-1)
+
+    def context_kv(self, context: torch.Tensor, context_valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Return the cross-attention's keys and values [B,heads,L,d_head] and its mask [B,1,1,L] (True = attend)."""
+        attn = self.cross_attn
+        _, w_k, w_v = attn.in_proj_weight.chunk(3)
+        _, b_k, b_v = attn.in_proj_bias.chunk(3)
+        b, n = context.shape[:2]
+        k = nn.functional.linear(context, w_k, b_k).view(b, n, attn.num_heads, -1).transpose(1, 2)
+        v = nn.functional.linear(context, w_v, b_v).view(b, n, attn.num_heads, -1).transpose(1, 2)
+        return k, v, context_valid[:, None, None, :]
+
+    def cross_attention(self, x: torch.Tensor, kv: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """nn.MultiheadAttention's maths on precomputed keys and values (its weights, its dropout)."""
+        attn = self.cross_attn
+        k, v, mask = kv
+        w_q = attn.in_proj_weight[: attn.embed_dim]
+        b_q = attn.in_proj_bias[: attn.embed_dim]
+        b, n = x.shape[:2]
+        q = nn.functional.linear(self.norm_cross(x), w_q, b_q).view(b, n, attn.num_heads, -1).transpose(1, 2)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                         dropout_p=attn.dropout if self.training else 0.0)
+        return attn.out_proj(out.transpose(1, 2).reshape(b, n, attn.embed_dim))
+
+    def forward(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...], kv: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        s1, b1, g1, s2, b2, g2 = mod
         h = self.norm1(x) * (1 + s1) + b1
         x = x + g1 * self.self_attn(h, h, h, need_weights=False)[0]
-        x = (
-            x
-            + self.cross_attn(
-                self.norm_cross(x), context, context, key_padding_mask=~context_valid, need_weights=False
-            )[0]
-        )
+        x = x + self.cross_attention(x, kv)
         h = self.norm2(x) * (1 + s2) + b2
         return x + g2 * self.mlp(h)
 
@@ -76,33 +99,48 @@ class TrajectoryDiT(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def velocity(self, x_t, t, context, context_valid, condition) -> torch.Tensor:
-        cond = self.time_mlp(timestep_embedding(t, self.d_model)) + self.cond_proj(condition)
+        """v(x_t, t | context, condition) for x_t [B,T,A], t [B], context [B,L,d], condition [B,d]."""
+        mods = [block.modulation(self.step_condition(t, condition)) for block in self.blocks]
+        kvs = [block.context_kv(context, context_valid) for block in self.blocks]
+        return self._velocity(x_t, mods, kvs)
+
+    def step_condition(self, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Return the DiT's condition vector: time embedding of t [...] plus the projected condition [B,d]."""
+        return self.time_mlp(timestep_embedding(t, self.d_model)) + self.cond_proj(condition)
+
+    def _velocity(self, x_t, mods, kvs) -> torch.Tensor:
         h = self.in_proj(x_t) + self.pos
-        for block in self.blocks:
-            h = block(h, cond, context, context_valid)
+        for block, mod, kv in zip(self.blocks, mods, kvs):
+            h = block(h, mod, kv)
         return self.out(self.out_norm(h))
 
     def sample(self, context, context_valid, condition, steps: int, generator: torch.Generator | None = None,
                noise_scale: float = 1.0) -> torch.Tensor:
-        """Euler integration from seeded noise times `noise_scale` (0. From the noise mean, no randomness).
+        """Integrate with Euler steps from seeded noise times `noise_scale` (0: from the noise mean).
 
-        Deterministic for a given generator state.
+        Deterministic for a given generator state. What does not change from step to step (the condition of
+        every step, the cross-attention keys and values) is computed once.
         """
         b = condition.shape[0]
         x = torch.randn(b, self.traj_len, self.action_dim, generator=generator, device=condition.device)
         x = (noise_scale * x).to(condition.dtype)
         dt = 1.0 / steps
+        t = torch.tensor([i * dt for i in range(steps)], device=condition.device, dtype=condition.dtype)[
+            :, None
+        ].expand(steps, b)
+        cond = self.step_condition(t, condition)  # [steps, B, d]
+        mods = [block.modulation(cond) for block in self.blocks]  # per block: 6 x [steps, B, 1, d]
+        kvs = [block.context_kv(context, context_valid) for block in self.blocks]
         for i in range(steps):
-            t = torch.full((b,), i * dt, device=condition.device, dtype=condition.dtype)
-            x = x + dt * self.velocity(x, t, context, context_valid, condition)
+            x = x + dt * self._velocity(x, [[m[i] for m in mod] for mod in mods], kvs)
         return x
 
     def flow_loss(
         self, target, context, context_valid, condition, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow-matching MSE between predicted and true velocity at a random t.
+        """Return the flow-matching MSE between predicted and true velocity at a random t.
 
-        The one-step estimate of the clean trajectory x_t + (1 - t) v (a differentiable training-time output).
+        Also the one-step estimate of the clean trajectory x_t + (1 - t) v (a differentiable training-time output).
         """
         b = target.shape[0]
         noise = torch.randn(target.shape, generator=generator, device=target.device).to(target.dtype)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from sigma_model import SigmaConfig, SigmaModel
-from sigma_model.trajectory_dit import TrajectoryDiT
+from sigma_model.trajectory_dit import TrajectoryDiT, timestep_embedding
 
 from sigma_model.testing import TEXT, make_observation, randomize_, small_config
 
@@ -181,6 +181,49 @@ def test_diffusion_sampler_integrates_the_velocity_field():
         expected = x0 + dit.velocity(x0, torch.zeros(1), ctx, valid, cond)
         got = dit.sample(ctx, valid, cond, steps=1, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(got, expected)
+
+
+def per_step_velocity(dit, x, t, ctx, valid, cond):
+    """Compute the DiT velocity as written before the per-plan cache.
+
+    Condition, adaLN and the cross-attention's keys and values are recomputed from scratch, cross-attention
+    through nn.MultiheadAttention itself.
+    """
+    c = dit.time_mlp(timestep_embedding(t, dit.d_model)) + dit.cond_proj(cond)
+    h = dit.in_proj(x) + dit.pos
+    for blk in dit.blocks:
+        s1, b1, g1, s2, b2, g2 = blk.ada(nn.functional.silu(c)).unsqueeze(1).chunk(6, dim=-1)
+        y = blk.norm1(h) * (1 + s1) + b1
+        h = h + g1 * blk.self_attn(y, y, y, need_weights=False)[0]
+        h = h + blk.cross_attn(blk.norm_cross(h), ctx, ctx, key_padding_mask=~valid, need_weights=False)[0]
+        y = blk.norm2(h) * (1 + s2) + b2
+        h = h + g2 * blk.mlp(y)
+    return dit.out(dit.out_norm(h))
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10])
+def test_cached_condition_sampler_equals_the_per_step_path(steps):
+    """Check that sample(), with the step conditions and cross-attention keys/values once per plan, is exact.
+
+    Its trajectory equals Euler integration of the per-step velocity (padded context, batch 2, 2 blocks).
+    """
+    dit = TrajectoryDiT(action_dim=3, traj_len=5, d_model=16, n_heads=2, n_layers=2, dropout=0.0).eval()
+    randomize_(dit, seed=4)
+    g = torch.Generator().manual_seed(5)
+    ctx, cond = torch.randn(2, 6, 16, generator=g), torch.randn(2, 16, generator=g)
+    valid = torch.tensor([[True] * 6, [True, True, True, False, True, False]])
+    with torch.no_grad():
+        x = 0.7 * torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(9))
+        t = torch.tensor([0.3, 0.8])
+        torch.testing.assert_close(dit.velocity(x, t, ctx, valid, cond), per_step_velocity(dit, x, t, ctx, valid, cond))
+        expected = x.clone()
+        for i in range(steps):
+            expected = expected + (1.0 / steps) * per_step_velocity(
+                dit, expected, torch.full((2,), i / steps), ctx, valid, cond
+            )
+        got = dit.sample(ctx, valid, cond, steps=steps, generator=torch.Generator().manual_seed(9), noise_scale=0.7)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(expected, x, atol=1e-3)  # the velocity field moved the trajectory
 
 
 def test_diffusion_noise_scale_scales_the_start_and_zero_removes_the_randomness():

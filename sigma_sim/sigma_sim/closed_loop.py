@@ -95,6 +95,7 @@ class ClosedLoopConfig:
     seed: int = 10_000  # episode i uses env seed seed + i (never a training seed with the default recipe)
     conditions: tuple[str, ...] = ("sigma", "telepathy_off", "sigma_adapter")
     replan_every: int | None = None  # control ticks between plans (None: the model's n_action_steps)
+    diffusion_steps: int | None = None  # the DiT's integration steps per plan (None: the checkpoint's)
     max_steps: int = 450  # 15 s at 30 Hz
     success_hold_steps: int = 5
     max_step_rad: float = 0.15  # safety filter: max change per tick relative to the measured position
@@ -110,9 +111,9 @@ class ClosedLoopConfig:
         unknown = [c for c in self.conditions if c not in ALL_CONDITIONS]
         if unknown or not self.conditions:
             raise ValueError(f"conditions must be a non-empty subset of {ALL_CONDITIONS}, got {self.conditions}")
-        for name in ("episodes", "replan_every", "max_steps", "success_hold_steps"):
+        for name in ("episodes", "replan_every", "diffusion_steps", "max_steps", "success_hold_steps"):
             v = getattr(self, name)
-            if name == "replan_every" and v is None:
+            if name in ("replan_every", "diffusion_steps") and v is None:
                 continue
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"ClosedLoopConfig.{name} must be a positive int, got {v!r}")
@@ -662,6 +663,10 @@ def evaluate_checkpoint(
 
     model = load_checkpoint(checkpoint)
     baseline = load_checkpoint(baseline_checkpoint) if baseline_checkpoint else None
+    if config is not None and config.diffusion_steps is not None:
+        for m in (model, baseline):
+            if m is not None:
+                m.config.diffusion_steps = config.diffusion_steps
     report, records = evaluate(model, config, adapter_config=adapter_config, baseline_model=baseline, progress=progress,
                                init_heads=init_heads if init_heads is not None else find_init_heads(checkpoint))
     report["meta"]["checkpoint"] = str(checkpoint)
@@ -694,8 +699,8 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
-SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "adapter_config", "no_memory",
-                      "no_expert_reference", "init_heads")
+SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "diffusion_steps", "adapter_config",
+                      "no_memory", "no_expert_reference", "init_heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -715,6 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "expert for the ceiling)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between plans (default: the checkpoint's n_action_steps)")
+    p.add_argument("--diffusion-steps", type=int, default=None,
+                   help="the DiT's integration steps per plan (default: the checkpoint's diffusion_steps)")
     p.add_argument("--max-steps", type=int, default=450)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--adapter-config", default=None, help="AdapterConfig JSON")
@@ -749,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:
             refuse_existing_report(args.output, args.overwrite)
         cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(conditions),
-                               replan_every=args.replan_every, max_steps=args.max_steps, threads=args.threads,
+                               replan_every=args.replan_every, diffusion_steps=args.diffusion_steps,
+                               max_steps=args.max_steps, threads=args.threads,
                                carry_memory=not args.no_memory, expert_reference=not args.no_expert_reference)
         if lerobot:
             from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter, check_lerobot_conditions

@@ -175,3 +175,23 @@ def test_shipped_checkpoint_small_documented_and_acting():
     # a short seeded closed-loop run of the shipped model (safety filter on): it acts and stays finite
     report, records = evaluate(model, ClosedLoopConfig(episodes=1, max_steps=90, conditions=("sigma",)))
     assert records[0]["plans"] > 0 and records[0]["mean_abs_delta_command"] > 0.0
+
+
+def test_diffusion_steps_flag_overrides_the_checkpoints(tmp_path, monkeypatch):
+    from sigma_model import save_checkpoint
+    from sigma_model.trajectory_dit import TrajectoryDiT
+    from sigma_sim.closed_loop import main
+
+    torch.manual_seed(0)
+    save_checkpoint(SigmaModel(SigmaConfig(**{**DEFAULT_MODEL_CONFIG, "diffusion_steps": 10})), tmp_path / "ckpt")
+    used, sample = [], TrajectoryDiT.sample
+    monkeypatch.setattr(TrajectoryDiT, "sample", lambda self, *a, **k: used.append(a[3]) or sample(self, *a, **k))
+    common = ["--checkpoint", str(tmp_path / "ckpt"), "--episodes", "1", "--max-steps", "8", "--conditions", "sigma",
+              "--replan-every", "4", "--quiet"]
+    assert main(common + ["--output", str(tmp_path / "two"), "--diffusion-steps", "2"]) == 0
+    assert main(common) == 0
+    assert used == [2, 2, 10, 10]  # two plans each: the flag's steps, then the checkpoint's own
+    report = json.loads((tmp_path / "two" / "sigma_eval_report.json").read_text())
+    assert report["meta"]["config"]["diffusion_steps"] == 2
+    with pytest.raises(ValueError, match="diffusion_steps"):
+        ClosedLoopConfig(diffusion_steps=0)
