@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from sigma_model.testing import console_script, run_offline
-from sigma_sim.closed_loop import main as closed_loop_main
+from sigma_sim.closed_loop_cli import main as closed_loop_main
 
 STEPS, EPISODES, FIRST_SEED = 8, 2, 10_000
 

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 from sigma_sim.closed_loop import ClosedLoopConfig, run_episode
-from sigma_sim.closed_loop import main as closed_loop_main
+from sigma_sim.closed_loop_cli import main as closed_loop_main
 from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter
 
 import sigma_sim

@@ -180,7 +180,7 @@ def test_shipped_checkpoint_small_documented_and_acting():
 def test_diffusion_steps_flag_overrides_the_checkpoints(tmp_path, monkeypatch):
     from sigma_model import save_checkpoint
     from sigma_model.trajectory_dit import TrajectoryDiT
-    from sigma_sim.closed_loop import main
+    from sigma_sim.closed_loop_cli import main
 
     torch.manual_seed(0)
     save_checkpoint(SigmaModel(SigmaConfig(**{**DEFAULT_MODEL_CONFIG, "diffusion_steps": 10})), tmp_path / "ckpt")

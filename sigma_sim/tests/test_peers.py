@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 from sigma_sim.closed_loop import ClosedLoopConfig, evaluate
-from sigma_sim.closed_loop import main as closed_loop_main
+from sigma_sim.closed_loop_cli import main as closed_loop_main
 from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter
 from sigma_sim.peers import PEERS, flag_value, main, policy_config, recipes_table, train_command, train_config
 from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
