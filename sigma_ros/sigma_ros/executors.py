@@ -23,6 +23,7 @@ import os
 import threading
 
 from rclpy import executors as _rclpy_executors
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
 KINDS = ("multi_threaded", "single_threaded", "rclpy_multi_threaded")  # the last: rclpy's own, for comparison
 DEFAULT = "multi_threaded"
@@ -41,6 +42,10 @@ class MultiThreadedExecutor(_rclpy_executors.MultiThreadedExecutor):
         except (_rclpy_executors.ExternalShutdownException, _rclpy_executors.ShutdownException,
                 _rclpy_executors.TimeoutException, _rclpy_executors.ConditionReachedException):
             return
+        except _rclpy.RCLError:
+            if self._context.ok():
+                raise
+            return  # SIGINT shut the context down while the wait set was being made: spin() ends
         started = threading.Event()
 
         def run() -> None:

@@ -95,3 +95,30 @@ def test_make_executor_kinds_and_refuses_unknown(monkeypatch):
             make_executor(context, "fast")
     finally:
         context.try_shutdown()
+
+
+def test_spin_ends_cleanly_when_sigint_shuts_the_context_down_mid_wait(monkeypatch):
+    """Check the race that made the composed graph exit 1 on SIGINT.
+
+    rclpy's signal handler shuts the context down between spin()'s check and the wait set's creation, which then
+    raises RCLError.
+    """
+    from rclpy.executors import _rclpy as executor_rclpy
+
+    context = isolated_context("test_ros_executors_sigint")
+    node = rclpy.create_node("executor_sigint_probe", context=context)
+    node.create_timer(0.01, lambda: None)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    real = executor_rclpy.WaitSet
+
+    def wait_set_after_sigint(*args, **kwargs):
+        context.try_shutdown()  # what rclpy's SIGINT handler does
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executor_rclpy, "WaitSet", wait_set_after_sigint)
+    done = threading.Event()
+    spin = threading.Thread(target=lambda: (executor.spin(), done.set()), daemon=True)
+    spin.start()
+    spin.join(20.0)
+    assert done.is_set()  # spin() returned instead of raising RCLError
