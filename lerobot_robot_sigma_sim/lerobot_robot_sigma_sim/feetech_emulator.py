@@ -156,6 +156,7 @@ class FeetechBusEmulator:
         self.writes: list[Write] = []
         self.packets = 0
         self.bad_packets = 0
+        self.mute_reads = 0  # the next this many read packets get no status packet (a missed answer)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line discipline: bytes pass unchanged
         self.port = os.ttyname(self._slave)
@@ -253,6 +254,9 @@ class FeetechBusEmulator:
             if inst == INST_PING:
                 ids = list(self.servos) if sid == BROADCAST_ID else [sid]
                 return b"".join(self._status(i) for i in ids if i in self.servos)
+            if inst == INST_READ and self.mute_reads > 0:
+                self.mute_reads -= 1
+                return b""
             if inst == INST_READ and sid in self.servos and len(params) == 2:
                 addr, size = params
                 return self._status(sid, self.servos[sid].regs[addr:addr + size])

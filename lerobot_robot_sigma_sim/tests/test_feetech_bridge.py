@@ -215,3 +215,17 @@ def test_bridge_refuses_a_robot_with_other_joints(emulator, tmp_path):
     robot = _follower(emulator, tmp_path)
     with pytest.raises(BridgeError, match="not the joints"):
         RobotBridge(robot, ["a", "b"], [0, 0], [1, 1], [0, 0], [1, 1])
+
+
+def test_bridge_retries_a_connection_that_misses_a_status_packet(emulator, tmp_path):
+    emulator.mute_reads = 1  # one read at connect gets no answer (a bus hiccup)
+    bridge = _bridge(_follower(emulator, tmp_path))
+    try:
+        first = bridge.connect()
+        assert emulator.mute_reads == 0 and first is not None
+        np.testing.assert_allclose(first.positions[:5], (2300 - 2050) / TICKS_PER_RAD, atol=1e-9)
+    finally:
+        bridge.close()
+    emulator.mute_reads = 10**6  # a bus that never answers: LeRobot's error after the last attempt
+    with pytest.raises(RuntimeError, match="motor check failed"):
+        _bridge(_follower(emulator, tmp_path, robot_id="other")).connect()

@@ -172,11 +172,33 @@ class RobotBridge:
                               f"{list(self.joint_names)} (set joint_names to its joints)")
 
     # ---------------------------------------------------------------- connect
+    #: Connection attempts: a servo that misses one status packet at connect (a USB or bus hiccup) is retried.
+    CONNECT_ATTEMPTS = 3
+
     def connect(self, read: bool = True) -> Observation | None:
         """Connect, load the calibration, set up units, limits and safety, and (``read``) read the arm once.
 
-        Without a read the first tick holds nothing until a read succeeded.
+        Without a read the first tick holds nothing until a read succeeded. LeRobot's errors for a missed status
+        packet (ConnectionError; RuntimeError from its motor check) are retried, CONNECT_ATTEMPTS attempts in all,
+        after a disconnect, before the last one is raised.
         """
+        for attempt in range(1, self.CONNECT_ATTEMPTS + 1):
+            try:
+                return self._connect(read)
+            except (ConnectionError, RuntimeError) as err:
+                if attempt == self.CONNECT_ATTEMPTS:
+                    raise
+                log.warning("connecting the robot failed (attempt %d of %d): %s; retrying", attempt,
+                            self.CONNECT_ATTEMPTS, err)
+                if getattr(self.robot, "is_connected", False):
+                    try:
+                        self.robot.disconnect()
+                    except Exception:  # noqa: BLE001 - the next attempt reconnects
+                        pass
+                time.sleep(0.5)
+        return None
+
+    def _connect(self, read: bool) -> Observation | None:
         robot = self.robot
         robot.connect(calibrate=False)
         if not robot.is_calibrated:
