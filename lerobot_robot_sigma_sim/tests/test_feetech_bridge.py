@@ -206,9 +206,12 @@ def test_bridge_close_follows_the_torque_policy(emulator, tmp_path, policy, torq
 
 def test_bridge_refuses_a_robot_without_calibration(emulator, tmp_path):
     robot = _follower(emulator, tmp_path, calibrate=False, robot_id="new_arm")
+    connects, connect = [], robot.connect
+    robot.connect = lambda *a, **k: connects.append(1) or connect(*a, **k)
     with pytest.raises(BridgeError, match=r"not calibrated.*lerobot-calibrate --robot.type=so101_follower"):
         _bridge(robot, robot_type="so101_follower").connect()
     assert not robot.is_connected
+    assert len(connects) == 1  # a configuration error is not retried like a missed status packet
 
 
 def test_bridge_refuses_a_robot_with_other_joints(emulator, tmp_path):

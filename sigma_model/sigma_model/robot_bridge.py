@@ -186,7 +186,7 @@ class RobotBridge:
             try:
                 return self._connect(read)
             except (ConnectionError, RuntimeError) as err:
-                if attempt == self.CONNECT_ATTEMPTS:
+                if isinstance(err, BridgeError) or attempt == self.CONNECT_ATTEMPTS:  # ours: not a bus hiccup
                     raise
                 log.warning("connecting the robot failed (attempt %d of %d): %s; retrying", attempt,
                             self.CONNECT_ATTEMPTS, err)
