@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import sigma_sim  # noqa: F401  (headless GL backend before mujoco loads)
-from sigma_sim.closed_loop import episode_instruction
+from sigma_sim.episode_variations import episode_instruction
 from sigma_sim.default_model import SimTrainingWindows
 from sigma_sim.instructions import (
     HELD_OUT_PARAPHRASES, INSTRUCTIONS, TRAINING_WORDINGS, episode_wording, instruction_target,
