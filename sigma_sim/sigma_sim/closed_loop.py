@@ -184,7 +184,7 @@ class SigmaPolicy:
         if instruction not in self._text_cache:
             tokens = self.model.tokenize([instruction])
             with torch.inference_mode():
-                self._text_cache[instruction] = (tokens, text_embedding(self.model, tokens.ids, tokens.mask))
+                self._text_cache[instruction] = (tokens, text_embedding(self.model, tokens))
         self.tokens, self.text_embedding = self._text_cache[instruction]
         self.scores: list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = []  # (plan, expert) per plan
         self.tau = None
