@@ -109,7 +109,7 @@ class SigmaSO101Env(EnvConfig):
     """LeRobot's config of the simulated SO-101 pick-and-place (defaults: sigma-closed-loop's).
 
     ``image_size`` must be the camera size of the policy's training data (sigma-sim-record's
-    ``--image-size``, 96 by default).
+    ``--image_size``, 96 by default).
     """
 
     task: str | None = TASK
