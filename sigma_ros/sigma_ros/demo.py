@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sigma_model.cli import parse_cli
+from sigma_model.cli import check_choice, parse_cli
 
 from sigma_ros.graph import COMPOSITIONS, composition
 from sigma_ros.graph_main import stop_processes
@@ -93,8 +93,7 @@ class DemoConfig:
         if not (self.episodes > 0 and self.real_time_factor > 0 and self.max_episode_s > 0
                 and self.startup_timeout > 0):
             raise ValueError("--episodes, --real_time_factor, --max_episode_s and --startup_timeout must be positive")
-        if self.step_mode not in STEP_MODES:
-            raise ValueError(f"--step_mode must be one of {STEP_MODES}, got {self.step_mode!r}")
+        check_choice("--step_mode", self.step_mode, STEP_MODES)
         composition(self.composition)
         unknown = sorted(set(self.conditions or ()) - set(CONDITION_FLAGS))
         if unknown or self.conditions == []:

@@ -358,6 +358,8 @@ class GraphConfig(_Topics):
             raise ValueError("--startup_timeout must be > 0")
         if not self.respawn_delay >= 0:
             raise ValueError("--respawn_delay must be >= 0")
+        if self.nodes == []:
+            raise ValueError("--nodes=[] starts nothing (leave it out for all nodes)")
         bad = [rule for rule in self.remap if ":=" not in rule]
         if bad:
             raise ValueError(f"bad --remap rules {bad} (expected FROM:=TO)")

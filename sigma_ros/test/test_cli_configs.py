@@ -83,6 +83,7 @@ def test_help_lists_the_config_fields(prog, fields, capsys):
     ("sigma-graph", ["--respawn_delay=-1"], "--respawn_delay must be >= 0"),
     ("sigma-graph", ["--remap=[camera]"], "bad --remap rules ['camera'] (expected FROM:=TO)"),
     ("sigma-graph", ["--nodes=[action_node,bogus]"], "unknown nodes ['bogus']"),
+    ("sigma-graph", ["--nodes=[]"], "--nodes=[] starts nothing"),
     ("sigma-graph", ["--config_file=/no/such/sigma.yaml"], "parameter file not found: /no/such/sigma.yaml"),
     ("sigma-graph", ["--dry_run=maybe"], "Couldn't parse 'maybe' into a bool"),
 ])
