@@ -41,13 +41,14 @@ def test_bad_values_are_one_line_and_exit_2(main, argv, message, capsys):
 def test_expert_command_measures_the_given_seeds(capsys):
     from sigma_sim.so101_env import SO101PickPlaceEnv
 
-    assert expert.main(["--episodes=1", "--seed", "7", "--fps=20"]) == 0
+    assert expert.main(["--episodes=1", "--seed", "3", "--fps=20"]) == 0
     printed = json.loads(capsys.readouterr().out)
     env = SO101PickPlaceEnv(render_observations=False, control_hz=20.0)
     try:
-        direct = expert.evaluate_expert(1, 7, env)
+        direct, seed_0 = expert.evaluate_expert(1, 3, env), expert.evaluate_expert(1, 0, env)
     finally:
         env.close()
+    assert direct["mean_steps"] != seed_0["mean_steps"]  # the seed shows (seed 7 would not: same steps as 0)
     assert printed["control_hz"] == 20.0 and printed["episodes"] == 1
     for key in ("successes", "failed_seeds", "mean_time_to_success_s", "mean_steps", "retries"):
         assert printed[key] == direct[key], key
