@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from sigma_model.safety import SafetyConfig, SafetyFilter
-from sigma_sim.closed_loop import SigmaPolicy, episode_instruction
+from sigma_sim.closed_loop import SigmaPolicy
+from sigma_sim.episode_variations import episode_instruction
 from sigma_sim.so101_env import HOME_QPOS, SimConfig, SO101PickPlaceEnv
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,6 +17,10 @@ camera's latest frame), and on the first observation of an episode.
 Episodes: :meth:`SigmaSO101Sim.reset_episode` starts one (seeded cube pose, instruction);
 :meth:`SigmaSO101Sim.episode_status` reports the task (success after it holds ``success_hold_s``,
 done on success or after ``max_episode_s``).
+
+A connected simulator is findable by its robot id (:func:`connected_sim`): LeRobot scripts build the
+robot and the teleoperator separately from their configs, and the scripted teleoperator
+(:mod:`.sigma_scripted_expert`) must act on this robot's physics.
 """
 
 from __future__ import annotations
@@ -33,6 +37,37 @@ from lerobot.robots.utils import ensure_safe_goal_position
 
 from lerobot_robot_sigma_sim.config_sigma_so101_sim import SigmaSO101SimConfig
 from sigma_model.robot_units import JointUnits, RobotUnits
+
+
+class SimCamera:
+    """The simulated front camera as ``robot.cameras`` holds it: ``latest_timestamp`` is the last render's perf_counter.
+
+    (``lerobot-record`` sizes its image writer by ``len(robot.cameras)``; ``RobotBridge`` ages frames by this stamp.)
+    """
+
+    def __init__(self) -> None:
+        self.latest_timestamp: float | None = None
+
+
+#: The connected simulators of this process, oldest first (see :func:`connected_sim`).
+_CONNECTED: list["SigmaSO101Sim"] = []
+
+
+def connected_sim(robot_id: str | None = None) -> "SigmaSO101Sim":
+    """Return the connected ``sigma_so101_sim`` of this process with ``--robot.id=robot_id`` (None: the only one).
+
+    Raises:
+        LookupError: If there is none, or several and ``robot_id`` does not pick one.
+    """
+    found = [r for r in _CONNECTED if robot_id is None or r.id == robot_id]
+    if len(found) == 1:
+        return found[0]
+    ids = [r.id for r in _CONNECTED]
+    if not found:
+        raise LookupError(f"no connected sigma_so101_sim robot{'' if robot_id is None else f' with id {robot_id!r}'} "
+                          f"in this process (connected ids: {ids}); connect it first, e.g. lerobot-record "
+                          "--robot.type=sigma_so101_sim")
+    raise LookupError(f"{len(found)} connected sigma_so101_sim robots (ids {ids}): name one with its robot id")
 
 
 class SigmaSO101Sim(Robot):
@@ -60,7 +95,10 @@ class SigmaSO101Sim(Robot):
         self.max_steps = max(1, int(round(config.max_episode_s * config.control_hz)))
         self._frame = None
         self._reads_since_frame = 0
+        self.cameras = {config.camera: SimCamera()} if config.camera else {}
         self.episode_steps = 0
+        #: Episodes started (``reset_episode`` calls): a controller sees from it that the scene was reset.
+        self.episodes_started = 0
         self.streak = 0
         self.first_success_step: int | None = None
         self.success = False
@@ -112,6 +150,7 @@ class SigmaSO101Sim(Robot):
         self.units = RobotUnits(self.joint_names, [JointUnits(str(self.norm_modes[j].value), float(lo), float(hi))
                                                    for j, lo, hi in zip(self.joint_names, env.ctrl_low, env.ctrl_high)])
         self._connected = True
+        _CONNECTED.append(self)
         self.reset_episode(self.config.seed, self.config.instruction or None)
 
     @property
@@ -128,6 +167,8 @@ class SigmaSO101Sim(Robot):
         if self.env is not None:
             self.env.close()
         self._connected = False
+        if self in _CONNECTED:
+            _CONNECTED.remove(self)
 
     def _check_connected(self) -> None:
         if not self._connected:
@@ -140,6 +181,7 @@ class SigmaSO101Sim(Robot):
         """Start an episode (cube pose from ``seed``; instruction drawn from it when None)."""
         self._check_connected()
         self.env.reset(seed=seed, instruction=instruction)
+        self.episodes_started += 1
         self.episode_steps = 0
         self.streak = 0
         self.first_success_step = None
@@ -171,6 +213,7 @@ class SigmaSO101Sim(Robot):
             self._reads_since_frame += 1
             if self._frame is None or self._reads_since_frame >= self.camera_every:
                 self._frame = self._timed("render", self.env.render)
+                self.cameras[self.config.camera].latest_timestamp = time.perf_counter()
                 self._reads_since_frame = 0
             obs[self.config.camera] = self._frame
         return obs

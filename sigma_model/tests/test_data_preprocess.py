@@ -186,6 +186,7 @@ def test_cli_config_path_then_flags(ds_root, tmp_path, capsys, monkeypatch):
     (["--window.chunk_len=40"], "chunk_len must be in [1, horizon_T=16]"),
     (["--shard_size=0"], "--shard_size must be >= 1"),
     (["--window.image_size=[16]"], "window.image_size"),
+    (["--window.joint_units=deg"], "joint_units must be one of ('radians', 'degrees', 'range_m100_100')"),
     (["--horizon=8"], "unrecognized arguments: --horizon=8"),
     (["--out_dir=x"], "no dataset given"),
 ])

@@ -124,3 +124,17 @@ def test_minilm_loads_from_its_package_and_separates_left_from_right():
     # the language stage's text states differ beyond the side word itself (contextual, not a lookup)
     per_token = (left - right).norm(dim=-1) / left.norm(dim=-1)
     assert (per_token > 0.05).sum() >= 3, per_token
+
+
+def test_instruction_embedding_of_the_evaluations_is_the_text_encoders(bert_dir):
+    """`text_embedding` (semantic alignment in replay, closed loop and bag replay) reads the encoder's states."""
+    from sigma_model.evaluation.replay import text_embedding
+
+    model = _model(bert_dir)
+    tokens = model.tokenize([LEFT])
+    with torch.no_grad():
+        before = text_embedding(model, tokens)
+        randomize_(model.language.text_projection, seed=5)  # only the encoder's projection changes
+        after = text_embedding(model, tokens)
+    assert before.shape == (1, model.config.d_model) and torch.isfinite(before).all()
+    assert not torch.allclose(before, after, atol=1e-4)

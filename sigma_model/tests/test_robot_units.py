@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from sigma_model.robot_units import (
-    DEGREES, RADIANS, RANGE_0_100, RANGE_M100_100, JointUnits, RobotUnits, degrees_range_rad, units_of_robot,
+    DEGREES, RADIANS, RANGE_0_100, RANGE_M100_100, JointUnits, RobotUnits, dataset_units, degrees_range_rad,
+    units_of_robot,
 )
 from sigma_model.safety import SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 
@@ -143,3 +144,22 @@ def test_units_of_robot_read_the_motor_bus_or_norm_modes():
         == {RADIANS}
     with pytest.raises(ValueError, match="no motor 'wrist'"):
         units_of_robot(Arm(), ["wrist"], [0.0], [1.0])
+
+
+def test_dataset_units_convert_an_so101_lerobot_record_dataset_to_radians():
+    assert dataset_units(RADIANS) is None
+    frames = np.array([[90.0, -45.0, 0.0, 30.0, -180.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 100.0]])
+    q = dataset_units(DEGREES).array_to_radians(frames)
+    np.testing.assert_allclose(q[:, :5], np.radians(frames[:, :5]), atol=1e-12)
+    np.testing.assert_allclose(q[:, 5], [LO, HI], atol=1e-12)  # the gripper is 0..100 in every mode
+    ranged = dataset_units(RANGE_M100_100).array_to_radians(np.array([-100.0, 100.0, 0.0, 0.0, 0.0, 50.0]))
+    assert ranged[0] == pytest.approx(SO101_LOWER_LIMITS[0]) and ranged[1] == pytest.approx(SO101_UPPER_LIMITS[1])
+    assert ranged[2] == pytest.approx((SO101_LOWER_LIMITS[2] + SO101_UPPER_LIMITS[2]) / 2)
+    assert ranged[5] == pytest.approx((LO + HI) / 2)
+    # the same numbers as sigma-robot's conversion of a robot reading
+    units = dataset_units(DEGREES)
+    np.testing.assert_allclose(units.to_radians(dict(zip(units.keys, frames[0]))), q[0], atol=1e-12)
+    with pytest.raises(ValueError, match="expected 6 joint values"):
+        units.array_to_radians(np.zeros((2, 7)))
+    with pytest.raises(ValueError, match="joint_units must be one of"):
+        dataset_units("auto")

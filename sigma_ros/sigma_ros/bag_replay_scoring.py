@@ -106,7 +106,7 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
         if text not in emb_cache:
             with torch.no_grad():
                 tok = model.tokenize([text])
-                emb_cache[text] = text_embedding(model, tok.ids, tok.mask).float().cpu()
+                emb_cache[text] = text_embedding(model, tok).float().cpu()
         return float(torch.nn.functional.cosine_similarity(out.z_sem_pool.reshape(1, -1), emb_cache[text], dim=-1))
 
     first_cmd = _first_commands(graph) if graph is not None else {}

@@ -275,7 +275,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from sigma_ros.lifecycle import bring_up_all
     from sigma_ros.sim_node import SimNode
     from sigma_ros.testing import domain_id_for
-    from sigma_sim.closed_loop import episode_instruction
+    from sigma_sim.episode_variations import episode_instruction
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
     checkpoint = cfg.checkpoint or default_checkpoint()

@@ -19,7 +19,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("sigma_ros_msgs.msg")
 
 import sigma_sim  # noqa: E402
-from sigma_sim.closed_loop import episode_instruction  # noqa: E402
+from sigma_sim.episode_variations import episode_instruction  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "sigma_so101_default"
@@ -157,7 +157,7 @@ def test_demo_reports_each_episode_its_own_result():
     Every result is that of its own episode (id, seed, instruction), never the previous one (issue 12).
     """
     from sigma_ros.demo import run_episode
-    from sigma_sim.closed_loop import episode_instruction
+    from sigma_sim.episode_variations import episode_instruction
 
     episodes = [(300 + i, episode_instruction(i, 300 + i)) for i in range(4)]  # left / right alternate
     sent: list[str] = []

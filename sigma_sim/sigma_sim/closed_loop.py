@@ -18,8 +18,6 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
     sigma_adapter          telepathy on,  risk-gated adapter on (paper 4.3)
     telepathy_off          telepathy off (tau = 0 path), adapter off
     telepathy_off_adapter  telepathy off, adapter on
-    paraphrase             as sigma, but each episode's instruction is a held-out paraphrase of the same
-                           region (:data:`sigma_sim.instructions.HELD_OUT_PARAPHRASES`, never trained on)
     baseline               a separate baseline checkpoint (telepathy off) when given, else the
                            model's tau = 0 path
     expert                 the scripted expert (privileged simulator state): the task's ceiling
@@ -29,8 +27,10 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
 :class:`EvalEpisode` (seeded reset, safety filter, success held for ``success_hold_steps`` ticks) is
 the evaluation's side of an episode, shared with the LeRobot env of :mod:`sigma_sim.lerobot_env`.
 
-Every condition sees the same episode seeds (cube pose, target region) and diffusion noise seeds;
-the instruction's wording is the template one except under ``paraphrase``.
+Every condition sees the same episode seeds (cube pose, target region) and diffusion noise seeds, under each
+of ``variations`` (:mod:`sigma_sim.episode_variations`: nominal, wide_range, perturbed_view, paraphrase), which
+vary the episode, not the policy; each variation of episode ``i`` keeps seed ``seed + i``, so it is paired with
+the nominal run.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
 safety filter's interventions. Every plan of a Sigma condition is also scored as the paper scores a
@@ -43,7 +43,10 @@ plans. :func:`build_closed_loop_report` aggregates them with
 ``avg_mse_*`` are means over plans; ``episode_success_rate`` is the fraction of episodes solved (no
 window success rate here); fields that do not apply (the expert condition is the reference itself)
 are null with the reason under ``not_applicable``. CHECK A compares the checkpoint's heads with the
-initialisation its training run recorded. A ``closed_loop`` section adds Wilson confidence intervals.
+initialisation its training run recorded. A ``closed_loop`` section adds Wilson confidence intervals. The
+report's paper fields, ``conditions`` and ``closed_loop`` describe the nominal episodes; each condition's
+``episode_success_by_variation`` has every variation's success rate (Wilson 95% CI) and its discordant pairs
+with the nominal episodes, and ``variations`` says what each variation changed.
 
 Command line::
 
@@ -53,7 +56,6 @@ Command line::
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -64,13 +66,21 @@ import numpy as np
 import torch
 
 from sigma_model.safety import SafetyConfig, SafetyFilter
+from sigma_sim.episode_variations import (
+    check_variations,
+    describe_variations,
+    episode_instruction,
+    format_variation_table,
+    reset_options,
+    success_by_variation,
+    success_entry,
+)
 
 CONDITIONS: dict[str, tuple[bool, bool]] = {
     "sigma": (True, False),
     "sigma_adapter": (True, True),
     "telepathy_off": (False, False),
     "telepathy_off_adapter": (False, True),
-    "paraphrase": (True, False),
 }
 ALL_CONDITIONS = (*CONDITIONS, "baseline", "expert", "lerobot")
 LABELS = {
@@ -78,7 +88,6 @@ LABELS = {
     "sigma_adapter": "Sigma + adapter",
     "telepathy_off": "telepathy off (tau = 0)",
     "telepathy_off_adapter": "telepathy off + adapter",
-    "paraphrase": "Sigma, held-out paraphrases",
     "baseline": "baseline",
     "expert": "scripted expert (privileged state)",
     "lerobot": "LeRobot policy",
@@ -93,6 +102,7 @@ class ClosedLoopConfig:
     episodes: int = 50
     seed: int = 10_000  # episode i uses env seed seed + i (never a training seed with the default recipe)
     conditions: tuple[str, ...] = ("sigma", "telepathy_off", "sigma_adapter")
+    variations: tuple[str, ...] = ("nominal",)  # episode variations (sigma_sim.episode_variations.VARIATIONS)
     replan_every: int | None = None  # control ticks between plans (None: the model's n_action_steps)
     diffusion_steps: int | None = None  # the DiT's integration steps per plan (None: the checkpoint's)
     max_steps: int = 450  # 15 s at 30 Hz
@@ -110,6 +120,7 @@ class ClosedLoopConfig:
         unknown = [c for c in self.conditions if c not in ALL_CONDITIONS]
         if unknown or not self.conditions:
             raise ValueError(f"conditions must be a non-empty subset of {ALL_CONDITIONS}, got {self.conditions}")
+        self.variations = check_variations(self.variations)
         for name in ("episodes", "replan_every", "diffusion_steps", "max_steps", "success_hold_steps"):
             v = getattr(self, name)
             if name in ("replan_every", "diffusion_steps") and v is None:
@@ -144,16 +155,6 @@ def env_state_encoding(config) -> str | None:
     return (config.notes or {}).get("env_state")
 
 
-def episode_instruction(index: int, seed: int, condition: str = "sigma") -> str:
-    """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed).
-
-    A template, or under the ``paraphrase`` condition a held-out paraphrase of the same region.
-    """
-    from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, episode_wording
-
-    return episode_wording(index, seed, HELD_OUT_PARAPHRASES if condition == "paraphrase" else INSTRUCTIONS)
-
-
 # ---------------------------------------------------------------------------------- policies
 class SigmaPolicy:
     """Sigma in a control loop.
@@ -184,7 +185,7 @@ class SigmaPolicy:
         if instruction not in self._text_cache:
             tokens = self.model.tokenize([instruction])
             with torch.inference_mode():
-                self._text_cache[instruction] = (tokens, text_embedding(self.model, tokens.ids, tokens.mask))
+                self._text_cache[instruction] = (tokens, text_embedding(self.model, tokens))
         self.tokens, self.text_embedding = self._text_cache[instruction]
         self.scores: list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = []  # (plan, expert) per plan
         self.tau = None
@@ -324,6 +325,7 @@ class EpisodeOutcome:
     diagnostics: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     plan_errors: dict[str, Any] = field(default_factory=dict)  # plan_errors(): the plans' MSEs against the expert
+    variation: str = "nominal"
 
     def record(self) -> dict[str, Any]:
         """Return a per-episode record for sigma_model.evaluation.report.build_report.
@@ -331,7 +333,7 @@ class EpisodeOutcome:
         batch = episode, sample = plan: tau, alignment and the errors are means over the episode's plans.
         """
         rec: dict[str, Any] = {
-            "condition": self.condition, "batch": self.episode, "num_samples": self.plans,
+            "condition": self.condition, "variation": self.variation, "batch": self.episode, "num_samples": self.plans,
             "episode_success": int(self.success), **self.plan_errors,
             "time_to_success_s": self.time_to_success_s, "episode_steps": self.steps,
             "lifted": float(self.was_lifted), "mean_abs_delta_command": self.mean_abs_delta_command,
@@ -388,19 +390,20 @@ def filtered_command(safety: SafetyFilter, target, joint_positions, now: float) 
 class EvalEpisode:
     """The evaluation's side of one closed-loop episode.
 
-    Shared by :func:`run_episode` and the LeRobot env (:mod:`sigma_sim.lerobot_env`): ``reset(seed, instruction)``
-    starts it; ``step(target)`` passes the policy's joint target through the episode's safety filter to the simulator
-    and counts the ticks the task stays solved; it succeeds once solved for ``success_hold_steps`` consecutive ticks and
-    is ``done`` then or after ``max_steps`` ticks.
+    Shared by :func:`run_episode` and the LeRobot env (:mod:`sigma_sim.lerobot_env`): ``reset(seed, instruction,
+    variation)`` starts it; ``step(target)`` passes the policy's joint target through the episode's safety filter to
+    the simulator and counts the ticks the task stays solved; it succeeds once solved for ``success_hold_steps``
+    consecutive ticks and is ``done`` then or after ``max_steps`` ticks.
     """
 
     def __init__(self, env, config: ClosedLoopConfig) -> None:
         self.env, self.config = env, config
-        self.instruction, self.seed = "", 0
+        self.instruction, self.seed, self.variation = "", 0, "nominal"
 
-    def reset(self, seed: int, instruction: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        self.obs, self.info = self.env.reset(seed=seed, instruction=instruction)
-        self.seed, self.instruction = seed, instruction
+    def reset(self, seed: int, instruction: str, variation: str = "nominal"
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self.obs, self.info = self.env.reset(seed=seed, instruction=instruction, options=reset_options(variation))
+        self.seed, self.instruction, self.variation = seed, instruction, variation
         self.safety = episode_safety_filter(self.config)
         self.commands: list[np.ndarray] = []
         self.steps = self.streak = self.step_limited = 0
@@ -432,11 +435,11 @@ class EvalEpisode:
 
 
 def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConfig, condition: str = "sigma",
-                episode: int = 0) -> EpisodeOutcome:
-    """One closed-loop episode of ``policy`` (``reset(instruction, seed)`` / ``act(obs)``)."""
+                episode: int = 0, variation: str = "nominal") -> EpisodeOutcome:
+    """One closed-loop episode of ``policy`` (``reset(instruction, seed)`` / ``act(obs)``) under ``variation``."""
     t_wall = time.perf_counter()
     run = EvalEpisode(env, config)
-    obs, _ = run.reset(seed, instruction)
+    obs, _ = run.reset(seed, instruction, variation)
     policy.reset(instruction, seed)
     for values in policy.latency.values():
         values.clear()
@@ -453,52 +456,49 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
         was_lifted=bool(run.info.get("was_lifted", False)), mean_abs_delta_command=d_cmd, mean_sq_jerk=jerk,
         safety_step_limited_fraction=run.step_limited / max(1, run.steps), plans=policy.plans, latency_ms=latency,
         diagnostics=diagnostics, wall_s=time.perf_counter() - t_wall, plan_errors=plan_errors(policy, config),
+        variation=variation,
     )
 
 
 def run_conditions(
     env, policies: dict[str, Any], config: ClosedLoopConfig, progress: bool = False
 ) -> list[EpisodeOutcome]:
-    """Every policy (condition name -> policy) over the same episodes.
+    """Every policy (condition name -> policy) over the same episodes, under each of ``config.variations``.
 
-    Episode ``i`` has seed ``config.seed + i`` and the instruction :func:`episode_instruction` ``(i, seed, name)``.
+    Episode ``i`` of every variation has seed ``config.seed + i`` and the instruction :func:`episode_instruction`
+    ``(i, seed, variation)``.
     """
     outcomes: list[EpisodeOutcome] = []
     t0 = time.perf_counter()
     for name, policy in policies.items():
-        wins = 0
-        for i in range(config.episodes):
-            seed = config.seed + i
-            out = run_episode(env, policy, seed, episode_instruction(i, seed, name), config, condition=name, episode=i)
-            outcomes.append(out)
-            wins += out.success
-            if progress:
-                print(f"[closed-loop] {name:<22} ep {i + 1:>3}/{config.episodes} seed {seed} "
-                      f"{'ok  ' if out.success else 'FAIL'} steps {out.steps:>3} "
-                      f"({wins}/{i + 1} ok, {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        for variation in config.variations:
+            wins = 0
+            for i in range(config.episodes):
+                seed = config.seed + i
+                out = run_episode(env, policy, seed, episode_instruction(i, seed, variation), config, condition=name,
+                                  episode=i, variation=variation)
+                outcomes.append(out)
+                wins += out.success
+                if progress:
+                    print(f"[closed-loop] {name:<22} {variation:<14} ep {i + 1:>3}/{config.episodes} seed {seed} "
+                          f"{'ok  ' if out.success else 'FAIL'} steps {out.steps:>3} "
+                          f"({wins}/{i + 1} ok, {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
     return outcomes
 
 
 # -------------------------------------------------------------------------------- evaluation
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
-    if n <= 0:
-        return None, None
-    z = {0.9: 1.6448536, 0.95: 1.959964, 0.99: 2.5758293}.get(round(confidence, 2), 1.959964)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopConfig,
                              condition_info: dict[str, dict[str, Any]] | None = None,
                              meta: dict[str, Any] | None = None,
                              check_a: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(report dict in the sigma-eval-v2 format, per-episode records)."""
+    """(report dict in the sigma-eval-v2 format, per-episode records of every variation).
+
+    Everything but ``episode_success_by_variation`` and ``variations`` describes the nominal episodes.
+    """
     from sigma_model.evaluation.report import build_report
 
     records = [o.record() for o in outcomes]
+    nominal = [o for o in outcomes if o.variation == "nominal"]
     info = {}
     for name in dict.fromkeys(o.condition for o in outcomes):
         tel, ada = CONDITIONS.get(name, (False, False))
@@ -506,19 +506,17 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
         info[name].update((condition_info or {}).get(name, {}))
     closed = {}
     for name in info:
-        outs = [o for o in outcomes if o.condition == name]
-        k = sum(o.success for o in outs)
-        lo, hi = wilson_interval(k, len(outs))
+        outs = [o for o in nominal if o.condition == name]
         times = [o.time_to_success_s for o in outs if o.time_to_success_s is not None]
         closed[name] = {
-            "episodes": len(outs), "successes": k, "episode_success_rate": k / max(1, len(outs)),
-            "episode_success_rate_ci95": [lo, hi], "mean_time_to_success_s": float(np.mean(times)) if times else None,
+            **success_entry(outs), "mean_time_to_success_s": float(np.mean(times)) if times else None,
             "median_time_to_success_s": float(np.median(times)) if times else None,
             "mean_abs_delta_command": float(np.mean([o.mean_abs_delta_command for o in outs])),
             "mean_sq_jerk": float(np.mean([o.mean_sq_jerk for o in outs])),
             "lift_rate": float(np.mean([o.was_lifted for o in outs])),
             "failed_seeds": [o.seed for o in outs if not o.success],
             "instructions": list(dict.fromkeys(o.instruction for o in outs)),  # distinct, in episode order
+            "episode_success_by_variation": success_by_variation([o for o in outcomes if o.condition == name]),
         }
     expert = "the scripted expert is the reference of the plan errors"
     not_applicable = {
@@ -541,7 +539,7 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
         }
     }
     report = build_report(
-        records,
+        [r for r in records if r["variation"] == "nominal"],
         reference="__none__",
         condition_info=info,
         hard_thresholds=config.hard_thresholds,
@@ -564,6 +562,7 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
         },
     )
     report["closed_loop"] = closed
+    report["variations"] = describe_variations(dict.fromkeys(o.variation for o in outcomes))
     return report, records
 
 
@@ -692,6 +691,7 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}"
             f"{mse_s:>30}"
         )
+    lines += format_variation_table(report, LABELS)
     if report.get("check_a"):
         lines.append(format_check_a(report["check_a"]))
     return "\n".join(lines)

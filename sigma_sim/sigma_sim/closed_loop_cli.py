@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from sigma_sim.closed_loop import ALL_CONDITIONS, ClosedLoopConfig, evaluate_checkpoint, format_summary
+from sigma_sim.episode_variations import VARIATIONS
 
 
 DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
@@ -32,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (default 10000)")
     p.add_argument("--conditions", nargs="+", default=None, choices=ALL_CONDITIONS,
-                   help="default: sigma paraphrase telepathy_off sigma_adapter; with --policy-path: lerobot (add "
-                        "expert for the ceiling)")
+                   help="default: sigma telepathy_off sigma_adapter; with --policy-path: lerobot (add expert for "
+                        "the ceiling)")
+    p.add_argument("--variations", nargs="+", default=list(VARIATIONS), choices=VARIATIONS,
+                   help="episode variations every condition runs, on the same seeds (default: all; 'nominal' is "
+                        "required, the report's main columns): wide_range (cube start box +20%%), perturbed_view "
+                        "(lights and camera pose), paraphrase (held-out instruction wordings)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between plans (default: the checkpoint's n_action_steps)")
     p.add_argument("--diffusion-steps", type=int, default=None,
@@ -66,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     elif "lerobot" in (args.conditions or ()):
         parser.error("--conditions lerobot needs --policy-path")
     conditions = args.conditions or (
-        ["lerobot"] if lerobot else ["sigma", "paraphrase", "telepathy_off", "sigma_adapter"]
+        ["lerobot"] if lerobot else ["sigma", "telepathy_off", "sigma_adapter"]
     )
     try:
         if args.output:
             refuse_existing_report(args.output, args.overwrite)
         cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(conditions),
+                               variations=tuple(args.variations),
                                replan_every=args.replan_every, diffusion_steps=args.diffusion_steps,
                                max_steps=args.max_steps, threads=args.threads,
                                carry_memory=not args.no_memory, expert_reference=not args.no_expert_reference)

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from sigma_model.training.batching import PreviousWindowDataset
+from sigma_sim.episode_variations import VARIATIONS, format_variation_table
 from sigma_sim.instructions import HELD_OUT_PARAPHRASES, TRAINING_WORDINGS, instruction_target
 
 DEFAULT_OUT = "checkpoints/sigma_so101_default"
@@ -363,7 +364,8 @@ def stage_eval(args, work: Path, model_dir: str | Path) -> dict[str, Any]:
     from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint
 
     cfg = ClosedLoopConfig(episodes=args.eval_episodes, seed=args.eval_seed, replan_every=args.replan_every,
-                           conditions=tuple(args.conditions), max_steps=args.eval_max_steps)
+                           conditions=tuple(args.conditions), variations=tuple(args.eval_variations),
+                           max_steps=args.eval_max_steps)
     t0 = time.perf_counter()
     report = evaluate_checkpoint(model_dir, cfg, out_dir=work / "eval", progress=not args.quiet)
     seconds = time.perf_counter() - t0
@@ -438,6 +440,10 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
     fmt = lambda v, p=3: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
     for label, sr, tts, dcmd, jerk in _summary_rows(ev):
         lines.append(f"| {label} | {fmt(sr, 2)} | {fmt(tts, 2)} | {fmt(dcmd, 4)} | {fmt(jerk, 5)} |")
+    variations = format_variation_table(ev, {})
+    if variations:
+        lines += ["", "Generalisation (the same seeds under each episode variation; `variations` in the report "
+                  "says what each changes):", "", "```", *variations, "```"]
     lines += ["", "Full report: `sigma_eval_report.json` (same format as the offline evaluation).", ""]
     if prov.get("notes_markdown"):
         lines += ["## Notes", "", prov["notes_markdown"].strip(), ""]
@@ -535,9 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--conditions",
         nargs="+",
-        default=["sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"],
-        help="closed-loop conditions (default: sigma paraphrase telepathy_off sigma_adapter expert)",
+        default=["sigma", "telepathy_off", "sigma_adapter", "expert"],
+        help="closed-loop conditions (default: sigma telepathy_off sigma_adapter expert)",
     )
+    p.add_argument("--eval-variations", nargs="+", default=list(VARIATIONS), choices=VARIATIONS,
+                   help="episode variations of the closed-loop evaluation, same seeds (default: all; see "
+                        "sigma-closed-loop --variations)")
     p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")
     p.add_argument("--notes-file", default=None, help="markdown appended to PROVENANCE.md (e.g. ablations)")
     p.add_argument("--quiet", action="store_true")

@@ -23,7 +23,9 @@ the task LeRobot hands the policy), so ``--seed=10000`` (``first_seed``) plays s
 episodes 0, 1, ... Observations use LeRobot's layout: ``pixels/front`` (the camera, uint8 HxWx3)
 and ``agent_pos`` (the joint positions, rad), which LeRobot turns into ``observation.images.front``
 and ``observation.state``, the features of sigma-sim-record's datasets. The reward is 1.0 on the
-ticks the task is solved.
+ticks the task is solved. ``--env.variation`` (``wide_range``, ``perturbed_view``, ``paraphrase``;
+default ``nominal``) plays every episode under that variation of sigma-closed-loop's
+(:mod:`sigma_sim.episode_variations`), with the same seeds.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.envs.configs import EnvConfig
 from lerobot.utils.constants import ACTION
 
-from sigma_sim.closed_loop import ClosedLoopConfig, EvalEpisode, episode_instruction, evaluation_env
+from sigma_sim.closed_loop import ClosedLoopConfig, EvalEpisode, evaluation_env
+from sigma_sim.episode_variations import check_variation, episode_instruction
 from sigma_sim.record import IMAGE_KEY, STATE_KEY
 from sigma_sim.so101_env import JOINT_NAMES
 
@@ -55,7 +58,9 @@ class SO101LeRobotGymEnv(gym.Env):
 
     def __init__(self, image_size: int = 96, episode_length: int = _EVAL.max_steps,
                  success_hold_steps: int = _EVAL.success_hold_steps, max_step_rad: float = _EVAL.max_step_rad,
-                 first_seed: int = _EVAL.seed, fps: int = int(_EVAL.control_hz), render_mode: str = "rgb_array"):
+                 first_seed: int = _EVAL.seed, fps: int = int(_EVAL.control_hz), render_mode: str = "rgb_array",
+                 variation: str = "nominal"):
+        self.variation = check_variation(variation)
         self.config = ClosedLoopConfig(episodes=1, seed=first_seed, max_steps=episode_length, control_hz=float(fps),
                                        success_hold_steps=success_hold_steps, max_step_rad=max_step_rad)
         self.sim = evaluation_env(self.config, image_size, image_size)
@@ -73,11 +78,12 @@ class SO101LeRobotGymEnv(gym.Env):
         })
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Episode ``seed - first_seed`` of the evaluation (no seed: the one after the last)."""
+        """Episode ``seed - first_seed`` of the evaluation under ``variation`` (no seed: the one after the last)."""
         super().reset(seed=seed)
         seed = self._next_seed if seed is None else int(seed)
         self._next_seed = seed + 1
-        obs, _ = self.episode.reset(seed, episode_instruction(seed - self.config.seed, seed))
+        index = seed - self.config.seed
+        obs, _ = self.episode.reset(seed, episode_instruction(index, seed, self.variation), self.variation)
         return self._observation(obs), {"task": self.episode.instruction, "is_success": False}
 
     def step(self, action):
@@ -109,7 +115,7 @@ class SigmaSO101Env(EnvConfig):
     """LeRobot's config of the simulated SO-101 pick-and-place (defaults: sigma-closed-loop's).
 
     ``image_size`` must be the camera size of the policy's training data (sigma-sim-record's
-    ``--image_size``, 96 by default).
+    ``--image_size``, 96 by default); ``variation`` is one of :data:`sigma_sim.episode_variations.VARIATIONS`.
     """
 
     task: str | None = TASK
@@ -120,6 +126,7 @@ class SigmaSO101Env(EnvConfig):
     max_step_rad: float = _EVAL.max_step_rad
     first_seed: int = _EVAL.seed
     render_mode: str = "rgb_array"
+    variation: str = "nominal"
     features: dict[str, PolicyFeature] = field(default_factory=lambda: {
         ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(len(JOINT_NAMES),)),
         "agent_pos": PolicyFeature(type=FeatureType.STATE, shape=(len(JOINT_NAMES),)),
@@ -129,6 +136,7 @@ class SigmaSO101Env(EnvConfig):
     })
 
     def __post_init__(self) -> None:
+        check_variation(self.variation)
         self.features["pixels/front"] = PolicyFeature(type=FeatureType.VISUAL,
                                                       shape=(self.image_size, self.image_size, 3))
 
@@ -145,7 +153,7 @@ class SigmaSO101Env(EnvConfig):
     def gym_kwargs(self) -> dict:
         return {"image_size": self.image_size, "episode_length": self.episode_length, "fps": self.fps,
                 "success_hold_steps": self.success_hold_steps, "max_step_rad": self.max_step_rad,
-                "first_seed": self.first_seed, "render_mode": self.render_mode}
+                "first_seed": self.first_seed, "render_mode": self.render_mode, "variation": self.variation}
 
 
 if GYM_ID not in gym.registry:

@@ -67,6 +67,7 @@ import numpy as np
 from gymnasium import spaces
 
 from sigma_sim._gl import load_llvm_users_first
+from sigma_sim.episode_variations import SceneView
 from sigma_sim.instructions import INSTRUCTIONS, instruction_target
 from sigma_sim.scene import (
     ARM_JOINTS,
@@ -171,6 +172,24 @@ class SimConfig:
         return 1.0 / self.control_hz
 
 
+#: The options :meth:`SO101PickPlaceEnv.reset` takes.
+RESET_OPTIONS = ("instruction", "cube_xy", "cube_yaw", "cube_range_scale", "perturb_view")
+
+
+def check_reset_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Return a copy of reset ``options``; ValueError (one line) for an unknown key or a bad value."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(RESET_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown reset options {unknown}; known: {RESET_OPTIONS}")
+    scale = options.get("cube_range_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"reset option cube_range_scale must be a finite number > 0, got {scale!r}")
+    if not isinstance(options.get("perturb_view", False), (bool, np.bool_)):
+        raise ValueError(f"reset option perturb_view must be True or False, got {options['perturb_view']!r}")
+    return options
+
+
 class SO101PickPlaceEnv(gym.Env):
     """SO-101 pick-and-place in MuJoCo with joint-position-target control.
 
@@ -196,6 +215,10 @@ class SO101PickPlaceEnv(gym.Env):
             config = replace(config, **overrides)
         if config.control_hz <= 0:
             raise ValueError("control_hz must be positive")
+        for name in ("cube_x_range", "cube_y_range", "cube_yaw_range"):
+            low, high = getattr(config, name)
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"SimConfig.{name} must be finite (low, high) with low <= high, got {(low, high)}")
         self.config = config
         self.render_mode = "rgb_array"
         self.metadata = {**self.metadata, "render_fps": int(round(config.control_hz))}
@@ -233,6 +256,7 @@ class SO101PickPlaceEnv(gym.Env):
         self.cube_half_size = float(m.geom_size[self.cube_geom_id][0])
         self.ee_site_id = m.site(EE_SITE).id
         self.camera_id = m.camera(CAMERA).id
+        self.view = SceneView(m, self.camera_id)  # the nominal camera and lights (reset option perturb_view)
         # Every geom on the arm (bodies below the base): touching the cube with
         # any of them counts as "holding" it.
         base = m.body("base").id
@@ -360,9 +384,13 @@ class SO101PickPlaceEnv(gym.Env):
             seed: Seeds the episode's randomness (cube pose, initial joint noise
                 and, if no instruction is given, the instruction). The same seed
                 (and instruction) always gives the same initial state.
-            options: Optional dict; ``options["instruction"]`` is an alternative
-                to the ``instruction`` argument, ``options["cube_xy"]`` and
-                ``options["cube_yaw"]`` fix the cube pose.
+            options: Optional dict (:data:`RESET_OPTIONS`); ``options["instruction"]`` is an
+                alternative to the ``instruction`` argument, ``options["cube_xy"]`` and
+                ``options["cube_yaw"]`` fix the cube pose, ``options["cube_range_scale"]`` (> 0)
+                widens the cube's start box about its centre (the drawn start moves out from the
+                centre by that factor), ``options["perturb_view"]`` (bool) perturbs the camera pose
+                and the lights, drawn from the episode's random stream after the pose
+                (:class:`sigma_sim.episode_variations.SceneView`); without it the view is nominal.
             instruction: Text naming the placement region (``"left"``/``"right"``);
                 defaults to a random entry of :data:`INSTRUCTIONS`.
 
@@ -370,9 +398,9 @@ class SO101PickPlaceEnv(gym.Env):
             ``(observation, info)``.
         """
         super().reset(seed=seed)
+        options = check_reset_options(options)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        options = dict(options or {})
         instruction = instruction or options.get("instruction")
         cfg = self.config
         rng = self._rng
@@ -384,6 +412,9 @@ class SO101PickPlaceEnv(gym.Env):
         cube_xy = np.array([rng.uniform(*cfg.cube_x_range), rng.uniform(*cfg.cube_y_range)])
         cube_yaw = float(rng.uniform(*cfg.cube_yaw_range))
         qpos_noise = rng.uniform(-1.0, 1.0, size=len(ARM_JOINTS)) * cfg.init_qpos_noise
+        if options.get("cube_range_scale", 1.0) != 1.0:  # the nominal draw, moved out from the box's centre
+            centre = np.array([sum(cfg.cube_x_range), sum(cfg.cube_y_range)]) / 2
+            cube_xy = centre + options["cube_range_scale"] * (cube_xy - centre)
 
         if instruction is None:
             texts = INSTRUCTIONS.get(pick_region, (f"pick the cube and place it on the {pick_region}",))
@@ -396,6 +427,7 @@ class SO101PickPlaceEnv(gym.Env):
             cube_yaw = float(options["cube_yaw"])
 
         m, d = self.model, self.data
+        self.view.apply(m, rng if options.get("perturb_view", False) else None)
         mujoco.mj_resetData(m, d)
         q0 = HOME_QPOS.copy()
         q0[: len(ARM_JOINTS)] += qpos_noise

@@ -1,6 +1,6 @@
 # Copyright 2026 The Sigma Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Fixtures of the simulator tests: a tiny LeRobot ACT saved as lerobot-train saves one."""
+"""Fixtures of the simulator tests: a tiny LeRobot ACT saved as lerobot-train saves one, a recording simulator."""
 
 from __future__ import annotations
 
@@ -51,3 +51,30 @@ def tiny_act_dir(tmp_path_factory) -> Path:
 def make_tiny_act():
     """:func:`save_tiny_act` (for other shapes)."""
     return save_tiny_act
+
+
+class RecordingSim:
+    """A simulator that keeps each episode's first observation and the joint positions after every step of the last."""
+
+    def __init__(self, env) -> None:
+        self.env, self.first, self.states = env, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.first.append(obs)
+        self.states = []
+        return obs, info
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.states.append(out[0]["joint_positions"])
+        return out
+
+
+@pytest.fixture
+def recording_sim():
+    """:class:`RecordingSim` (wrap a simulator with it)."""
+    return RecordingSim

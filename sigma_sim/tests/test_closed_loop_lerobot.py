@@ -80,3 +80,23 @@ def test_policy_path_that_holds_no_usable_policy_is_a_one_line_error(capsys, tmp
     assert "exists already; pass --overwrite" in error_of(capsys, ["--policy-path", str(tiny_act_dir), "-o", str(out),
                                                                    "--episodes", "1", "--max-steps", "2", "--quiet"])
     assert (out / "sigma_eval_report.json").read_text() == "{}"
+
+
+def test_a_lerobot_policy_runs_every_variation_on_the_same_seeds(tmp_path, tiny_act_dir):
+    out = tmp_path / "eval"
+    assert closed_loop_main(["--policy-path", str(tiny_act_dir), "--episodes", "2", "--max-steps", "3", "--seed", "7",
+                             "--variations", "nominal", "wide_range", "perturbed_view", "--output", str(out),
+                             "--quiet"]) == 0
+    report = json.loads((out / "sigma_eval_report.json").read_text())
+    table = report["closed_loop"]["lerobot_act"]["episode_success_by_variation"]
+    assert list(table) == ["nominal", "wide_range", "perturbed_view"] == list(report["variations"])
+    assert all(e["failed_seeds"] == [7, 8] and e["episode_success_rate_ci95"][1] < 1 for e in table.values())
+    lines = (out / "sigma_eval_batches.jsonl").read_text().splitlines()
+    assert [(r["variation"], r["batch"]) for r in map(json.loads, lines)] == [
+        (v, i) for v in ("nominal", "wide_range", "perturbed_view") for i in (0, 1)]
+    assert report["conditions"]["lerobot_act"]["episodes"] == 2  # the main columns: the nominal episodes
+
+
+def test_variations_without_nominal_are_a_one_line_error(capsys, tiny_act_dir):
+    line = error_of(capsys, ["--policy-path", str(tiny_act_dir), "--variations", "wide_range"])
+    assert "including 'nominal'" in line

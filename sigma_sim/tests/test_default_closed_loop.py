@@ -13,10 +13,10 @@ import torch
 
 import sigma_sim  # noqa: F401  (headless GL backend before mujoco loads)
 from sigma_model import SigmaConfig, SigmaModel, load_checkpoint
-from sigma_model.evaluation.report import success_rate_of
+from sigma_model.evaluation.report import success_rate_of, wilson_interval
 from sigma_model.testing import PAPER_FIELDS
 from sigma_sim.closed_loop import (
-    ClosedLoopConfig, ExpertReference, evaluate, format_summary, smoothness, wilson_interval, write_closed_loop_report,
+    ClosedLoopConfig, ExpertReference, evaluate, format_summary, smoothness, write_closed_loop_report,
 )
 from sigma_sim.default_model import DEFAULT_MODEL_CONFIG
 from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, instruction_target
@@ -39,20 +39,22 @@ def test_smoothness_and_wilson():
 def test_closed_loop_report_format(tmp_path):
     torch.manual_seed(0)
     model = SigmaModel(SigmaConfig(**DEFAULT_MODEL_CONFIG))
-    cfg = ClosedLoopConfig(episodes=2, max_steps=12, replan_every=4,
-                           conditions=("sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"))
+    cfg = ClosedLoopConfig(episodes=2, max_steps=12, replan_every=4, variations=("nominal", "paraphrase"),
+                           conditions=("sigma", "telepathy_off", "sigma_adapter", "expert"))
     report, records = evaluate(model, cfg)
     assert report["format"] == "sigma-eval-v2"
-    assert set(report["conditions"]) == {"sigma", "paraphrase", "telepathy_off", "sigma_adapter", "expert"}
-    # a record per episode; a sample is a plan: 12 ticks, a plan every 4 -> 3 plans per episode
-    assert len(records) == 10 and all(r["num_samples"] == (0 if r["condition"] == "expert" else 3) for r in records)
-    # the paraphrase column: same seeds and regions as the templates, worded by held-out paraphrases
-    loop = report["closed_loop"]
-    assert [instruction_target(t) for t in loop["paraphrase"]["instructions"]] == ["left", "right"]
-    assert set(loop["paraphrase"]["instructions"]) <= {t for v in HELD_OUT_PARAPHRASES.values() for t in v}
-    assert set(loop["sigma"]["instructions"]) <= {t for v in INSTRUCTIONS.values() for t in v}
-    assert report["conditions"]["paraphrase"]["telepathy"] is True
-    assert "held-out paraphrases" in format_summary(report)
+    assert set(report["conditions"]) == {"sigma", "telepathy_off", "sigma_adapter", "expert"}
+    # a record per episode and variation; a sample is a plan: 12 ticks, a plan every 4 -> 3 plans per episode
+    assert len(records) == 16 and all(r["num_samples"] == (0 if r["condition"] == "expert" else 3) for r in records)
+    # the paraphrase column of every condition: same seeds and regions as the templates, held-out wordings
+    for c in report["closed_loop"].values():
+        table = c["episode_success_by_variation"]
+        nominal, paraphrase = table["nominal"], table["paraphrase"]
+        assert [instruction_target(t) for t in paraphrase["instructions"]] == ["left", "right"]
+        assert set(paraphrase["instructions"]) <= {t for v in HELD_OUT_PARAPHRASES.values() for t in v}
+        assert set(nominal["instructions"]) <= {t for v in INSTRUCTIONS.values() for t in v}
+        assert c["instructions"] == nominal["instructions"] and paraphrase["episodes"] == 2
+    assert "paraphrase" in format_summary(report)
     for name, c in report["closed_loop"].items():
         assert c["episodes"] == 2 and 0.0 <= c["episode_success_rate"] <= 1.0
         assert c["mean_abs_delta_command"] >= 0.0
@@ -77,7 +79,9 @@ def test_closed_loop_report_format(tmp_path):
     assert "telepathy" in expert["not_applicable"]["avg_tau_l2"]
     # tau is computed and reported under both conditions (the paper's avg_tau_l2), from per-plan values
     assert sigma["avg_tau_l2"] > 0 and report["conditions"]["telepathy_off"]["avg_tau_l2"] > 0
-    assert sigma["avg_tau_l2"] == pytest.approx(np.mean([r["tau_l2"] for r in records if r["condition"] == "sigma"]))
+    # (the report's fields describe the nominal episodes; the batch log has every variation's too)
+    nominal = [r["tau_l2"] for r in records if r["condition"] == "sigma" and r["variation"] == "nominal"]
+    assert sigma["avg_tau_l2"] == pytest.approx(np.mean(nominal)) and len(nominal) == 2
     assert "adapter_scale" in report["conditions"]["sigma_adapter"]["extra"]
     assert all(r["plans"] == 3 for r in records if r["condition"] != "expert")
     # no initialisation given: CHECK A says it did not run
@@ -187,7 +191,7 @@ def test_diffusion_steps_flag_overrides_the_checkpoints(tmp_path, monkeypatch):
     used, sample = [], TrajectoryDiT.sample
     monkeypatch.setattr(TrajectoryDiT, "sample", lambda self, *a, **k: used.append(a[3]) or sample(self, *a, **k))
     common = ["--checkpoint", str(tmp_path / "ckpt"), "--episodes", "1", "--max-steps", "8", "--conditions", "sigma",
-              "--replan-every", "4", "--quiet"]
+              "--replan-every", "4", "--variations", "nominal", "--quiet"]
     assert main(common + ["--output", str(tmp_path / "two"), "--diffusion-steps", "2"]) == 0
     assert main(common) == 0
     assert used == [2, 2, 10, 10]  # two plans each: the flag's steps, then the checkpoint's own

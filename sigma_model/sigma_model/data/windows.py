@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..robot_units import dataset_units
+
 __all__ = [
     "WindowConfig",
     "WindowStats",
@@ -97,6 +99,9 @@ class WindowConfig:
     action_key: str | None = None
     text_key: str | None = None
     default_text: str = ""
+    # unit of the dataset's state and action: radians, or an SO-101's lerobot-record units (degrees |
+    # range_m100_100: the arm joints' norm mode; gripper 0..100), converted to radians
+    joint_units: str = "radians"
 
     def __post_init__(self) -> None:
         if self.horizon_T < 1:
@@ -107,6 +112,7 @@ class WindowConfig:
             raise ValueError(f"chunk_len must be in [1, horizon_T={self.horizon_T}], got {self.chunk_len}")
         if self.action_norm_mode not in ("absolute", "delta"):
             raise ValueError(f"action_norm_mode must be 'absolute' or 'delta', got {self.action_norm_mode!r}")
+        dataset_units(self.joint_units)  # raises on an unknown unit
         if self.action_norm_mode == "delta" and self.horizon_T < 2:
             raise ValueError("action_norm_mode='delta' needs horizon_T >= 2")
         if not math.isfinite(self.min_action_norm):
@@ -564,11 +570,15 @@ def iter_window_samples(frames: Iterable[Mapping[str, Any]], cfg: WindowConfig |
     cfg = cfg or WindowConfig()
     stats = stats if stats is not None else WindowStats()
     keys = _Keys(cfg)
+    units = dataset_units(cfg.joint_units)
 
     def records() -> Iterator[FrameRecord]:
         for ex in frames:
             stats.frames_seen += 1
             rec = extract_frame(ex, keys, cfg.image_size, cfg.default_text)
+            if units is not None:
+                rec.state = torch.from_numpy(units.array_to_radians(rec.state)).float()
+                rec.action = torch.from_numpy(units.array_to_radians(rec.action)).float()
             if keys_out is not None and not keys_out:
                 keys_out.update(keys.as_dict())
             yield rec

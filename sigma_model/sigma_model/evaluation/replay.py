@@ -315,11 +315,14 @@ def _targets(
 
 
 # ----------------------------------------------------------------------------- metrics
-def text_embedding(model: SigmaModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Return the instruction's embedding: masked mean of the backbone token embeddings, in d_model."""
+def text_embedding(model: SigmaModel, tokens) -> torch.Tensor:
+    """Return the instruction's embedding in d_model: masked mean of the token embeddings the language stage reads.
+
+    Those of the frozen text encoder (projected) when the model has one, else the backbone's.
+    """
     language = model.language
-    emb = language.backbone.embed_text(ids)
-    pooled = masked_mean(emb.float(), mask)
+    emb = language.embed_text(tokens)
+    pooled = masked_mean(emb.float(), tokens.mask)
     return language.from_backbone(pooled.to(emb.dtype)).float()
 
 
@@ -462,7 +465,7 @@ def replay(
             lang = out_on.language
             tau_l2 = lang.tau.float().norm(dim=-1)
             sem = torch.nn.functional.cosine_similarity(
-                lang.z_sem_pool.float(), text_embedding(model, tokens.ids, tokens.mask), dim=-1
+                lang.z_sem_pool.float(), text_embedding(model, tokens), dim=-1
             )
             need_off = bool(want & {"telepathy_off", "telepathy_off_adapter"}) or (
                 source == "tau0" and "baseline" in want
@@ -491,7 +494,7 @@ def replay(
                 b_tau = b_out.language.tau.float().norm(dim=-1)
                 b_sem = torch.nn.functional.cosine_similarity(
                     b_out.language.z_sem_pool.float(),
-                    text_embedding(baseline_model, b_tokens.ids, b_tokens.mask),
+                    text_embedding(baseline_model, b_tokens),
                     dim=-1,
                 )
             elif source == "dataset":

@@ -96,6 +96,18 @@ def _betainc(a: float, b: float, x: float) -> float:
     return 1.0 - math.exp(lbeta) * _betacf(b, a, 1.0 - x) / b
 
 
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """Wilson score interval of a success rate (``(None, None)`` for no trials)."""
+    if n <= 0:
+        return None, None
+    z = {0.9: 1.6448536, 0.95: 1.959964, 0.99: 2.5758293}.get(round(confidence, 2), 1.959964)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def student_t_cdf(t: float, df: float) -> float:
     """CDF of Student's t distribution with df degrees of freedom."""
     if df <= 0:
