@@ -82,8 +82,8 @@ def closed_loop_rate(model, replan_every: int, ticks: int) -> dict[str, float]:
 def ros_rate(checkpoint: str) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo.json"
-        cmd = [sys.executable, "-m", "sigma_ros.demo", "--checkpoint", checkpoint, "--episodes", "1",
-               "--max-episode-s", "8", "--json", str(out)]
+        cmd = [sys.executable, "-m", "sigma_ros.demo", f"--checkpoint={checkpoint}", "--episodes=1",
+               "--max_episode_s=8", f"--json={out}"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0 or not out.is_file():
             print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)

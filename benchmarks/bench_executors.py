@@ -1,6 +1,6 @@
 # Copyright 2026 The Sigma Authors
 # SPDX-License-Identifier: Apache-2.0
-"""CPU use of the composed Sigma graph (``sigma-graph --single-process``) per executor.
+"""CPU use of the composed Sigma graph (``sigma-graph --composition=single_process``) per executor.
 
 For each executor kind (``SIGMA_EXECUTOR``: sigma_ros.executors.KINDS) starts the four nodes
 composed in one process on seeded random weights, waits until they are active, then measures the
@@ -37,7 +37,8 @@ def measure(kind: str, seconds: float, load: bool) -> float:
     domain = domain_id_for(f"bench_executors_{kind}")
     env = dict(os.environ, SIGMA_EXECUTOR=kind, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    proc = subprocess.Popen([sys.executable, "-m", "sigma_ros.graph_main", "--single-process", "--log-level", "warn"],
+    proc = subprocess.Popen([sys.executable, "-m", "sigma_ros.graph_main", "--composition=single_process",
+                             "--log_level=warn"],
                             env=env, stdout=subprocess.PIPE, text=True)
     h = None
     try:

@@ -15,7 +15,7 @@ Prints, in one run:
   ratio of the graph's camera -> motor command median to it.
 
     python benchmarks/bench_ros.py                       # four node processes, like ros2 launch
-    python benchmarks/bench_ros.py --mode composed       # sigma-graph --single-process (one process)
+    python benchmarks/bench_ros.py --mode composed       # sigma-graph --composition=single_process
     python benchmarks/bench_ros.py --mode inprocess      # the nodes in this process (with the probe)
     python benchmarks/bench_ros.py --duration 30 --camera-hz 15 --json out.json
 
@@ -144,9 +144,10 @@ def main(argv=None) -> int:
     overrides = {"action_node": {"diffusion_seed": args.seed}}  # (commands are matched on the published plan)
     if args.mode in ("processes", "composed"):
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-        graph_proc = subprocess.Popen([sys.executable, "-m", "sigma_ros.graph_main", "--config-file", str(params),
-                                       "--checkpoint", checkpoint, "--log-level", "warn"]
-                                      + (["--single-process"] if args.mode == "composed" else []), env=env)
+        graph_proc = subprocess.Popen([sys.executable, "-m", "sigma_ros.graph_main", f"--config_file={params}",
+                                       f"--checkpoint={checkpoint}", "--log_level=warn"]
+                                      + (["--composition=single_process"] if args.mode == "composed" else []),
+                                      env=env)
         h = GraphHarness("bench_probe", nodes=(), domain_id=domain)
     else:
         h = GraphHarness("bench_inprocess", checkpoint=checkpoint, params_file=str(params), overrides=overrides,

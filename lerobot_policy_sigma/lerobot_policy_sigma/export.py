@@ -5,21 +5,25 @@
 The preprocessor's normalisation of states and actions is folded into the checkpoint's SigmaConfig
 (state_mean/state_std, action_mean/action_std: the model's own standardisation then does the same
 arithmetic) and LoRA is merged into the backbone, so the result runs wherever Sigma checkpoints
-run: the ROS 2 graph (`sigma-graph --checkpoint DIR`), `sigma-closed-loop`, `sigma-eval`, and
+run: the ROS 2 graph (`sigma-graph --checkpoint=DIR`), `sigma-closed-loop`, `sigma-eval`, and
 `sigma-train --train.init_checkpoint=DIR`.
 
-    sigma-from-lerobot outputs/train/sigma/checkpoints/last/pretrained_model checkpoints/my_sigma
+    sigma-from-lerobot --pretrained=outputs/train/sigma/checkpoints/last/pretrained_model \
+        --output=checkpoints/my_sigma
+
+(ExportConfig's fields as ``--field=value``: draccus, :mod:`sigma_model.cli`.)
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from lerobot.configs.types import FeatureType, NormalizationMode
 from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline
 from lerobot.utils.constants import ACTION, OBS_STATE, POLICY_PREPROCESSOR_DEFAULT_NAME
+from sigma_model.cli import fail, parse_cli
 from sigma_model.configuration_sigma import SigmaConfig as SigmaModelConfig
 from sigma_model.training.checkpointing import export_merged_model
 
@@ -59,32 +63,44 @@ def export_sigma_checkpoint(policy, preprocessor: PolicyProcessorPipeline, direc
     return export_merged_model(model, directory, config=config)
 
 
+PROG = "sigma-from-lerobot"
+
+
+@dataclass
+class ExportConfig:
+    """sigma-from-lerobot's command line."""
+
+    pretrained: str | None = None  # a sigma policy saved by lerobot-train (.../pretrained_model); required
+    output: str | None = None  # directory for the Sigma checkpoint (must not exist); required
+
+    def __post_init__(self) -> None:
+        if not (self.pretrained and self.output):
+            raise ValueError("--pretrained and --output are required")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sigma-from-lerobot", description=__doc__.split("\n\n")[0])
-    p.add_argument("pretrained", help="a sigma policy saved by lerobot-train (.../pretrained_model)")
-    p.add_argument("output", help="directory for the Sigma checkpoint (must not exist)")
-    args = p.parse_args(argv)
-    out = Path(args.output)
+    cfg = parse_cli(ExportConfig, argv, PROG, description=__doc__)
+    out = Path(cfg.output)
     if out.exists():
-        p.exit(2, f"sigma-from-lerobot: error: {out} exists; choose a new directory\n")
+        fail(PROG, f"{out} exists; choose a new directory")
     from lerobot.configs.policies import PreTrainedConfig
 
     from .configuration_sigma import SigmaConfig
     from .modeling_sigma import SigmaPolicy
 
     try:
-        if not Path(args.pretrained, "config.json").is_file():
-            raise FileNotFoundError(f"{args.pretrained} is not a saved LeRobot policy (no config.json)")
-        config = PreTrainedConfig.from_pretrained(args.pretrained)
+        if not Path(cfg.pretrained, "config.json").is_file():
+            raise FileNotFoundError(f"{cfg.pretrained} is not a saved LeRobot policy (no config.json)")
+        config = PreTrainedConfig.from_pretrained(cfg.pretrained)
         if not isinstance(config, SigmaConfig):
-            raise ValueError(f"{args.pretrained} holds a {config.type!r} policy, not sigma")
-        policy = SigmaPolicy.from_pretrained(args.pretrained, config=config)
+            raise ValueError(f"{cfg.pretrained} holds a {config.type!r} policy, not sigma")
+        policy = SigmaPolicy.from_pretrained(cfg.pretrained, config=config)
         preprocessor = PolicyProcessorPipeline.from_pretrained(
-            args.pretrained, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json")
+            cfg.pretrained, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json")
         export_sigma_checkpoint(policy, preprocessor, out)
     except (OSError, ValueError) as err:
-        p.exit(2, f"sigma-from-lerobot: error: {err}\n")
-    print(f"sigma-from-lerobot: wrote {out}")
+        fail(PROG, err)
+    print(f"{PROG}: wrote {out}")
     return 0
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import default_collate
 from conftest import CURRICULUM_STEPS, REPO_ID, TRAIN_STEPS
 from lerobot_policy_sigma import SigmaPolicy, export_sigma_checkpoint
 from sigma_model import load_checkpoint
+from sigma_model.testing import cli_error, cli_help
 
 
 def load_trained(pretrained_dir) -> tuple[PreTrainedPolicy, object, object]:
@@ -111,9 +112,18 @@ def test_the_trained_policy_acts_in_the_closed_loop_as_sigma_runtime_does(pretra
     assert outcome.mean_abs_delta_command > 0
 
 
+def test_sigma_from_lerobot_command_line(capsys):
+    """ExportConfig's fields are the flags; a missing one or the old positional form is one line and exit 2."""
+    text = cli_help(export_main, capsys)
+    assert "--pretrained " in text and "--output " in text
+    assert cli_error(export_main, ["--pretrained=x"], capsys) == \
+        "sigma-from-lerobot: error: --pretrained and --output are required"
+    assert cli_error(export_main, ["x", "y"], capsys) == "sigma-from-lerobot: error: unrecognized arguments: x y"
+
+
 def test_sigma_from_lerobot_writes_a_sigma_checkpoint(pretrained_dir, tmp_path, capsys):
     out = tmp_path / "ckpt"
-    assert export_main([str(pretrained_dir), str(out)]) == 0
+    assert export_main([f"--pretrained={pretrained_dir}", f"--output={out}"]) == 0
     model = load_checkpoint(out)
     assert model.config.state_mean is not None and model.config.action_std is not None
     from lerobot.policies.act.configuration_act import ACTConfig
@@ -122,6 +132,6 @@ def test_sigma_from_lerobot_writes_a_sigma_checkpoint(pretrained_dir, tmp_path, 
     for source, target, message in ((pretrained_dir, out, "exists"), (tmp_path / "act", tmp_path / "a", "'act' policy"),
                                     (tmp_path / "missing", tmp_path / "m", "no config.json")):
         with pytest.raises(SystemExit) as err:
-            export_main([str(source), str(target)])
+            export_main([f"--pretrained={source}", f"--output={target}"])
         assert err.value.code == 2 and message in capsys.readouterr().err
         assert target == out or not target.exists()

@@ -21,12 +21,12 @@ changes through :meth:`FeetechBusEmulator.set_actual` (a hand moving the arm).
 Every write is logged (:attr:`FeetechBusEmulator.writes`: time, id, register name, value as the
 servo decodes it), so tests can check what a driver sent. ``python -m
 lerobot_robot_sigma_sim.feetech_emulator`` serves a bus until SIGINT/SIGTERM, prints its port and
-writes its log as JSON lines (see ``--help``).
+writes its log as JSON lines (EmulatorConfig's fields as ``--field=value``, e.g.
+``--positions=[2048,2048,2048,2048,2048,2100] --log=bus.jsonl``; see ``--help``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
@@ -324,24 +324,37 @@ def write_calibration(path: str | os.PathLike, ranges: dict[str, tuple[int, int,
         json.dump(data, f, indent=4)
 
 
+@dataclass
+class EmulatorConfig:
+    """Serve emulated STS3215 servos on a pty until SIGINT/SIGTERM (prints ``port <device>`` when ready)."""
+
+    ids: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])  # servo ids (default: an SO-101's)
+    positions: list[float] | None = None  # initial encoder positions (ticks), one per id (default: 2048 each)
+    speed: float = 3000.0  # servo speed (ticks/s)
+    log: str = ""  # on exit, write every write and the final registers here (JSON lines)
+
+    def __post_init__(self) -> None:
+        if not self.ids or not all(0 <= i < BROADCAST_ID for i in self.ids):
+            raise ValueError(f"--ids must be servo ids in [0, {BROADCAST_ID - 1}], got {self.ids}")
+        if self.positions is not None and len(self.positions) != len(self.ids):
+            raise ValueError(f"--positions needs one position per servo id ({len(self.ids)}), got {self.positions}")
+        if not self.speed > 0:
+            raise ValueError("--speed must be > 0")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lerobot_robot_sigma_sim.feetech_emulator",
-                                 description="Serve emulated STS3215 servos on a pty until SIGINT/SIGTERM.")
-    ap.add_argument("--ids", default="1,2,3,4,5,6", help="servo ids (default 1..6, an SO-101)")
-    ap.add_argument("--positions", default="", help="initial encoder positions (ticks), comma-separated")
-    ap.add_argument("--speed", type=float, default=3000.0, help="servo speed (ticks/s)")
-    ap.add_argument("--log", default="", help="on exit, write every write and the final registers here (JSON lines)")
-    args = ap.parse_args(argv)
-    ids = [int(v) for v in args.ids.split(",") if v.strip()]
-    positions = [float(v) for v in args.positions.split(",") if v.strip()] or None
+    from sigma_model.cli import parse_cli
+
+    cfg = parse_cli(EmulatorConfig, argv, "python -m lerobot_robot_sigma_sim.feetech_emulator",
+                    description=EmulatorConfig.__doc__)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with FeetechBusEmulator(ids, positions, args.speed) as bus:
+    with FeetechBusEmulator(cfg.ids, cfg.positions, cfg.speed) as bus:
         print(f"port {bus.port}", flush=True)
         stop.wait()
-        if args.log:
-            with open(args.log, "w") as f:
+        if cfg.log:
+            with open(cfg.log, "w") as f:
                 for w in bus.writes:
                     f.write(json.dumps({"t": w.t, "id": w.id, "name": w.name, "value": w.value, "sync": w.sync}) + "\n")
                 f.write(json.dumps({"final": {name: {str(i): v for i, v in bus.registers(name).items()}

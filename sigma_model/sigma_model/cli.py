@@ -5,25 +5,48 @@
 ``parse_cli(Cls, argv, prog)`` turns every field of the dataclass ``Cls`` into ``--field=value``
 and every nested dataclass field into ``--group.field=value`` (values are YAML: ``--x=[1,2]``,
 ``--flag=true``); ``--config_path=FILE`` (YAML or JSON, nested like the dataclass) sets the
-starting values and command-line flags override it. A bad flag, value or file ends the program
-with one line on stderr (``prog: error: ...``) and exit status 2; ``--help`` lists the fields.
+starting values and command-line flags override it. The value of a ``str`` field is taken as
+written (``--instruction=yes`` is the text "yes", not YAML's true; ``null`` still gives None where
+the field may be None). A bad flag, value or file ends the program with one line on stderr
+(``prog: error: ...``) and exit status 2; ``--help`` lists the fields with their comments (also
+those of a config's second base class, which draccus's own lookup misses).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import sys
+import types
+import typing
 from typing import TypeVar
 
 import draccus
 import yaml
 from draccus.argparsing import ArgumentParser
 from draccus.utils import DecodingError, DraccusException, ParsingError
+from draccus.wrappers import docstring
 
 T = TypeVar("T")
 
 CLI_ERRORS = (DraccusException, argparse.ArgumentError, ValueError, TypeError, OSError, yaml.YAMLError)
+
+
+def _field_help_where_declared(lookup):
+    """Wrap draccus's field-comment lookup to read the class that declares the field.
+
+    draccus walks only the first base of each class, so the comments of a second base's fields were lost.
+    """
+    def get_attribute_docstring(cls: type, field_name: str):
+        owner = next((c for c in inspect.getmro(cls) if field_name in vars(c).get("__annotations__", {})), cls)
+        return lookup(owner, field_name)
+
+    return get_attribute_docstring
+
+
+docstring.get_attribute_docstring = _field_help_where_declared(docstring.get_attribute_docstring)
 
 
 def fail(prog: str, err: BaseException | str) -> None:
@@ -34,14 +57,48 @@ def fail(prog: str, err: BaseException | str) -> None:
     raise SystemExit(2)
 
 
+def _text_fields(cls: type, prefix: str = "") -> dict[str, bool]:
+    """{``--flag``: may be None} of the ``str`` and ``str | None`` fields of ``cls`` and its nested dataclasses."""
+    out = {}
+    for f, tp in ((f, typing.get_type_hints(cls)[f.name]) for f in dataclasses.fields(cls) if f.init):
+        args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
+        if dataclasses.is_dataclass(tp):
+            out.update(_text_fields(tp, f"{prefix}{f.name}."))
+        elif args - {type(None)} == {str}:
+            out[f"--{prefix}{f.name}"] = type(None) in args
+    return out
+
+
+def _quote_text(cls: type, argv: list[str]) -> list[str]:
+    """``argv`` with the values of text fields written as YAML strings: draccus's YAML reading keeps them as typed."""
+    text, out = _text_fields(cls), list(argv)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag not in text:
+            continue
+        if not eq:  # --flag VALUE
+            if i + 1 >= len(out) or out[i + 1].startswith("--"):
+                continue
+            i, value = i + 1, out[i + 1]
+        if not (text[flag] and value == "null"):
+            out[i] = (f"{flag}=" if eq else "") + json.dumps(value)
+    return out
+
+
 def parse_cli(cls: type[T], argv: list[str] | None, prog: str, description: str | None = None) -> T:
     """Return the ``cls`` instance that ``argv`` (default ``sys.argv[1:]``) describes; see the module docstring."""
     usage = f"{prog} [-h] [--config_path=FILE] [--FIELD=VALUE] [--GROUP.FIELD=VALUE] ..."
     parser = ArgumentParser(cls, prog=prog, usage=usage, description=description, exit_on_error=False)
     try:
-        return parser.parse_args(argv)
+        return parser.parse_args(_quote_text(cls, sys.argv[1:] if argv is None else argv))
     except CLI_ERRORS as err:
         fail(prog, err)
+
+
+def check_choice(flag: str, value, choices) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices`` (for a config's ``__post_init__``)."""
+    if value not in choices:
+        raise ValueError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def to_json(config) -> str:

@@ -3,7 +3,8 @@
 """Helpers for the tests of every Sigma package (and of users' own extensions).
 
 A small fast configuration, seeded observations, non-zero weights for zero-initialised heads, a tiny local Hugging Face
-model, the fields of the paper's evaluation report, and offline runs of console scripts.
+model, the fields of the paper's evaluation report, offline runs of console scripts, and the refusals and help of
+command lines.
 """
 
 from __future__ import annotations
@@ -130,3 +131,29 @@ def run_offline(cmd: list[str], timeout: float = 600) -> subprocess.CompletedPro
     assert proc.returncode == 0, (f"{Path(cmd[0]).name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                                   f"{proc.stderr[-6000:]}")
     return proc
+
+
+def cli_error(main, argv: list[str], capsys) -> str:
+    """Run a ``parse_cli`` command's ``main(argv)`` that must refuse ``argv``.
+
+    Asserts exit status 2 and exactly one line on stderr, which it returns (pytest's ``capsys`` captures it).
+    """
+    capsys.readouterr()
+    try:
+        main(argv)
+    except SystemExit as stop:
+        err = capsys.readouterr().err
+        assert stop.code == 2 and len(err.splitlines()) == 1, (stop.code, err)
+        return err.strip()
+    raise AssertionError(f"{argv} was accepted")
+
+
+def cli_help(main, capsys) -> str:
+    """Return what ``main(["--help"])`` prints (it must exit 0)."""
+    capsys.readouterr()
+    try:
+        main(["--help"])
+    except SystemExit as stop:
+        assert stop.code == 0
+        return capsys.readouterr().out
+    raise AssertionError("--help did not exit")

@@ -20,7 +20,7 @@ ROS 2 wheels). Arguments:
     robot_id:=my_follower         the robot's id (names its LeRobot calibration file)
     composition:=processes        one process per node (default), or single_process: the four
                                   nodes (and the robot node) composed in one process on one
-                                  executor (sigma-graph --single-process)
+                                  executor (sigma-graph --composition=single_process)
 
 The nodes are managed (lifecycle) nodes. With composition:=processes each is a launch_ros
 LifecycleNode, configured (ChangeState configure) when its process starts, and after every
@@ -126,8 +126,8 @@ def generate_launch_description():
         DeclareLaunchArgument("robot_id", default_value="",
                               description="Robot id, naming its LeRobot calibration file; empty = the config file's"),
         DeclareLaunchArgument("composition", default_value="processes",
-                              description="processes: one process per node; single_process: the nodes "
-                                          "composed in one process on one executor (sigma-graph --single-process)"),
+                              description="processes: one process per node; single_process: the nodes composed "
+                                          "in one process on one executor (sigma-graph --composition=single_process)"),
     ]
     for key in graph.EXTERNAL_TOPICS:
         spec = graph.TOPIC_BY_KEY[key]

@@ -4,32 +4,34 @@
 
 Datasets are written and read with LeRobot's ``LeRobotDataset``.
 
-``sigma-bag-to-lerobot BAG OUT``: every camera frame paired with the newest joint state and
+``sigma-bag-to-lerobot --bag=BAG --output=OUT``: every camera frame paired with the newest joint state and
 commanded action (and the instruction in force as the task; see :mod:`sigma_ros.bag_io`) becomes
 one LeRobot frame (``observation.images.front``, ``observation.state``, ``action``; names
 ``<joint>.pos``, as a LeRobot SO-101 recording). Episodes end at an instruction change or a time
 gap between camera frames. The fps is the camera's (median frame interval), unless given;
-timestamps are ``frame_index / fps`` as LeRobot's recorder writes them (``--timestamps recorded``:
+timestamps are ``frame_index / fps`` as LeRobot's recorder writes them (``--timestamps=recorded``:
 the recorded time since the episode start). Frames without a joint state or command within
-``--max-age-s``, or without an instruction (unless ``--default-task``), are skipped and counted.
+``--max_age_s``, or without an instruction (unless ``--default_task``), are skipped and counted.
 The dataset is what ``sigma-preprocess`` / ``sigma-train`` read, so a robot's bags become
 training data. ``meta/sigma_bag_conversion.json`` records the source (topics, joint names, command
 type, every frame's recorded time in ns) so the way back restores the recording's timing exactly.
 
-``sigma-lerobot-to-bag ROOT BAG`` (a dataset root or hub id): each frame becomes a camera Image
+``sigma-lerobot-to-bag --dataset=ROOT --bag=BAG`` (a dataset root or hub id): each frame becomes a camera Image
 (rgb8), a JointState and a command (JointTrajectory or Float64MultiArray) stamped at the frame's
 time, and each episode (and task change) starts with its instruction (std_msgs/String) 10 ms before
 its first frame. Frames keep their recorded times when the dataset came from a bag (and was not
 edited since), else episodes follow each other with a gap longer than the splitting gap, so
 converting back gives the same episodes.
 
-    sigma-bag-to-lerobot robot_bag/ data/robot_lerobot --repo-id me/robot
-    sigma-lerobot-to-bag data/so101_sim sim_bag/ --storage mcap
+    sigma-bag-to-lerobot --bag=robot_bag/ --output=data/robot_lerobot --repo_id=me/robot
+    sigma-lerobot-to-bag --dataset=data/so101_sim --bag=sim_bag/ --storage=mcap
+
+Every field of the commands' configs (BagToLeRobotConfig, LeRobotToBagConfig) is ``--field=value``,
+the topics ``--topics.<role>=NAME`` (draccus, :mod:`sigma_model.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from sigma_model.cli import check_choice, parse_cli
 
 from sigma_ros.bag_io import (
     ACTION_TYPES, BACKENDS, DEFAULT_JOINT_NAMES, FLOAT64_ARRAY_TYPE, STORAGES, BagError, BagReader, bag_info,
@@ -55,6 +58,7 @@ ACTION_KEY = "action"
 CONVERSION_META = "meta/sigma_bag_conversion.json"
 INSTRUCTION_LEAD_NS = 10_000_000  # an episode's instruction comes 10 ms before its first frame
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
+TIMESTAMPS = ("fps", "recorded")  # frame_index / fps, or the recorded time since the episode start
 
 
 @dataclass
@@ -123,8 +127,7 @@ def bag_to_lerobot(
     times are kept in meta/sigma_bag_conversion.json) or ``"recorded"`` (time since the episode's
     first frame).
     """
-    if timestamps not in ("fps", "recorded"):
-        raise ValueError(f"timestamps must be 'fps' or 'recorded', got {timestamps!r}")
+    check_choice("timestamps", timestamps, TIMESTAMPS)
     from sigma_model.data.lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress
 
     out_root = Path(out_root)
@@ -327,71 +330,89 @@ def lerobot_to_bag(
 
 
 # ----------------------------------------------------------------------------- command lines
-def _topic_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("topics (default: the Sigma graph's names, else the one topic of the type)")
-    g.add_argument("--camera-topic", default=None, help="sensor_msgs/Image topic (default /camera/image_raw)")
-    g.add_argument("--joint-states-topic", default=None, help="sensor_msgs/JointState topic (default /joint_states)")
-    g.add_argument("--instruction-topic", default=None, help="std_msgs/String topic (default /instruction)")
-    g.add_argument("--action-topic", default=None,
-                   help="commanded action topic, JointTrajectory or Float64MultiArray (default /action)")
-    g.add_argument("--joint-names", nargs="+", default=None,
-                   help="joint order of states/actions (default: the SO-101 joints when present, else the bag's)")
+@dataclass
+class RecordingOptions:
+    """The robot recording's side of a conversion: its topics, joint order and bag library."""
+
+    # topic names (default: the Sigma graph's names, else the one topic of the type): camera
+    # (sensor_msgs/Image), joint_states (sensor_msgs/JointState), instruction (std_msgs/String), action
+    # (the commands: JointTrajectory or Float64MultiArray)
+    topics: RobotTopics = field(default_factory=RobotTopics)
+    joint_names: list[str] | None = None  # joint order of states/actions (default: SO-101's if present, else the bag's)
+    backend: str = "auto"  # bag library: auto (rosbag2_py if importable, else rosbags), rosbag2_py or rosbags
+    overwrite: bool = False  # replace an existing output
+
+    def __post_init__(self) -> None:
+        check_choice("--backend", self.backend, BACKENDS)
 
 
-def topics_from_args(args) -> RobotTopics:
-    return RobotTopics(camera=args.camera_topic, joint_states=args.joint_states_topic,
-                       instruction=args.instruction_topic, action=args.action_topic)
+@dataclass
+class BagToLeRobotConfig(RecordingOptions):
+    """sigma-bag-to-lerobot: a robot rosbag2 recording (sqlite3 or MCAP) as a LeRobot v3.0 dataset."""
+
+    bag: str | None = None  # rosbag2 directory (or a single .db3 / .mcap file); required
+    output: str | None = None  # LeRobot dataset root to create; required
+    repo_id: str | None = None  # dataset repo id (default local/<bag name>)
+    fps: int | None = None  # dataset fps (default: the camera rate)
+    # a pause between camera frames longer than this starts an episode (default 5 frame periods, >= 0.5 s)
+    gap_s: float | None = None
+    max_age_s: float = 1.0  # joint states / commands older than this are not paired (0: no limit)
+    action_align: str = "latest"  # a frame's command: latest (newest at/before it) or next (first at/after it)
+    default_task: str | None = None  # task of frames before any instruction (default: skip them)
+    image_size: tuple[int, int] | None = None  # resize images to [H,W]
+    min_episode_frames: int = 1  # drop shorter episodes
+    robot_type: str | None = None
+    max_frames: int | None = None  # convert at most this many camera frames
+    # frame timestamps: fps (frame_index / fps, LeRobot's convention; the recorded times go to
+    # meta/sigma_bag_conversion.json) or recorded (the recorded time since the episode start)
+    timestamps: str = "fps"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.bag and self.output):
+            raise ValueError("--bag and --output are required")
+        check_choice("--action_align", self.action_align, ("latest", "next"))
+        check_choice("--timestamps", self.timestamps, TIMESTAMPS)
+
+
+@dataclass
+class LeRobotToBagConfig(RecordingOptions):
+    """sigma-lerobot-to-bag: a LeRobot dataset as a rosbag2 robot recording (camera, joint states, commands, tasks)."""
+
+    dataset: str | None = None  # LeRobot dataset root (meta/info.json) or hub id; required
+    bag: str | None = None  # rosbag2 directory to create; required
+    storage: str = "sqlite3"  # sqlite3 or mcap
+    # command message type, joint_trajectory or float64_multi_array (default: the source bag's when the
+    # dataset came from one, else joint_trajectory)
+    action_type: str | None = None
+    image_key: str | None = None  # camera feature (default observation.images.front / the first one)
+    # time of the first frame (ns since epoch; default: the source bag's times, else 1.7e18)
+    start_ns: int | None = None
+    episode_gap_s: float | None = None  # pause between episodes (default max(2 s, 10 frames))
+    episodes: list[int] | None = None  # convert only these episode indices, e.g. [0,3]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.dataset and self.bag):
+            raise ValueError("--dataset and --bag are required")
+        check_choice("--storage", self.storage, STORAGES)
+        if self.action_type is not None:
+            check_choice("--action_type", self.action_type, sorted(ACTION_TYPES))
 
 
 def bag_to_lerobot_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sigma-bag-to-lerobot",
-                                description="Convert a robot rosbag2 recording (sqlite3 or MCAP) into a LeRobot v3.0 "
-                                            "dataset: each camera frame with the newest joint state and command, the "
-                                            "instruction as task; episodes split at instruction changes and time gaps.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("bag", help="rosbag2 directory (or a single .db3 / .mcap file)")
-    p.add_argument("output", help="LeRobot dataset root to create")
-    p.add_argument("--repo-id", default=None, help="dataset repo id (default local/<bag name>)")
-    p.add_argument("--fps", type=int, default=None, help="dataset fps (default: the camera rate)")
-    p.add_argument(
-        "--gap-s",
-        type=float,
-        default=None,
-        help="a pause between camera frames longer than this starts an episode (default 5 frame periods, >= 0.5 s)",
-    )
-    p.add_argument(
-        "--max-age-s",
-        type=float,
-        default=1.0,
-        help="joint states / commands older than this are not paired (0: no limit)",
-    )
-    p.add_argument("--action-align", choices=("latest", "next"), default="latest",
-                   help="pair a frame with the newest command at/before it, or the first one at/after it")
-    p.add_argument("--default-task", default=None, help="task of frames before any instruction (default: skip them)")
-    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="resize images to H x W")
-    p.add_argument("--min-episode-frames", type=int, default=1, help="drop shorter episodes")
-    p.add_argument("--robot-type", default=None)
-    p.add_argument("--max-frames", type=int, default=None, help="convert at most this many camera frames")
-    p.add_argument("--timestamps", choices=("fps", "recorded"), default="fps",
-                   help="frame timestamps: frame_index / fps (LeRobot's convention; recorded times go to "
-                        "meta/sigma_bag_conversion.json) or the recorded time since the episode start")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
-    p.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)"
-    )
-    _topic_args(p)
-    args = p.parse_args(argv)
+    prog = "sigma-bag-to-lerobot"
+    cfg = parse_cli(BagToLeRobotConfig, argv, prog, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        s = bag_to_lerobot(args.bag, args.output, repo_id=args.repo_id, topics=topics_from_args(args),
-                           joint_names=args.joint_names, fps=args.fps, gap_s=args.gap_s, max_age_s=args.max_age_s,
-                           action_align=args.action_align, default_task=args.default_task,
-                           image_size=tuple(args.image_size) if args.image_size else None,
-                           min_episode_frames=args.min_episode_frames, robot_type=args.robot_type,
-                           max_frames=args.max_frames, timestamps=args.timestamps, overwrite=args.overwrite,
-                           backend=args.backend)
+        s = bag_to_lerobot(cfg.bag, cfg.output, repo_id=cfg.repo_id, topics=cfg.topics, joint_names=cfg.joint_names,
+                           fps=cfg.fps, gap_s=cfg.gap_s, max_age_s=cfg.max_age_s, action_align=cfg.action_align,
+                           default_task=cfg.default_task, image_size=cfg.image_size,
+                           min_episode_frames=cfg.min_episode_frames, robot_type=cfg.robot_type,
+                           max_frames=cfg.max_frames, timestamps=cfg.timestamps, overwrite=cfg.overwrite,
+                           backend=cfg.backend)
     except (BagError, ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"sigma-bag-to-lerobot: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     skipped = ", ".join(f"{k} {v}" for k, v in s.skipped.items() if v) or "none"
     print(f"{s.target}: {s.episodes} episodes, {s.frames} frames at {s.fps} fps, {len(s.tasks)} tasks "
@@ -400,45 +421,19 @@ def bag_to_lerobot_main(argv: list[str] | None = None) -> int:
 
 
 def lerobot_to_bag_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sigma-lerobot-to-bag",
-                                description="Write a LeRobot dataset as a rosbag2 robot recording: camera Image, "
-                                            "JointState and command per frame, the task as std_msgs/String.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("dataset", help="LeRobot dataset root (meta/info.json) or hub id")
-    p.add_argument("bag", help="rosbag2 directory to create")
-    p.add_argument("--storage", choices=STORAGES, default="sqlite3")
-    p.add_argument(
-        "--action-type",
-        choices=sorted(ACTION_TYPES),
-        default=None,
-        help="command message type (default: the source bag's when the dataset came from one, else joint_trajectory)",
-    )
-    p.add_argument(
-        "--image-key", default=None, help="camera feature (default observation.images.front / the first one)"
-    )
-    p.add_argument("--start-ns", type=int, default=None,
-                   help="time of the first frame (ns since epoch; default: the source bag's times, else 1.7e18)")
-    p.add_argument(
-        "--episode-gap-s", type=float, default=None, help="pause between episodes (default max(2 s, 10 frames))"
-    )
-    p.add_argument("--episodes", type=int, nargs="+", default=None, help="convert only these episode indices")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bag directory")
-    p.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)"
-    )
-    _topic_args(p)
-    args = p.parse_args(argv)
+    prog = "sigma-lerobot-to-bag"
+    cfg = parse_cli(LeRobotToBagConfig, argv, prog, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    given = topics_from_args(args)
     from sigma_model.data.lerobot_source import DatasetUnavailableError
 
     try:
-        s = lerobot_to_bag(args.dataset, args.bag, storage=args.storage, action_type=args.action_type,
-                           topics=given if any(given.as_dict().values()) else None, joint_names=args.joint_names,
-                           image_key=args.image_key, start_ns=args.start_ns, episode_gap_s=args.episode_gap_s,
-                           episodes=args.episodes, overwrite=args.overwrite, backend=args.backend)
+        s = lerobot_to_bag(cfg.dataset, cfg.bag, storage=cfg.storage, action_type=cfg.action_type,
+                           topics=cfg.topics if any(cfg.topics.as_dict().values()) else None,
+                           joint_names=cfg.joint_names, image_key=cfg.image_key, start_ns=cfg.start_ns,
+                           episode_gap_s=cfg.episode_gap_s, episodes=cfg.episodes, overwrite=cfg.overwrite,
+                           backend=cfg.backend)
     except (BagError, DatasetUnavailableError, ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"sigma-lerobot-to-bag: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"{s.target}: {s.episodes} episodes, {s.frames} frames ({s.details['storage']}, "
           f"{s.details['action_type']}, topics {s.details['topics']})")

@@ -5,22 +5,25 @@
 Evaluate Sigma on a robot's rosbag2 recording, through the ROS 2 node graph and through the offline model, in the
 ``sigma_eval_report.json`` format of ``sigma-eval``.
 
-    sigma-bag-eval robot_bag/ --checkpoint runs/sigma -o eval_bag/            # recorded rate
-    sigma-bag-eval robot_bag/ --checkpoint runs/sigma -o eval_bag/ --rate 4   # 4x accelerated
-    sigma-bag-eval robot_bag/ --checkpoint runs/sigma -o eval_bag/ --rate 0   # lockstep (max throughput)
-    sigma-bag-eval robot_bag/ --checkpoint runs/sigma -o eval_bag/ --no-ros   # offline only
+    sigma-bag-eval --bag=robot_bag/ --checkpoint=runs/sigma --output=eval_bag/             # recorded rate
+    sigma-bag-eval --bag=robot_bag/ --checkpoint=runs/sigma --output=eval_bag/ --rate=4    # 4x accelerated
+    sigma-bag-eval --bag=robot_bag/ --checkpoint=runs/sigma --output=eval_bag/ --rate=0    # lockstep
+    sigma-bag-eval --bag=robot_bag/ --checkpoint=runs/sigma --output=eval_bag/ --ros=false # offline only
+
+Every BagEvalCLI field (BagEvalConfig's and the inputs and outputs) is ``--field=value``, the topics
+``--topics.<role>=NAME``, the adapter ``--adapter_config.<field>=...`` (draccus, :mod:`sigma_model.cli`).
 
 The recording (camera, joint states, instruction, commanded actions; :mod:`sigma_ros.bag_pairing`) is
 paired frame by frame. Conditions of the report:
 
 * ``ros_graph``: the four Sigma nodes (the same nodes, parameter file and ``--ros-args`` as
   ``sigma-graph``; real rclpy + DDS on a private ROS domain, so a robot on the network never hears
-  the replay) run one process each (``--graph processes``, the command's default, as ``sigma-graph``
-  / ``ros2 launch`` run them) or all in this process (``--graph inprocess``, the API's default:
+  the replay) run one process each (``--graph_mode=processes``, the command's default, as ``sigma-graph``
+  / ``ros2 launch`` run them) or all in this process (``--graph_mode=inprocess``, the API's default:
   ``sigma_ros.testing.GraphHarness``, starts in seconds). They get the
   recording's camera frames, joint states and instructions, published as recorded at ``--rate``
   times the recorded speed (the nodes' timeouts scaled by the same factor), or in lockstep
-  (``--rate 0``: each frame once the previous frame's plan arrived, preceded by its newest joint
+  (``--rate=0``: each frame once the previous frame's plan arrived, preceded by its newest joint
   state; the replay waits where the recording's timeouts expire). The recorded commands are never
   published. The plan of each frame, the motor commands, each node's Status (per-stage latency,
   dropped inputs) and the end-to-end latency are collected. Camera frames and joint states are
@@ -37,7 +40,7 @@ Errors are measured against the recorded commands, as the shards' targets are: f
 position s of its episode, the action vector is the command paired with frame s, the chunk and the
 trajectory the commands of frames s .. s+chunk_len-1 and s .. s+traj_len-1 (frames whose window
 runs past the episode end are replayed but not scored). Both conditions are scored on the same
-frames in the same batches of ``--batch-size`` consecutive frames; ``ros_graph`` records add
+frames in the same batches of ``--batch_size`` consecutive frames; ``ros_graph`` records add
 ``latency_e2e_ms`` (camera published -> plan received), ``latency_<stage>_ms`` (from the nodes'
 Status), ``dropped_frames``, ``motor_cmd_mse`` (first motor command after each plan vs the recorded
 command), ``recurrence_mismatches`` and ``max_abs_diff_vs_offline``. ``meta.consistency`` holds the
@@ -50,16 +53,19 @@ an evaluation, writes its outputs and is the command line.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from sigma_model.cli import check_choice, parse_cli
+from sigma_model.evaluation.evaluate import ReportOptions, format_summary
 
 from sigma_ros.bag_io import BACKENDS, BagError, BagReader, bag_info
 from sigma_ros.bag_pairing import PairingStats, RobotTopics, iter_paired_frames
@@ -70,6 +76,7 @@ from sigma_ros.bag_replay_offline import attach_targets, run_offline, schedule
 from sigma_ros.bag_replay_scoring import batches_of, build_records, graph_summary
 
 log = logging.getLogger(__name__)
+PROG = "sigma-bag-eval"
 
 
 # ----------------------------------------------------------------------------- one evaluation
@@ -174,7 +181,7 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
         joints = stats.joint_names
         if len(joints) != c.state_dim or len(joints) != c.action_dim:
             raise ValueError(f"{bag}: {len(joints)} joints {joints}, the model has state_dim {c.state_dim} and "
-                             f"action_dim {c.action_dim} (choose the joints with --joint-names)")
+                             f"action_dim {c.action_dim} (choose the joints with --joint_names)")
         steps = schedule(frames, cfg.telepathy, cfg.tau_timeout_s)
         attach_targets(frames, steps, c.chunk_len, c.traj_len)
         read_s = time.perf_counter() - t_read
@@ -221,7 +228,7 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
         "telepathy": cfg.telepathy,
-        "adapter": (cfg.adapter_config.to_dict() if cfg.adapter_config is not None else {}) if cfg.adapter else None,
+        "adapter": cfg.adapter_config.to_dict() if cfg.adapter else None,
         "tau_timeout_s": cfg.tau_timeout_s,
         "device": cfg.device,
         "consistency": consistency,
@@ -302,96 +309,38 @@ def write_outputs(report, records, steps, frames, off_out, graph, out_dir, plots
 
 
 # ----------------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    from sigma_model.evaluation.adapter import AdapterConfig
+@dataclass
+class BagEvalCLI(ReportOptions, BagEvalConfig):
+    """sigma-bag-eval's command line: BagEvalConfig (the evaluation), the recording, the model and the report."""
 
-    p = argparse.ArgumentParser(
-        prog="sigma-bag-eval",
-        description="Replay a robot rosbag2 recording (sqlite3 or MCAP) through the Sigma ROS 2 node graph and the "
-                    "offline model; report action errors against the recorded commands, per-stage latency and "
-                    "dropped messages in the sigma_eval_report.json format.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("bag", help="rosbag2 directory (or a single .db3 / .mcap file)")
-    p.add_argument(
-        "--checkpoint",
-        default=None,
-        help="Sigma checkpoint (model dir, training step dir or training output); default: seeded random weights",
-    )
-    p.add_argument("--heads", default=None, help="sigma_telepathy_heads.safetensors to load over the checkpoint")
-    p.add_argument("--model-seed", type=int, default=0, help="seed of the random weights without --checkpoint")
-    p.add_argument("--output", "-o", default="sigma_bag_eval", help="directory for the report, logs and plots")
-    p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=1.0,
-        help="publish at this multiple of the recorded speed; 0 = lockstep (each frame after the previous plan)",
-    )
-    p.add_argument("--no-ros", action="store_true", help="offline path only (no ROS 2 needed)")
-    p.add_argument("--no-offline", action="store_true", help="ROS graph path only")
-    p.add_argument("--batch-size", type=int, default=4, help="consecutive scored frames per report batch")
-    p.add_argument("--seed", type=int, default=0, help="diffusion seed (the action node's diffusion_seed)")
-    p.add_argument("--telepathy", choices=("on", "off"), default="on", help="off = the tau = 0 baseline path")
-    p.add_argument("--max-frames", type=int, default=None, help="replay at most this many camera frames")
-    p.add_argument("--action-align", choices=("latest", "next"), default="latest",
-                   help="a frame's recorded command: the newest at/before it, or the first at/after it")
-    p.add_argument(
-        "--max-age-s",
-        type=float,
-        default=1.0,
-        help="joint states / commands older than this are not paired (the perception node's joint_state_timeout_s)",
-    )
-    p.add_argument("--tau-timeout-s", type=float, default=2.0, help="the perception node's tau_timeout_s")
-    p.add_argument(
-        "--gap-s", type=float, default=None, help="pause that ends an episode (default 5 camera periods, >= 0.5 s)"
-    )
-    p.add_argument("--output-type", choices=("joint_trajectory", "float64_multi_array"), default="joint_trajectory",
-                   help="the controller node's motor command type")
-    p.add_argument("--frame-timeout-s", type=float, default=30.0, help="longest wait for a frame's plan")
-    p.add_argument("--graph", choices=("inprocess", "processes"), default="processes",
-                   help="one process per node, as sigma-graph / ros2 launch run them (deployment-like latency), or all "
-                        "four in this process (starts in seconds; the nodes then share one interpreter lock)")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the replay (default: a private one)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads of the offline path (torch default; on a busy machine 1 avoids OpenMP "
-                        "oversubscription, which can slow it down many times)")
-    p.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="bag library (auto: rosbag2_py if importable, else rosbags)"
-    )
-    g = p.add_argument_group("topics (default: the Sigma graph's names, else the one topic of the type)")
-    g.add_argument("--camera-topic", default=None)
-    g.add_argument("--joint-states-topic", default=None)
-    g.add_argument("--instruction-topic", default=None)
-    g.add_argument("--action-topic", default=None, help="recorded commands: JointTrajectory or Float64MultiArray")
-    g.add_argument(
-        "--joint-names",
-        nargs="+",
-        default=None,
-        help="joint order (default: SO-101 joints when present, else the bag's)",
-    )
-    a = p.add_argument_group("adapter (paper 4.3)")
-    a.add_argument("--adapter", action="store_true", help="apply the risk-gated adapter (action node use_adapter)")
-    a.add_argument("--adapter-config", default=None, help="JSON file with AdapterConfig fields")
-    d = AdapterConfig()
-    a.add_argument("--adapter-min-scale", type=float, default=None, help=f"default {d.min_scale}")
-    a.add_argument("--adapter-max-scale", type=float, default=None, help=f"default {d.max_scale}")
-    a.add_argument("--adapter-k", type=float, default=None, help=f"default {d.k}")
-    a.add_argument("--adapter-tau-range", type=float, nargs=2, default=None, metavar=("LO", "HI"))
-    a.add_argument("--adapter-max-residual-ratio", type=float, default=None)
-    s = p.add_argument_group("statistics and output")
-    s.add_argument("--hard-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2))
-    s.add_argument(
-        "--success-thresholds", nargs=3, type=float, metavar=("VEC", "CHUNK", "TRAJ"), default=(0.1, 0.2, 0.2)
-    )
-    s.add_argument("--ci", choices=("bootstrap", "t"), default="bootstrap")
-    s.add_argument("--confidence", type=float, default=0.95)
-    s.add_argument("--n-bootstrap", type=int, default=2000)
-    s.add_argument("--table-every", type=int, default=20)
-    s.add_argument("--no-plots", action="store_true")
-    s.add_argument("--quiet", "-q", action="store_true", help="print only the report path")
-    return p
+    bag: str | None = None  # rosbag2 directory (or a single .db3 / .mcap file); required
+    # Sigma checkpoint (model dir, training step dir or training output); default: seeded random weights
+    checkpoint: str | None = None
+    model_seed: int = 0  # seed of the random weights without --checkpoint
+    output: str = "sigma_bag_eval"  # directory for the report, logs and plots
+    ros: bool = True  # the ROS graph path (false: offline only, no ROS 2 needed)
+    offline: bool = True  # the offline path (false: the ROS graph path only)
+    # processes: one process per node, as sigma-graph / ros2 launch run them (deployment-like latency);
+    # inprocess: all four in this process (starts in seconds; the nodes then share one interpreter lock)
+    graph_mode: str = "processes"
+    backend: str = "auto"  # bag library: auto (rosbag2_py if importable, else rosbags), rosbag2_py or rosbags
+    # the recording's topics (default: the Sigma graph's names, else the one topic of the type); action:
+    # the recorded commands, JointTrajectory or Float64MultiArray
+    topics: RobotTopics = field(default_factory=RobotTopics)
+    joint_names: list[str] | None = None  # joint order (default: SO-101 joints when present, else the bag's)
+
+    def __post_init__(self) -> None:
+        BagEvalConfig.__post_init__(self)
+        ReportOptions.__post_init__(self)
+        if not self.bag:
+            raise ValueError("--bag is required")
+        if not (self.ros or self.offline):
+            raise ValueError("--ros=false and --offline=false leave nothing to evaluate")
+        check_choice("--backend", self.backend, BACKENDS)
+
+    def evaluation(self) -> BagEvalConfig:
+        """Return the BagEvalConfig part."""
+        return BagEvalConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(BagEvalConfig)})
 
 
 def format_ros_summary(report: dict[str, Any]) -> str:
@@ -430,50 +379,34 @@ def format_ros_summary(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    cli = parse_cli(BagEvalCLI, argv, PROG, description=__doc__)
+    logging.basicConfig(level=logging.WARNING if cli.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        from sigma_model.evaluation.evaluate import adapter_config_from_args, format_summary
         from sigma_model.evaluation.report import refuse_existing_report
 
-        refuse_existing_report(args.output, args.overwrite)
-        if args.threads is not None:
-            if args.threads <= 0:
-                raise ValueError("--threads must be positive")
-            torch.set_num_threads(args.threads)
-        if not 0 < args.confidence < 1:
-            raise ValueError("--confidence must be in (0, 1)")
-        cfg = BagEvalConfig(
-            batch_size=args.batch_size, seed=args.seed, telepathy=args.telepathy == "on", adapter=args.adapter,
-            adapter_config=adapter_config_from_args(args), rate=args.rate, action_align=args.action_align,
-            max_age_s=args.max_age_s, tau_timeout_s=args.tau_timeout_s, gap_s=args.gap_s, max_frames=args.max_frames,
-            output_type=args.output_type, frame_timeout_s=args.frame_timeout_s, device=args.device,
-            domain_id=args.domain_id, graph_mode=args.graph,
-            hard_thresholds=dict(zip(("vec", "chunk", "traj"), args.hard_thresholds)),
-            success_thresholds=dict(zip(("vec", "chunk", "traj"), args.success_thresholds)),
-        )
-        topics = RobotTopics(camera=args.camera_topic, joint_states=args.joint_states_topic,
-                             instruction=args.instruction_topic, action=args.action_topic)
+        refuse_existing_report(cli.output, cli.overwrite)
+        if cli.threads is not None:
+            torch.set_num_threads(cli.threads)
         bar = None
-        if not (args.quiet or args.no_ros):
+        if cli.ros and not cli.quiet:
             from tqdm import tqdm
 
-            bar = tqdm(total=args.max_frames, unit="frame", desc="sigma-bag-eval (ROS graph)", dynamic_ncols=True)
+            bar = tqdm(total=cli.max_frames, unit="frame", desc=f"{PROG} (ROS graph)", dynamic_ncols=True)
         try:
             report, _ = evaluate_bag(
-                args.bag, args.checkpoint, args.output, config=cfg, topics=topics, joint_names=args.joint_names,
-                ros=not args.no_ros, offline=not args.no_offline, heads=args.heads, backend=args.backend,
-                model_seed=args.model_seed, ci_method=args.ci, confidence=args.confidence, n_boot=args.n_bootstrap,
-                table_every=args.table_every, plots=not args.no_plots, progress=None if bar is None else bar.update)
+                cli.bag, cli.checkpoint, cli.output, config=cli.evaluation(), topics=cli.topics,
+                joint_names=cli.joint_names, ros=cli.ros, offline=cli.offline, heads=cli.heads, backend=cli.backend,
+                model_seed=cli.model_seed, ci_method=cli.ci, confidence=cli.confidence, n_boot=cli.n_bootstrap,
+                table_every=cli.table_every, plots=cli.plots, progress=None if bar is None else bar.update)
         finally:
             if bar is not None:
                 bar.close()
     except (BagError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
-        print(f"sigma-bag-eval: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    if args.quiet:
-        print(Path(args.output) / "sigma_eval_report.json")
+    if cli.quiet:
+        print(Path(cli.output) / "sigma_eval_report.json")
         return 0
     print(format_summary(report))
     print("")

@@ -200,7 +200,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         from sigma_ros.testing import GraphHarness, Recorder, domain_id_for
     except ImportError as err:
         raise RuntimeError(f"the ROS 2 graph replay needs rclpy and sigma_ros_msgs ({err}); "
-                           "run scripts/setup.sh, or pass --no-ros for the offline path only") from err
+                           "run scripts/setup.sh, or pass --ros=false for the offline path only") from err
 
     rate = float(cfg.rate)
     lockstep = rate == 0
@@ -214,10 +214,8 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
     adapter_file = None
     action = {"diffusion_seed": int(cfg.seed), "reseed_every_plan": True, "use_adapter": bool(cfg.adapter)}
     if cfg.adapter:
-        from sigma_model.evaluation.adapter import AdapterConfig
-
         adapter_file = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="sigma_bag_adapter_", delete=False)
-        (cfg.adapter_config or AdapterConfig()).save(adapter_file.name)
+        cfg.adapter_config.save(adapter_file.name)
         action["adapter_config"] = adapter_file.name
     overrides = {
         "perception_node": dict(common, resize_images=True, use_tau_feedback=True, frame_stride=1,

@@ -11,32 +11,37 @@ the task is solved or the episode times out. Prints success, time to success and
 latency each node reports on ``sigma/status``, then stops everything.
 
 By default the Sigma nodes run one process each (like ``ros2 launch``) and the simulator runs in
-this process; ``--single-process`` puts everything in this process. Options that need a display
-(``--gui``) are off by default. Everything stays on an isolated ROS domain unless ``--domain-id``
-is given.
+this process; ``--composition=single_process`` puts everything in this process. Options that need a
+display (``--gui``) are off by default. Everything stays on an isolated ROS domain unless
+``--domain_id`` is given. Every DemoConfig field is ``--field=value`` (draccus, :mod:`sigma_model.cli`).
 
 Examples::
 
     sigma-demo                                # 3 episodes, shipped checkpoint
-    sigma-demo --episodes 10 --json demo.json
-    sigma-demo --telepathy off                # the tau = 0 baseline path
-    sigma-demo --gui                          # MuJoCo viewer (needs a display)
+    sigma-demo --episodes=10 --json=demo.json
+    sigma-demo --telepathy=false              # the tau = 0 baseline path
+    sigma-demo --gui=true                     # MuJoCo viewer (needs a display)
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sigma_model.cli import check_choice, parse_cli
+
+from sigma_ros.graph import COMPOSITIONS, composition
 from sigma_ros.graph_main import stop_processes
 
+PROG = "sigma-demo"
 DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
 STAGE_ORDER = (("perception_node", "decode"), ("perception_node", "vision_stage"),
                ("language_node", "language_stage"), ("action_node", "action_stage"), ("action_node", "adapter"),
@@ -52,40 +57,47 @@ def default_checkpoint() -> str:
     return str(repo)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sigma-demo",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--checkpoint", default=None, help=f"Sigma checkpoint (default: {DEFAULT_CHECKPOINT})")
-    p.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
-    p.add_argument("--seed", type=int, default=10_000, help="seed of the first episode (default 10000)")
-    p.add_argument(
-        "--instruction", default=None, help="instruction for every episode (default: left/right alternating)"
-    )
-    p.add_argument("--telepathy", choices=("on", "off"), default="on")
-    p.add_argument("--adapter", action="store_true", help="risk-gated inference adapter on in the action node")
-    p.add_argument("--max-episode-s", type=float, default=15.0, help="simulated seconds per episode (default 15)")
-    p.add_argument("--real-time-factor", type=float, default=1.0,
-                   help="wall-clock speed of sim + controller (default 1.0; < 1 on slow machines)")
-    p.add_argument("--step-mode", choices=("timer", "on_command"), default="timer",
-                   help="sim stepping: wall-clock timer (default) or one step per motor command")
-    p.add_argument("--single-process", action="store_true", help="run the four nodes in this process too")
-    p.add_argument("--config-file", default=None, help="ROS 2 parameter file (default: config/sigma.yaml)")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS domain id (default: a free-ish isolated one)")
-    p.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for the nodes (default 120)")
-    p.add_argument("--gui", action="store_true", help="show the MuJoCo viewer (needs a display; off by default)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--conditions", nargs="+", default=None,
-                   choices=("sigma", "sigma_adapter", "telepathy_off", "telepathy_off_adapter"),
-                   help="closed-loop evaluation through ROS: run the episodes once per condition (the graph is "
-                        "restarted for each) instead of --telepathy/--adapter")
-    p.add_argument("--report", default=None, metavar="DIR",
-                   help="write sigma_eval_report.json (the closed-loop report format of sigma-closed-loop) here")
-    p.add_argument("--verbose", action="store_true", help="show the nodes' own log output")
-    return p
+#: {condition: (telepathy, adapter)} of --conditions.
+CONDITION_FLAGS = {"sigma": (True, False), "sigma_adapter": (True, True), "telepathy_off": (False, False),
+                   "telepathy_off_adapter": (False, True)}
+STEP_MODES = ("timer", "on_command")
+
+
+@dataclass
+class DemoConfig:
+    """sigma-demo's command line."""
+
+    checkpoint: str | None = None  # Sigma checkpoint (default: checkpoints/sigma_so101_default)
+    episodes: int = 3  # episodes to run
+    seed: int = 10_000  # seed of the first episode (episode i: seed + i)
+    instruction: str | None = None  # instruction for every episode (default: left/right alternating)
+    telepathy: bool = True  # false: the tau = 0 baseline path
+    adapter: bool = False  # risk-gated inference adapter on in the action node
+    max_episode_s: float = 15.0  # simulated seconds per episode
+    real_time_factor: float = 1.0  # wall-clock speed of sim + controller (< 1 on slow machines)
+    step_mode: str = "timer"  # sim stepping: wall-clock timer, or on_command: one step per motor command
+    # processes: one process per Sigma node (like ros2 launch); single_process: the nodes in this process too
+    composition: str = COMPOSITIONS[0]
+    config_file: str | None = None  # ROS 2 parameter file (default: config/sigma.yaml)
+    domain_id: int | None = None  # ROS domain id (default: a free-ish isolated one)
+    startup_timeout: float = 120.0  # seconds to wait for the nodes
+    gui: bool = False  # show the MuJoCo viewer (needs a display)
+    json: str | None = None  # also write the results as JSON to this file
+    # closed-loop evaluation through ROS: run the episodes once per condition (sigma, sigma_adapter,
+    # telepathy_off, telepathy_off_adapter; the graph is restarted for each) instead of --telepathy/--adapter
+    conditions: list[str] | None = None
+    report: str | None = None  # write sigma_eval_report.json (sigma-closed-loop's report format) in this directory
+    verbose: bool = False  # show the nodes' own log output
+
+    def __post_init__(self) -> None:
+        if not (self.episodes > 0 and self.real_time_factor > 0 and self.max_episode_s > 0
+                and self.startup_timeout > 0):
+            raise ValueError("--episodes, --real_time_factor, --max_episode_s and --startup_timeout must be positive")
+        check_choice("--step_mode", self.step_mode, STEP_MODES)
+        composition(self.composition)
+        unknown = sorted(set(self.conditions or ()) - set(CONDITION_FLAGS))
+        if unknown or self.conditions == []:
+            raise ValueError(f"--conditions must be a non-empty list of {list(CONDITION_FLAGS)}, got {self.conditions}")
 
 
 class StatusCollector:
@@ -250,7 +262,7 @@ def run_episode(sim, seed: int, instruction: str, send_instruction: Callable[[st
     return dict(result)
 
 
-def run_demo(args) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import Empty, String
@@ -266,30 +278,31 @@ def run_demo(args) -> dict[str, Any]:
     from sigma_sim.episode_variations import episode_instruction
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
-    checkpoint = args.checkpoint or default_checkpoint()
+    checkpoint = cfg.checkpoint or default_checkpoint()
     if not (Path(checkpoint) / CONFIG_NAME).is_file():
-        raise SystemExit(f"sigma-demo: no checkpoint at {checkpoint} (run sigma-make-default, or pass --checkpoint)")
+        raise RuntimeError(f"no checkpoint at {checkpoint} (run sigma-make-default, or pass --checkpoint=DIR)")
     checkpoint = str(Path(checkpoint).resolve())
     mconf = SigmaConfig.load(Path(checkpoint) / CONFIG_NAME)
-    params_file = args.config_file or str(graph.default_config_file())
-    domain_id = args.domain_id if args.domain_id is not None else domain_id_for("sigma-demo")
-    rate = 30.0 * args.real_time_factor
-    common = {"telepathy": args.telepathy == "on", "torch_threads": 1}
+    params_file = cfg.config_file or str(graph.default_config_file())
+    domain_id = cfg.domain_id if cfg.domain_id is not None else domain_id_for("sigma-demo")
+    rate = 30.0 * cfg.real_time_factor
+    common = {"telepathy": cfg.telepathy, "torch_threads": 1}
     overrides = {spec.name: dict(common) for spec in graph.NODES}
     overrides["controller_node"].update(rate_hz=rate, output_type="joint_trajectory")
-    overrides["action_node"]["use_adapter"] = bool(args.adapter)
-    if args.real_time_factor != 1.0:  # sensor timeouts scale with the slowed clock
-        overrides["controller_node"].update(plan_timeout_s=0.5 / args.real_time_factor,
-                                            joint_state_timeout_s=0.5 / args.real_time_factor)
+    overrides["action_node"]["use_adapter"] = bool(cfg.adapter)
+    if cfg.real_time_factor != 1.0:  # sensor timeouts scale with the slowed clock
+        overrides["controller_node"].update(plan_timeout_s=0.5 / cfg.real_time_factor,
+                                            joint_state_timeout_s=0.5 / cfg.real_time_factor)
 
     shim_needed = bool(mconf.env_state_dim) and not perception_supports_env_state()
-    if shim_needed and not args.single_process:
+    single_process = cfg.composition == "single_process"
+    if shim_needed and not single_process:
         print("[sigma-demo] the checkpoint uses privileged sim state (cube pose, env_state_dim > 0) and the "
               "perception node does not subscribe to it: running the nodes in this process with a bridge",
               flush=True)
-        args.single_process = True
+        single_process = True
     print(f"[sigma-demo] checkpoint {checkpoint}; ROS domain {domain_id}; "
-          f"{'single process' if args.single_process else 'one process per node'}", flush=True)
+          f"{'single process' if single_process else 'one process per node'}", flush=True)
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     context = rclpy.Context()
@@ -307,24 +320,24 @@ def run_demo(args) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     try:
-        if args.single_process:
+        if single_process:
             nodes = create_nodes(list(graph.NODES), params_file, [], checkpoint, None, context=context,
                                  extra_overrides=overrides)
         else:
             procs, log = start_node_processes(graph.NODES, params_file, checkpoint, overrides, domain_id, log_path,
-                                              args.verbose)
+                                              cfg.verbose)
         size = mconf.image_size
         env = SO101PickPlaceEnv(SimConfig(image_width=size, image_height=size, render_observations=False,
                                           max_episode_steps=10**9))
         sim_params = graph.ros_arguments(None, [], {
-            "control_hz": 30.0, "real_time_factor": float(args.real_time_factor), "step_mode": args.step_mode,
+            "control_hz": 30.0, "real_time_factor": float(cfg.real_time_factor), "step_mode": cfg.step_mode,
             "image_size": int(size), "audio_sample_rate": int(mconf.audio_sample_rate),
-            "audio_chunk_s": mconf.audio_chunk_samples / mconf.audio_sample_rate, "seed": int(args.seed),
-            "max_episode_s": float(args.max_episode_s), "command_type": "joint_trajectory",
+            "audio_chunk_s": mconf.audio_chunk_samples / mconf.audio_sample_rate, "seed": int(cfg.seed),
+            "max_episode_s": float(cfg.max_episode_s), "command_type": "joint_trajectory",
             "env_state_encoding": (mconf.notes or {}).get("env_state") or "raw",
         }, node_name="sim_node")
         sim = SimNode(env=env, context=context, cli_args=sim_params)
-        if args.gui:
+        if cfg.gui:
             try:
                 import mujoco.viewer
 
@@ -349,13 +362,13 @@ def run_demo(args) -> dict[str, Any]:
         spin_threads[0].start()  # the sim starts once the nodes are active (below)
 
         want = {s.name for s in graph.NODES}
-        deadline = time.monotonic() + args.startup_timeout
+        deadline = time.monotonic() + cfg.startup_timeout
         while not want <= collector.nodes():
             for spec, p in procs:
                 if p.poll() is not None:
                     raise RuntimeError(f"{spec.name} exited with {p.returncode} during start-up (log: {log_path})")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nodes not up after {args.startup_timeout:.0f}s: missing "
+                raise RuntimeError(f"nodes not up after {cfg.startup_timeout:.0f}s: missing "
                                    f"{sorted(want - collector.nodes())} (log: {log_path})")
             time.sleep(0.2)
         # the nodes are up (unconfigured): configure + activate them through their lifecycle services
@@ -393,13 +406,13 @@ def run_demo(args) -> dict[str, Any]:
                 if p.poll() is not None:
                     raise RuntimeError(f"{spec.name} exited with {p.returncode} (log: {log_path})")
 
-        for i in range(args.episodes):
-            seed = args.seed + i
-            instruction = args.instruction or episode_instruction(i, seed)
-            print(f"[sigma-demo] episode {i + 1}/{args.episodes}: seed {seed}, instruction {instruction!r}", flush=True)
+        for i in range(cfg.episodes):
+            seed = cfg.seed + i
+            instruction = cfg.instruction or episode_instruction(i, seed)
+            print(f"[sigma-demo] episode {i + 1}/{cfg.episodes}: seed {seed}, instruction {instruction!r}", flush=True)
             status = run_episode(sim, seed, instruction, send_instruction, poll,
-                                 wall_s=args.max_episode_s / args.real_time_factor * 3 + 10,
-                                 wait_first_plan=lambda: plans.wait(args.startup_timeout))
+                                 wall_s=cfg.max_episode_s / cfg.real_time_factor * 3 + 10,
+                                 wait_first_plan=lambda: plans.wait(cfg.startup_timeout))
             status["latency_ms"] = collector.latencies()
             results.append(status)
             t = status["time_to_success_s"]
@@ -439,7 +452,7 @@ def run_demo(args) -> dict[str, Any]:
         "checkpoint": checkpoint, "episodes": len(results), "successes": ok,
         "episode_success_rate": ok / max(1, len(results)),
         "mean_time_to_success_s": sum(times) / len(times) if times else None,
-        "telepathy": args.telepathy == "on", "adapter": bool(args.adapter),
+        "telepathy": cfg.telepathy, "adapter": cfg.adapter, "single_process": single_process,
         "sim_timing_ms": timing, "latency_ms": lat, "episodes_detail": results,
         "wall_s": time.perf_counter() - t_start,
     }
@@ -456,7 +469,7 @@ def run_demo(args) -> dict[str, Any]:
     return summary
 
 
-def ros_report(runs: dict[str, dict[str, Any]], args) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def ros_report(runs: dict[str, dict[str, Any]], cfg: DemoConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Return the closed-loop report (sigma_sim.closed_loop format) of demo runs, one per condition."""
     from sigma_sim.closed_loop import ClosedLoopConfig, EpisodeOutcome, build_closed_loop_report
 
@@ -472,10 +485,11 @@ def ros_report(runs: dict[str, dict[str, Any]], args) -> tuple[dict[str, Any], l
                 mean_abs_delta_command=ep["mean_abs_delta_command"], mean_sq_jerk=ep["mean_sq_jerk"],
                 safety_step_limited_fraction=float("nan"), plans=0, latency_ms=latency,
             ))
-    cfg = ClosedLoopConfig(episodes=args.episodes, seed=args.seed, conditions=tuple(runs),
-                           max_steps=int(round(args.max_episode_s * 30)))
-    meta = {"mode": "closed_loop_ros", "real_time_factor": args.real_time_factor, "step_mode": args.step_mode,
-            "single_process": bool(args.single_process), "checkpoint": next(iter(runs.values()))["checkpoint"],
+    cfg = ClosedLoopConfig(episodes=cfg.episodes, seed=cfg.seed, conditions=tuple(runs),
+                           max_steps=int(round(cfg.max_episode_s * 30)))
+    meta = {"mode": "closed_loop_ros", "real_time_factor": cfg.real_time_factor, "step_mode": cfg.step_mode,
+            "single_process": next(iter(runs.values()))["single_process"],
+            "checkpoint": next(iter(runs.values()))["checkpoint"],
             "replan": "every camera frame (perception -> language -> action pipeline rate)"}
     report, records = build_closed_loop_report(outcomes, cfg, meta=meta)
     report["meta"]["mode"] = "closed_loop_ros"
@@ -483,36 +497,30 @@ def ros_report(runs: dict[str, dict[str, Any]], args) -> tuple[dict[str, Any], l
     return report, records
 
 
-CONDITION_FLAGS = {"sigma": ("on", False), "sigma_adapter": ("on", True), "telepathy_off": ("off", False),
-                   "telepathy_off_adapter": ("off", True)}
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.episodes <= 0 or args.real_time_factor <= 0 or args.max_episode_s <= 0:
-        raise SystemExit("sigma-demo: --episodes, --real-time-factor and --max-episode-s must be positive")
-    conditions = args.conditions or [next(k for k, v in CONDITION_FLAGS.items() if v == (args.telepathy, args.adapter))]
+    cfg = parse_cli(DemoConfig, argv, PROG, description=__doc__)
+    conditions = cfg.conditions or [next(k for k, v in CONDITION_FLAGS.items() if v == (cfg.telepathy, cfg.adapter))]
     runs: dict[str, dict[str, Any]] = {}
     try:
         for condition in conditions:
-            args.telepathy, args.adapter = CONDITION_FLAGS[condition]
+            telepathy, adapter = CONDITION_FLAGS[condition]
             if len(conditions) > 1:
                 print(f"[sigma-demo] ===== condition {condition} =====", flush=True)
-            runs[condition] = run_demo(args)
+            runs[condition] = run_demo(dataclasses.replace(cfg, telepathy=telepathy, adapter=adapter))
     except KeyboardInterrupt:
         print("[sigma-demo] interrupted", file=sys.stderr)
         return 130
     except RuntimeError as err:
-        print(f"sigma-demo: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
-    if args.json:
+    if cfg.json:
         data = runs[conditions[0]] if len(runs) == 1 else runs
-        Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n")
-    if args.report:
+        Path(cfg.json).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    if cfg.report:
         from sigma_sim.closed_loop import format_summary, write_closed_loop_report
 
-        report, records = ros_report(runs, args)
-        path = write_closed_loop_report(report, records, args.report)
+        report, records = ros_report(runs, cfg)
+        path = write_closed_loop_report(report, records, cfg.report)
         print(format_summary(report))
         print(f"[sigma-demo] report: {path}")
     return 0

@@ -11,6 +11,7 @@ the parameter file come from here and nowhere else. Importing it needs no ROS.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import importlib
 import json
 import os
@@ -27,7 +28,7 @@ PACKAGE = "sigma_ros"
 class TopicSpec:
     """A topic the graph reads or writes with its default (relative) name and a description.
 
-    Every node names the topic by ``name``; a launch argument / ``sigma-graph --remap`` maps it
+    Every node names the topic by ``name``; a launch argument / ``sigma-graph --remap=[...]`` maps it
     to the robot's real topic.
     """
 
@@ -144,7 +145,7 @@ NODES: tuple[NodeSpec, ...] = (
              ("action_plan", "joint_states", "motor_commands", "reset", "status", "diagnostics")),
 )
 NODE_BY_NAME = {n.name: n for n in NODES}
-#: The robot side, added to the graph by ``robot:=<type>`` (launch) / ``--robot`` (sigma-graph).
+#: The robot side, added to the graph by ``robot:=<type>`` (launch) / ``--robot=<type>`` (sigma-graph).
 ROBOT_NODE = NodeSpec("robot_node", "sigma-robot", "sigma_ros.robot_node", "RobotNode",
                       "A LeRobot robot (so101_follower, a lerobot_robot_* plugin): joint states and camera images "
                       "out, motor commands in, with units conversion and the safety filter",
@@ -273,7 +274,7 @@ def node_overrides(spec: NodeSpec, checkpoint: str | None = None, dry_run: bool 
     return values
 
 
-# A crashed node is restarted after this many seconds (sigma-graph --respawn-delay, launch respawn_delay).
+# A crashed node is restarted after this many seconds (sigma-graph and launch respawn_delay).
 RESPAWN_DELAY_S = 1.0
 # Exit code of a node that cannot start as configured (missing or corrupt checkpoint): not restarted.
 EXIT_CONFIG_ERROR = 2
@@ -300,24 +301,68 @@ def composition(text: str) -> str:
 
 def single_process_arguments(params_file: str, checkpoint: str, dry_run: bool | None, topics: dict[str, str],
                              log_level: str = "", robot: dict[str, str] | None = None) -> list[str]:
-    """Return the ``sigma-graph --single-process`` arguments of the launch file's values.
+    """Return the ``sigma-graph --composition=single_process`` arguments of the launch file's values.
 
     topics: {key: name}; robot: the robot node's {field: value}, as :data:`ROBOT_LAUNCH_ARGUMENTS` names them.
+    The flags are GraphConfig's fields, which have the launch arguments' names.
     """
-    args = ["--single-process", "--config-file", str(params_file)]
-    for key, value in (robot or {}).items():
-        if value:
-            args += ["--" + ROBOT_LAUNCH_ARGUMENTS[key].replace("_", "-"), value]
+    args = ["--composition=single_process", f"--config_file={params_file}"]
+    args += [f"--{ROBOT_LAUNCH_ARGUMENTS[key]}={value}" for key, value in (robot or {}).items() if value]
     if checkpoint:
-        args += ["--checkpoint", str(checkpoint)]
+        args.append(f"--checkpoint={checkpoint}")
     if dry_run is not None:
-        args += ["--dry-run", "true" if dry_run else "false"]
-    for key, name in sorted(topics.items()):
-        if name and name != TOPIC_BY_KEY[key].name:
-            args += [f"--{key.replace('_', '-')}-topic", name]
+        args.append(f"--dry_run={str(bool(dry_run)).lower()}")
+    args += [f"--{key}_topic={name}" for key, name in sorted(topics.items())
+             if name and name != TOPIC_BY_KEY[key].name]
     if log_level:
-        args += ["--log-level", log_level]
+        args.append(f"--log_level={log_level}")
     return args
+
+
+# A node may take this long to become active (configure loads the checkpoint or builds the random weights once).
+STARTUP_TIMEOUT_S = 120.0
+
+
+#: ``<key>_topic`` fields for the EXTERNAL_TOPICS: a new name for the topic (empty: the graph's name).
+_Topics = dataclasses.make_dataclass("_Topics", [
+    (f"{key}_topic", str, field(default="", metadata={"custom_args": {
+        "help": f"{TOPIC_BY_KEY[key].description}: a new name for {TOPIC_BY_KEY[key].name}"}}))
+    for key in EXTERNAL_TOPICS])
+
+
+@dataclass
+class GraphConfig(_Topics):
+    """sigma-graph's command line: the launch file's arguments by the same names, and the ``<key>_topic`` ones."""
+
+    config_file: str = ""  # ROS 2 parameter file (default: config/sigma.yaml, see default_config_file)
+    checkpoint: str = ""  # Sigma checkpoint directory (overrides the file's checkpoint)
+    dry_run: bool | None = None  # true: the controller computes but does not publish commands (default: the file's)
+    remap: list[str] = field(default_factory=list)  # extra remap rules FROM:=TO for every node, e.g. [a:=b,c:=d]
+    # also start sigma-robot (node robot_node) on this LeRobot robot type (so101_follower, sigma_so101_sim, ...)
+    robot: str = ""
+    port: str = ""  # the robot's serial port, e.g. /dev/ttyACM0 (default: the config file's)
+    robot_id: str = ""  # the robot's id, naming its LeRobot calibration file (default: the config file's)
+    nodes: list[str] | None = None  # a subset of the nodes, e.g. [action_node,controller_node] (default: all)
+    # processes: one process per node, like ros2 launch; single_process: the nodes composed in this process
+    composition: str = COMPOSITIONS[0]
+    startup_timeout: float = STARTUP_TIMEOUT_S  # seconds a node may take to become active
+    respawn: bool = True  # restart a node process that exits or crashes (false: the graph stops)
+    # seconds before the restart; a node that cannot start as configured (exit code 2) stops the graph
+    respawn_delay: float = RESPAWN_DELAY_S
+    log_level: str = ""  # ROS log level (debug, info, warn, error)
+    list_params: bool = False  # print every node parameter with its description and exit
+
+    def __post_init__(self) -> None:
+        composition(self.composition)
+        if not self.startup_timeout > 0:
+            raise ValueError("--startup_timeout must be > 0")
+        if not self.respawn_delay >= 0:
+            raise ValueError("--respawn_delay must be >= 0")
+        if self.nodes == []:
+            raise ValueError("--nodes=[] starts nothing (leave it out for all nodes)")
+        bad = [rule for rule in self.remap if ":=" not in rule]
+        if bad:
+            raise ValueError(f"bad --remap rules {bad} (expected FROM:=TO)")
 
 
 def parse_bool(text: str | bool | None) -> bool | None:

@@ -11,23 +11,24 @@ The nodes are managed (lifecycle) nodes: sigma-graph brings each one to ``active
 standard lifecycle services (configure, then activate), as ``ros2 launch`` does with launch_ros
 lifecycle events, and again after every restart.
 
-Modes:
-  (default) one child process per node, like ``ros2 launch`` (Ctrl-C stops them all); a node
-  that exits or crashes is restarted after --respawn-delay seconds (--no-respawn: the graph stops);
-  --single-process: the four nodes composed in this process on one executor (each node's
-  callbacks in its own mutually exclusive callback group), no serialisation between processes.
+Every GraphConfig field (:mod:`sigma_ros.graph`: the launch file's arguments, by the same names) is
+``--field=value`` (draccus, :mod:`sigma_model.cli`). Modes:
+  --composition=processes (default): one child process per node, like ``ros2 launch`` (Ctrl-C stops
+  them all); a node that exits or crashes is restarted after --respawn_delay seconds
+  (--respawn=false: the graph stops);
+  --composition=single_process: the four nodes composed in this process on one executor (each
+  node's callbacks in its own mutually exclusive callback group), no serialisation between processes.
 
 Examples::
 
     sigma-graph                                   # config/sigma.yaml, random seeded weights
-    sigma-graph --checkpoint runs/sigma/ckpt --camera-topic /front/image_raw --dry-run true
-    sigma-graph --robot so101_follower --port /dev/ttyACM0 --robot-id my_follower   # + sigma-robot
-    sigma-graph --list-params                     # every parameter with its description
+    sigma-graph --checkpoint=runs/sigma/ckpt --camera_topic=/front/image_raw --dry_run=true
+    sigma-graph --robot=so101_follower --port=/dev/ttyACM0 --robot_id=my_follower   # + sigma-robot
+    sigma-graph --list_params=true                # every parameter with its description
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -35,75 +36,33 @@ import sys
 import threading
 import time
 
+from sigma_model.cli import fail, parse_cli
+
 from sigma_ros import graph
+from sigma_ros.graph import STARTUP_TIMEOUT_S, GraphConfig
 
-STARTUP_TIMEOUT_S = 120.0  # configure loads the checkpoint (or builds the random weights once)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sigma-graph", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config-file", default=None,
-                    help=f"ROS 2 parameter file (default: {graph.default_config_file()})")
-    ap.add_argument("--checkpoint", default="", help="Sigma checkpoint directory (overrides the file's checkpoint)")
-    ap.add_argument("--dry-run", default="", help="true/false: controller computes but does not publish commands")
-    for key in graph.EXTERNAL_TOPICS:
-        spec = graph.TOPIC_BY_KEY[key]
-        ap.add_argument(f"--{key.replace('_', '-')}-topic", dest=f"{key}_topic", default="",
-                        help=f"{spec.description} (default: {spec.name})")
-    ap.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
-                    help="extra remap rule for every node (repeatable)")
-    ap.add_argument("--robot", default="", help="also start sigma-robot (node robot_node) on this LeRobot robot type "
-                    "(so101_follower, sigma_so101_sim, ...)")
-    ap.add_argument(
-        "--port", default="", help="the robot's serial port, e.g. /dev/ttyACM0 (default: the config file's)"
-    )
-    ap.add_argument("--robot-id", default="", help="the robot's id, naming its LeRobot calibration file "
-                    "(default: the config file's)")
-    ap.add_argument("--nodes", default="", help="comma-separated subset of " + ",".join(n.name for n in graph.NODES))
-    ap.add_argument("--single-process", action="store_true",
-                    help="compose all nodes in this process on one executor (launch: composition:=single_process)")
-    ap.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="S",
-                    help=f"seconds a node may take to become active (default {STARTUP_TIMEOUT_S:g})")
-    ap.add_argument(
-        "--respawn-delay",
-        type=float,
-        default=graph.RESPAWN_DELAY_S,
-        metavar="S",
-        help=f"restart a node that exits or crashes after S seconds (default {graph.RESPAWN_DELAY_S:g}); "
-        f"a node that cannot start as configured (exit code {graph.EXIT_CONFIG_ERROR}) stops the graph",
-    )
-    ap.add_argument("--no-respawn", action="store_true", help="stop the whole graph when a node exits")
-    ap.add_argument("--log-level", default="", help="ROS log level (debug, info, warn, error)")
-    ap.add_argument(
-        "--list-params", action="store_true", help="print every node parameter with its description and exit"
-    )
-    return ap
+PROG = "sigma-graph"
 
 
-def robot_fields(args) -> dict[str, str]:
-    """Return the robot node's config fields from ``--robot``, ``--port``, ``--robot-id`` (as launch arguments)."""
-    return {field: getattr(args, arg) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
+def robot_fields(cfg: GraphConfig) -> dict[str, str]:
+    """Return the robot node's config fields from ``--robot``, ``--port``, ``--robot_id`` (as launch arguments)."""
+    return {field: getattr(cfg, arg) for field, arg in graph.ROBOT_LAUNCH_ARGUMENTS.items()}
 
 
-def resolve(args) -> tuple[str, list[tuple[str, str]], list[graph.NodeSpec]]:
-    params_file = args.config_file or str(graph.default_config_file())
+def resolve(cfg: GraphConfig) -> tuple[str, list[tuple[str, str]], list[graph.NodeSpec]]:
+    """(parameter file, remap rules, nodes to start) of ``cfg``; ValueError for a missing file or an unknown node."""
+    params_file = cfg.config_file or str(graph.default_config_file())
     if not os.path.isfile(params_file):
-        raise SystemExit(f"sigma-graph: parameter file not found: {params_file}")
-    remaps = graph.remap_rules({k: getattr(args, f"{k}_topic") for k in graph.EXTERNAL_TOPICS})
-    for rule in args.remap:
-        if ":=" not in rule:
-            raise SystemExit(f"sigma-graph: bad --remap {rule!r} (expected FROM:=TO)")
-        src, dst = rule.split(":=", 1)
-        remaps.append((src, dst))
-    specs = list(graph.graph_nodes(args.robot))
-    if args.nodes:
-        wanted = [n.strip() for n in args.nodes.split(",") if n.strip()]
+        raise ValueError(f"parameter file not found: {params_file}")
+    remaps = graph.remap_rules({k: getattr(cfg, f"{k}_topic") for k in graph.EXTERNAL_TOPICS})
+    remaps += [tuple(rule.split(":=", 1)) for rule in cfg.remap]
+    specs = list(graph.graph_nodes(cfg.robot))
+    if cfg.nodes is not None:
         by_name = {s.name: s for s in specs}
-        unknown = [n for n in wanted if n not in by_name]
+        unknown = [n for n in cfg.nodes if n not in by_name]
         if unknown:
-            raise SystemExit(f"sigma-graph: unknown nodes {unknown}")
-        specs = [by_name[n] for n in wanted]
+            raise ValueError(f"unknown nodes {unknown} (known: {sorted(by_name)})")
+        specs = [by_name[n] for n in cfg.nodes]
     return params_file, remaps, specs
 
 
@@ -379,22 +338,19 @@ def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_leve
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_params:
+    cfg = parse_cli(GraphConfig, argv, PROG, description=__doc__)
+    if cfg.list_params:
         return list_params()
-    params_file, remaps, specs = resolve(args)
-    dry_run = graph.parse_bool(args.dry_run)
-    if args.startup_timeout <= 0:
-        raise SystemExit("sigma-graph: --startup-timeout must be > 0")
-    robot = robot_fields(args)
-    if args.single_process:
-        return run_single_process(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level,
-                                  args.startup_timeout, robot)
-    if args.respawn_delay < 0:
-        raise SystemExit("sigma-graph: --respawn-delay must be >= 0")
-    respawn_delay = None if args.no_respawn else args.respawn_delay
-    return run_subprocesses(specs, params_file, remaps, args.checkpoint, dry_run, args.log_level, respawn_delay,
-                            args.startup_timeout, robot)
+    try:
+        params_file, remaps, specs = resolve(cfg)
+    except ValueError as err:
+        fail(PROG, err)
+    robot = robot_fields(cfg)
+    if cfg.composition == "single_process":
+        return run_single_process(specs, params_file, remaps, cfg.checkpoint, cfg.dry_run, cfg.log_level,
+                                  cfg.startup_timeout, robot)
+    return run_subprocesses(specs, params_file, remaps, cfg.checkpoint, cfg.dry_run, cfg.log_level,
+                            cfg.respawn_delay if cfg.respawn else None, cfg.startup_timeout, robot)
 
 
 if __name__ == "__main__":

@@ -176,18 +176,20 @@ def test_converted_bag_is_training_data(tmp_path, monkeypatch):
 
 def test_command_lines(tmp_path, capsys):
     write_synthetic_robot_bag(tmp_path / "bag", "mcap", n_frames=5, image_size=8)
-    assert bag_to_lerobot_main([str(tmp_path / "bag"), str(tmp_path / "ds"), "--repo-id", "me/x"]) == 0
+    assert bag_to_lerobot_main([f"--bag={tmp_path / 'bag'}", f"--output={tmp_path / 'ds'}", "--repo_id=me/x"]) == 0
     assert "1 episodes, 5 frames at 10 fps" in capsys.readouterr().out
-    assert lerobot_to_bag_main([str(tmp_path / "ds"), str(tmp_path / "back"), "--storage", "sqlite3",
-                                "--action-type", "float64_multi_array"]) == 0
+    assert bag_to_lerobot_main([f"--bag={tmp_path / 'bag'}", f"--output={tmp_path / 'ds3'}", "--max_frames=3"]) == 0
+    assert "1 episodes, 3 frames at 10 fps" in capsys.readouterr().out
+    assert lerobot_to_bag_main([f"--dataset={tmp_path / 'ds'}", f"--bag={tmp_path / 'back'}", "--storage=sqlite3",
+                                "--action_type=float64_multi_array", "--topics.action=/arm/command"]) == 0
     assert "std_msgs/msg/Float64MultiArray" in capsys.readouterr().out
     with BagReader(tmp_path / "back") as r:
-        assert r.storage == "sqlite3" and r.topics["/action"] == "std_msgs/msg/Float64MultiArray"
+        assert r.storage == "sqlite3" and r.topics["/arm/command"] == "std_msgs/msg/Float64MultiArray"
     # a truncated recording: exit code 2 and a message naming the file
     f = next((tmp_path / "bag").glob("*.mcap"))
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    assert bag_to_lerobot_main([str(tmp_path / "bag"), str(tmp_path / "ds2")]) == 2
+    assert bag_to_lerobot_main([f"--bag={tmp_path / 'bag'}", f"--output={tmp_path / 'ds2'}"]) == 2
     err = capsys.readouterr().err
     assert "sigma-bag-to-lerobot: error:" in err and str(tmp_path / "bag") in err and "truncated" in err
-    assert lerobot_to_bag_main([str(tmp_path / "ds"), str(tmp_path / "back")]) == 2  # exists
+    assert lerobot_to_bag_main([f"--dataset={tmp_path / 'ds'}", f"--bag={tmp_path / 'back'}"]) == 2  # exists
     assert "exists already" in capsys.readouterr().err

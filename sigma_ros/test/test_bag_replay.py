@@ -208,8 +208,8 @@ def test_offline_path_carries_tau_and_memory(checkpoint, bags, telepathy):
 
 def test_offline_command_line_and_errors(checkpoint, bags, tmp_path, capsys):
     out = tmp_path / "offline"
-    assert main([str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(out), "--no-ros", "--no-plots",
-                 "--batch-size", "2", "--n-bootstrap", "50"]) == 0
+    assert main([f"--bag={bags['sqlite3']}", f"--checkpoint={checkpoint}", f"--output={out}", "--ros=false",
+                 "--plots=false", "--batch_size=2", "--n_bootstrap=50"]) == 0
     text = capsys.readouterr().out
     assert "offline" in text and "samples/s" in text
     report = json.loads((out / REPORT_NAME).read_text())
@@ -217,18 +217,19 @@ def test_offline_command_line_and_errors(checkpoint, bags, tmp_path, capsys):
     assert report["meta"]["ros_graph"] is None and report["meta"]["pairing"]["frames"] == 16
 
     # an existing report is replaced only with --overwrite
-    again = [str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(out), "--no-ros", "--no-plots", "-q"]
+    again = [f"--bag={bags['sqlite3']}", f"--checkpoint={checkpoint}", f"--output={out}", "--ros=false",
+             "--plots=false", "--quiet=true"]
     before = (out / REPORT_NAME).read_text()
     assert main(again) == 2
     assert "--overwrite" in capsys.readouterr().err and (out / REPORT_NAME).read_text() == before
-    assert main(again + ["--overwrite", "--batch-size", "8"]) == 0
+    assert main(again + ["--overwrite=true", "--batch_size=8"]) == 0
     capsys.readouterr()
     assert json.loads((out / REPORT_NAME).read_text())["num_batches"] == 1
 
     # telepathy off: the tau = 0 baseline path (tau still computed and reported)
     off = tmp_path / "off"
-    assert main([str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(off), "--no-ros", "--no-plots",
-                 "--telepathy", "off", "-q"]) == 0
+    assert main([f"--bag={bags['sqlite3']}", f"--checkpoint={checkpoint}", f"--output={off}", "--ros=false",
+                 "--plots=false", "--telepathy=false", "--quiet=true"]) == 0
     capsys.readouterr()
     rep_off = json.loads((off / REPORT_NAME).read_text())
     assert rep_off["avg_mse_traj"] != report["avg_mse_traj"] and rep_off["avg_tau_l2"] > 0
@@ -238,9 +239,10 @@ def test_offline_command_line_and_errors(checkpoint, bags, tmp_path, capsys):
     shutil.copytree(bags["sqlite3"], broken)
     db = next(broken.glob("*.db3"))
     db.write_bytes(db.read_bytes()[:4096])
-    assert main([str(broken), "--checkpoint", checkpoint, "-o", str(tmp_path / "x"), "--no-ros", "-q"]) == 2
+    assert main([f"--bag={broken}", f"--checkpoint={checkpoint}", f"--output={tmp_path / 'x'}", "--ros=false",
+                 "--quiet=true"]) == 2
     err = capsys.readouterr().err
     assert "sigma-bag-eval: error:" in err and str(broken) in err
-    assert main([str(bags["sqlite3"]), "--checkpoint", checkpoint, "-o", str(tmp_path / "y"), "--no-ros", "-q",
-                 "--joint-names", "shoulder_pan", "gripper"]) == 2
+    assert main([f"--bag={bags['sqlite3']}", f"--checkpoint={checkpoint}", f"--output={tmp_path / 'y'}",
+                 "--ros=false", "--quiet=true", "--joint_names=[shoulder_pan,gripper]"]) == 2
     assert "2 joints" in capsys.readouterr().err

@@ -209,8 +209,8 @@ def test_closed_loop_episode_through_ros_nodes(tmp_path):
     """sigma-demo: sim node + the four node processes from sigma_ros.graph, one short episode."""
     out = tmp_path / "demo.json"
     report_dir = tmp_path / "report"
-    cmd = [sys.executable, "-m", "sigma_ros.demo", "--checkpoint", _checkpoint(tmp_path), "--episodes", "1",
-           "--max-episode-s", "8", "--json", str(out), "--report", str(report_dir)]
+    cmd = [sys.executable, "-m", "sigma_ros.demo", f"--checkpoint={_checkpoint(tmp_path)}", "--episodes=1",
+           "--max_episode_s=8", f"--json={out}", f"--report={report_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(out.read_text())

@@ -71,7 +71,7 @@ def _wait(condition, timeout: float, what: str, graph=None) -> None:
 
 
 def test_list_params():
-    out = subprocess.run([sys.executable, "-m", "sigma_ros.graph_main", "--list-params"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "sigma_ros.graph_main", "--list_params=true"], capture_output=True,
                          text=True, timeout=60, check=True).stdout
     for name in ("rate_hz", "diffusion_seed", "max_instruction_chars", "resize_images", "checkpoint", "dry_run"):
         assert name in out
@@ -82,7 +82,7 @@ def test_sigma_graph_runs_instruct_and_stops_on_sigint(tmp_path):
     domain = domain_id_for("test_ros_graph_cli")
     env = _env(domain)
     log = open(tmp_path / "graph.log", "w+")
-    graph = _start_graph(["--motor-commands-topic", REMAPPED, "--log-level", "info"], env, log)
+    graph = _start_graph([f"--motor_commands_topic={REMAPPED}", "--log_level=info"], env, log)
     h = None
     try:
         h = GraphHarness("test_ros_graph_cli_probe", nodes=(), domain_id=domain)
@@ -94,8 +94,8 @@ def test_sigma_graph_runs_instruct_and_stops_on_sigint(tmp_path):
             assert time.monotonic() < deadline, "sigma-graph nodes did not come up"
             time.sleep(0.2)
         h.stream_joint_states(Q0)
-        out = subprocess.run([sys.executable, "-m", "sigma_ros.instruct", "put the cup on the plate", "--wait", "20"],
-                             env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run([sys.executable, "-m", "sigma_ros.instruct", "--text=put the cup on the plate",
+                              "--wait=20"], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "1 subscriber" in out.stdout, out.stdout
         time.sleep(1.0)  # controller, action node and the pipeline are discovered too
@@ -145,7 +145,7 @@ def test_sigma_graph_restarts_a_killed_node_and_the_graph_recovers(tmp_path):
     """
     domain = domain_id_for("test_ros_graph_respawn")
     log = open(tmp_path / "graph.log", "w+")
-    graph = _start_graph(["--checkpoint", SHIPPED, "--respawn-delay", "1.0"], _env(domain), log)
+    graph = _start_graph([f"--checkpoint={SHIPPED}", "--respawn_delay=1.0"], _env(domain), log)
     text = "pick the cube and place it on the left"
     h = None
     try:
@@ -190,7 +190,7 @@ def test_sigma_graph_restarts_a_killed_node_and_the_graph_recovers(tmp_path):
 
 def test_sigma_graph_does_not_restart_a_node_that_cannot_start(tmp_path):
     log = open(tmp_path / "graph.log", "w+")
-    graph = _start_graph(["--checkpoint", str(tmp_path / "missing"), "--nodes", "action_node"],
+    graph = _start_graph([f"--checkpoint={tmp_path / 'missing'}", "--nodes=[action_node]"],
                          _env(domain_id_for("test_ros_graph_bad_checkpoint")), log)
     try:
         rc = graph.wait(timeout=120)
@@ -204,7 +204,7 @@ def test_sigma_graph_does_not_restart_a_node_that_cannot_start(tmp_path):
 
 def test_sigma_graph_no_respawn_stops_the_graph(tmp_path):
     log = open(tmp_path / "graph.log", "w+")
-    graph = _start_graph(["--checkpoint", SHIPPED, "--nodes", "controller_node", "--no-respawn"],
+    graph = _start_graph([f"--checkpoint={SHIPPED}", "--nodes=[controller_node]", "--respawn=false"],
                          _env(domain_id_for("test_ros_graph_no_respawn")), log)
     try:
         _wait(lambda: _pids(log, "controller_node"), 60, "the controller", graph)
@@ -217,14 +217,14 @@ def test_sigma_graph_no_respawn_stops_the_graph(tmp_path):
 
 
 def test_sigma_graph_single_process_composes_the_active_graph(tmp_path):
-    """--single-process.
+    """--composition=single_process.
 
     The four nodes in one process, brought to active through their lifecycle services; plans and motor commands flow,
     /diagnostics reports every node active; SIGINT: exit 0.
     """
     domain = domain_id_for("test_ros_graph_single")
     log = open(tmp_path / "graph.log", "w+")
-    graph = _start_graph(["--single-process", "--checkpoint", SHIPPED], _env(domain), log)
+    graph = _start_graph(["--composition=single_process", f"--checkpoint={SHIPPED}"], _env(domain), log)
     h = None
     try:
         h = GraphHarness("test_ros_graph_single_probe", nodes=(), domain_id=domain)
@@ -249,8 +249,8 @@ def test_sigma_graph_single_process_composes_the_active_graph(tmp_path):
 
 def test_sigma_graph_single_process_with_a_bad_checkpoint_is_one_line_and_exit_code_2(tmp_path):
     log = open(tmp_path / "graph.log", "w+")
-    graph = _start_graph(["--single-process", "--checkpoint", str(tmp_path / "missing"), "--nodes", "action_node"],
-                         _env(domain_id_for("test_ros_graph_single_bad")), log)
+    graph = _start_graph(["--composition=single_process", f"--checkpoint={tmp_path / 'missing'}",
+                          "--nodes=[action_node]"], _env(domain_id_for("test_ros_graph_single_bad")), log)
     try:
         rc = graph.wait(timeout=120)
     finally:
@@ -263,7 +263,7 @@ def test_sigma_graph_single_process_with_a_bad_checkpoint_is_one_line_and_exit_c
 @pytest.mark.parametrize("text", ["pick the\x07 cube", "   ", "pick\x1b[2J the cube"])
 def test_sigma_instruct_refuses_bad_instructions(text):
     """Control characters (NUL would cut the text in transport) and empty texts: one line, exit 2, nothing sent."""
-    out = subprocess.run([sys.executable, "-m", "sigma_ros.instruct", text, "--wait", "0"], capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "sigma-instruct: instruction:" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "sigma_ros.instruct", f"--text={text}", "--wait=0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "sigma-instruct: error: instruction:" in out.stderr
     assert "published" not in out.stdout

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from sigma_model.cli import parse_cli
+
 from sigma_ros import graph
-from sigma_ros.graph_main import build_parser, node_cli_args, resolve, robot_fields
+from sigma_ros.graph_main import node_cli_args, resolve, robot_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "sigma.launch.py"
@@ -112,6 +114,11 @@ def _evaluate(monkeypatch, given: dict[str, str]):
     return args, opaque[0].function(context)
 
 
+def _graph_cli(argv: list[str]) -> graph.GraphConfig:
+    """sigma-graph's configuration of ``argv``."""
+    return parse_cli(graph.GraphConfig, argv, "sigma-graph")
+
+
 def _nodes(entities) -> list[dict]:
     """Return the LifecycleNode actions' settings (stand-ins keep their kwargs; real ones are read back)."""
     nodes = [e for e in entities if type(e).__name__ == "LifecycleNode"]
@@ -143,9 +150,8 @@ def test_launch_and_sigma_graph_start_the_same_graph(monkeypatch, tmp_path):
     assert [n["executable"] for n in nodes] == [s.executable for s in graph.NODES]
     assert all(n["package"] == "sigma_ros" for n in nodes)
 
-    cli = build_parser().parse_args([
-        "--config-file", config, "--checkpoint", str(tmp_path), "--dry-run", "true",
-        "--camera-topic", "/front/image_raw", "--motor-commands-topic", "/arm_controller/joint_trajectory"])
+    cli = _graph_cli([f"--config_file={config}", f"--checkpoint={tmp_path}", "--dry_run=true",
+                      "--camera_topic=/front/image_raw", "--motor_commands_topic=/arm_controller/joint_trajectory"])
     params_file, remaps, specs = resolve(cli)
     assert [s.name for s in specs] == [n["name"] for n in nodes]
     for spec, node in zip(specs, nodes):
@@ -175,14 +181,14 @@ def test_robot_argument_adds_the_robot_node_like_sigma_graph(monkeypatch):
     assert robot["executable"] == "sigma-robot"
     assert robot["parameters"] == [config, {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}]
 
-    cli = build_parser().parse_args(["--config-file", config, "--robot", "so101_follower", "--port", "/dev/ttyACM0"])
+    cli = _graph_cli([f"--config_file={config}", "--robot=so101_follower", "--port=/dev/ttyACM0"])
     params_file, remaps, specs = resolve(cli)
     assert [s.name for s in specs] == [n["name"] for n in nodes]
     args = node_cli_args(specs[-1], params_file, remaps, "", None, robot=robot_fields(cli))
     assert args[:3] == ["--ros-args", "--params-file", config]
     assert json.loads(Path(args[4]).read_text()) == {
         "/robot_node": {"ros__parameters": {"robot.type": "so101_follower", "robot.port": "/dev/ttyACM0"}}}
-    assert [s.name for s in resolve(build_parser().parse_args(["--config-file", config]))[2]] == \
+    assert [s.name for s in resolve(_graph_cli([f"--config_file={config}"]))[2]] == \
         [s.name for s in graph.NODES]
 
 
@@ -190,7 +196,7 @@ def test_launch_respawns_crashed_nodes_like_sigma_graph(monkeypatch):
     nodes = _nodes(_evaluate(monkeypatch, {})[1])
     assert len(nodes) == 4
     assert all(n["respawn"] is True and n["respawn_delay"] == graph.RESPAWN_DELAY_S for n in nodes)
-    assert build_parser().parse_args([]).respawn_delay == graph.RESPAWN_DELAY_S
+    assert _graph_cli([]).respawn_delay == graph.RESPAWN_DELAY_S and _graph_cli([]).respawn is True
     nodes = _nodes(_evaluate(monkeypatch, {"respawn": "false", "respawn_delay": "2.5"})[1])
     assert all(n["respawn"] is False and n["respawn_delay"] == 2.5 for n in nodes)
     with pytest.raises(ValueError, match="respawn_delay"):
@@ -245,17 +251,18 @@ def test_launch_composition_single_process_runs_the_composed_sigma_graph(monkeyp
     cmd = process.kwargs["cmd"]
     assert cmd[0].args == ("sigma-graph", "sigma_ros")  # ExecutableInPackage
     assert process.kwargs["respawn"] is True and process.kwargs["respawn_delay"] == 3.0
-    cli = build_parser().parse_args(cmd[1:])
-    assert cli.single_process and cli.log_level == "warn" and robot_fields(cli) == {"type": "", "port": "", "id": ""}
+    cli = _graph_cli(cmd[1:])
+    assert cli.composition == "single_process" and cli.log_level == "warn"
+    assert robot_fields(cli) == {"type": "", "port": "", "id": ""}
     [robot] = _evaluate(monkeypatch, dict(given, robot="sigma_so101_sim", robot_id="arm1"))[1]
-    assert robot_fields(build_parser().parse_args(robot.kwargs["cmd"][1:])) == \
+    assert robot_fields(_graph_cli(robot.kwargs["cmd"][1:])) == \
         {"type": "sigma_so101_sim", "port": "", "id": "arm1"}
     # the same graph as composition:=processes and as sigma-graph with the same values
     params_file, remaps, specs = resolve(cli)
     nodes = _nodes(_evaluate(monkeypatch, dict(given, composition="processes"))[1])
     assert [s.name for s in specs] == [n["name"] for n in nodes]
     assert all(params_file == n["parameters"][0] and sorted(remaps) == sorted(n["remappings"]) for n in nodes)
-    assert cli.checkpoint == str(tmp_path) and graph.parse_bool(cli.dry_run) is True
+    assert cli.checkpoint == str(tmp_path) and cli.dry_run is True
     with pytest.raises(ValueError, match="composition"):
         _evaluate(monkeypatch, {"composition": "containers"})
 

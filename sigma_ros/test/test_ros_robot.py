@@ -3,7 +3,7 @@
 """``sigma-robot`` in the Sigma graph on an emulated SO-101.
 
 LeRobot's real ``SO101Follower`` and ``FeetechMotorsBus`` on a pseudo-terminal that speaks the Feetech protocol
-(``lerobot_robot_sigma_sim.feetech_emulator``), the robot node as its own process started as ``sigma-graph --robot
+(``lerobot_robot_sigma_sim.feetech_emulator``), the robot node as its own process started as ``sigma-graph --robot=
 so101_follower --port <pty>`` starts it, the four Sigma nodes (random weights) planning from camera frames and the robot
 node's joint states.
 """
@@ -68,9 +68,9 @@ def _start_emulator(log_path) -> tuple[subprocess.Popen, str]:
     A real servo answers within microseconds, and LeRobot gives up on an answer after ~35 ms, which a loaded machine can
     exceed in scheduling an emulator process of normal priority.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "lerobot_robot_sigma_sim.feetech_emulator", "--positions",
-                             ",".join(map(str, START)), "--log", str(log_path)], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=_raise_priority)
+    proc = subprocess.Popen([sys.executable, "-m", "lerobot_robot_sigma_sim.feetech_emulator",
+                             f"--positions=[{','.join(map(str, START))}]", f"--log={log_path}"],
+                            stdout=subprocess.PIPE, text=True, preexec_fn=_raise_priority)
     line = proc.stdout.readline()
     assert line.startswith("port "), line
     return proc, line.split()[1]

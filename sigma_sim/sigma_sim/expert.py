@@ -460,18 +460,28 @@ def evaluate_expert(
     }
 
 
+@dataclass
+class ExpertEvalConfig:
+    """``python -m sigma_sim.expert``: the scripted expert's success rate over seeds seed .. seed + episodes - 1."""
+
+    episodes: int = 50
+    seed: int = 0  # seed of the first episode
+    fps: float = 30.0  # control rate (Hz)
+
+    def __post_init__(self) -> None:
+        if self.episodes <= 0 or not self.fps > 0:
+            raise ValueError("--episodes and --fps must be positive")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sigma_sim.expert --episodes 50 --seed 0``: print the expert's success rate (JSON)."""
-    import argparse
+    """``python -m sigma_sim.expert --episodes=50 --seed=0``: print the expert's success rate (JSON)."""
     import json
 
-    parser = argparse.ArgumentParser(description="Measure the scripted SO-101 expert's success rate.")
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fps", type=float, default=30.0, help="control rate (Hz)")
-    args = parser.parse_args(argv)
-    env = SO101PickPlaceEnv(render_observations=False, control_hz=args.fps)
-    print(json.dumps(evaluate_expert(args.episodes, args.seed, env), indent=2))
+    from sigma_model.cli import parse_cli
+
+    cfg = parse_cli(ExpertEvalConfig, argv, "python -m sigma_sim.expert", description=ExpertEvalConfig.__doc__)
+    env = SO101PickPlaceEnv(render_observations=False, control_hz=cfg.fps)
+    print(json.dumps(evaluate_expert(cfg.episodes, cfg.seed, env), indent=2))
     return 0
 
 

@@ -115,7 +115,7 @@ class SigmaSO101Env(EnvConfig):
     """LeRobot's config of the simulated SO-101 pick-and-place (defaults: sigma-closed-loop's).
 
     ``image_size`` must be the camera size of the policy's training data (sigma-sim-record's
-    ``--image-size``, 96 by default); ``variation`` is one of :data:`sigma_sim.episode_variations.VARIATIONS`.
+    ``--image_size``, 96 by default); ``variation`` is one of :data:`sigma_sim.episode_variations.VARIATIONS`.
     """
 
     task: str | None = TASK

@@ -11,22 +11,22 @@ Each frame holds what a LeRobot SO-101 recording holds::
 
 The dataset is written with LeRobot's ``LeRobotDataset.create / add_frame / save_episode /
 finalize`` (``sigma_model.data.lerobot_io``); camera frames are PNG images, or AV1 video with
-``--video``. :func:`episode_frames` yields the per-frame dicts.
+``--video=true``. :func:`episode_frames` yields the per-frame dicts.
 
-Command line (``sigma-sim-record``)::
+Command line (``sigma-sim-record``; every RecordConfig field is ``--field=value``, draccus,
+:mod:`sigma_model.cli`)::
 
-    sigma-sim-record --root data/so101_sim --episodes 100 --seed 0
+    sigma-sim-record --root=data/so101_sim --episodes=100 --seed=0
 
 Episode ``i`` uses seed ``seed + i`` (cube pose) and alternates the placement
 region (left, right, left, ...); the instruction wording is drawn from
 :data:`sigma_sim.so101_env.INSTRUCTIONS` with the same seed. Episodes the
-expert fails (rare) are skipped unless ``--keep-failed``; the next seed is
+expert fails (rare) are skipped unless ``--keep_failed=true``; the next seed is
 used instead, so the dataset still has ``--episodes`` episodes.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import multiprocessing
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from sigma_model.cli import fail, parse_cli
 
 from sigma_sim.expert import ExpertConfig, ScriptedExpert, expert_episode
 from sigma_sim.instructions import INSTRUCTIONS, episode_wording
@@ -64,6 +65,7 @@ ACTION_KEY = "action"
 ENV_STATE_KEY = "observation.environment_state"
 ROBOT_TYPE = "so101_follower"
 DEFAULT_REPO_ID = "sigma/so101_pick_place_sim"
+PROG = "sigma-sim-record"
 #: LeRobot's SO-101 names its motor features "<joint>.pos".
 MOTOR_NAMES = [f"{name}.pos" for name in JOINT_NAMES]
 
@@ -352,55 +354,55 @@ def record_dataset(
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sigma-sim-record",
-        description="Record scripted SO-101 pick-and-place demonstrations (MuJoCo) as a LeRobot v3.0 dataset "
-                    "(LeRobotDataset).",
-    )
-    p.add_argument("--root", required=True, help="output dataset directory")
-    p.add_argument("--episodes", type=int, default=50, help="number of episodes to store (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
-    p.add_argument("--repo-id", default=DEFAULT_REPO_ID, help=f"LeRobot repo_id (default {DEFAULT_REPO_ID})")
-    p.add_argument("--fps", type=int, default=30, help="control rate = dataset fps (default 30)")
-    p.add_argument("--image-size", type=int, default=96, help="square camera image size (default 96)")
-    p.add_argument("--env-state", action="store_true", help="also store the cube pose")
-    p.add_argument("--keep-failed", action="store_true", help="store failed expert episodes too")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.add_argument("--workers", type=int, default=1, help="simulate episodes in this many processes (default 1)")
-    p.add_argument("--lead-checkpoint", default=None, metavar="DIR",
-                   help="a Sigma checkpoint that acts first in each episode before the expert takes over (DAgger)")
-    p.add_argument("--lead-max-steps", type=int, default=150, help="longest lead in ticks (default 150)")
-    p.add_argument("--video", action="store_true",
-                   help="store the camera as AV1 video instead of PNG images (smaller, slower to read)")
-    p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
-    return p
+@dataclass
+class RecordConfig:
+    """sigma-sim-record: scripted SO-101 pick-and-place demonstrations (MuJoCo) as a LeRobot v3.0 dataset."""
+
+    root: str | None = None  # output dataset directory; required
+    episodes: int = 50  # number of episodes to store
+    seed: int = 0  # seed of the first episode
+    repo_id: str = DEFAULT_REPO_ID  # LeRobot repo_id
+    fps: int = 30  # control rate = dataset fps
+    image_size: int = 96  # square camera image size
+    env_state: bool = False  # also store the cube pose
+    keep_failed: bool = False  # store failed expert episodes too
+    overwrite: bool = False  # replace an existing dataset
+    workers: int = 1  # simulate episodes in this many processes
+    # a Sigma checkpoint that acts first in each episode before the expert takes over (DAgger)
+    lead_checkpoint: str | None = None
+    lead_max_steps: int = 150  # longest lead in ticks
+    video: bool = False  # store the camera as AV1 video instead of PNG images (smaller, slower to read)
+    quiet: bool = False  # no per-episode progress lines
+
+    def __post_init__(self) -> None:
+        if not self.root:
+            raise ValueError("--root is required")
+        if self.episodes <= 0 or self.fps <= 0 or self.image_size <= 0 or self.workers <= 0:
+            raise ValueError("--episodes, --fps, --image_size and --workers must be positive")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sigma-sim-record``; prints a JSON summary on stdout."""
-    args = build_parser().parse_args(argv)
-    if args.episodes <= 0:
-        raise SystemExit("--episodes must be positive")
-    config = SimConfig(control_hz=float(args.fps), image_width=args.image_size, image_height=args.image_size)
+    cfg = parse_cli(RecordConfig, argv, PROG, description=__doc__)
+    sim_config = SimConfig(control_hz=float(cfg.fps), image_width=cfg.image_size, image_height=cfg.image_size)
     try:
         summary = record_dataset(
-            args.root,
-            args.episodes,
-            seed=args.seed,
-            repo_id=args.repo_id,
-            sim_config=config,
-            keep_failed=args.keep_failed,
-            env_state=args.env_state,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            workers=args.workers,
-            lead_checkpoint=args.lead_checkpoint,
-            lead_max_steps=args.lead_max_steps,
-            video=args.video,
+            cfg.root,
+            cfg.episodes,
+            seed=cfg.seed,
+            repo_id=cfg.repo_id,
+            sim_config=sim_config,
+            keep_failed=cfg.keep_failed,
+            env_state=cfg.env_state,
+            overwrite=cfg.overwrite,
+            progress=not cfg.quiet,
+            workers=cfg.workers,
+            lead_checkpoint=cfg.lead_checkpoint,
+            lead_max_steps=cfg.lead_max_steps,
+            video=cfg.video,
         )
     except (FileExistsError, ValueError) as err:
-        raise SystemExit(f"sigma-sim-record: error: {err}") from None
+        fail(PROG, err)
     print(json.dumps(asdict(summary), indent=2))
     return 0
 

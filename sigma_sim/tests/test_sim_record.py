@@ -82,7 +82,7 @@ def test_record_cli_writes_a_lerobot_dataset_that_reads_back_the_recorded_frames
     from sigma_model.data.lerobot_source import load_lerobot_dataset
 
     root = tmp_path / "ds"
-    assert main(["--root", str(root), "--episodes", "2", "--seed", "10", "--image-size", "32", "--quiet"]) == 0
+    assert main([f"--root={root}", "--episodes=2", "--seed", "10", "--image_size=32", "--quiet=true"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["episodes"] == 2 and summary["failed_seeds"] == []
 
@@ -116,8 +116,10 @@ def test_record_cli_writes_a_lerobot_dataset_that_reads_back_the_recorded_frames
         [(0, lengths[0]), (lengths[0], lengths[0] + lengths[1])]
     assert {instruction_target(f["task"]) for f in frames} == {"left", "right"}
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    with pytest.raises(SystemExit, match="sigma-sim-record: error: .*not empty"):
-        main(["--root", str(root), "--episodes", "1", "--quiet"])
+    with pytest.raises(SystemExit) as refused:
+        main([f"--root={root}", "--episodes=1", "--quiet=true"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.startswith("sigma-sim-record: error: ") and "not empty" in err
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # never overwritten
 
 
@@ -127,8 +129,8 @@ def test_video_recording_reads_back_with_torchcodec(tmp_path, capsys):
     from sigma_model.data.lerobot_source import load_lerobot_dataset
 
     root = tmp_path / "ds"
-    assert main(["--root", str(root), "--episodes", "1", "--seed", "10", "--image-size", "32", "--quiet",
-                 "--video"]) == 0
+    assert main([f"--root={root}", "--episodes=1", "--seed=10", "--image_size=32", "--quiet=true",
+                 "--video=true"]) == 0
     info = json.loads((root / "meta" / "info.json").read_text())
     assert info["features"][IMAGE_KEY]["dtype"] == "video" and list((root / "videos").rglob("*.mp4"))
     frames = list(load_lerobot_dataset(root))

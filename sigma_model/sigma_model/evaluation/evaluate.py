@@ -14,15 +14,13 @@ summary, CHECK A and CHECK B. An existing report is replaced only with ``--overw
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cli import parse_cli
+from ..cli import check_choice, parse_cli
 from .adapter import AdapterConfig
 from .replay import ReplayConfig
 
@@ -34,55 +32,50 @@ SUMMARY_FIELDS = ("num_samples", "num_batches", "avg_mse_vector", "avg_mse_chunk
 
 
 @dataclass
-class EvalCLI:
-    """sigma-eval's command line: inputs and outputs, the replay (replay), the adapter (adapter) and statistics."""
+class ReportOptions:
+    """The outputs and statistics of an evaluation report's command line (sigma-eval, sigma-bag-eval)."""
 
-    shards: str | None = None  # directory of shard_*.safetensors (sigma-preprocess output); required
-    # Sigma model checkpoint dir, a training step dir, or a sigma-train output dir (latest step); required
-    checkpoint: str | None = None
     output: str = "sigma_eval"  # directory for the report, batch log and plots
     overwrite: bool = False  # replace a report already in output
-    baseline_checkpoint: str | None = None  # separate untuned baseline policy (replayed with telepathy off)
     heads: str | None = None  # sigma_telepathy_heads.safetensors to load over the checkpoint
-    # the heads the run started from, for CHECK A (default: sigma_telepathy_heads_init.safetensors of the
-    # checkpoint's training run, when found)
-    init_heads: str | None = None
-    threads: int | None = None  # torch CPU threads (torch.set_num_threads)
-    # batches (the paper: 723 windows in 181 batches of 4), seed, conditions, baseline source, thresholds,
-    # carry_state (false: every window from a zero state), device (cpu, cuda, cuda:0 or auto)
-    replay: ReplayConfig = field(default_factory=ReplayConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)  # the risk gate (paper 4.3)
+    threads: int | None = None  # torch CPU threads (torch.set_num_threads; on a busy machine 1 avoids oversubscription)
     ci: str = "bootstrap"  # confidence interval over batches: bootstrap or t
     confidence: float = 0.95
     n_bootstrap: int = 2000
     table_every: int = 20  # CHECK B lists every N-th batch
     plots: bool = True  # write the PNG plots
-    progress: bool = True  # tqdm progress bar
     quiet: bool = False  # print only the report path
 
     def __post_init__(self) -> None:
-        for name in ("shards", "checkpoint"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        if self.ci not in CI_METHODS:
-            raise ValueError(f"--ci must be one of {CI_METHODS}, got {self.ci!r}")
+        check_choice("--ci", self.ci, CI_METHODS)
         if not 0 < self.confidence < 1:
             raise ValueError("--confidence must be in (0, 1)")
         if self.threads is not None and self.threads <= 0:
             raise ValueError("--threads must be positive")
 
 
-def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
-    """AdapterConfig from the --adapter-config / --adapter-* flags of the argparse CLIs (sigma-bag-replay)."""
-    values = AdapterConfig().to_dict()
-    if args.adapter_config:
-        values.update(json.loads(Path(args.adapter_config).read_text()))
-    for flag, name in (("adapter_min_scale", "min_scale"), ("adapter_max_scale", "max_scale"), ("adapter_k", "k"),
-                       ("adapter_tau_range", "tau_l2_range"), ("adapter_max_residual_ratio", "max_residual_ratio")):
-        value = getattr(args, flag)
-        if value is not None:
-            values[name] = value
-    return AdapterConfig.from_dict(values)
+@dataclass
+class EvalCLI(ReportOptions):
+    """sigma-eval's command line: inputs and outputs, the replay (replay), the adapter (adapter) and statistics."""
+
+    shards: str | None = None  # directory of shard_*.safetensors (sigma-preprocess output); required
+    # Sigma model checkpoint dir, a training step dir, or a sigma-train output dir (latest step); required
+    checkpoint: str | None = None
+    baseline_checkpoint: str | None = None  # separate untuned baseline policy (replayed with telepathy off)
+    # the heads the run started from, for CHECK A (default: sigma_telepathy_heads_init.safetensors of the
+    # checkpoint's training run, when found)
+    init_heads: str | None = None
+    # batches (the paper: 723 windows in 181 batches of 4), seed, conditions, baseline source, thresholds,
+    # carry_state (false: every window from a zero state), device (cpu, cuda, cuda:0 or auto)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)  # the risk gate (paper 4.3)
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("shards", "checkpoint"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
 
 
 def _fmt(v) -> str:
