@@ -23,7 +23,7 @@ def t_quantile_975(df: int) -> float:
 
 def summary(rates: list[float], successes: list[int], episodes: int) -> dict[str, Any]:
     """Return the mean success over seeds with a 95% CI: t over seeds (>= 2 seeds) or Wilson on the pooled episodes."""
-    from sigma_sim.closed_loop import wilson_interval
+    from sigma_model.evaluation.report import wilson_interval
 
     n, mean = len(rates), sum(rates) / len(rates)
     if n >= 2:
