@@ -485,13 +485,13 @@ def ros_report(runs: dict[str, dict[str, Any]], cfg: DemoConfig) -> tuple[dict[s
                 mean_abs_delta_command=ep["mean_abs_delta_command"], mean_sq_jerk=ep["mean_sq_jerk"],
                 safety_step_limited_fraction=float("nan"), plans=0, latency_ms=latency,
             ))
-    cfg = ClosedLoopConfig(episodes=cfg.episodes, seed=cfg.seed, conditions=tuple(runs),
-                           max_steps=int(round(cfg.max_episode_s * 30)))
+    loop = ClosedLoopConfig(episodes=cfg.episodes, seed=cfg.seed, conditions=tuple(runs),
+                            max_steps=int(round(cfg.max_episode_s * 30)))
     meta = {"mode": "closed_loop_ros", "real_time_factor": cfg.real_time_factor, "step_mode": cfg.step_mode,
             "single_process": next(iter(runs.values()))["single_process"],
             "checkpoint": next(iter(runs.values()))["checkpoint"],
             "replan": "every camera frame (perception -> language -> action pipeline rate)"}
-    report, records = build_closed_loop_report(outcomes, cfg, meta=meta)
+    report, records = build_closed_loop_report(outcomes, loop, meta=meta)
     report["meta"]["mode"] = "closed_loop_ros"
     report["meta"].pop("replan_every", None)
     return report, records
