@@ -321,7 +321,7 @@ def stage_train(args, work: Path) -> dict[str, Any]:
     shards.cache_shards = max(shards.cache_shards, len(shards.paths))
     dataset = SimTrainingWindows(shards, image_shift=args.image_shift, state_noise=args.state_noise,
                                  state_shift=args.state_shift,
-                                 silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=args.seed,
+                                 silent_audio=mconf.audio_chunk_samples if mconf.use_audio else 0, seed=tconf.seed,
                                  wordings=TRAINING_WORDINGS if args.language_augmentation else None)
     tables: dict[str | None, dict] = {}  # one read of the cube poses per encoding
 
@@ -494,7 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"shipped checkpoint directory (default {DEFAULT_OUT})")
     p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"intermediate files (default {DEFAULT_WORK_DIR})")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="demonstration seeds start here; also the training seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="demonstration seeds start here; also the training seed (initialisation, data order, "
+                        "augmentation) unless --train-set seed=S sets that alone")
     p.add_argument("--episodes", type=int, default=200, help="demonstrations to record (default 200)")
     p.add_argument("--expert-noise", type=float, default=0.02,
                    help="DART noise (rad) added to the executed expert actions while recording (default 0.02)")
@@ -586,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)",
         "seeds": {"demonstrations": f"{args.seed}.. (one per episode, failed expert episodes skipped)",
-                  "training": args.seed, "evaluation": f"{args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}",
+                  "training": _pairs(args.train_set).get("seed", args.seed),
+                  "evaluation": f"{args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}",
                   "diffusion": "episode seed (torch.Generator per plan)"},
         "privileged": bool(args.privileged_cube_pose),
         "aux_target": bool(args.aux_cube_pose),

@@ -18,6 +18,11 @@ targets, 30 fps) and are evaluated like Sigma: ``sigma-closed-loop --policy-path
     python -m sigma_sim.peers act_small --root data/so101_sim --output-dir outputs/train/act_small --steps 20000
     python -m sigma_sim.peers act_small --root data/so101_sim --output-dir outputs/train/act_small --dry-run
                                                     # only print the equivalent lerobot-train command
+
+A dataset that also records the simulator's cube pose (``observation.environment_state``: privileged state, what
+sigma-make-default's default ``--aux-cube-pose`` records for Sigma's auxiliary training target) does not reach the
+peers: their inputs are the front camera and the joint state (``--policy.input_features``), what the simulator's
+closed loop and a real robot give. LeRobot would otherwise make every dataset column an input.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sigma_sim.record import DEFAULT_REPO_ID
+from sigma_sim.record import ACTION_KEY, DEFAULT_REPO_ID, IMAGE_KEY, STATE_KEY
 
-__all__ = ["PEERS", "Change", "PeerRecipe", "policy_config", "train_command", "train_config"]
+__all__ = ["PEERS", "Change", "PeerRecipe", "lerobot_train_script", "policy_config", "train_command", "train_config"]
 
 
 @dataclass(frozen=True)
@@ -119,30 +124,68 @@ def policy_config(peer: str | PeerRecipe, device: str = "cpu"):
     return draccus.parse(config_class=config_class, args=[*args, f"--device={device}"])
 
 
+def robot_input_features(dataset_root: str | Path) -> dict[str, Any] | None:
+    """Return the policy inputs a robot gives (front camera, joint state) when the dataset records more, else None.
+
+    LeRobot ``PolicyFeature`` s of the dataset's ``meta/info.json``; None too when there is no dataset there yet.
+    """
+    from lerobot.datasets.utils import dataset_to_policy_features
+
+    info = Path(dataset_root) / "meta" / "info.json"
+    if not info.is_file():
+        return None
+    recorded = json.loads(info.read_text())["features"]  # shapes as tuples, as LeRobotDatasetMetadata reads them
+    features = dataset_to_policy_features({k: {**v, "shape": tuple(v["shape"])} for k, v in recorded.items()})
+    inputs = {k: v for k, v in features.items() if k != ACTION_KEY}
+    robot = {k: v for k, v in inputs.items() if k in (IMAGE_KEY, STATE_KEY)}
+    return robot if robot.keys() != inputs.keys() else None
+
+
+def input_features_flag(features: dict[str, Any]) -> str:
+    """Return ``--policy.input_features=...`` (draccus parses the JSON) of LeRobot ``PolicyFeature`` s."""
+    value = {k: {"type": f.type.value, "shape": list(f.shape)} for k, f in features.items()}
+    return f"--policy.input_features={json.dumps(value, separators=(',', ':'))}"
+
+
+#: LeRobot's defaults of the training seed and of the steps between checkpoints (``TrainPipelineConfig``)
+LEROBOT_SEED, LEROBOT_SAVE_FREQ = 1000, 20_000
+
+
 def train_config(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: str | Path, steps: int,
-                 batch_size: int = 8, repo_id: str = DEFAULT_REPO_ID, device: str = "cpu", num_workers: int = 4):
+                 batch_size: int = 8, repo_id: str = DEFAULT_REPO_ID, device: str = "cpu", num_workers: int = 4,
+                 seed: int = LEROBOT_SEED, save_freq: int = LEROBOT_SAVE_FREQ):
     """lerobot-train's config (``TrainPipelineConfig``) of a peer on a local LeRobot dataset.
 
-    What :func:`train_command`'s flags give, with no hub push.
+    What :func:`train_command`'s flags give, with no hub push. ``seed`` seeds the initialisation and the data order;
+    a checkpoint is saved every ``save_freq`` steps and after the last.
     """
     from lerobot.configs.default import DatasetConfig
     from lerobot.configs.train import TrainPipelineConfig
 
     policy = policy_config(peer, device)
     policy.push_to_hub = False
+    policy.input_features = robot_input_features(dataset_root) or policy.input_features
     return TrainPipelineConfig(dataset=DatasetConfig(repo_id=repo_id, root=str(dataset_root)), policy=policy,
-                               output_dir=Path(output_dir), steps=steps, batch_size=batch_size, num_workers=num_workers)
+                               output_dir=Path(output_dir), steps=steps, batch_size=batch_size, num_workers=num_workers,
+                               seed=seed, save_freq=save_freq)
 
 
 def train_command(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: str | Path, steps: int,
                   batch_size: int = 8, repo_id: str = DEFAULT_REPO_ID, device: str = "cpu",
-                  num_workers: int = 4) -> list[str]:
+                  num_workers: int = 4, seed: int = LEROBOT_SEED, save_freq: int = LEROBOT_SAVE_FREQ) -> list[str]:
     """Return the ``lerobot-train`` command line of :func:`train_config`."""
     recipe = PEERS[peer] if isinstance(peer, str) else peer
-    script = shutil.which("lerobot-train", path=str(Path(sys.executable).parent)) or "lerobot-train"
-    return [script, *recipe.flags(), f"--dataset.repo_id={repo_id}", f"--dataset.root={dataset_root}",
-            f"--steps={steps}", f"--batch_size={batch_size}", f"--num_workers={num_workers}",
-            f"--policy.device={device}", "--policy.push_to_hub=false", f"--output_dir={output_dir}"]
+    inputs = robot_input_features(dataset_root)
+    return [lerobot_train_script(), *recipe.flags(), *([input_features_flag(inputs)] if inputs else []),
+            f"--dataset.repo_id={repo_id}", f"--dataset.root={dataset_root}",
+            f"--steps={steps}", f"--batch_size={batch_size}", f"--num_workers={num_workers}", f"--seed={seed}",
+            f"--save_freq={save_freq}", f"--policy.device={device}", "--policy.push_to_hub=false",
+            f"--output_dir={output_dir}"]
+
+
+def lerobot_train_script() -> str:
+    """Return the ``lerobot-train`` of this Python environment (else the one on PATH)."""
+    return shutil.which("lerobot-train", path=str(Path(sys.executable).parent)) or "lerobot-train"
 
 
 def recipes_table() -> str:
@@ -169,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=LEROBOT_SEED, help=f"training seed (default {LEROBOT_SEED})")
+    p.add_argument("--save-freq", type=int, default=LEROBOT_SAVE_FREQ,
+                   help=f"steps between checkpoints, and the last (default {LEROBOT_SAVE_FREQ})")
     p.add_argument("--dry-run", action="store_true", help="print the equivalent lerobot-train command only")
     args = p.parse_args(argv)
     if args.peer is None:
@@ -180,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--output-dir {args.output_dir} exists (lerobot-train would refuse it)")
     if not args.dry_run and not (Path(args.root) / "meta" / "info.json").is_file():
         p.error(f"--root {args.root} is not a LeRobot dataset (no meta/info.json; sigma-sim-record writes one)")
-    options = dict(steps=args.steps, batch_size=args.batch_size, device=args.device, num_workers=args.num_workers)
+    options = dict(steps=args.steps, batch_size=args.batch_size, device=args.device, num_workers=args.num_workers,
+                   seed=args.seed, save_freq=args.save_freq)
     print(shlex.join(train_command(args.peer, args.root, args.output_dir, **options)), flush=True)
     if not args.dry_run:
         from lerobot.scripts.lerobot_train import train

@@ -46,16 +46,22 @@ def test_make_default_tiny_pipeline(tmp_path):
 
 
 def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkeypatch):
+    """Also: --train-set seed=S is the whole training seed (the augmentation's too), the demonstrations keep --seed."""
     from sigma_sim import default_model
 
-    reads = []
+    reads, windows = [], []
     original = default_model.load_env_state_table
     monkeypatch.setattr(default_model, "load_env_state_table", lambda *a: reads.append(a) or original(*a))
+    real_windows = default_model.SimTrainingWindows
+    monkeypatch.setattr(default_model, "SimTrainingWindows", lambda *a, **k: windows.append(k["seed"]) or
+                        real_windows(*a, **k))
     work = tmp_path / "work"
     rc = main(["--work-dir", str(work), "--episodes", "1", "--max-steps", "1", "--stages", "record", "preprocess",
-               "train", "--quiet", "--train-set", "batch_size=4", "--privileged-cube-pose", "--record-workers", "1"])
+               "train", "--quiet", "--train-set", "batch_size=4", "--privileged-cube-pose", "--record-workers", "1",
+               "--train-set", "seed=5"])
     assert rc == 0 and len(reads) == 1
     prov = json.loads((work / "provenance_partial.json").read_text())
+    assert windows == [5] and prov["seeds"]["training"] == 5 and prov["train"]["training_config"]["seed"] == 5
     model = load_checkpoint(prov["train"]["model"])
     assert model.config.env_state_dim == 7 and model.config.aux_target_dim == 7
 

@@ -9,14 +9,17 @@ Policy train a few steps with LeRobot's training loop on a simulator dataset and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+from lerobot.configs.train import TrainPipelineConfig
 from sigma_sim.closed_loop import ClosedLoopConfig, evaluate
 from sigma_sim.closed_loop_cli import main as closed_loop_main
 from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter
-from sigma_sim.peers import PEERS, flag_value, main, policy_config, recipes_table, train_command, train_config
+from sigma_sim.peers import (LEROBOT_SAVE_FREQ, LEROBOT_SEED, PEERS, flag_value, main, policy_config,
+                             recipes_table, train_command, train_config)
 from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
 import sigma_sim
@@ -44,8 +47,9 @@ def test_recipes_state_lerobots_defaults_and_their_flags_set_the_changes():
 
 
 def test_the_printed_lerobot_train_command_is_the_config_that_trains(tmp_path):
-    cfg = train_config("act_small", tmp_path / "data", tmp_path / "out", steps=7, batch_size=3, num_workers=0)
-    command = train_command("act_small", tmp_path / "data", tmp_path / "out", steps=7, batch_size=3, num_workers=0)
+    options = dict(steps=7, batch_size=3, num_workers=0, seed=4, save_freq=5)
+    cfg = train_config("act_small", tmp_path / "data", tmp_path / "out", **options)
+    command = train_command("act_small", tmp_path / "data", tmp_path / "out", **options)
     assert (
         command[0].endswith("lerobot-train")
         and command[1 : len(PEERS["act_small"].flags()) + 1] == PEERS["act_small"].flags()
@@ -57,6 +61,37 @@ def test_the_printed_lerobot_train_command_is_the_config_that_trains(tmp_path):
             obj = getattr(obj, part)
         assert flag_value(obj) == value or str(obj) == value, flag
     assert not cfg.policy.push_to_hub and cfg.policy.chunk_size == 16
+    assert (cfg.seed, cfg.save_freq) == (4, 5) and "--seed=4" in command and "--save_freq=5" in command
+    lerobot_defaults = {f.name: f.default for f in dataclasses.fields(TrainPipelineConfig)}
+    assert (lerobot_defaults["seed"], lerobot_defaults["save_freq"]) == (LEROBOT_SEED, LEROBOT_SAVE_FREQ)
+    default = train_config("act_small", tmp_path / "data", tmp_path / "out", steps=7)
+    assert (default.seed, default.save_freq) == (LEROBOT_SEED, LEROBOT_SAVE_FREQ)
+
+
+def test_peers_read_only_the_camera_and_joints_of_a_dataset_that_records_the_cube_pose(tmp_path):
+    """sigma-make-default's dataset also holds the simulator's cube pose: privileged, never a peer's input."""
+    import draccus
+    from lerobot.policies.act.configuration_act import ACTConfig
+
+    from sigma_sim.record import ENV_STATE_KEY, IMAGE_KEY, STATE_KEY
+
+    features = {IMAGE_KEY: {"dtype": "image", "shape": [32, 48, 3], "names": ["height", "width", "channels"]},
+                STATE_KEY: {"dtype": "float32", "shape": [6], "names": None},
+                "action": {"dtype": "float32", "shape": [6], "names": None}}
+    (tmp_path / "meta").mkdir()
+    for extra, restricted in [({}, False), ({ENV_STATE_KEY: {"dtype": "float32", "shape": [7], "names": None}}, True)]:
+        (tmp_path / "meta" / "info.json").write_text(json.dumps({"features": {**features, **extra}}))
+        cfg = train_config("act_small", tmp_path, tmp_path / "out", steps=1)
+        flags = [f for f in train_command("act_small", tmp_path, tmp_path / "out", steps=1)
+                 if f.startswith("--policy.input_features=")]
+        if not restricted:  # LeRobot makes every dataset column an input: nothing to restrict
+            assert not cfg.policy.input_features and not flags
+            continue
+        assert {k: (f.type.value, f.shape) for k, f in cfg.policy.input_features.items()} == {
+            IMAGE_KEY: ("VISUAL", (3, 32, 48)), STATE_KEY: ("STATE", (6,))}
+        (flag,) = flags  # the printed lerobot-train flag parses to the same inputs
+        parsed = draccus.parse(config_class=ACTConfig, args=[flag.replace("--policy.", "--", 1)])
+        assert parsed.input_features == cfg.policy.input_features
 
 
 def test_training_a_peer_refuses_a_missing_dataset_or_an_existing_output(tmp_path, capsys):

@@ -1,0 +1,188 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
+"""benchmarks/so101_sim_comparison.py (issue 15's fair comparison) end to end on tiny budgets.
+
+One recorded dataset (2 episodes); Sigma, Sigma without telepathy and LeRobot's ACT (act_small) trained 2 steps each
+with a checkpoint every step; every checkpoint evaluated on 1 held-out episode of at most 10 ticks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sigma_sim
+
+pytestmark = pytest.mark.skipif(sigma_sim.GL_BACKEND is None, reason="no headless OpenGL (libegl1 / libosmesa6)")
+ROOT = Path(__file__).resolve().parents[2]
+METHODS = ("sigma", "sigma_no_telepathy", "act")
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """Return (the script's module, dataset dir, work dir, output JSON, options) with the three runs trained."""
+    from sigma_sim.default_model import main as make_default
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # spawned evaluation workers inherit it
+    try:
+        module = importlib.import_module("so101_sim_comparison")
+        tmp = tmp_path_factory.mktemp("comparison")
+        data, work, out = tmp / "data", tmp / "work", tmp / "results" / "comparison.json"
+        assert make_default(["--work-dir", str(data), "--stages", "record", "preprocess", "--episodes", "2",
+                             "--record-workers", "1", "--quiet"]) == 0
+        options = ["--dataset", str(data), "--work-dir", str(work), "--methods", *METHODS, "--seeds", "0", "--steps",
+                   "2", "--batch-size", "4", "--save-every", "1", "--peer-num-workers", "0", "--eval-episodes", "1",
+                   "--eval-max-steps", "10", "--output", str(out)]
+        assert module.main(["--stage", "train", *options]) == 0
+        yield module, data, work, out, options
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def checkpoint_dirs(work: Path, method: str) -> dict[int, Path]:
+    run = work / "runs" / method / "seed0"
+    dirs = (run / "train" / "checkpoints").glob("step_*") if method.startswith("sigma") else (
+        run / "lerobot" / "checkpoints").glob("[0-9]*")
+    return {int(d.name.removeprefix("step_")): d for d in dirs}
+
+
+def cache_of(checkpoint: Path) -> Path:
+    (path,) = checkpoint.glob("comparison_eval_*_seeds20000x1_10ticks.json")
+    return path
+
+
+def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, monkeypatch, capsys):
+    cmp, data, work, out, options = comparison
+    with monkeypatch.context() as m:  # finished runs are not trained again
+        m.setattr(cmp.subprocess, "run", lambda *a, **k: pytest.fail(f"trained again: {a}"))
+        assert cmp.main(["--stage", "train", *options]) == 0
+    for method in METHODS:
+        assert sorted(checkpoint_dirs(work, method)) == [1, 2], method  # a checkpoint every step
+        assert "started_utc" in (work / "runs" / method / "seed0" / "comparison_train.json").read_text()
+    capsys.readouterr()
+
+    assert cmp.main(["--stage", "evaluate", "--workers", "2", *options]) == 0  # in 2 worker processes
+    assert "0 checkpoint(s) already evaluated (cached), 6 to evaluate" in capsys.readouterr().err
+    caches = {(m, step): json.loads(cache_of(d).read_text()) for m in METHODS
+              for step, d in checkpoint_dirs(work, m).items()}
+    assert {c["condition"] for c in caches.values()} == {"sigma", "telepathy_off", "lerobot_act"}
+    assert all(c["episodes"] == 1 and c["seed"] == 20000 and c["max_steps"] == 10 for c in caches.values())
+
+    calls = []
+    real = cmp.evaluate_one
+    monkeypatch.setattr(cmp, "evaluate_one", lambda *job: calls.append(job) or real(*job))
+    assert cmp.main(["--stage", "evaluate", *options]) == 0
+    assert calls == [] and "6 checkpoint(s) already evaluated (cached), 0 to evaluate" in capsys.readouterr().err
+
+    # an interrupted run resumes from its newest checkpoint; only the new checkpoint is evaluated again
+    shutil.rmtree(checkpoint_dirs(work, "sigma")[2])
+    assert cmp.main(["--stage", "train", "evaluate", *options]) == 0
+    record = json.loads((work / "runs" / "sigma" / "seed0" / "comparison_train.json").read_text())
+    assert len(record["segments"]) == 2 and record["segments"][1]["command"].endswith("--resume")
+    assert all(s["returncode"] == 0 and s["wall_s"] > 0 for s in record["segments"])
+    assert [Path(job[2]).parent.name for job in calls] == ["step_00000002"] and calls[0][1] == "sigma"
+
+    # the report reads the cached results: plant a success in sigma's last checkpoint
+    final = cache_of(checkpoint_dirs(work, "sigma")[2])
+    final.write_text(json.dumps({**json.loads(final.read_text()), "successes": 1, "success_rate": 1.0}))
+    capsys.readouterr()
+    assert cmp.main(["--stage", "report", *options]) == 0
+    results = json.loads(out.read_text())
+    assert set(results["methods"]) == set(METHODS)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert results["commit"] == commit and len(commit) == 40
+    assert results["seeds"]["training"] == [0] and results["seeds"]["held_out"] == "20000..20000"
+    assert results["seeds"]["demonstrations"]["episodes"] == 2
+    for method, m in results["methods"].items():
+        rates = {str(step): caches[method, step]["success_rate"] for step in (1, 2)}
+        if method == "sigma":
+            rates["2"] = 1.0
+        assert m["checkpoints"] == {"0": rates}, method
+        assert m["success"] == [rates["2"]] and m["mean"] == rates["2"] and m["second_half_min"] == min(rates.values())
+        assert m["samples"] == [8] and m["train_wall_s"][0] > 0 and m["device"].startswith("cpu")
+        assert m["ci_method"] == "Wilson on 1 pooled episodes" and m["scaled_down"] == (method == "act")
+    assert results["methods"]["sigma"]["ci95"][1] == 1.0 and results["methods"]["sigma"]["ci95"][0] > 0.1
+    assert results["methods"]["sigma"]["train_wall_s"][0] == pytest.approx(sum(s["wall_s"] for s in record["segments"]))
+    assert results["methods"]["sigma_no_telepathy"]["recipe"]["telepathy_in_training"] is False
+    assert results["methods"]["act"]["recipe"]["peer"] == "act_small"
+    table = out.with_suffix(".md").read_text()
+    assert table == capsys.readouterr().out.rstrip("\n") + "\n"
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == list(METHODS)
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    written = out.read_bytes()
+    with pytest.raises(SystemExit) as refused:  # never overwritten without --force
+        cmp.main(["--stage", "report", *options])
+    assert refused.value.code == 2 and "--force" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert out.read_bytes() == written
+    assert cmp.main(["--stage", "report", "--force", *options]) == 0
+
+
+def test_runs_trained_elsewhere_are_linked_and_checked(comparison, tmp_path, monkeypatch, capsys):
+    cmp, data, work, _, options = comparison
+    act, no_telepathy = work / "runs" / "act" / "seed0" / "lerobot", work / "runs" / "sigma_no_telepathy" / "seed0"
+    other_data = tmp_path / "other_data"
+    (other_data / "demos" / "meta").mkdir(parents=True)
+    (other_data / "shards").mkdir()
+    for name in ("info.json", "stats.json"):
+        shutil.copy(data / "demos" / "meta" / name, other_data / "demos" / "meta")
+    stats = other_data / "demos" / "meta" / "stats.json"
+    stats.write_text(stats.read_text().replace("1", "2", 1))  # other demonstrations of the same shape
+    monkeypatch.setattr(cmp.subprocess, "run", lambda *a, **k: pytest.fail(f"trained: {a}"))
+
+    def run(*args: str, work_dir: Path = tmp_path / "work") -> str:
+        argv = [*options, "--stage", "train", "--work-dir", str(work_dir), *args]
+        with pytest.raises(SystemExit) as failed:
+            cmp.main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert failed.value.code == 2, lines
+        return lines[-1]
+
+    assert "trained with seed 0" in run("--methods", "act", "--seeds", "1", "--runs", f"act:1={act}")
+    assert "is not the act recipe: act chunk_size=16 (recipe 100)" in run(
+        "--methods", "act", "--act-recipe", "act", "--runs", f"act:0={act}", work_dir=tmp_path / "w2")
+    assert "was trained with telepathy=False" in run("--methods", "sigma", "--runs", f"sigma:0={no_telepathy}",
+                                                     work_dir=tmp_path / "w3")
+    for linked, name in [(act, "w4"), (act.parent, "w5")]:  # by path; by the contents this script recorded
+        assert "not on the comparison's" in run("--methods", "act", "--dataset", str(other_data), "--runs",
+                                                f"act:0={linked}", work_dir=tmp_path / name)
+    assert "expected METHOD:SEED=DIR" in run("--runs", f"act0={act}")
+    capsys.readouterr()
+    assert cmp.main([*options, "--stage", "train", "--work-dir", str(tmp_path / "ok"), "--methods", "act",
+                     "--runs", f"act:0={act}"]) == 0  # linked, complete: not trained again
+    assert (tmp_path / "ok" / "runs" / "act" / "seed0").resolve() == act.resolve()
+    moved = tmp_path / "moved_data"  # the same demonstrations elsewhere (a run trained on another machine)
+    shutil.copytree(data / "demos" / "meta", moved / "demos" / "meta")
+    (moved / "shards").mkdir()
+    assert cmp.main([*options, "--stage", "train", "--work-dir", str(tmp_path / "moved"), "--methods", "act",
+                     "--dataset", str(moved), "--runs", f"act:0={act.parent}"]) == 0
+    assert "holds another run" in run("--methods", "act", "--runs", f"act:0={no_telepathy}", work_dir=tmp_path / "ok")
+
+
+def test_bad_options_are_one_line_errors(comparison, tmp_path, capsys):
+    cmp, data, _, _, options = comparison
+    for args, words in [(["--sigma-args=--seed 3"], "the comparison sets these itself"),
+                        (["--sigma-args=--train-set batch_size=2"], "the comparison sets these itself"),
+                        (["--save-every", "3"], "--save-every must be at most --steps"),
+                        (["--dataset", str(tmp_path)], "no demos/ and shards/")]:
+        with pytest.raises(SystemExit) as failed:
+            cmp.main([*options, "--stage", "report", *args])
+        assert failed.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_confidence_interval_is_t_over_seeds_or_wilson_on_pooled_episodes(comparison):
+    report = importlib.import_module("so101_sim_comparison_report")
+    three = report.summary([0.8, 0.9, 1.0], [40, 45, 50], 50)
+    assert three["mean"] == pytest.approx(0.9) and three["ci_method"].startswith("t over 3 seeds")
+    assert three["ci95"] == pytest.approx([0.9 - 4.303 * 0.1 / 3**0.5, 1.0])  # upper end clipped to 1
+    one = report.summary([0.92], [46], 50)
+    assert one["ci_method"] == "Wilson on 50 pooled episodes"
+    assert one["ci95"] == pytest.approx([0.8116, 0.9685], abs=1e-4)
+    assert report.t_quantile_975(30) == 2.042 and report.t_quantile_975(31) == pytest.approx(2.040, abs=1e-3)
+    assert report.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
