@@ -82,3 +82,17 @@ def test_help_shows_the_comments_of_every_base(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for comment in ("the first base's field", "the second base's field", "the class's own field"):
         assert comment in text
+
+
+def test_parsing_a_command_line_does_not_import_torch():
+    """Sigma_model's top-level names load on first use.
+
+    Light commands (sigma-instruct, sigma-graph's supervisor, the Feetech emulator) parse their flags without torch.
+    """
+    import subprocess
+    import sys
+
+    code = ("import sys, sigma_model, sigma_model.cli; assert 'torch' not in sys.modules, 'torch imported'; "
+            "from sigma_model import SigmaConfig; assert SigmaConfig.__module__ == 'sigma_model.configuration_sigma'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

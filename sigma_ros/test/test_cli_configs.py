@@ -105,3 +105,21 @@ def test_the_launch_files_sigma_graph_arguments_parse_to_its_values(tmp_path):
     assert graph_main.robot_fields(cfg) == robot
     default = parse_cli(graph.GraphConfig, graph.single_process_arguments("p.yaml", "", None, {}, ""), "sigma-graph")
     assert default.dry_run is None and default.checkpoint == "" and default.camera_topic == ""
+
+
+def test_the_demos_report_carries_its_config(tmp_path):
+    """sigma-demo --report: the closed-loop report of the runs, with DemoConfig's values (no ROS needed)."""
+    cfg = parse_cli(demo.DemoConfig, ["--episodes=2", "--seed=500", "--max_episode_s=4", "--real_time_factor=0.5",
+                                      "--step_mode=on_command", "--conditions=[sigma,telepathy_off]"], "sigma-demo")
+    episode = {"seed": 500, "instruction": "pick the cube and place it on the left", "success": True, "step": 60,
+               "time_to_success_s": 2.0, "was_lifted": True, "mean_abs_delta_command": 0.01, "mean_sq_jerk": 0.001,
+               "latency_ms": {"action_node": {"action_stage": 12.0, "rate:plan": 5.0}}}
+    runs = {name: {"checkpoint": "ckpt", "single_process": False,
+                   "episodes_detail": [episode, dict(episode, seed=501, success=False, time_to_success_s=None)]}
+            for name in cfg.conditions}
+    report, records = demo.ros_report(runs, cfg)
+    meta = report["meta"]
+    assert (meta["mode"], meta["real_time_factor"], meta["step_mode"], meta["single_process"]) == \
+        ("closed_loop_ros", 0.5, "on_command", False)
+    assert set(report["closed_loop"]) == {"sigma", "telepathy_off"} and len(records) == 4
+    assert report["closed_loop"]["sigma"]["failed_seeds"] == [501]
