@@ -27,11 +27,14 @@ writes its log as JSON lines (EmulatorConfig's fields as ``--field=value``, e.g.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
 import signal
+import struct
 import sys
+import termios
 import threading
 import time
 import tty
@@ -162,6 +165,7 @@ class FeetechBusEmulator:
         self.port = os.ttyname(self._slave)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._busy = threading.Lock()  # held by the server from reading a chunk until it is answered
         self._buf = bytearray()
 
     # ------------------------------------------------------------------ control
@@ -194,7 +198,20 @@ class FeetechBusEmulator:
             servo.actual = float(ticks)
             servo.set("Present_Position", servo.present())
 
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every byte sent to the bus so far is handled (sync writes get no answer to wait on)."""
+        deadline = time.monotonic() + timeout
+        while self._thread is not None and self._thread.is_alive():
+            with self._busy:
+                unread = struct.unpack("i", fcntl.ioctl(self._master, termios.FIONREAD, b"\0" * 4))[0]
+                if unread == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the emulator left {unread} bytes unhandled for {timeout} s")
+            time.sleep(0.001)
+
     def register(self, servo_id: int, name: str) -> int:
+        self.drain()
         with self.lock:
             servo = self.servos[servo_id]
             servo.update(time.monotonic())
@@ -204,6 +221,7 @@ class FeetechBusEmulator:
         return {i: self.register(i, name) for i in self.servos}
 
     def writes_of(self, name: str) -> list[Write]:
+        self.drain()
         with self.lock:
             return [w for w in self.writes if w.name == name]
 
@@ -213,15 +231,16 @@ class FeetechBusEmulator:
             ready, _, _ = select.select([self._master], [], [], 0.05)
             if not ready:
                 continue
-            try:
-                chunk = os.read(self._master, 4096)
-            except OSError:
-                return
-            self._buf.extend(chunk)
-            for packet in self._packets():
-                reply = self.handle(packet)
-                if reply:
-                    os.write(self._master, reply)
+            with self._busy:
+                try:
+                    chunk = os.read(self._master, 4096)
+                except OSError:
+                    return
+                self._buf.extend(chunk)
+                for packet in self._packets():
+                    reply = self.handle(packet)
+                    if reply:
+                        os.write(self._master, reply)
 
     def _packets(self):
         buf = self._buf
