@@ -56,9 +56,11 @@ def test_sigma_robot_that_cannot_connect_is_a_one_line_config_error(tmp_path):
 
 
 def _raise_priority() -> None:
-    """Run the emulated servos ahead of other load, where permitted: a higher priority for their session (with
-    sched_autogroup the kernel shares the CPU between sessions first, so a nice value alone does not help against other
-    sessions' load), and for the process."""
+    """Run the emulated servos ahead of other load, where permitted.
+
+    A higher priority for their session (with sched_autogroup the kernel shares the CPU between sessions first, so a
+    nice value alone does not help against other sessions' load), and for the process.
+    """
     try:
         Path("/proc/self/autogroup").write_text("-10")
     except OSError:  # no autogroup scheduling, or not permitted
