@@ -96,6 +96,8 @@ def _hint(cls: type, message: str, renamed: dict[str, str]) -> str:
     elif bare := re.match(r"argument (--\S+): expected one argument", message):
         if flags.get(bare[1]) is bool:
             tips.append(f"a switch is written {bare[1]}=true")
+    elif (word := re.match(r"`([\w.]+)`: ", message)) and "is not of a valid input for a list type" in message:
+        tips.append(f"a list is written --{word[1]}=[a,b]")
     return f" ({'; '.join(tips)})" if tips else ""
 
 

@@ -47,7 +47,7 @@ def test_make_default_tiny_pipeline(tmp_path):
 
 
 def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkeypatch):
-    """Also: --train_set={seed: S} is the whole training seed (the augmentation's too), the demonstrations keep --seed."""
+    """Also: --train_set={seed: S} is the whole training seed (the augmentation's too); demonstrations keep --seed."""
     from sigma_sim import default_model
 
     reads, windows = [], []
