@@ -4,8 +4,8 @@
 
 Also the parameters per workspace, and the DiT's sampling against its reference runs in the same process.
 
-    python benchmarks/bench_model.py [--config checkpoints/sigma_so101_default] [--batch 1] [--threads 2]
-                                     [--iters 50] [--steps 10 4 2 1] [--device cpu|cuda]
+    python benchmarks/bench_model.py [--config=checkpoints/sigma_so101_default] [--batch=1] [--threads=2]
+                                     [--iters=50] [--steps=[10,4,2,1]] [--device=cpu|cuda]
 
 Figures are medians over `iters` runs after warm-up. The comparisons run their candidates in turn
 (round robin), so a busy machine slows all of them alike; their ratios are the robust figures:
@@ -18,7 +18,7 @@ Figures are medians over `iters` runs after warm-up. The comparisons run their c
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation
+from sigma_model.cli import parse_cli
 
 
 def medians_ms(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
@@ -64,16 +65,21 @@ def per_step_sampling(dit, context, context_valid, condition, steps: int, noise_
     return x
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="SigmaConfig JSON or checkpoint dir (default: SigmaConfig())")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--steps", type=int, nargs="*", default=[10, 4, 2, 1],
-                        help="integration steps to compare with the config's diffusion_steps")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+PROG = "python benchmarks/bench_model.py"
+
+
+@dataclass
+class Options:
+    config: str | None = None  # SigmaConfig JSON or checkpoint dir (default: SigmaConfig())
+    batch: int = 1
+    threads: int = 2  # torch intra-op threads (0: torch's default)
+    iters: int = 50
+    steps: list[int] = field(default_factory=lambda: [10, 4, 2, 1])  # integration steps to compare with the config's
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -99,21 +99,22 @@ STAGES = ("vision", "language", "action", "adapter", "control")
 class ClosedLoopConfig:
     """Options of a closed-loop evaluation run."""
 
-    episodes: int = 50
+    episodes: int = 50  # episodes per condition and variation
     seed: int = 10_000  # episode i uses env seed seed + i (never a training seed with the default recipe)
     conditions: tuple[str, ...] = ("sigma", "telepathy_off", "sigma_adapter")
     variations: tuple[str, ...] = ("nominal",)  # episode variations (sigma_sim.episode_variations.VARIATIONS)
     replan_every: int | None = None  # control ticks between plans (None: the model's n_action_steps)
     diffusion_steps: int | None = None  # the DiT's integration steps per plan (None: the checkpoint's)
     max_steps: int = 450  # 15 s at 30 Hz
-    success_hold_steps: int = 5
+    success_hold_steps: int = 5  # ticks the cube must stay in the target region to count as a success
     max_step_rad: float = 0.15  # safety filter: max change per tick relative to the measured position
     silent_audio: bool = True  # feed a zero audio chunk (what the sim node publishes) when the model uses audio
     carry_memory: bool = True  # carry tau / semantic memory from plan to plan (as the ROS graph does)
     expert_reference: bool = True  # score every plan against the scripted expert's actions from the same state
+    # MSE above which a plan counts as hard (against the expert), per target: {vec: 0.1, chunk: 0.2, traj: 0.2}
     hard_thresholds: dict[str, float] = field(default_factory=lambda: {"vec": 0.1, "chunk": 0.2, "traj": 0.2})
-    threads: int = 1
-    control_hz: float = 30.0
+    threads: int = 1  # torch CPU threads
+    control_hz: float = 30.0  # control rate of the simulated arm
 
     def __post_init__(self) -> None:
         self.conditions = tuple(self.conditions)
