@@ -19,8 +19,8 @@ from sigma_sim.episode_variations import VARIATIONS
 PROG = "sigma-closed-loop"
 DEFAULT_CHECKPOINT = "checkpoints/sigma_so101_default"
 SIGMA_CONDITIONS = ("sigma", "telepathy_off", "sigma_adapter")
-SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "diffusion_steps", "adapter_config",
-                      "carry_memory", "expert_reference", "init_heads")
+SIGMA_ONLY_OPTIONS = ("checkpoint", "baseline_checkpoint", "replan_every", "plan_latency_ticks", "diffusion_steps",
+                      "adapter_config", "carry_memory", "expert_reference", "init_heads")
 #: former flags that are not just ``--a-b`` for ``--a_b``
 RENAMED = {"-o": "--output", "--no-memory": "--carry_memory=false",
            "--no-expert-reference": "--expert_reference=false"}
