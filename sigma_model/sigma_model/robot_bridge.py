@@ -295,10 +295,10 @@ class RobotBridge:
         if not robot.is_connected:
             return
         try:
-            measured = self.measured
-            if measured is not None and self.safety is not None:
-                self.forget()
-                decision = self.safety.step(None, measured, time.monotonic())
+            if self.measured is not None and self.safety is not None:
+                self.target = None
+                self.safety.reset()  # a hold at the measured position, not at the last target
+                decision = self.safety.step(None, self.measured, time.monotonic())
                 if decision.command is not None:
                     robot.send_action(self.units.from_radians(decision.command))
         except Exception as err:  # noqa: BLE001 - disconnect anyway

@@ -238,10 +238,18 @@ class RobotNode(SigmaNode):
                 "rejected_targets": float(b.safety.rejected_targets), "joint_state_faults": float(b.safety.faults)}
 
     def shutdown(self) -> None:
-        """Hold at the measured position and disconnect (torque per ``torque_on_exit``)."""
+        """Hold at the measured position and disconnect (torque per ``torque_on_exit``).
+
+        Also after rclpy's SIGINT handler has already destroyed the node's timer.
+        """
+        from rclpy.exceptions import InvalidHandle
+
         timer = getattr(self, "timer", None)
         if timer is not None:
-            timer.cancel()
+            try:
+                timer.cancel()
+            except InvalidHandle:  # destroyed with the node: it cannot fire any more
+                pass
         if getattr(self, "bridge", None) is not None:
             self.bridge.close()
 

@@ -154,3 +154,22 @@ def test_graph_drives_the_emulated_arm_within_its_limits(tmp_path):
     assert moved > 5, "the graph's commands never moved the arm"
     # torque_on_exit hold (the default): after SIGINT the motors keep their torque
     assert final["Torque_Enable"] == {str(i): 1 for i in range(1, 7)}
+
+
+def test_robot_node_shutdown_after_its_timer_was_destroyed_still_closes_the_robot():
+    """On SIGINT rclpy's handler destroys the node's timer first: shutdown still holds and disconnects the robot."""
+    from sigma_model.robot_bridge import make_robot
+    from sigma_ros.robot_node import RobotNode
+    from sigma_ros.testing import isolated_context
+
+    context = isolated_context("test_ros_robot_shutdown")
+    try:
+        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32})
+        node = RobotNode(robot=robot, context=context)
+        assert not node.config_error and robot.is_connected
+        node.timer.destroy()
+        node.shutdown()
+        assert not robot.is_connected
+        node.destroy_node()
+    finally:
+        context.try_shutdown()

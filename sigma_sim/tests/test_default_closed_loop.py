@@ -131,8 +131,8 @@ def test_plan_errors_are_measured_against_the_expert():
             super().replan(obs)
             c = self.config
             ref = torch.from_numpy(self.reference(max(c.chunk_len, c.traj_len))).float()
-            self.plan = (ref[:1], ref[None, :c.chunk_len], ref[None, :c.traj_len])
             self.scores[-1] = ((ref[0], ref[:c.chunk_len], ref[:c.traj_len]), self.scores[-1][1])
+            return ref[:1], ref[None, :c.chunk_len], ref[None, :c.traj_len]
 
     from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
