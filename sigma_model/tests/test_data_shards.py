@@ -192,3 +192,84 @@ def test_pt_shards_loaded_with_weights_only(tmp_path):
     torch.save({"samples": [Evil()]}, tmp_path / "shard_00002.pt")
     with pytest.raises(ShardCorruptError, match="shard_00002.pt"):
         ShardDataset(tmp_path)
+
+
+def _raw_shard(path, header, data: bytes = b"", length: int | None = None):
+    """Write a safetensors-like file: 8-byte header length (``length`` or the real one), header, data."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw + data)
+    return path
+
+
+SIGMA_META = {"format": "sigma-shard", "num_samples": "1"}
+
+
+def test_shard_header_faults_are_named_exactly(tmp_path, monkeypatch):
+    p = tmp_path / "shard_00000.safetensors"
+    entry = {"dtype": "U8", "shape": [1, 4], "data_offsets": [0, 4]}
+    full = 8 + len(json.dumps({"__metadata__": SIGMA_META, "x": entry})) + 4  # bytes the header accounts for
+    cases = [
+        (lambda: p.write_bytes(b"12345"), f"shard {p} is truncated (5 bytes; no safetensors header)"),
+        (lambda: _raw_shard(p, b""), f"shard {p} is truncated or corrupt (header length 0, file size 8)"),
+        (lambda: _raw_shard(p, b"{}", length=1000),
+         f"shard {p} is truncated or corrupt (header length 1000, file size 10)"),
+        (lambda: _raw_shard(p, [1]), f"shard {p} is corrupt (header is not a JSON object)"),
+        (lambda: _raw_shard(p, {"x": {"dtype": "U8"}}), f"shard {p} is corrupt (bad entry for tensor 'x')"),
+        (lambda: _raw_shard(p, {"__metadata__": SIGMA_META, "x": entry}, b"abc"),
+         f"shard {p} is truncated or corrupt (expected {full} bytes from its header, found {full - 1})"),
+        (lambda: _raw_shard(p, {"__metadata__": {"format": "other"}, "x": entry}, b"abcd"),
+         f"{p} is not a Sigma shard (metadata format='other')"),
+        (lambda: _raw_shard(p, {"x": entry}, b"abcd"), f"{p} is not a Sigma shard (metadata format=None)"),
+        (lambda: _raw_shard(p, {"__metadata__": {"format": "sigma-shard"}, "x": entry}, b"abcd"),
+         f"shard {p} is corrupt (missing num_samples)"),
+        (lambda: _raw_shard(p, {"__metadata__": {"format": "sigma-shard", "num_samples": "x"}, "x": entry}, b"abcd"),
+         f"shard {p} is corrupt (missing num_samples)"),
+    ]
+    for write, message in cases:
+        write()
+        with pytest.raises(ShardCorruptError) as err:
+            read_shard_header(p)
+        assert str(err.value) == message
+    _raw_shard(p, b"{not json}")
+    with pytest.raises(ShardCorruptError, match=rf"^shard {p} is corrupt \(invalid safetensors header: "):
+        read_shard_header(p)
+    with pytest.raises(ShardCorruptError, match=rf"^cannot read shard {tmp_path / 'nope'}: "):
+        read_shard_header(tmp_path / "nope")
+    # a header longer than the limit is refused before it is read (the limit made small here)
+    monkeypatch.setattr(shards_module, "_MAX_HEADER", 16)
+    header = {"__metadata__": SIGMA_META, "x": entry}
+    _raw_shard(p, header, b"abcd")
+    with pytest.raises(ShardCorruptError, match=rf"header length {len(json.dumps(header))}, file size"):
+        read_shard_header(p)
+
+
+def test_shard_header_reports_what_it_read(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=2)
+    for i in range(2):
+        w.add(_sample(i))
+    p = w.shard_paths[0]
+    hdr = read_shard_header(p)
+    assert hdr["num_samples"] == 2 and hdr["file_size"] == p.stat().st_size
+    assert hdr["metadata"] == {"format": "sigma-shard", "format_version": "1", "num_samples": "2",
+                               "first_sample_index": "0"}
+    assert hdr["tensors"]["robot_state"]["shape"] == [2, 6] and "__metadata__" not in hdr["tensors"]
+
+
+def test_read_shard_faults_are_named_exactly(tmp_path):
+    from sigma_model.data.shards import serialize_safetensors
+
+    p = tmp_path / "shard_00000.safetensors"
+    meta = {"format": "sigma-shard", "num_samples": "2"}
+    text = {"text_utf8": torch.tensor(list(b"abcd"), dtype=torch.uint8), "text_offsets": torch.tensor([0, 2, 4])}
+    for tensors, message in (
+        ({"x": torch.zeros(2)}, f"shard {p} is corrupt (text fields: 'text_utf8')"),
+        ({**text, "text_offsets": torch.tensor([0, 2])}, f"shard {p} is corrupt (text fields: list index out of range)"),
+        ({**text, "x": torch.zeros(3)}, f"shard {p} is corrupt ('x' has 3 rows, expected 2)"),
+    ):
+        p.write_bytes(serialize_safetensors(tensors, meta))
+        with pytest.raises(ShardCorruptError) as err:
+            read_shard(p)
+        assert str(err.value) == message
+    p.write_bytes(serialize_safetensors({**text, "x": torch.arange(2)}, meta))
+    tensors, texts = read_shard(p)
+    assert texts == ["ab", "cd"] and list(tensors) == ["x"] and tensors["x"].tolist() == [0, 1]

@@ -151,6 +151,68 @@ def test_tau_rms_and_total():
     assert L.total_loss(one(1), one(1), one(1), one(1), 0, 0, 0).item() == pytest.approx(1.0)
 
 
+def test_loss_defaults_are_the_training_config_defaults():
+    """Called without their keyword arguments, the loss terms use TrainingConfig's defaults (the paper's values)."""
+    cfg = TrainingConfig()
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    actions = {"vec": r(10, 2), "chunk": r(10, 3, 2), "traj": r(10, 4, 2)}
+    targets = {k: r(*v.shape) for k, v in actions.items()}
+    got = L.traf_loss(actions, targets)
+    want = L.traf_loss(actions, targets, (cfg.alpha_vec, cfg.alpha_chunk, cfg.alpha_traj), cfg.rho_hard,
+                       cfg.lambda_hard)
+    assert got.hard_index.tolist() == want.hard_index.tolist() and len(want.hard_index) == 3
+    assert (got.l_act.item(), got.l_act_total.item()) == pytest.approx((want.l_act.item(), want.l_act_total.item()))
+    z, m, f = r(4, 3), r(4, 3), r(4, 3)
+    got = L.semantic_loss(z, m, f)
+    want = L.semantic_loss(z, m, f, cfg.beta_mi, cfg.nce_temperature, cfg.time_loss)
+    assert [x.item() for x in got] == pytest.approx([x.item() for x in want])
+    assert L.info_nce(z, f).item() == pytest.approx(L.info_nce(z, f, cfg.nce_temperature, symmetric=True).item())
+    tau, cond = 0.3 * r(4, 3), r(4, 3)  # ||tau|| < tau_0: the collapse hinge counts
+    want = L.tau_loss(tau, cond, cfg.tau_0, cfg.lambda_collapse, cfg.eta_var, cfg.tau_l2_weight)
+    assert L.tau_loss(tau, cond).item() == pytest.approx(want.item())
+    one = lambda v: torch.tensor(float(v))  # noqa: E731
+    got = L.total_loss(one(1), one(1), one(1), one(1), 0.0, 0.0, 0.0, l_flow=one(2))
+    assert got.item() == pytest.approx(1.0 + cfg.flow_weight * 2.0)
+
+
+def test_aux_loss_is_the_mean_squared_error():
+    pred, target = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    got = L.aux_loss(pred, target)
+    assert got.item() == pytest.approx((0 + 4 + 4 + 0) / 4) and got.dtype == torch.float32
+
+
+def test_dataset_baseline_is_read_as_float32_on_the_residual_device():
+    residual = torch.tensor([[0.25, -0.25]])
+    out = SimpleNamespace(
+        action_vector=residual, residual_vector=residual,
+        action_chunk=torch.zeros(1, 1, 2), residual_chunk=torch.zeros(1, 1, 2),
+        action_trajectory=torch.zeros(1, 1, 2), residual_trajectory=torch.zeros(1, 1, 2),
+    )
+    base = {"base_action_vector": torch.tensor([[1.0, 2.0]], dtype=torch.float64)}
+    actions, _ = L.final_actions(out, base)
+    assert actions["vec"].dtype == torch.float32 and actions["vec"].tolist() == [[1.25, 1.75]]
+
+
+def test_mismatched_loss_inputs_are_clear_errors():
+    a, b = torch.zeros(2, 3), torch.zeros(2, 4)
+    for call, message in (
+        (lambda: L.per_sample_mse(a, b), "prediction shape [2, 3] does not match target shape [2, 4]"),
+        (lambda: L.time_consistency_loss(a, b), "z_pool [2, 3] and m_prev [2, 4] must have the same shape"),
+        (lambda: L.time_consistency_loss(a, a, "l1"), "unknown time loss 'l1'; expected 'cos' or 'mse'"),
+        (lambda: L.info_nce(a, b), "info_nce needs two [B,d] tensors of one shape, got [2, 3] and [2, 4]"),
+        (lambda: L.info_nce(a[0], a[0]), "info_nce needs two [B,d] tensors of one shape, got [3] and [3]"),
+        (lambda: L.intent_loss(a, b), "z_intent [2, 3] and memory [2, 4] must have the same shape"),
+        (lambda: L.tau_loss(a, b), "tau [2, 3] and condition_tau [2, 4] must have the same shape"),
+        (lambda: L.aux_loss(a, b), "aux_target has shape [2, 4], the aux head predicts [2, 3]"),
+        (lambda: L.hard_count(0, 0.5), "batch must not be empty"),
+        (lambda: L.hard_count(4, 1.5), "rho must be in (0, 1], got 1.5"),
+    ):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == message
+
+
 # ---------------------------------------------------------------- curriculum
 TABLE1_WEIGHTS = {  # step: (w_sem, w_int, w_tau) from the paper's Table 1
     0: (0.100, 0.100, 0.000), 10: (0.210, 0.185, 0.004), 20: (0.320, 0.271, 0.007), 30: (0.429, 0.356, 0.011),
