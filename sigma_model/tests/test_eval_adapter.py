@@ -115,7 +115,8 @@ def test_adapt_output_on_model_actions(model, obs):
     s = res.scale.view(-1, 1)
     torch.testing.assert_close(res.action_vector, a.baseline_vector + s * a.residual_vector)
     assert res.scale.shape == (obs.image.shape[0],) and not res.fallback.any()
-    assert set(res.terms()) >= {"scale", "risk", "risk_residual", "risk_tau", "risk_align", "fallback"}
+    assert set(res.terms()) == {"scale", "risk", "risk_residual", "risk_tau", "risk_align", "residual_ratio", "tau_l2",
+                                "tau_cos", "fallback"}
     # an external baseline (an offline base policy) replaces the tau = 0 path
     ext = (a.baseline_vector + 1.0, a.baseline_chunk + 1.0, a.baseline_trajectory + 1.0)
     res2 = adapter.adapt_output(a, out.language.tau, baseline=ext)
@@ -242,3 +243,41 @@ def test_batch_and_tau_mismatches_are_clear_errors():
         with pytest.raises(ValueError) as err:
             adapter(*args)
         assert str(err.value) == message
+
+
+def test_edge_configs_are_valid():
+    """Equal scales, a fixed tau norm, and thresholds below 1 are allowed."""
+    for kw in (dict(min_scale=0.5, max_scale=0.5), dict(tau_l2_range=(2.0, 2.0)), dict(tau_l2_range=(0.0, 0.5)),
+               dict(max_residual_ratio=0.5, max_risk=0.5)):
+        AdapterConfig(**kw)
+
+
+def test_scale_from_risk_is_clamped_to_its_bounds():
+    adapter = RiskGatedAdapter(AdapterConfig(min_scale=0.2, max_scale=0.8))
+    assert adapter.scale_from_risk(torch.tensor([-1.0, 0.0, 50.0])).tolist() == pytest.approx([0.8, 0.8, 0.2])
+
+
+def test_tau_below_range_is_relative_to_lo_and_thresholds_are_inclusive():
+    """R_tau = (lo - |tau|) / lo below the range; risk == max_risk and ratio == max_residual_ratio still adapt."""
+    one = [torch.tensor([[1.0, 0.0]]), torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[1.0, 0.0]]])]
+    cfg = AdapterConfig(tau_l2_range=(2.0, 4.0), w_align=0.0, w_residual=0.0)
+    out = RiskGatedAdapter(cfg)(*one, *one, torch.tensor([[0.5, 0.0]]), torch.tensor([[0.5, 0.0]]))
+    assert float(out.risk_tau) == pytest.approx(0.75)
+    cfg = AdapterConfig(tau_l2_range=(1.0, 4.0), w_align=0.0, w_residual=0.0, max_risk=1.0)
+    out = RiskGatedAdapter(cfg)(*one, *one, torch.tensor([[8.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    assert float(out.risk) == 1.0 and not bool(out.fallback)
+    cfg = AdapterConfig(tau_l2_range=(0.0, 4.0), w_align=0.0, w_residual=0.0, max_residual_ratio=2.0)
+    pred = [one[0] * 3.0, one[1], one[2]]  # ||da|| / ||a_base|| = 2 exactly
+    out = RiskGatedAdapter(cfg)(*pred, *one, torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    assert float(out.residual_ratio) == 2.0 and not bool(out.fallback)
+
+
+def test_half_precision_inputs_are_computed_in_float32():
+    pred, base, tau, cond = _inputs(b=3)
+    half = [x.half() for x in (*pred, *base, tau, cond)]
+    out = RiskGatedAdapter()(*half)
+    ref = RiskGatedAdapter()(*(x.float() for x in half))
+    for name, value in {**out.terms(), "action_vector": out.action_vector, "action_chunk": out.action_chunk,
+                        "action_trajectory": out.action_trajectory}.items():
+        assert value.dtype == getattr(ref, name).dtype and torch.equal(value, getattr(ref, name)), name
+    assert out.action_chunk.dtype == torch.float32
