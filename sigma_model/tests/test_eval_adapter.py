@@ -51,23 +51,27 @@ def test_zero_risk_gives_max_scale_and_huge_risk_min_scale():
     assert float(adapter.scale_from_risk(torch.tensor(1e6))) == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("inject", ["huge", "nan", "inf", "nan_tau"])
+@pytest.mark.parametrize("inject", ["huge", "nan", "inf", "nan_tau", "nan_condition"])
 def test_abnormal_residual_falls_back_to_baseline(inject):
     adapter = RiskGatedAdapter(AdapterConfig(min_scale=0.1, max_scale=1.0))
     pred, base, tau, cond = _inputs(b=4, tau_scale=1.0)
     pred = [p.clone() for p in pred]
-    tau = tau.clone()
+    tau, cond = tau.clone(), cond.clone()
     if inject == "huge":
         pred[1][2] = base[1][2] + 1e6
     elif inject == "nan":
         pred[2][2, 0, 0] = float("nan")
     elif inject == "inf":
         pred[0][2, 1] = float("inf")
-    else:
+    elif inject == "nan_tau":
         tau[2, 3] = float("nan")
+    else:
+        cond[2, 0] = float("nan")
     out = adapter(*pred, *base, tau, cond)
     assert out.fallback.tolist() == [False, False, True, False]
     assert float(out.scale[2]) == 0.0
+    if inject != "huge":
+        assert float(out.risk[2]) == math.inf  # non-finite inputs: infinite risk, not NaN
     for adapted, q in zip((out.action_vector, out.action_chunk, out.action_trajectory), base):
         assert torch.equal(adapted[2], q[2])  # exactly the baseline
         assert torch.isfinite(adapted).all()
@@ -281,3 +285,12 @@ def test_half_precision_inputs_are_computed_in_float32():
                         "action_trajectory": out.action_trajectory}.items():
         assert value.dtype == getattr(ref, name).dtype and torch.equal(value, getattr(ref, name)), name
     assert out.action_chunk.dtype == torch.float32
+
+
+def test_a_nan_risk_from_finite_inputs_falls_back():
+    """||tau|| overflows to inf; with w_tau = 0 the risk is 0 * inf = NaN: the baseline, not max_scale."""
+    one = [torch.tensor([[1.0, 0.0]]), torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[1.0, 0.0]]])]
+    tau = torch.tensor([[3e38, 3e38]])
+    out = RiskGatedAdapter(AdapterConfig(w_tau=0.0, max_risk=1e9))(*[x * 2 for x in one], *one, tau, tau)
+    assert math.isnan(float(out.risk)) and bool(out.fallback) and float(out.scale) == 0.0
+    torch.testing.assert_close(out.action_vector, one[0])
