@@ -3,8 +3,8 @@
 """Memory and speed of Sigma on a SmolVLA backbone, and an estimate for pi0.5 (3B).
 
     python benchmarks/bench_backbones.py                 # CPU: tiny training + inference, real-size inference
-    python benchmarks/bench_backbones.py --device cuda   # GPU: also real-size LoRA + 4-bit training at batch 8
-    options: --infer tiny real  --train tiny [real]  --batch 8  --steps 3  --repeats 3  --no-4bit  --json FILE
+    python benchmarks/bench_backbones.py --device=cuda   # GPU: also real-size LoRA + 4-bit training at batch 8
+    options: --infer=[tiny,real]  --train=[tiny,real]  --batch=8  --steps=3  --repeats=3  --no_4bit=true  --json=FILE
 
 SmolVLA is LeRobot's SmolVLAPolicy with random weights built from config, no download: "real" is
 lerobot/smolvla_base's architecture (SmolVLM2-500M: SigLIP-B/16 at 512 px + pixel-shuffle
@@ -27,7 +27,7 @@ allocated; CPU: peak RSS of the process, imports included).
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import json
 import os
 import resource
@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from sigma_model.cli import check_choice, parse_cli
 
 # lerobot/smolvla_base's VLM, HuggingFaceTB/SmolVLM2-500M-Video-Instruct (SigLIP-B/16-512 + SmolLM2-360M)
 SMOLVLM2_500M = dict(
@@ -315,25 +316,35 @@ def machine(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2:])
+PROG = "python benchmarks/bench_backbones.py"
+
+
+@dataclass
+class Options:
+    device: str = "cpu"  # cpu or cuda
+    infer: list[str] = field(default_factory=lambda: ["tiny", "real"])  # SmolVLA sizes to time inference of
+    train: list[str] | None = None  # sizes to train (default: [tiny] on the CPU, [tiny,real] on CUDA)
+    batch: int = 8
+    steps: int = 3
+    repeats: int = 5
+    no_4bit: bool = False  # train with full-precision frozen weights on CUDA too
+    threads: int = 0  # CPU threads per measurement (0: torch's default; 1 avoids OpenMP spinning on a busy machine)
+    json: str | None = None  # also write the figures here
+
+    def __post_init__(self) -> None:
+        check_choice("--device", self.device, ("cpu", "cuda"))
+        for size in [*self.infer, *(self.train or ())]:
+            check_choice("--infer and --train sizes", size, ("tiny", "real"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        worker(argv[1:])
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--infer", nargs="*", default=["tiny", "real"], choices=("tiny", "real"))
-    parser.add_argument("--train", nargs="*", default=None, choices=("tiny", "real"),
-                        help="default: tiny on the CPU, tiny and real on CUDA")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-4bit", action="store_true", help="train with full-precision frozen weights on CUDA too")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads per measurement (0: torch's default; "
-                        "1 avoids OpenMP spinning on a busy machine)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA GPU here")
+        raise SystemExit("--device=cuda: no CUDA GPU here")
     device = torch.device(args.device)
     train_sizes = args.train if args.train is not None else (["tiny", "real"] if device.type == "cuda" else ["tiny"])
     use_4bit = device.type == "cuda" and not args.no_4bit
@@ -378,7 +389,7 @@ def main() -> None:
               + (f"; LoRA{' + 4-bit' if est['train_4bit'] else ''} training peak at batch {args.batch} "
                  f"~{est['train_peak_gb']:.1f} GB" if "train_peak_gb" in est else ""))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

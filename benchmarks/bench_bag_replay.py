@@ -3,17 +3,17 @@
 """Replay throughput (samples/s) of `sigma-bag-eval`: offline and through the ROS 2 node graph.
 
     python benchmarks/bench_bag_replay.py                        # default-size model, 60 frames
-    python benchmarks/bench_bag_replay.py --frames 120 --rates 0 1 2 4 --storage mcap --json out.json
-    python benchmarks/bench_bag_replay.py --small                # the tests' small model (quick)
+    python benchmarks/bench_bag_replay.py --frames=120 --rates=[0,1,2,4] --storage=mcap --json=out.json
+    python benchmarks/bench_bag_replay.py --small=true           # the tests' small model (quick)
 
-Writes a synthetic robot recording (camera at --camera-hz, joint states and commands at 50 Hz, two
+Writes a synthetic robot recording (camera at --camera_hz, joint states and commands at 50 Hz, two
 instructions) into a temporary directory, then measures, on the same weights:
 
 * reading + pairing the recording (frames/s),
 * the offline path (vision -> language -> action stages frame by frame, with the nodes' recurrence),
   best of --repeats runs after a warm-up,
 * the ROS 2 graph path for each --rates value: the four nodes as separate processes like
-  sigma-graph (--graph processes, default) or in this process (--graph inprocess), on a private
+  sigma-graph (--graph=processes, default) or in this process (--graph=inprocess), on a private
   ROS domain with real rclpy + Fast DDS. Rate 0 = lockstep (each frame once the previous plan
   arrived: the graph's sequential throughput); r > 0 = published at r x the recorded speed
   (throughput is then bounded by r x the camera rate; drops show where the graph cannot keep up).
@@ -26,7 +26,7 @@ config/sigma.yaml's torch_threads; more threads on a busy 2-core machine can be 
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import json
 import tempfile
 import time
@@ -42,6 +42,7 @@ from sigma_ros.bag_robot_writer import write_synthetic_robot_bag  # noqa: E402
 from sigma_ros.bag_replay import evaluate_bag  # noqa: E402
 from sigma_ros.bag_replay_config import BagEvalConfig  # noqa: E402
 from sigma_ros.bag_replay_offline import attach_targets, run_offline, schedule  # noqa: E402
+from sigma_model.cli import check_choice, parse_cli  # noqa: E402
 
 
 def build_checkpoint(workdir: Path, small: bool, checkpoint: str | None, seed: int) -> str:
@@ -66,28 +67,31 @@ def build_checkpoint(workdir: Path, small: bool, checkpoint: str | None, seed: i
     return str(path)
 
 
+PROG = "python benchmarks/bench_bag_replay.py"
+
+
+@dataclass
+class Options:
+    frames: int = 60  # camera frames in the recording
+    camera_hz: float = 10.0
+    storage: str = "sqlite3"  # sqlite3 or mcap
+    image_size: int | None = None  # camera image size (default: the model's)
+    rates: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0])  # ROS replay rates (0 = lockstep); []: none
+    repeats: int = 3  # offline: best of this many timed runs
+    threads: int = 1  # torch threads of the offline path (1, as each node of config/sigma.yaml; 0 = torch default)
+    small: bool = False  # the tests' small model instead of the default size
+    checkpoint: str | None = None  # a Sigma checkpoint instead of seeded random weights
+    seed: int = 0
+    graph: str = "processes"  # inprocess (the nodes in this process) or processes (one each, as sigma-graph runs them)
+    json: str | None = None  # also write the results to this JSON file
+
+    def __post_init__(self) -> None:
+        check_choice("--storage", self.storage, ("sqlite3", "mcap"))
+        check_choice("--graph", self.graph, ("inprocess", "processes"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=60, help="camera frames in the recording")
-    ap.add_argument("--camera-hz", type=float, default=10.0)
-    ap.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
-    ap.add_argument("--image-size", type=int, default=None, help="camera image size (default: the model's)")
-    ap.add_argument("--rates", type=float, nargs="*", default=[0.0, 1.0, 2.0],
-                    help="ROS replay rates (0 = lockstep); none = offline only")
-    ap.add_argument("--repeats", type=int, default=3, help="offline: best of this many timed runs")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads of the offline path (default 1, as each node of config/sigma.yaml; 0 = torch default)",
-    )
-    ap.add_argument("--small", action="store_true", help="the tests' small model instead of the default size")
-    ap.add_argument("--checkpoint", default=None, help="a Sigma checkpoint instead of seeded random weights")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--graph", choices=("inprocess", "processes"), default="processes",
-                    help="the nodes in this process, or one process each (as sigma-graph runs them)")
-    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = ap.parse_args(argv)
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     results: dict = {"frames": args.frames, "camera_hz": args.camera_hz, "storage": args.storage, "graph": args.graph,
                      "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     with tempfile.TemporaryDirectory(prefix="sigma_bench_bag_") as tmp:

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Closed-loop control rate of Sigma on the simulated SO-101 (CPU).
 
-    python benchmarks/bench_closed_loop.py [--checkpoint checkpoints/sigma_so101_default] [--ticks 300]
-                                           [--replan 1 4 8] [--threads 1] [--ros] [--json]
+    python benchmarks/bench_closed_loop.py [--checkpoint=checkpoints/sigma_so101_default] [--ticks=300]
+                                           [--replan=[1,4,8]] [--threads=1] [--ros=true] [--json=true]
 
 Rows:
 
@@ -17,7 +17,7 @@ Rows:
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import json
 import platform
 import subprocess
@@ -34,6 +34,7 @@ from sigma_model.safety import SafetyConfig, SafetyFilter
 from sigma_sim.closed_loop import SigmaPolicy
 from sigma_sim.episode_variations import episode_instruction
 from sigma_sim.so101_env import HOME_QPOS, SimConfig, SO101PickPlaceEnv
+from sigma_model.cli import parse_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,15 +92,21 @@ def ros_rate(checkpoint: str) -> dict | None:
         return json.loads(out.read_text())
 
 
+PROG = "python benchmarks/bench_closed_loop.py"
+
+
+@dataclass
+class Options:
+    checkpoint: str = str(REPO / "checkpoints" / "sigma_so101_default")
+    ticks: int = 300
+    replan: list[int] = field(default_factory=lambda: [1, 4, 8])  # control ticks between plans, each measured
+    threads: int = 1
+    ros: bool = False  # also run one episode through the ROS 2 graph
+    json: bool = False  # print the results as JSON
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "sigma_so101_default"))
-    ap.add_argument("--ticks", type=int, default=300)
-    ap.add_argument("--replan", type=int, nargs="+", default=[1, 4, 8])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--ros", action="store_true", help="also run one episode through the ROS 2 graph")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     torch.set_num_threads(args.threads)
     from sigma_model import load_checkpoint
 

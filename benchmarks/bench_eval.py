@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Offline replay throughput (samples/s) of `sigma-eval`.
 
-    python benchmarks/bench_eval.py [--samples 64] [--batch-sizes 1 8 32] [--device cpu|cuda]
+    python benchmarks/bench_eval.py [--samples=64] [--batch_sizes=[1,8,32]] [--device=cpu|cuda]
 
 Writes `--samples` synthetic windows with sigma_model.data.ShardWriter into a temporary directory,
 saves a default-size SigmaModel (non-zero telepathy residual head), then measures in one process:
@@ -16,7 +16,7 @@ Each figure is the best of `--repeats` timed runs after one warm-up run.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +27,7 @@ from sigma_model import SigmaConfig, SigmaModel, save_checkpoint
 from sigma_model.data.shards import ShardDataset, ShardWriter
 from sigma_model.evaluation.replay import ReplayConfig, episode_batches, iterate_batches, replay, run_replay
 from sigma_model.training.batching import SyntheticWindows
+from sigma_model.cli import parse_cli
 
 
 def best_of(fn, repeats: int) -> float:
@@ -43,14 +44,20 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    args = parser.parse_args()
+PROG = "python benchmarks/bench_eval.py"
+
+
+@dataclass
+class Options:
+    samples: int = 64
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    repeats: int = 2
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    threads: int | None = None  # torch.set_num_threads
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -9,12 +9,12 @@ process's CPU time (user + system, /proc) over a window: idle (no inputs: only t
 at 50 Hz and camera frames at 10 Hz. 100 % = one core busy.
 
     python benchmarks/bench_executors.py                 # idle, 10 s per executor
-    python benchmarks/bench_executors.py --load --seconds 15
+    python benchmarks/bench_executors.py --load=true --seconds=15
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import os
 import signal
 import subprocess
@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from sigma_model.cli import check_choice, parse_cli
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -66,14 +67,28 @@ def measure(kind: str, seconds: float, load: bool) -> float:
             proc.kill()
 
 
-def main(argv=None) -> int:
+PROG = "python benchmarks/bench_executors.py"
+
+
+def _kinds() -> tuple[str, ...]:
     from sigma_ros.executors import KINDS
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--load", action="store_true", help="stream joint states and camera frames while measuring")
-    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
-    args = ap.parse_args(argv)
+    return KINDS
+
+
+@dataclass
+class Options:
+    seconds: float = 10.0
+    load: bool = False  # stream joint states and camera frames while measuring
+    kinds: list[str] = field(default_factory=lambda: list(_kinds()))  # executor kinds to measure
+
+    def __post_init__(self) -> None:
+        for kind in self.kinds:
+            check_choice("--kinds", kind, _kinds())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     print(f"composed graph CPU use ({'10 Hz camera + 50 Hz joint states' if args.load else 'idle'}, "
           f"{args.seconds:g} s, {os.cpu_count()} CPUs):")
     for kind in args.kinds:

@@ -9,12 +9,12 @@ inside the parquet files; ``video``: AV1 mp4, LeRobot's default) and reads them 
 data loader does, every frame many times), alternating between the two. Prints frames/s (wall clock
 and per CPU-second of all threads), disk size and video / image ratios.
 
-    python benchmarks/bench_lerobot_storage.py [--episodes 4 --image-size 96]
+    python benchmarks/bench_lerobot_storage.py [--episodes=4 --image_size=96]
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 import random
 import tempfile
 import time
@@ -27,6 +27,7 @@ from sigma_model.data.lerobot_io import create_lerobot_dataset, finalize_lerobot
 from sigma_model.data.lerobot_source import load_lerobot_dataset
 from sigma_sim.record import ROBOT_TYPE, dataset_features, episode_frames, instruction_for_episode
 from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
+from sigma_model.cli import parse_cli
 
 
 def simulate(episodes: int, size: int) -> list[list[tuple[dict, str]]]:
@@ -54,13 +55,19 @@ def write(root: Path, episodes, size: int, video: bool) -> None:
     finalize_lerobot_dataset(ds)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--episodes", type=int, default=4)
-    ap.add_argument("--image-size", type=int, default=96)
-    ap.add_argument("--random-reads", type=int, default=500)
-    ap.add_argument("--rounds", type=int, default=3, help="reads alternate between the two; best round counts")
-    args = ap.parse_args()
+PROG = "python benchmarks/bench_lerobot_storage.py"
+
+
+@dataclass
+class Options:
+    episodes: int = 4
+    image_size: int = 96
+    random_reads: int = 500
+    rounds: int = 3  # reads alternate between the two; best round counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     torch.set_num_threads(1)
     episodes = simulate(args.episodes, args.image_size)
     n = sum(len(e) for e in episodes)

@@ -4,13 +4,18 @@
 
 Also the parameters per workspace, and the DiT's sampling against its reference runs in the same process.
 
-    python benchmarks/bench_model.py [--config checkpoints/sigma_so101_default] [--batch 1] [--threads 2]
-                                     [--iters 50] [--steps 10 4 2 1] [--device cpu|cuda]
+    python benchmarks/bench_model.py [--config=checkpoints/sigma_so101_default] [--batch=1] [--threads=2]
+                                     [--iters=50] [--steps=[10,4,2,1]] [--device=cpu|cuda]
 
-Figures are medians over `iters` runs after warm-up. The comparisons run their candidates in turn
-(round robin), so a busy machine slows all of them alike; their ratios are the robust figures:
-* the DiT's sampling with the per-plan cache (step conditions, cross-attention keys and values computed
-  once) against Euler integration of its per-step velocity, which recomputes them every step;
+Figures are medians over `iters` runs after warm-up; the load average is printed before and after.
+A checkpoint directory's weights are loaded (a config file gets random weights: the latency does not
+depend on them). The comparisons run their candidates in turn (round robin), so a busy machine slows
+all of them alike; their ratios are the robust figures:
+* the action stage and the whole step with the DiT's inference sampler (eval mode: planned, scripted
+  Euler steps, `sigma_model/trajectory_dit_inference.py`) against the modules' own path (the DiT in
+  training mode, the sampler before it; the same maths with dropout 0);
+* the DiT's sampling: inference sampler, modules' path (per-plan cache of step conditions and
+  cross-attention keys and values) and Euler integration of its per-step velocity, which recomputes them;
 * the action stage and the whole step at each of `--steps` integration steps, against the config's own;
 * the whole step on 1 thread against `--threads` threads (what a node's `torch_threads` chooses);
 * the whole step against the sum of its stages (a ratio near 1 means no hidden overhead).
@@ -18,14 +23,16 @@ Figures are medians over `iters` runs after warm-up. The comparisons run their c
 
 from __future__ import annotations
 
-import argparse
+import os
+from dataclasses import dataclass, field
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from sigma_model import SigmaConfig, SigmaModel, SigmaObservation
+from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint
+from sigma_model.cli import parse_cli
 
 
 def medians_ms(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
@@ -44,11 +51,21 @@ def medians_ms(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def load_config(path: str | None) -> SigmaConfig:
-    if not path:
-        return SigmaConfig()
-    p = Path(path)
-    return SigmaConfig.load(p / "config.json" if p.is_dir() else p)
+def load_model(path: str | None) -> SigmaModel:
+    """Return a checkpoint directory's model with its weights, else a config file's (or SigmaConfig()'s), random."""
+    if path and Path(path).is_dir():
+        return load_checkpoint(path)
+    return SigmaModel(SigmaConfig.load(path) if path else SigmaConfig())
+
+
+def modules_path(dit, fn):
+    """Run fn with the DiT in training mode: its modules' own sampler, the path before the inference sampler."""
+    def run():
+        dit.train()
+        out = fn()
+        dit.eval()
+        return out
+    return run
 
 
 def per_step_sampling(dit, context, context_valid, condition, steps: int, noise_scale: float, generator):
@@ -64,22 +81,28 @@ def per_step_sampling(dit, context, context_valid, condition, steps: int, noise_
     return x
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="SigmaConfig JSON or checkpoint dir (default: SigmaConfig())")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--steps", type=int, nargs="*", default=[10, 4, 2, 1],
-                        help="integration steps to compare with the config's diffusion_steps")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+PROG = "python benchmarks/bench_model.py"
+
+
+@dataclass
+class Options:
+    config: str | None = None  # SigmaConfig JSON or checkpoint dir (default: SigmaConfig())
+    batch: int = 1
+    threads: int = 2  # torch intra-op threads (0: torch's default)
+    iters: int = 50
+    steps: list[int] = field(default_factory=lambda: [10, 4, 2, 1])  # integration steps to compare with the config's
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = load_config(args.config)
-    model = SigmaModel(config).eval().to(device)  # random weights: the latency does not depend on them
+    load_before = os.getloadavg()
+    model = load_model(args.config).eval().to(device)
+    config = model.config
     b = args.batch
     obs = SigmaObservation(
         image=torch.randint(0, 256, (b, 3, config.image_size, config.image_size), dtype=torch.uint8, device=device),
@@ -110,10 +133,15 @@ def main() -> None:
         valid = torch.ones(context.shape[:2], dtype=torch.bool, device=device)
         cond = torch.randn(b, config.d_model, device=device)
         noise = config.diffusion_noise_scale
+        sample = lambda: dit.sample(context, valid, cond, own_steps, gen.manual_seed(0), noise)  # noqa: E731
         sampling = medians_ms({
             "per step": lambda: per_step_sampling(dit, context, valid, cond, own_steps, noise, gen.manual_seed(0)),
-            "cached": lambda: dit.sample(context, valid, cond, own_steps, gen.manual_seed(0), noise),
+            "modules": modules_path(dit, sample),
+            "inference": sample,
         }, args.iters, device)
+        paths = medians_ms({(name, path): fn for name in ("action_stage", "whole step")
+                            for path, fn in (("modules", modules_path(dit, stages[name])),
+                                             ("inference", stages[name]))}, args.iters, device)
 
         def at_steps(n: int, fn):
             def run():
@@ -137,7 +165,9 @@ def main() -> None:
                                for name in ("action_stage", "whole step")}, args.iters, device)
 
     print(f"Sigma {'config ' + args.config if args.config else 'default config'} on {device} (batch {b}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, diffusion_steps {own_steps})")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, diffusion_steps {own_steps}); load average "
+          f"(1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
+          f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
     for name, ms in results.items():
         print(f"  {name:<15} {ms:8.2f} ms" + (f"  ({1000.0 / ms:.1f} Hz)" if name == "whole step" else ""))
     print("parameters per workspace:")
@@ -146,8 +176,15 @@ def main() -> None:
     print(f"  {'total':<15} {sum(p.numel() for p in model.parameters()):>10,}")
     whole = results.pop("whole step")
     print(f"whole step / sum of stages = {whole / sum(results.values()):.2f}")
-    print(f"DiT sampling, {own_steps} steps: per-step path {sampling['per step']:.2f} ms, cached condition "
-          f"{sampling['cached']:.2f} ms: cached / per step = {sampling['cached'] / sampling['per step']:.2f}")
+    print(f"DiT sampling, {own_steps} steps: per-step velocity {sampling['per step']:.2f} ms, modules' path "
+          f"{sampling['modules']:.2f} ms, inference sampler {sampling['inference']:.2f} ms: inference / modules = "
+          f"{sampling['inference'] / sampling['modules']:.2f}, modules / per step = "
+          f"{sampling['modules'] / sampling['per step']:.2f}"
+          + ("" if config.dropout == 0 else f" (dropout {config.dropout}: the modules' path also drops out)"))
+    for name in ("action_stage", "whole step"):
+        new, old = paths[(name, "inference")], paths[(name, "modules")]
+        print(f"{name} with the inference sampler {new:.2f} ms, with the modules' path {old:.2f} ms: "
+              f"inference / modules = {new / old:.2f}")
     print(f"whole step on 1 thread {by_threads[1]:.2f} ms, on {threads} threads {by_threads[threads]:.2f} ms: "
           f"{threads} threads / 1 thread = {by_threads[threads] / by_threads[1]:.2f}")
     print("integration steps (ratios against the config's own steps in the same rounds):")

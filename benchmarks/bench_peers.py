@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Size and CPU training speed of Sigma's peers (sigma_sim.peers) against Sigma's default model.
 
-    python benchmarks/bench_peers.py [--batch 8] [--iters 5] [--threads 2] [--peers act_small diffusion_small]
+    python benchmarks/bench_peers.py [--batch=8] [--iters=5] [--threads=2] [--peers=[act_small,diffusion_small]]
 
 Each policy (LeRobot's class, built from the recipe's config for the simulator's features: 96x96
 camera, 6 joints) runs `iters` optimiser steps (forward, backward, AdamW) on a random batch of the
@@ -12,7 +12,7 @@ policy's (the shipped default model's architecture, lerobot_policy_sigma) measur
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import statistics
 import time
 
@@ -22,6 +22,7 @@ from lerobot.policies.factory import get_policy_class
 
 from sigma_sim.peers import PEERS, policy_config
 from sigma_sim.record import ACTION_KEY, IMAGE_KEY, STATE_KEY
+from sigma_model.cli import check_choice, parse_cli
 
 SIZE, JOINTS = 96, 6
 
@@ -75,13 +76,23 @@ def seconds_per_step(config, batch: int, iters: int) -> tuple[int, float]:
     return sum(p.numel() for p in policy.parameters()), statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
-    args = parser.parse_args()
+PROG = "python benchmarks/bench_peers.py"
+
+
+@dataclass
+class Options:
+    batch: int = 8
+    iters: int = 5
+    threads: int = 2
+    peers: list[str] = field(default_factory=lambda: list(PEERS))  # sigma_sim.peers recipes to measure
+
+    def __post_init__(self) -> None:
+        for peer in self.peers:
+            check_choice("--peers", peer, list(PEERS))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     torch.set_num_threads(args.threads)
     n_ref, ref = seconds_per_step(sigma_config(), args.batch, args.iters)
     print(f"batch {args.batch}, {args.threads} threads, median of {args.iters} optimiser steps")

@@ -7,12 +7,13 @@ pipeline (frames read by LeRobotDataset) with the default window settings (horiz
 96x96 images) and reads the shards back through ShardDataset + DataLoader.  Prints frames/s,
 windows/s and samples/s.
 
-    python benchmarks/bench_preprocess.py [--episodes 10 --frames 200 --image 120x160]
+    python benchmarks/bench_preprocess.py [--episodes=10 --frames=200 --image=120x160]
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -23,16 +24,27 @@ from sigma_model.data.preprocess import preprocess_dataset
 from sigma_model.data.shards import ShardDataset, collate_sigma_samples
 from sigma_model.data.synthetic import write_synthetic_dataset
 from sigma_model.data.windows import WindowConfig
+from sigma_model.cli import parse_cli
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--episodes", type=int, default=10)
-    ap.add_argument("--frames", type=int, default=200, help="frames per episode")
-    ap.add_argument("--image", default="120x160", help="dataset image HxW")
-    ap.add_argument("--shard-size", type=int, default=500)
-    ap.add_argument("--batch-size", type=int, default=32)
-    args = ap.parse_args()
+PROG = "python benchmarks/bench_preprocess.py"
+
+
+@dataclass
+class Options:
+    episodes: int = 10
+    frames: int = 200  # frames per episode
+    image: str = "120x160"  # dataset image HxW
+    shard_size: int = 500
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.image):
+            raise ValueError(f"--image must be HxW, e.g. 120x160, got {self.image!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     h, w = (int(x) for x in args.image.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -15,9 +15,9 @@ Prints, in one run:
   ratio of the graph's camera -> motor command median to it.
 
     python benchmarks/bench_ros.py                       # four node processes, like ros2 launch
-    python benchmarks/bench_ros.py --mode composed       # sigma-graph --composition=single_process
-    python benchmarks/bench_ros.py --mode inprocess      # the nodes in this process (with the probe)
-    python benchmarks/bench_ros.py --duration 30 --camera-hz 15 --json out.json
+    python benchmarks/bench_ros.py --mode=composed       # sigma-graph --composition=single_process
+    python benchmarks/bench_ros.py --mode=inprocess      # the nodes in this process (with the probe)
+    python benchmarks/bench_ros.py --duration=30 --camera_hz=15 --json=out.json
 
 A plan's first command is matched at any step of the plan (plans start at the tick of their
 camera frame's stamp, so a plan that took longer than half a control period starts at step 1 or
@@ -29,7 +29,7 @@ matches; the safety filter is tested separately).
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 import json
 import os
 import signal
@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sigma_model.cli import check_choice, parse_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,18 +113,26 @@ def write_params(base: Path, out: Path) -> None:
     out.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("processes", "composed", "inprocess"), default="processes")
-    ap.add_argument("--duration", type=float, default=20.0, help="seconds of camera streaming")
-    ap.add_argument("--camera-hz", type=float, default=10.0)
-    ap.add_argument("--iters", type=int, default=30, help="in-process model steps to time")
-    ap.add_argument("--seed", type=int, default=0, help="model seed (random weights) and diffusion seed")
-    ap.add_argument("--checkpoint", default="", help="Sigma checkpoint (default: seeded random weights)")
-    ap.add_argument("--torch-threads", type=int, default=1,
-                    help="torch threads of the in-process timing (1 = as each node of config/sigma.yaml)")
-    ap.add_argument("--json", default="", help="also write the results to this JSON file")
-    args = ap.parse_args(argv)
+PROG = "python benchmarks/bench_ros.py"
+
+
+@dataclass
+class Options:
+    mode: str = "processes"  # processes, composed or inprocess
+    duration: float = 20.0  # seconds of camera streaming
+    camera_hz: float = 10.0
+    iters: int = 30  # in-process model steps to time
+    seed: int = 0  # model seed (random weights) and diffusion seed
+    checkpoint: str = ""  # Sigma checkpoint (default: seeded random weights)
+    torch_threads: int = 1  # torch threads of the in-process timing (1 = as each node of config/sigma.yaml)
+    json: str = ""  # also write the results to this JSON file
+
+    def __post_init__(self) -> None:
+        check_choice("--mode", self.mode, ("processes", "composed", "inprocess"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import torch

@@ -6,12 +6,12 @@ Writes a shard set shaped like the default model's dataset (40082 windows of 96x
 1000 per shard: about 1.1 GB) and times opening it without verification, verified for the first time
 in this process, and verified again (each file is hashed once per process).
 
-    python benchmarks/bench_shard_checksums.py [--samples 40082 --shard-size 1000 --image 96]
+    python benchmarks/bench_shard_checksums.py [--samples=40082 --shard_size=1000 --image=96]
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from sigma_model.data.shards import ShardDataset, ShardWriter
+from sigma_model.cli import parse_cli
 
 
 def _opened_in(directory: Path, verify: bool) -> float:
@@ -27,13 +28,19 @@ def _opened_in(directory: Path, verify: bool) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=40082)
-    ap.add_argument("--shard-size", type=int, default=1000)
-    ap.add_argument("--image", type=int, default=96, help="square image size")
-    ap.add_argument("--horizon", type=int, default=16)
-    args = ap.parse_args()
+PROG = "python benchmarks/bench_shard_checksums.py"
+
+
+@dataclass
+class Options:
+    samples: int = 40082
+    shard_size: int = 1000
+    image: int = 96  # square image size
+    horizon: int = 16
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     g = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Simulation speed of the MuJoCo SO-101 pick-and-place env (sigma_sim), CPU.
 
-    python benchmarks/bench_sim.py [--steps 600] [--image-size 96] [--fps 30] [--json]
+    python benchmarks/bench_sim.py [--steps=600] [--image_size=96] [--fps=30] [--json=true]
 
 One "step" is one control period (1/fps s of simulated time: all physics
 substeps plus, when rendering, one camera image). Rows:
@@ -18,7 +18,7 @@ simulation can keep up with a real 30 Hz SO-101 control loop.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 import json
 import platform
 import time
@@ -28,6 +28,7 @@ import numpy as np
 import sigma_sim
 from sigma_sim.expert import ScriptedExpert
 from sigma_sim.so101_env import HOME_QPOS, SimConfig, SO101PickPlaceEnv
+from sigma_model.cli import parse_cli
 
 
 def _targets(n: int, seed: int = 0) -> np.ndarray:
@@ -73,13 +74,19 @@ def bench_expert(env: SO101PickPlaceEnv, steps: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
+PROG = "python benchmarks/bench_sim.py"
+
+
+@dataclass
+class Options:
+    steps: int = 600  # control steps per measurement
+    image_size: int = 96
+    fps: float = 30.0  # control rate (Hz)
+    json: bool = False  # print the results as JSON only
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600, help="control steps per measurement")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--fps", type=float, default=30.0, help="control rate (Hz)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
-    args = parser.parse_args(argv)
+    args = parse_cli(Options, argv, PROG, description=__doc__)
 
     base = SimConfig(control_hz=args.fps, image_width=args.image_size, image_height=args.image_size)
     results: dict = {

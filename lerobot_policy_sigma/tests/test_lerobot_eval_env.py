@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """`lerobot-eval --env.type=sigma_so101` runs the lerobot-train result in the simulated SO-101.
 
-The console script reports its success rate; sigma-closed-loop --policy-path reports the same episodes in Sigma's
+The console script reports its success rate; sigma-closed-loop --policy_path reports the same episodes in Sigma's
 format.
 """
 
@@ -31,8 +31,8 @@ def test_lerobot_eval_runs_the_trained_policy_in_the_simulator(pretrained_dir, t
     assert len(list((out / "videos").rglob("*.mp4"))) == EPISODES  # lerobot-eval renders the env's camera
 
     report_dir = tmp_path / "closed_loop"
-    assert closed_loop_main(["--policy-path", str(pretrained_dir), "--episodes", str(EPISODES), "--max-steps",
-                             str(STEPS), "--seed", str(FIRST_SEED), "--output", str(report_dir), "--quiet"]) == 0
+    assert closed_loop_main([f"--policy_path={pretrained_dir}", f"--episodes={EPISODES}", f"--max_steps={STEPS}",
+                             f"--seed={FIRST_SEED}", f"--output={report_dir}", "--quiet=true"]) == 0
     report = json.loads((report_dir / "sigma_eval_report.json").read_text())
     closed = report["closed_loop"]["lerobot_sigma"]
     assert closed["episodes"] == EPISODES and closed["successes"] == 0

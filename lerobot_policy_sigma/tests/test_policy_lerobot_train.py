@@ -118,7 +118,9 @@ def test_sigma_from_lerobot_command_line(capsys):
     assert "--pretrained " in text and "--output " in text
     assert cli_error(export_main, ["--pretrained=x"], capsys) == \
         "sigma-from-lerobot: error: --pretrained and --output are required"
-    assert cli_error(export_main, ["x", "y"], capsys) == "sigma-from-lerobot: error: unrecognized arguments: x y"
+    assert cli_error(export_main, ["x", "y"], capsys) == ("sigma-from-lerobot: error: unrecognized arguments: x y (no "
+                                                          "positional arguments: write --FIELD=VALUE, a list as "
+                                                          "--FIELD=[a,b])")
 
 
 def test_sigma_from_lerobot_writes_a_sigma_checkpoint(pretrained_dir, tmp_path, capsys):

@@ -43,3 +43,32 @@ def test_sim_robot_is_a_lerobot_robot_type_driven_through_the_bridge():
     assert not robot.is_connected
     with pytest.raises(Exception, match="unknown robot type 'no_such_robot'"):
         make_robot("no_such_robot")
+
+
+def test_after_a_reset_the_bridge_starts_from_the_new_position_not_the_old_one():
+    """A simulator reset moves the arm at once: no command afterwards may head back towards where it was before."""
+    robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32, "seed": 3})
+    bridge = RobotBridge(robot, SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS, SO101_LOWER_LIMITS,
+                         SO101_UPPER_LIMITS, max_step=0.2, max_relative_target=None)
+    first = bridge.connect()
+    try:
+        away = first.positions + np.array([-0.5, 0.6, -0.6, 0.4, -0.4, 0.5])
+        t = 0.0
+        for _ in range(45):  # the arm moves far from its start
+            t += 1 / 30
+            bridge.command(away, t)
+            bridge.tick(t)
+        assert np.abs(bridge.measured - first.positions).max() > 0.3
+        robot.reset_episode(4, "move the cube to the left")
+        bridge.forget()
+        t += 1 / 30
+        tick = bridge.tick(t, send=False)
+        assert tick.decision.command is None  # nothing known about the new position yet: no hold target either
+        for _ in range(10):
+            present = np.asarray(robot.env.joint_positions, dtype=np.float64)
+            t += 1 / 30
+            bridge.command(present, t)  # hold still where the arm is now
+            tick = bridge.tick(t)
+            assert np.abs(tick.sent - present).max() <= 1e-6, (tick.sent - present).round(3)
+    finally:
+        bridge.close()

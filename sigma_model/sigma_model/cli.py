@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import re
 import sys
 import types
 import typing
@@ -31,6 +32,7 @@ from draccus.wrappers import docstring
 
 T = TypeVar("T")
 
+POSITIONAL_HINT = "no positional arguments: write --FIELD=VALUE, a list as --FIELD=[a,b]"
 CLI_ERRORS = (DraccusException, argparse.ArgumentError, ValueError, TypeError, OSError, yaml.YAMLError)
 
 
@@ -57,16 +59,46 @@ def fail(prog: str, err: BaseException | str) -> None:
     raise SystemExit(2)
 
 
-def _text_fields(cls: type, prefix: str = "") -> dict[str, bool]:
-    """{``--flag``: may be None} of the ``str`` and ``str | None`` fields of ``cls`` and its nested dataclasses."""
+def _fields(cls: type, prefix: str = "") -> dict[str, typing.Any]:
+    """{``--flag``: type} of the fields of ``cls`` and of its nested dataclasses (``--group.field``)."""
     out = {}
     for f, tp in ((f, typing.get_type_hints(cls)[f.name]) for f in dataclasses.fields(cls) if f.init):
-        args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
         if dataclasses.is_dataclass(tp):
-            out.update(_text_fields(tp, f"{prefix}{f.name}."))
-        elif args - {type(None)} == {str}:
-            out[f"--{prefix}{f.name}"] = type(None) in args
+            out.update(_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out[f"--{prefix}{f.name}"] = tp
     return out
+
+
+def _text_fields(cls: type) -> dict[str, bool]:
+    """{``--flag``: may be None} of the ``str`` and ``str | None`` fields of ``cls`` and its nested dataclasses."""
+    out = {}
+    for flag, tp in _fields(cls).items():
+        args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
+        if args - {type(None)} == {str}:
+            out[flag] = type(None) in args
+    return out
+
+
+def _hint(cls: type, message: str, renamed: dict[str, str]) -> str:
+    """Return a hint for an argparse-style spelling (``--work-dir``, ``--quiet``, a positional) in ``message``."""
+    flags, tips = _fields(cls), []
+    if message.startswith("unrecognized arguments: "):
+        previous = ""
+        for token in message.removeprefix("unrecognized arguments: ").split():
+            flag = token.partition("=")[0]
+            new = renamed.get(flag) or "--" + flag.lstrip("-").replace("-", "_")
+            if flag.startswith("-") and (flag in renamed or new in flags):
+                tips.append(f"{flag} is now {new}{'=true' if flags.get(new) is bool and '=' not in token else ''}")
+            elif not flag.startswith("-") and not previous.startswith("-") and POSITIONAL_HINT not in tips:
+                tips.append(POSITIONAL_HINT)  # a word that is not the value of a flag before it
+            previous = token
+    elif bare := re.match(r"argument (--\S+): expected one argument", message):
+        if flags.get(bare[1]) is bool:
+            tips.append(f"a switch is written {bare[1]}=true")
+    elif (word := re.match(r"`([\w.]+)`: ", message)) and "is not of a valid input for a list type" in message:
+        tips.append(f"a list is written --{word[1]}=[a,b]")
+    return f" ({'; '.join(tips)})" if tips else ""
 
 
 def _quote_text(cls: type, argv: list[str]) -> list[str]:
@@ -85,14 +117,20 @@ def _quote_text(cls: type, argv: list[str]) -> list[str]:
     return out
 
 
-def parse_cli(cls: type[T], argv: list[str] | None, prog: str, description: str | None = None) -> T:
-    """Return the ``cls`` instance that ``argv`` (default ``sys.argv[1:]``) describes; see the module docstring."""
+def parse_cli(cls: type[T], argv: list[str] | None, prog: str, description: str | None = None,
+              renamed: dict[str, str] | None = None) -> T:
+    """Return the ``cls`` instance that ``argv`` (default ``sys.argv[1:]``) describes; see the module docstring.
+
+    ``renamed`` maps a former flag that is not just ``--a-b`` for ``--a_b`` (``-o``, ``--no-memory``) to its
+    new spelling, for the error's hint.
+    """
     usage = f"{prog} [-h] [--config_path=FILE] [--FIELD=VALUE] [--GROUP.FIELD=VALUE] ..."
     parser = ArgumentParser(cls, prog=prog, usage=usage, description=description, exit_on_error=False)
     try:
         return parser.parse_args(_quote_text(cls, sys.argv[1:] if argv is None else argv))
     except CLI_ERRORS as err:
-        fail(prog, err)
+        hint = _hint(cls, str(err), renamed or {})
+        fail(prog, f"{err}{hint}" if hint else err)
 
 
 def check_choice(flag: str, value, choices) -> None:

@@ -8,8 +8,9 @@ calls :meth:`ControlLoop.on_plan`, :meth:`ControlLoop.on_joint_state` and, at ``
 
 * steps through the newest plan: tick ``k`` after the plan's camera frame is
   ``control_fn(plan, state, step_index=k)`` (``model.control_stage``, paper 3.3), so pipeline latency
-  does not delay a plan (``align_plans_to_stamp``); a plan runs at least ``min_plan_ticks`` ticks
-  before a newer one replaces it;
+  does not delay a plan (``align_plans_to_stamp``; counted from the tick that first uses it); the first
+  plan since the start or a reset starts at step 0, because the arm held still since its frame; a plan
+  runs at least ``min_plan_ticks`` ticks before a newer one replaces it;
 * uses only fresh inputs, judged by header stamp (:mod:`sigma_model.freshness`): plans whose
   camera frame is older than ``plan_timeout_s``, joint states older than ``joint_state_timeout_s``,
   stamps in the future or out of order are refused (counted), and a measurement that grew stale
@@ -73,9 +74,10 @@ class ControlLoop:
         self.plan_gate = StampGate("action_plan", timeout, c.stamp_future_tolerance_s, c.accept_unstamped)
         self.state_gate = StampGate("joint_states", c.joint_state_timeout_s, c.stamp_future_tolerance_s,
                                     c.accept_unstamped)
-        self.plan: tuple[Any, int, int] | None = None  # (plan, plan_id, start tick)
+        self.plan: tuple[Any, int, int | None] | None = None  # (plan, plan_id, stamp to align to, None: step 0)
         self.pending: tuple[Any, int, int] | None = None  # (plan, plan_id, stamp) waiting for min_plan_ticks
         self.ticks_on_plan = 0
+        self.start = 0  # the plan's step at its first tick
         self.state: np.ndarray | None = None
         self.state_stamp: int | None = None
         self.state_invalid = False
@@ -88,7 +90,7 @@ class ControlLoop:
         now_s = now_ns / NS
         self.pending = (plan, int(plan_id), stamp_ns)
         if self.plan is None or self.ticks_on_plan >= self.config.min_plan_ticks or self.safety.plan_stale(now_s):
-            self._adopt_pending(now_ns)
+            self._adopt_pending()
         self.safety.feed_plan(now_s)
 
     def on_joint_state(self, positions: np.ndarray | None, stamp_ns: int, now_ns: int) -> None:
@@ -104,13 +106,11 @@ class ControlLoop:
         """Drop the current and pending plans (a new episode): the arm holds until the next plan."""
         self.plan = self.pending = None
 
-    def _adopt_pending(self, now_ns: int) -> None:
+    def _adopt_pending(self) -> None:
         plan, plan_id, stamp = self.pending
         self.pending = None
-        start = 0
-        if self.config.align_plans_to_stamp:
-            start = max(0, int((now_ns - stamp) / self.period_ns + 0.5))
-        self.plan = (plan, plan_id, start)
+        align = self.config.align_plans_to_stamp and self.plan is not None
+        self.plan = (plan, plan_id, stamp if align else None)
         self.ticks_on_plan = 0
 
     # ------------------------------------------------------------- control
@@ -127,8 +127,10 @@ class ControlLoop:
         current = self.measured(now_ns)
         target, plan_id, step = None, -1, -1
         if self.plan is not None and not self.safety.plan_stale(now_s):
-            plan, plan_id, start = self.plan
-            step = start + self.ticks_on_plan
+            plan, plan_id, stamp = self.plan
+            if self.ticks_on_plan == 0:
+                self.start = 0 if stamp is None else max(0, int((now_ns - stamp) / self.period_ns + 0.5))
+            step = self.start + self.ticks_on_plan
             if self.safety.config.check(current)[0] is not None:
                 try:
                     target = self.control_fn(plan, current, step)
@@ -136,7 +138,7 @@ class ControlLoop:
                     self.control_errors += 1
             self.ticks_on_plan += 1
             if self.pending is not None and self.ticks_on_plan >= self.config.min_plan_ticks:
-                self._adopt_pending(now_ns)
+                self._adopt_pending()
         if self.plan is None and not self.config.hold_before_first_plan:
             fault = self.safety.check_measurement(current)[1]
             reasons = ["no plan yet (silent)"] + ([fault] if fault else [])

@@ -260,11 +260,13 @@ class RobotBridge:
         self.commands_in += 1
 
     def forget(self) -> None:
-        """Drop the target and the previous command (after the robot was moved by other means, e.g. a simulator reset).
+        """Drop the target, the previous command and the measurement (the robot was moved by other means).
 
-        The next command holds at the measurement.
+        After a simulator reset, say: the next tick sends nothing and reads, and the commands after it start from that
+        reading, never from the position before the move.
         """
         self.target = None
+        self.measured = None
         self.safety.reset()
 
     def tick(self, now: float, send: bool = True) -> Tick:
@@ -293,9 +295,10 @@ class RobotBridge:
         if not robot.is_connected:
             return
         try:
-            if self.measured is not None and self.safety is not None:
+            measured = self.measured
+            if measured is not None and self.safety is not None:
                 self.forget()
-                decision = self.safety.step(None, self.measured, time.monotonic())
+                decision = self.safety.step(None, measured, time.monotonic())
                 if decision.command is not None:
                     robot.send_action(self.units.from_radians(decision.command))
         except Exception as err:  # noqa: BLE001 - disconnect anyway

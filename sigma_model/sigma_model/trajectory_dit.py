@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .layers import MLP
+from .trajectory_dit_inference import euler, plan
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -119,11 +120,16 @@ class TrajectoryDiT(nn.Module):
         """Integrate with Euler steps from seeded noise times `noise_scale` (0: from the noise mean).
 
         Deterministic for a given generator state. What does not change from step to step (the condition of
-        every step, the cross-attention keys and values) is computed once.
+        every step, the cross-attention keys and values) is computed once. In eval mode the steps run
+        folded and scripted (:mod:`.trajectory_dit_inference`, equal up to float rounding); training mode
+        keeps the modules' own path (their dropout).
         """
         b = condition.shape[0]
         x = torch.randn(b, self.traj_len, self.action_dim, generator=generator, device=condition.device)
         x = (noise_scale * x).to(condition.dtype)
+        if not self.training:
+            return euler(x, *plan(self, context, context_valid, condition, steps), self.blocks[0].self_attn.num_heads,
+                         self.blocks[0].norm1.eps)
         dt = 1.0 / steps
         t = torch.tensor([i * dt for i in range(steps)], device=condition.device, dtype=condition.dtype)[
             :, None

@@ -26,6 +26,9 @@ class Example:
     on: bool = False
     names: list[str] | None = None
     inner: Inner = field(default_factory=Inner)
+    max_count: int = 9
+    on_fire: bool = False
+    letters: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_choice("--mode", self.mode, ("a", "b", "yes"))
@@ -54,11 +57,26 @@ def test_null_is_text_where_the_field_may_not_be_none():
 @pytest.mark.parametrize("argv, message", [
     (["--mode=c"], "example: error: --mode must be one of a, b, yes, got 'c'"),
     (["--count=x"], "example: error: `count`: Couldn't parse 'x' into an int"),
-    (["--on"], "example: error: argument --on: expected one argument"),
+    (["--on"], "example: error: argument --on: expected one argument (a switch is written --on=true)"),
     (["--unknown=1"], "example: error: unrecognized arguments: --unknown=1"),
+    # former argparse spellings: a hint on the same line
+    (["--max-count=2"], "example: error: unrecognized arguments: --max-count=2 (--max-count is now --max_count)"),
+    (["--on-fire"], "example: error: unrecognized arguments: --on-fire (--on-fire is now --on_fire=true)"),
+    (["-c", "2"], "example: error: unrecognized arguments: -c 2 (-c is now --count)"),
+    (["--count", "1", "2"], "example: error: unrecognized arguments: 2 (no positional arguments: write --FIELD=VALUE, "
+                            "a list as --FIELD=[a,b])"),
+    (["--mode=b", "file.txt"], "example: error: unrecognized arguments: file.txt (no positional arguments: write "
+                               "--FIELD=VALUE, a list as --FIELD=[a,b])"),
 ])
 def test_refusals_are_one_line_and_exit_2(argv, message, capsys):
-    assert cli_error(lambda a: parse_cli(Example, a, "example"), argv, capsys) == message
+    assert cli_error(lambda a: parse_cli(Example, a, "example", renamed={"-c": "--count"}), argv, capsys) == message
+
+
+def test_a_list_written_as_a_word_gets_the_list_form(capsys):
+    line = cli_error(lambda a: parse_cli(Example, a, "example"), ["--letters", "a", "b"], capsys)
+    assert line.startswith("example: error: unrecognized arguments: b (no positional arguments")
+    line = cli_error(lambda a: parse_cli(Example, a, "example"), ["--letters", "a"], capsys)
+    assert line.startswith("example: error: `letters`: ") and line.endswith("(a list is written --letters=[a,b])")
 
 
 @dataclass

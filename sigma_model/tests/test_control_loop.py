@@ -96,24 +96,58 @@ def test_the_newest_waiting_plan_wins():
 def test_a_waiting_plan_starts_at_the_step_its_frame_is_late_by_when_it_takes_over():
     loop, _ = make_loop(min_plan_ticks=3)
     loop.on_plan((1, 0.0), 1, T0, T0)
-    loop.on_plan((2, 0.0), 2, T0, T0)  # same frame time; it waits 3 ticks, so it starts at step 3
+    loop.on_plan((2, 0.0), 2, T0, T0)  # same frame: waits 3 ticks; the 4th tick is step 4
     seen, _ = run_ticks(loop, T0, 5)
-    assert seen == [(1, 0), (1, 1), (1, 2), (2, 3), (2, 4)]
+    assert seen == [(1, 0), (1, 1), (1, 2), (2, 4), (2, 5)]
 
 
 @pytest.mark.parametrize("latency_s, start", [(0.0, 0), (0.14, 1), (0.16, 2), (0.34, 3)])
 def test_a_plan_starts_at_the_step_its_camera_frame_is_late_by(latency_s, start):
     """Aligned: tick k after the frame is step k (rounded to the nearest tick); unaligned: step 0."""
     for align in (True, False):
-        loop, calls = make_loop(align_plans_to_stamp=align)
+        loop, calls = make_loop(align_plans_to_stamp=align, min_plan_ticks=1)
+        before = T0 - NS // 2
+        loop.on_plan((1, 0.0), 1, before, before)  # a plan is running
+        loop.on_joint_state(np.zeros(2), before, before)
+        loop.tick(before)
         stamp = T0 - int(latency_s * NS)
-        loop.on_plan((1, 0.0), 1, stamp, T0)
+        loop.on_plan((2, 0.0), 2, stamp, T0)
         loop.on_joint_state(np.zeros(2), T0, T0)
         r = loop.tick(T0)
         expected = start if align else 0
-        assert (r.plan_id, r.step_index) == (1, expected) and calls == [(1, expected)]
+        assert (r.plan_id, r.step_index) == (2, expected) and calls[-1] == (2, expected)
         assert r.decision.mode == MODE_TRACK and r.publish
         np.testing.assert_allclose(r.decision.command, 0.01 * expected)
+
+
+def test_the_first_plan_since_start_or_reset_starts_at_step_0():
+    """The arm held still since the frame of the first plan: no step is skipped, however late it is."""
+    loop, calls = make_loop(min_plan_ticks=1)
+    now = T0
+    for plan_id in (1, 2):
+        loop.on_plan((plan_id, 0.0), plan_id, now - int(0.34 * NS), now)
+        seen, now = run_ticks(loop, now, 2)
+        assert seen == [(plan_id, 0), (plan_id, 1)]
+        loop.clear_plans()  # a reset
+
+
+def test_alignment_counts_from_the_tick_that_first_uses_the_plan():
+    """A plan that arrives between ticks (or is adopted at the end of one) is aligned at the tick that runs it."""
+    loop, _ = make_loop(min_plan_ticks=1)
+    loop.on_plan((1, 0.0), 1, T0, T0)
+    seen, now = run_ticks(loop, T0, 1)
+    # frame at now - 0.06 s, arriving at now + 0.04 s: the next tick is 0.16 s after the frame, step 2 (at its
+    # arrival the frame was 0.10 s old: step 1, one tick behind)
+    loop.on_plan((2, 0.0), 2, now - int(0.06 * NS), now + int(0.04 * NS))
+    seen, now = run_ticks(loop, now, 2)
+    assert seen == [(2, 2), (2, 3)]
+    # adopted at the end of a tick (min_plan_ticks reached there): aligned at the next tick as well
+    loop2, _ = make_loop(min_plan_ticks=2)
+    loop2.on_plan((1, 0.0), 1, T0, T0)
+    seen, now = run_ticks(loop2, T0, 1)
+    loop2.on_plan((2, 0.0), 2, now - PERIOD, now)  # waits: plan 1 ran 1 tick of 2
+    seen, now = run_ticks(loop2, now, 2)
+    assert seen == [(1, 1), (2, 3)]  # plan 2 adopted at the end of this tick: its frame 3 periods before the next
 
 
 def test_a_stale_plan_holds_and_a_new_one_replaces_it_at_once():

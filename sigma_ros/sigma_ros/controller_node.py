@@ -48,7 +48,7 @@ class ControllerNode(SigmaNode):
         Param("trajectory_time_from_start_s", 0.0, "time_from_start of the JointTrajectory point "
               "(0: one control period)", min=0.0, max=10.0),
         Param("align_plans_to_stamp", True, "Start a plan at the tick of its camera frame (header stamp), so "
-              "the pipeline latency does not delay every plan"),
+              "the pipeline latency does not delay every plan (the first plan since start or reset: step 0)"),
         Param("min_plan_ticks", 0, "Run a plan for at least this many control ticks before switching to a "
               "newer one (1: always the newest; 0: the model's n_action_steps, as the closed-loop "
               "evaluation replans)", min=0, max=1000),

@@ -395,8 +395,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
         def send_instruction(instruction: str) -> None:
             plans.mark()
-            reset_pub.publish(Empty())  # a new episode: fresh memory and tau even for the same words
             instr_pub.publish(String(data=instruction))
+            # then a new episode: fresh memory and tau even for the same words; the perception node skips frames
+            # stamped before it, so the first plan of the episode has this instruction and the new scene
+            reset_pub.publish(Empty())
 
         def poll() -> None:
             if viewer is not None and viewer.is_running():

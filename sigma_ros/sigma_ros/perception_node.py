@@ -102,6 +102,7 @@ class PerceptionNode(SigmaNode):
         self.frames_since_step: int | None = None  # None: the next valid frame is processed
         self.camera_gaps = FrameGapCounter(self.p.camera_expected_hz)
         self.stats.declare_drop("camera_missing")
+        self.stats.declare_drop("camera_before_reset")
 
         self.vision_pub = self.make_publisher(VisionTokens, topic("vision_tokens"), qos.PIPELINE)
         self.state_pub = self.make_publisher(StateTokens, topic("state_tokens"), qos.PIPELINE)
@@ -152,9 +153,13 @@ class PerceptionNode(SigmaNode):
         self.tau, self.tau_stamp, self.tau_stamp_ns = tau, msg.header.stamp, stamp_key(msg.header)
 
     def reset_episode(self) -> None:
-        """Return the next frame is processed and sees tau_prev = 0."""
+        """Start a new episode: the next frame stamped from now on is processed at once and sees tau_prev = 0.
+
+        Frames stamped before the reset (still in flight) show the scene before it: they are skipped (counted).
+        """
         self.tau, self.tau_stamp, self.tau_stamp_ns = None, None, 0
         self.frames_since_step = None
+        self.reset_ns = self.get_clock().now().nanoseconds
 
     def within(self, stamp: int, frame_stamp: int, timeout_s: float) -> bool:
         return stamp != 0 and abs(frame_stamp - stamp) <= timeout_s * NS
@@ -163,6 +168,10 @@ class PerceptionNode(SigmaNode):
         with Timer() as t_conv:
             image = image_to_tensor(msg, self.config.image_size, self.p.resize_images)
         frame_stamp = self.accept_stamp("camera", msg.header)
+        if frame_stamp < self.reset_ns:
+            self.stats.drop("camera_before_reset", "camera: frame stamped before the last reset (the scene before "
+                                                   "it): skipped")
+            return
         missing = self.camera_gaps.add(frame_stamp) if self.p.count_missing_frames else 0
         if missing:
             self.stats.drop("camera_missing", f"camera: {missing} frame(s) missing before this one (stamp gap)",

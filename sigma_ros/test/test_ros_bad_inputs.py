@@ -408,3 +408,34 @@ def test_frame_stride_runs_the_model_once_per_plan():
         time.sleep(0.3)
         g.pub_image.publish(image(g))
         g.rec.wait_for("vision_tokens", 4, 10)
+
+
+def test_frames_stamped_before_a_reset_are_skipped_and_the_next_one_is_processed_at_once(h):
+    """sigma/reset: a frame still in flight shows the scene before the reset; the first frame after it plans."""
+    from std_msgs.msg import Empty
+
+    from sigma_ros import graph, qos
+
+    h.set_joint_positions(Q0)
+    time.sleep(0.2)
+    node = h.by_name["perception_node"]
+    old = image(h)  # stamped now, published after the reset
+    reset = h.probe.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
+    deadline = time.monotonic() + 5
+    while reset.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stamp_ns = old.header.stamp.sec * 1_000_000_000 + old.header.stamp.nanosec
+    time.sleep(0.05)
+    reset.publish(Empty())
+    deadline = time.monotonic() + 5
+    while node.reset_ns <= stamp_ns and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert node.reset_ns > stamp_ns
+    before, n_tokens = count(h, "perception_node", "camera_before_reset"), h.rec.count("vision_tokens")
+    h.pub_image.publish(old)
+    wait_drop(h, "perception_node", "camera_before_reset", before)
+    time.sleep(0.2)
+    assert h.rec.count("vision_tokens") == n_tokens
+    h.pub_image.publish(image(h))  # the first frame after the reset: processed whatever the frame stride
+    h.rec.wait_for("vision_tokens", n_tokens + 1, 10)
+    h.probe.destroy_publisher(reset)

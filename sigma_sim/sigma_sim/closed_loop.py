@@ -99,21 +99,25 @@ STAGES = ("vision", "language", "action", "adapter", "control")
 class ClosedLoopConfig:
     """Options of a closed-loop evaluation run."""
 
-    episodes: int = 50
+    episodes: int = 50  # episodes per condition and variation
     seed: int = 10_000  # episode i uses env seed seed + i (never a training seed with the default recipe)
     conditions: tuple[str, ...] = ("sigma", "telepathy_off", "sigma_adapter")
     variations: tuple[str, ...] = ("nominal",)  # episode variations (sigma_sim.episode_variations.VARIATIONS)
     replan_every: int | None = None  # control ticks between plans (None: the model's n_action_steps)
+    # the pipeline latency of a robot graph, emulated: a plan is ready this many ticks after its observation and
+    # starts at that step, the previous plan running meanwhile (0: the arm waits for every plan)
+    plan_latency_ticks: int = 0
     diffusion_steps: int | None = None  # the DiT's integration steps per plan (None: the checkpoint's)
     max_steps: int = 450  # 15 s at 30 Hz
-    success_hold_steps: int = 5
+    success_hold_steps: int = 5  # ticks the cube must stay in the target region to count as a success
     max_step_rad: float = 0.15  # safety filter: max change per tick relative to the measured position
     silent_audio: bool = True  # feed a zero audio chunk (what the sim node publishes) when the model uses audio
     carry_memory: bool = True  # carry tau / semantic memory from plan to plan (as the ROS graph does)
     expert_reference: bool = True  # score every plan against the scripted expert's actions from the same state
+    # MSE above which a plan counts as hard (against the expert), per target: {vec: 0.1, chunk: 0.2, traj: 0.2}
     hard_thresholds: dict[str, float] = field(default_factory=lambda: {"vec": 0.1, "chunk": 0.2, "traj": 0.2})
-    threads: int = 1
-    control_hz: float = 30.0
+    threads: int = 1  # torch CPU threads
+    control_hz: float = 30.0  # control rate of the simulated arm
 
     def __post_init__(self) -> None:
         self.conditions = tuple(self.conditions)
@@ -127,6 +131,9 @@ class ClosedLoopConfig:
                 continue
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"ClosedLoopConfig.{name} must be a positive int, got {v!r}")
+        if not isinstance(self.plan_latency_ticks, int) or self.plan_latency_ticks < 0:
+            raise ValueError(f"ClosedLoopConfig.plan_latency_ticks must be an int >= 0, "
+                             f"got {self.plan_latency_ticks!r}")
         if not self.max_step_rad > 0:
             raise ValueError("max_step_rad must be > 0")
 
@@ -160,16 +167,20 @@ class SigmaPolicy:
     """Sigma in a control loop.
 
     Plans every ``replan_every`` ticks (default: the model's ``n_action_steps``), fuses + C_low every tick.
+    With ``latency_ticks`` = d > 0 a plan (after the first, which the arm waits for) is used from d ticks after its
+    observation, starting at step d, as a robot graph's controller aligns a plan to its camera frame; the previous
+    plan runs on meanwhile.
     """
 
     def __init__(self, model, telepathy: bool = True, adapter=None, replan_every: int | None = None,
-                 silent_audio: bool = True, carry_memory: bool = True, reference=None) -> None:
+                 silent_audio: bool = True, carry_memory: bool = True, reference=None, latency_ticks: int = 0) -> None:
         self.model = model.eval()
         self.reference = reference  # ExpertReference: each plan is scored against the expert's actions
         self.config = model.config
         self.telepathy = telepathy
         self.adapter = adapter
         self.replan_every = model.config.n_action_steps if replan_every is None else replan_every
+        self.latency_ticks = latency_ticks
         self.silent_audio = silent_audio and self.config.use_audio
         self.carry_memory = carry_memory
         self.latency: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -191,6 +202,8 @@ class SigmaPolicy:
         self.tau = None
         self.memory = None
         self.plan = None
+        self.pending: tuple[tuple[torch.Tensor, ...], int] | None = None  # (plan, tick it is ready)
+        self.tick = 0
         self.tick_in_plan = 0
         self.generator = torch.Generator().manual_seed(int(seed))
         self.plans = 0
@@ -212,7 +225,8 @@ class SigmaPolicy:
         return SigmaObservation(image=image, robot_state=state, audio=audio, env_state=env_state)
 
     @torch.inference_mode()
-    def replan(self, obs: dict[str, np.ndarray]) -> None:
+    def replan(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+        """Return a plan (vector, chunk, trajectory) from ``obs``, carrying tau and the memory on."""
         m = self.model
         sobs = self.observation(obs)
         t0 = time.perf_counter()
@@ -246,14 +260,19 @@ class SigmaPolicy:
             self.scores.append((tuple(t[0].float() for t in plan), (ref[0], ref[:c.chunk_len], ref[:c.traj_len])))
         if self.carry_memory:
             self.tau, self.memory = lang.tau, lang.memory
-        self.plan = plan
-        self.tick_in_plan = 0
         self.plans += 1
+        return plan
 
     @torch.inference_mode()
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        if self.plan is None or self.tick_in_plan >= self.replan_every:
-            self.replan(obs)
+        if self.plan is None:
+            self.plan, self.tick_in_plan = self.replan(obs), 0
+        elif self.pending is None and self.tick_in_plan >= self.replan_every:
+            self.pending = (self.replan(obs), self.tick + self.latency_ticks)
+        if self.pending is not None and self.tick >= self.pending[1]:
+            self.plan, self.tick_in_plan = self.pending[0], self.latency_ticks
+            self.pending = None
+        self.tick += 1
         state = torch.from_numpy(np.asarray(obs["joint_positions"], dtype=np.float32)).unsqueeze(0)
         t0 = time.perf_counter()
         cmd = self.model.control_stage(*self.plan, state, step_index=self.tick_in_plan)
@@ -551,6 +570,7 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
             "episodes": config.episodes,
             "seeds": [config.seed, config.seed + config.episodes - 1],
             "replan_every": config.replan_every,
+            "plan_latency_ticks": config.plan_latency_ticks,
             "control_hz": config.control_hz,
             "max_steps": config.max_steps,
             "success_hold_steps": config.success_hold_steps,
@@ -610,7 +630,7 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
             base = baseline_model if baseline_model is not None else model
             policies[name] = SigmaPolicy(base, telepathy=False, replan_every=cfg.replan_every,
                                          silent_audio=cfg.silent_audio, carry_memory=cfg.carry_memory,
-                                         reference=reference)
+                                         reference=reference, latency_ticks=cfg.plan_latency_ticks)
             info[name] = {"source": "checkpoint" if baseline_model is not None else "tau0",
                           "description": "separate baseline checkpoint, telepathy off" if baseline_model is not None
                           else "the model's tau = 0 path (no separate baseline checkpoint given)"}
@@ -618,7 +638,8 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
             tel, ada = CONDITIONS[name]
             policies[name] = SigmaPolicy(model, telepathy=tel, adapter=adapter if ada else None,
                                          replan_every=cfg.replan_every, silent_audio=cfg.silent_audio,
-                                         carry_memory=cfg.carry_memory, reference=reference)
+                                         carry_memory=cfg.carry_memory, reference=reference,
+                                         latency_ticks=cfg.plan_latency_ticks)
     t0 = time.perf_counter()
     try:
         outcomes = run_conditions(env, policies, cfg, progress)

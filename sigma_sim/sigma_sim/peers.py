@@ -11,23 +11,22 @@ parameters, the smallest backbone they accept), so every peer has more parameter
 
 All peers train with LeRobot's training loop (``lerobot.scripts.lerobot_train.train``, what
 ``lerobot-train`` runs) on sigma-sim-record's dataset (96x96 front camera, 6 joint positions, 6 joint
-targets, 30 fps) and are evaluated like Sigma: ``sigma-closed-loop --policy-path`` or
+targets, 30 fps) and are evaluated like Sigma: ``sigma-closed-loop --policy_path`` or
 ``lerobot-eval --env.type=sigma_so101`` (the same episodes, safety filter and success criterion)::
 
     python -m sigma_sim.peers                       # the recipes as a table
-    python -m sigma_sim.peers act_small --root data/so101_sim --output-dir outputs/train/act_small --steps 20000
-    python -m sigma_sim.peers act_small --root data/so101_sim --output-dir outputs/train/act_small --dry-run
+    python -m sigma_sim.peers --peer=act_small --root=data/so101_sim --output_dir=outputs/train/act_small --steps=20000
+    python -m sigma_sim.peers --peer=act_small --root=data/so101_sim --output_dir=outputs/train/act_small --dry_run=true
                                                     # only print the equivalent lerobot-train command
 
 A dataset that also records the simulator's cube pose (``observation.environment_state``: privileged state, what
-sigma-make-default's default ``--aux-cube-pose`` records for Sigma's auxiliary training target) does not reach the
+sigma-make-default's default ``--aux_cube_pose=true`` records for Sigma's auxiliary training target) does not reach the
 peers: their inputs are the front camera and the joint state (``--policy.input_features``), what the simulator's
 closed loop and a real robot give. LeRobot would otherwise make every dataset column an input.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sigma_model.cli import check_choice, fail, parse_cli
 from sigma_sim.record import ACTION_KEY, DEFAULT_REPO_ID, IMAGE_KEY, STATE_KEY
 
 __all__ = ["PEERS", "Change", "PeerRecipe", "lerobot_train_script", "policy_config", "train_command", "train_config"]
@@ -149,6 +149,7 @@ def input_features_flag(features: dict[str, Any]) -> str:
 
 #: LeRobot's defaults of the training seed and of the steps between checkpoints (``TrainPipelineConfig``)
 LEROBOT_SEED, LEROBOT_SAVE_FREQ = 1000, 20_000
+PROG = "python -m sigma_sim.peers"
 
 
 def train_config(peer: str | PeerRecipe, dataset_root: str | Path, output_dir: str | Path, steps: int,
@@ -201,31 +202,40 @@ def recipes_table() -> str:
     return "\n".join(rows)
 
 
+@dataclass
+class PeersCLI:
+    """python -m sigma_sim.peers: print the peers' lerobot-train recipes, or train one with LeRobot's loop."""
+
+    peer: str | None = None  # train this peer (act, act_small, diffusion, diffusion_small; omit: print the recipes)
+    root: str | None = None  # the LeRobot dataset (sigma-sim-record --root)
+    output_dir: str | None = None  # lerobot-train's --output_dir (must not exist)
+    steps: int = 20_000  # optimiser steps
+    batch_size: int = 8
+    num_workers: int = 4  # dataloader workers
+    device: str = "cpu"  # training device
+    seed: int = LEROBOT_SEED  # training seed
+    save_freq: int = LEROBOT_SAVE_FREQ  # steps between checkpoints, and the last
+    dry_run: bool = False  # print the equivalent lerobot-train command only
+
+    def __post_init__(self) -> None:
+        if self.peer is None:
+            return
+        check_choice("--peer", self.peer, sorted(PEERS))
+        if not self.root or not self.output_dir:
+            raise ValueError("training a peer needs --root and --output_dir")
+        if min(self.steps, self.batch_size, self.save_freq) <= 0 or self.num_workers < 0:
+            raise ValueError("--steps, --batch_size and --save_freq must be positive, --num_workers >= 0")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sigma_sim.peers", allow_abbrev=False,
-                                description="The peers' lerobot-train recipes: print them, or train one on a local "
-                                "simulator dataset with LeRobot's training loop.")
-    p.add_argument("peer", nargs="?", choices=sorted(PEERS), help="train this peer (omit: print the recipes)")
-    p.add_argument("--root", help="the LeRobot dataset (sigma-sim-record --root)")
-    p.add_argument("--output-dir", help="lerobot-train's --output_dir (must not exist)")
-    p.add_argument("--steps", type=int, default=20_000)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-workers", type=int, default=4)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=LEROBOT_SEED, help=f"training seed (default {LEROBOT_SEED})")
-    p.add_argument("--save-freq", type=int, default=LEROBOT_SAVE_FREQ,
-                   help=f"steps between checkpoints, and the last (default {LEROBOT_SAVE_FREQ})")
-    p.add_argument("--dry-run", action="store_true", help="print the equivalent lerobot-train command only")
-    args = p.parse_args(argv)
+    args = parse_cli(PeersCLI, argv, PROG, description=PeersCLI.__doc__)
     if args.peer is None:
         print(recipes_table())
         return 0
-    if not args.root or not args.output_dir:
-        p.error("training a peer needs --root and --output-dir")
     if not args.dry_run and Path(args.output_dir).exists():
-        p.error(f"--output-dir {args.output_dir} exists (lerobot-train would refuse it)")
+        fail(PROG, f"--output_dir {args.output_dir} exists (lerobot-train would refuse it)")
     if not args.dry_run and not (Path(args.root) / "meta" / "info.json").is_file():
-        p.error(f"--root {args.root} is not a LeRobot dataset (no meta/info.json; sigma-sim-record writes one)")
+        fail(PROG, f"--root {args.root} is not a LeRobot dataset (no meta/info.json; sigma-sim-record writes one)")
     options = dict(steps=args.steps, batch_size=args.batch_size, device=args.device, num_workers=args.num_workers,
                    seed=args.seed, save_freq=args.save_freq)
     print(shlex.join(train_command(args.peer, args.root, args.output_dir, **options)), flush=True)

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Any LeRobot policy in the closed loop (sigma_sim.lerobot_closed_loop).
 
-An untrained ACT acts in `run_episode` through LeRobot's own inference path, and `sigma-closed-loop --policy-path`
+An untrained ACT acts in `run_episode` through LeRobot's own inference path, and `sigma-closed-loop --policy_path`
 refuses what it cannot run with a one-line error. (A trained ACT / Diffusion Policy: test_peers.py; the sigma policy:
 lerobot_policy_sigma/tests.)
 """
@@ -65,28 +65,28 @@ def test_policy_path_that_holds_no_usable_policy_is_a_one_line_error(capsys, tmp
     for path, words in [(missing, "no config.json"), (a_file, "no config.json"), (tmp_path, "no config.json"),
                         (broken, "is not a LeRobot policy config"),
                         (wrong_action, "action of shape (7,) (the simulator takes 6 joint targets)")]:
-        line = error_of(capsys, ["--policy-path", str(path), "--episodes", "1", "--quiet"])
+        line = error_of(capsys, [f"--policy_path={path}", "--episodes=1", "--quiet=true"])
         assert words in line, (path, line)
         assert len(capsys.readouterr().err) == 0
     # options of a Sigma checkpoint, and a report already there
-    assert "--replan-every apply to a Sigma checkpoint" in error_of(
-        capsys, ["--policy-path", str(tiny_act_dir), "--replan-every", "4"])
+    assert "--replan_every apply to a Sigma checkpoint" in error_of(
+        capsys, [f"--policy_path={tiny_act_dir}", "--replan_every=4"])
     assert "conditions ['sigma'] evaluate a Sigma checkpoint" in error_of(
-        capsys, ["--policy-path", str(tiny_act_dir), "--conditions", "sigma"])
-    assert "--conditions lerobot needs --policy-path" in error_of(capsys, ["--conditions", "lerobot"])
+        capsys, [f"--policy_path={tiny_act_dir}", "--conditions=[sigma]"])
+    assert "--conditions=[lerobot] needs --policy_path" in error_of(capsys, ["--conditions=[lerobot]"])
     out = tmp_path / "eval"
     out.mkdir()
     (out / "sigma_eval_report.json").write_text("{}")
-    assert "exists already; pass --overwrite" in error_of(capsys, ["--policy-path", str(tiny_act_dir), "-o", str(out),
-                                                                   "--episodes", "1", "--max-steps", "2", "--quiet"])
+    assert "exists already; pass --overwrite" in error_of(capsys, [f"--policy_path={tiny_act_dir}", f"--output={out}",
+                                                                   "--episodes=1", "--max_steps=2", "--quiet=true"])
     assert (out / "sigma_eval_report.json").read_text() == "{}"
 
 
 def test_a_lerobot_policy_runs_every_variation_on_the_same_seeds(tmp_path, tiny_act_dir):
     out = tmp_path / "eval"
-    assert closed_loop_main(["--policy-path", str(tiny_act_dir), "--episodes", "2", "--max-steps", "3", "--seed", "7",
-                             "--variations", "nominal", "wide_range", "perturbed_view", "--output", str(out),
-                             "--quiet"]) == 0
+    assert closed_loop_main([f"--policy_path={tiny_act_dir}", "--episodes=2", "--max_steps=3", "--seed=7",
+                             "--variations=[nominal,wide_range,perturbed_view]", f"--output={out}",
+                             "--quiet=true"]) == 0
     report = json.loads((out / "sigma_eval_report.json").read_text())
     table = report["closed_loop"]["lerobot_act"]["episode_success_by_variation"]
     assert list(table) == ["nominal", "wide_range", "perturbed_view"] == list(report["variations"])
@@ -98,5 +98,5 @@ def test_a_lerobot_policy_runs_every_variation_on_the_same_seeds(tmp_path, tiny_
 
 
 def test_variations_without_nominal_are_a_one_line_error(capsys, tiny_act_dir):
-    line = error_of(capsys, ["--policy-path", str(tiny_act_dir), "--variations", "wide_range"])
+    line = error_of(capsys, [f"--policy_path={tiny_act_dir}", "--variations=[wide_range]"])
     assert "including 'nominal'" in line

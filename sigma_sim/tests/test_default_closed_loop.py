@@ -193,9 +193,9 @@ def test_diffusion_steps_flag_overrides_the_checkpoints(tmp_path, monkeypatch):
     save_checkpoint(SigmaModel(SigmaConfig(**{**DEFAULT_MODEL_CONFIG, "diffusion_steps": 10})), tmp_path / "ckpt")
     used, sample = [], TrajectoryDiT.sample
     monkeypatch.setattr(TrajectoryDiT, "sample", lambda self, *a, **k: used.append(a[3]) or sample(self, *a, **k))
-    common = ["--checkpoint", str(tmp_path / "ckpt"), "--episodes", "1", "--max-steps", "8", "--conditions", "sigma",
-              "--replan-every", "4", "--variations", "nominal", "--quiet"]
-    assert main(common + ["--output", str(tmp_path / "two"), "--diffusion-steps", "2"]) == 0
+    common = [f"--checkpoint={tmp_path / 'ckpt'}", "--episodes=1", "--max_steps=8", "--conditions=[sigma]",
+              "--replan_every=4", "--variations=[nominal]", "--quiet=true"]
+    assert main(common + [f"--output={tmp_path / 'two'}", "--diffusion_steps=2"]) == 0
     assert main(common) == 0
     assert used == [2, 2, 10, 10]  # two plans each: the flag's steps, then the checkpoint's own
     report = json.loads((tmp_path / "two" / "sigma_eval_report.json").read_text())

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.skipif(sigma_sim.GL_BACKEND is None, reason="no headles
 
 def test_make_default_tiny_pipeline(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
-               "--eval-episodes", "1", "--eval-max-steps", "8", "--conditions", "sigma", "telepathy_off", "--quiet",
-               "--eval-variations", "nominal",
-               "--train-set", "batch_size=8", "--aux-cube-pose", "--normalize", "--record-workers", "1"])
+    rc = main([f"--out={out}", "--work_dir", str(work), "--episodes=2", "--max_steps=3",
+               "--eval_episodes=1", "--eval_max_steps=8", "--conditions=[sigma,telepathy_off]", "--quiet=true",
+               "--eval_variations=[nominal]",
+               "--train_set={batch_size: 8}", "--aux_cube_pose=true", "--normalize=true", "--record_workers=1"])
     assert rc == 0
     for name in ("config.json", "vision.safetensors", "language.safetensors", "action.safetensors",
                  "PROVENANCE.md", "provenance.json", "sigma_eval_report.json"):
@@ -34,7 +34,8 @@ def test_make_default_tiny_pipeline(tmp_path):
     assert (out / "sigma_telepathy_heads_init.safetensors").is_file()
     check = json.loads((out / "sigma_eval_report.json").read_text())["check_a"]
     assert check["init_heads"].endswith("sigma_telepathy_heads_init.safetensors") and check["passed"] is not None
-    assert "--episodes 2" in prov["command"] and "--record-workers" not in prov["command"]
+    assert prov["command"].startswith("sigma-make-default --out=") and "--episodes=2" in prov["command"]
+    assert not [word for word in ("--work_dir", str(work), "--quiet", "--record_workers") if word in prov["command"]]
     text = (out / "PROVENANCE.md").read_text()
     assert "Closed-loop evaluation" in text and "telepathy off" in text
     model = load_checkpoint(out)
@@ -46,7 +47,7 @@ def test_make_default_tiny_pipeline(tmp_path):
 
 
 def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkeypatch):
-    """Also: --train-set seed=S is the whole training seed (the augmentation's too), the demonstrations keep --seed."""
+    """Also: --train_set={seed: S} is the whole training seed (the augmentation's too); demonstrations keep --seed."""
     from sigma_sim import default_model
 
     reads, windows = [], []
@@ -56,9 +57,9 @@ def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkey
     monkeypatch.setattr(default_model, "SimTrainingWindows", lambda *a, **k: windows.append(k["seed"]) or
                         real_windows(*a, **k))
     work = tmp_path / "work"
-    rc = main(["--work-dir", str(work), "--episodes", "1", "--max-steps", "1", "--stages", "record", "preprocess",
-               "train", "--quiet", "--train-set", "batch_size=4", "--privileged-cube-pose", "--record-workers", "1",
-               "--train-set", "seed=5"])
+    rc = main([f"--work_dir={work}", "--episodes=1", "--max_steps=1", "--stages=[record,preprocess,train]",
+               "--quiet=true", "--train_set={batch_size: 4, seed: 5}", "--privileged_cube_pose=true",
+               "--record_workers=1"])
     assert rc == 0 and len(reads) == 1
     prov = json.loads((work / "provenance_partial.json").read_text())
     assert windows == [5] and prov["seeds"]["training"] == 5 and prov["train"]["training_config"]["seed"] == 5
@@ -73,11 +74,11 @@ def test_make_default_with_a_text_encoder_and_language_augmentation(tmp_path):
 
     bert = save_tiny_bert(tmp_path / "bert")
     out, work = tmp_path / "out", tmp_path / "work"
-    rc = main(["--out", str(out), "--work-dir", str(work), "--episodes", "2", "--max-steps", "3",
-               "--eval-episodes", "2", "--eval-max-steps", "8", "--conditions", "sigma", "--quiet",
-               "--eval-variations", "nominal", "paraphrase",
-               "--train-set", "batch_size=8", "--no-aux-cube-pose", "--record-workers", "1",
-               "--language-augmentation", "--model-set", f"text_encoder={bert}"])
+    rc = main([f"--out={out}", f"--work_dir={work}", "--episodes=2", "--max_steps=3",
+               "--eval_episodes=2", "--eval_max_steps=8", "--conditions=[sigma]", "--quiet=true",
+               "--eval_variations=[nominal,paraphrase]",
+               "--train_set={batch_size: 8}", "--aux_cube_pose=false", "--record_workers=1",
+               "--language_augmentation=true", f"--model_set={json.dumps({'text_encoder': str(bert)})}"])
     assert rc == 0
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["train"]["augmentation"]["language_wordings_per_region"] == {"left": 80, "right": 80}

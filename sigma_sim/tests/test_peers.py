@@ -4,7 +4,7 @@
 
 The recipes state LeRobot's real defaults and their lerobot-train flags set the changes; LeRobot's ACT and Diffusion
 Policy train a few steps with LeRobot's training loop on a simulator dataset and run a closed-loop episode through
-`sigma-closed-loop --policy-path`, reported in Sigma's format.
+`sigma-closed-loop --policy_path`, reported in Sigma's format.
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ def test_peers_read_only_the_camera_and_joints_of_a_dataset_that_records_the_cub
 
 
 def test_training_a_peer_refuses_a_missing_dataset_or_an_existing_output(tmp_path, capsys):
-    for argv, words in [(["act_small", "--root", str(tmp_path / "none"), "--output-dir", str(tmp_path / "o")],
+    for argv, words in [(["--peer=act_small", f"--root={tmp_path / 'none'}", f"--output_dir={tmp_path / 'o'}"],
                          "is not a LeRobot dataset"),
-                        (["act_small", "--root", str(tmp_path), "--output-dir", str(tmp_path)], "exists")]:
+                        (["--peer=act_small", f"--root={tmp_path}", f"--output_dir={tmp_path}"], "exists")]:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
@@ -107,8 +107,8 @@ def test_training_a_peer_refuses_a_missing_dataset_or_an_existing_output(tmp_pat
 @pytest.mark.parametrize("peer", ["act_small", "diffusion_small"])
 def test_peer_trains_on_the_sim_dataset_and_runs_a_closed_loop_episode(peer, tiny_dataset, tmp_path):
     out = tmp_path / "train"
-    assert main([peer, "--root", str(tiny_dataset), "--output-dir", str(out), "--steps", "2", "--batch-size", "2",
-                 "--num-workers", "0"]) == 0
+    assert main([f"--peer={peer}", f"--root={tiny_dataset}", f"--output_dir={out}", "--steps=2", "--batch_size=2",
+                 "--num_workers=0"]) == 0
     last = out / "checkpoints" / "last"
     assert json.loads((last / "training_state" / "training_step.json").read_text())["step"] == 2
     pretrained = last / "pretrained_model"
@@ -125,8 +125,8 @@ def test_peer_trains_on_the_sim_dataset_and_runs_a_closed_loop_episode(peer, tin
     assert action.shape == (6,) and np.isfinite(action).all()
 
     report_dir = tmp_path / "eval"
-    assert closed_loop_main(["--policy-path", str(pretrained), "--episodes", "1", "--max-steps", "10", "--output",
-                             str(report_dir), "--quiet"]) == 0
+    assert closed_loop_main([f"--policy_path={pretrained}", "--episodes=1", "--max_steps=10", f"--output={report_dir}",
+                             "--quiet=true"]) == 0
     report = json.loads((report_dir / "sigma_eval_report.json").read_text())
     name = f"lerobot_{PEERS[peer].policy_type}"
     assert set(report["closed_loop"]) == {name}

@@ -34,12 +34,12 @@ def comparison(tmp_path_factory):
         module = importlib.import_module("so101_sim_comparison")
         tmp = tmp_path_factory.mktemp("comparison")
         data, work, out = tmp / "data", tmp / "work", tmp / "results" / "comparison.json"
-        assert make_default(["--work-dir", str(data), "--stages", "record", "preprocess", "--episodes", "2",
-                             "--record-workers", "1", "--quiet"]) == 0
-        options = ["--dataset", str(data), "--work-dir", str(work), "--methods", *METHODS, "--seeds", "0", "--steps",
-                   "2", "--batch-size", "4", "--save-every", "1", "--peer-num-workers", "0", "--eval-episodes", "1",
-                   "--eval-max-steps", "10", "--output", str(out)]
-        assert module.main(["--stage", "train", *options]) == 0
+        assert make_default([f"--work_dir={data}", "--stages=[record,preprocess]", "--episodes=2",
+                             "--record_workers=1", "--quiet=true"]) == 0
+        options = [f"--dataset={data}", f"--work_dir={work}", f"--methods=[{','.join(METHODS)}]", "--seeds=[0]",
+                   "--steps=2", "--batch_size=4", "--save_every=1", "--peer_num_workers=0", "--eval_episodes=1",
+                   "--eval_max_steps=10", f"--output={out}"]
+        assert module.main(["--stages=[train]", *options]) == 0
         yield module, data, work, out, options
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
@@ -61,13 +61,13 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     cmp, data, work, out, options = comparison
     with monkeypatch.context() as m:  # finished runs are not trained again
         m.setattr(cmp.subprocess, "run", lambda *a, **k: pytest.fail(f"trained again: {a}"))
-        assert cmp.main(["--stage", "train", *options]) == 0
+        assert cmp.main(["--stages=[train]", *options]) == 0
     for method in METHODS:
         assert sorted(checkpoint_dirs(work, method)) == [1, 2], method  # a checkpoint every step
         assert "started_utc" in (work / "runs" / method / "seed0" / "comparison_train.json").read_text()
     capsys.readouterr()
 
-    assert cmp.main(["--stage", "evaluate", "--workers", "2", *options]) == 0  # in 2 worker processes
+    assert cmp.main(["--stages=[evaluate]", "--workers=2", *options]) == 0  # in 2 worker processes
     assert "0 checkpoint(s) already evaluated (cached), 6 to evaluate" in capsys.readouterr().err
     caches = {(m, step): json.loads(cache_of(d).read_text()) for m in METHODS
               for step, d in checkpoint_dirs(work, m).items()}
@@ -77,14 +77,14 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     calls = []
     real = cmp.evaluate_one
     monkeypatch.setattr(cmp, "evaluate_one", lambda *job: calls.append(job) or real(*job))
-    assert cmp.main(["--stage", "evaluate", *options]) == 0
+    assert cmp.main(["--stages=[evaluate]", *options]) == 0
     assert calls == [] and "6 checkpoint(s) already evaluated (cached), 0 to evaluate" in capsys.readouterr().err
 
     # an interrupted run resumes from its newest checkpoint; only the new checkpoint is evaluated again
     shutil.rmtree(checkpoint_dirs(work, "sigma")[2])
-    assert cmp.main(["--stage", "train", "evaluate", *options]) == 0
+    assert cmp.main(["--stages=[train,evaluate]", *options]) == 0
     record = json.loads((work / "runs" / "sigma" / "seed0" / "comparison_train.json").read_text())
-    assert len(record["segments"]) == 2 and record["segments"][1]["command"].endswith("--resume")
+    assert len(record["segments"]) == 2 and record["segments"][1]["command"].endswith("--resume=true")
     assert all(s["returncode"] == 0 and s["wall_s"] > 0 for s in record["segments"])
     assert [Path(job[2]).parent.name for job in calls] == ["step_00000002"] and calls[0][1] == "sigma"
 
@@ -92,7 +92,7 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     final = cache_of(checkpoint_dirs(work, "sigma")[2])
     final.write_text(json.dumps({**json.loads(final.read_text()), "successes": 1, "success_rate": 1.0}))
     capsys.readouterr()
-    assert cmp.main(["--stage", "report", *options]) == 0
+    assert cmp.main(["--stages=[report]", *options]) == 0
     results = json.loads(out.read_text())
     assert set(results["methods"]) == set(METHODS)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -118,10 +118,10 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
 
     written = out.read_bytes()
     with pytest.raises(SystemExit) as refused:  # never overwritten without --force
-        cmp.main(["--stage", "report", *options])
+        cmp.main(["--stages=[report]", *options])
     assert refused.value.code == 2 and "--force" in capsys.readouterr().err.strip().splitlines()[-1]
     assert out.read_bytes() == written
-    assert cmp.main(["--stage", "report", "--force", *options]) == 0
+    assert cmp.main(["--stages=[report]", "--force=true", *options]) == 0
 
 
 def test_runs_trained_elsewhere_are_linked_and_checked(comparison, tmp_path, monkeypatch, capsys):
@@ -137,42 +137,49 @@ def test_runs_trained_elsewhere_are_linked_and_checked(comparison, tmp_path, mon
     monkeypatch.setattr(cmp.subprocess, "run", lambda *a, **k: pytest.fail(f"trained: {a}"))
 
     def run(*args: str, work_dir: Path = tmp_path / "work") -> str:
-        argv = [*options, "--stage", "train", "--work-dir", str(work_dir), *args]
+        argv = [*options, "--stages=[train]", f"--work_dir={work_dir}", *args]
         with pytest.raises(SystemExit) as failed:
             cmp.main(argv)
         lines = capsys.readouterr().err.strip().splitlines()
         assert failed.value.code == 2, lines
         return lines[-1]
 
-    assert "trained with seed 0" in run("--methods", "act", "--seeds", "1", "--runs", f"act:1={act}")
+    def runs(*specs: str) -> str:
+        return f"--runs={json.dumps(specs)}"
+
+    assert "trained with seed 0" in run("--methods=[act]", "--seeds=[1]", runs(f"act:1={act}"))
     assert "is not the act recipe: act chunk_size=16 (recipe 100)" in run(
-        "--methods", "act", "--act-recipe", "act", "--runs", f"act:0={act}", work_dir=tmp_path / "w2")
-    assert "was trained with telepathy=False" in run("--methods", "sigma", "--runs", f"sigma:0={no_telepathy}",
+        "--methods=[act]", "--act_recipe=act", runs(f"act:0={act}"), work_dir=tmp_path / "w2")
+    assert "was trained with telepathy=False" in run("--methods=[sigma]", runs(f"sigma:0={no_telepathy}"),
                                                      work_dir=tmp_path / "w3")
     for linked, name in [(act, "w4"), (act.parent, "w5")]:  # by path; by the contents this script recorded
-        assert "not on the comparison's" in run("--methods", "act", "--dataset", str(other_data), "--runs",
-                                                f"act:0={linked}", work_dir=tmp_path / name)
-    assert "expected METHOD:SEED=DIR" in run("--runs", f"act0={act}")
+        assert "not on the comparison's" in run("--methods=[act]", f"--dataset={other_data}",
+                                                runs(f"act:0={linked}"), work_dir=tmp_path / name)
+    assert "expected METHOD:SEED=DIR" in run(runs(f"act0={act}"))
     capsys.readouterr()
-    assert cmp.main([*options, "--stage", "train", "--work-dir", str(tmp_path / "ok"), "--methods", "act",
-                     "--runs", f"act:0={act}"]) == 0  # linked, complete: not trained again
+    assert cmp.main([*options, "--stages=[train]", f"--work_dir={tmp_path / 'ok'}", "--methods=[act]",
+                     runs(f"act:0={act}")]) == 0  # linked, complete: not trained again
     assert (tmp_path / "ok" / "runs" / "act" / "seed0").resolve() == act.resolve()
     moved = tmp_path / "moved_data"  # the same demonstrations elsewhere (a run trained on another machine)
     shutil.copytree(data / "demos" / "meta", moved / "demos" / "meta")
     (moved / "shards").mkdir()
-    assert cmp.main([*options, "--stage", "train", "--work-dir", str(tmp_path / "moved"), "--methods", "act",
-                     "--dataset", str(moved), "--runs", f"act:0={act.parent}"]) == 0
-    assert "holds another run" in run("--methods", "act", "--runs", f"act:0={no_telepathy}", work_dir=tmp_path / "ok")
+    assert cmp.main([*options, "--stages=[train]", f"--work_dir={tmp_path / 'moved'}", "--methods=[act]",
+                     f"--dataset={moved}", runs(f"act:0={act.parent}")]) == 0
+    assert "holds another run" in run("--methods=[act]", runs(f"act:0={no_telepathy}"), work_dir=tmp_path / "ok")
 
 
 def test_bad_options_are_one_line_errors(comparison, tmp_path, capsys):
     cmp, data, _, _, options = comparison
-    for args, words in [(["--sigma-args=--seed 3"], "the comparison sets these itself"),
-                        (["--sigma-args=--train-set batch_size=2"], "the comparison sets these itself"),
-                        (["--save-every", "3"], "--save-every must be at most --steps"),
-                        (["--dataset", str(tmp_path)], "no demos/ and shards/")]:
+    for args, words in [(["--sigma_args=--seed=3"], "the comparison sets these itself"),
+                        (["--sigma_args='--train_set={batch_size: 2, lr: 0.001}'"], "the comparison sets these itself"),
+                        (["--sigma_args=--train_set={batch_size:2}"], "--train_set must be a mapping"),
+                        (["--sigma_args=--language-augmentation"], "write each option as --field=value"),
+                        (["--save_every=3"], "--save_every must be at most --steps"),
+                        (["--methods=[act,pi0]"], "--methods must be one of"),
+                        (["--stage", "report"], "(a list is written --stages=[a,b])"),  # --stage: an abbreviation
+                        ([f"--dataset={tmp_path}"], "no demos/ and shards/")]:
         with pytest.raises(SystemExit) as failed:
-            cmp.main([*options, "--stage", "report", *args])
+            cmp.main([*options, "--stages=[report]", *args])
         assert failed.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
 
 

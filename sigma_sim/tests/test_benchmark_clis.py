@@ -1,0 +1,93 @@
+# Copyright 2026 The Sigma Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The benchmark scripts' command lines: each one's ``Options`` dataclass, parsed by draccus (sigma_model.cli).
+
+Nothing is measured here: a typical command line parses to its values, ``--help`` lists every option, a bad value is
+one line and exit status 2, and a script still runs as ``python benchmarks/x.py --flag=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sigma_model.cli import parse_cli
+from sigma_model.testing import cli_error, cli_help
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+CASES = {  # script: (typical command line, the values it gives, a bad command line, its error)
+    "bench_backbones": (["--device=cpu", "--infer=[tiny]", "--train=[tiny]", "--no_4bit=true", "--json=f.json"],
+                        {"infer": ["tiny"], "train": ["tiny"], "no_4bit": True, "json": "f.json"},
+                        ["--infer=[huge]"], "--infer and --train sizes must be one of tiny, real"),
+    "bench_bag_replay": (["--frames=120", "--rates=[0,1,2,4]", "--storage=mcap", "--small=true"],
+                         {"frames": 120, "rates": [0.0, 1.0, 2.0, 4.0], "storage": "mcap", "small": True},
+                         ["--graph=threads"], "--graph must be one of inprocess, processes"),
+    "bench_closed_loop": (["--ticks=30", "--replan=[2,8]", "--ros=true"], {"ticks": 30, "replan": [2, 8], "ros": True},
+                          ["--replan", "1", "4"], "unrecognized arguments: 4"),
+    "bench_eval": (["--samples=8", "--batch_sizes=[1,4]", "--device=cpu"],
+                   {"samples": 8, "batch_sizes": [1, 4], "device": "cpu"}, ["--samples=many"], "`samples`"),
+    "bench_executors": (["--load=true", "--seconds=15"], {"load": True, "seconds": 15.0},
+                        ["--kinds=[fast]"], "--kinds must be one of"),
+    "bench_lerobot_storage": (["--episodes=2", "--image_size=64"], {"episodes": 2, "image_size": 64},
+                              ["--image-size=64"], "unrecognized arguments: --image-size=64 (--image-size is now "
+                                                   "--image_size)"),
+    "bench_model": (["--config=checkpoints/sigma_so101_default", "--steps=[4,1]"],
+                    {"config": "checkpoints/sigma_so101_default", "steps": [4, 1]}, ["--batch=0.5"], "`batch`"),
+    "bench_peers": (["--peers=[act_small]", "--iters=3"], {"peers": ["act_small"], "iters": 3},
+                    ["--peers=[pi0]"], "--peers must be one of"),
+    "bench_preprocess": (["--episodes=2", "--image=48x64", "--shard_size=100"],
+                         {"episodes": 2, "image": "48x64", "shard_size": 100}, ["--image=64"], "--image must be HxW"),
+    "bench_ros": (["--mode=composed", "--camera_hz=15", "--json=out.json"],
+                  {"mode": "composed", "camera_hz": 15.0, "json": "out.json"}, ["--mode=threads"],
+                  "--mode must be one of processes, composed, inprocess"),
+    "bench_shard_checksums": (["--samples=400", "--shard_size=100"], {"samples": 400, "shard_size": 100},
+                              ["--horizon"], "argument --horizon: expected one argument"),
+    "bench_sim": (["--steps=60", "--json=true"], {"steps": 60, "json": True}, ["--json"],
+                  "argument --json: expected one argument (a switch is written --json=true)"),
+    "bench_train": (["--steps=3", "--mixed_precision=bf16", "--grad_accum=2"],
+                    {"steps": 3, "mixed_precision": "bf16", "grad_accum": 2}, ["--mixed_precision=fp8"],
+                    "--mixed_precision must be one of auto, no, bf16"),
+}
+
+
+def load(script: str):
+    """Import benchmarks/<script>.py (registered in sys.modules, as dataclasses need)."""
+    if script not in sys.modules:
+        spec = importlib.util.spec_from_file_location(script, BENCHMARKS / f"{script}.py")
+        sys.modules[script] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[script]
+
+
+def test_every_argparse_benchmark_is_covered():
+    scripts = {p.stem for p in BENCHMARKS.glob("bench_*.py")}
+    assert scripts == set(CASES)
+    assert not [p.name for p in BENCHMARKS.glob("*.py") if "argparse" in p.read_text()]
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_command_line(script, capsys):
+    module = load(script)
+    argv, values, bad, message = CASES[script]
+    options = parse_cli(module.Options, argv, module.PROG)
+    assert {name: getattr(options, name) for name in values} == values
+    text = cli_help(module.main, capsys)
+    assert [f.name for f in dataclasses.fields(module.Options) if f"--{f.name} " not in text] == []
+    assert module.PROG == f"python benchmarks/{script}.py"
+    assert cli_error(module.main, bad, capsys).startswith(f"{module.PROG}: error: {message}")
+
+
+def test_a_benchmark_runs_as_a_script_with_its_flags():
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "bench_preprocess.py"), "--image=64"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.splitlines() == [
+        "python benchmarks/bench_preprocess.py: error: --image must be HxW, e.g. 120x160, got '64'"]
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "bench_preprocess.py"), "--help"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "--shard_size int" in run.stdout
