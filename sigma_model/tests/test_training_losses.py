@@ -276,6 +276,11 @@ def test_curriculum_linear_then_constant():
         linear_ramp(-1, 0, 1, 5)
 
 
+def test_curriculum_from_config_uses_its_ramp_length():
+    short = Curriculum.from_config(TrainingConfig(curriculum_steps=10))
+    assert short(5).w_sem == pytest.approx(0.55) and short(10).w_sem == pytest.approx(1.0)
+
+
 def test_training_config_validation():
     cfg = TrainingConfig()
     assert cfg.lora_r == 16 and cfg.lora_target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
