@@ -20,7 +20,7 @@ demo: setup
 	$(VENV)/bin/sigma-demo
 
 # Mutation testing of sigma_model's core modules (mutmut; hours on 2 CPU cores, not part of `make test`).
-# MUTATION_ARGS: e.g. `--module safety`, `--report-only`, `--max-children 1` (see scripts/mutation.py).
+# MUTATION_ARGS: e.g. `--module safety`, `--fast`, `--all`, `--report-only`, `--max-children 1` (see scripts/mutation.py).
 MUTATION_ARGS ?=
 mutation: setup
 	nice -n 15 $(VENV)/bin/python scripts/mutation.py $(MUTATION_ARGS)

@@ -9,7 +9,9 @@ benchmarks/results/mutation_equivalent.md (``- `mutant name`: reason``) are equi
 apart and left out of the score.
 
     python scripts/mutation.py                      # every module in SCOPE, then the report
-    python scripts/mutation.py --module safety      # one module (repeatable)
+    python scripts/mutation.py --module safety      # one module (repeatable): its untested and surviving mutants
+    python scripts/mutation.py --module safety --all  # every mutant of it again
+    python scripts/mutation.py --module safety --fast  # against the fast unit tests only (a lower bound)
     python scripts/mutation.py --report-only        # the report of the last results
     python scripts/mutation.py --show NAME          # the diff of one mutant
 """
@@ -55,6 +57,19 @@ SCOPE: dict[str, list[str]] = {
                "sigma_model.evaluation.replay.x_batch_record__mutmut_*",
                "sigma_model.evaluation.replay.x_observation_from_batch__mutmut_*"],
 }
+# ``--fast``: only these unit-test files run (paths relative to sigma_model/): minutes instead of hours, but
+# modules tested elsewhere (the trainer's step, the recurrence, replay) get no tests, and every score is a lower
+# bound of the full selection's. One fixed list, since mutmut drops all verdicts when the selection changes.
+FAST_TESTS = ["tests/test_safety_filter.py", "tests/test_safety_properties.py", "tests/test_control_loop.py",
+              "tests/test_training_losses.py", "tests/test_eval_adapter.py", "tests/test_data_shards.py"]
+# Runs mutmut with its test selection replaced by the files in argv[1] (comma-separated); the rest of the
+# configuration stays that of [tool.mutmut]. mutmut resets its verdicts when the selection changes.
+_SELECTED_TESTS_MUTMUT = (
+    "import dataclasses, sys; import mutmut.configuration as c; "
+    "tests = sys.argv.pop(1).split(','); load = c._load_config; "
+    "c._load_config = lambda: dataclasses.replace(load(), pytest_add_cli_args_test_selection=tests); "
+    "c.reset_config(); from mutmut.__main__ import cli; c.reset_config(); sys.argv[0] = 'mutmut'; cli()"
+)
 KILLED = {1, 3, 24, -24, 152, 255, 36, -11, -9}  # test failure, pytest error, timeout, crash
 LABEL = {0: "survived", 5: "no tests", 33: "no tests", None: "not checked"}
 
@@ -130,11 +145,33 @@ def report(modules: list[str]) -> float | None:
     return overall
 
 
+def to_run(modules: list[str], everything: bool = False, unchecked_only: bool = False) -> list[str]:
+    """Return what `mutmut run` gets: globs, or the names of the mutants to test.
+
+    A module's globs when it has no results yet (or ``everything``); else the names of its mutants without a
+    verdict or that survived and are not listed as equivalent (``unchecked_only``: without a verdict). mutmut
+    reruns every mutant a glob matches; a verdict it keeps until the mutant's function changes.
+    """
+    results, equivalent = ({}, {}) if everything else (load_results(), load_equivalent())
+    selection: list[str] = []
+    for module in modules:
+        names = [n for n in results if module_of(n) == module]
+        if not names:
+            selection += [] if unchecked_only else SCOPE[module]
+            continue
+        selection += sorted(n for n in names if results[n] is None or (
+            not unchecked_only and results[n] not in KILLED and n not in equivalent))
+    return selection
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--module", action="append", choices=sorted(SCOPE), help="only this module (repeatable)")
     p.add_argument("--max-children", type=int, default=2, help="mutants tested in parallel")
     p.add_argument("--report-only", action="store_true", help="print the report of the last results")
+    p.add_argument("--all", action="store_true", help="test every mutant again, killed ones too")
+    p.add_argument("--fast", action="store_true",
+                   help="run only the fast unit-test files (FAST_TESTS): much faster; a lower bound")
     p.add_argument("--show", metavar="NAME", help="print the diff of one mutant")
     p.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when the score is lower (percent)")
     args = p.parse_args(argv)
@@ -142,19 +179,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         return subprocess.call([*mutmut, "show", args.show], cwd=PKG_DIR)
     modules = args.module or list(SCOPE)
+    if args.fast:
+        mutmut = [sys.executable, "-c", _SELECTED_TESTS_MUTMUT, ",".join(FAST_TESTS)]
     if not args.report_only:
-        globs = [g for m in modules for g in SCOPE[m]]
         MUTANTS.mkdir(exist_ok=True)
         # The property tests run a tenth of their examples per mutant (the test suite runs all).
         env = {**os.environ, "SIGMA_PROPERTY_SCALE": os.environ.get("SIGMA_PROPERTY_SCALE", "0.1")}
         log = MUTANTS / "mutmut-run.log"
-        print(f"mutmut run ({', '.join(modules)}), output in {log.relative_to(ROOT)} ...", flush=True)
-        with open(log, "w") as out:
-            rc = subprocess.call([*mutmut, "run", "--max-children", str(args.max_children), *globs],
-                                 cwd=PKG_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)
-        if rc != 0:
-            print(f"mutmut run failed (exit {rc}); see {log}", file=sys.stderr)
-            return rc
+        # Pass 2 tests the mutants mutmut made anew in pass 1 (of functions changed since the last results).
+        for selection in (to_run(modules, everything=args.all), None):
+            selection = to_run(modules, unchecked_only=True) if selection is None else selection
+            if not selection:
+                continue
+            print(f"mutmut run ({', '.join(modules)}; {len(selection)} mutants or globs), output in "
+                  f"{log.relative_to(ROOT)} ...", flush=True)
+            with open(log, "w") as out:
+                rc = subprocess.call([*mutmut, "run", "--max-children", str(args.max_children), *selection],
+                                     cwd=PKG_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)
+            if rc != 0:
+                print(f"mutmut run failed (exit {rc}); see {log}", file=sys.stderr)
+                return rc
     score = report(modules)
     return 1 if score is None or score < args.fail_under else 0
 

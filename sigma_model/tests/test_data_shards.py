@@ -192,3 +192,227 @@ def test_pt_shards_loaded_with_weights_only(tmp_path):
     torch.save({"samples": [Evil()]}, tmp_path / "shard_00002.pt")
     with pytest.raises(ShardCorruptError, match="shard_00002.pt"):
         ShardDataset(tmp_path)
+
+
+def _raw_shard(path, header, data: bytes = b"", length: int | None = None):
+    """Write a safetensors-like file: 8-byte header length (``length`` or the real one), header, data."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw + data)
+    return path
+
+
+SIGMA_META = {"format": "sigma-shard", "num_samples": "1"}
+
+
+def test_shard_header_faults_are_named_exactly(tmp_path, monkeypatch):
+    p = tmp_path / "shard_00000.safetensors"
+    entry = {"dtype": "U8", "shape": [1, 4], "data_offsets": [0, 4]}
+    full = 8 + len(json.dumps({"__metadata__": SIGMA_META, "x": entry})) + 4  # bytes the header accounts for
+    cases = [
+        (lambda: p.write_bytes(b"12345"), f"shard {p} is truncated (5 bytes; no safetensors header)"),
+        (lambda: _raw_shard(p, b""), f"shard {p} is truncated or corrupt (header length 0, file size 8)"),
+        (lambda: _raw_shard(p, b"{}", length=1000),
+         f"shard {p} is truncated or corrupt (header length 1000, file size 10)"),
+        (lambda: _raw_shard(p, [1]), f"shard {p} is corrupt (header is not a JSON object)"),
+        (lambda: _raw_shard(p, {"x": {"dtype": "U8"}}), f"shard {p} is corrupt (bad entry for tensor 'x')"),
+        (lambda: _raw_shard(p, {"__metadata__": SIGMA_META, "x": entry}, b"abc"),
+         f"shard {p} is truncated or corrupt (expected {full} bytes from its header, found {full - 1})"),
+        (lambda: _raw_shard(p, {"__metadata__": {"format": "other"}, "x": entry}, b"abcd"),
+         f"{p} is not a Sigma shard (metadata format='other')"),
+        (lambda: _raw_shard(p, {"x": entry}, b"abcd"), f"{p} is not a Sigma shard (metadata format=None)"),
+        (lambda: _raw_shard(p, {"__metadata__": {"format": "sigma-shard"}, "x": entry}, b"abcd"),
+         f"shard {p} is corrupt (missing num_samples)"),
+        (lambda: _raw_shard(p, {"__metadata__": {"format": "sigma-shard", "num_samples": "x"}, "x": entry}, b"abcd"),
+         f"shard {p} is corrupt (missing num_samples)"),
+    ]
+    for write, message in cases:
+        write()
+        with pytest.raises(ShardCorruptError) as err:
+            read_shard_header(p)
+        assert str(err.value) == message
+    _raw_shard(p, b"{not json}")
+    with pytest.raises(ShardCorruptError, match=rf"^shard {p} is corrupt \(invalid safetensors header: "):
+        read_shard_header(p)
+    with pytest.raises(ShardCorruptError, match=rf"^cannot read shard {tmp_path / 'nope'}: "):
+        read_shard_header(tmp_path / "nope")
+    # a header longer than the limit is refused before it is read (the limit made small here)
+    monkeypatch.setattr(shards_module, "_MAX_HEADER", 16)
+    header = {"__metadata__": SIGMA_META, "x": entry}
+    _raw_shard(p, header, b"abcd")
+    with pytest.raises(ShardCorruptError, match=rf"header length {len(json.dumps(header))}, file size"):
+        read_shard_header(p)
+
+
+def test_shard_header_reports_what_it_read(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=2)
+    for i in range(2):
+        w.add(_sample(i))
+    p = w.shard_paths[0]
+    hdr = read_shard_header(p)
+    assert hdr["num_samples"] == 2 and hdr["file_size"] == p.stat().st_size
+    assert hdr["metadata"] == {"format": "sigma-shard", "format_version": "1", "num_samples": "2",
+                               "first_sample_index": "0"}
+    assert hdr["tensors"]["robot_state"]["shape"] == [2, 6] and "__metadata__" not in hdr["tensors"]
+
+
+def test_read_shard_faults_are_named_exactly(tmp_path):
+    from sigma_model.data.shards import serialize_safetensors
+
+    p = tmp_path / "shard_00000.safetensors"
+    meta = {"format": "sigma-shard", "num_samples": "2"}
+    text = {"text_utf8": torch.tensor(list(b"abcd"), dtype=torch.uint8), "text_offsets": torch.tensor([0, 2, 4])}
+    for tensors, message in (
+        ({"x": torch.zeros(2)}, f"shard {p} is corrupt (text fields: 'text_utf8')"),
+        ({**text, "text_offsets": torch.tensor([0, 2])},
+         f"shard {p} is corrupt (text fields: list index out of range)"),
+        ({**text, "x": torch.zeros(3)}, f"shard {p} is corrupt ('x' has 3 rows, expected 2)"),
+    ):
+        p.write_bytes(serialize_safetensors(tensors, meta))
+        with pytest.raises(ShardCorruptError) as err:
+            read_shard(p)
+        assert str(err.value) == message
+    p.write_bytes(serialize_safetensors({**text, "x": torch.arange(2)}, meta))
+    tensors, texts = read_shard(p)
+    assert texts == ["ab", "cd"] and list(tensors) == ["x"] and tensors["x"].tolist() == [0, 1]
+
+
+def _exact(exc_type, message, call):
+    with pytest.raises(exc_type) as err:
+        call()
+    assert str(err.value) == message
+
+
+def test_writer_defaults_errors_and_directories(tmp_path):
+    from sigma_model.data.shards import encode_shard, serialize_safetensors
+
+    w = ShardWriter(tmp_path / "a" / "b")  # parents are created
+    assert w.shard_size == 1000 and w.closed is False and (tmp_path / "a" / "b").is_dir()
+    _exact(ValueError, "shard_size must be >= 1, got 0", lambda: ShardWriter(tmp_path / "c", shard_size=0))
+    one = ShardWriter(tmp_path / "one", shard_size=1)
+    one.extend(_sample(i) for i in range(2))
+    assert [p.name for p in one.shard_paths] == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    # leftovers of an interrupted atomic write are removed; overwrite works without a meta.json
+    (tmp_path / "one" / ".shard_00002.safetensors.x1.tmp").write_bytes(b"partial")
+    ShardWriter(tmp_path / "one", shard_size=1)
+    assert not list((tmp_path / "one").glob(".*.tmp"))
+    assert ShardWriter(tmp_path / "one", shard_size=1, overwrite=True).skip_count == 0
+    one = ShardWriter(tmp_path / "one", shard_size=1)
+    one.add(_sample(0))
+    _exact(FileExistsError, f"{tmp_path / 'one'} already contains shards; pass resume=True or overwrite=True",
+           lambda: ShardWriter(tmp_path / "one", shard_size=1, resume=False))
+    # numbering gaps and shards of another shard_size name the file and what was expected
+    (tmp_path / "one" / "shard_00002.safetensors").write_bytes(encode_shard([_sample(2)], first_sample_index=2))
+    _exact(ShardCorruptError, "shard numbering has a gap: expected shard_00001.safetensors, found "
+           "shard_00002.safetensors", lambda: ShardWriter(tmp_path / "one", shard_size=1))
+    gap = tmp_path / "nofirst"
+    gap.mkdir()
+    p0 = gap / "shard_00000.safetensors"
+    p0.write_bytes(serialize_safetensors({"x": torch.zeros(1)}, {"format": "sigma-shard", "num_samples": "1"}))
+    _exact(ShardCorruptError, f"shard {p0} starts at sample -1, expected 0 (was it written with a different "
+           "shard_size than 1?)", lambda: ShardWriter(gap, shard_size=1))
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "shard_00000.safetensors").write_bytes(encode_shard([_sample(0)], first_sample_index=0))
+    (short / "shard_00001.safetensors").write_bytes(encode_shard([_sample(2), _sample(3)], first_sample_index=2))
+    _exact(ShardCorruptError, f"shard {short / 'shard_00000.safetensors'} holds 1 samples but shard_size is 2 and "
+           "it is not the last shard", lambda: ShardWriter(short, shard_size=2))
+
+
+def test_resume_logs_and_keeps_the_full_shards_checksums(tmp_path, caplog):
+    w = ShardWriter(tmp_path, shard_size=2)
+    w.extend(_sample(i) for i in range(5))
+    first = w.close({})
+    caplog.set_level("INFO", logger="sigma_model.data.shards")
+    w2 = ShardWriter(tmp_path, shard_size=2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "resume: shard_00002.safetensors is a partial final shard (1 samples); it will be rewritten",
+        f"resume: 2 full shards (4 samples) already in {tmp_path}",
+    ]
+    w2.add(_sample(4))
+    meta = w2.close({})
+    assert meta["shards"] == first["shards"] and meta["num_samples"] == 5
+    assert w2.closed is True and w2.close({}) is None  # a second close writes nothing
+    _exact(RuntimeError, "ShardWriter is closed", lambda: w2.add(_sample(5)))
+
+
+def test_meta_json_fields_and_abandon(tmp_path):
+    w = ShardWriter(tmp_path, shard_size=2)
+    w.add(_sample(0))
+    assert w.close() is None and not (tmp_path / "meta.json").exists()  # no meta given: none written
+    meta = ShardWriter(tmp_path, shard_size=2).write_meta({"note": 1}, complete=False)
+    assert {k: meta[k] for k in ("format", "format_version", "complete", "shard_size", "note")} == {
+        "format": "sigma-shard", "format_version": 1, "complete": False, "shard_size": 2, "note": 1}
+    w = ShardWriter(tmp_path / "ab", shard_size=2)
+    w.add(_sample(0))
+    w.abandon()
+    assert w.closed is True and w.num_buffered == 0 and w.close({}) is None
+    assert not list_shards(tmp_path / "ab")
+
+
+def test_dataset_defaults_errors_and_incomplete_meta(tmp_path):
+    _exact(FileNotFoundError, f"shard directory not found: {tmp_path / 'x'}", lambda: ShardDataset(tmp_path / "x"))
+    _exact(FileNotFoundError, f"no shard_*.safetensors (or shard_*.pt) files in {tmp_path}",
+           lambda: ShardDataset(tmp_path))
+    w = ShardWriter(tmp_path, shard_size=2)
+    w.extend(_sample(i) for i in range(2))
+    w.write_meta({}, complete=False)  # lists shard 0 only
+    w.extend(_sample(i) for i in range(2, 4))
+    ds = ShardDataset(tmp_path)  # an unfinished run: the shards on disk count, not meta.json's list
+    assert len(ds) == 4 and ds.cache_shards == 2
+    _exact(IndexError, "index 4 out of range for 4 samples", lambda: ds[4])
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    del meta["complete"]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    _exact(RuntimeError, f"{tmp_path}: preprocessing is not complete (meta.json complete != true); rerun "
+           "sigma-preprocess to resume it", lambda: ShardDataset(tmp_path, require_complete=True))
+
+
+def test_dataset_keeps_the_most_recently_used_shards(tmp_path, monkeypatch):
+    w = ShardWriter(tmp_path, shard_size=1)
+    w.extend(_sample(i) for i in range(3))
+    w.close({})
+    loads = []
+    real = shards_module.read_shard
+    monkeypatch.setattr(shards_module, "read_shard", lambda p: loads.append(p.name[6:11]) or real(p))
+    ds = ShardDataset(tmp_path, cache_shards=2)
+    for i in (0, 1, 2, 1, 0):
+        ds[i]
+    assert loads == ["00000", "00001", "00002", "00000"]  # 2 evicted 0 (least recently used); 1 stayed
+    loads.clear()
+    ds = ShardDataset(tmp_path, cache_shards=0)  # at least one
+    for i in (0, 0, 1, 0):
+        ds[i]
+    assert ds.cache_shards == 1 and loads == ["00000", "00001", "00000"]
+
+
+def test_checksums_are_cached_per_path(tmp_path):
+    from sigma_model.data.shards import verify_shard_checksum, _file_sha256
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.write_bytes(b"0123456789")
+    b.write_bytes(b"0123456780")  # same size
+    st = a.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+    good = _file_sha256(a)
+    verify_shard_checksum(a, good)
+    bad = _file_sha256(b)
+    _exact(ShardCorruptError, f"shard {b} does not match its checksum in meta.json (sha256 {bad[:12]}..., "
+           f"expected {good[:12]}...)", lambda: verify_shard_checksum(b, good))
+
+
+def test_header_edge_cases(tmp_path, monkeypatch):
+    p = tmp_path / "shard_00000.safetensors"
+    _raw_shard(p, b"7")  # a one-byte header: read, then refused as not an object
+    _exact(ShardCorruptError, f"shard {p} is corrupt (header is not a JSON object)", lambda: read_shard_header(p))
+    p.write_bytes(b"\xff" * 8)  # the length is unsigned
+    _exact(ShardCorruptError, f"shard {p} is truncated or corrupt (header length 18446744073709551615, file size 8)",
+           lambda: read_shard_header(p))
+    header = {"__metadata__": SIGMA_META}  # no tensors: the file is the header alone
+    _raw_shard(p, header)
+    assert read_shard_header(p)["num_samples"] == 1
+    monkeypatch.setattr(shards_module, "_MAX_HEADER", len(json.dumps(header)))  # a header of exactly the limit
+    assert read_shard_header(p)["tensors"] == {}
+    monkeypatch.undo()
+    _raw_shard(p, {"__metadata__": SIGMA_META, "x": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}}, b"abcd")
+    with pytest.raises(ShardCorruptError, match=rf"^shard {p} is corrupt: "):  # safetensors refuses the dtype
+        read_shard(p)

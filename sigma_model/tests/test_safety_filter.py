@@ -53,7 +53,7 @@ def test_joint_limits_clamp():
     f.feed_plan(0.0)
     d = f.step(np.array([3.0, -3.0, 0.9]), np.zeros(3), 0.0)
     np.testing.assert_allclose(d.command, [1.0, -1.0, 0.5])
-    assert d.clamped_limits
+    assert d.clamped_limits and not d.clamped_step and d.reasons == ["joint limits"]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -103,6 +103,7 @@ def test_no_state_no_command():
     f = make()
     d = f.step(None, None, 0.0)
     assert d.mode == MODE_NO_STATE and d.command is None and not d.publish
+    assert d.reasons == ["no plan", "no joint state", "no safe position known"]
 
 
 @pytest.mark.parametrize("reading", [2.5, 1e308, -1e308, 1.0 + 0.1 + 1e-9])
@@ -247,18 +248,47 @@ def test_never_nan_under_random_inputs():
             assert (d.command >= np.array(LOWER)).all() and (d.command <= np.array(UPPER)).all()
 
 
-@pytest.mark.parametrize("kw", [
-    dict(lower=[0.0, 0.0, 0.0], upper=[-1.0, 1.0, 1.0]),
-    dict(max_step=0.0),
-    dict(max_step=[0.1, 0.1]),
-    dict(lower=[np.nan, 0.0, 0.0]),
-    dict(plan_timeout_s=0.0),
-    dict(measurement_tolerance=0.2),
-    dict(measurement_tolerance=-0.01),
+@pytest.mark.parametrize("kw, message", [
+    (dict(lower=[0.0, 0.0, 0.0], upper=[-1.0, 1.0, 1.0]),
+     "lower limits must be <= upper limits: [0.0, 0.0, 0.0] > [-1.0, 1.0, 1.0]"),
+    (dict(max_step=0.0), "max_step must be > 0, got [0.0, 0.0, 0.0]"),
+    (dict(max_step=[0.1, 0.1]), "max_step must have 3 values, got shape [2]"),
+    (dict(lower=[np.nan, 0.0, 0.0]), "lower must be finite, got [nan, 0.0, 0.0]"),
+    (dict(upper=[1.0, 1.0]), "upper must have 3 values, got shape [2]"),
+    (dict(measurement_tolerance=[0.1, np.inf, 0.1]), "measurement_tolerance must be finite, got [0.1, inf, 0.1]"),
+    (dict(plan_timeout_s=0.0), "plan_timeout_s must be > 0, got 0.0"),
+    (dict(measurement_tolerance=0.2), "measurement_tolerance [0.2, 0.2, 0.2] must be <= max_step [0.1, 0.1, 0.1]"),
+    (dict(measurement_tolerance=-0.01), "measurement_tolerance must be >= 0, got [-0.01, -0.01, -0.01]"),
+    (dict(joint_names=(), lower=(), upper=()), "joint limits need at least one joint"),
 ])
-def test_bad_config_raises(kw):
-    with pytest.raises(ValueError):
+def test_bad_config_raises(kw, message):
+    with pytest.raises(ValueError) as err:
         make(**kw)
+    assert str(err.value) == message
+
+
+def test_config_reads_numbers_as_float_vectors_and_defaults_the_tolerance():
+    """Integer limits are stored as float64; the tolerance defaults to 0.1 rad (or max_step if smaller)."""
+    cfg = SafetyConfig(lower=[-1, -1], upper=[1, 1], max_step=0.3, joint_names=("a", "b"))
+    assert all(v.dtype == np.float64 for v in (cfg.lower, cfg.upper, cfg.max_step, cfg.measurement_tolerance))
+    assert cfg.measurement_tolerance.tolist() == [0.1, 0.1]
+    small_step = SafetyConfig(max_step=0.05, joint_names=("a",), lower=[-1], upper=[1])
+    assert small_step.measurement_tolerance.tolist() == [0.05]
+    f = SafetyFilter(cfg)  # a reading 0.12 beyond the limit is beyond the default tolerance: a fault
+    assert f.step(None, [1.12, 0.0], 0.0).fault and not f.step(None, [1.08, 0.0], 0.0).fault
+
+
+def test_a_one_joint_arm_is_filtered_like_any_other():
+    f = SafetyFilter(SafetyConfig(lower=[-1.0], upper=[1.0], max_step=0.1, joint_names=("gripper",)))
+    f.feed_plan(0.0)
+    d = f.step([0.5], [0.0], 0.0)
+    assert d.mode == MODE_TRACK and d.command.tolist() == [0.1]
+
+
+def test_the_first_hold_counts():
+    f = make()
+    d = f.step(None, np.zeros(3), 0.0)  # no plan yet: hold the measurement
+    assert d.mode == MODE_HOLD and f.holds == 1
 
 
 def test_a_hold_without_a_target_says_whether_the_plan_is_missing_or_stale():
