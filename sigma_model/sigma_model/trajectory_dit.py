@@ -115,6 +115,18 @@ class TrajectoryDiT(nn.Module):
             h = block(h, mod, kv)
         return self.out(self.out_norm(h))
 
+    def step_plan(self, context, context_valid, condition, steps: int):
+        """Return the step size and what every Euler step of a plan shares.
+
+        Per block: its modulation at each step's time (6 x [steps, B, 1, d]) and its cross-attention keys and values.
+        """
+        dt = 1.0 / steps
+        t = torch.tensor([i * dt for i in range(steps)], device=condition.device, dtype=condition.dtype)
+        cond = self.step_condition(t[:, None].expand(steps, condition.shape[0]), condition)  # [steps, B, d]
+        mods = [block.modulation(cond) for block in self.blocks]
+        kvs = [block.context_kv(context, context_valid) for block in self.blocks]
+        return dt, mods, kvs
+
     def sample(self, context, context_valid, condition, steps: int, generator: torch.Generator | None = None,
                noise_scale: float = 1.0) -> torch.Tensor:
         """Integrate with Euler steps from seeded noise times `noise_scale` (0: from the noise mean).
@@ -130,13 +142,7 @@ class TrajectoryDiT(nn.Module):
         if not self.training:
             return euler(x, *plan(self, context, context_valid, condition, steps), self.blocks[0].self_attn.num_heads,
                          self.blocks[0].norm1.eps)
-        dt = 1.0 / steps
-        t = torch.tensor([i * dt for i in range(steps)], device=condition.device, dtype=condition.dtype)[
-            :, None
-        ].expand(steps, b)
-        cond = self.step_condition(t, condition)  # [steps, B, d]
-        mods = [block.modulation(cond) for block in self.blocks]  # per block: 6 x [steps, B, 1, d]
-        kvs = [block.context_kv(context, context_valid) for block in self.blocks]
+        dt, mods, kvs = self.step_plan(context, context_valid, condition, steps)
         for i in range(steps):
             x = x + dt * self._velocity(x, [[m[i] for m in mod] for mod in mods], kvs)
         return x

@@ -28,18 +28,14 @@ import torch.nn.functional as F
 def plan(dit, context: torch.Tensor, context_valid: torch.Tensor, condition: torch.Tensor, steps: int):
     """Return :func:`euler`'s per-step, per-block and head tensors and its mask (None when all keys are valid)."""
     b = condition.shape[0]
-    dt = 1.0 / steps
-    t = torch.tensor([i * dt for i in range(steps)], device=condition.device, dtype=condition.dtype)
-    cond = dit.step_condition(t[:, None].expand(steps, b), condition)  # [steps, B, d]
+    dt, mods, kvs = dit.step_plan(context, context_valid, condition, steps)
     per_step: list[list[torch.Tensor]] = [[] for _ in range(steps)]
     per_block: list[list[torch.Tensor]] = []
-    for block in dit.blocks:
-        s1, b1, g1, s2, b2, g2 = block.modulation(cond)  # each [steps, B, 1, d]
+    for block, (s1, b1, g1, s2, b2, g2), (k, v, _) in zip(dit.blocks, mods, kvs):  # modulation: [steps, B, 1, d]
         for i, mod in enumerate(zip((1 + s1).unbind(), b1.unbind(), g1.unbind(), (1 + s2).unbind(), b2.unbind(),
                                     g2.unbind())):
             per_step[i].extend(mod)
         sa, ca, norm, mlp = block.self_attn, block.cross_attn, block.norm_cross, block.mlp
-        k, v, _ = block.context_kv(context, context_valid)
         per_block.append([sa.in_proj_weight, sa.in_proj_bias, sa.out_proj.weight, sa.out_proj.bias,
                           norm.weight, norm.bias, ca.in_proj_weight[: ca.embed_dim], ca.in_proj_bias[: ca.embed_dim],
                           k, v, ca.out_proj.weight, ca.out_proj.bias,
