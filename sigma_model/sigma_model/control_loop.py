@@ -11,6 +11,12 @@ calls :meth:`ControlLoop.on_plan`, :meth:`ControlLoop.on_joint_state` and, at ``
   does not delay a plan (``align_plans_to_stamp``; counted from the tick that first uses it); the first
   plan since the start or a reset starts at step 0, because the arm held still since its frame; a plan
   runs at least ``min_plan_ticks`` ticks before a newer one replaces it;
+* or, with ``sync_plans`` (synchronous inference, as LeRobot's own control loop), runs each plan for
+  ``min_plan_ticks`` ticks from step 0, then holds its last command and asks for a plan of a camera
+  frame stamped from that tick on (``TickResult.plan_request_ns``, repeated every tick until it comes);
+  that plan starts at step 0, because the arm held still since its frame, and earlier plans are not used.
+  A plan asked for (or the first since start or reset) that has not come within ``plan_timeout_s``
+  (lost, or refused) is asked for again with a new stamp, so a lost plan never stalls the arm for good;
 * uses only fresh inputs, judged by header stamp (:mod:`sigma_model.freshness`): plans whose
   camera frame is older than ``plan_timeout_s``, joint states older than ``joint_state_timeout_s``,
   stamps in the future or out of order are refused (counted), and a measurement that grew stale
@@ -41,6 +47,7 @@ class ControlLoopConfig:
     min_plan_ticks: int = 8
     hold_before_first_plan: bool = True
     accept_unstamped: bool = False
+    sync_plans: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate_hz > 0:
@@ -55,6 +62,7 @@ class TickResult:
     publish: bool  # send decision.command now (False in dry run, before the first plan if so configured)
     plan_id: int = -1
     step_index: int = -1
+    plan_request_ns: int | None = None  # sync_plans: the next plan must come from a frame stamped at or after this
 
 
 class ControlLoop:
@@ -78,6 +86,8 @@ class ControlLoop:
         self.pending: tuple[Any, int, int] | None = None  # (plan, plan_id, stamp) waiting for min_plan_ticks
         self.ticks_on_plan = 0
         self.start = 0  # the plan's step at its first tick
+        self.request_ns: int | None = None  # sync_plans: the stamp the next plan's frame must reach
+        self.waiting_since: int | None = None  # sync_plans: first tick without a plan since start or reset
         self.state: np.ndarray | None = None
         self.state_stamp: int | None = None
         self.state_invalid = False
@@ -88,6 +98,13 @@ class ControlLoop:
         """Return a plan computed from the camera frame stamped ``stamp_ns``; raises StaleInput if refused."""
         stamp_ns = self.plan_gate.accept(stamp_ns, now_ns)
         now_s = now_ns / NS
+        if self.config.sync_plans:
+            if (self.plan is None and self.request_ns is None) or (
+                    self.request_ns is not None and stamp_ns >= self.request_ns):
+                self.plan, self.ticks_on_plan, self.request_ns = (plan, int(plan_id), None), 0, None
+                self.waiting_since = None
+                self.safety.feed_plan(now_s)
+            return  # (a plan of a frame before the request: the arm moved on since, it is not used)
         self.pending = (plan, int(plan_id), stamp_ns)
         if self.plan is None or self.ticks_on_plan >= self.config.min_plan_ticks or self.safety.plan_stale(now_s):
             self._adopt_pending()
@@ -104,7 +121,7 @@ class ControlLoop:
 
     def clear_plans(self) -> None:
         """Drop the current and pending plans (a new episode): the arm holds until the next plan."""
-        self.plan = self.pending = None
+        self.plan = self.pending = self.request_ns = self.waiting_since = None
 
     def _adopt_pending(self) -> None:
         plan, plan_id, stamp = self.pending
@@ -122,10 +139,32 @@ class ControlLoop:
             return None
         return self.state
 
+    def _wait_for_plan(self, current, now_ns: int) -> TickResult:
+        """sync_plans, no plan to run: hold, and ask (again, after plan_timeout_s) for the plan of a frame from now on."""
+        timeout_ns = int(self.safety.config.plan_timeout_s * NS)
+        if self.plan is not None and self.request_ns is None:  # the plan is done
+            self.request_ns = now_ns
+        elif self.plan is None and self.request_ns is None and self.waiting_since is None:
+            self.waiting_since = now_ns  # the first plan since start or reset comes unasked
+        since = self.request_ns if self.request_ns is not None else self.waiting_since
+        if since is not None and now_ns - since > timeout_ns:  # it did not come (lost or refused): ask again
+            self.request_ns = now_ns
+        now_s = now_ns / NS
+        if self.plan is None and not self.config.hold_before_first_plan:
+            fault = self.safety.check_measurement(current)[1]
+            reasons = ["no plan yet (silent)"] + ([fault] if fault else [])
+            return TickResult(SafetyDecision(None, MODE_HOLD, False, reasons, fault=bool(fault)), False,
+                              plan_request_ns=self.request_ns)
+        decision = self.safety.step(None, current, now_s)
+        decision.reasons.insert(0, "waiting for the plan of a frame from now on (sync_plans)")
+        return TickResult(decision, decision.publish and decision.command is not None, plan_request_ns=self.request_ns)
+
     def tick(self, now_ns: int) -> TickResult:
         now_s = now_ns / NS
         current = self.measured(now_ns)
         target, plan_id, step = None, -1, -1
+        if self.config.sync_plans and (self.plan is None or self.ticks_on_plan >= self.config.min_plan_ticks):
+            return self._wait_for_plan(current, now_ns)
         if self.plan is not None and not self.safety.plan_stale(now_s):
             plan, plan_id, stamp = self.plan
             if self.ticks_on_plan == 0:

@@ -278,3 +278,53 @@ def test_dry_run_computes_but_does_not_publish():
     r = loop.tick(T0)
     assert r.decision.mode == MODE_TRACK and not r.publish
     np.testing.assert_allclose(r.decision.command, 0.1)
+
+
+def test_sync_plans_hold_at_each_end_and_run_the_next_plan_from_step_0():
+    """Synchronous inference: a plan's min_plan_ticks steps from step 0, then hold + request.
+
+    Until a plan of a frame stamped from the request on comes; older plans are not used.
+    """
+    loop, calls = make_loop(min_plan_ticks=3, sync_plans=True)
+    loop.on_plan((1, 0.0), 1, T0 - 5 * PERIOD, T0)  # the first plan: step 0 whatever its age
+    seen, now = run_ticks(loop, T0, 3)
+    assert seen == [(1, 0), (1, 1), (1, 2)]
+    now += PERIOD
+    loop.on_joint_state(np.array([0.0, 0.0]), now, now)
+    r = loop.tick(now)  # the plan is done
+    assert (r.plan_id, r.plan_request_ns, r.decision.mode) == (-1, now, MODE_HOLD)
+    assert r.publish and r.decision.command.tolist() == [0.02, 0.02]  # its last command, held
+    request = now
+    loop.on_plan((2, 0.5), 2, request - 1, now)  # computed from a frame before the request: not used
+    more, now = run_ticks(loop, now, 2)
+    assert more == [(-1, -1), (-1, -1)]
+    r = loop.tick(now)
+    assert r.plan_request_ns == request  # repeated until the plan comes, with the same stamp
+    loop.on_plan((3, 0.3), 3, request + PERIOD // 2, now + PERIOD)  # late, from a frame after the request: step 0
+    more, now = run_ticks(loop, now, 4)
+    assert more == [(3, 0), (3, 1), (3, 2), (-1, -1)]
+    assert [c for c in calls if c[0] == 2] == []
+    loop.clear_plans()
+    assert loop.request_ns is None
+
+
+def test_sync_plans_ask_again_for_a_plan_that_does_not_come():
+    """A lost (or refused) plan must not stall the arm for good: after plan_timeout_s the loop asks again."""
+    loop, _ = make_loop(min_plan_ticks=2, sync_plans=True, plan_timeout_s=0.5)
+    seen, now = run_ticks(loop, T0, 3)  # start: the first plan comes unasked
+    assert seen == [(-1, -1)] * 3 and loop.request_ns is None
+    _, now = run_ticks(loop, now, 4)  # more than 0.5 s without it: ask
+    first = loop.request_ns
+    assert first is not None and first > T0
+    loop.on_plan((1, 0.0), 1, first - 1, now)  # an old plan: not the one asked for
+    seen, now = run_ticks(loop, now, 2)
+    assert seen == [(-1, -1)] * 2
+    loop.on_plan((2, 0.0), 2, first, now)
+    seen, now = run_ticks(loop, now, 3)
+    assert seen == [(2, 0), (2, 1), (-1, -1)]  # done: a new request
+    done = loop.request_ns
+    assert done == now
+    _, now = run_ticks(loop, now, 5)
+    assert loop.request_ns == done  # repeated within plan_timeout_s
+    _, now = run_ticks(loop, now, 1)
+    assert loop.request_ns == now > done  # then asked again, with a new stamp

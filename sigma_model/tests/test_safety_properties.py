@@ -80,7 +80,7 @@ def test_safety_filter_never_lets_an_unsafe_command_out(cfg, events, seed):
        loop_config=st.builds(ControlLoopConfig, rate_hz=st.sampled_from([10.0, 30.0, 100.0]),
                              joint_state_timeout_s=st.floats(0.05, 1.0), min_plan_ticks=st.integers(1, 10),
                              align_plans_to_stamp=st.booleans(), hold_before_first_plan=st.booleans(),
-                             accept_unstamped=st.booleans()))
+                             accept_unstamped=st.booleans(), sync_plans=st.booleans()))
 def test_control_loop_never_lets_an_unsafe_command_out(cfg, events, seed, loop_config):
     from sigma_model.freshness import StaleInput
 

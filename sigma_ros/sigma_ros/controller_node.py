@@ -63,7 +63,7 @@ class ControllerNode(SigmaNode):
 
     def configure(self) -> None:
         from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray
+        from std_msgs.msg import Float64MultiArray, Header
         from trajectory_msgs.msg import JointTrajectory
         from sigma_ros_msgs.msg import ActionPlan
 
@@ -82,6 +82,7 @@ class ControllerNode(SigmaNode):
             align_plans_to_stamp=self.p.align_plans_to_stamp,
             min_plan_ticks=self.p.min_plan_ticks or self.config.n_action_steps,
             hold_before_first_plan=self.p.publish_hold_without_plan, accept_unstamped=self.p.accept_unstamped,
+            sync_plans=self.p.sync_plans,
         ))
         self.safety = safety
         self.period = 1.0 / self.p.rate_hz
@@ -95,6 +96,9 @@ class ControllerNode(SigmaNode):
         cmd_type = JointTrajectory if self.p.output_type == "joint_trajectory" else Float64MultiArray
         self.cmd_pub = self.make_publisher(cmd_type, topic("motor_commands"), qos.COMMAND)
         self.dry_pub = self.make_publisher(Float64MultiArray, "~/dry_run_commands", qos.COMMAND)
+        self._Header = Header
+        self.request_pub = (self.make_publisher(Header, topic("plan_request"), qos.PIPELINE) if self.p.sync_plans
+                            else None)
         self.subscribe(ActionPlan, topic("action_plan"), "action_plan", self.on_plan, qos.PIPELINE)
         self.subscribe(JointState, topic("joint_states"), "joint_states", self.on_joint_state, qos.SENSOR)
         self.tick_timer = self.make_timer(self.period, self.on_tick, autostart=False)
@@ -168,6 +172,10 @@ class ControllerNode(SigmaNode):
             self.log_throttled("control", "control tick failed: holding")
             self.stats.drop("control_errors")
         decision = result.decision
+        if result.plan_request_ns is not None:  # sync_plans: the plan is done, the arm holds until the next one
+            request = self._Header()
+            request.stamp.sec, request.stamp.nanosec = divmod(result.plan_request_ns, 1_000_000_000)
+            self.request_pub.publish(request)
         if result.plan_id >= 0:
             self.last_plan_id, self.last_step_index = result.plan_id, result.step_index
         if decision.fault:

@@ -76,6 +76,9 @@ class DemoConfig:
     max_episode_s: float = 15.0  # simulated seconds per episode
     real_time_factor: float = 1.0  # wall-clock speed of sim + controller (< 1 on slow machines)
     step_mode: str = "timer"  # sim stepping: wall-clock timer, or on_command: one step per motor command
+    # the arm holds at each plan's end until the plan of a frame from then on (LeRobot's synchronous loop, as the
+    # in-process evaluation); false: plans run on, aligned to their frame's stamp (latency hiding)
+    sync_plans: bool = True
     # processes: one process per Sigma node (like ros2 launch); single_process: the nodes in this process too
     composition: str = COMPOSITIONS[0]
     config_file: str | None = None  # ROS 2 parameter file (default: config/sigma.yaml)
@@ -286,7 +289,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     params_file = cfg.config_file or str(graph.default_config_file())
     domain_id = cfg.domain_id if cfg.domain_id is not None else domain_id_for("sigma-demo")
     rate = 30.0 * cfg.real_time_factor
-    common = {"telepathy": cfg.telepathy, "torch_threads": 1}
+    common = {"telepathy": cfg.telepathy, "torch_threads": 1, "sync_plans": cfg.sync_plans}
     overrides = {spec.name: dict(common) for spec in graph.NODES}
     overrides["controller_node"].update(rate_hz=rate, output_type="joint_trajectory")
     overrides["action_node"]["use_adapter"] = bool(cfg.adapter)
@@ -454,7 +457,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "checkpoint": checkpoint, "episodes": len(results), "successes": ok,
         "episode_success_rate": ok / max(1, len(results)),
         "mean_time_to_success_s": sum(times) / len(times) if times else None,
-        "telepathy": cfg.telepathy, "adapter": cfg.adapter, "single_process": single_process,
+        "telepathy": cfg.telepathy, "adapter": cfg.adapter, "sync_plans": cfg.sync_plans,
+        "single_process": single_process,
         "sim_timing_ms": timing, "latency_ms": lat, "episodes_detail": results,
         "wall_s": time.perf_counter() - t_start,
     }

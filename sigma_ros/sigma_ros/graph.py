@@ -114,6 +114,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         "action_plan", "sigma/action_plan", "sigma_ros_msgs/msg/ActionPlan", "Action plan (action -> controller)"
     ),
     TopicSpec(
+        "plan_request",
+        "sigma/plan_request",
+        "std_msgs/msg/Header",
+        "sync_plans: the next plan must come from a camera frame stamped at or after this (controller -> perception)",
+    ),
+    TopicSpec(
         "status", "sigma/status", "sigma_ros_msgs/msg/Status", "Per-node status: latency, rates, dropped inputs, mode"
     ),
     TopicSpec(
@@ -131,7 +137,7 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("perception_node", "sigma-perception", "sigma_ros.perception_node", "PerceptionNode",
              "Cognitive vision workspace: camera/depth/audio/joint states + tau -> vision and state tokens",
              ("camera", "depth", "audio", "joint_states", "telepathy_factors", "vision_tokens", "state_tokens", "reset",
-              "status", "diagnostics")),
+              "plan_request", "status", "diagnostics")),
     NodeSpec("language_node", "sigma-language", "sigma_ros.language_node", "LanguageNode",
              "Language intent workspace: instruction + tokens -> telepathy factors, semantic memory, high-level rep",
              ("instruction", "vision_tokens", "telepathy_factors", "semantic_memory", "semantic_memory_kept",
@@ -142,7 +148,7 @@ NODES: tuple[NodeSpec, ...] = (
               "action_plan", "reset", "status", "diagnostics")),
     NodeSpec("controller_node", "sigma-controller", "sigma_ros.controller_node", "ControllerNode",
              "Action fusion + low-level controller at a fixed rate, with the safety filter -> motor commands",
-             ("action_plan", "joint_states", "motor_commands", "reset", "status", "diagnostics")),
+             ("action_plan", "joint_states", "motor_commands", "reset", "plan_request", "status", "diagnostics")),
 )
 NODE_BY_NAME = {n.name: n for n in NODES}
 #: The robot side, added to the graph by ``robot:=<type>`` (launch) / ``--robot=<type>`` (sigma-graph).

@@ -96,6 +96,9 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("device", "cpu", "torch device of this node's workspace"),
     Param("torch_threads", 0, "torch intra-op threads for this process (0 = torch default)", min=0, max=256),
     Param("telepathy", True, "Telepathy on (tau modulates vision and adds the residual) or the tau = 0 baseline"),
+    Param("sync_plans", False, "Synchronous inference, as LeRobot's own loop: the arm holds at the end of each plan "
+          "until the plan of a frame from then on is there, and runs it from step 0 (false: plans run on, the next "
+          "one aligned to its frame's stamp)"),
     Param("joint_names", ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"],
           "Joint names in the order of the model's state/action vectors"),
     Param("joint_lower_limits", list(SO101_LOWER_LIMITS), "Lower joint position limits (rad), in joint_names order"),

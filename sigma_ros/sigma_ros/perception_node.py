@@ -17,6 +17,10 @@ would be nearer to a frame than the newest one (the state of the frame's own tic
 flight), the frame waits for it, or at the latest for the next frame.
 An implausible joint state (beyond the limits by more than ``joint_state_tolerance_rad``) is
 refused and invalidates the earlier ones, so frames wait for a valid measurement.
+
+Which frames run the model: the first after start or reset, then every ``frame_stride``-th; with
+``sync_plans`` instead the first frame stamped at or after each ``plan_request`` of the controller
+(the end of its plan), so plans come exactly when the arm waits for them.
 """
 
 from __future__ import annotations
@@ -116,6 +120,12 @@ class PerceptionNode(SigmaNode):
         self.subscribe(TelepathyFactors, topic("telepathy_factors"), "telepathy_factors", self.on_tau, qos.PIPELINE)
         if self.use_depth:
             self.subscribe(Image, topic("depth"), "depth", self.on_depth, qos.SENSOR)
+        self.request_ns: int | None = None  # sync_plans: the next frame stamped from then on runs the model
+        self.last_request_ns = 0
+        if self.p.sync_plans:
+            from std_msgs.msg import Header
+
+            self.subscribe(Header, topic("plan_request"), "plan_request", self.on_plan_request, qos.PIPELINE)
 
     def activate(self) -> None:
         """Activate; inputs from before (or while) inactive are not used: the next frame waits for a new joint state."""
@@ -156,6 +166,11 @@ class PerceptionNode(SigmaNode):
         self.depth_stamp = self.accept_stamp("depth", msg.header)
         self.depth = depth
 
+    def on_plan_request(self, msg) -> None:
+        stamp = stamp_key(msg)  # a std_msgs/Header
+        if stamp > self.last_request_ns and not self.skip_before_reset("plan_request", stamp):
+            self.request_ns = self.last_request_ns = stamp  # (the controller repeats a request until it is served)
+
     def on_tau(self, msg) -> None:
         tau = tensor_from_msg(msg.tau, [None, self.config.d_tau], "telepathy_factors.tau")
         if self.skip_before_reset("telepathy_factors", stamp_key(msg.header)):
@@ -170,6 +185,7 @@ class PerceptionNode(SigmaNode):
         self.tau, self.tau_stamp, self.tau_stamp_ns = None, None, 0
         self.frames_since_step = None
         self.pending_frame = None
+        self.request_ns = None
 
     def within(self, stamp: int, frame_stamp: int, timeout_s: float) -> bool:
         return stamp != 0 and abs(frame_stamp - stamp) <= timeout_s * NS
@@ -193,7 +209,11 @@ class PerceptionNode(SigmaNode):
             return
         if self.frames_since_step is not None:
             self.frames_since_step += 1
-            if self.frames_since_step < self.frame_stride:
+            if self.p.sync_plans:
+                if self.request_ns is None or frame_stamp < self.request_ns:
+                    return  # the controller's plan is not done yet
+                self.request_ns = None
+            elif self.frames_since_step < self.frame_stride:
                 return  # between plans (frame_stride)
         self.frames_since_step = 0
         header = msg.header

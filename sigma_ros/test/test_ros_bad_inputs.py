@@ -541,3 +541,51 @@ def test_every_node_skips_data_stamped_before_a_reset(h):
             wait_drop(h, node, f"{key}_before_reset", b)
     assert h.by_name["controller_node"].loop.plan is None  # the old plan was not adopted: the arm holds
     h.probe.destroy_publisher(reset)
+
+
+def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
+    """sync_plans: after the first frame, the model runs only on the first frame stamped at or after a plan request.
+
+    A repeated request (same stamp) does not run it again.
+    """
+    from std_msgs.msg import Header
+
+    from sigma_ros import graph, qos
+
+    ms = 1_000_000
+    blank = np.zeros((96, 96, 3), np.uint8)
+    with GraphHarness("test_ros_sync_requests", nodes=("perception_node",),
+                      overrides={"perception_node": {"sync_plans": True}}) as g:
+        request = g.probe.create_publisher(Header, graph.TOPIC_BY_KEY["plan_request"].name, qos.PIPELINE)
+        g.wait_matched()
+        deadline = time.monotonic() + 5
+        while request.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        g.stream_joint_states(Q0)
+        time.sleep(0.3)
+
+        def frame(offset_ms=0):
+            t = g.probe.get_clock().now().nanoseconds + offset_ms * ms
+            g.send_image(blank, stamp=_time(t))
+            time.sleep(0.1)
+            return t
+
+        frame()
+        g.rec.wait_for("vision_tokens", 1, 10)  # the first frame after start
+        for _ in range(3):
+            frame()
+        t_req = g.probe.get_clock().now().nanoseconds + 300 * ms
+        request.publish(Header(stamp=_time(t_req)))
+        time.sleep(0.1)
+        frame()  # stamped before the request
+        time.sleep(0.3)
+        assert g.rec.count("vision_tokens") == 1
+        time.sleep(0.3)
+        frame()  # the first one from the request on
+        g.rec.wait_for("vision_tokens", 2, 10)
+        request.publish(Header(stamp=_time(t_req)))  # repeated while the controller waited
+        time.sleep(0.1)
+        frame()
+        time.sleep(0.3)
+        assert g.rec.count("vision_tokens") == 2
+        g.probe.destroy_publisher(request)

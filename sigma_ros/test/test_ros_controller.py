@@ -243,3 +243,48 @@ def test_reset_drops_the_plan_and_holds(model):
         time.sleep(0.2)
         cmds, _ = commands(h)
         assert np.array_equal(cmds[-1], cmds[-2])
+
+
+def test_sync_plans_hold_at_the_plan_end_and_ask_for_the_next_plan(model):
+    """sync_plans: a plan runs min_plan_ticks steps from step 0, then the arm holds its last command.
+
+    The controller asks (sigma/plan_request) for a plan of a frame stamped from then on; that one runs from step 0,
+    older ones never.
+    """
+    from std_msgs.msg import Header
+
+    from sigma_ros import graph, qos
+
+    with settled_controller("test_ros_controller_sync", sync_plans=True, min_plan_ticks=4) as h:
+        requests = []
+        h.probe.create_subscription(Header, graph.TOPIC_BY_KEY["plan_request"].name,
+                                    lambda m: requests.append(m.stamp.sec * 1_000_000_000 + m.stamp.nanosec),
+                                    qos.PIPELINE)
+        time.sleep(0.3)
+        (msg_a, act_a), (msg_b, act_b), (msg_c, act_c) = (make_plan(model, h, s) for s in (21, 22, 23))
+        msg_a.header.stamp = h.now()  # (after a request the controller may have made while no plan came)
+        stamp_a = msg_a.header.stamp.sec * 1_000_000_000 + msg_a.header.stamp.nanosec
+        h.pub_internal["action_plan"].publish(msg_a)
+        deadline = time.monotonic() + 5
+        while not any(r > stamp_a for r in requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        after = [r for r in requests if r > stamp_a]
+        assert after, "no plan request after the plan's 4 ticks"
+        h.pub_internal["action_plan"].publish(msg_b)  # its frame is older than the request: never run
+        time.sleep(0.3)
+        after = [r for r in requests if r > stamp_a]
+        assert len(set(after)) == 1 and len(after) > 3  # the same request, repeated while the arm holds
+        msg_c.header.stamp = h.now()  # a frame from after the request
+        h.pub_internal["action_plan"].publish(msg_c)
+        time.sleep(0.5)
+        cmds, _ = commands(h)
+        start = first_plan_command(cmds)
+        want_a, want_c = plan_ticks(model, act_a, range(4)), plan_ticks(model, act_c, range(4))
+        for k in range(4):
+            np.testing.assert_allclose(cmds[start + k], want_a[k], atol=1e-5)
+        held = start + 4
+        n_held = next(i for i in range(held, len(cmds)) if not np.allclose(cmds[i], want_a[3], atol=1e-9)) - held
+        assert n_held > 3  # the hold: plan a's last command
+        for k in range(4):
+            np.testing.assert_allclose(cmds[held + n_held + k], want_c[k], atol=1e-5)
+        assert not any(np.allclose(c, w, atol=1e-5) for c in cmds for w in plan_ticks(model, act_b, range(8)))
