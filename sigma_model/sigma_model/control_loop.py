@@ -140,7 +140,7 @@ class ControlLoop:
         return self.state
 
     def _wait_for_plan(self, current, now_ns: int) -> TickResult:
-        """sync_plans, no plan to run: hold, and ask (again, after plan_timeout_s) for the plan of a frame from now on."""
+        """sync_plans, no plan to run: hold; ask (again after plan_timeout_s) for the plan of a frame from now on."""
         timeout_ns = int(self.safety.config.plan_timeout_s * NS)
         if self.plan is not None and self.request_ns is None:  # the plan is done
             self.request_ns = now_ns
