@@ -1,13 +1,23 @@
 # Copyright 2026 The Sigma Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Replay's per-batch records, observations and episode state against hand-computed values."""
+"""Offline replay's parts and results against hand-computed values: records, observations, episode state, replay()."""
 
 from __future__ import annotations
+
+import re
+import time
 
 import pytest
 import torch
 
-from sigma_model.evaluation.replay import batch_record
+from sigma_model import SigmaModel
+from sigma_model.evaluation.replay import (
+    EpisodeState, ReplayConfig, batch_record, episode_batches, iterate_batches, observation_from_batch, per_sample_mse,
+    replay,
+)
+from sigma_model.testing import make_tau_matter_
+from sigma_model.training.batching import SyntheticWindows, collate_samples, prepare_image
+from test_eval_replay import _episodes
 
 
 def test_batch_record_by_hand():
@@ -28,3 +38,143 @@ def test_batch_record_by_hand():
         "hard_mse_vec": pytest.approx(2.0), "hard_mse_chk": pytest.approx(0.5), "hard_mse_trj": pytest.approx(4.5),
         "num_within_thresholds": 1,
     }
+
+
+def test_batch_record_without_tau_alignment_success_or_hard_samples():
+    acts = (torch.ones(2, 2), torch.ones(2, 1, 2), torch.ones(2, 1, 2))
+    rec = batch_record("baseline", 0, acts, acts, None, None, {"vec": 0.0, "chunk": 0.0, "traj": 0.0})
+    assert rec["tau_l2"] is None and rec["sem_align"] is None
+    assert rec["num_hard"] == 0  # every MSE is 0, and a hard sample needs MSE > threshold
+    assert rec["hard_mse_vec"] is None and rec["hard_mse_chk"] is None and rec["hard_mse_trj"] is None
+    assert "num_within_thresholds" not in rec
+
+
+def test_observation_from_batch_by_hand(config):
+    """The first frame of a window, images as the trainer prepares them, robot_state padded or cut to state_dim."""
+    s = config.state_dim
+    image = torch.full((2, 2, config.image_channels, 16, 16), 51, dtype=torch.uint8)  # [B,T,C,H,W], 16 px
+    image[:, 1] = 255  # the second frame is not the observation
+    state = torch.arange(2 * 2 * (s - 2), dtype=torch.float64).reshape(2, 2, s - 2)  # [B,T,S-2]
+    audio = torch.ones(2, config.audio_chunk_samples, dtype=torch.float64)
+    obs, corrected = observation_from_batch({"vision_inputs": image, "robot_state": state, "audio": audio},
+                                            config, torch.device("cpu"))
+    assert corrected
+    assert obs.image.shape == (2, config.image_channels, config.image_size, config.image_size)
+    torch.testing.assert_close(obs.image, torch.full_like(obs.image, 0.2))  # 51 / 255, resized, constant
+    assert obs.robot_state.dtype == torch.float32
+    assert torch.equal(obs.robot_state, torch.cat([state[:, 0].float(), torch.zeros(2, 2)], dim=1))
+    assert obs.audio.dtype == torch.float32 and torch.equal(obs.audio, torch.ones(2, config.audio_chunk_samples))
+    # the trainer's own reading of an image batch is the same
+    trainer_image = prepare_image(image, config)
+    assert torch.equal(obs.image, trainer_image)
+    # longer states are cut (corrected), exact ones kept (not corrected), no audio is None
+    long_state = torch.arange(2 * (s + 3), dtype=torch.float32).reshape(2, s + 3)
+    obs, corrected = observation_from_batch({"vision_inputs": image[:, 0], "robot_state": long_state}, config,
+                                            torch.device("cpu"))
+    assert corrected and torch.equal(obs.robot_state, long_state[:, :s]) and obs.audio is None
+    obs, corrected = observation_from_batch({"vision_inputs": image[:, 0], "robot_state": long_state[:, :s]},
+                                            config, torch.device("cpu"))
+    assert not corrected and torch.equal(obs.robot_state, long_state[:, :s])
+    with pytest.raises(ValueError, match=re.escape(f"robot_state must be [B,S] (or [B,T,S]), got [2, 1, 1, {s}]")):
+        observation_from_batch({"vision_inputs": image[:, 0], "robot_state": long_state[:, None, None, :s]},
+                               config, torch.device("cpu"))
+
+
+def test_episode_state_carries_each_episode_and_checks_the_order():
+    st = EpisodeState(d_tau=2, d_model=3)
+    assert EpisodeState.keys({"episode_index": torch.tensor([0])}) is None  # no frame_index: nothing to carry
+    assert EpisodeState.keys({"frame_index": torch.tensor([0])}) is None
+    assert EpisodeState.keys({"episode_index": torch.tensor([[4], [5]]), "frame_index": torch.tensor([1, 2])}) == [
+        (4, 1), (5, 2)]
+    keys, texts = [(0, 0), (1, 0)], ["a", "b"]
+    tau, memory, carried = st.previous(keys, texts, "cpu")
+    assert carried == 0 and torch.equal(tau, torch.zeros(2, 2)) and torch.equal(memory, torch.zeros(2, 3))
+    st.update(keys, texts, torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]))
+    # episode 1 changes its instruction: its tau is carried, its memory starts from zero
+    tau, memory, carried = st.previous([(2, 0), (1, 3), (0, 1)], ["c", "new", "a"], "cpu")
+    assert carried == 2
+    assert torch.equal(tau, torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 2.0]]))
+    assert torch.equal(memory, torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+    with pytest.raises(ValueError, match=re.escape(
+            "episode 0: window at frame 0 replayed after frame 0; the windows of an episode must come in frame order")):
+        st.previous([(0, 0)], ["a"], "cpu")  # the same frame again is out of order too
+    with pytest.raises(ValueError, match=re.escape(
+            "a batch holds two windows of episode 1: batch the windows with episode_batches so each window follows "
+            "its predecessor")):
+        st.previous([(1, 5), (1, 6)], ["b", "b"], "cpu")
+
+
+# ----------------------------------------------------------------------------- replay()
+def _batches(config, sizes=(4, 4, 2), seed=0, **kw):
+    ds = SyntheticWindows(config, sum(sizes), seed=seed, **kw)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [collate_samples([ds[i] for i in range(s, s + n)]) for s, n in zip(starts, sizes)]
+
+
+@torch.no_grad()
+def test_replay_result_counts_labels_and_time(model, config):
+    batches = _batches(config)
+    seen: list[int] = []
+    t0 = time.perf_counter()
+    res = replay(model, batches, ReplayConfig(conditions=("sigma", "baseline")), progress=seen.append)
+    elapsed = time.perf_counter() - t0
+    assert (res.num_samples, res.num_batches, seen) == (10, 3, [4, 4, 2])
+    assert 0 < res.seconds <= elapsed
+    assert res.baseline_source == "tau0" and res.state_dim_corrected is False
+    assert [(r["condition"], r["batch"], r["num_samples"]) for r in res.records] == [
+        ("sigma", 0, 4), ("baseline", 0, 4), ("sigma", 1, 4), ("baseline", 1, 4), ("sigma", 2, 2), ("baseline", 2, 2)]
+    assert res.condition_info == {
+        "sigma": {"telepathy": True, "adapter": False, "label": "Sigma (telepathy on)"},
+        "baseline": {"telepathy": False, "adapter": False, "label": "baseline (tau0)", "source": "tau0",
+                     "description": "the model with telepathy off: tau = 0 in vision, language and action"},
+    }
+    assert res.recurrence["carry_state"] is True
+    assert (res.recurrence["episodes"], res.recurrence["windows_with_carried_state"]) == (0, 0)  # no episode keys
+    short = replay(model, batches, ReplayConfig(conditions=("sigma",), max_batches=2))
+    assert (short.num_samples, short.num_batches) == (8, 2)
+    assert short.records == res.records[0:1] + res.records[2:3]
+    # a robot_state shorter than the model's is padded, and the result says so
+    cut = [dict(b, robot_state=b["robot_state"][..., :-1]) for b in batches]
+    assert replay(model, cut, ReplayConfig(conditions=("sigma",))).state_dim_corrected is True
+
+
+def test_replay_refuses_a_model_without_every_workspace(config):
+    vision_only = SigmaModel(config, workspaces=("vision",))
+    with pytest.raises(ValueError, match=re.escape(
+            "replay needs a model with all workspaces; this one lacks ['language', 'action']")):
+        replay(vision_only, _batches(config))
+
+
+@torch.no_grad()
+def test_replay_noise_seed_per_batch(config):
+    """Batch i samples its trajectory with torch.Generator().manual_seed(seed * 1_000_003 + i)."""
+    torch.manual_seed(0)
+    model = SigmaModel(config).eval()
+    batches = _batches(config)
+    res = replay(model, batches, ReplayConfig(conditions=("sigma",), seed=2))
+    for index, batch in enumerate(batches):
+        obs, _ = observation_from_batch(batch, config, torch.device("cpu"))
+        out = model(obs, model.tokenize(list(batch["text"])),
+                    generator=torch.Generator().manual_seed(2 * 1_000_003 + index))
+        want = float(per_sample_mse(out.action.action_trajectory, batch["gt_action_trajectory"]).mean())
+        assert res.records[index]["mse_trj"] == pytest.approx(want, rel=1e-6), index
+    other = replay(model, batches, ReplayConfig(conditions=("sigma",), seed=3))
+    assert other.records[0]["mse_trj"] != pytest.approx(res.records[0]["mse_trj"], rel=1e-6)
+
+
+@torch.no_grad()
+def test_baseline_checkpoint_carries_its_own_state_through_episodes(config):
+    """A separate baseline model runs telepathy off with its own carried tau and memory, exactly as it would alone."""
+    torch.manual_seed(0)
+    model = make_tau_matter_(SigmaModel(config).eval(), seed=4)
+    torch.manual_seed(1)
+    other = make_tau_matter_(SigmaModel(config).eval(), seed=6)
+    samples = _episodes(config)
+    plan = episode_batches(samples, 2)
+    with_base = replay(model, iterate_batches(samples, plan), ReplayConfig(conditions=("baseline",)),
+                       baseline_model=other)
+    alone = replay(other, iterate_batches(samples, plan), ReplayConfig(conditions=("telepathy_off",)))
+    assert with_base.baseline_source == "checkpoint"
+    keys = ("mse_vec", "mse_chk", "mse_trj", "num_hard")  # tau_l2 / sem_align: the off pass's vs the on pass's
+    assert [[r[k] for k in keys] for r in with_base.records] == [[r[k] for k in keys] for r in alone.records]
+    assert with_base.recurrence["windows_with_carried_state"] == len(samples) - 3
