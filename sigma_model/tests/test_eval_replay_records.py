@@ -133,9 +133,18 @@ def test_replay_result_counts_labels_and_time(model, config):
     short = replay(model, batches, ReplayConfig(conditions=("sigma",), max_batches=2))
     assert (short.num_samples, short.num_batches) == (8, 2)
     assert short.records == res.records[0:1] + res.records[2:3]
-    # a robot_state shorter than the model's is padded, and the result says so
-    cut = [dict(b, robot_state=b["robot_state"][..., :-1]) for b in batches]
+    # a robot_state shorter than the model's is padded, and the result says so (one batch is enough)
+    cut = [dict(batches[0], robot_state=batches[0]["robot_state"][..., :-1]), *batches[1:]]
     assert replay(model, cut, ReplayConfig(conditions=("sigma",))).state_dim_corrected is True
+
+
+def test_replay_refuses_a_batch_without_the_baseline_the_first_ones_had(model, config):
+    first, second = _batches(config, sizes=(2, 2), with_baseline=True)
+    second = {k: v for k, v in second.items() if not k.startswith("base_action_")}
+    with pytest.raises(ValueError, match=re.escape(
+            "batch 1 lacks ['base_action_vector', 'base_action_chunk', 'base_action_trajectory'] but earlier batches "
+            "had them")):
+        replay(model, [first, second], ReplayConfig(conditions=("sigma", "baseline")))
 
 
 def test_replay_refuses_a_model_without_every_workspace(config):

@@ -7,10 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sigma_model import SigmaModel
+from sigma_model.testing import make_tau_matter_, small_config
+from sigma_model.training import losses as L
+from sigma_model.training.batching import SyntheticWindows, collate_samples, observation_from_batch
 from sigma_model.training.configuration_training import TrainingConfig
-from sigma_model.training.trainer import SigmaTrainer
-
-from sigma_model.testing import small_config
+from sigma_model.training.curriculum import Curriculum
+from sigma_model.training.trainer import SigmaTrainer, compute_losses
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +41,92 @@ def test_grad_accumulation_counts_every_micro_batch(tmp_path):
     assert (m1["step"], m1["samples"], t.step) == (1, 12, 2)
     assert m1["lr"] == pytest.approx(1e-3)
     assert t.last_metrics is m1
+
+
+METRICS = {"loss", "L_act", "L_sem", "L_int", "L_tau", "L_act_hard", "w_sem", "w_int", "w_tau", "hard_ratio", "tau_rms",
+           "L_act_base", "L_flow", "L_aux", "L_time", "L_mi", "mse_vec", "mse_chk", "mse_trj", "baseline_from_data",
+           "prev_window"}
+
+
+def batch_of(mc, n=6, **kw):
+    data = SyntheticWindows(mc, n, seed=5, **kw)
+    return collate_samples([data[i] for i in range(n)])
+
+
+def step_config(tmp_path, **overrides) -> TrainingConfig:
+    values = dict(output_dir=str(tmp_path / "run"), alpha_vec=1.0, alpha_chunk=2.0, alpha_traj=3.0, rho_hard=0.5,
+                  lambda_hard=0.7, beta_mi=0.3, flow_weight=0.4)
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+@torch.no_grad()
+def test_compute_losses_metrics_by_hand(tmp_path):
+    """An untrained model's residual is zero, so over a dataset baseline (0.8 x the target) every action MSE is known.
+
+    TRAF with alphas (1, 2, 3), rho 0.5 (3 hard of 6), lambda_hard 0.7; the total with the step's weights.
+    """
+    mc = small_config(use_audio=False)
+    torch.manual_seed(0)
+    model = SigmaModel(mc).eval()
+    batch = batch_of(mc, with_baseline=True, with_previous=True)
+    batch["has_previous"] = torch.tensor([True, False, True, True, False, False])
+    weights = Curriculum.from_config(step_config(tmp_path, curriculum_steps=4))(1)
+    m = compute_losses(model, batch, step_config(tmp_path, curriculum_steps=4), weights,
+                       torch.Generator().manual_seed(0)).metrics
+    assert set(m) == METRICS
+    per = [(0.2 * batch[k]).square().flatten(1).mean(1) for k in ("gt_action_vector", "gt_action_chunk",
+                                                                  "gt_action_trajectory")]
+    assert [m["mse_vec"], m["mse_chk"], m["mse_trj"]] == pytest.approx([float(p.mean()) for p in per], rel=1e-5)
+    base = m["mse_vec"] + 2 * m["mse_chk"] + 3 * m["mse_trj"]
+    hard = (per[0] + per[1] + per[2]).topk(3).indices
+    l_hard = float(per[0][hard].mean() + 2 * per[1][hard].mean() + 3 * per[2][hard].mean())
+    assert (m["L_act_base"], m["L_act_hard"], m["L_act"]) == pytest.approx((base, l_hard, base + 0.7 * l_hard), rel=1e-5)
+    assert (m["hard_ratio"], m["baseline_from_data"], m["prev_window"], m["L_aux"]) == (0.5, 1.0, 0.5, 0.0)
+    assert (m["w_sem"], m["w_int"], m["w_tau"]) == (weights.w_sem, weights.w_int, weights.w_tau)
+    assert m["L_sem"] == pytest.approx(m["L_time"] + 0.3 * m["L_mi"], rel=1e-5)
+    assert m["loss"] == pytest.approx(m["L_act"] + 0.4 * m["L_flow"] + m["w_sem"] * m["L_sem"] + m["w_int"] * m["L_int"]
+                                      + m["w_tau"] * m["L_tau"], rel=1e-5)
+    assert m["L_flow"] > 0 and m["tau_rms"] > 0 and m["L_mi"] > 0
+    # without the dataset baseline the model's own actions count: other errors, no data baseline
+    own = compute_losses(model, batch, step_config(tmp_path, use_dataset_baseline=False), weights,
+                         torch.Generator().manual_seed(0)).metrics
+    assert own["baseline_from_data"] == 0.0 and own["mse_vec"] != pytest.approx(m["mse_vec"], rel=1e-3)
+    no_prev = {k: v for k, v in batch.items() if k != "has_previous"}
+    assert compute_losses(model, no_prev, step_config(tmp_path), weights, None).metrics["prev_window"] == 0.0
+
+
+@torch.no_grad()
+def test_compute_losses_first_pass_gives_tau_prev_and_m_prev(tmp_path):
+    """two_pass: the previous window's tau (vision) and memory (L_time's m_prev) feed the step; zeros: m_prev = 0.
+
+    L_time = 1 - cos(z_pool, m_prev) is exactly 1 against m_prev = 0.
+    """
+    mc = small_config(use_audio=False)
+    torch.manual_seed(0)
+    model = make_tau_matter_(SigmaModel(mc).eval(), seed=3)
+    batch = batch_of(mc)  # previous windows far from the current ones: other samples'
+    batch.update(prev_vision_inputs=batch["vision_inputs"].flip(0), prev_robot_state=batch["robot_state"].flip(0))
+    weights = Curriculum.from_config(step_config(tmp_path))(0)
+    cfg = step_config(tmp_path)
+    m = compute_losses(model, batch, cfg, weights, torch.Generator().manual_seed(0)).metrics
+    obs = observation_from_batch(batch, mc, torch.device("cpu"))
+    prev = observation_from_batch(batch, mc, torch.device("cpu"), prefix="prev_")
+    text = model.tokenize(batch["text"])
+    v0 = model.vision_stage(prev, None)
+    l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None, robot_state=prev.robot_state,
+                              with_actions=False)
+    out = model(obs, text, tau_prev=l0.tau, memory_prev=l0.memory, generator=torch.Generator().manual_seed(0),
+                trajectory_target=batch["gt_action_trajectory"])
+    assert m["tau_rms"] == pytest.approx(float(L.tau_rms(out.language.tau)), rel=1e-6)
+    assert m["L_time"] == pytest.approx(float(L.time_consistency_loss(out.language.z_sem_pool, l0.memory)), rel=1e-5)
+    assert m["L_int"] == pytest.approx(float(L.intent_loss(out.language.z_intent, out.language.memory)), rel=1e-5)
+    # the same batch without the previous window runs the first pass on the window itself
+    same = dict(batch, prev_vision_inputs=batch["vision_inputs"], prev_robot_state=batch["robot_state"])
+    own = {k: v for k, v in batch.items() if not k.startswith("prev_")}
+    assert compute_losses(model, own, cfg, weights, None).metrics["L_time"] == pytest.approx(
+        compute_losses(model, same, cfg, weights, None).metrics["L_time"], rel=1e-6)
+    assert compute_losses(model, own, cfg, weights, None).metrics["L_time"] != pytest.approx(m["L_time"], rel=1e-3)
+    zeros = compute_losses(model, batch, step_config(tmp_path, memory_mode="zeros"), weights, None).metrics
+    assert zeros["L_time"] == pytest.approx(1.0, abs=1e-6)
+    assert zeros["tau_rms"] != pytest.approx(m["tau_rms"], rel=1e-4)  # no tau_prev: another vision step
