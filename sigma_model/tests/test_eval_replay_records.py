@@ -13,9 +13,9 @@ import torch
 from sigma_model import SigmaModel
 from sigma_model.evaluation.replay import (
     EpisodeState, ReplayConfig, batch_record, episode_batches, iterate_batches, observation_from_batch, per_sample_mse,
-    replay,
+    replay, text_embedding,
 )
-from sigma_model.testing import make_tau_matter_
+from sigma_model.testing import make_tau_matter_, small_config
 from sigma_model.training.batching import SyntheticWindows, collate_samples, prepare_image
 from test_eval_replay import _episodes
 
@@ -155,20 +155,55 @@ def test_replay_refuses_a_model_without_every_workspace(config):
 
 
 @torch.no_grad()
-def test_replay_noise_seed_per_batch(config):
-    """Batch i samples its trajectory with torch.Generator().manual_seed(seed * 1_000_003 + i)."""
+def test_replay_records_by_hand(config):
+    """Batch i samples its trajectory with torch.Generator().manual_seed(seed * 1_000_003 + i).
+
+    tau_l2 is the mean L2 norm of the step's tau, sem_align the mean cosine of z_sem_pool with the instruction's
+    embedding.
+    """
     torch.manual_seed(0)
-    model = SigmaModel(config).eval()
+    model = make_tau_matter_(SigmaModel(config).eval(), seed=1)
     batches = _batches(config)
     res = replay(model, batches, ReplayConfig(conditions=("sigma",), seed=2))
     for index, batch in enumerate(batches):
         obs, _ = observation_from_batch(batch, config, torch.device("cpu"))
-        out = model(obs, model.tokenize(list(batch["text"])),
-                    generator=torch.Generator().manual_seed(2 * 1_000_003 + index))
+        tokens = model.tokenize(list(batch["text"]))
+        out = model(obs, tokens, generator=torch.Generator().manual_seed(2 * 1_000_003 + index))
+        rec = res.records[index]
         want = float(per_sample_mse(out.action.action_trajectory, batch["gt_action_trajectory"]).mean())
-        assert res.records[index]["mse_trj"] == pytest.approx(want, rel=1e-6), index
+        assert rec["mse_trj"] == pytest.approx(want, rel=1e-6), index
+        tau = out.language.tau
+        assert rec["tau_l2"] == pytest.approx(float(tau.square().sum(1).sqrt().mean()), rel=1e-5)
+        cos = torch.nn.functional.cosine_similarity(out.language.z_sem_pool, text_embedding(model, tokens), dim=1)
+        assert rec["sem_align"] == pytest.approx(float(cos.mean()), rel=1e-5)
     other = replay(model, batches, ReplayConfig(conditions=("sigma",), seed=3))
     assert other.records[0]["mse_trj"] != pytest.approx(res.records[0]["mse_trj"], rel=1e-6)
+
+
+@torch.no_grad()
+def test_baseline_checkpoint_records_by_hand(config):
+    """The separate baseline's tau_l2 / sem_align are those of its own telepathy-off step; a shape mismatch is refused."""
+    torch.manual_seed(0)
+    model = SigmaModel(config).eval()
+    torch.manual_seed(1)
+    other = make_tau_matter_(SigmaModel(config).eval(), seed=6)
+    batches = _batches(config, sizes=(3,))
+    res = replay(model, batches, ReplayConfig(conditions=("baseline",), seed=1), baseline_model=other)
+    obs, _ = observation_from_batch(batches[0], config, torch.device("cpu"))
+    tokens = other.tokenize(list(batches[0]["text"]))
+    out = other(obs, tokens, telepathy=False, generator=torch.Generator().manual_seed(1_000_003))
+    (rec,) = res.records
+    assert rec["mse_trj"] == pytest.approx(
+        float(per_sample_mse(out.action.action_trajectory, batches[0]["gt_action_trajectory"]).mean()), rel=1e-6)
+    assert rec["tau_l2"] == pytest.approx(float(out.language.tau.square().sum(1).sqrt().mean()), rel=1e-5)
+    cos = torch.nn.functional.cosine_similarity(out.language.z_sem_pool, text_embedding(other, tokens), dim=1)
+    assert rec["sem_align"] == pytest.approx(float(cos.mean()), rel=1e-5)
+    short = SigmaModel(small_config(chunk_len=config.chunk_len - 1)).eval()
+    a = config.action_dim
+    with pytest.raises(ValueError, match=re.escape(
+            f"baseline model predicts gt_action_chunk [3, {config.chunk_len - 1}, {a}], "
+            f"the data has [3, {config.chunk_len}, {a}]")):
+        replay(model, batches, ReplayConfig(conditions=("baseline",)), baseline_model=short)
 
 
 @torch.no_grad()
