@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sigma_model import SigmaModel
+from sigma_model.evaluation.adapter import AdapterConfig, RiskGatedAdapter
 from sigma_model.evaluation.replay import (
     EpisodeState, ReplayConfig, batch_record, episode_batches, iterate_batches, observation_from_batch, per_sample_mse,
     replay, text_embedding,
@@ -222,3 +223,44 @@ def test_baseline_checkpoint_carries_its_own_state_through_episodes(config):
     keys = ("mse_vec", "mse_chk", "mse_trj", "num_hard")  # tau_l2 / sem_align: the off pass's vs the on pass's
     assert [[r[k] for k in keys] for r in with_base.records] == [[r[k] for k in keys] for r in alone.records]
     assert with_base.recurrence["windows_with_carried_state"] == len(samples) - 3
+
+
+@torch.no_grad()
+def test_adapter_records_by_hand(config):
+    """The adapter blends the step's actions toward the baseline: the data's, the tau = 0 pass's, or without that pass
+    the action branch's own baseline; its mean scale, risk, fallback fraction and residual ratio are recorded.
+    """
+    torch.manual_seed(0)
+    model = make_tau_matter_(SigmaModel(config).eval(), seed=1)
+    adapter = RiskGatedAdapter(AdapterConfig(k=0.3))
+    (data_batch,) = _batches(config, sizes=(3,), with_baseline=True)
+    plain = {k: v for k, v in data_batch.items() if not k.startswith("base_action_")}
+    obs, _ = observation_from_batch(data_batch, config, torch.device("cpu"))
+    tokens = model.tokenize(list(data_batch["text"]))
+    on = model(obs, tokens, generator=torch.Generator().manual_seed(0))
+    off = model(obs, tokens, telepathy=False, generator=torch.Generator().manual_seed(0))
+    branches = ("vector", "chunk", "trajectory")
+    cases = [  # (batch, conditions, baseline actions)
+        (data_batch, ("sigma_adapter",), tuple(data_batch[f"base_action_{b}"] for b in branches)),
+        (plain, ("sigma_adapter", "telepathy_off"), tuple(getattr(off.action, f"action_{b}") for b in branches)),
+        (plain, ("sigma_adapter",), tuple(getattr(on.action, f"baseline_{b}") for b in branches)),
+    ]
+    for batch, conditions, base in cases:
+        res = replay(model, [batch], ReplayConfig(conditions=conditions), adapter=adapter)
+        (rec,) = [r for r in res.records if r["condition"] == "sigma_adapter"]
+        a = on.action
+        got = adapter(a.action_vector, a.action_chunk, a.action_trajectory, *base, on.language.tau, a.condition_tau)
+        assert rec["mse_vec"] == pytest.approx(
+            float(per_sample_mse(got.action_vector, batch["gt_action_vector"]).mean()), rel=1e-6), conditions
+        assert rec["mse_trj"] == pytest.approx(
+            float(per_sample_mse(got.action_trajectory, batch["gt_action_trajectory"]).mean()), rel=1e-6), conditions
+        assert (rec["adapter_scale"], rec["adapter_risk"], rec["adapter_fallback_fraction"],
+                rec["adapter_residual_ratio"]) == pytest.approx(
+            (float(got.scale.mean()), float(got.risk.mean()), float(got.fallback.float().mean()),
+             float(got.residual_ratio.mean())), rel=1e-6), conditions
+    # the adapter given is the one used: a tiny max_risk sends every sample back to the baseline
+    strict = replay(model, [data_batch], ReplayConfig(conditions=("sigma_adapter", "baseline")),
+                    adapter=RiskGatedAdapter(AdapterConfig(max_risk=1e-9)))
+    adapted, baseline = strict.records
+    assert adapted["adapter_fallback_fraction"] == 1.0 and adapted["adapter_scale"] == 0.0
+    assert adapted["mse_vec"] == pytest.approx(baseline["mse_vec"], rel=1e-6)
