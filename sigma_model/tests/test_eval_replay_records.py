@@ -153,6 +153,8 @@ def test_replay_refuses_a_model_without_every_workspace(config):
     with pytest.raises(ValueError, match=re.escape(
             "replay needs a model with all workspaces; this one lacks ['language', 'action']")):
         replay(vision_only, _batches(config))
+    with pytest.raises(ValueError, match="^nothing to replay: the dataset gave no batches$"):
+        replay(SigmaModel(config), [])
 
 
 @torch.no_grad()

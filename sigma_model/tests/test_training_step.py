@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -32,15 +34,55 @@ def trainer(tmp_path, name="run", **overrides) -> SigmaTrainer:
 
 
 def test_grad_accumulation_counts_every_micro_batch(tmp_path):
-    """Two micro-batches of 3 per step: 6 samples per step, the step counter and the lr before the scheduler's step."""
-    t = trainer(tmp_path, grad_accum_steps=2, warmup_steps=2, max_steps=4)
+    """Two micro-batches of 3 per step: 6 samples per step, the step counter and the lr before the scheduler's step.
+
+    The metrics are the micro-batches' mean (the curriculum weights and the hard ratio are the same in both).
+    """
+    t = trainer(tmp_path, grad_accum_steps=2, warmup_steps=2, max_steps=4, rho_hard=0.3, w_sem_start=0.25)
+    t0 = time.perf_counter()
     m0 = t.train_step()
+    elapsed = time.perf_counter() - t0
     assert (m0["step"], m0["samples"], t.samples_seen, t.step) == (0, 6, 6, 1)
     assert m0["lr"] == pytest.approx(0.5e-3)  # warmup: (step + 1) / warmup_steps of the peak
+    assert m0["samples_per_s"] >= 6 / elapsed  # the step's own time is within the call's
+    weights = t.curriculum(0)
+    assert (m0["w_sem"], m0["w_int"], m0["w_tau"]) == pytest.approx((weights.w_sem, weights.w_int, weights.w_tau))
+    assert m0["w_sem"] == pytest.approx(0.25)
+    assert m0["hard_ratio"] == pytest.approx(1 / 3)  # ceil(0.3 * 3) = 1 of 3 in each micro-batch
     m1 = t.train_step()
     assert (m1["step"], m1["samples"], t.step) == (1, 12, 2)
     assert m1["lr"] == pytest.approx(1e-3)
     assert t.last_metrics is m1
+    m2 = t.train_step()
+    assert (m0["epoch"], m1["epoch"], m2["epoch"]) == (0, 0, 1)  # 12 samples per epoch: the third step starts epoch 1
+
+
+def grad_norm(model) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])))
+
+
+def test_grad_norm_is_the_norm_before_clipping(tmp_path):
+    """Without clipping the step's gradients have the reported norm; with clipping they are cut to max_grad_norm."""
+    free = trainer(tmp_path, "free", max_grad_norm=0.0)
+    m = free.train_step()
+    assert m["grad_norm"] == pytest.approx(grad_norm(free.model), rel=1e-5)
+    clipped = trainer(tmp_path, "clipped", max_grad_norm=1e-3)
+    m = clipped.train_step()
+    assert m["grad_norm"] > 1e-2
+    assert grad_norm(clipped.model) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_a_non_finite_loss_stops_the_step(tmp_path):
+    """Targets of 1e30 overflow the float32 action MSE to inf: the step raises before any update."""
+    mc = small_config(use_audio=False)
+    data = SyntheticWindows(mc, 6)
+    samples = [dict(data[i], gt_action_vector=data[i]["gt_action_vector"] * 1e30) for i in range(6)]
+    cfg = TrainingConfig(batch_size=3, max_steps=2, warmup_steps=0, output_dir=str(tmp_path / "run"), save_every=0)
+    t = SigmaTrainer(cfg, mc, dataset=samples)
+    before = [p.detach().clone() for p in t.model.parameters()]
+    with pytest.raises(FloatingPointError, match=r"^non-finite loss at step 0: \{'loss': inf"):
+        t.train_step()
+    assert t.step == 0 and all(torch.equal(a, p) for a, p in zip(before, t.model.parameters()))
 
 
 METRICS = {"loss", "L_act", "L_sem", "L_int", "L_tau", "L_act_hard", "w_sem", "w_int", "w_tau", "hard_ratio", "tau_rms",
