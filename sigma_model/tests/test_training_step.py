@@ -172,3 +172,32 @@ def test_compute_losses_first_pass_gives_tau_prev_and_m_prev(tmp_path):
     zeros = compute_losses(model, batch, step_config(tmp_path, memory_mode="zeros"), weights, None).metrics
     assert zeros["L_time"] == pytest.approx(1.0, abs=1e-6)
     assert zeros["tau_rms"] != pytest.approx(m["tau_rms"], rel=1e-4)  # no tau_prev: another vision step
+
+
+@torch.no_grad()
+def test_compute_losses_first_pass_reads_the_previous_window_prefix_of_a_vla(smolvla_dir, tmp_path):
+    """With a VLA backbone the first pass reads the previous window's image tokens and robot state (its prefix)."""
+    mc = small_config(backbone="smolvla", backbone_path=str(smolvla_dir), use_audio=False)
+    torch.manual_seed(0)
+    model = make_tau_matter_(SigmaModel(mc).eval(), seed=3)
+    batch = batch_of(mc, n=2)
+    batch.update(prev_vision_inputs=batch["vision_inputs"].flip(0), prev_robot_state=batch["robot_state"].flip(0) + 1)
+    cfg = step_config(tmp_path)
+    weights = Curriculum.from_config(cfg)(0)
+    m = compute_losses(model, batch, cfg, weights, torch.Generator().manual_seed(0)).metrics
+    obs = observation_from_batch(batch, mc, torch.device("cpu"))
+    prev = observation_from_batch(batch, mc, torch.device("cpu"), prefix="prev_")
+    text = model.tokenize(batch["text"])
+    v0 = model.vision_stage(prev, None)
+    l0 = model.language_stage(text, v0.vision_tokens, v0.state_tokens, None, image_tokens=v0.backbone_image_tokens,
+                              robot_state=prev.robot_state, with_actions=False)
+    out = model(obs, text, tau_prev=l0.tau, memory_prev=l0.memory, generator=torch.Generator().manual_seed(0),
+                trajectory_target=batch["gt_action_trajectory"])
+    assert m["L_time"] == pytest.approx(float(L.time_consistency_loss(out.language.z_sem_pool, l0.memory)), rel=1e-5)
+    assert m["tau_rms"] == pytest.approx(float(L.tau_rms(out.language.tau)), rel=1e-5)
+    # the VLA samples its chunk (the baseline) with the step's generator
+    assert m["mse_vec"] == pytest.approx(float(L.per_sample_mse(out.action.action_vector,
+                                                                batch["gt_action_vector"]).mean()), rel=1e-5)
+    own_state = dict(batch, prev_robot_state=batch["robot_state"].flip(0))
+    assert compute_losses(model, own_state, cfg, weights, None).metrics["L_time"] != pytest.approx(m["L_time"],
+                                                                                                  rel=1e-4)
