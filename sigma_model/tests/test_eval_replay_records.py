@@ -16,6 +16,7 @@ from sigma_model.evaluation.replay import (
     EpisodeState, ReplayConfig, batch_record, episode_batches, iterate_batches, observation_from_batch, per_sample_mse,
     replay, text_embedding,
 )
+from sigma_model.evaluation.report import DEFAULT_THRESHOLDS
 from sigma_model.testing import make_tau_matter_, small_config
 from sigma_model.training.batching import SyntheticWindows, collate_samples, prepare_image
 from test_eval_replay import _episodes
@@ -130,7 +131,16 @@ def test_replay_result_counts_labels_and_time(model, config):
                      "description": "the model with telepathy off: tau = 0 in vision, language and action"},
     }
     assert res.recurrence["carry_state"] is True
+    assert res.recurrence["rule"] == ("tau_prev and m_{t-1} from the episode's previous window; zero at its first "
+                                      "window, m_{t-1} also at a new instruction; telepathy off: tau_prev = 0")
     assert (res.recurrence["episodes"], res.recurrence["windows_with_carried_state"]) == (0, 0)  # no episode keys
+    # the baseline first: every condition after it is still recorded
+    first = replay(model, batches[:1], ReplayConfig(conditions=("baseline", "sigma")))
+    assert first.records == [res.records[1], res.records[0]]
+    # the telepathy-off adapter alone still gets its tau = 0 pass
+    full = replay(model, batches[:1], ReplayConfig(conditions=("sigma", "telepathy_off_adapter")))
+    alone = replay(model, batches[:1], ReplayConfig(conditions=("telepathy_off_adapter",)))
+    assert alone.records == full.records[1:]
     short = replay(model, batches, ReplayConfig(conditions=("sigma",), max_batches=2))
     assert (short.num_samples, short.num_batches) == (8, 2)
     assert short.records == res.records[0:1] + res.records[2:3]
@@ -179,6 +189,11 @@ def test_replay_records_by_hand(config):
         assert rec["tau_l2"] == pytest.approx(float(tau.square().sum(1).sqrt().mean()), rel=1e-5)
         cos = torch.nn.functional.cosine_similarity(out.language.z_sem_pool, text_embedding(model, tokens), dim=1)
         assert rec["sem_align"] == pytest.approx(float(cos.mean()), rel=1e-5)
+        within = torch.ones(len(batch["text"]), dtype=torch.bool)
+        for key, name, pred in (("vec", "vector", out.action.action_vector), ("chunk", "chunk", out.action.action_chunk),
+                                ("traj", "trajectory", out.action.action_trajectory)):
+            within &= per_sample_mse(pred, batch[f"gt_action_{name}"]) <= DEFAULT_THRESHOLDS[key]
+        assert rec["num_within_thresholds"] == int(within.sum())
     other = replay(model, batches, ReplayConfig(conditions=("sigma",), seed=3))
     assert other.records[0]["mse_trj"] != pytest.approx(res.records[0]["mse_trj"], rel=1e-6)
 
@@ -196,6 +211,7 @@ def test_baseline_checkpoint_records_by_hand(config):
     tokens = other.tokenize(list(batches[0]["text"]))
     out = other(obs, tokens, telepathy=False, generator=torch.Generator().manual_seed(1_000_003))
     (rec,) = res.records
+    assert res.condition_info["baseline"]["description"] == "separate baseline checkpoint, telepathy off"
     assert rec["mse_trj"] == pytest.approx(
         float(per_sample_mse(out.action.action_trajectory, batches[0]["gt_action_trajectory"]).mean()), rel=1e-6)
     assert rec["tau_l2"] == pytest.approx(float(out.language.tau.square().sum(1).sqrt().mean()), rel=1e-5)
@@ -260,9 +276,36 @@ def test_adapter_records_by_hand(config):
                 rec["adapter_residual_ratio"]) == pytest.approx(
             (float(got.scale.mean()), float(got.risk.mean()), float(got.fallback.float().mean()),
              float(got.residual_ratio.mean())), rel=1e-6), conditions
+    data = replay(model, [data_batch], ReplayConfig(conditions=("baseline",)))
+    assert data.condition_info["baseline"] == {
+        "telepathy": False, "adapter": False, "label": "baseline (dataset)", "source": "dataset",
+        "description": "offline base policy actions from the shards (base_action_*)"}
     # the adapter given is the one used: a tiny max_risk sends every sample back to the baseline
     strict = replay(model, [data_batch], ReplayConfig(conditions=("sigma_adapter", "baseline")),
                     adapter=RiskGatedAdapter(AdapterConfig(max_risk=1e-9)))
     adapted, baseline = strict.records
     assert adapted["adapter_fallback_fraction"] == 1.0 and adapted["adapter_scale"] == 0.0
     assert adapted["mse_vec"] == pytest.approx(baseline["mse_vec"], rel=1e-6)
+
+
+@torch.no_grad()
+def test_adapter_record_of_a_runaway_residual_stays_finite(config):
+    """A residual of 1e19 per joint is finite but its norm overflows: the ratio is +inf, so is the risk.
+
+    The adapter falls back to the baseline; the record shows the risk as max_risk and the ratio as 0 (finite means).
+    Against a baseline as large, the ratio is inf / inf = NaN, also recorded as 0.
+    """
+    torch.manual_seed(0)
+    model = make_tau_matter_(SigmaModel(config).eval(), seed=1)
+    last = [m for m in model.action.residual_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    last.bias.fill_(1e19)
+    (batch,) = _batches(config, sizes=(3,), with_baseline=True)
+    huge = dict(batch, **{k: v * 1e19 for k, v in batch.items() if k.startswith("base_action_")})
+    for data in (batch, huge):
+        adapted, baseline = replay(model, [data], ReplayConfig(conditions=("sigma_adapter", "baseline"))).records
+        assert adapted["adapter_fallback_fraction"] == 1.0 and adapted["adapter_scale"] == 0.0
+        assert adapted["adapter_residual_ratio"] == 0.0
+        assert adapted["mse_vec"] == baseline["mse_vec"]
+    adapted, _ = replay(model, [batch], ReplayConfig(conditions=("sigma_adapter", "baseline")),
+                        adapter=RiskGatedAdapter(AdapterConfig(max_risk=7.0))).records
+    assert adapted["adapter_risk"] == 7.0

@@ -169,6 +169,10 @@ def test_compute_losses_first_pass_gives_tau_prev_and_m_prev(tmp_path):
     assert compute_losses(model, own, cfg, weights, None).metrics["L_time"] == pytest.approx(
         compute_losses(model, same, cfg, weights, None).metrics["L_time"], rel=1e-6)
     assert compute_losses(model, own, cfg, weights, None).metrics["L_time"] != pytest.approx(m["L_time"], rel=1e-3)
+    mse = compute_losses(model, batch, step_config(tmp_path, time_loss="mse"), weights,
+                         torch.Generator().manual_seed(0)).metrics
+    assert mse["L_time"] == pytest.approx(float(L.time_consistency_loss(out.language.z_sem_pool, l0.memory, "mse")),
+                                          rel=1e-5)
     zeros = compute_losses(model, batch, step_config(tmp_path, memory_mode="zeros"), weights, None).metrics
     assert zeros["L_time"] == pytest.approx(1.0, abs=1e-6)
     assert zeros["tau_rms"] != pytest.approx(m["tau_rms"], rel=1e-4)  # no tau_prev: another vision step
