@@ -13,6 +13,7 @@ from sigma_model import SigmaModel
 from sigma_model.testing import make_tau_matter_, small_config
 from sigma_model.training import losses as L
 from sigma_model.training.batching import SyntheticWindows, collate_samples, observation_from_batch
+from sigma_model.training.checkpointing import list_checkpoints
 from sigma_model.training.configuration_training import TrainingConfig
 from sigma_model.training.curriculum import Curriculum
 from sigma_model.training.trainer import SigmaTrainer, compute_losses
@@ -133,6 +134,11 @@ def test_compute_losses_metrics_by_hand(tmp_path):
     # without the dataset baseline the model's own actions count: other errors, no data baseline
     own = compute_losses(model, batch, step_config(tmp_path, use_dataset_baseline=False), weights,
                          torch.Generator().manual_seed(0)).metrics
+    # telepathy off: the residual is exactly zero even where tau matters, so the actions are the data baseline's
+    make_tau_matter_(model, seed=3)
+    off = compute_losses(model, batch, step_config(tmp_path, telepathy=False), weights, None).metrics
+    on = compute_losses(model, batch, step_config(tmp_path), weights, None).metrics
+    assert off["mse_vec"] == pytest.approx(m["mse_vec"], rel=1e-6) and on["mse_vec"] != pytest.approx(m["mse_vec"])
     assert own["baseline_from_data"] == 0.0 and own["mse_vec"] != pytest.approx(m["mse_vec"], rel=1e-3)
     no_prev = {k: v for k, v in batch.items() if k != "has_previous"}
     assert compute_losses(model, no_prev, step_config(tmp_path), weights, None).metrics["prev_window"] == 0.0
@@ -150,7 +156,7 @@ def test_compute_losses_first_pass_gives_tau_prev_and_m_prev(tmp_path):
     batch = batch_of(mc)  # previous windows far from the current ones: other samples'
     batch.update(prev_vision_inputs=batch["vision_inputs"].flip(0), prev_robot_state=batch["robot_state"].flip(0))
     weights = Curriculum.from_config(step_config(tmp_path))(0)
-    cfg = step_config(tmp_path)
+    cfg = step_config(tmp_path, tau_0=0.7, lambda_collapse=0.3, eta_var=0.2, tau_l2_weight=0.05)
     m = compute_losses(model, batch, cfg, weights, torch.Generator().manual_seed(0)).metrics
     obs = observation_from_batch(batch, mc, torch.device("cpu"))
     prev = observation_from_batch(batch, mc, torch.device("cpu"), prefix="prev_")
@@ -163,6 +169,8 @@ def test_compute_losses_first_pass_gives_tau_prev_and_m_prev(tmp_path):
     assert m["tau_rms"] == pytest.approx(float(L.tau_rms(out.language.tau)), rel=1e-6)
     assert m["L_time"] == pytest.approx(float(L.time_consistency_loss(out.language.z_sem_pool, l0.memory)), rel=1e-5)
     assert m["L_int"] == pytest.approx(float(L.intent_loss(out.language.z_intent, out.language.memory)), rel=1e-5)
+    assert m["L_tau"] == pytest.approx(float(L.tau_loss(out.language.tau, out.action.condition_tau, 0.7, 0.3, 0.2, 0.05)),
+                                       rel=1e-5)
     # the same batch without the previous window runs the first pass on the window itself
     same = dict(batch, prev_vision_inputs=batch["vision_inputs"], prev_robot_state=batch["robot_state"])
     own = {k: v for k, v in batch.items() if not k.startswith("prev_")}
@@ -188,7 +196,9 @@ def test_compute_losses_first_pass_reads_the_previous_window_prefix_of_a_vla(smo
     batch.update(prev_vision_inputs=batch["vision_inputs"].flip(0), prev_robot_state=batch["robot_state"].flip(0) + 1)
     cfg = step_config(tmp_path)
     weights = Curriculum.from_config(cfg)(0)
+    rng = torch.get_rng_state()
     m = compute_losses(model, batch, cfg, weights, torch.Generator().manual_seed(0)).metrics
+    assert torch.equal(torch.get_rng_state(), rng)  # the first pass samples no chunk (with_actions=False)
     obs = observation_from_batch(batch, mc, torch.device("cpu"))
     prev = observation_from_batch(batch, mc, torch.device("cpu"), prefix="prev_")
     text = model.tokenize(batch["text"])
@@ -205,3 +215,55 @@ def test_compute_losses_first_pass_reads_the_previous_window_prefix_of_a_vla(smo
     own_state = dict(batch, prev_robot_state=batch["robot_state"].flip(0))
     assert compute_losses(model, own_state, cfg, weights, None).metrics["L_time"] != pytest.approx(m["L_time"],
                                                                                                   rel=1e-4)
+
+
+def test_grad_accumulation_averages_the_micro_batch_gradients(tmp_path):
+    """Two identical micro-batches give the gradient of one (not twice or four times it).
+
+    A nearly deterministic step: one batch of 3 samples repeated (no shuffle), no flow loss, no trajectory MSE, every
+    sample hard (rho = 1), no dropout (the diffusion noise still differs between the micro-batches: 2e-4 of the norm);
+    the norm is read before clipping.
+    """
+    mc = small_config(use_audio=False)
+    kw = dict(synthetic_samples=3, batch_size=3, shuffle=False, drop_last=False, flow_weight=0.0, alpha_traj=0.0,
+              rho_hard=1.0, max_grad_norm=1e-6, warmup_steps=0)
+    torch.manual_seed(0)
+    one = SigmaTrainer(TrainingConfig(output_dir=str(tmp_path / "one"), **kw), mc).train_step()
+    torch.manual_seed(0)
+    two = SigmaTrainer(TrainingConfig(output_dir=str(tmp_path / "two"), grad_accum_steps=2, **kw), mc).train_step()
+    assert two["samples"] == 6
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-3)
+
+
+def test_the_step_draws_its_noise_from_the_trainer_generator(tmp_path):
+    """The diffusion noise of a step comes from the trainer's generator (saved in checkpoints), not the global RNG."""
+    t = trainer(tmp_path)
+    before = t.generator.get_state().clone()
+    t.train_step()
+    assert not torch.equal(t.generator.get_state(), before)
+
+
+def test_bf16_autocast_runs_the_step_in_bf16(tmp_path):
+    """mixed_precision=bf16 runs the step under CPU autocast: the same weights and data give a (slightly) other loss."""
+    torch.manual_seed(0)
+    fp32 = trainer(tmp_path, "fp32", mixed_precision="no").train_step()
+    torch.manual_seed(0)
+    bf16 = trainer(tmp_path, "bf16", mixed_precision="bf16").train_step()
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.1)
+    assert bf16["loss"] != pytest.approx(fp32["loss"], rel=1e-5)
+
+
+def test_an_interrupt_during_the_update_writes_no_checkpoint(tmp_path):
+    """Ctrl-C right after the optimiser changed the weights: the step is half applied, so no checkpoint is saved."""
+    t = trainer(tmp_path, save_every=1)
+    t.train(until_step=1)
+    assert [p.name for p in list_checkpoints(t.checkpoint_root)] == ["step_00000001"]
+
+    def interrupt(optimizer, args, kwargs):
+        raise KeyboardInterrupt
+
+    t.optimizer.register_step_post_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    assert [p.name for p in list_checkpoints(t.checkpoint_root)] == ["step_00000001"] and t.step == 1
