@@ -241,6 +241,24 @@ def test_baseline_checkpoint_carries_its_own_state_through_episodes(config):
     keys = ("mse_vec", "mse_chk", "mse_trj", "num_hard")  # tau_l2 / sem_align: the off pass's vs the on pass's
     assert [[r[k] for k in keys] for r in with_base.records] == [[r[k] for k in keys] for r in alone.records]
     assert with_base.recurrence["windows_with_carried_state"] == len(samples) - 3
+    # its tau_l2 is that of its own telepathy-off step with the episode's memory (tau reads m_t), by hand
+    plan = episode_batches(samples, 1)
+    res = replay(model, iterate_batches(samples, plan), ReplayConfig(conditions=("baseline",), seed=1),
+                 baseline_model=other)
+    memory: dict[int, tuple[str, torch.Tensor]] = {}
+    moved = 0.0  # the test has power: the carried memory changes tau
+    for index, ((i,),) in enumerate(zip(plan)):
+        batch = collate_samples([samples[i]])
+        episode, text = int(samples[i]["episode_index"]), samples[i]["text"]
+        prev = memory.get(episode)
+        obs, _ = observation_from_batch(batch, config, torch.device("cpu"))
+        out = other(obs, other.tokenize([text]), memory_prev=prev[1] if prev and prev[0] == text else None,
+                    telepathy=False, generator=torch.Generator().manual_seed(1_000_003 + index))
+        memory[episode] = (text, out.language.memory)
+        assert res.records[index]["tau_l2"] == pytest.approx(float(out.language.tau.norm()), rel=1e-5), index
+        fresh = other(obs, other.tokenize([text]), telepathy=False, generator=torch.Generator().manual_seed(0))
+        moved = max(moved, abs(float(fresh.language.tau.norm()) - res.records[index]["tau_l2"]))
+    assert moved > 1e-3
 
 
 @torch.no_grad()

@@ -209,6 +209,7 @@ def test_compute_losses_first_pass_reads_the_previous_window_prefix_of_a_vla(smo
                 trajectory_target=batch["gt_action_trajectory"])
     assert m["L_time"] == pytest.approx(float(L.time_consistency_loss(out.language.z_sem_pool, l0.memory)), rel=1e-5)
     assert m["tau_rms"] == pytest.approx(float(L.tau_rms(out.language.tau)), rel=1e-5)
+    assert m["L_flow"] == 0.0  # the VLA's chunk is the baseline: no DiT, no flow loss
     # the VLA samples its chunk (the baseline) with the step's generator
     assert m["mse_vec"] == pytest.approx(float(L.per_sample_mse(out.action.action_vector,
                                                                 batch["gt_action_vector"]).mean()), rel=1e-5)
