@@ -268,3 +268,24 @@ def test_an_interrupt_during_the_update_writes_no_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         t.train()
     assert [p.name for p in list_checkpoints(t.checkpoint_root)] == ["step_00000001"] and t.step == 1
+
+
+def test_a_head_without_a_loss_in_a_step_is_not_moved(tmp_path):
+    """A step whose batch has no aux_target leaves the auxiliary head as the previous step left it.
+
+    Its gradients are freed (None) at each step, so AdamW skips it; zeroed gradients would let momentum and weight decay
+    move it.
+    """
+    mc = small_config(use_audio=False, aux_target_dim=1)
+    data = SyntheticWindows(mc, 6)
+    samples = [dict(data[i], aux_target=torch.tensor([0.5])) if i < 3 else data[i] for i in range(6)]
+    cfg = TrainingConfig(batch_size=3, max_steps=2, warmup_steps=0, shuffle=False, drop_last=False, weight_decay=0.1,
+                         output_dir=str(tmp_path / "run"), save_every=0)
+    t = SigmaTrainer(cfg, mc, dataset=samples)
+    head = dict(t.model.vision.aux_head.named_parameters())
+    before = {n: p.detach().clone() for n, p in head.items()}
+    assert t.train_step()["L_aux"] > 0
+    after_first = {n: p.detach().clone() for n, p in head.items()}
+    assert any(not torch.equal(before[n], after_first[n]) for n in head)  # the first step trains it
+    assert t.train_step()["L_aux"] == 0.0
+    assert all(torch.equal(after_first[n], p) for n, p in head.items())
