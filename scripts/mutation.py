@@ -71,7 +71,8 @@ FAST_TESTS = [
     "tests/test_training_losses.py", "tests/test_eval_adapter.py", "tests/test_data_shards.py",
     *(_TRAINING_LOOP + t for t in (
         "test_resumed_training_is_bit_identical[0.9]", "test_checkpoints_export_the_weight_average",
-        "test_interrupt_saves_a_checkpoint_and_resume_continues", "test_dataset_baselines_are_used_for_residual_learning",
+        "test_interrupt_saves_a_checkpoint_and_resume_continues",
+        "test_dataset_baselines_are_used_for_residual_learning",
         "test_bf16_autocast_on_cpu_and_grad_accumulation", "test_clear_errors",
         "test_continuing_the_same_trainer_keeps_its_log", "test_auxiliary_target_is_learned_from_the_image_only",
         "test_action_losses_count_in_normalised_units", "test_the_trainer_applies_the_curriculum_step_by_step")),
@@ -79,7 +80,8 @@ FAST_TESTS = [
     "tests/test_model_recurrence.py",
     *(_REPLAY + t for t in (
         "test_telepathy_off_equals_tau0_baseline_exactly", "test_dataset_baseline_and_metrics_by_hand",
-        "test_separate_baseline_checkpoint", "test_check_a_matches_heads_definition", "test_bad_inputs_are_clear_errors",
+        "test_separate_baseline_checkpoint", "test_check_a_matches_heads_definition",
+        "test_bad_inputs_are_clear_errors",
         "test_replay_carries_tau_and_memory_through_each_episode", "test_episode_lanes_batch_the_recurrence_exactly")),
     "tests/test_eval_replay_records.py",
 ]

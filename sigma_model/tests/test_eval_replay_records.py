@@ -190,8 +190,9 @@ def test_replay_records_by_hand(config):
         cos = torch.nn.functional.cosine_similarity(out.language.z_sem_pool, text_embedding(model, tokens), dim=1)
         assert rec["sem_align"] == pytest.approx(float(cos.mean()), rel=1e-5)
         within = torch.ones(len(batch["text"]), dtype=torch.bool)
-        for key, name, pred in (("vec", "vector", out.action.action_vector), ("chunk", "chunk", out.action.action_chunk),
-                                ("traj", "trajectory", out.action.action_trajectory)):
+        a = out.action
+        for key, name, pred in (("vec", "vector", a.action_vector), ("chunk", "chunk", a.action_chunk),
+                                ("traj", "trajectory", a.action_trajectory)):
             within &= per_sample_mse(pred, batch[f"gt_action_{name}"]) <= DEFAULT_THRESHOLDS[key]
         assert rec["num_within_thresholds"] == int(within.sum())
     other = replay(model, batches, ReplayConfig(conditions=("sigma",), seed=3))
@@ -200,7 +201,7 @@ def test_replay_records_by_hand(config):
 
 @torch.no_grad()
 def test_baseline_checkpoint_records_by_hand(config):
-    """The separate baseline's tau_l2 / sem_align are those of its own telepathy-off step; a shape mismatch is refused."""
+    """The separate baseline's tau_l2 / sem_align are its own telepathy-off step's; a shape mismatch is refused."""
     torch.manual_seed(0)
     model = SigmaModel(config).eval()
     torch.manual_seed(1)
@@ -263,8 +264,10 @@ def test_baseline_checkpoint_carries_its_own_state_through_episodes(config):
 
 @torch.no_grad()
 def test_adapter_records_by_hand(config):
-    """The adapter blends the step's actions toward the baseline: the data's, the tau = 0 pass's, or without that pass
-    the action branch's own baseline; its mean scale, risk, fallback fraction and residual ratio are recorded.
+    """The adapter blends the step's actions toward the baseline, and its means are recorded.
+
+    The baseline: the data's, the tau = 0 pass's, or without that pass the action branch's own; the record holds the
+    mean scale, risk, fallback fraction and residual ratio.
     """
     torch.manual_seed(0)
     model = make_tau_matter_(SigmaModel(config).eval(), seed=1)

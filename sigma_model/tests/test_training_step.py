@@ -59,7 +59,8 @@ def test_grad_accumulation_counts_every_micro_batch(tmp_path):
 
 
 def grad_norm(model) -> float:
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])))
+    norms = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def test_grad_norm_is_the_norm_before_clipping(tmp_path):
@@ -124,7 +125,8 @@ def test_compute_losses_metrics_by_hand(tmp_path):
     base = m["mse_vec"] + 2 * m["mse_chk"] + 3 * m["mse_trj"]
     hard = (per[0] + per[1] + per[2]).topk(3).indices
     l_hard = float(per[0][hard].mean() + 2 * per[1][hard].mean() + 3 * per[2][hard].mean())
-    assert (m["L_act_base"], m["L_act_hard"], m["L_act"]) == pytest.approx((base, l_hard, base + 0.7 * l_hard), rel=1e-5)
+    assert (m["L_act_base"], m["L_act_hard"], m["L_act"]) == pytest.approx((base, l_hard, base + 0.7 * l_hard),
+                                                                           rel=1e-5)
     assert (m["hard_ratio"], m["baseline_from_data"], m["prev_window"], m["L_aux"]) == (0.5, 1.0, 0.5, 0.0)
     assert (m["w_sem"], m["w_int"], m["w_tau"]) == (weights.w_sem, weights.w_int, weights.w_tau)
     assert m["L_sem"] == pytest.approx(m["L_time"] + 0.3 * m["L_mi"], rel=1e-5)
@@ -169,8 +171,8 @@ def test_compute_losses_first_pass_gives_tau_prev_and_m_prev(tmp_path):
     assert m["tau_rms"] == pytest.approx(float(L.tau_rms(out.language.tau)), rel=1e-6)
     assert m["L_time"] == pytest.approx(float(L.time_consistency_loss(out.language.z_sem_pool, l0.memory)), rel=1e-5)
     assert m["L_int"] == pytest.approx(float(L.intent_loss(out.language.z_intent, out.language.memory)), rel=1e-5)
-    assert m["L_tau"] == pytest.approx(float(L.tau_loss(out.language.tau, out.action.condition_tau, 0.7, 0.3, 0.2, 0.05)),
-                                       rel=1e-5)
+    l_tau = L.tau_loss(out.language.tau, out.action.condition_tau, 0.7, 0.3, 0.2, 0.05)
+    assert m["L_tau"] == pytest.approx(float(l_tau), rel=1e-5)
     # the same batch without the previous window runs the first pass on the window itself
     same = dict(batch, prev_vision_inputs=batch["vision_inputs"], prev_robot_state=batch["robot_state"])
     own = {k: v for k, v in batch.items() if not k.startswith("prev_")}
