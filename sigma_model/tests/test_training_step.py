@@ -19,14 +19,6 @@ from sigma_model.training.curriculum import Curriculum
 from sigma_model.training.trainer import SigmaTrainer, compute_losses
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def trainer(tmp_path, name="run", **overrides) -> SigmaTrainer:
     values = dict(synthetic_samples=12, batch_size=3, max_steps=4, warmup_steps=0, learning_rate=1e-3,
                   output_dir=str(tmp_path / name), save_every=0, curriculum_steps=2, keep_checkpoints=0)
