@@ -76,3 +76,61 @@ class StampGate:
     def _refuse(self, kind: str, message: str) -> None:
         self.refused[kind] += 1
         raise StaleInput(kind, message)
+
+
+class StampedHistory:
+    """The recent values of one stream, to pair another stream's message with the value of its time.
+
+    A camera frame goes with the joint state stamped nearest to it: the state read with the frame, as
+    a LeRobot observation (and so the training data) pairs them, not whichever state arrived last.
+    Over a transport the state of the frame's own tick can arrive just after the frame: while
+    :meth:`nearer_may_come`, the frame waits. Values older than ``keep_s`` before the newest are dropped.
+    """
+
+    def __init__(self, keep_s: float) -> None:
+        if not keep_s > 0:
+            raise ValueError(f"keep_s must be > 0, got {keep_s}")
+        self.keep_ns = int(keep_s * NS)
+        self.items: list[tuple[int, object]] = []  # (stamp ns, value), stamps ascending
+
+    def add(self, stamp_ns: int, value) -> None:
+        """Add a value; stamps must not decrease (a StampGate in front guarantees it)."""
+        stamp_ns = int(stamp_ns)
+        if self.items and stamp_ns < self.items[-1][0]:
+            raise ValueError(f"stamp {stamp_ns} older than the newest {self.items[-1][0]}")
+        self.items.append((stamp_ns, value))
+        oldest = stamp_ns - self.keep_ns
+        while self.items[0][0] < oldest:
+            self.items.pop(0)
+
+    def clear(self) -> None:
+        self.items = []
+
+    @property
+    def newest_stamp(self) -> int | None:
+        return self.items[-1][0] if self.items else None
+
+    def period_ns(self) -> int | None:
+        """Return the stream's period: the median interval of the values kept (None below two values)."""
+        if len(self.items) < 2:
+            return None
+        gaps = sorted(b[0] - a[0] for a, b in zip(self.items, self.items[1:]))
+        return gaps[len(gaps) // 2]
+
+    def nearer_may_come(self, stamp_ns: int) -> bool:
+        """Whether a value still to come, one period after the newest, would be nearer to ``stamp_ns``.
+
+        False once a value stamped at or after ``stamp_ns`` is there; True while nothing is known (no value, or no
+        period yet).
+        """
+        newest = self.newest_stamp
+        if newest is None:
+            return True
+        if newest >= stamp_ns:
+            return False
+        period = self.period_ns()
+        return period is None or 2 * (stamp_ns - newest) > period
+
+    def nearest(self, stamp_ns: int) -> tuple[int, object] | None:
+        """Return the (stamp, value) stamped nearest to ``stamp_ns`` (the later one on a tie); None if empty."""
+        return min(reversed(self.items), key=lambda item: abs(item[0] - stamp_ns), default=None)

@@ -99,6 +99,8 @@ class ActionNode(SigmaNode):
         self._add("state_tokens", msg.header, st)
 
     def _add(self, key: str, header, item) -> None:
+        if self.skip_before_reset(key, stamp_key(header)):
+            return
         before = self.sync.discarded
         ready = self.sync.add(key, stamp_key(header), item)
         for _ in range(self.sync.discarded - before):

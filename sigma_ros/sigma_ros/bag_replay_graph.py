@@ -306,17 +306,23 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
             return stamp
 
-        def publish_frame(raw, index: int) -> None:
+        def publish_frame(raw, index: int, with_state: int | None = None) -> None:
+            """Publish a frame, stamped now or (lockstep) with the stamp of its joint state, read with it."""
             msg = deserialize_message(raw.data, Image)
-            stamp = restamp(msg)
+            if with_state is None:
+                stamp = restamp(msg)
+            else:
+                stamp = with_state
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
             by_stamp[stamp], stamp_of[index] = index, stamp
             published[index] = time.perf_counter()
             h.pub_image.publish(msg)
 
-        def publish_joint_state(raw) -> None:
+        def publish_joint_state(raw) -> int:
             msg = deserialize_message(raw, JointState)
-            restamp(msg)
+            stamp = restamp(msg)
             h.pub_joint.publish(msg)
+            return stamp
 
         def wait_plan(index: int, timeout: float) -> bool:
             stamp = stamp_of[index]
@@ -382,12 +388,13 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                             last_js, last_js_time = None, time.perf_counter()
                         if last_js_time is not None:
                             _sleep_until(last_js_time + state_wall + 0.1)
-                    elif last_js is not None:
-                        publish_joint_state(last_js)  # (again) just before the frame: fresh in wall time
+                    state_stamp = None
+                    if f.state is not None and last_js is not None:
+                        state_stamp = publish_joint_state(last_js)  # (again) just before the frame: fresh in wall time
                         n_js += 1
                         last_js_time = time.perf_counter()
                         time.sleep(cfg.settle_s)
-                    publish_frame(m, index)
+                    publish_frame(m, index, state_stamp)
                     if step.plan:
                         if wait_plan(index, timeout):
                             slowest = max(slowest, time.perf_counter() - published[index])

@@ -124,6 +124,8 @@ class ControllerNode(SigmaNode):
             raise ConversionError(f"action_plan: batch {act.action_vector.shape[0]} != 1 (one robot)")
         if list(msg.joint_names) and list(msg.joint_names) != list(self.p.joint_names):
             raise ConversionError(f"action_plan.joint_names {list(msg.joint_names)} != {self.p.joint_names}")
+        if self.skip_before_reset("action_plan", stamp_key(msg.header)):  # planned for the episode before
+            return
         self.loop.on_plan(act, int(msg.plan_id), stamp_key(msg.header), self.now_ns())
         self.stats.event("plans_in")
 

@@ -24,7 +24,7 @@ import torch
 
 from sigma_ros import qos
 from sigma_ros.conversions import ConversionError, clean_instruction, tensor_from_msg, tensor_to_msg
-from sigma_ros.node_base import Param, SigmaNode, run_node, topic
+from sigma_ros.node_base import Param, SigmaNode, run_node, stamp_key, topic
 from sigma_ros.stats import Timer
 
 # LanguageOutput.gates of sigma_model: exp(theta_lang) of the language modulator, the mean of its
@@ -141,6 +141,8 @@ class LanguageNode(SigmaNode):
                 "vision_tokens.backbone_image_tokens",
             )
             robot_state = tensor_from_msg(msg.robot_state, [vt.shape[0], c.state_dim], "vision_tokens.robot_state")
+        if self.skip_before_reset("vision_tokens", stamp_key(msg.header)):
+            return
         if self.instruction is None:
             self.set_mode("waiting", "no instruction")
             self.stats.event("skipped_no_instruction")

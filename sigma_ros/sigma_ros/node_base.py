@@ -178,6 +178,7 @@ class SigmaNode(LifecycleNode):
         self._entities: list = []  # made by configure, released by cleanup
         self.model = None
         self.config = None
+        self.reset_ns = 0  # ROS time of the last sigma/reset: data stamped before it belongs to the episode before
         from diagnostic_msgs.msg import DiagnosticArray
         from sigma_ros_msgs.msg import Status
 
@@ -371,12 +372,25 @@ class SigmaNode(LifecycleNode):
         return wrapper
 
     def _on_reset(self, _msg) -> None:
+        self.reset_ns = self.get_clock().now().nanoseconds
         self.reset_episode()
         self.stats.event("resets")
         self.get_logger().info("reset: new episode")
 
     def reset_episode(self) -> None:
         """Start a new episode (``sigma/reset``): forget the recurrent state. Nodes override this."""
+
+    def skip_before_reset(self, input_name: str, stamp_ns: int) -> bool:
+        """Whether data stamped before the last reset must be skipped (counted as ``<input>_before_reset``).
+
+        It comes from the episode before the reset (a frame of the old scene, or what was computed from one), and
+        would carry that episode into the new one. Unstamped data (stamp 0) is left to the input's stamp gate.
+        """
+        if stamp_ns == 0 or stamp_ns >= self.reset_ns:
+            return False
+        self.stats.drop(f"{input_name}_before_reset",
+                        f"{input_name}: stamped before the last reset (the episode before it): skipped")
+        return True
 
     def set_mode(self, mode: str, reason: str = "") -> None:
         self.mode, self.reason = mode, reason

@@ -3,16 +3,20 @@
 """Perception node: the cognitive vision workspace (paper 3.1) on live sensors.
 
 Subscribes: camera (sensor_msgs/Image), optional depth (Image), audio (AudioChunk), joint states
-(JointState) and the latest telepathy factors (tau_prev). Each camera frame, with the newest valid
-joint state (and audio window / depth), runs ``model.vision_stage`` and publishes VisionTokens
+(JointState) and the latest telepathy factors (tau_prev). Each camera frame, with the valid joint
+state stamped nearest to it (and audio window / depth), runs ``model.vision_stage`` and publishes VisionTokens
 (vision + state tokens, for the language node; with a VLA backbone also its image tokens) and
 StateTokens (for the action node), both with the camera frame's header.
 
 Freshness is judged by header stamp (:mod:`sigma_model.freshness`): frames older than
 ``camera_max_age_s``, sensor messages in the future or out of order are refused and counted; a
 frame uses the joint state, depth and tau stamped within their timeouts of the frame's own stamp.
+Frame and joint state are paired by stamp (the state read with the frame, as in a LeRobot observation
+and so in the training data): while the next joint state (one joint-state period after the newest)
+would be nearer to a frame than the newest one (the state of the frame's own tick may still be in
+flight), the frame waits for it, or at the latest for the next frame.
 An implausible joint state (beyond the limits by more than ``joint_state_tolerance_rad``) is
-refused and invalidates the last one, so frames wait for a valid measurement.
+refused and invalidates the earlier ones, so frames wait for a valid measurement.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sigma_model.freshness import NS, StampGate
+from sigma_model.freshness import NS, StampedHistory, StampGate
 from sigma_model.outputs import SigmaObservation
 from sigma_model.safety import JointLimits
 from sigma_ros import qos
@@ -90,8 +94,8 @@ class PerceptionNode(SigmaNode):
             "depth": StampGate("depth", self.p.depth_timeout_s, future, unstamped),
             "audio": StampGate("audio", self.p.audio_max_age_s, future, unstamped),
         }
-        self.state: np.ndarray | None = None
-        self.state_stamp = 0
+        self.states = StampedHistory(self.p.joint_state_timeout_s)
+        self.pending_frame: tuple | None = None  # (image, stamp, header): a frame waiting for its joint state
         self.tau: torch.Tensor | None = None
         self.tau_stamp = None
         self.tau_stamp_ns = 0
@@ -115,7 +119,9 @@ class PerceptionNode(SigmaNode):
 
     def activate(self) -> None:
         """Activate; inputs from before (or while) inactive are not used: the next frame waits for a new joint state."""
-        self.state, self.depth = None, None
+        self.states.clear()
+        self.depth = None
+        self.reset_ns = self.get_clock().now().nanoseconds
         self.reset_episode()
         self.set_mode("waiting", "no camera frame yet")
 
@@ -132,9 +138,11 @@ class PerceptionNode(SigmaNode):
                 raise ConversionError(f"joint_states: {fault}")
             stamp = self.accept_stamp("joint_states", msg.header)
         except ValueError:
-            self.state = None  # a faulty sensor invalidates the last state: frames wait for a valid one
+            self.states.clear()  # a faulty sensor invalidates the earlier states: frames wait for a valid one
             raise
-        self.state, self.state_stamp = vec, stamp
+        self.states.add(stamp, vec)
+        if self.pending_frame is not None and not self.states.nearer_may_come(self.pending_frame[1]):
+            self._process_pending()
 
     def on_audio(self, msg) -> None:
         if not self.use_audio:
@@ -150,6 +158,8 @@ class PerceptionNode(SigmaNode):
 
     def on_tau(self, msg) -> None:
         tau = tensor_from_msg(msg.tau, [None, self.config.d_tau], "telepathy_factors.tau")
+        if self.skip_before_reset("telepathy_factors", stamp_key(msg.header)):
+            return
         self.tau, self.tau_stamp, self.tau_stamp_ns = tau, msg.header.stamp, stamp_key(msg.header)
 
     def reset_episode(self) -> None:
@@ -159,33 +169,54 @@ class PerceptionNode(SigmaNode):
         """
         self.tau, self.tau_stamp, self.tau_stamp_ns = None, None, 0
         self.frames_since_step = None
-        self.reset_ns = self.get_clock().now().nanoseconds
+        self.pending_frame = None
 
     def within(self, stamp: int, frame_stamp: int, timeout_s: float) -> bool:
         return stamp != 0 and abs(frame_stamp - stamp) <= timeout_s * NS
 
     def on_image(self, msg) -> None:
+        if self.pending_frame is not None:  # no later joint state came: it goes with the nearest one there is
+            self._process_pending()
         with Timer() as t_conv:
             image = image_to_tensor(msg, self.config.image_size, self.p.resize_images)
+        self.stats.latency("decode", t_conv.seconds)
         frame_stamp = self.accept_stamp("camera", msg.header)
-        if frame_stamp < self.reset_ns:
-            self.stats.drop("camera_before_reset", "camera: frame stamped before the last reset (the scene before "
-                                                   "it): skipped")
+        if self.skip_before_reset("camera", frame_stamp):  # it shows the scene before the reset
             return
         missing = self.camera_gaps.add(frame_stamp) if self.p.count_missing_frames else 0
         if missing:
             self.stats.drop("camera_missing", f"camera: {missing} frame(s) missing before this one (stamp gap)",
                             count=missing)
-        if self.state is None or not self.within(self.state_stamp, frame_stamp, self.p.joint_state_timeout_s):
-            self.set_mode("waiting", "no valid joint state")
-            self.reject("camera", "no valid joint state stamped within joint_state_timeout_s of the frame: "
-                                  "frame skipped (hold)")
+        newest = self.states.newest_stamp
+        if newest is None or frame_stamp - newest > self.p.joint_state_timeout_s * NS:
+            self._no_joint_state()
             return
         if self.frames_since_step is not None:
             self.frames_since_step += 1
             if self.frames_since_step < self.frame_stride:
                 return  # between plans (frame_stride)
         self.frames_since_step = 0
+        header = msg.header
+        if stamp_key(header) == 0:  # an accepted unstamped frame: its arrival stamp pairs the stages downstream
+            header.stamp.sec, header.stamp.nanosec = divmod(frame_stamp, NS)
+        self.pending_frame = (image, frame_stamp, header)
+        if not self.states.nearer_may_come(frame_stamp):
+            self._process_pending()
+
+    def _no_joint_state(self) -> None:
+        self.set_mode("waiting", "no valid joint state")
+        self.reject("camera", "no valid joint state stamped within joint_state_timeout_s of the frame: "
+                              "frame skipped (hold)")
+
+    def _process_pending(self) -> None:
+        """Run the vision stage on the waiting frame with the joint state stamped nearest to it."""
+        image, frame_stamp, header = self.pending_frame
+        self.pending_frame = None
+        paired = self.states.nearest(frame_stamp)
+        if paired is None or not self.within(paired[0], frame_stamp, self.p.joint_state_timeout_s):
+            self._no_joint_state()
+            return
+        state = paired[1]
         tau_prev = None
         used_tau = False
         if (self.p.telepathy and self.p.use_tau_feedback and self.tau is not None and self.tau.shape[0] == 1
@@ -199,17 +230,13 @@ class PerceptionNode(SigmaNode):
         )
         if self.use_depth and depth is None:
             depth = torch.zeros(1, 1, self.config.image_size, self.config.image_size)
-        robot_state = torch.from_numpy(self.state.astype(np.float32)).unsqueeze(0)
+        robot_state = torch.from_numpy(state.astype(np.float32)).unsqueeze(0)
         obs = SigmaObservation(image=image, robot_state=robot_state, audio=audio, depth=depth)
         with Timer() as t_model, torch.inference_mode():
             vis = self.model.vision_stage(obs, tau_prev)
-        self.stats.latency("decode", t_conv.seconds)
         self.stats.latency("vision_stage", t_model.seconds)
         self.frames += 1
 
-        header = msg.header
-        if stamp_key(header) == 0:  # an accepted unstamped frame: its arrival stamp pairs the stages downstream
-            header.stamp.sec, header.stamp.nanosec = divmod(frame_stamp, NS)
         out = self._VisionTokens()
         out.header = header
         out.frame_index = self.frames

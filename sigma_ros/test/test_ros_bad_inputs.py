@@ -257,7 +257,7 @@ def test_stale_future_and_unstamped_joint_states_are_refused(h, offset_s, kind):
     time.sleep(h.by_name["controller_node"].p.joint_state_timeout_s + 0.2)
     ctrl = h.by_name["controller_node"]
     assert ctrl.mode == "hold" and "no joint state" in ctrl.reason, (ctrl.mode, ctrl.reason)
-    assert h.by_name["perception_node"].state is None or not np.allclose(h.by_name["perception_node"].state[0], 0.5)
+    assert all(not np.isclose(v[0], 0.5) for _, v in h.by_name["perception_node"].states.items)
     h.set_joint_positions(Q0)
     time.sleep(0.2)
 
@@ -438,4 +438,106 @@ def test_frames_stamped_before_a_reset_are_skipped_and_the_next_one_is_processed
     assert h.rec.count("vision_tokens") == n_tokens
     h.pub_image.publish(image(h))  # the first frame after the reset: processed whatever the frame stride
     h.rec.wait_for("vision_tokens", n_tokens + 1, 10)
+    h.probe.destroy_publisher(reset)
+
+
+def _time(ns: int):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def test_a_frame_is_paired_with_the_joint_state_stamped_nearest_it():
+    """Not with the newest arrival.
+
+    While the state of the frame's own tick may still be in flight (the next one, a joint-state period after the
+    newest, would be nearer), the frame waits for it; when the newest is the nearest possible it runs at once; a frame
+    whose state never came goes with the nearest one when the next frame comes.
+    """
+    from sigma_ros.conversions import make_joint_state, tensor_from_msg
+
+    ms = 1_000_000
+    blank = np.zeros((96, 96, 3), np.uint8)
+
+    def state_of(msg):
+        return tensor_from_msg(msg.robot_state, [1, 6], "robot_state").numpy()[0]
+
+    with GraphHarness("test_ros_state_pairing", nodes=("perception_node",)) as g:
+        g.wait_matched()
+        t = g.probe.get_clock().now().nanoseconds
+        for k in (3, 2, 1):  # a 30 Hz stream
+            g.pub_joint.publish(make_joint_state(Q0 - 0.01 * k, JOINTS, _time(t - 33 * k * ms)))
+        time.sleep(0.2)
+        g.send_image(blank, stamp=_time(t))
+        time.sleep(0.3)
+        assert g.rec.count("vision_tokens") == 0  # its own tick's state (stamped about t) is still to come
+        g.pub_joint.publish(make_joint_state(Q0, JOINTS, _time(t + 2 * ms)))  # read with the frame
+        (tokens,) = g.rec.wait_for("vision_tokens", 1, 10)
+        np.testing.assert_allclose(state_of(tokens), Q0, atol=1e-6)
+        assert tokens.header.stamp == _time(t)
+
+        t = g.probe.get_clock().now().nanoseconds  # (stamps stay fresh)
+        for k in (2, 1, 0):
+            g.pub_joint.publish(make_joint_state(Q0 + 0.01 * k, JOINTS, _time(t - 33 * k * ms - 2 * ms)))
+        time.sleep(0.2)
+        g.send_image(blank, stamp=_time(t))  # the newest state (2 ms before it) is the nearest possible
+        tokens = g.rec.wait_for("vision_tokens", 2, 10)[1]
+        np.testing.assert_allclose(state_of(tokens), Q0, atol=1e-6)
+
+        g.send_image(blank, stamp=_time(t + 33 * ms))  # its state never comes
+        time.sleep(0.3)
+        assert g.rec.count("vision_tokens") == 2
+        g.send_image(blank, stamp=_time(t + 66 * ms))  # then it goes with the nearest one there is
+        tokens = g.rec.wait_for("vision_tokens", 3, 10)[2]
+        np.testing.assert_allclose(state_of(tokens), Q0, atol=1e-6)
+        assert tokens.header.stamp == _time(t + 33 * ms)
+
+
+def test_every_node_skips_data_stamped_before_a_reset(h):
+    """Computed from a frame of the episode before sigma/reset, it would carry that episode into the new one."""
+    from std_msgs.msg import Empty
+
+    from sigma_ros import graph, qos
+    from sigma_ros.conversions import plan_shapes
+
+    c = h.by_name["perception_node"].config
+    d, ns = c.d_model, c.n_state_tokens
+    old = h.probe.get_clock().now().nanoseconds
+    reset = h.probe.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
+    deadline = time.monotonic() + 5
+    while reset.get_subscription_count() < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)
+    reset.publish(Empty())
+    deadline = time.monotonic() + 5
+    while min(n.reset_ns for n in h.nodes) <= old and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert min(n.reset_ns for n in h.nodes) > old
+
+    vt = VisionTokens()
+    vt.vision_tokens = _tensor((1, c.n_vision_tokens, d))
+    vt.state_tokens = _tensor((1, ns, d))
+    tf = TelepathyFactors()
+    tf.tau = _tensor((1, c.d_tau))
+    hl = HighLevelRep()
+    hl.high_level_rep = _tensor((1, 5, d))
+    hl.mask = [True] * 5
+    st = StateTokens()
+    st.state_tokens = _tensor((1, ns, d))
+    plan = ActionPlan()
+    for field, shape in plan_shapes(c).items():
+        setattr(plan, field, _tensor([1, *shape[1:]]))
+    cases = [("vision_tokens", vt, [("language_node", "vision_tokens")]),
+             ("telepathy_factors", tf, [("perception_node", "telepathy_factors"),
+                                        ("action_node", "telepathy_factors")]),
+             ("high_level_rep", hl, [("action_node", "high_level_rep")]),
+             ("state_tokens", st, [("action_node", "state_tokens")]),
+             ("action_plan", plan, [("controller_node", "action_plan")])]
+    for topic, msg, targets in cases:
+        msg.header.stamp = _time(old)
+        befores = [count(h, node, f"{key}_before_reset") for node, key in targets]
+        h.pub_internal[topic].publish(msg)
+        for (node, key), b in zip(targets, befores):
+            wait_drop(h, node, f"{key}_before_reset", b)
+    assert h.by_name["controller_node"].loop.plan is None  # the old plan was not adopted: the arm holds
     h.probe.destroy_publisher(reset)

@@ -55,7 +55,7 @@ def test_one_frame_in_one_plan_out(checkpoint):
         h.rec.wait_for("status", 1, 20)
         perception, language = h.by_name["perception_node"], h.by_name["language_node"]
         deadline = time.monotonic() + 20
-        while (perception.state is None or language.instruction is None) and time.monotonic() < deadline:
+        while (perception.states.newest_stamp is None or language.instruction is None) and time.monotonic() < deadline:
             time.sleep(0.05)  # the frame needs a joint state and the instruction on the other side
         img = np.random.default_rng(0).integers(0, 256, (c.image_size, c.image_size, 3), dtype=np.uint8)
         msg = h.send_image(img)
