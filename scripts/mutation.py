@@ -57,11 +57,34 @@ SCOPE: dict[str, list[str]] = {
                "sigma_model.evaluation.replay.x_batch_record__mutmut_*",
                "sigma_model.evaluation.replay.x_observation_from_batch__mutmut_*"],
 }
-# ``--fast``: only these unit-test files run (paths relative to sigma_model/): minutes instead of hours, but
-# modules tested elsewhere (the trainer's step, the recurrence, replay) get no tests, and every score is a lower
-# bound of the full selection's. One fixed list, since mutmut drops all verdicts when the selection changes.
-FAST_TESTS = ["tests/test_safety_filter.py", "tests/test_safety_properties.py", "tests/test_control_loop.py",
-              "tests/test_training_losses.py", "tests/test_eval_adapter.py", "tests/test_data_shards.py"]
+# ``--fast``: only these unit tests run (paths relative to sigma_model/): minutes per module instead of hours. The
+# trainer's step, the recurrence and replay get the training-loop, model and replay tests that finish in about a
+# second, without the slow end-to-end runs (the 6 s training run, preprocessed shards, bit-identical resume without
+# EMA) and without replay's CLI tests (draccus parses the mutated sources there); their own focused tests are
+# tests/test_training_step.py, tests/test_model_recurrence.py and tests/test_eval_replay_records.py. Every score is a
+# lower bound of the full selection's. One fixed list for every module, since mutmut drops all verdicts when the
+# selection changes (mutmut runs a mutant only against the tests that call its function).
+_TRAINING_LOOP = "tests/test_training_loop.py::"
+_REPLAY = "tests/test_eval_replay.py::"
+FAST_TESTS = [
+    "tests/test_safety_filter.py", "tests/test_safety_properties.py", "tests/test_control_loop.py",
+    "tests/test_training_losses.py", "tests/test_eval_adapter.py", "tests/test_data_shards.py",
+    *(_TRAINING_LOOP + t for t in (
+        "test_resumed_training_is_bit_identical[0.9]", "test_checkpoints_export_the_weight_average",
+        "test_interrupt_saves_a_checkpoint_and_resume_continues",
+        "test_dataset_baselines_are_used_for_residual_learning",
+        "test_bf16_autocast_on_cpu_and_grad_accumulation", "test_clear_errors",
+        "test_continuing_the_same_trainer_keeps_its_log", "test_auxiliary_target_is_learned_from_the_image_only",
+        "test_action_losses_count_in_normalised_units", "test_the_trainer_applies_the_curriculum_step_by_step")),
+    "tests/test_training_step.py", "tests/test_model_equations.py", "tests/test_model_stages.py",
+    "tests/test_model_recurrence.py",
+    *(_REPLAY + t for t in (
+        "test_telepathy_off_equals_tau0_baseline_exactly", "test_dataset_baseline_and_metrics_by_hand",
+        "test_separate_baseline_checkpoint", "test_check_a_matches_heads_definition",
+        "test_bad_inputs_are_clear_errors",
+        "test_replay_carries_tau_and_memory_through_each_episode", "test_episode_lanes_batch_the_recurrence_exactly")),
+    "tests/test_eval_replay_records.py",
+]
 # Runs mutmut with its test selection replaced by the files in argv[1] (comma-separated); the rest of the
 # configuration stays that of [tool.mutmut]. mutmut resets its verdicts when the selection changes.
 _SELECTED_TESTS_MUTMUT = (

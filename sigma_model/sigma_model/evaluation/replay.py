@@ -51,6 +51,7 @@ from ..configuration_sigma import SigmaConfig
 from ..layers import masked_mean
 from ..modeling_sigma import SigmaModel
 from ..outputs import SigmaObservation
+from ..training.batching import prepare_image
 from .adapter import AdapterConfig, RiskGatedAdapter
 from .check_a import HEADS_FILE, check_a_section, find_init_heads
 from .report import DEFAULT_THRESHOLDS
@@ -266,19 +267,10 @@ def observation_from_batch(
 ) -> tuple[SigmaObservation, bool]:
     """(observation, state_dim_corrected).
 
-    Image resized to the model's size, robot_state padded with zeros or truncated to config.state_dim (the paper's
-    robot_state dimension correction).
+    Image resized to the model's size (the trainer's ``prepare_image``), robot_state padded with zeros or truncated to
+    config.state_dim (the paper's robot_state dimension correction).
     """
-    images = _first(batch["vision_inputs"], 3)
-    if images.dim() != 4 or images.shape[1] != config.image_channels:
-        raise ValueError(
-            f"vision_inputs must be [B,{config.image_channels},H,W] (or [B,T,C,H,W]), got {list(images.shape)}"
-        )
-    if images.shape[-2:] != (config.image_size, config.image_size):
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        images = torch.nn.functional.interpolate(
-            x, size=(config.image_size, config.image_size), mode="bilinear", align_corners=False, antialias=True
-        ).clamp(0.0, 1.0)
+    images = prepare_image(batch["vision_inputs"], config)
     state = _first(batch["robot_state"], 1).float()
     if state.dim() != 2:
         raise ValueError(f"robot_state must be [B,S] (or [B,T,S]), got {list(state.shape)}")
