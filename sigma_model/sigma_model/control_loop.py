@@ -139,6 +139,13 @@ class ControlLoop:
             return None
         return self.state
 
+    def _silent(self, current, plan_request_ns: int | None = None) -> TickResult:
+        """Before the first plan, with hold_before_first_plan off: nothing is sent (a fault is still reported)."""
+        fault = self.safety.check_measurement(current)[1]
+        reasons = ["no plan yet (silent)"] + ([fault] if fault else [])
+        return TickResult(SafetyDecision(None, MODE_HOLD, False, reasons, fault=bool(fault)), False,
+                          plan_request_ns=plan_request_ns)
+
     def _wait_for_plan(self, current, now_ns: int) -> TickResult:
         """sync_plans, no plan to run: hold; ask (again after plan_timeout_s) for the plan of a frame from now on."""
         timeout_ns = int(self.safety.config.plan_timeout_s * NS)
@@ -149,13 +156,9 @@ class ControlLoop:
         since = self.request_ns if self.request_ns is not None else self.waiting_since
         if since is not None and now_ns - since > timeout_ns:  # it did not come (lost or refused): ask again
             self.request_ns = now_ns
-        now_s = now_ns / NS
         if self.plan is None and not self.config.hold_before_first_plan:
-            fault = self.safety.check_measurement(current)[1]
-            reasons = ["no plan yet (silent)"] + ([fault] if fault else [])
-            return TickResult(SafetyDecision(None, MODE_HOLD, False, reasons, fault=bool(fault)), False,
-                              plan_request_ns=self.request_ns)
-        decision = self.safety.step(None, current, now_s)
+            return self._silent(current, self.request_ns)
+        decision = self.safety.step(None, current, now_ns / NS)
         decision.reasons.insert(0, "waiting for the plan of a frame from now on (sync_plans)")
         return TickResult(decision, decision.publish and decision.command is not None, plan_request_ns=self.request_ns)
 
@@ -179,8 +182,6 @@ class ControlLoop:
             if self.pending is not None and self.ticks_on_plan >= self.config.min_plan_ticks:
                 self._adopt_pending()
         if self.plan is None and not self.config.hold_before_first_plan:
-            fault = self.safety.check_measurement(current)[1]
-            reasons = ["no plan yet (silent)"] + ([fault] if fault else [])
-            return TickResult(SafetyDecision(None, MODE_HOLD, False, reasons, fault=bool(fault)), False)
+            return self._silent(current)
         decision = self.safety.step(target, current, now_s)
         return TickResult(decision, decision.publish and decision.command is not None, plan_id, step)

@@ -328,3 +328,26 @@ def test_sync_plans_ask_again_for_a_plan_that_does_not_come():
     assert loop.request_ns == done  # repeated within plan_timeout_s
     _, now = run_ticks(loop, now, 1)
     assert loop.request_ns == now > done  # then asked again, with a new stamp
+
+
+def test_sync_plans_waiting_says_why_and_stays_silent_before_the_first_plan():
+    loop, _ = make_loop(min_plan_ticks=1, sync_plans=True, hold_before_first_plan=False, plan_timeout_s=0.5)
+    now = T0 + PERIOD
+    loop.on_joint_state(np.array([0.0, 0.0]), now, now)
+    r = loop.tick(now)
+    assert (r.publish, r.decision.command, r.decision.reasons, r.decision.fault, r.plan_request_ns) == (
+        False, None, ["no plan yet (silent)"], False, None)
+    assert r.decision.mode == MODE_HOLD and r.decision.publish is False
+    loop.on_joint_state(np.array([5.0, 0.0]), now, now)  # implausible: a fault, reported even while silent
+    r = loop.tick(now)
+    assert r.publish is False and r.decision.fault is True and r.decision.publish is False
+    assert r.decision.reasons[0] == "no plan yet (silent)" and len(r.decision.reasons) == 2
+    loop.on_joint_state(np.array([0.0, 0.0]), now + 6 * PERIOD, now + 6 * PERIOD)
+    r = loop.tick(now + 6 * PERIOD)  # the first plan did not come within plan_timeout_s: asked for, still silent
+    assert (r.publish, r.plan_request_ns) == (False, now + 6 * PERIOD)
+    loop.on_plan((1, 0.0), 1, now + 6 * PERIOD, now + 6 * PERIOD)
+    _, t = run_ticks(loop, now + 6 * PERIOD, 1)
+    loop.on_joint_state(np.array([0.0, 0.0]), t + PERIOD, t + PERIOD)
+    r = loop.tick(t + PERIOD)  # done: hold, and why
+    assert r.decision.reasons == ["waiting for the plan of a frame from now on (sync_plans)", "no plan"]
+    assert r.publish and r.decision.command.tolist() == [0.0, 0.0]
