@@ -27,6 +27,7 @@ from sigma_ros.bag_pairing import PairedFrame, RobotTopics, time_groups
 
 from sigma_ros.bag_replay_config import NODES, BagEvalConfig
 from sigma_ros.bag_replay_offline import FrameOutput, Step
+from sigma_ros.conversions import time_from_ns
 
 log = logging.getLogger(__name__)
 _TAGS = itertools.count()  # distinct harness tags within one process
@@ -303,7 +304,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
             """Stamp a message with the replay clock (unique, increasing)."""
             stamp = max(h.probe.get_clock().now().nanoseconds, last_stamp[0] + 1)
             last_stamp[0] = stamp
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            msg.header.stamp = time_from_ns(stamp)
             return stamp
 
         def publish_frame(raw, index: int, with_state: int | None = None) -> None:
@@ -313,7 +314,7 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
                 stamp = restamp(msg)
             else:
                 stamp = with_state
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                msg.header.stamp = time_from_ns(stamp)
             by_stamp[stamp], stamp_of[index] = index, stamp
             published[index] = time.perf_counter()
             h.pub_image.publish(msg)

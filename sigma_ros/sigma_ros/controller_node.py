@@ -26,7 +26,7 @@ import torch
 from sigma_model.control_loop import ControlLoop, ControlLoopConfig
 from sigma_model.safety import MODE_TRACK, SafetyConfig, SafetyFilter
 from sigma_ros import qos
-from sigma_ros.conversions import ConversionError, joint_state_to_vector, plan_from_msg
+from sigma_ros.conversions import ConversionError, joint_state_to_vector, plan_from_msg, time_from_ns
 from sigma_ros.node_base import Param, SigmaNode, run_node, stamp_key, topic
 from sigma_ros.stats import Timer
 
@@ -173,9 +173,7 @@ class ControllerNode(SigmaNode):
             self.stats.drop("control_errors")
         decision = result.decision
         if result.plan_request_ns is not None:  # sync_plans: the plan is done, the arm holds until the next one
-            request = self._Header()
-            request.stamp.sec, request.stamp.nanosec = divmod(result.plan_request_ns, 1_000_000_000)
-            self.request_pub.publish(request)
+            self.request_pub.publish(self._Header(stamp=time_from_ns(result.plan_request_ns)))
         if result.plan_id >= 0:
             self.last_plan_id, self.last_step_index = result.plan_id, result.step_index
         if decision.fault:

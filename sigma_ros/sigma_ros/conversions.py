@@ -282,6 +282,13 @@ def joint_state_to_vector(msg, joint_names: Sequence[str], name: str = "joint_st
     return vec
 
 
+def time_from_ns(t_ns: int):
+    """Integer nanoseconds -> builtin_interfaces/Time (a header stamp)."""
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=int(t_ns // 1_000_000_000), nanosec=int(t_ns % 1_000_000_000))
+
+
 def make_joint_state(positions: Sequence[float], joint_names: Sequence[str], stamp=None):
     from sensor_msgs.msg import JointState
 

@@ -41,6 +41,7 @@ from sigma_ros.conversions import (
     joint_state_to_vector,
     tensor_from_msg,
     tensor_to_msg,
+    time_from_ns,
 )
 from sigma_ros.node_base import Param, SigmaNode, run_node, stamp_key, topic
 from sigma_ros.stats import FrameGapCounter, Timer
@@ -218,7 +219,7 @@ class PerceptionNode(SigmaNode):
         self.frames_since_step = 0
         header = msg.header
         if stamp_key(header) == 0:  # an accepted unstamped frame: its arrival stamp pairs the stages downstream
-            header.stamp.sec, header.stamp.nanosec = divmod(frame_stamp, NS)
+            header.stamp = time_from_ns(frame_stamp)
         self.pending_frame = (image, frame_stamp, header)
         if not self.states.nearer_may_come(frame_stamp):
             self._process_pending()

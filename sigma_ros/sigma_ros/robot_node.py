@@ -219,15 +219,15 @@ class RobotNode(SigmaNode):
         return tick
 
     def publish_observation(self, obs) -> None:
-        from sigma_ros.conversions import array_to_image, make_joint_state
+        from sigma_ros.conversions import array_to_image, make_joint_state, time_from_ns
 
         clock = self.get_clock()
         now_ns, mono = clock.now().nanoseconds, time.monotonic()
         stamp_ns = now_ns - int((mono - obs.t_read) * 1e9)
-        self.joint_pub.publish(make_joint_state(obs.positions, self.p.joint_names, _time(stamp_ns)))
+        self.joint_pub.publish(make_joint_state(obs.positions, self.p.joint_names, time_from_ns(stamp_ns)))
         for key, frame in obs.frames.items():
             t_ns = stamp_ns - int(obs.frame_ages.get(key, 0.0) * 1e9)
-            self.image_pubs[key].publish(array_to_image(frame, "rgb8", _time(t_ns), frame_id=key))
+            self.image_pubs[key].publish(array_to_image(frame, "rgb8", time_from_ns(t_ns), frame_id=key))
             self.stats.event(f"frames_{key}")
 
     # --------------------------------------------------------------- status
@@ -257,12 +257,6 @@ class RobotNode(SigmaNode):
 def _per_joint(values, n: int) -> np.ndarray:
     values = list(values)
     return np.asarray(values if len(values) > 1 else values * n, dtype=np.float64)
-
-
-def _time(t_ns: int):
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=int(t_ns // 1_000_000_000), nanosec=int(t_ns % 1_000_000_000))
 
 
 # ------------------------------------------------------------------- command line

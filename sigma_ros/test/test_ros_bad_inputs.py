@@ -21,7 +21,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from sigma_ros_msgs.msg import ActionPlan, AudioChunk, HighLevelRep, StateTokens, TelepathyFactors, VisionTokens  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from sigma_ros.conversions import array_to_image, make_audio_chunk, tensor_to_msg  # noqa: E402
+from sigma_ros.conversions import array_to_image, make_audio_chunk, tensor_to_msg, time_from_ns  # noqa: E402
 from sigma_ros.testing import JOINTS, GraphHarness, drops  # noqa: E402
 
 Q0 = np.array([0.1, -0.1, 0.2, 0.0, 0.3, 0.1])
@@ -234,10 +234,7 @@ def test_error_logs_are_throttled_per_input(h, capfd):
 
 def stamped(h, offset_s: float):
     """Return a header stamp `offset_s` from now on the probe's clock."""
-    from builtin_interfaces.msg import Time
-
-    sec, nsec = divmod(h.probe.get_clock().now().nanoseconds + int(offset_s * 1e9), 1_000_000_000)
-    return Time(sec=sec, nanosec=nsec)
+    return time_from_ns(h.probe.get_clock().now().nanoseconds + int(offset_s * 1e9))
 
 
 @pytest.mark.parametrize("offset_s, kind", [(-5.0, "stale"), (10.0, "future"), (0.0, "unstamped")])
@@ -340,7 +337,7 @@ def test_missing_camera_frames_are_counted(h):
         stamp = base + k * 33_333_333
         time.sleep(max(0.0, (stamp - clock.now().nanoseconds) / 1e9))  # never stamped in the future
         msg = image(h)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        msg.header.stamp = time_from_ns(stamp)
         h.pub_image.publish(msg)
         h.rec.wait_for("vision_tokens", n_tokens + 1, 10)
         n_tokens += 1
@@ -441,12 +438,6 @@ def test_frames_stamped_before_a_reset_are_skipped_and_the_next_one_is_processed
     h.probe.destroy_publisher(reset)
 
 
-def _time(ns: int):
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
 def test_a_frame_is_paired_with_the_joint_state_stamped_nearest_it():
     """Not with the newest arrival.
 
@@ -466,31 +457,31 @@ def test_a_frame_is_paired_with_the_joint_state_stamped_nearest_it():
         g.wait_matched()
         t = g.probe.get_clock().now().nanoseconds
         for k in (3, 2, 1):  # a 30 Hz stream
-            g.pub_joint.publish(make_joint_state(Q0 - 0.01 * k, JOINTS, _time(t - 33 * k * ms)))
+            g.pub_joint.publish(make_joint_state(Q0 - 0.01 * k, JOINTS, time_from_ns(t - 33 * k * ms)))
         time.sleep(0.2)
-        g.send_image(blank, stamp=_time(t))
+        g.send_image(blank, stamp=time_from_ns(t))
         time.sleep(0.3)
         assert g.rec.count("vision_tokens") == 0  # its own tick's state (stamped about t) is still to come
-        g.pub_joint.publish(make_joint_state(Q0, JOINTS, _time(t + 2 * ms)))  # read with the frame
+        g.pub_joint.publish(make_joint_state(Q0, JOINTS, time_from_ns(t + 2 * ms)))  # read with the frame
         (tokens,) = g.rec.wait_for("vision_tokens", 1, 10)
         np.testing.assert_allclose(state_of(tokens), Q0, atol=1e-6)
-        assert tokens.header.stamp == _time(t)
+        assert tokens.header.stamp == time_from_ns(t)
 
         t = g.probe.get_clock().now().nanoseconds  # (stamps stay fresh)
         for k in (2, 1, 0):
-            g.pub_joint.publish(make_joint_state(Q0 + 0.01 * k, JOINTS, _time(t - 33 * k * ms - 2 * ms)))
+            g.pub_joint.publish(make_joint_state(Q0 + 0.01 * k, JOINTS, time_from_ns(t - 33 * k * ms - 2 * ms)))
         time.sleep(0.2)
-        g.send_image(blank, stamp=_time(t))  # the newest state (2 ms before it) is the nearest possible
+        g.send_image(blank, stamp=time_from_ns(t))  # the newest state (2 ms before it) is the nearest possible
         tokens = g.rec.wait_for("vision_tokens", 2, 10)[1]
         np.testing.assert_allclose(state_of(tokens), Q0, atol=1e-6)
 
-        g.send_image(blank, stamp=_time(t + 33 * ms))  # its state never comes
+        g.send_image(blank, stamp=time_from_ns(t + 33 * ms))  # its state never comes
         time.sleep(0.3)
         assert g.rec.count("vision_tokens") == 2
-        g.send_image(blank, stamp=_time(t + 66 * ms))  # then it goes with the nearest one there is
+        g.send_image(blank, stamp=time_from_ns(t + 66 * ms))  # then it goes with the nearest one there is
         tokens = g.rec.wait_for("vision_tokens", 3, 10)[2]
         np.testing.assert_allclose(state_of(tokens), Q0, atol=1e-6)
-        assert tokens.header.stamp == _time(t + 33 * ms)
+        assert tokens.header.stamp == time_from_ns(t + 33 * ms)
 
 
 def test_every_node_skips_data_stamped_before_a_reset(h):
@@ -534,7 +525,7 @@ def test_every_node_skips_data_stamped_before_a_reset(h):
              ("state_tokens", st, [("action_node", "state_tokens")]),
              ("action_plan", plan, [("controller_node", "action_plan")])]
     for topic, msg, targets in cases:
-        msg.header.stamp = _time(old)
+        msg.header.stamp = time_from_ns(old)
         befores = [count(h, node, f"{key}_before_reset") for node, key in targets]
         h.pub_internal[topic].publish(msg)
         for (node, key), b in zip(targets, befores):
@@ -566,7 +557,7 @@ def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
 
         def frame(offset_ms=0):
             t = g.probe.get_clock().now().nanoseconds + offset_ms * ms
-            g.send_image(blank, stamp=_time(t))
+            g.send_image(blank, stamp=time_from_ns(t))
             time.sleep(0.1)
             return t
 
@@ -575,7 +566,7 @@ def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
         for _ in range(3):
             frame()
         t_req = g.probe.get_clock().now().nanoseconds + 300 * ms
-        request.publish(Header(stamp=_time(t_req)))
+        request.publish(Header(stamp=time_from_ns(t_req)))
         time.sleep(0.1)
         frame()  # stamped before the request
         time.sleep(0.3)
@@ -583,7 +574,7 @@ def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
         time.sleep(0.3)
         frame()  # the first one from the request on
         g.rec.wait_for("vision_tokens", 2, 10)
-        request.publish(Header(stamp=_time(t_req)))  # repeated while the controller waited
+        request.publish(Header(stamp=time_from_ns(t_req)))  # repeated while the controller waited
         time.sleep(0.1)
         frame()
         time.sleep(0.3)
