@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 from sigma_model.cli import check_choice, fail, parse_cli
 
-from so101_sim_comparison_report import markdown, plot, summary
+from so101_sim_comparison_report import markdown, plot, summary, time_to_reach
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "so101_sim_comparison.json"
@@ -384,7 +384,8 @@ def log_result(label: str, cached: dict[str, Any]) -> None:
 def method_result(args, work: Path, method: str) -> dict[str, Any]:
     settings, condition = eval_settings(args), METHODS[method][1]
     out: dict[str, Any] = {"seeds": list(args.seeds), "success": [], "successes": [], "checkpoints": {},
-                           "final_step": [], "failed_seeds": {}, "train_wall_s": [], "samples": [], "runs": {}}
+                           "final_step": [], "failed_seeds": {}, "train_wall_s": [], "samples": [], "runs": {},
+                           "reach_80": []}
     devices, sources, missing = [], set(), []
     for seed in args.seeds:
         run = read_run(work, method, seed)
@@ -409,6 +410,7 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
         facts = train_facts(run)
         out["train_wall_s"].append(facts["train_wall_s"])
         out["samples"].append(facts["samples"])
+        out["reach_80"].append(time_to_reach(out["checkpoints"][str(seed)], run.total_steps, facts["train_wall_s"]))
         out["runs"][str(seed)] = str(run.path.resolve())
         devices.append(facts["device"])
         sources.add(facts["wall_source"])

@@ -35,24 +35,48 @@ def summary(rates: list[float], successes: list[int], episodes: int) -> dict[str
     return {"mean": mean, "ci95": [lo, hi], "ci_method": f"Wilson on {n * episodes} pooled episodes"}
 
 
+def time_to_reach(rates: dict[str, float], total_steps: int, wall_s: float | None,
+                  threshold: float = 0.8) -> dict[str, Any]:
+    """Return the first evaluated checkpoint whose success reaches `threshold`, and its estimated training time.
+
+    The time is the run's wall time x step / steps (uniform speed). Only the evaluated checkpoints count, so a hit at
+    the first of them (`at_first_evaluated`) may have been reached earlier.
+    """
+    steps = sorted(int(s) for s in rates)
+    hit = next((s for s in steps if rates[str(s)] >= threshold), None)
+    return {"threshold": threshold, "step": hit, "at_first_evaluated": hit is not None and hit == steps[0],
+            "wall_s_est": None if hit is None or wall_s is None else wall_s * hit / total_steps}
+
+
+def reach_cell(reach: dict[str, Any]) -> str:
+    if reach["step"] is None:
+        return "not reached"
+    wall = "-" if reach["wall_s_est"] is None else f"{reach['wall_s_est'] / 60:.1f}"
+    return f"{'<= ' if reach['at_first_evaluated'] else ''}{reach['step']} ({wall})"
+
+
 def markdown(results: dict[str, Any]) -> str:
     ev = results["evaluation"]
     lines = [f"Closed-loop success on the held-out episodes {results['seeds']['held_out']} ({ev['episodes']} per "
              f"checkpoint, at most {ev['max_steps']} ticks), commit `{results['commit']}`; demonstrations: "
              f"{results['seeds']['demonstrations']['episodes']} episodes.", "",
              "| method | seeds | success per seed (last checkpoint) | mean [95% CI] | min over 2nd-half checkpoints "
-             "| train wall time per seed (min) | samples per seed | device | scaled down |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| first checkpoint >= 80%: step (est. min) | train wall time per seed (min) | samples per seed | device "
+             "| scaled down |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
     for name, m in results["methods"].items():
         lo, hi = m["ci95"]
         wall = ", ".join("-" if w is None else f"{w / 60:.1f}" for w in m["train_wall_s"])
         lines.append(f"| {name} | {', '.join(map(str, m['seeds']))} | {', '.join(map(pct, m['success']))} | "
-                     f"{pct(m['mean'])} [{pct(lo)}, {pct(hi)}] | {pct(m['second_half_min'])} | {wall} | "
+                     f"{pct(m['mean'])} [{pct(lo)}, {pct(hi)}] | {pct(m['second_half_min'])} | "
+                     f"{', '.join(map(reach_cell, m['reach_80']))} | {wall} | "
                      f"{', '.join(map(str, m['samples']))} | {m['device']} | {'yes' if m['scaled_down'] else 'no'} |")
     methods = sorted({m["ci_method"] for m in results["methods"].values()})
     lines += ["", f"95% CI: {'; '.join(methods)}. Training: {results['budget']['steps']} steps x batch "
-              f"{results['budget']['batch_size']} per run. Recipes:", ""]
+              f"{results['budget']['batch_size']} per run. First checkpoint >= 80%: per seed, of the evaluated "
+              "checkpoints ('<=': already the first of them), its time estimated as the run's wall time x step / "
+              "steps. Recipes:", ""]
     lines += [f"- {name}: {m['recipe']['summary']}" for name, m in results["methods"].items()]
     return "\n".join(lines) + "\n"
 

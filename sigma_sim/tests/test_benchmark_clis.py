@@ -46,6 +46,9 @@ CASES = {  # script: (typical command line, the values it gives, a bad command l
     "bench_ros": (["--mode=composed", "--camera_hz=15", "--json=out.json"],
                   {"mode": "composed", "camera_hz": 15.0, "json": "out.json"}, ["--mode=threads"],
                   "--mode must be one of processes, composed, inprocess"),
+    "bench_scaling": (["--config=c.json", "--batches=[1,8]", "--traj_lens=[16]", "--threads=2"],
+                      {"config": "c.json", "batches": [1, 8], "traj_lens": [16], "threads": 2},
+                      ["--image_sizes=[0,96]"], "--image_sizes must be a non-empty list of positive integers"),
     "bench_shard_checksums": (["--samples=400", "--shard_size=100"], {"samples": 400, "shard_size": 100},
                               ["--horizon"], "argument --horizon: expected one argument"),
     "bench_sim": (["--steps=60", "--json=true"], {"steps": 60, "json": True}, ["--json"],
@@ -57,7 +60,12 @@ CASES = {  # script: (typical command line, the values it gives, a bad command l
 
 
 def load(script: str):
-    """Import benchmarks/<script>.py (registered in sys.modules, as dataclasses need)."""
+    """Import benchmarks/<script>.py (registered in sys.modules, as dataclasses need).
+
+    benchmarks/ goes on the path, as for a script, for the helpers the scripts share.
+    """
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
     if script not in sys.modules:
         spec = importlib.util.spec_from_file_location(script, BENCHMARKS / f"{script}.py")
         sys.modules[script] = module = importlib.util.module_from_spec(spec)
@@ -91,3 +99,22 @@ def test_a_benchmark_runs_as_a_script_with_its_flags():
     run = subprocess.run([sys.executable, str(BENCHMARKS / "bench_preprocess.py"), "--help"], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0 and "--shard_size int" in run.stdout
+
+
+def test_scaling_benchmark_measures_each_factor_against_its_base(tmp_path, capsys):
+    from sigma_model.testing import small_config
+
+    small_config().save(tmp_path / "config.json")
+    rows = load("bench_scaling").main([f"--config={tmp_path}", "--iters=1", "--train_steps=1", "--batches=[2]",
+                                       "--train_batches=[2,4]", "--image_sizes=[32]", "--traj_lens=[4]"])
+    table = {(r["factor"], r["value"]): r for r in rows}
+    base = small_config()
+    assert set(table) == {("batch", 1), ("batch", 2), ("batch", 4), ("image_size", 32), ("image_size", base.image_size),
+                          ("traj_len", 4), ("traj_len", base.traj_len)}  # base values added, batch 1 for inference
+    for ref in (("image_size", base.image_size), ("traj_len", base.traj_len), ("batch", 1)):
+        assert table[ref]["whole_step_x"] == 1.0
+    assert table[("batch", 4)]["train_x"] == 1.0 and table[("batch", 4)]["whole_step_ms"] is None  # training only
+    assert table[("batch", 2)]["per_sample_ms"] == pytest.approx(table[("batch", 2)]["whole_step_ms"] / 2)
+    assert all(r["train_samples_per_s"] > 0 for r in rows if r["factor"] != "batch" or r["value"] != 1)
+    printed = capsys.readouterr().out
+    assert printed.count("\n| ") == len(rows) + 1 and "| traj_len | 4 |" in printed

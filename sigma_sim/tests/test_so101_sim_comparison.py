@@ -107,6 +107,9 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
         assert m["success"] == [rates["2"]] and m["mean"] == rates["2"] and m["second_half_min"] == min(rates.values())
         assert m["samples"] == [8] and m["train_wall_s"][0] > 0 and m["device"].startswith("cpu")
         assert m["ci_method"] == "Wilson on 1 pooled episodes" and m["scaled_down"] == (method == "act")
+        assert m["reach_80"][0]["step"] == next((s for s in (1, 2) if rates[str(s)] >= 0.8), None), method
+    sigma_reach = results["methods"]["sigma"]["reach_80"][0]
+    assert sigma_reach["wall_s_est"] == pytest.approx(results["methods"]["sigma"]["train_wall_s"][0])
     assert results["methods"]["sigma"]["ci95"][1] == 1.0 and results["methods"]["sigma"]["ci95"][0] > 0.1
     assert results["methods"]["sigma"]["train_wall_s"][0] == pytest.approx(sum(s["wall_s"] for s in record["segments"]))
     assert results["methods"]["sigma_no_telepathy"]["recipe"]["telepathy_in_training"] is False
@@ -181,6 +184,23 @@ def test_bad_options_are_one_line_errors(comparison, tmp_path, capsys):
         with pytest.raises(SystemExit) as failed:
             cmp.main([*options, "--stages=[report]", *args])
         assert failed.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_time_to_reach_is_the_first_evaluated_checkpoint_at_the_threshold():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        report = importlib.import_module("so101_sim_comparison_report")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rates = {"4000": 0.5, "5000": 0.8, "6000": 0.96, "7000": 0.3, "8000": 0.9}
+    reach = report.time_to_reach(rates, 8000, 3600.0)
+    assert reach == {"threshold": 0.8, "step": 5000, "at_first_evaluated": False, "wall_s_est": 2250.0}
+    assert report.reach_cell(reach) == "5000 (37.5)"
+    first = report.time_to_reach({"8000": 0.9, "4000": 0.85}, 8000, None)  # keys in any order; no wall time
+    assert first["step"] == 4000 and first["at_first_evaluated"] and first["wall_s_est"] is None
+    assert report.reach_cell(first) == "<= 4000 (-)"
+    never = report.time_to_reach(rates, 8000, 3600.0, threshold=0.97)
+    assert never["step"] is None and report.reach_cell(never) == "not reached"
 
 
 def test_confidence_interval_is_t_over_seeds_or_wilson_on_pooled_episodes(comparison):
