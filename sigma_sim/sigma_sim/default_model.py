@@ -15,9 +15,12 @@ Stages (``--stages=[record,preprocess]`` picks a subset; every stage reads the p
 3. ``train``      the default small Sigma configuration with :class:`sigma_model.training.SigmaTrainer`
                   (TRAF + TSAC + curriculum) on vision (96x96 front camera) + joint positions, with
                   image-shift / state-noise augmentation and silent audio (what the sim node publishes);
-4. ``eval``       closed-loop evaluation in the simulator (:mod:`sigma_sim.closed_loop`): telepathy
+4. ``select``     closed-loop checkpoint selection: every checkpoint of the second half of training (and
+                  the last) runs ``--select_episodes`` episodes from ``--select_seed`` (seeds disjoint from
+                  the evaluation's); the most successful one (the later one on a tie) is evaluated and shipped;
+5. ``eval``       closed-loop evaluation in the simulator (:mod:`sigma_sim.closed_loop`): telepathy
                   on, off, with the adapter, over randomised seeded episodes never seen in training;
-5. ``ship``       copies the merged checkpoint (config.json + <workspace>.safetensors) to ``--out``
+6. ``ship``       copies the merged checkpoint (config.json + <workspace>.safetensors) to ``--out``
                   with ``PROVENANCE.md`` / ``provenance.json`` (command, seeds, dataset size, steps,
                   wall times, eval figures) and the closed-loop report.
 
@@ -49,7 +52,7 @@ from sigma_sim.instructions import HELD_OUT_PARAPHRASES, TRAINING_WORDINGS, inst
 PROG = "sigma-make-default"
 DEFAULT_OUT = "checkpoints/sigma_so101_default"
 DEFAULT_WORK_DIR = "runs/sigma_so101_default"
-STAGES = ("record", "preprocess", "train", "eval", "ship")
+STAGES = ("record", "preprocess", "train", "select", "eval", "ship")
 
 #: The default small configuration (overrides of SigmaConfig()); ~0.96 M parameters, ~3.9 MB fp32.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
@@ -351,6 +354,59 @@ def stage_train(args, work: Path) -> dict[str, Any]:
     }
 
 
+def seed_range(first: int, episodes: int) -> str:
+    return f"{first}..{first + episodes - 1}"
+
+
+def ranges_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether the episode seeds first..first+n-1 of two (first, n) ranges overlap."""
+    return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
+
+
+def choose_checkpoint(successes: dict[int, int]) -> int:
+    """Return the step with the most successes; on a tie the later step (the longer-trained model)."""
+    return max(successes, key=lambda step: (successes[step], step))
+
+
+def stage_select(args, work: Path, train: dict[str, Any]) -> dict[str, Any]:
+    """Closed-loop checkpoint selection on the selection seeds (never the evaluation's).
+
+    Each checkpoint's result is kept in ``WORK/select/<step dir>.json`` and reused by a later run with the same
+    settings, so an interrupted selection resumes.
+    """
+    from sigma_model.training.checkpointing import TRAINER_STATE, list_checkpoints
+    from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint
+
+    condition = "sigma" if train["training_config"].get("telepathy", True) else "telepathy_off"
+    steps = {int(json.loads((p / TRAINER_STATE).read_text())["step"]): p
+             for p in list_checkpoints(Path(train["checkpoint"]).parent) if (p / TRAINER_STATE).is_file()}
+    candidates = sorted(step for step in steps if 2 * step >= train["steps"])
+    if not candidates:
+        raise SystemExit(f"{PROG}: no training checkpoint to select from in {Path(train['checkpoint']).parent}")
+    settings = {"condition": condition, "episodes": args.select_episodes, "seed": args.select_seed,
+                "max_steps": args.eval_max_steps, "replan_every": args.replan_every}
+    cfg = ClosedLoopConfig(episodes=args.select_episodes, seed=args.select_seed, replan_every=args.replan_every,
+                           conditions=(condition,), variations=("nominal",), max_steps=args.eval_max_steps,
+                           expert_reference=False)
+    (work / "select").mkdir(exist_ok=True)
+    t0, successes = time.perf_counter(), {}
+    for step in candidates:
+        cache = work / "select" / f"{steps[step].name}.json"
+        cached = json.loads(cache.read_text()) if cache.is_file() else {}
+        if cached.get("settings") != settings:
+            report = evaluate_checkpoint(steps[step] / "model", cfg)
+            cached = {"settings": settings, "successes": report["closed_loop"][condition]["successes"]}
+            cache.write_text(json.dumps(cached, indent=2) + "\n")
+        successes[step] = cached["successes"]
+        if not args.quiet:
+            print(f"[make-default] select: step {step}: {successes[step]}/{args.select_episodes} "
+                  f"({condition}, seeds {seed_range(args.select_seed, args.select_episodes)})", file=sys.stderr)
+    chosen = choose_checkpoint(successes)
+    return {"condition": condition, "seeds": seed_range(args.select_seed, args.select_episodes),
+            "episodes": args.select_episodes, "successes": {str(k): v for k, v in successes.items()},
+            "chosen_step": chosen, "model": str(steps[chosen] / "model"), "seconds": time.perf_counter() - t0}
+
+
 def stage_eval(args, work: Path, model_dir: str | Path) -> dict[str, Any]:
     from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint
 
@@ -419,6 +475,15 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
         "(safetensors)",
         f"- wall time of the whole command: {prov.get('total_seconds', 0) / 60:.1f} min",
         "",
+    ]
+    sel = prov.get("select")
+    if sel:
+        lines += ["## Checkpoint selection", "",
+                  f"Closed loop, {sel['condition']}, nominal episodes, seeds {sel['seeds']} (never the evaluation's); "
+                  f"shipped: the most successful checkpoint (the later one on a tie), step {sel['chosen_step']}.", "",
+                  "| step | successes |", "|---|---|",
+                  *(f"| {step} | {n}/{sel['episodes']} |" for step, n in sel["successes"].items()), ""]
+    lines += [
         "## Closed-loop evaluation",
         "",
         f"{ev.get('meta', {}).get('episodes')} randomised episodes (seeds {prov['seeds']['evaluation']}), "
@@ -481,7 +546,8 @@ class MakeDefaultConfig:
 
     out: str = DEFAULT_OUT  # shipped checkpoint directory
     work_dir: str = DEFAULT_WORK_DIR  # intermediate files
-    stages: list[str] = field(default_factory=lambda: list(STAGES))  # a subset of [record,preprocess,train,eval,ship]
+    # a subset of [record,preprocess,train,select,eval,ship]
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
     # demonstration seeds start here; also the training seed (initialisation, data order, augmentation) unless
     # --train_set="{seed: S}" sets that alone
     seed: int = 0
@@ -516,7 +582,9 @@ class MakeDefaultConfig:
     train_set: dict[str, Any] = field(default_factory=dict)  # TrainingConfig fields to override, e.g. {seed: 5}
     resume: bool = False  # continue an interrupted training run in --work_dir
     eval_episodes: int = 50  # closed-loop evaluation episodes
-    eval_seed: int = 20_000  # first evaluation episode seed (10000.. served to compare checkpoints)
+    eval_seed: int = 20_000  # first evaluation episode seed
+    select_episodes: int = 50  # select stage: closed-loop episodes per checkpoint
+    select_seed: int = 10_000  # select stage: first episode seed (its episodes must not overlap the evaluation's)
     eval_max_steps: int = 450  # control ticks per episode (450 = 15 s)
     replan_every: int | None = None  # control ticks between replans (default: the model's n_action_steps)
     conditions: list[str] = field(default_factory=lambda: ["sigma", "telepathy_off", "sigma_adapter", "expert"])
@@ -533,9 +601,14 @@ class MakeDefaultConfig:
                                       ALL_CONDITIONS), ("--eval_variations", self.eval_variations, VARIATIONS)):
             for value in values:
                 check_choice(flag, value, choices)
-        if min(self.episodes, self.record_workers, self.eval_episodes, self.eval_max_steps, self.max_steps or 1) <= 0:
-            raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps and --max_steps must "
-                             "be positive")
+        if min(self.episodes, self.record_workers, self.eval_episodes, self.eval_max_steps, self.max_steps or 1,
+               self.select_episodes) <= 0:
+            raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps, --max_steps and "
+                             "--select_episodes must be positive")
+        if ranges_overlap((self.select_seed, self.select_episodes), (self.eval_seed, self.eval_episodes)):
+            raise ValueError(f"the selection episodes (seeds {seed_range(self.select_seed, self.select_episodes)}) "
+                             f"overlap the evaluation's ({seed_range(self.eval_seed, self.eval_episodes)}): choose "
+                             "--select_seed elsewhere")
 
 
 #: options that do not change the result, left out of the reproducing command
@@ -596,8 +669,14 @@ def main(argv: list[str] | None = None) -> int:
         save_partial()
     if "train" in args.stages:
         prov["train"] = stage_train(args, work)
+        prov.pop("select", None)  # a selection among the previous training's checkpoints
         save_partial()
-    model_dir = Path(args.model_dir or prov.get("train", {}).get("model", ""))
+    if "select" in args.stages and not args.model_dir:
+        if "train" not in prov:
+            raise SystemExit(f"{PROG}: nothing to select from in {work} (run the train stage)")
+        prov["select"] = stage_select(args, work, prov["train"])
+        save_partial()
+    model_dir = Path(args.model_dir or prov.get("select", {}).get("model") or prov.get("train", {}).get("model", ""))
     if "eval" in args.stages or "ship" in args.stages:
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"sigma-make-default: no trained model at {model_dir!s} (run the train stage)")

@@ -1,6 +1,6 @@
 # Copyright 2026 The Sigma Authors
 # SPDX-License-Identifier: Apache-2.0
-"""sigma-make-default end to end on a tiny budget: record -> preprocess -> train -> eval -> ship."""
+"""sigma-make-default end to end on a tiny budget: record -> preprocess -> train -> select -> eval -> ship."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_make_default_tiny_pipeline(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     rc = main([f"--out={out}", "--work_dir", str(work), "--episodes=2", "--max_steps=3",
                "--eval_episodes=1", "--eval_max_steps=8", "--conditions=[sigma,telepathy_off]", "--quiet=true",
-               "--eval_variations=[nominal]",
+               "--eval_variations=[nominal]", "--select_episodes=1",
                "--train_set={batch_size: 8}", "--aux_cube_pose=true", "--normalize=true", "--record_workers=1"])
     assert rc == 0
     for name in ("config.json", "vision.safetensors", "language.safetensors", "action.safetensors",
@@ -27,6 +27,7 @@ def test_make_default_tiny_pipeline(tmp_path):
         assert (out / name).is_file(), name
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["record"]["episodes"] == 2 and prov["train"]["steps"] == 3
+    assert prov["select"]["successes"].keys() == {"3"} and prov["select"]["model"] == prov["train"]["model"]
     assert prov["train"]["last_metrics"]["L_aux"] > 0.0  # the cube pose is a training target...
     assert prov["preprocess"]["windows"] > 0
     assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
@@ -44,6 +45,46 @@ def test_make_default_tiny_pipeline(tmp_path):
     stats = json.loads((work / "demos" / "meta" / "stats.json").read_text())
     assert model.config.action_mean == pytest.approx(stats["action"]["mean"])
     assert model.config.state_std == pytest.approx([max(v, 1e-3) for v in stats["observation.state"]["std"]])
+
+
+def test_select_stage_ships_the_best_checkpoint_on_the_selection_seeds(tmp_path, monkeypatch):
+    from sigma_sim import closed_loop, default_model
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    common = [f"--work_dir={work}", "--quiet=true", "--eval_episodes=1", "--eval_max_steps=8", "--select_episodes=2",
+              "--conditions=[sigma]", "--eval_variations=[nominal]"]
+    assert main([*common, "--episodes=2", "--max_steps=4", "--stages=[record,preprocess,train]", "--record_workers=1",
+                 "--train_set={batch_size: 4, save_every: 1}"]) == 0
+    # plant a success for step 2 in the selection's per-checkpoint record (8 ticks never succeed for real)
+    settings = {"condition": "sigma", "episodes": 2, "seed": 10000, "max_steps": 8, "replan_every": None}
+    (work / "select").mkdir()
+    (work / "select" / "step_00000002.json").write_text(json.dumps({"settings": settings, "successes": 1}))
+    evaluated = []
+    real = closed_loop.evaluate_checkpoint
+    monkeypatch.setattr(closed_loop, "evaluate_checkpoint", lambda path, *a, **k: evaluated.append(str(path)) or
+                        real(path, *a, **k))
+    assert main([*common, f"--out={out}", "--stages=[select,eval,ship]"]) == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    sel = prov["select"]
+    assert sel["successes"] == {"2": 1, "3": 0, "4": 0} and sel["chosen_step"] == 2  # the first half (step 1) skipped
+    assert sel["seeds"] == "10000..10001" and sel["condition"] == "sigma"
+    assert sel["model"].endswith("step_00000002/model") and prov["eval"]["report"]["meta"]["checkpoint"] == sel["model"]
+    assert [p.split("/")[-2] for p in evaluated] == ["step_00000003", "step_00000004", "step_00000002"]  # + eval
+    assert "## Checkpoint selection" in (out / "PROVENANCE.md").read_text()
+    assert "| 2 | 1/2 |" in (out / "PROVENANCE.md").read_text()
+    evaluated.clear()  # the same selection again: every checkpoint's result is reused
+    assert main([*common, "--stages=[select]"]) == 0 and evaluated == []
+    evaluated.clear()  # other selection seeds: evaluated again
+    assert main([*common, "--stages=[select]", "--select_seed=30000"]) == 0 and len(evaluated) == 3
+    assert default_model.choose_checkpoint({4: 3, 5: 3, 6: 2}) == 5  # a tie goes to the later step
+
+
+def test_selection_seeds_must_not_overlap_the_evaluation_seeds(capsys):
+    from sigma_model.testing import cli_error
+
+    error = cli_error(main, ["--select_seed=19990", "--select_episodes=20"], capsys)
+    assert "overlap the evaluation's (20000..20049)" in error and "19990..20009" in error
+    assert cli_error(main, ["--select_seed=20050", "--select_episodes=20", "--eval_episodes=51"], capsys)
 
 
 def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkeypatch):
