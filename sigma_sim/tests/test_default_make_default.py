@@ -117,7 +117,7 @@ def test_make_default_with_a_text_encoder_and_language_augmentation(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     rc = main([f"--out={out}", f"--work_dir={work}", "--episodes=2", "--max_steps=3",
                "--eval_episodes=2", "--eval_max_steps=8", "--conditions=[sigma]", "--quiet=true",
-               "--eval_variations=[nominal,paraphrase]",
+               "--eval_variations=[nominal,paraphrase]", "--select_episodes=1",
                "--train_set={batch_size: 8}", "--aux_cube_pose=false", "--record_workers=1",
                "--language_augmentation=true", f"--model_set={json.dumps({'text_encoder': str(bert)})}"])
     assert rc == 0
