@@ -10,6 +10,7 @@ loads only its own part).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import time
 
 import torch
 from torch import nn
@@ -260,3 +261,51 @@ class SigmaModel(nn.Module):
                 telepathy=telepathy, generator=generator,
             )
         return out, RecurrentState(tau=out.language.tau, memory=out.language.memory)
+
+    def warm_up(self, runs: int = 2) -> dict[str, float]:
+        """Run every stage this model holds `runs` times on zero inputs at batch 1; return each one's first seconds.
+
+        A stage's first calls script its kernels and allocate its buffers (up to 0.7 s in a node process); on a robot
+        they would delay the first plan and lose the frames behind it. Outputs, parameters and the global RNG are
+        untouched. A VLA backbone's language stage reads the backbone's image tokens, so it is warmed only in a model
+        that also holds the vision workspace.
+        """
+        c, dev = self.config, self.device
+        first: dict[str, float] = {}
+        zeros = lambda *shape: torch.zeros(*shape, device=dev)  # noqa: E731
+        obs = SigmaObservation(
+            image=torch.zeros(1, c.image_channels, c.image_size, c.image_size, dtype=torch.uint8, device=dev),
+            robot_state=zeros(1, c.state_dim), audio=zeros(1, c.audio_chunk_samples) if c.use_audio else None,
+            depth=zeros(1, 1, c.image_size, c.image_size) if c.use_depth else None,
+            env_state=zeros(1, c.env_state_dim) if c.env_state_dim else None)
+        generator = torch.Generator(device=dev)
+        vision_tokens, state_tokens = zeros(1, c.n_vision_tokens, c.d_model), zeros(1, c.n_state_tokens, c.d_model)
+        image_tokens = None
+        with torch.inference_mode():
+            for _ in range(runs):
+                timed = {}
+                t0 = time.perf_counter()
+                if self.vision is not None:
+                    vis = self.vision_stage(obs)
+                    vision_tokens, state_tokens, image_tokens = vis.vision_tokens, vis.state_tokens, \
+                        vis.backbone_image_tokens
+                    timed["vision"] = time.perf_counter() - t0
+                rep = torch.cat([zeros(1, 8, c.d_model), vision_tokens, state_tokens], dim=1)
+                backbone_actions = zeros(1, max(c.chunk_len, c.traj_len), c.action_dim)
+                if self.language is not None and (not c.vla_backbone or image_tokens is not None):
+                    t0 = time.perf_counter()
+                    lang = self.language_stage(self.tokenize(["warm up"]), vision_tokens, state_tokens,
+                                               image_tokens=image_tokens, robot_state=obs.robot_state,
+                                               generator=generator.manual_seed(0))
+                    rep, backbone_actions = lang.high_level_rep, lang.backbone_actions
+                    timed["language"] = time.perf_counter() - t0
+                if self.action is not None:
+                    t0 = time.perf_counter()
+                    act = self.action_stage(rep, torch.ones(rep.shape[:2], dtype=torch.bool, device=dev),
+                                            zeros(1, c.d_tau), state_tokens, generator=generator.manual_seed(0),
+                                            backbone_actions=backbone_actions)
+                    self.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, obs.robot_state)
+                    timed["action"] = time.perf_counter() - t0
+                for stage, seconds in timed.items():
+                    first.setdefault(stage, seconds)
+        return first

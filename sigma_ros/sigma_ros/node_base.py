@@ -321,8 +321,11 @@ class SigmaNode(LifecycleNode):
         model = load_sigma_model(self.p.checkpoint or None, self.WORKSPACES, seed=self.p.model_seed,
                                  config_path=self.p.model_config or None, device=self.p.device)
         source = self.p.checkpoint or f"random weights (seed {self.p.model_seed})"
+        loaded = time.perf_counter() - t0
+        first = model.warm_up()  # the stages' first calls are slow: not on the first frame
         self.get_logger().info(
-            f"loaded workspaces {list(model.workspaces)} from {source} in {time.perf_counter() - t0:.2f}s")
+            f"loaded workspaces {list(model.workspaces)} from {source} in {loaded:.2f}s; warmed up ("
+            + ", ".join(f"{stage} stage's first call {1e3 * s:.0f} ms" for stage, s in first.items()) + ")")
         return model
 
     # ------------------------------------------------------------ bad inputs

@@ -120,3 +120,17 @@ def test_telepathy_off_plans_the_baseline(model):
                      ("action_trajectory", "baseline_trajectory")):
             assert list(getattr(plan, a).data) == list(getattr(plan, b).data)
         assert not np.any(np.asarray(plan.residual_chunk.data))
+
+
+def test_nodes_warm_their_stages_up_when_configured(monkeypatch):
+    """A stage's first calls are slow (scripting, allocation): each node makes them before its first input."""
+    from sigma_model import SigmaModel
+
+    warmed = []
+    real = SigmaModel.warm_up
+    monkeypatch.setattr(SigmaModel, "warm_up",
+                        lambda self, *a, **k: warmed.append(self.workspaces) or real(self, *a, **k))
+    with GraphHarness("test_ros_warm_up", nodes=("perception_node", "language_node", "action_node")) as h:
+        h.wait_matched()
+        assert sorted(warmed) == [("action",), ("language",), ("vision",)]
+        assert all(n.model.workspaces in warmed for n in h.by_name.values())
