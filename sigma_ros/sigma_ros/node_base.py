@@ -488,6 +488,12 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
             code = EXIT_CONFIG_ERROR
     except (KeyboardInterrupt, ExternalShutdownException):
         rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the node)
+    except RuntimeError:
+        if not _SIGNALS:
+            raise
+        # the KeyboardInterrupt hit inside a pybind11 call (e.g. rclpy's take_message), which reports it as
+        # "Unable to convert call argument": the same signal
+        rclpy.try_shutdown()
     except NodeConfigError as err:  # raised before configure (e.g. by a node's own parameter checks)
         print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
         code = EXIT_CONFIG_ERROR
@@ -499,6 +505,9 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
     _exit_now(code)
 
 
+_SIGNALS: list[int] = []  # the signal that stops this node process (at most one)
+
+
 def _interrupt_once() -> None:
     """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored.
 
@@ -506,11 +515,9 @@ def _interrupt_once() -> None:
     from the launcher); the second must not break into the clean-up. ``rclpy.init`` puts its own
     handler (shut the context down, wake the executor) in front of this one.
     """
-    received = []
-
     def handler(signum, _frame):
-        if not received:
-            received.append(signum)
+        if not _SIGNALS:
+            _SIGNALS.append(signum)
             raise KeyboardInterrupt
 
     for sig in (signal.SIGINT, signal.SIGTERM):
