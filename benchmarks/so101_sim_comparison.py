@@ -49,6 +49,7 @@ from typing import Any
 
 import yaml
 from sigma_model.cli import check_choice, fail, parse_cli
+from sigma_sim.default_model import choose_checkpoint, ranges_overlap, seed_range
 
 from so101_sim_comparison_report import markdown, plot, summary, time_to_reach
 
@@ -313,6 +314,15 @@ def eval_settings(args) -> dict[str, Any]:
     return {"episodes": args.eval_episodes, "seed": args.eval_seed, "max_steps": args.eval_max_steps}
 
 
+def select_settings(args) -> dict[str, Any]:
+    """Return the selection episodes' settings (sigma-make-default's select stage): they choose each checkpoint."""
+    return {"episodes": args.select_episodes, "seed": args.select_seed, "max_steps": args.eval_max_steps}
+
+
+def all_settings(args) -> list[dict[str, Any]]:
+    return [eval_settings(args)] + ([select_settings(args)] if args.select_episodes else [])
+
+
 def cache_path(checkpoint: Path, condition: str, settings: dict[str, Any]) -> Path:
     return checkpoint / (f"comparison_eval_{condition}_seeds{settings['seed']}x{settings['episodes']}_"
                          f"{settings['max_steps']}ticks.json")
@@ -349,7 +359,7 @@ def evaluate_one(kind: str, condition: str, model: str, cache: str, settings: di
 
 
 def stage_evaluate(args, work: Path) -> None:
-    settings, jobs, reused = eval_settings(args), [], 0
+    jobs, reused = [], 0
     for method in args.methods:
         for seed in args.seeds:
             run = read_run(work, method, seed)
@@ -358,14 +368,16 @@ def stage_evaluate(args, work: Path) -> None:
             check_run(run, args)
             kind, condition, _ = METHODS[method]
             for rank, step in enumerate(run.evaluated_steps()):
-                cache = cache_path(run.checkpoints[step], condition, settings)
-                if read_cache(cache, settings) is not None:
-                    reused += 1
-                    continue
-                jobs.append((rank, f"{method} seed {seed} step {step}",
-                             (kind, condition, str(run.models[step]), str(cache), settings, args.eval_device)))
+                for settings in all_settings(args):
+                    cache = cache_path(run.checkpoints[step], condition, settings)
+                    if read_cache(cache, settings) is not None:
+                        reused += 1
+                        continue
+                    episodes = seed_range(settings["seed"], settings["episodes"])
+                    jobs.append((rank, f"{method} seed {seed} step {step} episodes {episodes}",
+                                 (kind, condition, str(run.models[step]), str(cache), settings, args.eval_device)))
     jobs.sort(key=lambda job: job[0])  # every run's last checkpoint first
-    log(f"evaluate: {reused} checkpoint(s) already evaluated (cached), {len(jobs)} to evaluate")
+    log(f"evaluate: {reused} checkpoint evaluation(s) cached, {len(jobs)} to run")
     if args.workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(min(args.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
             futures = [(label, pool.submit(evaluate_one, *job)) for _, label, job in jobs]
@@ -385,7 +397,7 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
     settings, condition = eval_settings(args), METHODS[method][1]
     out: dict[str, Any] = {"seeds": list(args.seeds), "success": [], "successes": [], "checkpoints": {},
                            "final_step": [], "failed_seeds": {}, "train_wall_s": [], "samples": [], "runs": {},
-                           "reach_80": []}
+                           "reach_80": [], "selected": {}}
     devices, sources, missing = [], set(), []
     for seed in args.seeds:
         run = read_run(work, method, seed)
@@ -399,8 +411,21 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
                 missing.append(f"{method} seed {seed} step {step}")
                 continue
             rates[step] = cached
+        chosen = {}
+        for step in run.evaluated_steps() if args.select_episodes else ():
+            cached = read_cache(cache_path(run.checkpoints[step], condition, select_settings(args)),
+                                select_settings(args))
+            if cached is None:
+                missing.append(f"{method} seed {seed} step {step} (selection episodes)")
+            else:
+                chosen[step] = cached["successes"]
         if run.total_steps not in rates:
             continue
+        if chosen and len(chosen) == len(run.evaluated_steps()) and set(chosen) <= set(rates):
+            step = choose_checkpoint(chosen)
+            out["selected"][str(seed)] = {"step": step, "success": rates[step]["success_rate"],
+                                          "successes": rates[step]["successes"],
+                                          "selection_successes": {str(k): v for k, v in sorted(chosen.items())}}
         final = rates[run.total_steps]
         out["success"].append(final["success_rate"])
         out["successes"].append(final["successes"])
@@ -418,6 +443,10 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
     if missing:
         raise ComparisonError(f"not evaluated yet (run the evaluate stage): {', '.join(missing)}")
     out.update(summary(out["success"], out["successes"], settings["episodes"]))
+    if out["selected"]:
+        picked = list(out["selected"].values())
+        out["selected_summary"] = summary([p["success"] for p in picked], [p["successes"] for p in picked],
+                                          settings["episodes"])
     out["second_half_min"] = min(r for seed in out["checkpoints"].values() for r in seed.values())
     out["device"] = "; ".join(dict.fromkeys(str(d) for d in devices))
     out["train_wall_source"] = "; ".join(sorted(sources))
@@ -486,6 +515,9 @@ def stage_report(args, work: Path) -> dict[str, Any]:
                "evaluation": {**eval_settings(args), "code": "sigma_sim.closed_loop (the same episodes, safety filter "
                               "and success criterion for every method)", "checkpoints": "every saved checkpoint of the "
                               "second half of training and the last"},
+               "selection": {**select_settings(args), "rule": "most selection successes among the evaluated "
+                             "checkpoints, the later on a tie (sigma-make-default's select stage)"}
+               if args.select_episodes else None,
                "budget": {"steps": args.steps, "batch_size": args.batch_size, "samples": args.steps * args.batch_size},
                "generated_utc": utc_now()}
     samples = {s for m in results["methods"].values() for s in m["samples"]}
@@ -525,6 +557,10 @@ class Options:
     eval_episodes: int = 50  # held-out episodes per checkpoint
     eval_seed: int = 20_000  # first held-out episode seed
     eval_max_steps: int = 450  # control ticks per episode
+    # closed-loop checkpoint selection, as sigma-make-default's select stage: each evaluated checkpoint also runs
+    # these episodes, and the report gives the held-out success of the checkpoint they choose (0: no selection)
+    select_episodes: int = 50
+    select_seed: int = 10_000  # first selection episode seed (never overlapping the held-out ones)
     eval_device: str = "cpu"  # device of the LeRobot policies in evaluation
     workers: int = 1  # checkpoints evaluated in parallel processes
     output: str = str(DEFAULT_OUTPUT)  # results JSON (.md and .png beside it)
@@ -546,6 +582,11 @@ class Options:
                 raise ValueError(f"--{name} must be positive")
         if self.save_every > self.steps:
             raise ValueError("--save_every must be at most --steps")
+        if self.select_episodes < 0:
+            raise ValueError("--select_episodes must be >= 0")
+        if self.select_episodes and ranges_overlap((self.select_seed, self.select_episodes),
+                                                   (self.eval_seed, self.eval_episodes)):
+            raise ValueError("the selection episodes (--select_seed, --select_episodes) overlap the held-out ones")
         self.seeds = list(dict.fromkeys(self.seeds))
         train_set, _ = self.sigma_options()
         own = [a for a in shlex.split(self.sigma_args) if a.split("=")[0] in OWN_SIGMA_OPTIONS]

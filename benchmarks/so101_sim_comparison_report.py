@@ -56,27 +56,39 @@ def reach_cell(reach: dict[str, Any]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    ev = results["evaluation"]
+    ev, sel = results["evaluation"], results.get("selection")
+    pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
+    chosen_head = (f" checkpoint chosen on episodes {sel['seed']}..{sel['seed'] + sel['episodes'] - 1}: step "
+                   "(held-out success) | mean of the chosen [95% CI] |") if sel else ""
     lines = [f"Closed-loop success on the held-out episodes {results['seeds']['held_out']} ({ev['episodes']} per "
              f"checkpoint, at most {ev['max_steps']} ticks), commit `{results['commit']}`; demonstrations: "
              f"{results['seeds']['demonstrations']['episodes']} episodes.", "",
              "| method | seeds | success per seed (last checkpoint) | mean [95% CI] | min over 2nd-half checkpoints "
-             "| first checkpoint >= 80%: step (est. min) | train wall time per seed (min) | samples per seed | device "
-             "| scaled down |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
+             "| first checkpoint >= 80%: step (est. min) |" + chosen_head + " train wall time per seed (min) "
+             "| samples per seed | device | scaled down |",
+             "|---|---|---|---|---|---|" + ("---|---|" if sel else "") + "---|---|---|---|"]
     for name, m in results["methods"].items():
         lo, hi = m["ci95"]
         wall = ", ".join("-" if w is None else f"{w / 60:.1f}" for w in m["train_wall_s"])
+        chosen = ""
+        if sel:
+            picks = [m["selected"].get(str(seed)) for seed in m["seeds"]]
+            mean = m.get("selected_summary")
+            chosen = (" " + ", ".join("-" if p is None else f"{p['step']} ({pct(p['success'])})" for p in picks)
+                      + " | " + ("-" if mean is None else
+                                 f"{pct(mean['mean'])} [{pct(mean['ci95'][0])}, {pct(mean['ci95'][1])}]") + " |")
         lines.append(f"| {name} | {', '.join(map(str, m['seeds']))} | {', '.join(map(pct, m['success']))} | "
                      f"{pct(m['mean'])} [{pct(lo)}, {pct(hi)}] | {pct(m['second_half_min'])} | "
-                     f"{', '.join(map(reach_cell, m['reach_80']))} | {wall} | "
+                     f"{', '.join(map(reach_cell, m['reach_80']))} |{chosen} {wall} | "
                      f"{', '.join(map(str, m['samples']))} | {m['device']} | {'yes' if m['scaled_down'] else 'no'} |")
     methods = sorted({m["ci_method"] for m in results["methods"].values()})
     lines += ["", f"95% CI: {'; '.join(methods)}. Training: {results['budget']['steps']} steps x batch "
               f"{results['budget']['batch_size']} per run. First checkpoint >= 80%: per seed, of the evaluated "
               "checkpoints ('<=': already the first of them), its time estimated as the run's wall time x step / "
-              "steps. Recipes:", ""]
+              "steps." + (" Chosen checkpoint: the evaluated checkpoint with the most successes on the selection "
+                          "episodes (the later on a tie), as sigma-make-default's select stage ships; its held-out "
+                          "success is reported, the held-out episodes never choose." if sel else "")
+              + " Recipes:", ""]
     lines += [f"- {name}: {m['recipe']['summary']}" for name, m in results["methods"].items()]
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,7 @@
 """benchmarks/so101_sim_comparison.py (issue 15's fair comparison) end to end on tiny budgets.
 
 One recorded dataset (2 episodes); Sigma, Sigma without telepathy and LeRobot's ACT (act_small) trained 2 steps each
-with a checkpoint every step; every checkpoint evaluated on 1 held-out episode of at most 10 ticks.
+with a checkpoint every step; every checkpoint evaluated on 1 held-out and 1 selection episode of at most 10 ticks.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def comparison(tmp_path_factory):
                              "--record_workers=1", "--quiet=true"]) == 0
         options = [f"--dataset={data}", f"--work_dir={work}", f"--methods=[{','.join(METHODS)}]", "--seeds=[0]",
                    "--steps=2", "--batch_size=4", "--save_every=1", "--peer_num_workers=0", "--eval_episodes=1",
-                   "--eval_max_steps=10", f"--output={out}"]
+                   "--eval_max_steps=10", "--select_episodes=1", f"--output={out}"]
         assert module.main(["--stages=[train]", *options]) == 0
         yield module, data, work, out, options
     finally:
@@ -68,7 +68,7 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     capsys.readouterr()
 
     assert cmp.main(["--stages=[evaluate]", "--workers=2", *options]) == 0  # in 2 worker processes
-    assert "0 checkpoint(s) already evaluated (cached), 6 to evaluate" in capsys.readouterr().err
+    assert "0 checkpoint evaluation(s) cached, 12 to run" in capsys.readouterr().err
     caches = {(m, step): json.loads(cache_of(d).read_text()) for m in METHODS
               for step, d in checkpoint_dirs(work, m).items()}
     assert {c["condition"] for c in caches.values()} == {"sigma", "telepathy_off", "lerobot_act"}
@@ -78,7 +78,7 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     real = cmp.evaluate_one
     monkeypatch.setattr(cmp, "evaluate_one", lambda *job: calls.append(job) or real(*job))
     assert cmp.main(["--stages=[evaluate]", *options]) == 0
-    assert calls == [] and "6 checkpoint(s) already evaluated (cached), 0 to evaluate" in capsys.readouterr().err
+    assert calls == [] and "12 checkpoint evaluation(s) cached, 0 to run" in capsys.readouterr().err
 
     # an interrupted run resumes from its newest checkpoint; only the new checkpoint is evaluated again
     shutil.rmtree(checkpoint_dirs(work, "sigma")[2])
@@ -86,11 +86,15 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     record = json.loads((work / "runs" / "sigma" / "seed0" / "comparison_train.json").read_text())
     assert len(record["segments"]) == 2 and record["segments"][1]["command"].endswith("--resume=true")
     assert all(s["returncode"] == 0 and s["wall_s"] > 0 for s in record["segments"])
-    assert [Path(job[2]).parent.name for job in calls] == ["step_00000002"] and calls[0][1] == "sigma"
+    assert [Path(job[2]).parent.name for job in calls] == ["step_00000002"] * 2 and calls[0][1] == "sigma"
+    assert sorted(job[4]["seed"] for job in calls) == [10000, 20000]  # its held-out and selection episodes
 
     # the report reads the cached results: plant a success in sigma's last checkpoint
     final = cache_of(checkpoint_dirs(work, "sigma")[2])
     final.write_text(json.dumps({**json.loads(final.read_text()), "successes": 1, "success_rate": 1.0}))
+    # ... and a selection success in its first checkpoint: the chosen one (the others tie: the later step)
+    (chosen,) = checkpoint_dirs(work, "sigma")[1].glob("comparison_eval_*_seeds10000x1_10ticks.json")
+    chosen.write_text(json.dumps({**json.loads(chosen.read_text()), "successes": 1, "success_rate": 1.0}))
     capsys.readouterr()
     assert cmp.main(["--stages=[report]", *options]) == 0
     results = json.loads(out.read_text())
@@ -98,6 +102,7 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert results["commit"] == commit and len(commit) == 40
     assert results["seeds"]["training"] == [0] and results["seeds"]["held_out"] == "20000..20000"
+    assert results["selection"]["seed"] == 10000 and results["selection"]["episodes"] == 1
     assert results["seeds"]["demonstrations"]["episodes"] == 2
     for method, m in results["methods"].items():
         rates = {str(step): caches[method, step]["success_rate"] for step in (1, 2)}
@@ -107,6 +112,9 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
         assert m["success"] == [rates["2"]] and m["mean"] == rates["2"] and m["second_half_min"] == min(rates.values())
         assert m["samples"] == [8] and m["train_wall_s"][0] > 0 and m["device"].startswith("cpu")
         assert m["ci_method"] == "Wilson on 1 pooled episodes" and m["scaled_down"] == (method == "act")
+        step = 1 if method == "sigma" else 2
+        assert m["selected"]["0"]["step"] == step and m["selected"]["0"]["success"] == rates[str(step)], method
+        assert m["selected_summary"]["mean"] == rates[str(step)]
         assert m["reach_80"][0]["step"] == next((s for s in (1, 2) if rates[str(s)] >= 0.8), None), method
     sigma_reach = results["methods"]["sigma"]["reach_80"][0]
     assert sigma_reach["wall_s_est"] == pytest.approx(results["methods"]["sigma"]["train_wall_s"][0])
@@ -118,6 +126,8 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     assert table == capsys.readouterr().out.rstrip("\n") + "\n"
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == list(METHODS)
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    picked = results["methods"]["sigma"]["selected"]["0"]
+    assert "checkpoint chosen on episodes 10000..10000" in table and f"| 1 ({100 * picked['success']:.0f}%) |" in table
 
     written = out.read_bytes()
     with pytest.raises(SystemExit) as refused:  # never overwritten without --force
@@ -178,6 +188,7 @@ def test_bad_options_are_one_line_errors(comparison, tmp_path, capsys):
                         (["--sigma_args=--train_set={batch_size:2}"], "--train_set must be a mapping"),
                         (["--sigma_args=--language-augmentation"], "write each option as --field=value"),
                         (["--save_every=3"], "--save_every must be at most --steps"),
+                        (["--select_seed=19999", "--select_episodes=2"], "overlap the held-out ones"),
                         (["--methods=[act,pi0]"], "--methods must be one of"),
                         (["--stage", "report"], "(a list is written --stages=[a,b])"),  # --stage: an abbreviation
                         ([f"--dataset={tmp_path}"], "no demos/ and shards/")]:
