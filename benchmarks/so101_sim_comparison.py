@@ -393,6 +393,19 @@ def log_result(label: str, cached: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ report
+def cached_results(run: Run, condition: str, settings: dict[str, Any], label: str,
+                   missing: list[str]) -> dict[int, dict[str, Any]]:
+    """Return each evaluated checkpoint's cached result under `settings`; the ones not evaluated go to `missing`."""
+    results = {}
+    for step in run.evaluated_steps():
+        cached = read_cache(cache_path(run.checkpoints[step], condition, settings), settings)
+        if cached is None:
+            missing.append(f"{label} step {step}")
+        else:
+            results[step] = cached
+    return results
+
+
 def method_result(args, work: Path, method: str) -> dict[str, Any]:
     settings, condition = eval_settings(args), METHODS[method][1]
     out: dict[str, Any] = {"seeds": list(args.seeds), "success": [], "successes": [], "checkpoints": {},
@@ -404,24 +417,15 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
         if not run.complete:
             raise ComparisonError(f"{method} seed {seed}: no finished run in {run.path} (run the train stage)")
         check_run(run, args)
-        rates = {}
-        for step in run.evaluated_steps():
-            cached = read_cache(cache_path(run.checkpoints[step], condition, settings), settings)
-            if cached is None:
-                missing.append(f"{method} seed {seed} step {step}")
-                continue
-            rates[step] = cached
+        label = f"{method} seed {seed}"
+        rates = cached_results(run, condition, settings, label, missing)
         chosen = {}
-        for step in run.evaluated_steps() if args.select_episodes else ():
-            cached = read_cache(cache_path(run.checkpoints[step], condition, select_settings(args)),
-                                select_settings(args))
-            if cached is None:
-                missing.append(f"{method} seed {seed} step {step} (selection episodes)")
-            else:
-                chosen[step] = cached["successes"]
+        if args.select_episodes:
+            selection = cached_results(run, condition, select_settings(args), f"{label} (selection episodes)", missing)
+            chosen = {step: cached["successes"] for step, cached in selection.items()}
         if run.total_steps not in rates:
             continue
-        if chosen and len(chosen) == len(run.evaluated_steps()) and set(chosen) <= set(rates):
+        if chosen and not missing:  # with an evaluation missing the report stops below
             step = choose_checkpoint(chosen)
             out["selected"][str(seed)] = {"step": step, "success": rates[step]["success_rate"],
                                           "successes": rates[step]["successes"],
@@ -507,7 +511,7 @@ def stage_report(args, work: Path) -> dict[str, Any]:
     if existing and not args.force:
         raise ComparisonError(f"{', '.join(existing)} exist(s) already; pass --force to replace")
     commit, dirty = git_commit()
-    held_out = f"{args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}"
+    held_out = seed_range(args.eval_seed, args.eval_episodes)
     results = {"methods": {m: method_result(args, work, m) for m in args.methods},
                "seeds": {"training": list(args.seeds), "held_out": held_out,
                          "demonstrations": demonstrations(Path(args.dataset))},
@@ -515,7 +519,8 @@ def stage_report(args, work: Path) -> dict[str, Any]:
                "evaluation": {**eval_settings(args), "code": "sigma_sim.closed_loop (the same episodes, safety filter "
                               "and success criterion for every method)", "checkpoints": "every saved checkpoint of the "
                               "second half of training and the last"},
-               "selection": {**select_settings(args), "rule": "most selection successes among the evaluated "
+               "selection": {**select_settings(args), "range": seed_range(args.select_seed, args.select_episodes),
+                             "rule": "most selection successes among the evaluated "
                              "checkpoints, the later on a tie (sigma-make-default's select stage)"}
                if args.select_episodes else None,
                "budget": {"steps": args.steps, "batch_size": args.batch_size, "samples": args.steps * args.batch_size},

@@ -58,7 +58,7 @@ def reach_cell(reach: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     ev, sel = results["evaluation"], results.get("selection")
     pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
-    chosen_head = (f" checkpoint chosen on episodes {sel['seed']}..{sel['seed'] + sel['episodes'] - 1}: step "
+    chosen_head = (f" checkpoint chosen on episodes {sel['range']}: step "
                    "(held-out success) | mean of the chosen [95% CI] |") if sel else ""
     lines = [f"Closed-loop success on the held-out episodes {results['seeds']['held_out']} ({ev['episodes']} per "
              f"checkpoint, at most {ev['max_steps']} ticks), commit `{results['commit']}`; demonstrations: "
