@@ -23,6 +23,10 @@ from .language_workspace import LanguageIntentWorkspace
 from .outputs import ActionOutput, LanguageOutput, SigmaObservation, SigmaOutput, TextTokens, VisionOutput
 from .vision_workspace import CognitiveVisionWorkspace
 
+#: The model's stage functions (``<stage>_stage``), each with the workspace that holds it.
+STAGE_WORKSPACE = {"vision": "vision", "language": "language", "action": "action", "control": "action"}
+STAGES = tuple(STAGE_WORKSPACE)
+
 
 @dataclass
 class RecurrentState:
@@ -262,14 +266,18 @@ class SigmaModel(nn.Module):
             )
         return out, RecurrentState(tau=out.language.tau, memory=out.language.memory)
 
-    def warm_up(self, runs: int = 2) -> dict[str, float]:
-        """Run every stage this model holds `runs` times on zero inputs at batch 1; return each one's first seconds.
+    def warm_up(self, runs: int = 2, stages: tuple[str, ...] | None = None) -> dict[str, float]:
+        """Run `stages` (default: every stage held) `runs` times on zero inputs at batch 1; return first seconds.
 
         A stage's first calls script its kernels and allocate its buffers (up to 0.7 s in a node process); on a robot
         they would delay the first plan and lose the frames behind it. Outputs, parameters and the global RNG are
-        untouched. A VLA backbone's language stage reads the backbone's image tokens, so it is warmed only in a model
-        that also holds the vision workspace.
+        untouched. Stages are :data:`STAGES`; one whose workspace the model does not hold is skipped. A VLA
+        backbone's language stage reads the backbone's image tokens, so it is warmed only with the vision stage.
         """
+        unknown = set(stages or ()) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; expected some of {STAGES}")
+        run = [s for s in (STAGES if stages is None else stages) if STAGE_WORKSPACE[s] in self.workspaces]
         c, dev = self.config, self.device
         first: dict[str, float] = {}
         zeros = lambda *shape: torch.zeros(*shape, device=dev)  # noqa: E731
@@ -285,27 +293,32 @@ class SigmaModel(nn.Module):
             for _ in range(runs):
                 timed = {}
                 t0 = time.perf_counter()
-                if self.vision is not None:
+                if "vision" in run:
                     vis = self.vision_stage(obs)
                     vision_tokens, state_tokens, image_tokens = vis.vision_tokens, vis.state_tokens, \
                         vis.backbone_image_tokens
                     timed["vision"] = time.perf_counter() - t0
                 rep = torch.cat([zeros(1, 8, c.d_model), vision_tokens, state_tokens], dim=1)
                 backbone_actions = zeros(1, max(c.chunk_len, c.traj_len), c.action_dim)
-                if self.language is not None and (not c.vla_backbone or image_tokens is not None):
+                if "language" in run and (not c.vla_backbone or image_tokens is not None):
                     t0 = time.perf_counter()
                     lang = self.language_stage(self.tokenize(["warm up"]), vision_tokens, state_tokens,
                                                image_tokens=image_tokens, robot_state=obs.robot_state,
                                                generator=generator.manual_seed(0))
                     rep, backbone_actions = lang.high_level_rep, lang.backbone_actions
                     timed["language"] = time.perf_counter() - t0
-                if self.action is not None:
+                plan = (zeros(1, c.action_dim), zeros(1, c.chunk_len, c.action_dim), zeros(1, c.traj_len, c.action_dim))
+                if "action" in run:
                     t0 = time.perf_counter()
                     act = self.action_stage(rep, torch.ones(rep.shape[:2], dtype=torch.bool, device=dev),
                                             zeros(1, c.d_tau), state_tokens, generator=generator.manual_seed(0),
                                             backbone_actions=backbone_actions)
-                    self.control_stage(act.action_vector, act.action_chunk, act.action_trajectory, obs.robot_state)
+                    plan = (act.action_vector, act.action_chunk, act.action_trajectory)
                     timed["action"] = time.perf_counter() - t0
+                if "control" in run:
+                    t0 = time.perf_counter()
+                    self.control_stage(*plan, obs.robot_state)
+                    timed["control"] = time.perf_counter() - t0
                 for stage, seconds in timed.items():
                     first.setdefault(stage, seconds)
         return first

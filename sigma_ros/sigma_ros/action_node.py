@@ -22,6 +22,7 @@ from sigma_ros.stats import StampSync, Timer
 
 class ActionNode(SigmaNode):
     WORKSPACES = ("action",)
+    STAGES = ("action",)
     PARAMS = (
         Param("diffusion_seed", 0, "Seed of the diffusion sampler's torch.Generator (-1: unseeded)",
               min=-1, max=2**63 - 1),

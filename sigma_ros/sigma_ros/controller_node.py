@@ -35,6 +35,7 @@ OUTPUT_TYPES = ("joint_trajectory", "float64_multi_array")
 
 class ControllerNode(SigmaNode):
     WORKSPACES = ("action",)  # fusion weights + C_low live in the action workspace
+    STAGES = ("control",)
     PARAMS = (
         Param("rate_hz", 30.0, "Control rate (Hz)", min=1.0, max=1000.0),
         Param("output_type", "joint_trajectory", "Motor command message type", choices=OUTPUT_TYPES),

@@ -43,6 +43,7 @@ def gate_names(n: int) -> list[str]:
 
 class LanguageNode(SigmaNode):
     WORKSPACES = ("language",)
+    STAGES = ("language",)
     PARAMS = (
         Param("instruction", "", "Instruction used until one arrives on /instruction (empty: wait for one)"),
         Param("max_instruction_chars", 2000, "Longer instructions are rejected", min=1, max=1_000_000),

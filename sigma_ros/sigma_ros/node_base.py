@@ -159,12 +159,14 @@ class SigmaNode(LifecycleNode):
       the publishers are disabled; inputs not in ``INACTIVE_INPUTS`` are ignored while inactive;
     * cleanup / shutdown: everything made by configure and the model are released.
 
-    Subclasses set ``WORKSPACES`` and ``PARAMS`` and make subscriptions with :meth:`subscribe`,
+    Subclasses set ``WORKSPACES``, ``STAGES`` (the model stage functions they call, warmed up at configure) and
+    ``PARAMS`` and make subscriptions with :meth:`subscribe`,
     whose callbacks are :meth:`guarded`: a bad message is logged (throttled per input), counted as
     dropped and never propagates an exception into the executor.
     """
 
     WORKSPACES: tuple[str, ...] = ()
+    STAGES: tuple[str, ...] = ()
     PARAMS: tuple[Param, ...] = ()
     INACTIVE_INPUTS: tuple[str, ...] = ("reset",)  # handled while inactive (state only, no outputs)
 
@@ -322,7 +324,7 @@ class SigmaNode(LifecycleNode):
                                  config_path=self.p.model_config or None, device=self.p.device)
         source = self.p.checkpoint or f"random weights (seed {self.p.model_seed})"
         loaded = time.perf_counter() - t0
-        first = model.warm_up()  # the stages' first calls are slow: not on the first frame
+        first = model.warm_up(stages=self.STAGES)  # the stages' first calls are slow: not on the first frame
         self.get_logger().info(
             f"loaded workspaces {list(model.workspaces)} from {source} in {loaded:.2f}s; warmed up ("
             + ", ".join(f"{stage} stage's first call {1e3 * s:.0f} ms" for stage, s in first.items()) + ")")

@@ -49,6 +49,7 @@ from sigma_ros.stats import FrameGapCounter, Timer
 
 class PerceptionNode(SigmaNode):
     WORKSPACES = ("vision",)
+    STAGES = ("vision",)
     PARAMS = (
         Param("resize_images", False, "Resize camera/depth images of another size to the model input "
               "(false: such frames are rejected)"),

@@ -123,14 +123,25 @@ def test_telepathy_off_plans_the_baseline(model):
 
 
 def test_nodes_warm_their_stages_up_when_configured(monkeypatch):
-    """A stage's first calls are slow (scripting, allocation): each node makes them before its first input."""
+    """Each node makes its stages' slow first calls before its first input, and only for the stages it runs.
+
+    The controller holds the action workspace but runs only its control stage.
+    """
     from sigma_model import SigmaModel
 
-    warmed = []
+    warmed = {}
     real = SigmaModel.warm_up
-    monkeypatch.setattr(SigmaModel, "warm_up",
-                        lambda self, *a, **k: warmed.append(self.workspaces) or real(self, *a, **k))
+
+    def recorded(self, *a, **k):
+        first = real(self, *a, **k)
+        warmed[self.workspaces] = sorted(first)
+        return first
+
+    monkeypatch.setattr(SigmaModel, "warm_up", recorded)
     with GraphHarness("test_ros_warm_up", nodes=("perception_node", "language_node", "action_node")) as h:
         h.wait_matched()
-        assert sorted(warmed) == [("action",), ("language",), ("vision",)]
+        assert warmed == {("vision",): ["vision"], ("language",): ["language"], ("action",): ["action"]}
         assert all(n.model.workspaces in warmed for n in h.by_name.values())
+    warmed.clear()
+    with GraphHarness("test_ros_warm_up_controller", nodes=("controller_node",)):
+        assert warmed == {("action",): ["control"]}
