@@ -123,6 +123,16 @@ class ControlLoop:
         """Drop the current and pending plans (a new episode): the arm holds until the next plan."""
         self.plan = self.pending = self.request_ns = self.waiting_since = None
 
+    def restart(self) -> None:
+        """Start a new timeline (the clock jumped back): forget plans, the measurement and both streams' last stamps.
+
+        The arm holds its last command until a fresh joint state and plan arrive.
+        """
+        self.clear_plans()
+        self.plan_gate.reset()
+        self.state_gate.reset()
+        self.state = self.state_stamp = None
+
     def _adopt_pending(self) -> None:
         plan, plan_id, stamp = self.pending
         self.pending = None

@@ -351,3 +351,20 @@ def test_sync_plans_waiting_says_why_and_stays_silent_before_the_first_plan():
     r = loop.tick(t + PERIOD)  # done: hold, and why
     assert r.decision.reasons == ["waiting for the plan of a frame from now on (sync_plans)", "no plan"]
     assert r.publish and r.decision.command.tolist() == [0.0, 0.0]
+
+
+def test_restart_after_the_clock_jumped_back_holds_then_follows_the_new_timeline():
+    """A looped bag or simulator reset: stamps start over. Without restart() every new input is out of order."""
+    loop, calls = make_loop(min_plan_ticks=1)
+    loop.on_plan((1, 0.2), 1, T0, T0)
+    _, now = run_ticks(loop, T0, 3)
+    back = now - 30 * NS  # the clock jumped back 30 s
+    with pytest.raises(StaleInput, match="older than the last accepted"):
+        loop.on_joint_state(np.zeros(2), back, back)
+    loop.restart()
+    r = loop.tick(back)
+    assert r.decision.mode == MODE_HOLD and r.plan_id == -1 and r.publish  # the old plan and measurement are gone
+    np.testing.assert_array_equal(r.decision.command, loop.safety.last_command)  # holds its last command
+    loop.on_plan((2, -0.1), 2, back, back)
+    seen, _ = run_ticks(loop, back, 2)
+    assert seen == [(2, 0), (2, 1)] and calls[-1] == (2, 1)

@@ -145,6 +145,9 @@ class ControllerNode(SigmaNode):
     def reset_episode(self) -> None:
         self.loop.clear_plans()
 
+    def restart_streams(self) -> None:
+        self.loop.restart()
+
     # ------------------------------------------------------------- control
     def control(self, act, state: np.ndarray, step: int) -> np.ndarray:
         """model.control_stage at tick `step` of the plan `act`."""

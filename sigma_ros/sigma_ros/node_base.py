@@ -22,10 +22,12 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
-from sigma_model.freshness import StaleInput
+from sigma_model.freshness import NS, StaleInput
 from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 from sigma_ros import qos
 from sigma_ros.conversions import ConversionError
@@ -192,6 +194,12 @@ class SigmaNode(LifecycleNode):
         self.status_pub = self.create_publisher(Status, topic("status"), qos.STATUS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"), qos.STATUS)
         self._status_timer = self.create_timer(self.p.status_period_s, self.publish_status)
+        # a looped bag (ros2 bag play --loop --clock) or a simulator reset turns the sim clock back
+        self.stats.declare_drop("clock_jumps_back")
+        back = max(1, int(self.p.stamp_future_tolerance_s * NS))
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-back), on_clock_change=False),
+            post_callback=self._on_clock_jump_back)
 
     # -------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -342,7 +350,14 @@ class SigmaNode(LifecycleNode):
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             text += f" ({suppressed} similar messages suppressed)"
-        getattr(self.get_logger(), level)(text)
+        # one call site per severity: rclpy raises ValueError when one line logs at two severities
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warning":
+            logger.warning(text)
+        else:
+            logger.debug(text)
 
     def reject(self, input_name: str, reason: str) -> None:
         """Count a dropped input and log why (throttled per input)."""
@@ -387,6 +402,26 @@ class SigmaNode(LifecycleNode):
 
     def reset_episode(self) -> None:
         """Start a new episode (``sigma/reset``): forget the recurrent state. Nodes override this."""
+
+    def restart_streams(self) -> None:
+        """Forget the stamps and values of the input streams (the clock jumped back). Nodes override this."""
+
+    def _on_clock_jump_back(self, jump) -> None:
+        """Restart on a jump of the ROS clock back by more than ``stamp_future_tolerance_s`` (a new timeline).
+
+        Every stamp seen so far is "in the future" of the new one, so the stream histories would refuse all new
+        data as out of order (and a reset stamped before the jump would skip it): the jump is a reset; the node
+        forgets its streams and holds until fresh inputs arrive. Counted as ``clock_jumps_back``.
+        """
+        back_s = -jump.delta.nanoseconds / NS
+        self.reset_ns = self.get_clock().now().nanoseconds
+        if self.configured:
+            self.restart_streams()
+            self.reset_episode()
+        count = self.stats.drop("clock_jumps_back", f"ROS clock jumped back {back_s:.3f}s: streams restarted")
+        self.log_throttled("clock_jumps_back", f"ROS clock jumped back {back_s:.3f}s (a looped bag or a simulator "
+                           f"reset; #{count}): new episode, input histories cleared, holding until fresh inputs "
+                           "arrive", level="warning")
 
     def skip_before_reset(self, input_name: str, stamp_ns: int) -> bool:
         """Whether data stamped before the last reset must be skipped (counted as ``<input>_before_reset``).

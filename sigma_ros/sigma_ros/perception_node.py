@@ -137,6 +137,15 @@ class PerceptionNode(SigmaNode):
         self.reset_episode()
         self.set_mode("waiting", "no camera frame yet")
 
+    def restart_streams(self) -> None:
+        """Forget every stream's last stamp, the joint states, depth and plan requests (the clock jumped back)."""
+        for gate in self.gates.values():
+            gate.reset()
+        self.states.clear()
+        self.depth, self.depth_stamp = None, 0
+        self.last_request_ns = 0
+        self.set_mode("waiting", "the clock jumped back: waiting for fresh inputs")
+
     # --------------------------------------------------------------- inputs
     def accept_stamp(self, key: str, header) -> int:
         """Return the message's stamp if it is fresh and in order (else StaleInput: refused and counted)."""
