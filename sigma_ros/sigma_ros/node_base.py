@@ -356,8 +356,10 @@ class SigmaNode(LifecycleNode):
             logger.error(text)
         elif level == "warning":
             logger.warning(text)
-        else:
+        elif level == "debug":
             logger.debug(text)
+        else:
+            raise ValueError(f"log_throttled: level must be error, warning or debug, got {level!r}")
 
     def reject(self, input_name: str, reason: str) -> None:
         """Count a dropped input and log why (throttled per input)."""
