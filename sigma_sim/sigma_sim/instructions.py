@@ -53,12 +53,64 @@ _TRAINING_PLACES = {
               "on the blue square on the right", "in the right region", "to the blue target"),
 }
 
-#: Every wording training may use, per region (templates first).
-TRAINING_WORDINGS: dict[str, tuple[str, ...]] = {
-    region: tuple(dict.fromkeys(
-        INSTRUCTIONS[region] + tuple(f"{verb} {place}" for verb in _TRAINING_VERBS for place in places)))
-    for region, places in _TRAINING_PLACES.items()
+# A wording grammar (2026-12-01): more sentence forms, verbs, nouns and ways to name each region, so that
+# training language covers how people word this task rather than ten verbs and eight places.
+_PREFIXES = ("", "please ", "could you ", "can you ", "now ", "i want you to ", "go ahead and ", "would you ",
+             "robot, ", "next, ", "ok, ", "i need you to ")
+_SUFFIXES = ("", " please", " now", " for me", " thanks", ", thank you")
+_OBJECTS = ("the cube", "the red cube", "the block", "the red block", "the box", "the small cube",
+            "the little red cube", "that cube", "that red block", "the object", "the red object", "the item",
+            "the red thing", "the piece", "this cube", "the small red box")
+_ACTIONS = ("put {o}", "place {o}", "move {o}", "set {o}", "set {o} down", "bring {o}", "take {o}", "carry {o}",
+            "drop {o}", "lay {o}", "position {o}", "slide {o}", "transfer {o}", "shift {o}", "relocate {o}",
+            "deliver {o}", "get {o}", "leave {o}", "deposit {o}", "put {o} down", "pick up {o} and put it",
+            "grab {o} and place it", "lift {o} and set it down", "take {o} and move it", "pick {o} up and drop it",
+            "grasp {o} and carry it", "pick up {o} and bring it")
+_SENTENCES = ("{p}{a} {r}{s}", "{p}{a} {r}{s}", "{p}{a} {r}{s}", "{o} {r}{s}", "{o} goes {r}{s}",
+              "{o} should go {r}{s}")
+_REGION_PHRASES = {
+    side: tuple(form.format(side=side, colour=colour) for form in (
+        "on the {side}", "to the {side}", "over to the {side}", "on the {side} side", "to the {side} side",
+        "on the {side}-hand side", "to the {side}-hand side", "over on the {side}", "at the {side}",
+        "towards the {side}", "on the {side} of the table", "on the {side}most spot", "at the {side}most position",
+        "in the {side} zone", "in the {side} area", "in the {side} region", "on the {side} target",
+        "to the {side} corner", "on the {side} spot",
+        "on the {colour} square", "onto the {colour} square", "to the {colour} square", "on the {colour} pad",
+        "onto the {colour} pad", "on the {colour} mat", "in the {colour} area", "in the {colour} zone",
+        "on the {colour} target", "to the {colour} marker", "on the {colour} patch", "on the {colour} tile",
+        "over to the {colour} square", "at the {colour} spot", "on top of the {colour} square",
+        "on the {colour} square on the {side}", "to the {colour} area on the {side}",
+        "on the {colour} one", "onto the {colour} mark"))
+    for side, colour in (("left", "green"), ("right", "blue"))
 }
+GRAMMAR_WORDINGS_PER_REGION = 1200
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"[a-z]+", text.lower()))
+
+
+def grammar_wordings(region: str, count: int = GRAMMAR_WORDINGS_PER_REGION, seed: int = 0,
+                     exclude: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """``count`` distinct wordings of the task for ``region`` drawn from the wording grammar.
+
+    Deterministic for a seed; a wording whose words (:func:`_norm`) are in ``exclude`` is skipped.
+    """
+    rng = np.random.default_rng([seed, 0 if region == "left" else 1])
+    out: dict[str, None] = {}
+    pick = lambda items: items[int(rng.integers(len(items)))]  # noqa: E731
+    while len(out) < count:
+        obj = pick(_OBJECTS)
+        text = pick(_SENTENCES).format(p=pick(_PREFIXES), a=pick(_ACTIONS).format(o=obj), o=obj,
+                                       r=pick(_REGION_PHRASES[region]), s=pick(_SUFFIXES))
+        if _norm(text) not in exclude:
+            out[text] = None
+    return tuple(out)
+
+
+#: Every wording training may use, per region: the templates, the first list of verbs x places, then the grammar's
+#: wordings (never a held-out paraphrase).
+TRAINING_WORDINGS: dict[str, tuple[str, ...]] = {}  # filled below, once the held-out paraphrases are defined
 
 #: Paraphrases never used in training: other verbs, nouns and phrasings, side and colour variants.
 HELD_OUT_PARAPHRASES: dict[str, tuple[str, ...]] = {
@@ -84,6 +136,14 @@ HELD_OUT_PARAPHRASES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+
+_HELD_OUT_WORDS = frozenset(_norm(t) for texts in HELD_OUT_PARAPHRASES.values() for t in texts)
+TRAINING_WORDINGS.update({
+    region: tuple(dict.fromkeys(
+        INSTRUCTIONS[region] + tuple(f"{verb} {place}" for verb in _TRAINING_VERBS for place in places)
+        + grammar_wordings(region, exclude=_HELD_OUT_WORDS)))
+    for region, places in _TRAINING_PLACES.items()
+})
 
 def instruction_target(instruction: str, regions: tuple[str, ...] = ("left", "right")) -> str:
     """Return the placement region an instruction refers to.
