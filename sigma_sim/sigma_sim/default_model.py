@@ -18,9 +18,13 @@ Stages (``--stages=[record,preprocess]`` picks a subset; every stage reads the p
 4. ``select``     closed-loop checkpoint selection: every checkpoint of the second half of training (and
                   the last) runs ``--select_episodes`` episodes from ``--select_seed`` (seeds disjoint from
                   the evaluation's); the most successful one (the later one on a tie) is evaluated and shipped;
-5. ``eval``       closed-loop evaluation in the simulator (:mod:`sigma_sim.closed_loop`): telepathy
+5. ``align``      language alignment (:mod:`sigma_sim.language_alignment`, needs a text encoder): closed-loop
+                  episodes with the templates from ``--align_seed`` record plan inputs, then every training
+                  wording learns to give a template's plan; the aligned model is kept only if it solves at least
+                  as many selection episodes (templates + selection paraphrases) as the model before;
+6. ``eval``       closed-loop evaluation in the simulator (:mod:`sigma_sim.closed_loop`): telepathy
                   on, off, with the adapter, over randomised seeded episodes never seen in training;
-6. ``ship``       copies the merged checkpoint (config.json + <workspace>.safetensors) to ``--out``
+7. ``ship``       copies the merged checkpoint (config.json + <workspace>.safetensors) to ``--out``
                   with ``PROVENANCE.md`` / ``provenance.json`` (command, seeds, dataset size, steps,
                   wall times, eval figures) and the closed-loop report.
 
@@ -47,12 +51,14 @@ import torch
 from sigma_model.cli import check_choice, parse_cli
 from sigma_model.training.batching import PreviousWindowDataset
 from sigma_sim.episode_variations import VARIATIONS, format_variation_table
-from sigma_sim.instructions import HELD_OUT_PARAPHRASES, TRAINING_WORDINGS, instruction_target
+from sigma_sim.instructions import HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES, TRAINING_WORDINGS, instruction_target
 
 PROG = "sigma-make-default"
 DEFAULT_OUT = "checkpoints/sigma_so101_default"
 DEFAULT_WORK_DIR = "runs/sigma_so101_default"
-STAGES = ("record", "preprocess", "train", "select", "eval", "ship")
+STAGES = ("record", "preprocess", "train", "select", "align", "eval", "ship")
+#: variations the align stage chooses on (selection seeds)
+ALIGN_SELECTION_VARIATIONS = ("nominal", "paraphrase_selection")
 
 #: The default small configuration (overrides of SigmaConfig()); ~0.96 M parameters, ~3.9 MB fp32.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
@@ -110,7 +116,8 @@ class SimTrainingWindows(PreviousWindowDataset):
                  seed: int = 0, state_shift: float = 0.0, shift_joints: int = 5,
                  wordings: dict[str, tuple[str, ...]] | None = None) -> None:
         super().__init__(dataset)
-        held_out = {t for texts in HELD_OUT_PARAPHRASES.values() for t in texts}
+        held_out = {t for wordings in (HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES) for texts in wordings.values()
+                    for t in texts}
         leaked = sorted({t for texts in (wordings or {}).values() for t in texts} & held_out)
         if leaked:
             raise ValueError(f"training wordings include held-out paraphrases: {leaked[:3]}")
@@ -407,6 +414,42 @@ def stage_select(args, work: Path, train: dict[str, Any]) -> dict[str, Any]:
             "chosen_step": chosen, "model": str(steps[chosen] / "model"), "seconds": time.perf_counter() - t0}
 
 
+def stage_align(args, work: Path, model_dir: Path) -> dict[str, Any]:
+    """Align the language of ``model_dir`` (see the module docstring); ``model`` is the checkpoint chosen."""
+    from sigma_model import load_checkpoint, save_checkpoint
+    from sigma_model.evaluation.check_a import INIT_HEADS_FILE, find_init_heads
+    from sigma_model.training.language_alignment import AlignmentConfig
+    from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint
+    from sigma_sim.language_alignment import align_on_simulator
+
+    model = load_checkpoint(model_dir)
+    if not model.config.text_encoder:
+        print(f"[make-default] align: skipped, the model has no text encoder", file=sys.stderr)
+        return {"skipped": "no text encoder (--model_set=\"{text_encoder: ...}\")", "source": str(model_dir),
+                "model": str(model_dir)}
+    out = work / "align" / "model"
+    result = align_on_simulator(model, args.align_episodes, args.align_seed, AlignmentConfig(**args.align_set),
+                                args.eval_max_steps, args.replan_every, progress=not args.quiet)
+    save_checkpoint(model, out)
+    init = find_init_heads(model_dir)
+    if init is not None:
+        shutil.copy2(init, out / INIT_HEADS_FILE)
+    cfg = ClosedLoopConfig(episodes=args.select_episodes, seed=args.select_seed, replan_every=args.replan_every,
+                           conditions=("sigma",), variations=ALIGN_SELECTION_VARIATIONS,
+                           max_steps=args.eval_max_steps, expert_reference=False)
+    successes = {}
+    for name, candidate in (("before", model_dir), ("aligned", out)):
+        by_variation = evaluate_checkpoint(candidate, cfg)["closed_loop"]["sigma"]["episode_success_by_variation"]
+        successes[name] = {v: by_variation[v]["successes"] for v in ALIGN_SELECTION_VARIATIONS}
+        if not args.quiet:
+            print(f"[make-default] align: {name}: {successes[name]} of {args.select_episodes} each (seeds "
+                  f"{seed_range(args.select_seed, args.select_episodes)})", file=sys.stderr)
+    kept = sum(successes["aligned"].values()) >= sum(successes["before"].values())
+    return {**result, "selection": {"seeds": seed_range(args.select_seed, args.select_episodes),
+                                    "variations": list(ALIGN_SELECTION_VARIATIONS), "successes": successes},
+            "kept": kept, "source": str(model_dir), "model": str(out if kept else model_dir), "aligned_model": str(out)}
+
+
 def stage_eval(args, work: Path, model_dir: str | Path) -> dict[str, Any]:
     from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint
 
@@ -590,7 +633,11 @@ class MakeDefaultConfig:
     conditions: list[str] = field(default_factory=lambda: ["sigma", "telepathy_off", "sigma_adapter", "expert"])
     # episode variations of the closed-loop evaluation, same seeds (see sigma-closed-loop --variations)
     eval_variations: list[str] = field(default_factory=lambda: list(VARIATIONS))
-    model_dir: str | None = None  # eval/ship this checkpoint instead of the trained one
+    align_episodes: int = 40  # align stage: closed-loop template episodes that record plan inputs
+    align_seed: int = 40_000  # align stage: their first seed (disjoint from the selection and evaluation seeds)
+    # align stage: sigma_model.training.language_alignment.AlignmentConfig fields, e.g. {steps: 600, trainable: language}
+    align_set: dict[str, Any] = field(default_factory=dict)
+    model_dir: str | None = None  # align/eval/ship this checkpoint instead of the trained (selected) one
     notes_file: str | None = None  # markdown appended to PROVENANCE.md (e.g. ablations)
     quiet: bool = False  # no progress lines
 
@@ -605,10 +652,13 @@ class MakeDefaultConfig:
                self.select_episodes) <= 0:
             raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps, --max_steps and "
                              "--select_episodes must be positive")
-        if ranges_overlap((self.select_seed, self.select_episodes), (self.eval_seed, self.eval_episodes)):
-            raise ValueError(f"the selection episodes (seeds {seed_range(self.select_seed, self.select_episodes)}) "
-                             f"overlap the evaluation's ({seed_range(self.eval_seed, self.eval_episodes)}): choose "
-                             "--select_seed elsewhere")
+        ranges = {"--select_seed": (self.select_seed, self.select_episodes),
+                  "--eval_seed": (self.eval_seed, self.eval_episodes),
+                  "--align_seed": (self.align_seed, self.align_episodes)}
+        for a, b in (("--select_seed", "--eval_seed"), ("--align_seed", "--eval_seed"), ("--align_seed", "--select_seed")):
+            if ranges_overlap(ranges[a], ranges[b]):
+                raise ValueError(f"the {a} episodes (seeds {seed_range(*ranges[a])}) overlap the {b} episodes (seeds "
+                                 f"{seed_range(*ranges[b])}): choose {a} elsewhere")
 
 
 #: options that do not change the result, left out of the reproducing command
@@ -677,6 +727,13 @@ def main(argv: list[str] | None = None) -> int:
         prov["select"] = stage_select(args, work, prov["train"])
         save_partial()
     model_dir = Path(args.model_dir or prov.get("select", {}).get("model") or prov.get("train", {}).get("model", ""))
+    if "align" in args.stages:
+        if not (model_dir / "config.json").is_file():
+            raise SystemExit(f"{PROG}: no trained model at {model_dir!s} to align (run the train stage)")
+        prov["align"] = stage_align(args, work, model_dir)
+        save_partial()
+    if prov.get("align", {}).get("source") == str(model_dir):  # the align stage's choice for this model
+        model_dir = Path(prov["align"]["model"])
     if "eval" in args.stages or "ship" in args.stages:
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"sigma-make-default: no trained model at {model_dir!s} (run the train stage)")

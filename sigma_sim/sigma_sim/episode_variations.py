@@ -13,7 +13,9 @@ region, same initial arm):
                     ambient +-0.1) and the front camera (moved 1 cm, turned 2 deg) perturbed, drawn from the
                     episode seed (reset option ``perturb_view=True``); the physics is untouched
     paraphrase      the instruction worded by a held-out paraphrase of the same region
-                    (:data:`sigma_sim.instructions.HELD_OUT_PARAPHRASES`, never trained on)
+                    (:data:`sigma_sim.instructions.HELD_OUT_PARAPHRASES`, never trained on nor used to choose)
+    paraphrase_selection  the same with a selection paraphrase (:data:`sigma_sim.instructions.SELECTION_PARAPHRASES`,
+                    never trained on; for choosing checkpoints and settings on selection seeds)
 
 Variations are orthogonal to the evaluation's conditions (which policy acts): ``ClosedLoopConfig.variations``
 runs each condition over each variation with the same seeds; the LeRobot env takes one as ``--env.variation``.
@@ -28,9 +30,10 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, episode_wording
+from sigma_sim.instructions import HELD_OUT_PARAPHRASES, INSTRUCTIONS, SELECTION_PARAPHRASES, episode_wording
 
-VARIATIONS = ("nominal", "wide_range", "perturbed_view", "paraphrase")
+VARIATIONS = ("nominal", "wide_range", "perturbed_view", "paraphrase", "paraphrase_selection")
+_WORDINGS = {"paraphrase": HELD_OUT_PARAPHRASES, "paraphrase_selection": SELECTION_PARAPHRASES}
 #: Factor of the wide_range variation's cube start box (about its centre).
 WIDE_RANGE_SCALE = 1.2
 
@@ -69,10 +72,10 @@ def check_variation(variation: str) -> str:
 def episode_instruction(index: int, seed: int, variation: str = "nominal") -> str:
     """Instruction of evaluation episode ``index`` (regions alternate, wording from the seed).
 
-    A template, or under the ``paraphrase`` variation a held-out paraphrase of the same region.
+    A template, or under the ``paraphrase`` (``paraphrase_selection``) variation a held-out (selection) paraphrase of
+    the same region.
     """
-    wordings = HELD_OUT_PARAPHRASES if check_variation(variation) == "paraphrase" else INSTRUCTIONS
-    return episode_wording(index, seed, wordings)
+    return episode_wording(index, seed, _WORDINGS.get(check_variation(variation), INSTRUCTIONS))
 
 
 def reset_options(variation: str) -> dict[str, Any]:
@@ -99,7 +102,10 @@ def describe_variations(variations, cube_x_range=(0.17, 0.25), cube_y_range=(-0.
         "perturbed_view": f"per episode (from its seed): front camera moved {p.camera_shift_m * 100:g} cm and turned "
                           f"{p.camera_tilt_deg:g} deg, each light turned {p.light_tilt_deg:g} deg about the robot "
                           f"base, diffuse x{1 - p.light_scale:g}..{1 + p.light_scale:g}, ambient +-{p.ambient_shift:g}",
-        "paraphrase": "the instruction worded by a held-out paraphrase of the same region (never trained on)",
+        "paraphrase": "the instruction worded by a held-out paraphrase of the same region (never trained on nor used "
+                      "to choose)",
+        "paraphrase_selection": "the instruction worded by a selection paraphrase of the same region (never trained "
+                                "on; chooses checkpoints and settings)",
     }
     return {v: text[v] for v in check_variations(variations)}
 

@@ -2,15 +2,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """Instruction wordings of the pick-and-place task and how each maps to its placement region.
 
-Three disjoint roles:
+Four disjoint roles:
 
 * :data:`INSTRUCTIONS`: the templates the demonstrations are recorded with and the closed-loop
   evaluation's "template" episodes use;
 * :data:`TRAINING_WORDINGS`: the templates plus many more wordings per region (the colour of the
-  region's square included: green = left, blue = right), which training draws from at random
-  (language augmentation, ``sigma-make-default --language-augmentation``);
-* :data:`HELD_OUT_PARAPHRASES`: other wordings with the same meaning, never used in training, for
-  the closed-loop evaluation's ``paraphrase`` condition.
+  region's square included: green = left, blue = right; most from a wording grammar), which training
+  draws from at random (language augmentation, ``sigma-make-default --language_augmentation=true``, and
+  the language alignment stage);
+* :data:`SELECTION_PARAPHRASES`: paraphrases never trained on that choose checkpoints and settings (the
+  closed-loop evaluation's ``paraphrase_selection`` variation);
+* :data:`HELD_OUT_PARAPHRASES`: paraphrases never trained on nor used to choose, for the closed-loop
+  evaluation's ``paraphrase`` variation.
 
 :func:`instruction_target` (the simulator's success check) resolves every one of them.
 """
@@ -112,8 +115,10 @@ def grammar_wordings(region: str, count: int = GRAMMAR_WORDINGS_PER_REGION, seed
 #: wordings (never a held-out paraphrase).
 TRAINING_WORDINGS: dict[str, tuple[str, ...]] = {}  # filled below, once the held-out paraphrases are defined
 
-#: Paraphrases never used in training: other verbs, nouns and phrasings, side and colour variants.
-HELD_OUT_PARAPHRASES: dict[str, tuple[str, ...]] = {
+#: The first held-out paraphrases (other verbs, nouns and phrasings, side and colour variants), never used in training.
+#: Looked at on 2026-12-01 (which of them the shipped model failed): since then they choose checkpoints and settings
+#: (the ``paraphrase_selection`` variation) and :data:`HELD_OUT_PARAPHRASES` reports.
+SELECTION_PARAPHRASES: dict[str, tuple[str, ...]] = {
     "left": (
         "could you transfer the block over to the left-hand side",
         "set the small box down at the leftmost spot",
@@ -137,7 +142,24 @@ HELD_OUT_PARAPHRASES: dict[str, tuple[str, ...]] = {
 }
 
 
-_HELD_OUT_WORDS = frozenset(_norm(t) for texts in HELD_OUT_PARAPHRASES.values() for t in texts)
+#: Paraphrases never used in training nor in any choice, written after the wording grammar (its commit comes first):
+#: sentence forms the grammar lacks, both sides and the colour variants. The ``paraphrase`` variation reports them.
+HELD_OUT_PARAPHRASES: dict[str, tuple[str, ...]] = {
+    side: tuple(text.format(side=side, colour=colour) for text in (
+        "i'd like the cube moved over to the {side}, if you can",
+        "can the red cube end up on the {colour} square?",
+        "{side} side for the cube, please",
+        "the block needs to be sitting on the {colour} tile",
+        "grab it and leave it where the {colour} square is",
+        "your task: cube to the {side}",
+        "make sure the red cube lands in the {colour} region",
+        "pop the little block across onto the {side} part of the table",
+    ))
+    for side, colour in (("left", "green"), ("right", "blue"))
+}
+
+_HELD_OUT_WORDS = frozenset(_norm(t) for wordings in (HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES)
+                            for texts in wordings.values() for t in texts)
 TRAINING_WORDINGS.update({
     region: tuple(dict.fromkeys(
         INSTRUCTIONS[region] + tuple(f"{verb} {place}" for verb in _TRAINING_VERBS for place in places)
