@@ -424,7 +424,7 @@ def stage_align(args, work: Path, model_dir: Path) -> dict[str, Any]:
 
     model = load_checkpoint(model_dir)
     if not model.config.text_encoder:
-        print(f"[make-default] align: skipped, the model has no text encoder", file=sys.stderr)
+        print("[make-default] align: skipped, the model has no text encoder", file=sys.stderr)
         return {"skipped": "no text encoder (--model_set=\"{text_encoder: ...}\")", "source": str(model_dir),
                 "model": str(model_dir)}
     out = work / "align" / "model"
@@ -635,7 +635,7 @@ class MakeDefaultConfig:
     eval_variations: list[str] = field(default_factory=lambda: list(VARIATIONS))
     align_episodes: int = 40  # align stage: closed-loop template episodes that record plan inputs
     align_seed: int = 40_000  # align stage: their first seed (disjoint from the selection and evaluation seeds)
-    # align stage: sigma_model.training.language_alignment.AlignmentConfig fields, e.g. {steps: 600, trainable: language}
+    # align stage: fields of sigma_model.training.language_alignment.AlignmentConfig, e.g. {trainable: language}
     align_set: dict[str, Any] = field(default_factory=dict)
     model_dir: str | None = None  # align/eval/ship this checkpoint instead of the trained (selected) one
     notes_file: str | None = None  # markdown appended to PROVENANCE.md (e.g. ablations)
@@ -655,7 +655,8 @@ class MakeDefaultConfig:
         ranges = {"--select_seed": (self.select_seed, self.select_episodes),
                   "--eval_seed": (self.eval_seed, self.eval_episodes),
                   "--align_seed": (self.align_seed, self.align_episodes)}
-        for a, b in (("--select_seed", "--eval_seed"), ("--align_seed", "--eval_seed"), ("--align_seed", "--select_seed")):
+        for a, b in (("--select_seed", "--eval_seed"), ("--align_seed", "--eval_seed"),
+                     ("--align_seed", "--select_seed")):
             if ranges_overlap(ranges[a], ranges[b]):
                 raise ValueError(f"the {a} episodes (seeds {seed_range(*ranges[a])}) overlap the {b} episodes (seeds "
                                  f"{seed_range(*ranges[b])}): choose {a} elsewhere")

@@ -57,7 +57,7 @@ class AlignmentConfig:
 
 
 def trainable_parameters(model: SigmaModel, trainable: str) -> list[torch.nn.Parameter]:
-    """The parameters alignment trains (everything else is frozen); ValueError if there are none."""
+    """Return the parameters alignment trains (everything else is frozen); ValueError if there are none."""
     language = model._need("language")
     if trainable == "text_projection":
         if language.text_projection is None:
@@ -78,7 +78,7 @@ def _stack(inputs: list[PlanInput]) -> tuple[SigmaObservation, torch.Tensor, tor
 
 def plan_outputs(model: SigmaModel, texts: list[str], vision, robot_state: torch.Tensor,
                  memory_prev: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The matched outputs (MATCHED) of one plan for each row: language then action stage, telepathy on."""
+    """Return the matched outputs (MATCHED) of one plan per row: language then action stage, telepathy on."""
     lang = model.language_stage(model.tokenize(texts), vision.vision_tokens, vision.state_tokens, memory_prev, True,
                                 image_tokens=vision.backbone_image_tokens, robot_state=robot_state,
                                 generator=torch.Generator(device=model.device).manual_seed(0))
