@@ -32,6 +32,7 @@ _LAZY = {
     "instruction_target": "sigma_sim.instructions",
     "TRAINING_WORDINGS": "sigma_sim.instructions",
     "HELD_OUT_PARAPHRASES": "sigma_sim.instructions",
+    "SELECTION_PARAPHRASES": "sigma_sim.instructions",
     "Region": "sigma_sim.scene",
     "ExpertConfig": "sigma_sim.expert",
     "EpisodeResult": "sigma_sim.expert",

@@ -28,9 +28,9 @@ Conditions (same names as the offline evaluation, :mod:`sigma_model.evaluation.r
 the evaluation's side of an episode, shared with the LeRobot env of :mod:`sigma_sim.lerobot_env`.
 
 Every condition sees the same episode seeds (cube pose, target region) and diffusion noise seeds, under each
-of ``variations`` (:mod:`sigma_sim.episode_variations`: nominal, wide_range, perturbed_view, paraphrase), which
-vary the episode, not the policy; each variation of episode ``i`` keeps seed ``seed + i``, so it is paired with
-the nominal run.
+of ``variations`` (:mod:`sigma_sim.episode_variations`: nominal, wide_range, perturbed_view, paraphrase,
+paraphrase_selection), which vary the episode, not the policy; each variation of episode ``i`` keeps seed
+``seed + i``, so it is paired with the nominal run.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
 safety filter's interventions. Every plan of a Sigma condition is also scored as the paper scores a

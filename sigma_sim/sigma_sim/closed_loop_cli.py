@@ -40,7 +40,7 @@ class ClosedLoopCLI(ClosedLoopConfig):
     conditions: tuple[str, ...] | None = None
     # episode variations every condition runs, on the same seeds ('nominal' is required, the report's main
     # columns): wide_range (cube start box 1.2 times as wide), perturbed_view (lights and camera pose),
-    # paraphrase (held-out instruction wordings)
+    # paraphrase (held-out instruction wordings), paraphrase_selection (the wordings that choose settings)
     variations: tuple[str, ...] = VARIATIONS
     adapter_config: str | None = None  # AdapterConfig JSON
     # the training run's sigma_telepathy_heads_init.safetensors for CHECK A (default: found next to the checkpoint)

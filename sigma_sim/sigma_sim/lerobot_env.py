@@ -23,8 +23,8 @@ the task LeRobot hands the policy), so ``--seed=10000`` (``first_seed``) plays s
 episodes 0, 1, ... Observations use LeRobot's layout: ``pixels/front`` (the camera, uint8 HxWx3)
 and ``agent_pos`` (the joint positions, rad), which LeRobot turns into ``observation.images.front``
 and ``observation.state``, the features of sigma-sim-record's datasets. The reward is 1.0 on the
-ticks the task is solved. ``--env.variation`` (``wide_range``, ``perturbed_view``, ``paraphrase``;
-default ``nominal``) plays every episode under that variation of sigma-closed-loop's
+ticks the task is solved. ``--env.variation`` (``wide_range``, ``perturbed_view``, ``paraphrase``,
+``paraphrase_selection``; default ``nominal``) plays every episode under that variation of sigma-closed-loop's
 (:mod:`sigma_sim.episode_variations`), with the same seeds.
 """
 

