@@ -660,9 +660,15 @@ class MakeDefaultConfig:
             for value in values:
                 check_choice(flag, value, choices)
         if min(self.episodes, self.record_workers, self.eval_episodes, self.eval_max_steps, self.max_steps or 1,
-               self.select_episodes) <= 0:
-            raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps, --max_steps and "
-                             "--select_episodes must be positive")
+               self.select_episodes, self.align_episodes) <= 0:
+            raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps, --max_steps, "
+                             "--select_episodes and --align_episodes must be positive")
+        from sigma_model.training.language_alignment import AlignmentConfig
+
+        try:
+            AlignmentConfig(**self.align_set)
+        except TypeError as e:
+            raise ValueError(f"--align_set: {e} (fields: {', '.join(AlignmentConfig.__dataclass_fields__)})") from None
         ranges = {"--select_seed": (self.select_seed, self.select_episodes),
                   "--eval_seed": (self.eval_seed, self.eval_episodes),
                   "--align_seed": (self.align_seed, self.align_episodes)}

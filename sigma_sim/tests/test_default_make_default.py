@@ -91,6 +91,9 @@ def test_selection_alignment_and_evaluation_seeds_must_not_overlap(capsys):
     assert "--align_seed episodes (seeds 10040..10079) overlap the --select_seed episodes" in error
     assert "overlap the --eval_seed" in cli_error(main, ["--align_seed=20049", "--align_episodes=1"], capsys)
     assert "overlap" in cli_error(main, ["--align_seed=10000", "--select_seed=30000", "--eval_seed=10030"], capsys)
+    assert "--align_set" in cli_error(main, ["--align_set={stepz: 3}"], capsys)
+    assert "trainable must be one of" in cli_error(main, ["--align_set={trainable: vision}"], capsys)
+    assert "must be positive" in cli_error(main, ["--align_episodes=0"], capsys)
 
 
 def test_privileged_and_auxiliary_cube_pose_read_the_poses_once(tmp_path, monkeypatch):
