@@ -646,7 +646,7 @@ class MakeDefaultConfig:
     eval_variations: list[str] = field(default_factory=lambda: list(VARIATIONS))
     align_episodes: int = 40  # align stage: closed-loop template episodes that record plan inputs
     align_seed: int = 40_000  # align stage: their first seed (disjoint from the selection and evaluation seeds)
-    # align stage: fields of sigma_model.training.language_alignment.AlignmentConfig, e.g. {trainable: language}
+    # align stage: fields of sigma_model.training.language_alignment.AlignmentConfig, e.g. {steps: 600}
     align_set: dict[str, Any] = field(default_factory=dict)
     model_dir: str | None = None  # align/eval/ship this checkpoint instead of the trained (selected) one
     notes_file: str | None = None  # markdown appended to PROVENANCE.md (e.g. ablations)

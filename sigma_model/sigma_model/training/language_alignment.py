@@ -42,11 +42,13 @@ class PlanInput:
 
 @dataclass
 class AlignmentConfig:
-    steps: int = 600  # optimiser steps
+    """Defaults: the setting chosen for the shipped default on the simulator's selection seeds (its PROVENANCE)."""
+
+    steps: int = 1500  # optimiser steps
     batch_size: int = 16  # plan inputs per step (each with one other wording and one anchor wording)
-    lr: float = 1e-3
+    lr: float = 3e-4
     seed: int = 0  # batches and wordings
-    trainable: str = "text_projection"  # one of TRAINABLE
+    trainable: str = "language"  # one of TRAINABLE
     keep_weight: float = 1.0  # weight of "anchor wordings keep the teacher's plan"
 
     def __post_init__(self) -> None:
