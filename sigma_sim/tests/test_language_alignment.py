@@ -47,8 +47,8 @@ def test_plan_inputs_carry_each_plans_own_tau_and_memory(model):
 
 def test_align_on_simulator_trains_the_text_projection_only(model):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = align_on_simulator(model, episodes=1, seed=3, config=AlignmentConfig(steps=3, batch_size=2, trainable="text_projection"),
-                                max_steps=6, replan_every=4)
+    config = AlignmentConfig(steps=3, batch_size=2, trainable="text_projection")
+    result = align_on_simulator(model, episodes=1, seed=3, config=config, max_steps=6, replan_every=4)
     assert result["rollouts"]["episodes"] == 1 and result["plan_inputs"] == 2 and result["config"]["steps"] == 3
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"language.text_projection.weight", "language.text_projection.bias"}
