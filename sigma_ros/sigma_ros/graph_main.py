@@ -304,6 +304,12 @@ def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_leve
 
     from sigma_ros.executors import make_executor
 
+    # SIGINT/SIGTERM: rclpy's handler (installed by init, in front of these) shuts the context down, which ends
+    # spin() at a safe point. These handlers only note the signal: a KeyboardInterrupt raised at an arbitrary
+    # bytecode could leave rclpy objects half built (a Task without `_exception`, whose __del__ then fails).
+    signals: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: signals.append(signum))
     rclpy.init(args=[sys.argv[0]])
     nodes = []
     failure: list[str] = []
@@ -324,8 +330,12 @@ def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_leve
             executor.add_node(n)
         threading.Thread(target=bring_up, daemon=True).start()
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the nodes)
+    except Exception:
+        if not signals:
+            raise
+        rclpy.try_shutdown()  # a signal shut the context down under a call in progress (e.g. creating the nodes)
     finally:
         for n in nodes:
             n.shutdown()
