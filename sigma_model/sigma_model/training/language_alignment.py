@@ -116,6 +116,7 @@ def align_language(
                          f"{sorted(wordings)}, anchors {sorted(anchors)}")
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     params = trainable_parameters(model, config.trainable)
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.eval().requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
@@ -146,7 +147,8 @@ def align_language(
         losses.append(loss.detach().item())
         if progress is not None:
             progress(step + 1, losses[-1])
-    model.requires_grad_(True).eval()
+    for name, p in model.named_parameters():  # as they were (a frozen text encoder stays frozen)
+        p.requires_grad_(flags[name])
     window = max(1, min(50, len(losses) // 10))
     return {"loss_start": sum(losses[:window]) / window, "loss_end": sum(losses[-window:]) / window,
             "steps": config.steps, "plan_inputs": len(plan_inputs), "seconds": time.perf_counter() - t0}
