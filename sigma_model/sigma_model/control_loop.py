@@ -48,6 +48,9 @@ class ControlLoopConfig:
     hold_before_first_plan: bool = True
     accept_unstamped: bool = False
     sync_plans: bool = False
+    # sync_plans: while waiting for the next plan publish nothing instead of hold commands (a position-controlled
+    # arm keeps its last goal; a simulator stepped once per command pauses, as the in-process evaluation does)
+    silent_while_waiting: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate_hz > 0:
@@ -120,8 +123,15 @@ class ControlLoop:
         self.state_invalid = False
 
     def clear_plans(self) -> None:
-        """Drop the current and pending plans (a new episode): the arm holds until the next plan."""
+        """Drop the current and pending plans: the arm holds until the next plan."""
         self.plan = self.pending = self.request_ns = self.waiting_since = None
+
+    def new_episode(self) -> None:
+        """Start an episode: drop the plans and forget the previous command (the arm may have been moved since: a
+        simulator reset, a person resetting the scene), so the next command is limited against the measured position
+        only, as at start-up, and never drives the arm back towards where the last episode left it."""
+        self.clear_plans()
+        self.safety.reset()
 
     def restart(self) -> None:
         """Start a new timeline (the clock jumped back): forget plans, the measurement and both streams' last stamps.
@@ -149,10 +159,10 @@ class ControlLoop:
             return None
         return self.state
 
-    def _silent(self, current, plan_request_ns: int | None = None) -> TickResult:
-        """Before the first plan, with hold_before_first_plan off: nothing is sent (a fault is still reported)."""
+    def _silent(self, current, plan_request_ns: int | None = None, why: str = "no plan yet") -> TickResult:
+        """Nothing is sent this tick (before the first plan, or while waiting silently); a fault is still reported."""
         fault = self.safety.check_measurement(current)[1]
-        reasons = ["no plan yet (silent)"] + ([fault] if fault else [])
+        reasons = [f"{why} (silent)"] + ([fault] if fault else [])
         return TickResult(SafetyDecision(None, MODE_HOLD, False, reasons, fault=bool(fault)), False,
                           plan_request_ns=plan_request_ns)
 
@@ -166,6 +176,8 @@ class ControlLoop:
         since = self.request_ns if self.request_ns is not None else self.waiting_since
         if since is not None and now_ns - since > timeout_ns:  # it did not come (lost or refused): ask again
             self.request_ns = now_ns
+        if self.config.silent_while_waiting:
+            return self._silent(current, self.request_ns, "waiting for the plan of a frame from now on")
         if self.plan is None and not self.config.hold_before_first_plan:
             return self._silent(current, self.request_ns)
         decision = self.safety.step(None, current, now_ns / NS)

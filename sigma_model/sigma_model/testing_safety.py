@@ -107,7 +107,7 @@ class Checker:
 
 
 def drive_loop(events, rng, cfg: SafetyConfig, tick, on_plan, on_state, clear, measured_now, checker: Checker) -> None:
-    """One random sequence of plans, joint states, ticks and episode resets through a control loop."""
+    """One random sequence of plans, joint states, ticks and episode resets (``clear``) through a control loop."""
     now_ns = 1_000 * NS
     for action, target_kind, meas_kind, offset in events:
         stamp = 0 if offset == "zero" else now_ns + int(offset * NS)
@@ -122,8 +122,9 @@ def drive_loop(events, rng, cfg: SafetyConfig, tick, on_plan, on_state, clear, m
             on_plan([vector(rng, cfg, target_kind) for _ in range(3)], stamp, now_ns)
         elif action == "state":
             on_state(vector(rng, cfg, meas_kind, near=checker.prev), stamp, now_ns)
-        else:
+        else:  # an episode reset: the next command is limited against the measurement only, as at start-up
             clear()
+            checker.reset()
 
 
 def plan_target(plan, state, step):

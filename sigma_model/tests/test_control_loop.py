@@ -128,7 +128,7 @@ def test_the_first_plan_since_start_or_reset_starts_at_step_0():
         loop.on_plan((plan_id, 0.0), plan_id, now - int(0.34 * NS), now)
         seen, now = run_ticks(loop, now, 2)
         assert seen == [(plan_id, 0), (plan_id, 1)]
-        loop.clear_plans()  # a reset
+        loop.new_episode()  # a reset
 
 
 def test_alignment_counts_from_the_tick_that_first_uses_the_plan():
@@ -237,6 +237,24 @@ def test_clear_plans_holds_until_the_next_plan():
     loop.on_plan((3, 0.1), 3, now, now)  # adopted at once: there is no current plan
     seen, _ = run_ticks(loop, now, 1)
     assert seen == [(3, 0)]
+
+
+def test_a_new_episode_limits_its_first_command_against_the_measurement_only():
+    """After a reset the arm may have been moved (a sim reset, a person): the previous episode's last command must
+    not pull the first commands back towards where that episode ended (clear_plans alone keeps it: a hold)."""
+    for new_episode in (True, False):
+        loop, _ = make_loop(min_plan_ticks=1, align_plans_to_stamp=False)
+        loop.on_plan((1, 0.8), 1, T0, T0)
+        _, now = run_ticks(loop, T0, 1, state=(0.8, 0.8))
+        assert loop.safety.last_command.tolist() == [0.8, 0.8]
+        loop.new_episode() if new_episode else loop.clear_plans()
+        loop.on_plan((2, -0.1), 2, now, now)  # the arm was moved to -0.1 by the reset; the plan holds it there
+        seen, now = run_ticks(loop, now, 1, state=(-0.1, -0.1))
+        command = loop.safety.last_command
+        if new_episode:
+            assert seen == [(2, 0)] and command.tolist() == [-0.1, -0.1]
+        else:  # limited against the old command as well: it moves towards the measurement from there
+            assert command.tolist() == pytest.approx([0.3, 0.3])
 
 
 def test_a_failing_control_fn_holds_that_tick_and_is_counted():
@@ -351,6 +369,34 @@ def test_sync_plans_waiting_says_why_and_stays_silent_before_the_first_plan():
     r = loop.tick(t + PERIOD)  # done: hold, and why
     assert r.decision.reasons == ["waiting for the plan of a frame from now on (sync_plans)", "no plan"]
     assert r.publish and r.decision.command.tolist() == [0.0, 0.0]
+
+
+def test_sync_plans_silent_while_waiting_publish_nothing_until_the_next_plan():
+    """silent_while_waiting: the arm keeps its last goal (a sim stepped per command pauses); the plan is still asked
+    for, faults are still reported, and the next plan's first command is step-limited against the last one sent."""
+    loop, calls = make_loop(min_plan_ticks=2, sync_plans=True, silent_while_waiting=True, plan_timeout_s=0.5)
+    now = T0 + PERIOD
+    loop.on_joint_state(np.array([0.0, 0.0]), now, now)
+    r = loop.tick(now)  # the first plan has not come: silent
+    assert (r.publish, r.decision.command) == (False, None)
+    loop.on_plan((1, 0.3), 1, now, now)
+    seen, now = run_ticks(loop, now, 2)
+    assert seen == [(1, 0), (1, 1)]
+    sent = loop.safety.last_command.copy()
+    for i in range(3):  # the plan is done: asked for, silent, the measurement still checked
+        now += PERIOD
+        loop.on_joint_state(np.array([5.0 if i == 1 else 0.3, 0.0]), now, now)
+        r = loop.tick(now)
+        assert (r.publish, r.decision.command, r.decision.publish) == (False, None, False)
+        assert r.plan_request_ns == now - i * PERIOD and r.decision.fault is (i == 1)
+        assert r.decision.reasons[0] == "waiting for the plan of a frame from now on (silent)"
+    assert loop.safety.last_command.tolist() == sent.tolist()
+    loop.on_plan((2, 0.95), 2, now, now)
+    now += PERIOD
+    loop.on_joint_state(np.array([0.3, 0.0]), now, now)
+    r = loop.tick(now)  # step 0 of the next plan, limited to max_step (0.5) from the last command sent
+    assert r.publish and (r.plan_id, r.step_index) == (2, 0) and calls[-1] == (2, 0)
+    assert np.abs(r.decision.command - sent).max() <= 0.5 + 1e-9 and r.decision.command[0] > sent[0]
 
 
 def test_restart_after_the_clock_jumped_back_holds_then_follows_the_new_timeline():

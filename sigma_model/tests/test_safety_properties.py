@@ -80,7 +80,8 @@ def test_safety_filter_never_lets_an_unsafe_command_out(cfg, events, seed):
        loop_config=st.builds(ControlLoopConfig, rate_hz=st.sampled_from([10.0, 30.0, 100.0]),
                              joint_state_timeout_s=st.floats(0.05, 1.0), min_plan_ticks=st.integers(1, 10),
                              align_plans_to_stamp=st.booleans(), hold_before_first_plan=st.booleans(),
-                             accept_unstamped=st.booleans(), sync_plans=st.booleans()))
+                             accept_unstamped=st.booleans(), sync_plans=st.booleans(),
+                             silent_while_waiting=st.booleans()))
 def test_control_loop_never_lets_an_unsafe_command_out(cfg, events, seed, loop_config):
     from sigma_model.freshness import StaleInput
 
@@ -105,5 +106,5 @@ def test_control_loop_never_lets_an_unsafe_command_out(cfg, events, seed, loop_c
             assert loop.state_stamp is not None and now - loop.state_stamp <= loop.config.joint_state_timeout_s * NS
         return result
 
-    drive_loop(events, np.random.default_rng(seed), cfg, tick, on_plan, on_state, loop.clear_plans, loop.measured,
+    drive_loop(events, np.random.default_rng(seed), cfg, tick, on_plan, on_state, loop.new_episode, loop.measured,
                checker)

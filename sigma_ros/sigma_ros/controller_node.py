@@ -55,6 +55,8 @@ class ControllerNode(SigmaNode):
               "evaluation replans)", min=0, max=1000),
         Param("publish_hold_without_plan", True, "Publish the hold command before the first plan "
               "(false: stay silent until a plan arrives)"),
+        Param("silent_while_waiting", False, "sync_plans: publish nothing while waiting for the next plan instead "
+              "of hold commands (a position-controlled arm keeps its last goal; a sim stepped per command pauses)"),
     )
 
     INACTIVE_INPUTS = ("reset", "joint_states")  # the measurement is kept while inactive; plans are not
@@ -83,7 +85,7 @@ class ControllerNode(SigmaNode):
             align_plans_to_stamp=self.p.align_plans_to_stamp,
             min_plan_ticks=self.p.min_plan_ticks or self.config.n_action_steps,
             hold_before_first_plan=self.p.publish_hold_without_plan, accept_unstamped=self.p.accept_unstamped,
-            sync_plans=self.p.sync_plans,
+            sync_plans=self.p.sync_plans, silent_while_waiting=self.p.silent_while_waiting,
         ))
         self.safety = safety
         self.period = 1.0 / self.p.rate_hz
@@ -143,7 +145,7 @@ class ControllerNode(SigmaNode):
         self.loop.on_joint_state(positions, stamp_key(msg.header), self.now_ns())
 
     def reset_episode(self) -> None:
-        self.loop.clear_plans()
+        self.loop.new_episode()
 
     def restart_streams(self) -> None:
         self.loop.restart()

@@ -75,7 +75,9 @@ class DemoConfig:
     adapter: bool = False  # risk-gated inference adapter on in the action node
     max_episode_s: float = 15.0  # simulated seconds per episode
     real_time_factor: float = 1.0  # wall-clock speed of sim + controller (< 1 on slow machines)
-    step_mode: str = "timer"  # sim stepping: wall-clock timer, or on_command: one step per motor command
+    # sim stepping: wall-clock timer (real time), or on_command: one step per motor command, the controller silent
+    # while it waits for a plan (with sync_plans the simulation then pauses for each plan, as in-process)
+    step_mode: str = "timer"
     # the arm holds at each plan's end until the plan of a frame from then on (LeRobot's synchronous loop, as the
     # in-process evaluation); false: plans run on, aligned to their frame's stamp (latency hiding)
     sync_plans: bool = True
@@ -291,7 +293,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     rate = 30.0 * cfg.real_time_factor
     common = {"telepathy": cfg.telepathy, "torch_threads": 1, "sync_plans": cfg.sync_plans}
     overrides = {spec.name: dict(common) for spec in graph.NODES}
-    overrides["controller_node"].update(rate_hz=rate, output_type="joint_trajectory")
+    overrides["controller_node"].update(rate_hz=rate, output_type="joint_trajectory",
+                                        silent_while_waiting=cfg.step_mode == "on_command")
     overrides["action_node"]["use_adapter"] = bool(cfg.adapter)
     if cfg.real_time_factor != 1.0:  # sensor timeouts scale with the slowed clock
         overrides["controller_node"].update(plan_timeout_s=0.5 / cfg.real_time_factor,

@@ -23,7 +23,9 @@ subscribes
 
 Stepping (``step_mode``): ``timer`` ticks at ``control_hz * real_time_factor`` (1.0 = real time),
 each tick one control period of physics; ``on_command`` steps once per received motor command
-(lock-step with the controller), the timer only keeping the sensors alive while the episode holds.
+(lock-step with the controller), the timer only keeping the sensors alive while no command steps the physics
+(the episode holds, or a controller with ``sync_plans`` and ``silent_while_waiting`` waits for its next plan:
+the simulation pauses meanwhile, as the in-process evaluation does; ``sigma-demo --step_mode=on_command``).
 After a reset the sim publishes sensors without stepping for ``reset_hold_s``, so the graph plans
 for the new scene before the arm moves.
 
@@ -120,6 +122,7 @@ class SimNode(RobotNode):
         self.last_command_in: np.ndarray | None = None
         self.applied: list[np.ndarray] = []
         self.hold_until = 0.0
+        self.stepped_since_tick = False  # on_command: a command stepped the physics since the last timer tick
         #: Final status of each finished episode, by episode id.
         self.results: dict[int, dict[str, Any]] = {}
         # The first episode starts on the first tick: rendering (an OpenGL context) happens only
@@ -226,6 +229,7 @@ class SimNode(RobotNode):
             self.commands_episode += 1
         if self.p.step_mode == "on_command":
             self.advance()
+            self.stepped_since_tick = True
 
     # --------------------------------------------------------------- loop
     def on_tick(self) -> None:
@@ -238,8 +242,9 @@ class SimNode(RobotNode):
             return
         if self.p.step_mode == "timer":
             self.advance()
-        elif self.holding():
-            self.step(send=False)  # on_command: keep the sensors alive while not stepping
+        elif self.holding() or not self.stepped_since_tick:
+            self.step(send=False)  # on_command: keep the sensors alive while no command steps the physics
+        self.stepped_since_tick = False
 
     def holding(self) -> bool:
         return self.done or time.monotonic() < self.hold_until

@@ -151,6 +151,30 @@ def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
         ctx.try_shutdown()
 
 
+def test_on_command_sim_steps_once_per_command_and_keeps_its_sensors_alive_while_paused():
+    """step_mode on_command (sigma-demo's lock-step): each motor command steps the physics once; without commands
+    (the controller waits silently for a plan) the physics pauses and the sensors keep coming for the next plan."""
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    with _sim_node({"step_mode": "on_command"}) as sim:
+        deadline = time.monotonic() + 10
+        while sim.episode < 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        def paused_publishing(steps: int) -> None:
+            ticks = sim.ticks
+            time.sleep(0.3)  # about 9 timer periods at 30 Hz
+            assert sim.sim.episode_status()["step"] == steps and sim.ticks - ticks >= 4
+
+        paused_publishing(0)
+        hold = JointTrajectory(joint_names=list(sim.p.joint_names),
+                               points=[JointTrajectoryPoint(positions=[float(v) for v in sim.env.joint_positions])])
+        for _ in range(3):
+            sim.on_command(hold)
+        assert sim.sim.episode_status()["step"] == 3
+        paused_publishing(3)
+
+
 def test_demo_reports_each_episode_its_own_result():
     """sigma-demo's episode handshake with a slow sim reset.
 

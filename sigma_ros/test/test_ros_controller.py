@@ -221,7 +221,8 @@ def test_float64_multi_array_output_and_limits(model):
 
 
 def test_reset_drops_the_plan_and_holds(model):
-    """sigma/reset (a new episode): the controller forgets its plans and holds its last command."""
+    """sigma/reset (a new episode): the controller forgets its plans and its last command: it holds the arm where it
+    is measured (the arm may have been moved by the reset), not where the episode before left the command."""
     from std_msgs.msg import Empty
 
     from sigma_ros import graph, qos
@@ -233,6 +234,9 @@ def test_reset_drops_the_plan_and_holds(model):
         while ctrl.mode != "running" and time.monotonic() < deadline:
             time.sleep(0.02)
         assert ctrl.mode == "running"
+        time.sleep(0.2)
+        before, _ = commands(h)
+        assert np.abs(before[-1] - Q0).max() > 1e-3  # the plan moved the command away from the measurement
         reset = h.probe.create_publisher(Empty, graph.TOPIC_BY_KEY["reset"].name, qos.INSTRUCTION)
         while reset.get_subscription_count() < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -243,6 +247,7 @@ def test_reset_drops_the_plan_and_holds(model):
         time.sleep(0.2)
         cmds, _ = commands(h)
         assert np.array_equal(cmds[-1], cmds[-2])
+        np.testing.assert_allclose(cmds[-1], Q0, atol=1e-9)
 
 
 def test_sync_plans_hold_at_the_plan_end_and_ask_for_the_next_plan(model):

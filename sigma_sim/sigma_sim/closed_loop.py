@@ -224,11 +224,14 @@ class SigmaPolicy:
             env_state = torch.from_numpy(pose).unsqueeze(0)
         return SigmaObservation(image=image, robot_state=state, audio=audio, env_state=env_state)
 
-    @torch.inference_mode()
     def replan(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-        """Return a plan (vector, chunk, trajectory) from ``obs``, carrying tau and the memory on."""
+        """Return a plan (vector, chunk, trajectory) from the simulator's ``obs``, carrying tau and the memory on."""
+        return self.plan_observation(self.observation(obs))
+
+    @torch.inference_mode()
+    def plan_observation(self, sobs) -> tuple[torch.Tensor, ...]:
+        """Return a plan from a :class:`~sigma_model.SigmaObservation`, carrying tau and the memory on."""
         m = self.model
-        sobs = self.observation(obs)
         t0 = time.perf_counter()
         vis = m.vision_stage(sobs, self.tau if self.telepathy else None)
         t1 = time.perf_counter()

@@ -89,7 +89,8 @@ _REGION_PHRASES = {
 GRAMMAR_WORDINGS_PER_REGION = 1200
 
 
-def _norm(text: str) -> str:
+def wording_words(text: str) -> str:
+    """Return the words of a wording, lower case, without punctuation: what tells two wordings apart."""
     return " ".join(re.findall(r"[a-z]+", text.lower()))
 
 
@@ -97,7 +98,7 @@ def grammar_wordings(region: str, count: int = GRAMMAR_WORDINGS_PER_REGION, seed
                      exclude: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """``count`` distinct wordings of the task for ``region`` drawn from the wording grammar.
 
-    Deterministic for a seed; a wording whose words (:func:`_norm`) are in ``exclude`` is skipped.
+    Deterministic for a seed; a wording whose words (:func:`wording_words`) are in ``exclude`` is skipped.
     """
     rng = np.random.default_rng([seed, 0 if region == "left" else 1])
     out: dict[str, None] = {}
@@ -106,7 +107,7 @@ def grammar_wordings(region: str, count: int = GRAMMAR_WORDINGS_PER_REGION, seed
         obj = pick(_OBJECTS)
         text = pick(_SENTENCES).format(p=pick(_PREFIXES), a=pick(_ACTIONS).format(o=obj), o=obj,
                                        r=pick(_REGION_PHRASES[region]), s=pick(_SUFFIXES))
-        if _norm(text) not in exclude:
+        if wording_words(text) not in exclude:
             out[text] = None
     return tuple(out)
 
@@ -158,7 +159,7 @@ HELD_OUT_PARAPHRASES: dict[str, tuple[str, ...]] = {
     for side, colour in (("left", "green"), ("right", "blue"))
 }
 
-_HELD_OUT_WORDS = frozenset(_norm(t) for wordings in (HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES)
+_HELD_OUT_WORDS = frozenset(wording_words(t) for wordings in (HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES)
                             for texts in wordings.values() for t in texts)
 TRAINING_WORDINGS.update({
     region: tuple(dict.fromkeys(

@@ -13,12 +13,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import numpy as np
 import torch
 
 from sigma_model import SigmaObservation
 from sigma_model.training.language_alignment import OBSERVATION_FIELDS, AlignmentConfig, PlanInput, align_language
 from sigma_sim.closed_loop import ClosedLoopConfig, SigmaPolicy, evaluation_env, run_conditions
+from sigma_sim.default_model import seed_range
 from sigma_sim.instructions import INSTRUCTIONS, TRAINING_WORDINGS, instruction_target
 
 
@@ -29,9 +29,9 @@ class RecordingSigmaPolicy(SigmaPolicy):
         self.records: list[tuple[Any, torch.Tensor | None, torch.Tensor | None, str]] = []
         super().__init__(model, **kwargs)
 
-    def replan(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-        self.records.append((self.observation(obs), self.tau, self.memory, instruction_target(self.instruction)))
-        return super().replan(obs)
+    def plan_observation(self, sobs: SigmaObservation) -> tuple[torch.Tensor, ...]:
+        self.records.append((sobs, self.tau, self.memory, instruction_target(self.instruction)))
+        return super().plan_observation(sobs)
 
 
 def collect_plan_inputs(model, episodes: int, seed: int, max_steps: int = 450, replan_every: int | None = None,
@@ -54,7 +54,7 @@ def collect_plan_inputs(model, episodes: int, seed: int, max_steps: int = 450, r
     inputs = [PlanInput(SigmaObservation(*(carried(getattr(obs, f)) for f in OBSERVATION_FIELDS)),
                         carried(tau, c.d_tau).float(), carried(memory, c.d_model).float(), key)
               for obs, tau, memory, key in policy.records]
-    return inputs, {"episodes": episodes, "seeds": f"{seed}..{seed + episodes - 1}",
+    return inputs, {"episodes": episodes, "seeds": seed_range(seed, episodes),
                     "successes": sum(o.success for o in outcomes), "plans": len(inputs)}
 
 

@@ -151,3 +151,34 @@ def test_make_default_with_a_text_encoder_and_language_augmentation(tmp_path):
     model = load_checkpoint(out)
     assert model.config.text_encoder == str(bert) and model.language.text_encoder is not None
     assert prov["parameters"] == sum(p.numel() for n, p in model.named_parameters() if "text_encoder" not in n)
+
+
+@pytest.mark.parametrize("before, aligned, kept", [((40, 34), (41, 34), True), ((40, 34), (34, 40), True),
+                                                   ((40, 34), (43, 30), False)])
+def test_align_stage_keeps_the_aligned_model_only_if_it_solves_at_least_as_many(tmp_path, monkeypatch, before,
+                                                                                  aligned, kept):
+    from sigma_model import SigmaModel, save_checkpoint
+    from sigma_model.testing import save_tiny_bert, small_config
+    from sigma_sim import closed_loop
+
+    source, work = tmp_path / "source", tmp_path / "work"
+    save_checkpoint(SigmaModel(small_config(text_encoder=str(save_tiny_bert(tmp_path / "bert")))), source)
+    planted = {str(source): before, str(work / "align" / "model"): aligned}  # selection successes by candidate
+    evaluated = []
+
+    def evaluate(path, cfg, **_):
+        evaluated.append((str(path), cfg.seed, cfg.episodes, cfg.variations))
+        counts = dict(zip(cfg.variations, planted[str(path)]))
+        return {"closed_loop": {"sigma": {"episode_success_by_variation": {v: {"successes": n}
+                                                                           for v, n in counts.items()}}}}
+
+    monkeypatch.setattr(closed_loop, "evaluate_checkpoint", evaluate)
+    assert main([f"--work_dir={work}", "--quiet=true", "--stages=[align]", f"--model_dir={source}",
+                 "--align_episodes=1", "--align_set={steps: 1, batch_size: 2}", "--select_episodes=50",
+                 "--eval_max_steps=4"]) == 0
+    align = json.loads((work / "provenance_partial.json").read_text())["align"]
+    variations = ("nominal", "paraphrase_selection")
+    assert evaluated == [(str(source), 10000, 50, variations), (str(work / "align" / "model"), 10000, 50, variations)]
+    assert align["selection"]["successes"] == {"before": dict(zip(variations, before)),
+                                               "aligned": dict(zip(variations, aligned))}
+    assert align["kept"] is kept and align["model"] == str(work / "align" / "model" if kept else source)

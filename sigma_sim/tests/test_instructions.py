@@ -9,7 +9,6 @@ states carry the side to unseen paraphrases.
 from __future__ import annotations
 
 import importlib.util
-import re
 
 import numpy as np
 import pytest
@@ -20,16 +19,12 @@ from sigma_sim.episode_variations import episode_instruction
 from sigma_sim.default_model import SimTrainingWindows
 from sigma_sim.instructions import (
     HELD_OUT_PARAPHRASES, INSTRUCTIONS, SELECTION_PARAPHRASES, TRAINING_WORDINGS, episode_wording, grammar_wordings,
-    instruction_target,
+    instruction_target, wording_words,
 )
 
 ALL = {"template": INSTRUCTIONS, "training": TRAINING_WORDINGS, "selection": SELECTION_PARAPHRASES,
        "held-out": HELD_OUT_PARAPHRASES}
 NEVER_TRAINED = {"selection": SELECTION_PARAPHRASES, "held-out": HELD_OUT_PARAPHRASES}
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.findall(r"[a-z]+", text.lower()))
 
 
 @pytest.mark.parametrize("kind", list(ALL))
@@ -57,16 +52,16 @@ def test_the_env_scores_a_paraphrase_against_its_region():
 
 @pytest.mark.parametrize("kind", list(NEVER_TRAINED))
 def test_selection_and_held_out_paraphrases_are_disjoint_from_training_and_each_other(kind):
-    train = {_norm(t) for texts in TRAINING_WORDINGS.values() for t in texts}
-    held = [_norm(t) for texts in NEVER_TRAINED[kind].values() for t in texts]
-    other = {_norm(t) for name, wordings in NEVER_TRAINED.items() if name != kind for texts in wordings.values()
+    train = {wording_words(t) for texts in TRAINING_WORDINGS.values() for t in texts}
+    held = [wording_words(t) for texts in NEVER_TRAINED[kind].values() for t in texts]
+    other = {wording_words(t) for name, wordings in NEVER_TRAINED.items() if name != kind for texts in wordings.values()
              for t in texts}
     assert not train & set(held) and not other & set(held) and len(set(held)) == len(held)
     assert all(set(INSTRUCTIONS[r]) <= set(TRAINING_WORDINGS[r]) for r in INSTRUCTIONS)
     assert min(len(v) for v in TRAINING_WORDINGS.values()) >= 1000
     # both sides and the colour variants are never trained on
     for region, colour in (("left", "green"), ("right", "blue")):
-        words = [set(_norm(t).split()) for t in NEVER_TRAINED[kind][region]]
+        words = [set(wording_words(t).split()) for t in NEVER_TRAINED[kind][region]]
         assert any(colour in w and region not in w for w in words) and any(region in w for w in words)
 
 
@@ -75,8 +70,8 @@ def test_the_wording_grammar_is_deterministic_distinct_and_skips_what_it_is_told
     assert left == grammar_wordings("left", 200, seed=3) != grammar_wordings("left", 200, seed=4)
     assert len(set(left)) == 200 and all(instruction_target(t) == "left" for t in left)
     assert all(instruction_target(t) == "right" for t in grammar_wordings("right", 200, seed=3))
-    excluded = frozenset(_norm(t) for t in left[:50])
-    assert not {_norm(t) for t in grammar_wordings("left", 200, seed=3, exclude=excluded)} & excluded
+    excluded = frozenset(wording_words(t) for t in left[:50])
+    assert not {wording_words(t) for t in grammar_wordings("left", 200, seed=3, exclude=excluded)} & excluded
     # more than a handful of sentence forms: the first words vary widely
     assert len({t.split()[0] for t in left}) >= 20
 
