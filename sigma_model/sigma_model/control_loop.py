@@ -127,9 +127,11 @@ class ControlLoop:
         self.plan = self.pending = self.request_ns = self.waiting_since = None
 
     def new_episode(self) -> None:
-        """Start an episode: drop the plans and forget the previous command (the arm may have been moved since: a
-        simulator reset, a person resetting the scene), so the next command is limited against the measured position
-        only, as at start-up, and never drives the arm back towards where the last episode left it."""
+        """Start an episode: drop the plans and forget the previous command.
+
+        The arm may have been moved since (a simulator reset, a person resetting the scene): the next command is
+        limited against the measured position only, as at start-up, never pulled back to where the last episode ended.
+        """
         self.clear_plans()
         self.safety.reset()
 

@@ -240,8 +240,11 @@ def test_clear_plans_holds_until_the_next_plan():
 
 
 def test_a_new_episode_limits_its_first_command_against_the_measurement_only():
-    """After a reset the arm may have been moved (a sim reset, a person): the previous episode's last command must
-    not pull the first commands back towards where that episode ended (clear_plans alone keeps it: a hold)."""
+    """A reset forgets the previous command.
+
+    The arm may have been moved (a sim reset, a person): the previous episode's last command must not pull the first
+    commands back towards where that episode ended (clear_plans alone keeps it: a hold).
+    """
     for new_episode in (True, False):
         loop, _ = make_loop(min_plan_ticks=1, align_plans_to_stamp=False)
         loop.on_plan((1, 0.8), 1, T0, T0)
@@ -372,8 +375,11 @@ def test_sync_plans_waiting_says_why_and_stays_silent_before_the_first_plan():
 
 
 def test_sync_plans_silent_while_waiting_publish_nothing_until_the_next_plan():
-    """silent_while_waiting: the arm keeps its last goal (a sim stepped per command pauses); the plan is still asked
-    for, faults are still reported, and the next plan's first command is step-limited against the last one sent."""
+    """silent_while_waiting: nothing is sent while waiting; the arm keeps its last goal (a sim pauses).
+
+    The plan is still asked for, faults are still reported, and the next plan's first command is step-limited against
+    the last one sent.
+    """
     loop, calls = make_loop(min_plan_ticks=2, sync_plans=True, silent_while_waiting=True, plan_timeout_s=0.5)
     now = T0 + PERIOD
     loop.on_joint_state(np.array([0.0, 0.0]), now, now)

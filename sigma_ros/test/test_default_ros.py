@@ -152,14 +152,14 @@ def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
 
 
 def test_on_command_sim_steps_once_per_command_and_keeps_its_sensors_alive_while_paused():
-    """step_mode on_command (sigma-demo's lock-step): each motor command steps the physics once; without commands
-    (the controller waits silently for a plan) the physics pauses and the sensors keep coming for the next plan."""
+    """step_mode on_command (sigma-demo's lock-step): each motor command steps the physics once.
+
+    Without commands (the controller waits silently for a plan) the physics pauses and the sensors keep coming.
+    """
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     with _sim_node({"step_mode": "on_command"}) as sim:
-        deadline = time.monotonic() + 10
-        while sim.episode < 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        sim.wait_episode_started(0, timeout=30.0)
 
         def paused_publishing(steps: int) -> None:
             ticks = sim.ticks

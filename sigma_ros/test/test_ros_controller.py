@@ -221,8 +221,10 @@ def test_float64_multi_array_output_and_limits(model):
 
 
 def test_reset_drops_the_plan_and_holds(model):
-    """sigma/reset (a new episode): the controller forgets its plans and its last command: it holds the arm where it
-    is measured (the arm may have been moved by the reset), not where the episode before left the command."""
+    """sigma/reset (a new episode): the controller forgets its plans and its last command.
+
+    It holds the arm where it is measured (the arm may have been moved by the reset), not at the last command.
+    """
     from std_msgs.msg import Empty
 
     from sigma_ros import graph, qos
