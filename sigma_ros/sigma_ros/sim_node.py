@@ -25,7 +25,8 @@ Stepping (``step_mode``): ``timer`` ticks at ``control_hz * real_time_factor`` (
 each tick one control period of physics; ``on_command`` steps once per received motor command
 (lock-step with the controller), the timer only keeping the sensors alive while no command steps the physics
 (the episode holds, or a controller with ``sync_plans`` and ``silent_while_waiting`` waits for its next plan:
-the simulation pauses meanwhile, as the in-process evaluation does; ``sigma-demo --step_mode=on_command``).
+the simulation pauses meanwhile, as the in-process evaluation does; ``sigma-demo --step_mode=on_command``);
+commands that arrive while an episode holds (before its start, after its end) are dropped there.
 After a reset the sim publishes sensors without stepping for ``reset_hold_s``, so the graph plans
 for the new scene before the arm moves.
 
@@ -221,6 +222,11 @@ class SimNode(RobotNode):
     # ----------------------------------------------------------- commands
     def on_command(self, msg) -> None:
         with self.lock:
+            if self.p.step_mode == "on_command" and self.holding():
+                # lock-step: a command while the episode holds (before its start, after its end) belongs to no
+                # episode's physics; kept, a late one of the episode before would become the first target
+                self.stats.event("commands_while_held")
+                return
             super().on_command(msg)
             cmd = self.bridge.target
             if self.last_command_in is not None:

@@ -154,7 +154,8 @@ def _sim_node(params: dict, spin: bool = True, reset_delay: float = 0.0):
 def test_on_command_sim_steps_once_per_command_and_keeps_its_sensors_alive_while_paused():
     """step_mode on_command (sigma-demo's lock-step): each motor command steps the physics once.
 
-    Without commands (the controller waits silently for a plan) the physics pauses and the sensors keep coming.
+    Without commands (the controller waits silently for a plan) the physics pauses and the sensors keep coming; commands
+    while an episode holds are dropped.
     """
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -173,6 +174,15 @@ def test_on_command_sim_steps_once_per_command_and_keeps_its_sensors_alive_while
             sim.on_command(hold)
         assert sim.sim.episode_status()["step"] == 3
         paused_publishing(3)
+        # a command while the next episode holds (a late one of the episode before) is dropped, not kept as its
+        # first target; after the release commands step it again
+        episode = sim.request_reset(seed=6, hold=True)
+        sim.wait_episode_started(episode, timeout=30.0)
+        sim.on_command(hold)
+        assert sim.bridge.target is None and sim.commands_episode == 0 and sim.sim.episode_status()["step"] == 0
+        sim.release_episode(episode)
+        sim.on_command(hold)
+        assert sim.commands_episode == 1 and sim.sim.episode_status()["step"] == 1
 
 
 def test_demo_reports_each_episode_its_own_result():
@@ -215,6 +225,39 @@ def test_demo_episode_wall_clock_limit_ends_that_episode():
         assert sim.done
     assert (result["seed"], result["event"], result["done"], result["success"]) == (7, "wall_clock_limit", True, False)
     assert polls
+
+
+def test_lock_step_graph_commands_the_arm_as_the_in_process_evaluation(tmp_path):
+    """sigma-demo --step_mode=on_command through the node processes, two episodes (the second after a reset).
+
+    Each episode's commands have the smoothness figures sigma-closed-loop's have on the same seeds: the graph computes
+    what the in-process evaluation computes (pairing, tau, memory, plan steps, resets), whatever the machine's speed.
+    """
+    import torch
+
+    from sigma_model import load_checkpoint
+    from sigma_sim.closed_loop import ClosedLoopConfig, SigmaPolicy, evaluation_env, run_conditions
+
+    ckpt, out, seed, seconds = _checkpoint(tmp_path), tmp_path / "demo.json", 20003, 2.0
+    cmd = [sys.executable, "-m", "sigma_ros.demo", f"--checkpoint={ckpt}", "--episodes=2", f"--seed={seed}",
+           f"--max_episode_s={seconds}", "--step_mode=on_command", f"--json={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    graph = json.loads(out.read_text())["episodes_detail"]
+    torch.set_num_threads(1)
+    model = load_checkpoint(ckpt)
+    config = ClosedLoopConfig(episodes=2, seed=seed, conditions=("sigma",), variations=("nominal",),
+                              max_steps=round(seconds * 30), expert_reference=False)
+    env = evaluation_env(config, model.config.image_size, model.config.image_size)
+    try:
+        in_process = run_conditions(env, {"sigma": SigmaPolicy(model)}, config)
+    finally:
+        env.close()
+    assert len(graph) == len(in_process) == 2
+    for g, o in zip(graph, in_process):
+        assert (g["seed"], g["instruction"], g["step"]) == (o.seed, o.instruction, o.steps)
+        assert g["mean_abs_delta_command"] == pytest.approx(o.mean_abs_delta_command, rel=5e-4), (g, o)
+        assert g["mean_sq_jerk"] == pytest.approx(o.mean_sq_jerk, rel=5e-3), (g, o)
 
 
 def _checkpoint(tmp_path: Path) -> str:
