@@ -216,33 +216,46 @@ class PlanWatch:
         self.clock = monitor.get_clock()
         self.cond = threading.Condition()
         self.since_ns = self.newest_ns = 0
+        self.marked = 0.0  # monotonic s of mark()
+        self.first_seen: float | None = None  # monotonic s the first plan after mark() arrived
         monitor.create_subscription(ActionPlan, graph.TOPIC_BY_KEY["action_plan"].name, self.on_plan, qos.PIPELINE)
 
     def on_plan(self, msg) -> None:
         with self.cond:
             self.newest_ns = max(self.newest_ns, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+            if self.first_seen is None and self.newest_ns > self.since_ns:
+                self.first_seen = time.monotonic()
             self.cond.notify_all()
 
     def mark(self) -> None:
         with self.cond:
             self.since_ns = self.clock.now().nanoseconds
+            self.marked, self.first_seen = time.monotonic(), None
 
-    def wait(self, timeout_s: float) -> bool:
+    def wait(self, timeout_s: float) -> float | None:
+        """Wait for the first plan after :meth:`mark` (sent with a reset); None if none came within ``timeout_s``.
+
+        Else return the monotonic time halfway between the mark and that plan's arrival: motor commands that come
+        later are the plan's (those of the plan before stop when the controller gets the reset, right after the mark;
+        the plan's start when the controller gets it, about when this monitor does).
+        """
         with self.cond:
-            return self.cond.wait_for(lambda: self.newest_ns > self.since_ns, timeout_s)
+            if not self.cond.wait_for(lambda: self.newest_ns > self.since_ns, timeout_s):
+                return None
+            return self.marked + 0.5 * (self.first_seen - self.marked)
 
 
 def run_episode(sim, seed: int, instruction: str, send_instruction: Callable[[str], None],
                 poll: Callable[[], None], wall_s: float, reset_timeout_s: float = 10.0,
-                wait_first_plan: Callable[[], bool] | None = None) -> dict[str, Any]:
+                wait_first_plan: Callable[[], float | None] | None = None) -> dict[str, Any]:
     """One episode as one handshake with the sim node, by episode id.
 
     Reset the sim to ``seed`` and ``instruction``, wait until that episode has started, send the instruction, and return
     the final status of that episode (``poll()`` runs while waiting; after ``wall_s`` the sim ends it).
 
-    With ``wait_first_plan`` (blocks until the graph's first plan after the instruction arrived;
-    False on timeout) the arm holds until that plan is there, as the in-process evaluation computes
-    its first plan before the first step; else the sim holds for its ``reset_hold_s``.
+    With ``wait_first_plan`` (blocks until the graph's first plan after the instruction arrived, returns
+    :meth:`PlanWatch.wait`'s time, None on timeout) the arm holds until that plan is there, as the in-process
+    evaluation computes its first plan before the first step; else the sim holds for its ``reset_hold_s``.
 
     Raises:
         RuntimeError: If the episode does not start within ``reset_timeout_s`` or the result is
@@ -252,9 +265,10 @@ def run_episode(sim, seed: int, instruction: str, send_instruction: Callable[[st
     sim.wait_episode_started(episode, reset_timeout_s)
     send_instruction(instruction)
     if wait_first_plan is not None:
-        if not wait_first_plan():
+        seen = wait_first_plan()
+        if seen is None:
             print("[sigma-demo] no plan for the new episode yet: starting anyway", flush=True)
-        sim.release_episode(episode)
+        sim.release_episode(episode, since=seen)  # (lock-step: that plan's commands that came first step it first)
     deadline = time.monotonic() + wall_s
     while (result := sim.wait_episode_result(episode, 0.05)) is None:
         poll()

@@ -26,7 +26,8 @@ each tick one control period of physics; ``on_command`` steps once per received 
 (lock-step with the controller), the timer only keeping the sensors alive while no command steps the physics
 (the episode holds, or a controller with ``sync_plans`` and ``silent_while_waiting`` waits for its next plan:
 the simulation pauses meanwhile, as the in-process evaluation does; ``sigma-demo --step_mode=on_command``);
-commands that arrive while an episode holds (before its start, after its end) are dropped there.
+commands that arrive while an episode holds (before its start, after its end) step nothing: those of its first plan
+step it in order when it is released (``release_episode(since=...)``), the others are dropped.
 After a reset the sim publishes sensors without stepping for ``reset_hold_s``, so the graph plans
 for the new scene before the arm moves.
 
@@ -124,6 +125,7 @@ class SimNode(RobotNode):
         self.applied: list[np.ndarray] = []
         self.hold_until = 0.0
         self.stepped_since_tick = False  # on_command: a command stepped the physics since the last timer tick
+        self.held_commands: list[tuple[float, Any]] = []  # on_command: (monotonic s, message) while the episode holds
         #: Final status of each finished episode, by episode id.
         self.results: dict[int, dict[str, Any]] = {}
         # The first episode starts on the first tick: rendering (an OpenGL context) happens only
@@ -155,6 +157,7 @@ class SimNode(RobotNode):
             self.sim.reset_episode(self.seed, instruction or instruction_for_episode(self.episode, self.seed))
             self.instruction = self.env.instruction
             self.bridge.forget()  # the arm was moved by the reset: hold where it is now
+            self.held_commands = []
             self.done = False
             self.hold_until = math.inf if hold else time.monotonic() + float(self.p.reset_hold_s)
             self.commands_episode = 0
@@ -174,12 +177,20 @@ class SimNode(RobotNode):
             self._pending_reset = (seed, instruction, hold)
             return self.episode + 1
 
-    def release_episode(self, episode: int) -> None:
-        """Thread-safe: episode ``episode``, reset with ``hold``, starts stepping now."""
+    def release_episode(self, episode: int, since: float | None = None) -> None:
+        """Thread-safe: episode ``episode``, reset with ``hold``, starts stepping now.
+
+        on_command: the commands that arrived while it held from ``since`` on (monotonic s: when its first plan was
+        seen, so they come from that plan) step it first, in order; the earlier ones are dropped.
+        """
         with self.lock:
             if episode != self.episode:
                 raise RuntimeError(f"release of episode {episode}, but the sim is at episode {self.episode}")
             self.hold_until = 0.0
+            held, self.held_commands = self.held_commands, []
+            for arrived, msg in held:
+                if since is not None and arrived >= since:
+                    self.on_command(msg)
 
     def wait_episode_started(self, episode: int, timeout: float) -> None:
         """Thread-safe: block until episode ``episode`` has started; RuntimeError after ``timeout`` s."""
@@ -223,8 +234,10 @@ class SimNode(RobotNode):
     def on_command(self, msg) -> None:
         with self.lock:
             if self.p.step_mode == "on_command" and self.holding():
-                # lock-step: a command while the episode holds (before its start, after its end) belongs to no
-                # episode's physics; kept, a late one of the episode before would become the first target
+                # lock-step: a command while the episode holds steps nothing; a late one of the episode before must
+                # not become the next one's first target, and one of its first plan may step it at release_episode
+                if not self.done:
+                    self.held_commands.append((time.monotonic(), msg))
                 self.stats.event("commands_while_held")
                 return
             super().on_command(msg)
