@@ -180,8 +180,9 @@ class SimNode(RobotNode):
     def release_episode(self, episode: int, since: float | None = None) -> None:
         """Thread-safe: episode ``episode``, reset with ``hold``, starts stepping now.
 
-        on_command: the commands that arrived while it held from ``since`` on (monotonic s: when its first plan was
-        seen, so they come from that plan) step it first, in order; the earlier ones are dropped.
+        on_command: the commands that arrived while it held from ``since`` on (monotonic s, after the last command of
+        the episode before and before the first of its own first plan: ``sigma_ros.demo.PlanWatch.wait``) step it
+        first, in order; the earlier ones are dropped.
         """
         with self.lock:
             if episode != self.episode:

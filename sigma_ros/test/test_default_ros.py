@@ -214,6 +214,34 @@ def test_demo_reports_each_episode_its_own_result():
     assert sent == [text for _, text in episodes]
 
 
+def test_plan_watch_gives_a_time_between_the_reset_and_the_first_plan_after_it(monkeypatch):
+    """PlanWatch.wait: None without a plan of a frame stamped after mark(); else halfway from mark to its arrival."""
+    from types import SimpleNamespace
+
+    from sigma_ros import demo
+
+    ros_now = [100_000_000_000]
+    monitor = SimpleNamespace(get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=ros_now[0])),
+                              create_subscription=lambda *a: None)
+    watch = demo.PlanWatch(monitor)
+    mono = [50.0]
+    monkeypatch.setattr(demo.time, "monotonic", lambda: mono[0])
+
+    def plan(stamp_ns: int) -> SimpleNamespace:
+        return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=stamp_ns // 10**9,
+                                                                            nanosec=stamp_ns % 10**9)))
+
+    watch.mark()
+    mono[0] = 50.1
+    watch.on_plan(plan(ros_now[0] - 1))  # of a frame before the reset: not the episode's
+    assert watch.wait(0.0) is None
+    mono[0] = 50.2
+    watch.on_plan(plan(ros_now[0] + 5))
+    mono[0] = 50.3
+    watch.on_plan(plan(ros_now[0] + 9))  # a later plan does not move the time
+    assert watch.wait(0.0) == pytest.approx(50.1)
+
+
 def test_demo_episode_reset_timeout_is_an_error():
     from sigma_ros.demo import run_episode
 
