@@ -44,7 +44,9 @@ frames in the same batches of ``--batch_size`` consecutive frames; ``ros_graph``
 ``latency_e2e_ms`` (camera published -> plan received), ``latency_<stage>_ms`` (from the nodes'
 Status), ``dropped_frames``, ``motor_cmd_mse`` (first motor command after each plan vs the recorded
 command), ``recurrence_mismatches`` and ``max_abs_diff_vs_offline``. ``meta.consistency`` holds the
-largest action difference between the two paths; ``meta.ros_graph`` the totals.
+largest action difference between the two paths over the frames the graph stepped as the offline path did (same
+tau source, joint state, instruction and memory step; ``*_mismatches`` count the others); ``meta.ros_graph`` the
+totals.
 
 Modules: ``bag_replay_config`` (options), ``bag_replay_offline`` (frame schedule, offline path),
 ``bag_replay_graph`` (ROS graph path), ``bag_replay_scoring`` (records and summaries); this one runs
@@ -275,7 +277,7 @@ def write_outputs(report, records, steps, frames, off_out, graph, out_dir, plots
         f = frames[s.index]
         row = {"frame": s.index, "t_ns": f.t_ns, "episode": f.episode, "instruction": f.instruction,
                "vision": s.vision, "plan_expected": s.plan, "scored": s.plan and s.target is not None,
-               "tau_from": s.tau_from}
+               "tau_from": s.tau_from, "memory_step": s.memory_step if s.plan else None}
         if off_out is not None and s.index in off_out:
             row["offline_tau_l2"] = off_out[s.index].tau_l2
         if graph is not None:
@@ -284,6 +286,8 @@ def write_outputs(report, records, steps, frames, off_out, graph, out_dir, plots
             if s.index in graph.outputs:
                 row["latency_e2e_ms"] = graph.outputs[s.index].latency_ms
                 row["graph_tau_from"] = graph.used_tau.get(s.index, s.tau_from)
+                if s.index in graph.used_memory:
+                    row["graph_instruction"], row["graph_memory_step"] = graph.used_memory[s.index]
                 if off_out is not None and s.index in off_out:
                     row["max_abs_diff_vs_offline"] = max(
                         float((a - o).abs().max())
@@ -374,7 +378,7 @@ def format_ros_summary(report: dict[str, Any]) -> str:
     if c.get("frames_compared"):
         lines.append(f"ROS graph vs offline: max |action difference| {c['ros_graph_vs_offline_max_abs_diff']:.3g} over "
                      f"{c['frames_compared']} frames (recurrence mismatches {c['recurrence_mismatches']}, "
-                     f"state mismatches {c['state_mismatches']})")
+                     f"state mismatches {c['state_mismatches']}, memory mismatches {c['memory_mismatches']})")
     return "\n".join(lines)
 
 

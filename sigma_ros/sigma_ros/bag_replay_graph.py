@@ -43,6 +43,7 @@ class GraphRun:
     plan_times: dict[int, float]  # frame index -> perf_counter at plan arrival
     used_tau: dict[int, int | None]  # frame index -> frame whose tau the perception node used
     used_state: dict[int, np.ndarray]
+    used_memory: dict[int, tuple[str, int]]  # frame -> (instruction, steps since memory reset) of the language node
     motor_commands: list[tuple[float, np.ndarray]]
     statuses: list[tuple[float, Any]]
     final_status: dict[str, Any]
@@ -433,12 +434,14 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
             if idx is not None and len(m.tau_l2):
                 tau_l2[idx] = float(m.tau_l2[0])
         sem: dict[int, torch.Tensor] = {}
+        used_memory: dict[int, tuple[str, int]] = {}
         from sigma_ros.conversions import tensor_from_msg
 
         for m in rec.get("semantic_memory"):
             idx = by_stamp.get(_stamp_ns(m.header))
             if idx is not None:
                 sem[idx] = tensor_from_msg(m.z_sem_pool)
+                used_memory[idx] = (m.instruction, int(m.step_index))
         for m, t in zip(plans, plan_t):
             idx = by_stamp.get(_stamp_ns(m.header))
             if idx is None or idx in outputs:
@@ -466,7 +469,8 @@ def run_graph(checkpoint_dir: str, reader: BagReader, topics: RobotTopics, frame
         st = h.rec.get("status")
         statuses = list(zip(h.rec.times["status"][: len(st)], st))
         return GraphRun(outputs=outputs, published=published, plan_times=plan_times, used_tau=used_tau,
-                        used_state=used_state, motor_commands=motor, statuses=statuses, final_status=final,
+                        used_state=used_state, used_memory=used_memory, motor_commands=motor, statuses=statuses,
+                        final_status=final,
                         seconds=seconds, frames_published=len(published), joint_states_published=n_js,
                         instructions_published=n_instr,
                         mode=("lockstep" if lockstep else f"rate x{rate:g}")

@@ -37,6 +37,7 @@ class Step:
     plan: bool  # ... and the language/action nodes produce a plan (an instruction is in force)
     tau_from: int | None = None  # frame whose tau is tau_prev (None: zeros)
     reset_memory: bool = False  # m_{t-1} = 0 (first plan or a new instruction)
+    memory_step: int = 0  # plans since the memory was reset (the language node's step_index)
     target: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # recorded vector, chunk, trajectory
 
 
@@ -44,6 +45,7 @@ def schedule(frames: Sequence[PairedFrame], telepathy: bool, tau_timeout_s: floa
     steps: list[Step] = []
     tau_t = tau_idx = None
     seq = None
+    memory_step = 0
     limit = int(tau_timeout_s * 1e9)
     for f in frames:
         if f.image is None or f.state is None:
@@ -55,7 +57,8 @@ def schedule(frames: Sequence[PairedFrame], telepathy: bool, tau_timeout_s: floa
             continue
         reset = f.instruction_seq != seq
         seq = f.instruction_seq
-        steps.append(Step(f.index, True, True, tau_from, reset))
+        memory_step = 0 if reset else memory_step + 1
+        steps.append(Step(f.index, True, True, tau_from, reset, memory_step))
         tau_t, tau_idx = f.t_ns, f.index
     return steps
 

@@ -66,12 +66,19 @@ def batches_of(steps: Sequence[Step], batch_size: int) -> list[list[int]]:
     return [scored[i:i + batch_size] for i in range(0, len(scored), batch_size)]
 
 
+def _memory_of(step: Step, frames: Sequence[PairedFrame]) -> tuple[str | None, int]:
+    """(instruction, plans since the memory reset) of a planned step, as the language node reports them."""
+    return frames[step.index].instruction, step.memory_step
+
+
 def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offline: dict[int, FrameOutput] | None,
                     graph: GraphRun | None) -> set[int]:
     """Frames whose graph plan must equal the offline one.
 
-    Planned on both paths, with the same tau source and state, and no earlier frame of their memory segment (since the
-    last reset) dropped or mismatched: after a drop the recurrence (m_t, tau) legitimately differs.
+    Planned on both paths, with the same tau source, state, instruction and memory step (plans since the memory reset),
+    and no earlier frame of their memory segment dropped or mismatched: after a drop the recurrence (m_t, tau)
+    legitimately differs, and a frame the language node stepped with the instruction before (or after) a change carries
+    a different m_t. Inputs the recorder missed count as matching.
     """
     if graph is None or offline is None:
         return set()
@@ -85,7 +92,8 @@ def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offlin
         i = s.index
         st = graph.used_state.get(i)
         ok = (i in graph.outputs and i in offline and graph.used_tau.get(i, s.tau_from) == s.tau_from
-              and (st is None or np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6)))
+              and (st is None or np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6))
+              and graph.used_memory.get(i, _memory_of(s, frames)) == _memory_of(s, frames))
         broken = broken or not ok
         if not broken:
             in_step.add(i)
@@ -116,7 +124,7 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
     records_off: list[dict[str, Any]] = []
     max_diff = 0.0
     compared = 0
-    mismatches = {"recurrence": 0, "state": 0}
+    mismatches = {"recurrence": 0, "state": 0, "memory": 0}
     for b, idxs in enumerate(batches):
         targets_all = {i: steps[i].target for i in idxs}
 
@@ -173,6 +181,8 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
                 st = graph.used_state.get(i)
                 if st is not None and not np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6):
                     mismatches["state"] += 1
+                if graph.used_memory.get(i, _memory_of(steps[i], frames)) != _memory_of(steps[i], frames):
+                    mismatches["memory"] += 1
             records_ros.append(rec)
         if offline is not None:
             present = [i for i in idxs if i in offline]
@@ -185,7 +195,8 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
                and s.index in offline)
     consistency = {"ros_graph_vs_offline_max_abs_diff": max_diff if compared else None,
                    "frames_compared": compared, "frames_diverged": both - len(in_step),
-                   "recurrence_mismatches": mismatches["recurrence"], "state_mismatches": mismatches["state"]}
+                   "recurrence_mismatches": mismatches["recurrence"], "state_mismatches": mismatches["state"],
+                   "memory_mismatches": mismatches["memory"]}
     return records_ros + records_off, consistency
 
 

@@ -21,7 +21,10 @@ from sigma_model.evaluation.report import BATCH_LOG_NAME, MSE_PLOT_NAME, REPORT_
 from sigma_ros.bag_robot_writer import write_synthetic_robot_bag
 from sigma_ros.bag_replay import evaluate_bag, main
 from sigma_ros.bag_replay_config import FRAMES_LOG_NAME, BagEvalConfig
-from sigma_ros.bag_replay_offline import frame_tensor
+from sigma_ros.bag_pairing import PairedFrame
+from sigma_ros.bag_replay_graph import GraphRun
+from sigma_ros.bag_replay_offline import FrameOutput, frame_tensor, schedule
+from sigma_ros.bag_replay_scoring import batches_of, build_records
 
 from sigma_model.testing import small_config
 from sigma_model.testing import PAPER_FIELDS
@@ -103,7 +106,7 @@ def test_lockstep_replay_through_nodes_matches_offline(checkpoint, bags, tmp_pat
 
     c = report["meta"]["consistency"]
     assert c["frames_compared"] == 8 and c["frames_diverged"] == 0, c
-    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0, c
+    assert c["recurrence_mismatches"] == 0 and c["state_mismatches"] == 0 and c["memory_mismatches"] == 0, c
     assert c["ros_graph_vs_offline_max_abs_diff"] <= TOL
     # ... and so the two conditions report the same errors, batch by batch
     for field in ("avg_mse_vector", "avg_mse_chunk", "avg_mse_traj", "avg_tau_l2", "avg_semantic_text_alignment"):
@@ -119,6 +122,7 @@ def test_lockstep_replay_through_nodes_matches_offline(checkpoint, bags, tmp_pat
     frames = details["frames"]
     graph = details["graph"]
     assert graph.used_tau[1] == 0 and graph.used_tau[15] == 14 and graph.used_tau.get(0) is None
+    assert graph.used_memory[7] == (INSTRUCTIONS[0][1], 7) and graph.used_memory[8] == (INSTRUCTIONS[1][1], 0)
     assert frames[8].instruction == INSTRUCTIONS[1][1] and steps[8].reset_memory and not steps[9].reset_memory
     # the recorded commands are the targets: vector = the frame's command
     s0 = steps[scored[0]]
@@ -155,12 +159,45 @@ def test_recorded_rate_replay(checkpoint, bags, tmp_path):
     assert g["plans_received"] + g["dropped_frames"] == g["plans_expected"] == 16
     assert g["joint_states_published"] > 16 * 4  # the 50 Hz stream, not one per frame
     # frames in step with the offline path (no drop or recurrence mismatch earlier in their memory segment)
-    # have the offline actions; the first scored frame of each segment always is (unless dropped)
+    # have the offline actions; the first scored frame of each segment usually is (unless dropped, paired with a
+    # newer joint state, or stepped before the instruction change reached the language node)
     c = report["meta"]["consistency"]
     assert c["frames_compared"] >= 1 and c["ros_graph_vs_offline_max_abs_diff"] <= TOL, c
     assert c["frames_compared"] + c["frames_diverged"] <= g["plans_received"]
     lines = [json.loads(x) for x in (out / FRAMES_LOG_NAME).read_text().splitlines()]
     assert len(lines) == 16 and sum(x["plan_received"] for x in lines) == g["plans_received"]
+
+
+def test_consistency_leaves_out_frames_the_graph_stepped_with_another_instruction():
+    """A late frame stepped after the instruction change (as on a loaded machine) and its segment are not compared.
+
+    The graph's language node stepped frame 2 with the new instruction (memory reset there), so frames 2..5 carry
+    another m_t than the offline path: their different actions are counted as memory mismatches, not as a disagreement
+    between the paths.
+    """
+    a, b = "pick up the red cube", "place it in the bowl"
+    frames = [PairedFrame(index=i, t_ns=i * 100_000_000, stamp_ns=i, image=np.zeros((4, 4, 3), np.uint8),
+                          state=np.full(6, 0.1 * i), action=np.full(6, 0.1 * i), instruction=a if i < 3 else b,
+                          instruction_seq=1 if i < 3 else 2) for i in range(6)]
+    steps = schedule(frames, telepathy=True, tau_timeout_s=1.0)
+    assert [s.memory_step for s in steps] == [0, 1, 2, 0, 1, 2]
+    gen = torch.Generator().manual_seed(0)
+    for s in steps:
+        s.target = (np.zeros(6, np.float32), np.zeros((4, 6), np.float32), np.zeros((5, 6), np.float32))
+
+    offline = {i: FrameOutput(actions=tuple(torch.randn(1, *shape, generator=gen) for shape in ((6,), (4, 6), (5, 6))),
+                              tau_l2=0.1) for i in range(6)}
+    outputs = {i: FrameOutput(actions=tuple(x + (0.5 if i >= 2 else 0.0) for x in offline[i].actions), tau_l2=0.1)
+               for i in range(6)}
+    used_memory = {0: (a, 0), 1: (a, 1), 2: (b, 0), 3: (b, 1), 4: (b, 2), 5: (b, 3)}
+    graph = GraphRun(outputs=outputs, published={i: float(i) for i in range(6)},
+                     plan_times={i: i + 0.05 for i in range(6)}, used_tau={i: s.tau_from for i, s in enumerate(steps)},
+                     used_state={i: f.state.astype(np.float32) for i, f in enumerate(frames)}, used_memory=used_memory,
+                     motor_commands=[], statuses=[], final_status={}, seconds=1.0, frames_published=6,
+                     joint_states_published=6, instructions_published=2, mode="rate x1")
+    _, c = build_records(batches_of(steps, 3), steps, frames, offline, graph, model=None, cfg=BagEvalConfig())
+    assert c["ros_graph_vs_offline_max_abs_diff"] <= TOL and c["frames_compared"] == 2, c
+    assert c["frames_diverged"] == 4 and c["memory_mismatches"] == 4 and c["recurrence_mismatches"] == 0, c
 
 
 @torch.no_grad()
