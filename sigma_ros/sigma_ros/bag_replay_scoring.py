@@ -76,9 +76,10 @@ def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offlin
     """Frames whose graph plan must equal the offline one.
 
     Planned on both paths, with the same tau source, state, instruction and memory step (plans since the memory reset),
-    and no earlier frame of their memory segment dropped or mismatched: after a drop the recurrence (m_t, tau)
-    legitimately differs, and a frame the language node stepped with the instruction before (or after) a change carries
-    a different m_t. Inputs the recorder missed count as matching.
+    no earlier frame of their memory segment dropped or mismatched, and their tau source in step too: after a drop the
+    recurrence legitimately differs, m_t within a segment and tau across the segments' boundary (a new instruction
+    resets m_t, not tau_prev), and a frame the language node stepped with the instruction before (or after) a change
+    carries a different m_t. Inputs the recorder missed count as matching.
     """
     if graph is None or offline is None:
         return set()
@@ -93,7 +94,8 @@ def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offlin
         st = graph.used_state.get(i)
         ok = (i in graph.outputs and i in offline and graph.used_tau.get(i, s.tau_from) == s.tau_from
               and (st is None or np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6))
-              and graph.used_memory.get(i, _memory_of(s, frames)) == _memory_of(s, frames))
+              and graph.used_memory.get(i, _memory_of(s, frames)) == _memory_of(s, frames)
+              and (s.tau_from is None or s.tau_from in in_step))
         broken = broken or not ok
         if not broken:
             in_step.add(i)
