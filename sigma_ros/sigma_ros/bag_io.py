@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,20 @@ def _rosbag2_py():
         return None
 
 
-def _hint(reason: str) -> str:
+def _reason(err: Exception) -> str:
+    """Return a library error as one line: its type and message, and what may repair the file.
+
+    Some read errors carry no message: a MemoryError from a corrupt length field, a struct.error from a cut record.
+    """
+    corrupt = isinstance(err, (MemoryError, EOFError, OverflowError, struct.error, UnicodeDecodeError))
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return text + _hint(text, corrupt)
+
+
+def _hint(reason: str, corrupt: bool = False) -> str:
     low = reason.lower()
-    if any(k in low for k in ("malformed", "not a database", "magic", "truncat", "unexpected end", "short read")):
+    if corrupt or any(k in low for k in ("malformed", "not a database", "magic", "truncat", "unexpected end",
+                                         "short read")):
         return (" (the file is truncated or corrupt, e.g. the recording was interrupted; "
                 "`ros2 bag reindex` or `mcap recover` may repair it)")
     if "metadata" in low and "does not exist" in low:
@@ -187,8 +199,7 @@ class BagReader:
             except BagError as err:
                 errors.append(err)
             except Exception as err:  # noqa: BLE001 - any library error is a BagError naming the file
-                errors.append(BagError(f"cannot read rosbag2 recording {self.path}: {type(err).__name__}: {err}"
-                                       f"{_hint(str(err))}"))
+                errors.append(BagError(f"cannot read rosbag2 recording {self.path}: {_reason(err)}"))
         if not self.backend:
             self.close()
             raise errors[-1] if errors else BagError(f"cannot read rosbag2 recording {self.path}")
@@ -212,7 +223,7 @@ class BagReader:
             reader = Reader(path)
             reader.open()
         except Exception as err:  # noqa: BLE001
-            raise BagError(f"cannot read rosbag2 recording {path}: {err}{_hint(str(err))}") from err
+            raise BagError(f"cannot read rosbag2 recording {path}: {_reason(err)}") from err
         self._reader = reader
         for conn in reader.connections:
             self.topics[conn.topic] = conn.msgtype
@@ -263,8 +274,7 @@ class BagReader:
         except GeneratorExit:
             raise
         except Exception as err:  # noqa: BLE001
-            raise BagError(f"cannot read rosbag2 recording {self.name}: {type(err).__name__}: {err}"
-                           f"{_hint(str(err))}") from err
+            raise BagError(f"cannot read rosbag2 recording {self.name}: {_reason(err)}") from err
 
     def _messages_rosbag2_py(self, wanted) -> Iterator[RawMessage]:
         rb = _rosbag2_py()

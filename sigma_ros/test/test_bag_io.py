@@ -197,8 +197,8 @@ def good_bag(request, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("damage", ["truncate_half", "truncate_90", "garbage", "no_storage_file", "bad_metadata",
-                                    "empty_file"])
+@pytest.mark.parametrize("damage", ["truncate_half", "truncate_90", "garbage", "random_body", "no_storage_file",
+                                    "bad_metadata", "empty_file"])
 def test_corrupt_or_truncated_bag_names_the_file(good_bag, tmp_path, damage):
     bag = tmp_path / "damaged"
     shutil.copytree(good_bag, bag)
@@ -215,6 +215,10 @@ def test_corrupt_or_truncated_bag_names_the_file(good_bag, tmp_path, damage):
         for i in range(16, len(data), 5):
             data[i] ^= 0xA5
         f.write_bytes(bytes(data))
+    elif damage == "random_body":  # header and footer kept: the MCAP reader met a length field of random bytes
+        data = bytearray(f.read_bytes())
+        data[100:-100] = np.random.default_rng(0).integers(0, 256, len(data) - 200, dtype=np.uint8).tobytes()
+        f.write_bytes(bytes(data))
     elif damage == "no_storage_file":
         f.unlink()
     elif damage == "bad_metadata":
@@ -226,8 +230,8 @@ def test_corrupt_or_truncated_bag_names_the_file(good_bag, tmp_path, damage):
     text = str(err.value)
     assert str(bag) in text, text  # the message names the recording (or its file)
     assert isinstance(err.value, ValueError)
-    if damage.startswith("truncate") and f.suffix == ".mcap":
-        assert "truncated or corrupt" in text
+    if damage.startswith("truncate") and f.suffix == ".mcap" or damage == "random_body":
+        assert "truncated or corrupt" in text, text  # a reason and a remedy, also for an error without a message
 
 
 def test_missing_bag_and_corrupt_message(tmp_path):
