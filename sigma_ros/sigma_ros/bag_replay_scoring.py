@@ -66,20 +66,33 @@ def batches_of(steps: Sequence[Step], batch_size: int) -> list[list[int]]:
     return [scored[i:i + batch_size] for i in range(0, len(scored), batch_size)]
 
 
-def _memory_of(step: Step, frames: Sequence[PairedFrame]) -> tuple[str | None, int]:
-    """(instruction, plans since the memory reset) of a planned step, as the language node reports them."""
-    return frames[step.index].instruction, step.memory_step
+def _input_mismatches(step: Step, frames: Sequence[PairedFrame], graph: GraphRun) -> list[str]:
+    """Return the inputs the graph stepped a planned frame with that differ from the offline path's.
+
+    ``recurrence`` (the frame whose tau is tau_prev), ``state`` (the joint state), ``memory`` (the instruction and the
+    plans since the memory reset, as the language node reports them). Inputs the recorder missed count as matching.
+    """
+    i = step.index
+    kinds = []
+    if graph.used_tau.get(i, step.tau_from) != step.tau_from:
+        kinds.append("recurrence")
+    st = graph.used_state.get(i)
+    if st is not None and not np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6):
+        kinds.append("state")
+    memory = (frames[i].instruction, step.memory_step)
+    if graph.used_memory.get(i, memory) != memory:
+        kinds.append("memory")
+    return kinds
 
 
 def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offline: dict[int, FrameOutput] | None,
                     graph: GraphRun | None) -> set[int]:
     """Frames whose graph plan must equal the offline one.
 
-    Planned on both paths, with the same tau source, state, instruction and memory step (plans since the memory reset),
-    no earlier frame of their memory segment dropped or mismatched, and their tau source in step too: after a drop the
-    recurrence legitimately differs, m_t within a segment and tau across the segments' boundary (a new instruction
-    resets m_t, not tau_prev), and a frame the language node stepped with the instruction before (or after) a change
-    carries a different m_t. Inputs the recorder missed count as matching.
+    Planned on both paths, with the offline path's inputs (:func:`_input_mismatches`), no earlier frame of their memory
+    segment dropped or mismatched, and their tau source in step too: after a drop the recurrence legitimately differs,
+    m_t within a segment and tau across the segments' boundary (a new instruction resets m_t, not tau_prev), and a
+    frame the language node stepped with the instruction before (or after) a change carries a different m_t.
     """
     if graph is None or offline is None:
         return set()
@@ -91,10 +104,7 @@ def _frames_in_step(steps: Sequence[Step], frames: Sequence[PairedFrame], offlin
         if not s.plan:
             continue
         i = s.index
-        st = graph.used_state.get(i)
-        ok = (i in graph.outputs and i in offline and graph.used_tau.get(i, s.tau_from) == s.tau_from
-              and (st is None or np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6))
-              and graph.used_memory.get(i, _memory_of(s, frames)) == _memory_of(s, frames)
+        ok = (i in graph.outputs and i in offline and not _input_mismatches(s, frames, graph)
               and (s.tau_from is None or s.tau_from in in_step))
         broken = broken or not ok
         if not broken:
@@ -120,7 +130,6 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
         return float(torch.nn.functional.cosine_similarity(out.z_sem_pool.reshape(1, -1), emb_cache[text], dim=-1))
 
     first_cmd = _first_commands(graph) if graph is not None else {}
-    expected_tau = {s.index: s.tau_from for s in steps}
     in_step = _frames_in_step(steps, frames, offline, graph)
     records_ros: list[dict[str, Any]] = []
     records_off: list[dict[str, Any]] = []
@@ -176,15 +185,9 @@ def build_records(batches: Sequence[Sequence[int]], steps: Sequence[Step], frame
                     max_diff = max(max_diff, max(diffs))
                     compared += len(diffs)
             for i in present:
-                got_tau = graph.used_tau.get(i, expected_tau[i])
-                if got_tau != expected_tau[i]:
-                    rec["recurrence_mismatches"] += 1
-                    mismatches["recurrence"] += 1
-                st = graph.used_state.get(i)
-                if st is not None and not np.allclose(st, frames[i].state.astype(np.float32), atol=1e-6):
-                    mismatches["state"] += 1
-                if graph.used_memory.get(i, _memory_of(steps[i], frames)) != _memory_of(steps[i], frames):
-                    mismatches["memory"] += 1
+                for kind in _input_mismatches(steps[i], frames, graph):
+                    mismatches[kind] += 1
+                    rec["recurrence_mismatches"] += kind == "recurrence"
             records_ros.append(rec)
         if offline is not None:
             present = [i for i in idxs if i in offline]
