@@ -17,6 +17,8 @@ all of them alike; their ratios are the robust figures:
 * the DiT's sampling: inference sampler, modules' path (per-plan cache of step conditions and
   cross-attention keys and values) and Euler integration of its per-step velocity, which recomputes them;
 * the action stage and the whole step at each of `--steps` integration steps, against the config's own;
+* the whole step with the cross-attentions (pools, resampler, action queries) through `layers.cross_attend` against
+  nn.MultiheadAttention's own call, the same maths with its per-call checks (the path before cross_attend);
 * the whole step on 1 thread against `--threads` threads (what a node's `torch_threads` chooses);
 * the whole step against the sum of its stages (a ratio near 1 means no hidden overhead).
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 import torch
 
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint
+from sigma_model import action_workspace, layers, vision_workspace
 from sigma_model.cli import parse_cli
 
 
@@ -79,6 +82,26 @@ def per_step_sampling(dit, context, context_valid, condition, steps: int, noise_
         t = torch.full((b,), i / steps, device=condition.device)
         x = x + dit.velocity(x, t, context, context_valid, condition) / steps
     return x
+
+
+def through_multihead_attention(fn):
+    """Run fn with every `cross_attend` call made through nn.MultiheadAttention itself: the reference."""
+    def own(attn, query, context, valid=None):
+        return attn(query, context, context, key_padding_mask=None if valid is None else ~valid, need_weights=False)[0]
+
+    users = (layers, vision_workspace, action_workspace)
+
+    def run():
+        saved = [module.cross_attend for module in users]
+        for module in users:
+            module.cross_attend = own
+        try:
+            return fn()
+        finally:
+            for module, f in zip(users, saved):
+                module.cross_attend = f
+
+    return run
 
 
 PROG = "python benchmarks/bench_model.py"
@@ -159,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
                 torch.set_num_threads(threads)
             return run
 
+        attention = medians_ms({"cross_attend": stages["whole step"],
+                                "MultiheadAttention": through_multihead_attention(stages["whole step"])},
+                               args.iters, device)
         by_threads = medians_ms({n: on_threads(n) for n in dict.fromkeys([threads, 1])}, args.iters, device)
         steps = list(dict.fromkeys([own_steps, *args.steps]))
         by_steps = medians_ms({(n, name): at_steps(n, stages[name]) for n in steps
@@ -185,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
         new, old = paths[(name, "inference")], paths[(name, "modules")]
         print(f"{name} with the inference sampler {new:.2f} ms, with the modules' path {old:.2f} ms: "
               f"inference / modules = {new / old:.2f}")
+    new, old = attention["cross_attend"], attention["MultiheadAttention"]
+    print(f"whole step with cross_attend {new:.2f} ms, through nn.MultiheadAttention's own call {old:.2f} ms: "
+          f"cross_attend / MultiheadAttention = {new / old:.2f}")
     print(f"whole step on 1 thread {by_threads[1]:.2f} ms, on {threads} threads {by_threads[threads]:.2f} ms: "
           f"{threads} threads / 1 thread = {by_threads[threads] / by_threads[1]:.2f}")
     print("integration steps (ratios against the config's own steps in the same rounds):")

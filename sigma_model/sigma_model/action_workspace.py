@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .configuration_sigma import SigmaConfig
-from .layers import MLP, AttentionPool, Standardize, transformer_stack
+from .layers import MLP, AttentionPool, Standardize, cross_attend, transformer_stack
 from .outputs import ActionOutput
 from .trajectory_dit import TrajectoryDiT
 
@@ -64,13 +64,11 @@ class ActionQueryGenerator(nn.Module):
                 rep_mask: torch.Tensor | None = None) -> torch.Tensor:
         q0 = self.seeds.unsqueeze(0).expand(state_tokens.shape[0], -1, -1)
         s = self.state_proj(state_tokens)
-        pad = None
+        valid = None
         if rep is not None:
-            pad = torch.cat([rep_mask.new_zeros(s.shape[:2]), ~rep_mask], dim=1)
+            valid = torch.cat([rep_mask.new_ones(s.shape[:2]), rep_mask], dim=1)
             s = torch.cat([s, rep], dim=1)
-        q1 = self.attn(q0, s, s, key_padding_mask=pad, need_weights=False)[0] + self.condition_bias(
-            condition
-        ).unsqueeze(-2)
+        q1 = cross_attend(self.attn, q0, s, valid) + self.condition_bias(condition).unsqueeze(-2)
         q = self.norm(self.refine(q1.reshape(-1, *q1.shape[-2:])))
         return q.view(q1.shape)
 

@@ -8,6 +8,38 @@ import torch
 from torch import nn
 
 
+def attention_keys_values(
+    attn: nn.MultiheadAttention, context: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`attn`'s keys and values [B,heads,L,d_head] of context [B,L,d], and its mask [B,1,1,L] (True = attend)."""
+    e = attn.embed_dim
+    b, n = context.shape[:2]
+    kv = nn.functional.linear(context, attn.in_proj_weight[e:], attn.in_proj_bias[e:])  # one pass, as attn does
+    k, v = kv.view(b, n, 2, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    return k, v, None if valid is None else valid[:, None, None, :]
+
+
+def attend(attn: nn.MultiheadAttention, query: torch.Tensor, kv: tuple) -> torch.Tensor:
+    """`attn(query, context, context, key_padding_mask=~valid)` on `attention_keys_values(attn, context, valid)`.
+
+    The same maths, weights and dropout as nn.MultiheadAttention (batch first, need_weights=False), without its
+    per-call checks and dispatch, which cost more than the arithmetic at these sizes; query [B,L_q,d].
+    """
+    k, v, mask = kv
+    b, n = query.shape[:2]
+    e = attn.embed_dim
+    q = nn.functional.linear(query, attn.in_proj_weight[:e], attn.in_proj_bias[:e])
+    out = nn.functional.scaled_dot_product_attention(q.view(b, n, attn.num_heads, -1).transpose(1, 2), k, v,
+                                                     attn_mask=mask, dropout_p=attn.dropout if attn.training else 0.0)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, n, e))
+
+
+def cross_attend(attn: nn.MultiheadAttention, query: torch.Tensor, context: torch.Tensor,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Query [B,L_q,d] attends to context [B,L,d] (valid [B,L] bool, True = attend) through `attn`."""
+    return attend(attn, query, attention_keys_values(attn, context, valid))
+
+
 class MLP(nn.Sequential):
     """Two-layer perceptron with GELU: Linear -> GELU -> Linear."""
 
@@ -42,9 +74,7 @@ class AttentionPool(nn.Module):
     def forward(self, seq: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Seq [B,L,d], valid [B,L] bool (True = attend) -> [B,n_queries,d]."""
         q = self.queries.unsqueeze(0).expand(seq.shape[0], -1, -1)
-        pad = None if valid is None else ~valid
-        out, _ = self.attn(q, seq, seq, key_padding_mask=pad, need_weights=False)
-        return self.norm(q + out)
+        return self.norm(q + cross_attend(self.attn, q, seq, valid))
 
 
 def masked_mean(seq: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

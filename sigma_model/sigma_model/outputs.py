@@ -42,7 +42,6 @@ class VisionOutput:
     vision_tokens: torch.Tensor  # [B,N_v,d] telepathy-modulated and refined
     state_tokens: torch.Tensor  # [B,N_s,d]
     vision_tokens_base: torch.Tensor  # [B,N_v,d] resampler output before modulation
-    aux_prediction: torch.Tensor | None = None  # [B,aux_target_dim] auxiliary head (training target only)
     backbone_image_tokens: torch.Tensor | None = None  # [B,N_img,d_backbone] a VLA backbone's image tokens
 
 

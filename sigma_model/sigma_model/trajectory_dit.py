@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import MLP
+from .layers import MLP, attend, attention_keys_values
 from .trajectory_dit_inference import euler, plan
 
 
@@ -51,25 +51,11 @@ class DiTBlock(nn.Module):
 
     def context_kv(self, context: torch.Tensor, context_valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Return the cross-attention's keys and values [B,heads,L,d_head] and its mask [B,1,1,L] (True = attend)."""
-        attn = self.cross_attn
-        _, w_k, w_v = attn.in_proj_weight.chunk(3)
-        _, b_k, b_v = attn.in_proj_bias.chunk(3)
-        b, n = context.shape[:2]
-        k = nn.functional.linear(context, w_k, b_k).view(b, n, attn.num_heads, -1).transpose(1, 2)
-        v = nn.functional.linear(context, w_v, b_v).view(b, n, attn.num_heads, -1).transpose(1, 2)
-        return k, v, context_valid[:, None, None, :]
+        return attention_keys_values(self.cross_attn, context, context_valid)
 
     def cross_attention(self, x: torch.Tensor, kv: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """nn.MultiheadAttention's maths on precomputed keys and values (its weights, its dropout)."""
-        attn = self.cross_attn
-        k, v, mask = kv
-        w_q = attn.in_proj_weight[: attn.embed_dim]
-        b_q = attn.in_proj_bias[: attn.embed_dim]
-        b, n = x.shape[:2]
-        q = nn.functional.linear(self.norm_cross(x), w_q, b_q).view(b, n, attn.num_heads, -1).transpose(1, 2)
-        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                         dropout_p=attn.dropout if self.training else 0.0)
-        return attn.out_proj(out.transpose(1, 2).reshape(b, n, attn.embed_dim))
+        return attend(self.cross_attn, self.norm_cross(x), kv)
 
     def forward(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...], kv: tuple[torch.Tensor, ...]) -> torch.Tensor:
         s1, b1, g1, s2, b2, g2 = mod

@@ -8,7 +8,8 @@ the camera's tokens are the VLA's image tokens (its frozen vision encoder + conn
 instead of Sigma's own patch embedding; Sigma's resampler, FiLM and block stay on top, and the image tokens are also
 returned for the VLA's own prefix in the language stage. robot_state -> standardisation (config statistics) -> state
 encoder -> token expander (state tokens). Optional auxiliary head: vision tokens -> a training-only target (e.g. the
-object pose in simulation), which teaches the encoder to localise what the actions depend on; the model never reads it.
+object pose in simulation), which teaches the encoder to localise what the actions depend on; the model never reads it,
+and only the training loss runs it (`training.trainer.compute_losses`), so inference does not pay for it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from .configuration_sigma import SigmaConfig
-from .layers import MLP, AttentionPool, Standardize, transformer_stack
+from .layers import MLP, AttentionPool, Standardize, cross_attend, transformer_stack
 from .outputs import SigmaObservation, VisionOutput
 
 
@@ -95,7 +96,7 @@ class PerceiverResampler(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         q = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)
-        h, _ = self.attn(q, features, features, need_weights=False)
+        h = cross_attend(self.attn, q, features)
         return self.ffn(self.norm(q + h))
 
 
@@ -197,6 +198,5 @@ class CognitiveVisionWorkspace(nn.Module):
                 state if obs.env_state is None else torch.cat([state, obs.env_state], dim=-1)
             ),
             vision_tokens_base=v_base,
-            aux_prediction=None if self.aux_head is None else self.aux_head(vision_tokens),
             backbone_image_tokens=image_tokens,
         )

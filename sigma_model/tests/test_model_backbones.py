@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sigma_model import SigmaModel, load_checkpoint, save_checkpoint
+from sigma_model.backbones.base import run_decoder
 from sigma_model.backbones.vla import load_lerobot_policy
 
 from sigma_model.testing import make_observation, small_config
@@ -38,6 +39,30 @@ def test_hf_backbone_from_local_directory(hf_dir, tmp_path):
             obs, again.tokenize(["pick the cube", "place it on the left"]), generator=torch.Generator().manual_seed(0)
         )
     assert torch.equal(out.motor_commands, out2.motor_commands)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "hf", "hf_eager"])
+def test_backbone_pass_equals_the_decoder_with_its_own_masking(backbone, hf_dir):
+    """run_decoder gives the decoder's own output on its 2-D mask, bit for bit.
+
+    run_decoder has no KV cache and, on SDPA, builds a padded batch's causal + padding mask itself. Checked on padded
+    and unpadded batches, with and without gradients, SDPA and eager.
+    """
+    cfg = small_config(**({} if backbone == "tiny" else {"backbone": "hf", "backbone_path": str(hf_dir)}))
+    torch.manual_seed(0)
+    bb = SigmaModel(cfg).language.backbone
+    if backbone == "hf_eager":
+        bb.decoder.config._attn_implementation = "eager"
+    x = torch.randn(3, 12, bb.hidden_size)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[0, 5:8] = False  # text padding in the middle of the sequence, as before the vision tokens
+    mask[1, 2:8] = False
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            for rows in (slice(0, 3), slice(2, 3)):  # padded, unpadded
+                own = bb.decoder(inputs_embeds=x[rows], attention_mask=mask[rows].long()).last_hidden_state
+                assert torch.equal(run_decoder(bb.decoder, x[rows], mask[rows]), own)
+    assert not torch.equal(run_decoder(bb.decoder, x, mask)[0], run_decoder(bb.decoder, x, torch.ones_like(mask))[0])
 
 
 def test_hf_backbone_missing_path_is_clear(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sigma_model import SigmaConfig, SigmaModel
+from sigma_model.layers import cross_attend
 from sigma_model.trajectory_dit import TrajectoryDiT, timestep_embedding
 
 from sigma_model.testing import TEXT, make_observation, randomize_, small_config
@@ -181,6 +182,31 @@ def test_diffusion_sampler_integrates_the_velocity_field():
         expected = x0 + dit.velocity(x0, torch.zeros(1), ctx, valid, cond)
         got = dit.sample(ctx, valid, cond, steps=1, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_cross_attention_is_multihead_attentions_own(training):
+    """cross_attend computes what nn.MultiheadAttention computes from the same weights, bit for bit.
+
+    It serves the pools, the resampler, the action queries and the DiT's cross-attention. Checked with padded keys,
+    and in training with its dropout under the same random state; padded keys are ignored and valid ones are not.
+    """
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(16, 4, dropout=0.3, batch_first=True).train(training)
+    q, ctx = torch.randn(2, 3, 16), torch.randn(2, 7, 16)
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[0, 4:] = False
+    for v in (None, valid):
+        torch.manual_seed(1)
+        own = attn(q, ctx, ctx, key_padding_mask=None if v is None else ~v, need_weights=False)[0]
+        torch.manual_seed(1)
+        assert torch.equal(cross_attend(attn, q, ctx, v), own)
+    if not training:
+        changed = ctx.clone()
+        changed[0, 5] += 1.0
+        assert torch.equal(cross_attend(attn, q, changed, valid)[0], cross_attend(attn, q, ctx, valid)[0])
+        changed[0, 1] += 1.0
+        assert not torch.equal(cross_attend(attn, q, changed, valid)[0], cross_attend(attn, q, ctx, valid)[0])
 
 
 def per_step_velocity(dit, x, t, ctx, valid, cond):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sigma_model import SigmaModel
-from sigma_model.testing import make_tau_matter_, small_config
+from sigma_model.testing import make_observation, make_tau_matter_, small_config
 from sigma_model.training import losses as L
 from sigma_model.training.batching import SyntheticWindows, collate_samples, observation_from_batch
 from sigma_model.training.checkpointing import list_checkpoints
@@ -270,7 +270,8 @@ def test_a_head_without_a_loss_in_a_step_is_not_moved(tmp_path):
     """A step whose batch has no aux_target leaves the auxiliary head as the previous step left it.
 
     Its gradients are freed (None) at each step, so AdamW skips it; zeroed gradients would let momentum and weight decay
-    move it.
+    move it. The head is training-only: only the loss runs it (once per step with a target: not in the two-pass
+    memory's first pass), and an inference step (`select_action`) never does.
     """
     mc = small_config(use_audio=False, aux_target_dim=1)
     data = SyntheticWindows(mc, 6)
@@ -279,9 +280,13 @@ def test_a_head_without_a_loss_in_a_step_is_not_moved(tmp_path):
                          output_dir=str(tmp_path / "run"), save_every=0)
     t = SigmaTrainer(cfg, mc, dataset=samples)
     head = dict(t.model.vision.aux_head.named_parameters())
+    calls = []
+    t.model.vision.aux_head.register_forward_hook(lambda *_: calls.append(1))
     before = {n: p.detach().clone() for n, p in head.items()}
-    assert t.train_step()["L_aux"] > 0
+    assert t.train_step()["L_aux"] > 0 and len(calls) == 1
     after_first = {n: p.detach().clone() for n, p in head.items()}
     assert any(not torch.equal(before[n], after_first[n]) for n in head)  # the first step trains it
-    assert t.train_step()["L_aux"] == 0.0
+    assert t.train_step()["L_aux"] == 0.0 and len(calls) == 1
     assert all(torch.equal(after_first[n], p) for n, p in head.items())
+    t.model.eval().select_action(make_observation(mc, 1), ["pick"])
+    assert len(calls) == 1

@@ -49,3 +49,17 @@ def build_backbone(config: "SigmaConfig") -> SigmaBackbone:
 
         return HFBackbone.from_pretrained(config.backbone_path, load_in_4bit=config.backbone_4bit)
     raise ValueError(f"backbone {config.backbone!r} is a VLA: build it with sigma_model.backbones.vla.build_vla")
+
+
+def run_decoder(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """last_hidden_state of a transformers decoder on embeddings [B,L,H] with a key mask [B,L] (nonzero = token).
+
+    One pass, so no KV cache. On SDPA a padded batch gets its causal + padding mask from here: the boolean
+    [B,1,L,L] mask that transformers builds itself by vmap, at several ms per call on the CPU at Sigma's sizes.
+    """
+    valid = attention_mask.bool()
+    mask = attention_mask.long()
+    if getattr(decoder.config, "_attn_implementation", None) == "sdpa" and not bool(valid.all()):
+        n = valid.shape[1]
+        mask = torch.ones(n, n, dtype=torch.bool, device=valid.device).tril() & valid[:, None, None, :]
+    return decoder(inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False).last_hidden_state

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..outputs import TextTokens
-from .base import SigmaBackbone
+from .base import SigmaBackbone, run_decoder
 from .quantization import require_4bit
 
 
@@ -42,8 +42,7 @@ class TransformersDecoderBackbone(SigmaBackbone):
         return self.decoder.get_input_embeddings()(ids)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context=None) -> torch.Tensor:
-        out = self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
-        return out.last_hidden_state
+        return run_decoder(self.decoder, inputs_embeds, attention_mask)
 
 
 class HFBackbone(TransformersDecoderBackbone):

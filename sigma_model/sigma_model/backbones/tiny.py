@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaModel
 
 from ..configuration_sigma import SigmaConfig
 from ..outputs import TextTokens
-from .base import SigmaBackbone
+from .base import SigmaBackbone, run_decoder
 
 PAD, BOS, EOS = 0, 1, 2
 BYTE_OFFSET = 3
@@ -59,5 +59,4 @@ class TinyDecoderBackbone(SigmaBackbone):
         return self.decoder.embed_tokens(ids)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, context=None) -> torch.Tensor:
-        out = self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
-        return out.last_hidden_state
+        return run_decoder(self.decoder, inputs_embeds, attention_mask)

@@ -226,8 +226,10 @@ def compute_losses(
     loss = L.total_loss(traf.l_act_total, l_sem, l_int, l_tau, weights.w_sem, weights.w_int, weights.w_tau,
                         l_flow, config.flow_weight)
     l_aux = None
-    if out.vision.aux_prediction is not None and "aux_target" in batch:
-        l_aux = L.aux_loss(out.vision.aux_prediction, batch["aux_target"].to(device))
+    if model.vision.aux_head is not None and "aux_target" in batch:  # training-only: the step never runs the head
+        with amp:
+            aux_prediction = model.vision.aux_head(out.vision.vision_tokens)
+        l_aux = L.aux_loss(aux_prediction, batch["aux_target"].to(device))
         loss = loss + config.aux_weight * l_aux
     metrics = {
         "loss": loss.item(), "L_act": traf.l_act_total.item(), "L_sem": l_sem.item(), "L_int": l_int.item(),
