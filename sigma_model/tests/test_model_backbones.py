@@ -65,6 +65,25 @@ def test_backbone_pass_equals_the_decoder_with_its_own_masking(backbone, hf_dir)
     assert not torch.equal(run_decoder(bb.decoder, x, mask)[0], run_decoder(bb.decoder, x, torch.ones_like(mask))[0])
 
 
+def test_a_decoder_with_a_sliding_window_keeps_its_own_mask():
+    """run_decoder leaves a sliding-window decoder's masking to transformers.
+
+    A window shorter than the sequence is part of transformers' mask, which a plain causal one would miss.
+    """
+    from transformers import MistralConfig, MistralModel
+
+    torch.manual_seed(0)
+    decoder = MistralModel(MistralConfig(vocab_size=16, hidden_size=24, intermediate_size=48, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, sliding_window=3)).eval()
+    assert decoder.config._attn_implementation == "sdpa"
+    x = torch.randn(2, 10, 24)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[0, 3:5] = False
+    with torch.no_grad():
+        assert torch.equal(run_decoder(decoder, x, mask),
+                           decoder(inputs_embeds=x, attention_mask=mask.long()).last_hidden_state)
+
+
 def test_hf_backbone_missing_path_is_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = small_config(backbone="hf", backbone_path="nobody/no-such-model")

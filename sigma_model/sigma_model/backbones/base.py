@@ -51,15 +51,22 @@ def build_backbone(config: "SigmaConfig") -> SigmaBackbone:
     raise ValueError(f"backbone {config.backbone!r} is a VLA: build it with sigma_model.backbones.vla.build_vla")
 
 
+#: transformers decoders whose attention mask is the plain causal one (no sliding window, chunks or prefix)
+PLAIN_CAUSAL_DECODERS = ("llama",)
+
+
 def run_decoder(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """last_hidden_state of a transformers decoder on embeddings [B,L,H] with a key mask [B,L] (nonzero = token).
 
-    One pass, so no KV cache. On SDPA a padded batch gets its causal + padding mask from here: the boolean
-    [B,1,L,L] mask that transformers builds itself by vmap, at several ms per call on the CPU at Sigma's sizes.
+    One pass, so no KV cache. A padded batch of a plain causal decoder on SDPA gets its causal + padding mask from
+    here: the boolean [B,1,L,L] mask that transformers builds itself by vmap, at several ms per call on the CPU at
+    Sigma's sizes. Other decoders (e.g. a sliding window) keep transformers' own masking.
     """
     valid = attention_mask.bool()
     mask = attention_mask.long()
-    if getattr(decoder.config, "_attn_implementation", None) == "sdpa" and not bool(valid.all()):
+    config = decoder.config
+    if (getattr(config, "_attn_implementation", None) == "sdpa" and config.model_type in PLAIN_CAUSAL_DECODERS
+            and not bool(valid.all())):
         n = valid.shape[1]
         mask = torch.ones(n, n, dtype=torch.bool, device=valid.device).tril() & valid[:, None, None, :]
     return decoder(inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False).last_hidden_state
