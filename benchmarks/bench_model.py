@@ -28,13 +28,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint
-from sigma_model import action_workspace, layers, vision_workspace
+from sigma_model import layers
 from sigma_model.cli import parse_cli
 
 
@@ -89,7 +90,8 @@ def through_multihead_attention(fn):
     def own(attn, query, context, valid=None):
         return attn(query, context, context, key_padding_mask=None if valid is None else ~valid, need_weights=False)[0]
 
-    users = (layers, vision_workspace, action_workspace)
+    users = [m for name, m in list(sys.modules.items())  # every sigma_model module that calls it by name
+             if name.startswith("sigma_model.") and getattr(m, "cross_attend", None) is layers.cross_attend]
 
     def run():
         saved = [module.cross_attend for module in users]
