@@ -141,6 +141,34 @@ def test_resumed_training_is_bit_identical(tmp_path, ema_decay):
         assert all(torch.equal(full.ema.shadow[k], second.ema.shadow[k]) for k in full.ema.shadow)
 
 
+class AugmentedWindows(SyntheticWindows):
+    """Synthetic windows whose joint state gets noise from the seed the trainer's batch stream gives each item."""
+
+    def sample(self, index: int, seed: int) -> dict:
+        item = super().__getitem__(index)
+        noise = torch.randn(item["robot_state"].shape, generator=torch.Generator().manual_seed(seed))
+        item["robot_state"] = item["robot_state"] + 0.1 * noise
+        return item
+
+
+def test_resume_with_loader_workers_and_augmentation_is_bit_identical(tmp_path):
+    mc = model_config()
+    full = SigmaTrainer(train_config(tmp_path, "full"), mc, dataset=AugmentedWindows(mc, 24))
+    full.train()
+    split = train_config(tmp_path, "split", num_workers=2)
+    first = SigmaTrainer(split, mc, dataset=AugmentedWindows(mc, 24))
+    first.train(until_step=3)
+    del first
+    second = SigmaTrainer(split, mc, dataset=AugmentedWindows(mc, 24), resume=True)
+    assert second.stream.num_workers == 2
+    second.train()
+    a, b = _state(full), _state(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = SigmaTrainer(train_config(tmp_path, "plain"), mc, dataset=SyntheticWindows(mc, 24))
+    plain.train()
+    assert not all(torch.equal(a[k], v) for k, v in _state(plain).items())  # the augmentation reached the model
+
+
 def test_checkpoints_export_the_weight_average(tmp_path):
     trainer = SigmaTrainer(train_config(tmp_path, ema_decay=0.5, max_steps=4), model_config())
     name = next(n for n in trainer.param_names if n.startswith("action."))

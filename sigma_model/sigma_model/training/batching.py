@@ -64,6 +64,20 @@ def epoch_order(num_samples: int, epoch: int, seed: int, shuffle: bool = True) -
     return torch.randperm(num_samples, generator=g).tolist()
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Return the augmentation seed of item `index` in `epoch` of a run seeded `seed`.
+
+    It depends on nothing else, so an item is augmented the same in any loader worker and after a resume.
+    """
+    return ((int(seed) * 1_000_003 + int(epoch)) * 4_294_967_311 + int(index)) % (2**63 - 1)
+
+
+def load_item(dataset, index: int, seed: int) -> dict:
+    """Return item `index` of `dataset`, augmented from `seed` if the dataset augments (has ``sample(index, seed)``)."""
+    sample = getattr(dataset, "sample", None)
+    return sample(index, seed) if sample is not None else dataset[index]
+
+
 def batches_per_epoch(num_samples: int, batch_size: int, drop_last: bool) -> int:
     return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
 
@@ -76,15 +90,28 @@ class DataPosition:
     batch_index: int = 0
 
 
+class _SeededItems(torch.utils.data.Dataset):
+    """Map-style view of a dataset keyed by (index, augmentation seed), for DataLoader workers."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        return load_item(self.dataset, *key)
+
+
 class BatchStream:
     """Endless, resumable stream of collated batches from a map-style dataset (len + getitem).
 
-    The order is epoch_order(seed, epoch); `position` says which batch comes next, so a resumed
-    run that restores the position sees exactly the batches an uninterrupted run would.
+    The order is epoch_order(seed, epoch) and each item's augmentation seed is sample_seed(seed, epoch, index);
+    `position` says which batch comes next, so a resumed run that restores the position sees exactly the batches an
+    uninterrupted run would. With `num_workers` > 0, worker processes load and augment the next batches while the
+    model trains (the same batches as in-process loading); setting `position` (a resume or a rewind) restarts them
+    there.
     """
 
     def __init__(self, dataset, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
-                 position: DataPosition | None = None) -> None:
+                 position: DataPosition | None = None, num_workers: int = 0, pin_memory: bool = False) -> None:
         n = len(dataset)
         if n == 0:
             raise ValueError("the training dataset is empty")
@@ -93,24 +120,58 @@ class BatchStream:
                 f"the dataset has {n} samples, fewer than one batch of {batch_size} "
                 "(lower batch_size or set drop_last=False)"
             )
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
+        self.num_workers, self.pin_memory = num_workers, pin_memory
         self.position = position or DataPosition()
         self.per_epoch = batches_per_epoch(n, batch_size, drop_last)
-        self._order: list[int] | None = None
-        self._order_epoch = -1
+        self._batches = None  # iterator of the batches from `_batches_at` on
+        self._batches_at: tuple[int, int] | None = None
+
+    def batch_keys(self, position: DataPosition):
+        """Yield the (index, augmentation seed) keys of every batch from `position` on, forever."""
+        epoch, b = position.epoch, position.batch_index
+        while True:
+            if b >= self.per_epoch:
+                epoch, b = epoch + 1, 0
+            order = epoch_order(len(self.dataset), epoch, self.seed, self.shuffle)
+            for b in range(b, self.per_epoch):
+                idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+                yield [(i, sample_seed(self.seed, epoch, i)) for i in idx]
+            b = self.per_epoch
+
+    def _start(self):
+        keys = self.batch_keys(self.position)
+        if self.num_workers == 0:
+            return (collate_samples([load_item(self.dataset, *k) for k in batch]) for batch in keys)
+        # its own generator: starting workers must not draw from the global RNG (the model's dropout)
+        loader = torch.utils.data.DataLoader(_SeededItems(self.dataset), batch_sampler=keys,
+                                             num_workers=self.num_workers, collate_fn=collate_samples,
+                                             pin_memory=self.pin_memory,
+                                             generator=torch.Generator().manual_seed(self.seed))
+        return iter(loader)
 
     def next_batch(self) -> dict:
         pos = self.position
+        if self._batches is None or self._batches_at != (pos.epoch, pos.batch_index):
+            self.close()
+            self._batches = self._start()
+        try:
+            batch = next(self._batches)
+        except BaseException:  # a failed or interrupted load: the next call starts again at this position
+            self.close()
+            raise
         if pos.batch_index >= self.per_epoch:
             pos.epoch, pos.batch_index = pos.epoch + 1, 0
-        if self._order_epoch != pos.epoch:
-            self._order = epoch_order(len(self.dataset), pos.epoch, self.seed, self.shuffle)
-            self._order_epoch = pos.epoch
-        start = pos.batch_index * self.batch_size
-        idx = self._order[start:start + self.batch_size]
         pos.batch_index += 1
-        return collate_samples([self.dataset[i] for i in idx])
+        self._batches_at = (pos.epoch, pos.batch_index)
+        return batch
+
+    def close(self) -> None:
+        """Stop the loader workers (the next batch starts them again)."""
+        self._batches, self._batches_at = None, None
 
 
 # ------------------------------------------------------------ model inputs

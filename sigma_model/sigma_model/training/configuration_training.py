@@ -151,6 +151,7 @@ class TrainingConfig(DictConfig, FinetuneConfig, LossConfig):
     shuffle: bool = True
     drop_last: bool = True
     cache_all_shards: bool = True  # keep every shard in memory (shuffled reads would reload shards)
+    num_workers: int = 0  # loader processes that prepare the next batches while the model trains (0: in-process)
 
     # ------------------------------------------------------------ model start
     init_checkpoint: str | None = None  # sigma_model checkpoint dir to start from (else fresh init)
@@ -190,7 +191,8 @@ class TrainingConfig(DictConfig, FinetuneConfig, LossConfig):
         LossConfig.__post_init__(self)
         for name in ("batch_size", "max_steps", "grad_accum_steps", "log_every"):
             _check_int(self, name)
-        for name in ("synthetic_samples", "warmup_steps", "save_every", "keep_checkpoints", "seed", "num_threads"):
+        for name in ("synthetic_samples", "warmup_steps", "save_every", "keep_checkpoints", "seed", "num_threads",
+                     "num_workers"):
             _check_int(self, name, allow_zero=True)
         _check_choice(self, "optimizer", OPTIMIZERS)
         _check_choice(self, "scheduler", SCHEDULERS)

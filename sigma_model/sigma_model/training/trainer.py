@@ -24,7 +24,8 @@ One optimiser step = `grad_accum_steps` micro-batches of `batch_size` windows. F
 Weight averaging: with ema_decay > 0 the trainer keeps an exponential moving average of the
 trainable weights (ema.py); checkpoints export it as their deployable model/.
 Mixed precision: bf16 autocast on CUDA ("auto"), off on CPU unless mixed_precision = "bf16".
-Reproducibility: parameters are seeded, the data order depends only on (seed, epoch), the
+Reproducibility: parameters are seeded, the data order depends only on (seed, epoch), each item's
+augmentation only on (seed, epoch, index) whichever loader worker draws it (batching.BatchStream), the
 diffusion noise comes from a trainer-owned generator, and a checkpoint stores every RNG state and
 the data position, so a resumed run produces bit-identical weights to an uninterrupted one.
 """
@@ -336,7 +337,8 @@ class SigmaTrainer:
         if resume_path is None:  # the heads this run starts from, for CHECK A
             save_init_heads(self.model, self.output_dir)
         self.stream = BatchStream(
-            self.dataset, config.batch_size, config.seed, config.shuffle, config.drop_last, position
+            self.dataset, config.batch_size, config.seed, config.shuffle, config.drop_last, position,
+            num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
         )
         self.last_saved_step = self.step if resume_path is not None else -1
         self.last_metrics: dict[str, float] = {}
@@ -496,6 +498,7 @@ class SigmaTrainer:
                 self.save()
             raise
         finally:
+            self.stream.close()
             logger.close()
             if bar is not None:
                 bar.close()
