@@ -160,6 +160,7 @@ class FeetechBusEmulator:
         self.packets = 0
         self.bad_packets = 0
         self.mute_reads = 0  # the next this many read packets get no status packet (a missed answer)
+        self.mute_sync_reads = 0  # the same for sync read packets (e.g. the present position read before a goal)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line discipline: bytes pass unchanged
         self.port = os.ttyname(self._slave)
@@ -285,6 +286,9 @@ class FeetechBusEmulator:
                     if i in self.servos:
                         self._write(i, params[0], params[1:], now, sync=False)
                 return self._status(sid) if sid in self.servos else b""
+            if inst == INST_SYNC_READ and self.mute_sync_reads > 0:
+                self.mute_sync_reads -= 1
+                return b""
             if inst == INST_SYNC_READ and len(params) >= 2:
                 addr, size = params[0], params[1]
                 return b"".join(self._status(i, self.servos[i].regs[addr:addr + size])

@@ -169,6 +169,39 @@ def test_bridge_keeps_targets_in_the_calibrated_range_and_the_step_limit(fast_em
     bridge.close()
 
 
+def test_a_failed_send_does_not_let_the_next_goal_jump(tmp_path):
+    """LeRobot reads the present position before it writes a goal (max_relative_target): that read can time out.
+
+    Then the goal is not written, and the next one must stay within max_step of the goal the motors still hold, even
+    when the arm is measured past it (pushed, or falling). The servos here move only when the test moves them: to the
+    goal a tick writes, by the read of that tick; during the failed send the arm is pushed 1.5 max_step past the last
+    goal written, in the direction of motion.
+    """
+    s = 0.1 * TICKS_PER_RAD
+    direction = np.array([1, -1, 1, -1, 1])
+    with FeetechBusEmulator(positions=START, speed=0.0) as emulator:
+        bridge = _bridge(_follower(emulator, tmp_path), max_step=0.1)
+        bridge.connect()
+        n = len(emulator.writes_of("Goal_Position"))
+        for k in range(8):
+            bridge.command(np.array([3.0, -3.0, 3.0, -3.0, 3.0, 3.0]), k / 30)
+            if k == 3:
+                emulator.mute_sync_reads = 1  # the send's read of the present position gets no answer
+            written = _goals(emulator, n)[-1] if k > 0 else None
+            for i in range(1, 6):
+                if written is not None:  # one max_step on from the last goal written (1.5 during the failed send)
+                    ahead = (1.5 if k == 3 else 1.0) * s * direction[i - 1]
+                    emulator.set_actual(i, written[i] + emulator.register(i, "Homing_Offset") + ahead)
+            tick = bridge.tick(k / 30)
+            assert ("send_action failed" in tick.error) == (k == 3) and tick.observation is not None, (k, tick.error)
+        goals = _goals(emulator, n)
+        assert len(goals) == 7 and bridge.send_errors == 1
+        ticks = np.array([[g[i] for i in range(1, 6)] for g in goals], dtype=float)
+        assert np.abs(np.diff(ticks, axis=0)).max() <= s + 1, np.diff(ticks, axis=0)
+        assert (np.diff(ticks, axis=0) * direction >= 0).all() and (ticks[-1] - ticks[0]) @ direction > 0  # moved on
+        bridge.close()
+
+
 def test_bridge_holds_after_the_command_timeout(fast_emulator, tmp_path):
     emulator = fast_emulator
     bridge = _bridge(_follower(emulator, tmp_path), max_step=0.02, command_timeout_s=0.5)

@@ -280,6 +280,9 @@ class RobotBridge:
             except Exception as err:  # noqa: BLE001 - a bus error must not stop the loop
                 self.send_errors += 1
                 error = f"send_action failed: {type(err).__name__}: {err}"
+            # the next targets stay within max_step of what the motors may hold: the goal written (LeRobot may cap
+            # it), or after a failed send both the goal before and this one
+            self.safety.delivered(sent)
         try:
             obs = self.read()
         except Exception as err:  # noqa: BLE001

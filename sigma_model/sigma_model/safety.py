@@ -152,6 +152,10 @@ class SafetyFilter:
         self._last_plan_time: float | None = None
         self._holding = False
         self._last_command: np.ndarray | None = None
+        # per joint, the range in which the actuator's goal may lie: the last command, widened by the ones whose
+        # delivery failed (a failed send may or may not have reached the motors); None: no command yet
+        self._goal_range: tuple[np.ndarray, np.ndarray] | None = None
+        self._range_before: tuple[np.ndarray, np.ndarray] | None = None  # the range before the last command
         self.rejected_targets = 0
         self.holds = 0
         self.faults = 0
@@ -172,6 +176,27 @@ class SafetyFilter:
         self._last_plan_time = None
         self._holding = False
         self._last_command = None
+        self._goal_range = self._range_before = None
+
+    def delivered(self, sent) -> None:
+        """Report what the actuator got for the last command: the values it wrote, or None when the send failed.
+
+        A robot may write other values than the command (LeRobot's ``max_relative_target`` cap) or fail after
+        writing, so the next commands are limited against every goal the actuator may hold: the values written, or
+        after a failure both the goal before and the command that failed.
+        """
+        if self._last_command is None:
+            return
+        if sent is None:
+            before = self._range_before
+            c = self._last_command
+            self._goal_range = (c, c) if before is None else (np.minimum(before[0], c), np.maximum(before[1], c))
+            return
+        q = np.asarray(sent, dtype=np.float64).reshape(-1)
+        if q.shape != self._last_command.shape or not np.isfinite(q).all():
+            raise ValueError(f"delivered values must be {self._last_command.shape[0]} finite values, got {list(q)}")
+        self._last_command = q.copy()
+        self._goal_range = (q.copy(), q.copy())
 
     @property
     def last_command(self) -> np.ndarray | None:
@@ -201,14 +226,14 @@ class SafetyFilter:
     def _allowed(self, measured: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Per-joint interval every command must lie in.
 
-        limits, previous command +- max_step, measurement +- max_step (where that is empty: the point of the rest
-        nearest to the measurement).
+        limits, every goal the actuator may hold +- max_step (the previous command, see :meth:`delivered`),
+        measurement +- max_step (where that is empty: the point of the rest nearest to the measurement).
         """
         cfg = self.config
         lo, hi = cfg.lower.copy(), cfg.upper.copy()
-        prev = self._last_command
-        if prev is not None:
-            lo, hi = np.maximum(lo, prev - cfg.max_step), np.minimum(hi, prev + cfg.max_step)
+        if self._goal_range is not None:
+            g_lo, g_hi = self._goal_range
+            lo, hi = np.maximum(lo, g_hi - cfg.max_step), np.minimum(hi, g_lo + cfg.max_step)
         if measured is not None:
             m_lo, m_hi = np.maximum(lo, measured - cfg.max_step), np.minimum(hi, measured + cfg.max_step)
             empty = m_lo > m_hi
@@ -263,4 +288,5 @@ class SafetyFilter:
         if clamped_limits:
             reasons.append("joint limits")
         self._last_command = command.copy()
+        self._range_before, self._goal_range = self._goal_range, (command.copy(), command.copy())
         return SafetyDecision(command, mode, not cfg.dry_run, reasons, clamped_limits, clamped_step, bool(fault))

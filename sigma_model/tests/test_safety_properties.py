@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 from sigma_model.control_loop import ControlLoop, ControlLoopConfig
 from sigma_model.freshness import NS
 from sigma_model.safety import MODE_TRACK, SafetyConfig, SafetyFilter
-from sigma_model.testing_safety import MEASUREMENTS, TARGETS, Checker, drive_loop, loop_events, plan_target, vector
+from sigma_model.testing_safety import (
+    EPS, MEASUREMENTS, TARGETS, Checker, drive_loop, loop_events, plan_target, plausible, vector,
+)
 
 SCALE = float(os.environ.get("SIGMA_PROPERTY_SCALE", "1"))
 FILTER_EXAMPLES = int(3000 * SCALE)
@@ -73,6 +75,48 @@ def test_safety_filter_never_lets_an_unsafe_command_out(cfg, events, seed):
             decision = f.step(vector(rng, cfg, target_kind), meas, now)
             checker.check(decision, meas)
             assert f.faults == faults + (1 if decision.fault else 0)
+
+
+@settings(max_examples=FILTER_EXAMPLES)
+@given(cfg=safety_configs(),
+       events=st.lists(st.tuples(st.sampled_from(("tick",) * 8 + ("plan", "reset")), st.sampled_from(TARGETS),
+                                 st.sampled_from(MEASUREMENTS),
+                                 st.sampled_from(("written",) * 3 + ("capped", "failed", "failed_after_writing"))),
+                       min_size=1, max_size=40),
+       seed=st.integers(0, 2**32 - 1))
+def test_no_command_jumps_from_a_goal_the_motors_may_hold(cfg, events, seed):
+    """A send may write other values (a robot's own cap) or fail before or after writing.
+
+    Every command sent stays within max_step of the goal the motors actually hold, whichever happened.
+    """
+    rng = np.random.default_rng(seed)
+    f = SafetyFilter(cfg)
+    goal = None  # what the motors hold; after a reset (the arm moved by other means) only the measurement limits
+    now = 0.0
+    for action, target_kind, meas_kind, delivery in events:
+        if action == "plan":
+            f.feed_plan(now)
+        elif action == "reset":
+            f.reset()
+            goal = None
+        else:
+            now += rng.uniform(0.0, 0.5)
+            meas = vector(rng, cfg, meas_kind, near=goal)
+            c = f.step(vector(rng, cfg, target_kind), meas, now).command
+            if c is None or cfg.dry_run:  # nothing sent
+                continue
+            if goal is not None:
+                assert (np.abs(c - goal) <= cfg.max_step + EPS).all(), (delivery, c, goal)
+            m = plausible(cfg, meas)
+            if delivery == "written":
+                goal = c
+                f.delivered(c)
+            elif delivery == "capped":  # the robot moved the goal towards where it measures the arm
+                goal = c if m is None else c + rng.random(cfg.n_joints) * (m - c)
+                f.delivered(goal)
+            else:
+                goal = c if delivery == "failed_after_writing" else goal
+                f.delivered(None)
 
 
 @settings(max_examples=LOOP_EXAMPLES)
