@@ -23,7 +23,7 @@ from lerobot.robots import make_robot_from_config  # noqa: E402
 from lerobot.robots.so_follower import SO101FollowerConfig  # noqa: E402
 
 from lerobot_robot_sigma_sim.feetech_emulator import (  # noqa: E402
-    SO101_MOTORS, FeetechBusEmulator, relax_timeouts, write_calibration,
+    INST_SYNC_WRITE, SO101_MOTORS, FeetechBusEmulator, checksum, relax_timeouts, write_calibration,
 )
 from sigma_model.robot_bridge import BridgeError, RobotBridge  # noqa: E402
 from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS  # noqa: E402
@@ -69,6 +69,24 @@ def _goals(emu, since: int = 0) -> list[dict[int, int]]:
     for w in emu.writes_of("Goal_Position")[since:]:
         out.setdefault(w.t, {})[w.id] = w.value
     return list(out.values())
+
+
+def test_a_packet_just_written_is_handled_before_the_emulator_reports(emulator):
+    """The emulator reads what is on its port before it reports registers or writes, so it never misses a packet.
+
+    Counting the bytes waiting (FIONREAD) instead missed about 1 in 200 packets just written on Linux: the
+    pseudo-terminal passes them on a moment later.
+    """
+    port = os.open(emulator.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        for k in range(2000):
+            goal = 1400 + k % 1000
+            body = [0xFE, 7, INST_SYNC_WRITE, 42, 2, 1, goal & 0xFF, goal >> 8]  # Goal_Position of servo 1, no answer
+            os.write(port, bytes([0xFF, 0xFF, *body, checksum(body)]))
+            writes = emulator.writes_of("Goal_Position")
+            assert len(writes) == k + 1 and writes[-1].value == goal, k
+    finally:
+        os.close(port)
 
 
 def test_lerobot_feetech_bus_talks_to_the_emulator(emulator):

@@ -147,9 +147,11 @@ def test_graph_drives_the_emulated_arm_within_its_limits(tmp_path):
         _, lo, hi = CALIBRATION[SO101_MOTORS[w["id"] - 1]]
         assert lo <= w["value"] <= hi, w
     by_servo = {i: np.array([w["value"] for w in goals if w["id"] == i], dtype=float) for i in range(1, 7)}
-    for i, ticks in by_servo.items():  # and moves by at most max_step_rad per tick (+1: whole ticks)
+    for i, ticks in by_servo.items():  # and moves by at most max_step_rad per tick (+1: whole ticks), up to the
+        # last goal: on SIGINT the node stops the arm where it measures it (a hold at the measured position, tested in
+        # test_feetech_bridge.py), which may lie more than max_step behind the goal the arm was still moving to
         per_rad = GRIPPER_TICKS_PER_RAD if i == 6 else TICKS_PER_RAD
-        assert np.abs(np.diff(ticks)).max() <= MAX_STEP_RAD * per_rad + 1, i
+        assert np.abs(np.diff(ticks[:-1])).max() <= MAX_STEP_RAD * per_rad + 1, i
     moved = max(np.abs(ticks - ticks[0]).max() for ticks in by_servo.values())
     assert moved > 5, "the graph's commands never moved the arm"
     # torque_on_exit hold (the default): after SIGINT the motors keep their torque
