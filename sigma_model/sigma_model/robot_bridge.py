@@ -277,7 +277,10 @@ class RobotBridge:
             try:
                 action = self.units.from_radians(decision.command)
                 sent = self.units.to_radians({**action, **(self.robot.send_action(action) or {})})
+                if not np.isfinite(sent).all():
+                    raise ValueError(f"the robot reports non-finite goals written: {list(sent)}")
             except Exception as err:  # noqa: BLE001 - a bus error must not stop the loop
+                sent = None  # the goal the motors hold is unknown: treated as a failed send
                 self.send_errors += 1
                 error = f"send_action failed: {type(err).__name__}: {err}"
             # the next targets stay within max_step of what the motors may hold: the goal written (LeRobot may cap
