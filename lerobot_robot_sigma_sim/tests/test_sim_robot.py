@@ -74,10 +74,13 @@ def test_after_a_reset_the_bridge_starts_from_the_new_position_not_the_old_one()
         bridge.close()
 
 
-def test_a_robot_reporting_non_finite_goals_is_a_failed_send_not_a_crash():
-    """``send_action`` returns the goals written; a NaN there (a bad bus read or conversion) must not stop the loop.
+@pytest.mark.parametrize("reported", [float("nan"), 5000.0, -5000.0])
+def test_a_robot_reporting_goals_that_cannot_be_is_a_failed_send_not_a_crash(reported):
+    """A reported goal that cannot be one (NaN, degrees far beyond the limits) neither stops the loop nor counts.
 
-    The send counts as failed, and the next goals stay within max_step of the goal before and the one sent.
+    ``send_action`` returns the goals written; a bad bus read or conversion may make one impossible. The send
+    counts as failed, and the next goals stay within the limits and within max_step of the goal before and the one
+    sent.
     """
     robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32, "seed": 3})
     bridge = RobotBridge(robot, SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS, SO101_LOWER_LIMITS,
@@ -89,14 +92,16 @@ def test_a_robot_reporting_non_finite_goals_is_a_failed_send_not_a_crash():
         sent = [first.positions]
         for k in range(12):
             if k in (4, 5):
-                robot.send_action = lambda action: {**send(action), "elbow_flex.pos": float("nan")}
+                robot.send_action = lambda action: {**send(action), "elbow_flex.pos": reported}
             bridge.command(target, k / 30)
             tick = bridge.tick(k / 30)
             robot.send_action = send
-            assert ("non-finite" in tick.error) == (k in (4, 5)) and tick.observation is not None, (k, tick.error)
+            assert ("not credible" in tick.error) == (k in (4, 5)) and tick.observation is not None, (k, tick.error)
             sent.append(bridge.safety.last_command)
         assert bridge.send_errors == 2
+        sent = np.array(sent)
         assert np.abs(np.diff(sent, axis=0)).max() <= 0.05 + 1e-9
+        assert ((sent >= SO101_LOWER_LIMITS) & (sent <= SO101_UPPER_LIMITS)).all()
         np.testing.assert_allclose(sent[-1], target, atol=1e-9)  # and the loop went on to its target
     finally:
         bridge.close()

@@ -277,15 +277,14 @@ class RobotBridge:
             try:
                 action = self.units.from_radians(decision.command)
                 sent = self.units.to_radians({**action, **(self.robot.send_action(action) or {})})
-                if not np.isfinite(sent).all():
-                    raise ValueError(f"the robot reports non-finite goals written: {list(sent)}")
+                # the next targets stay within max_step of what the motors may hold: the goal written (LeRobot may
+                # cap it); a report that cannot be a goal (NaN, beyond the limits) raises and counts as a failure
+                self.safety.delivered(sent)
             except Exception as err:  # noqa: BLE001 - a bus error must not stop the loop
-                sent = None  # the goal the motors hold is unknown: treated as a failed send
+                sent = None  # the goal the motors hold is unknown: both the goal before and this one
+                self.safety.delivered(None)
                 self.send_errors += 1
                 error = f"send_action failed: {type(err).__name__}: {err}"
-            # the next targets stay within max_step of what the motors may hold: the goal written (LeRobot may cap
-            # it), or after a failed send both the goal before and this one
-            self.safety.delivered(sent)
         try:
             obs = self.read()
         except Exception as err:  # noqa: BLE001

@@ -183,7 +183,9 @@ class SafetyFilter:
 
         A robot may write other values than the command (LeRobot's ``max_relative_target`` cap) or fail after
         writing, so the next commands are limited against every goal the actuator may hold: the values written, or
-        after a failure both the goal before and the command that failed.
+        after a failure both the goal before and the command that failed. Values that cannot be goals (not finite,
+        of the wrong size, beyond the limits by more than the measurement tolerance) raise ValueError, the state
+        unchanged: report the send as failed then.
         """
         if self._last_command is None:
             return
@@ -192,9 +194,9 @@ class SafetyFilter:
             c = self._last_command
             self._goal_range = (c, c) if before is None else (np.minimum(before[0], c), np.maximum(before[1], c))
             return
-        q = np.asarray(sent, dtype=np.float64).reshape(-1)
-        if q.shape != self._last_command.shape or not np.isfinite(q).all():
-            raise ValueError(f"delivered values must be {self._last_command.shape[0]} finite values, got {list(q)}")
+        q, fault = self.config.check(sent)
+        if fault:
+            raise ValueError(f"the goals reported written are not credible: {fault.replace('joint state', 'goal')}")
         self._last_command = q.copy()
         self._goal_range = (q.copy(), q.copy())
 

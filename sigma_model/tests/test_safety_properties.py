@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,13 +82,16 @@ def test_safety_filter_never_lets_an_unsafe_command_out(cfg, events, seed):
 @given(cfg=safety_configs(),
        events=st.lists(st.tuples(st.sampled_from(("tick",) * 8 + ("plan", "reset")), st.sampled_from(TARGETS),
                                  st.sampled_from(MEASUREMENTS),
-                                 st.sampled_from(("written",) * 3 + ("capped", "failed", "failed_after_writing"))),
+                                 st.sampled_from(("written",) * 3 + ("capped", "failed", "failed_after_writing",
+                                                                      "not_credible"))),
                        min_size=1, max_size=40),
        seed=st.integers(0, 2**32 - 1))
 def test_no_command_jumps_from_a_goal_the_motors_may_hold(cfg, events, seed):
     """A send may write other values (a robot's own cap) or fail before or after writing.
 
-    Every command sent stays within max_step of the goal the motors actually hold, whichever happened.
+    Every command sent stays within the limits and within max_step of the goal the motors actually hold, whichever
+    happened. A report that cannot be a goal (NaN, far beyond the limits: a bad reading or conversion) is refused and
+    taken as a failed send.
     """
     rng = np.random.default_rng(seed)
     f = SafetyFilter(cfg)
@@ -105,6 +109,7 @@ def test_no_command_jumps_from_a_goal_the_motors_may_hold(cfg, events, seed):
             c = f.step(vector(rng, cfg, target_kind), meas, now).command
             if c is None or cfg.dry_run:  # nothing sent
                 continue
+            assert ((c >= cfg.lower) & (c <= cfg.upper)).all(), (delivery, c)
             if goal is not None:
                 assert (np.abs(c - goal) <= cfg.max_step + EPS).all(), (delivery, c, goal)
             m = plausible(cfg, meas)
@@ -114,6 +119,14 @@ def test_no_command_jumps_from_a_goal_the_motors_may_hold(cfg, events, seed):
             elif delivery == "capped":  # the robot moved the goal towards where it measures the arm
                 goal = c if m is None else c + rng.random(cfg.n_joints) * (m - c)
                 f.delivered(goal)
+            elif delivery == "not_credible":
+                bogus = c.copy()
+                far = [np.nan, cfg.upper.max() + 100.0, cfg.lower.min() - 100.0]
+                bogus[rng.integers(cfg.n_joints)] = rng.choice(far)
+                with pytest.raises(ValueError, match="not credible"):
+                    f.delivered(bogus)
+                goal = c if rng.random() < 0.5 else goal  # written or not, as after a failure
+                f.delivered(None)
             else:
                 goal = c if delivery == "failed_after_writing" else goal
                 f.delivered(None)
