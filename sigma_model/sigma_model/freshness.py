@@ -66,8 +66,11 @@ class StampGate:
         return stamp_ns
 
     def fresh(self, stamp_ns: int | None, now_ns: int) -> bool:
-        """Whether an accepted stamp is still young enough to use at ``now_ns``."""
-        return stamp_ns is not None and self.age_s(stamp_ns, now_ns) <= self.max_age_s
+        """Whether an accepted stamp is still young enough to use at ``now_ns`` (and not from its future).
+
+        A stamp from the future of the clock is on a timeline the clock left (it went back since).
+        """
+        return stamp_ns is not None and -self.future_tolerance_s <= self.age_s(stamp_ns, now_ns) <= self.max_age_s
 
     def reset(self) -> None:
         """Forget the last stamp (a new stream: restarted driver, new recording)."""

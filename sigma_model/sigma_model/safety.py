@@ -163,13 +163,22 @@ class SafetyFilter:
     # ---------------------------------------------------------------- watchdog
     def feed_plan(self, now: float) -> None:
         """Return a fresh plan arrived at time ``now`` (seconds, any monotonic clock)."""
+        if not math.isfinite(now):
+            raise ValueError(f"plan arrival time must be finite, got {now}")
         self._last_plan_time = float(now)
 
     def plan_age(self, now: float) -> float:
         return math.inf if self._last_plan_time is None else float(now) - self._last_plan_time
 
     def plan_stale(self, now: float) -> bool:
-        return self.plan_age(now) > self.config.plan_timeout_s
+        """Older than ``plan_timeout_s``, or of unknown age: from after ``now`` (the clock went back), ``now`` NaN."""
+        return not 0.0 <= self.plan_age(now) <= self.config.plan_timeout_s
+
+    def _stale_reason(self, now: float) -> str:
+        age = self.plan_age(now)
+        if age > self.config.plan_timeout_s:
+            return f"plan stale ({age:.3f}s > {self.config.plan_timeout_s}s)"
+        return f"plan of unknown age ({age:.3f}s: the clock went back)"
 
     def reset(self) -> None:
         """Forget plans and the previous command: the next command is limited against the measurement only."""
@@ -256,11 +265,11 @@ class SafetyFilter:
             reasons.append(fault)
         tgt = self._target(target, reasons)
         if tgt is not None and self.plan_stale(now):
-            reasons.append(f"plan stale ({self.plan_age(now):.3f}s > {cfg.plan_timeout_s}s)")
+            reasons.append(self._stale_reason(now))
             tgt = None
         elif target is None:
             if self._last_plan_time is not None and self.plan_stale(now):
-                reasons.append(f"plan stale ({self.plan_age(now):.3f}s > {cfg.plan_timeout_s}s)")
+                reasons.append(self._stale_reason(now))
             else:
                 reasons.append("no plan")
         if current is None:

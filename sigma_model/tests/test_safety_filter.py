@@ -298,3 +298,17 @@ def test_a_hold_without_a_target_says_whether_the_plan_is_missing_or_stale():
     f.feed_plan(0.0)
     assert f.step(None, np.zeros(3), 0.1).reasons == ["no plan"]  # a fresh plan, but no target this tick
     assert f.step(None, np.zeros(3), 1.0).reasons == ["plan stale (1.000s > 0.5s)"]
+
+
+@pytest.mark.parametrize("now", [4.0, float("nan")])
+def test_a_plan_from_after_now_is_not_followed(now):
+    """The clock went back (a use_sim_time switch, a looped bag) or is NaN: the plan's age is unknown, so it holds."""
+    f = make(plan_timeout_s=0.5)
+    f.feed_plan(5.0)
+    assert f.plan_stale(now)
+    d = f.step([0.05, 0.0, 0.0], np.zeros(3), now)
+    assert d.mode == MODE_HOLD and d.command.tolist() == [0.0, 0.0, 0.0]
+    assert len(d.reasons) == 1 and d.reasons[0].startswith("plan of unknown age"), d.reasons
+    assert f.step([0.05, 0.0, 0.0], np.zeros(3), 5.2).mode == MODE_TRACK  # the plan's own time again
+    with pytest.raises(ValueError, match="finite"):
+        f.feed_plan(float("nan"))

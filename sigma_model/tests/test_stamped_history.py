@@ -55,3 +55,17 @@ def test_a_frame_waits_only_while_a_nearer_value_may_still_come():
     assert not h.nearer_may_come(70 * MS)  # c is nearer than anything still to come
     assert not h.nearer_may_come(int(82.5 * MS))  # a tie: no wait
     assert not h.nearer_may_come(50 * MS)
+
+
+def test_a_stamp_from_the_future_of_the_clock_is_not_fresh():
+    """A value stamped on a timeline the clock left is not fresh, however long the clock takes to catch up.
+
+    The clock went back: use_sim_time switched, a looped bag.
+    """
+    from sigma_model.freshness import StampGate
+
+    gate = StampGate("joint_states", max_age_s=0.2, future_tolerance_s=0.1)
+    stamp = gate.accept(100 * NS, 100 * NS)
+    assert gate.fresh(stamp, 100 * NS + NS // 10) and gate.fresh(stamp, 100 * NS - NS // 20)
+    assert not gate.fresh(stamp, 100 * NS + NS // 2)  # too old
+    assert not gate.fresh(stamp, 10 * NS)  # the clock went back 90 s

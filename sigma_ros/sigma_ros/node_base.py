@@ -22,7 +22,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.clock import JumpThreshold
+from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
@@ -194,11 +194,12 @@ class SigmaNode(LifecycleNode):
         self.status_pub = self.create_publisher(Status, topic("status"), qos.STATUS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"), qos.STATUS)
         self._status_timer = self.create_timer(self.p.status_period_s, self.publish_status)
-        # a looped bag (ros2 bag play --loop --clock) or a simulator reset turns the sim clock back
+        # a looped bag (ros2 bag play --loop --clock) or a simulator reset turns the sim clock back; switching
+        # use_sim_time (the one parameter settable at run time) changes the timeline, reported with a delta of 0
         self.stats.declare_drop("clock_jumps_back")
         back = max(1, int(self.p.stamp_future_tolerance_s * NS))
         self._jump_handle = self.get_clock().create_jump_callback(
-            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-back), on_clock_change=False),
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-back), on_clock_change=True),
             post_callback=self._on_clock_jump_back)
 
     # -------------------------------------------------------------- lifecycle
@@ -409,20 +410,25 @@ class SigmaNode(LifecycleNode):
         """Forget the stamps and values of the input streams (the clock jumped back). Nodes override this."""
 
     def _on_clock_jump_back(self, jump) -> None:
-        """Restart on a jump of the ROS clock back by more than ``stamp_future_tolerance_s`` (a new timeline).
+        """Restart on a new timeline.
 
-        Every stamp seen so far is "in the future" of the new one, so the stream histories would refuse all new
-        data as out of order (and a reset stamped before the jump would skip it): the jump is a reset; the node
-        forgets its streams and holds until fresh inputs arrive. Counted as ``clock_jumps_back``.
+        The ROS clock jumped back by more than ``stamp_future_tolerance_s``, or switched between sim and system time
+        (``use_sim_time`` set at run time). Stamps seen so far belong to the old timeline: the stream histories would
+        refuse all new data as out of order, or keep old data as fresh (and a reset stamped before the jump would
+        skip it). So the jump is a reset; the node forgets its streams and holds until fresh inputs arrive. Counted
+        as ``clock_jumps_back``.
         """
-        back_s = -jump.delta.nanoseconds / NS
+        if jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            what = f"switched to {'sim' if jump.clock_change == ClockChange.ROS_TIME_ACTIVATED else 'system'} time"
+        else:
+            what = f"jumped back {-jump.delta.nanoseconds / NS:.3f}s"
         self.reset_ns = self.get_clock().now().nanoseconds
         if self.configured:
             self.restart_streams()
             self.reset_episode()
-        count = self.stats.drop("clock_jumps_back", f"ROS clock jumped back {back_s:.3f}s: streams restarted")
-        self.log_throttled("clock_jumps_back", f"ROS clock jumped back {back_s:.3f}s (a looped bag or a simulator "
-                           f"reset; #{count}): new episode, input histories cleared, holding until fresh inputs "
+        count = self.stats.drop("clock_jumps_back", f"ROS clock {what}: streams restarted")
+        self.log_throttled("clock_jumps_back", f"ROS clock {what} (a looped bag, a simulator reset or use_sim_time "
+                           f"set; #{count}): new episode, input histories cleared, holding until fresh inputs "
                            "arrive", level="warning")
 
     def skip_before_reset(self, input_name: str, stamp_ns: int) -> bool:

@@ -126,3 +126,35 @@ def test_a_clock_jump_back_restarts_perception_and_controller():
             assert cmds and all(np.isfinite(c).all() for c in cmds)
         finally:
             sim.stop()
+
+
+def test_switching_use_sim_time_at_run_time_restarts_the_controller():
+    """Setting use_sim_time at run time moves the node onto another timeline: a restart, as a jump back is.
+
+    rcl reports the switch (``ros2 param set /controller_node use_sim_time true``) as a clock change with a delta of
+    0, not as a jump back. It is counted, the old plan and joint state dropped, and no command follows that plan
+    afterwards (before, plan age and joint-state age came out negative: both stayed "fresh", the arm kept tracking).
+    """
+    from rclpy.parameter import Parameter
+
+    with GraphHarness("test_ros_sim_time_switch", nodes=("controller_node",),
+                      overrides={"controller_node": dict(WIDE, min_plan_ticks=1, plan_timeout_s=0.3)}) as h:
+        h.wait_matched()
+        h.stream_joint_states(Q0)
+        ctrl = h.by_name["controller_node"]
+        h.pub_internal["action_plan"].publish(make_plan(ctrl, h.now(), 1))
+        wait_until(lambda: ctrl.last_plan_id == 1 and ctrl.mode == "running", "plan 1 runs")
+        ctrl.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+        wait_until(lambda: ctrl.stats.drops["clock_jumps_back"] == 1, "the switch counted")
+        n = h.rec.count("motor_commands")
+        sim = SimClock(h, 1000 * NS)  # a simulator's /clock (and joint states stamped with it)
+        try:
+            wait_until(lambda: ctrl.get_clock().now().nanoseconds >= 1001 * NS, "a second of sim time")
+        finally:
+            sim.stop()
+        assert ctrl.mode != "running", (ctrl.mode, ctrl.reason)
+        plan_steps = {tuple(np.round(m.points[0].positions, 9)) for m in h.rec.get("motor_commands")[:n]}
+        after = [tuple(np.round(m.points[0].positions, 9)) for m in h.rec.get("motor_commands")[n:]]
+        assert after, "the controller holds at the new timeline's joint state"
+        assert all(np.allclose(c, Q0) for c in after), after  # holds where the arm is, no plan step
+        assert not plan_steps & set(after) - {tuple(np.round(Q0, 9))}
