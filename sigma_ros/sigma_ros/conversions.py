@@ -174,7 +174,9 @@ def array_to_image(img: np.ndarray, encoding: str = "rgb8", stamp=None, frame_id
 
     img = np.asarray(img)
     if img.dtype != np.uint8:
-        raise ValueError("array_to_image expects uint8")
+        raise ValueError(f"array_to_image expects uint8, got {img.dtype}")
+    if not (img.ndim == 3 and img.shape[2] == 3 or img.ndim == 2 and encoding == "mono8") or 0 in img.shape:
+        raise ValueError(f"array_to_image expects [H, W, 3] (or [H, W] for mono8), got shape {img.shape}")
     if encoding == "mono8":
         if img.ndim == 3:
             img = img.mean(axis=2).astype(np.uint8)

@@ -227,7 +227,12 @@ class RobotNode(SigmaNode):
         self.joint_pub.publish(make_joint_state(obs.positions, self.p.joint_names, time_from_ns(stamp_ns)))
         for key, frame in obs.frames.items():
             t_ns = stamp_ns - int(obs.frame_ages.get(key, 0.0) * 1e9)
-            self.image_pubs[key].publish(array_to_image(frame, "rgb8", time_from_ns(t_ns), frame_id=key))
+            try:
+                image = array_to_image(frame, "rgb8", time_from_ns(t_ns), frame_id=key)
+            except ValueError as err:  # a camera's bad frame (not HxWx3 uint8) is dropped, the loop goes on
+                self.reject("robot_io", f"camera {key}: {err}")
+                continue
+            self.image_pubs[key].publish(image)
             self.stats.event(f"frames_{key}")
 
     # --------------------------------------------------------------- status

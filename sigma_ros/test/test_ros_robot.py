@@ -175,3 +175,67 @@ def test_robot_node_shutdown_after_its_timer_was_destroyed_still_closes_the_robo
         node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+@pytest.mark.parametrize("bad", [np.zeros((32, 32, 3), np.float32), np.zeros((32, 32, 4), np.uint8),
+                                 np.zeros((32,), np.uint8), np.zeros((0, 32, 3), np.uint8)])
+def test_a_bad_camera_frame_is_dropped_and_the_robot_loop_goes_on(bad):
+    """A camera frame that is not [H, W, 3] uint8 mid-run is dropped with a one-line reason; the loop goes on.
+
+    The joint states and the following good frames are published (before, the timer callback raised: the node died).
+    """
+    from rclpy.executors import SingleThreadedExecutor
+
+    from sigma_model.robot_bridge import make_robot
+    from sigma_ros.robot_node import RobotNode
+    from sigma_ros.testing import isolated_context
+
+    context = isolated_context("test_ros_robot_bad_frame")
+    try:
+        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32, "camera_fps": 30.0})
+        observe = robot.get_observation
+        reads = []
+
+        def get_observation():
+            obs = observe()
+            reads.append(1)
+            return {**obs, "front": bad.copy()} if len(reads) in (3, 4) else obs
+
+        robot.get_observation = get_observation
+        node = RobotNode(robot=robot, context=context)
+        assert not node.config_error, node.config_error
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        frames = []
+        node.image_pubs["front"].publish = frames.append
+        for _ in range(8):
+            node.step()
+        assert node.ticks == 8 and node.stats.drops["robot_io"] == 2, node.stats.drops
+        assert "camera front: array_to_image expects" in node.stats.last_error
+        assert len(frames) == 6 and all(f.height == 32 and f.width == 32 and f.encoding == "rgb8" for f in frames)
+        node.shutdown()
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
+
+
+def test_a_robot_whose_disconnect_fails_still_shuts_the_node_down():
+    """A port already gone (unplugged) makes disconnect raise: the bridge logs it, and the node's own shutdown runs."""
+    from sigma_model.robot_bridge import make_robot
+    from sigma_ros.robot_node import RobotNode
+    from sigma_ros.testing import isolated_context
+
+    context = isolated_context("test_ros_robot_disconnect")
+    try:
+        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32})
+        node = RobotNode(robot=robot, context=context)
+        assert not node.config_error and robot.is_connected
+
+        def unplugged():
+            raise OSError("[Errno 5] Input/output error: '/dev/ttyACM0'")
+
+        robot.disconnect = unplugged
+        node.shutdown()  # returns
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
