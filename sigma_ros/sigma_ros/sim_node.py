@@ -152,9 +152,10 @@ class SimNode(RobotNode):
         from sigma_sim.record import instruction_for_episode
 
         with self.lock:
-            self.episode += 1
-            self.seed = int(seed) if seed is not None else (self.seed + 1 if self.episode else self.seed)
-            self.sim.reset_episode(self.seed, instruction or instruction_for_episode(self.episode, self.seed))
+            episode = self.episode + 1
+            seed = int(seed) if seed is not None else (self.seed + 1 if episode else self.seed)
+            self.sim.reset_episode(seed, instruction or instruction_for_episode(episode, seed))  # may refuse them
+            self.episode, self.seed = episode, seed
             self.instruction = self.env.instruction
             self.bridge.forget()  # the arm was moved by the reset: hold where it is now
             self.held_commands = []
@@ -226,8 +227,12 @@ class SimNode(RobotNode):
             data = json.loads(msg.data) if msg.data.strip() else {}
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object")
-            seed = data.get("seed")
-            self.request_reset(None if seed is None else int(seed), data.get("instruction"))
+            seed, instruction = data.get("seed"), data.get("instruction")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+                raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+            if instruction is not None and not (isinstance(instruction, str) and instruction.strip()):
+                raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+            self.request_reset(seed, instruction)
         except Exception as err:  # noqa: BLE001 - a bad reset request must not kill the sim
             self.get_logger().error(f"bad sim/reset request {msg.data!r}: {err}")
 
@@ -256,7 +261,10 @@ class SimNode(RobotNode):
         with self.lock:  # the pending request and its reset are one step: its episode id holds
             pending, self._pending_reset = self._pending_reset, None
             if pending is not None:
-                self.start_episode(*pending)
+                try:
+                    self.start_episode(*pending)
+                except ValueError as err:  # e.g. an instruction naming no placement region: the episode goes on
+                    self.get_logger().error(f"sim/reset refused: {err}")
                 return
         if self.episode < 0:
             return

@@ -334,3 +334,35 @@ def test_closed_loop_episode_through_ros_nodes(tmp_path):
     report = json.loads((report_dir / "sigma_eval_report.json").read_text())
     assert report["format"] == "sigma-eval-v2" and report["meta"]["mode"] == "closed_loop_ros"
     assert report["closed_loop"]["sigma"]["episodes"] == 1
+
+
+def test_a_bad_sim_reset_request_is_refused_and_the_episode_goes_on():
+    """A bad sim/reset request is a one-line error; the episode and its id stay as they were.
+
+    A negative or non-integer seed, an instruction naming no place or not a string. A good request afterwards starts
+    the next episode (before, a seed of -1 or an unknown place raised in the timer callback: the sim node died).
+    """
+    from std_msgs.msg import String
+
+    from sigma_ros import graph
+    from sigma_ros.sim_node import SimNode
+    from sigma_ros.testing import isolated_context
+
+    ctx = isolated_context("sim-node-bad-reset")
+    args = graph.ros_arguments(None, [], {"seed": 5, "reset_hold_s": 0.0}, node_name="sim_node")
+    sim = SimNode(context=ctx, cli_args=args)
+    try:
+        sim.on_tick()
+        start = (sim.episode, sim.seed, sim.instruction)
+        for bad in ('{"seed": -1}', '{"seed": 1.5}', '{"seed": true}', '{"instruction": "dance"}',
+                    '{"instruction": 123}', '{"instruction": "  "}', '[1]', 'not json'):
+            sim.on_reset(String(data=bad))
+            sim.on_tick()
+            assert (sim.episode, sim.seed, sim.instruction) == start, bad
+        sim.on_reset(String(data='{"seed": 7, "instruction": "put the cube on the right"}'))
+        sim.on_tick()
+        assert (sim.episode, sim.seed, sim.instruction) == (start[0] + 1, 7, "put the cube on the right")
+    finally:
+        sim.shutdown()
+        sim.destroy_node()
+        ctx.try_shutdown()
