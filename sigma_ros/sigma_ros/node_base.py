@@ -128,15 +128,21 @@ class Params:
 
 
 def declare_parameters(node: Node, params: Sequence[Param]) -> Params:
+    """Declare ``params`` on ``node``; a value of the wrong type, out of range or not a choice is a NodeConfigError."""
+    from rclpy.exceptions import ParameterException
+
     values = {}
     for p in params:
-        value = node.declare_parameter(p.name, p.default, p.descriptor()).value
+        try:
+            value = node.declare_parameter(p.name, p.default, p.descriptor()).value
+        except ParameterException as err:  # e.g. an integer given for a double: rclpy's multi-line message
+            raise NodeConfigError(f"parameter {p.name}: {' '.join(str(err).split())}") from None
         if isinstance(p.default, tuple):
             value = tuple(value)
         if p.choices and value not in p.choices:
-            raise ValueError(f"parameter {p.name}={value!r} must be one of {p.choices}")
+            raise NodeConfigError(f"parameter {p.name}={value!r} must be one of {p.choices}")
         if p.min is not None and not isinstance(p.default, (bool, list, tuple, str)) and not (p.min <= value <= p.max):
-            raise ValueError(f"parameter {p.name}={value!r} must be in [{p.min}, {p.max}]")
+            raise NodeConfigError(f"parameter {p.name}={value!r} must be in [{p.min}, {p.max}]")
         values[p.name] = list(value) if isinstance(value, (list, tuple)) else value
     return Params(values)
 
@@ -533,15 +539,15 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
             code = EXIT_CONFIG_ERROR
     except (KeyboardInterrupt, ExternalShutdownException):
         rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the node)
+    except NodeConfigError as err:  # raised before configure (parameters; a RuntimeError, so caught first)
+        print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
+        code = EXIT_CONFIG_ERROR
     except RuntimeError:
         if not _SIGNALS:
             raise
         # the KeyboardInterrupt hit inside a pybind11 call (e.g. rclpy's take_message), which reports it as
         # "Unable to convert call argument": the same signal
         rclpy.try_shutdown()
-    except NodeConfigError as err:  # raised before configure (e.g. by a node's own parameter checks)
-        print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
-        code = EXIT_CONFIG_ERROR
     finally:
         if node is not None:
             node.shutdown()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -182,3 +184,22 @@ def test_bad_checkpoint_is_one_line_and_exit_code_2(tmp_path, damage):
     assert rc == graph.EXIT_CONFIG_ERROR, lines
     assert len(lines) == 1, "\n".join(lines)
     assert lines[0].startswith("action_node: cannot start:") and str(at_fault) in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("param, message", [
+    ("rate_hz:=30", "parameter rate_hz: Trying to set parameter 'rate_hz' to '30' of type 'INTEGER', expecting type "
+                    "'DOUBLE'"),
+    ("rate_hz:=-5.0", "parameter rate_hz: Invalid parameter value (-5.0)"),
+    ("output_type:=bogus", "parameter output_type='bogus' must be one of"),
+])
+def test_a_bad_parameter_at_start_is_one_line_and_exit_code_2(param, message):
+    """A parameter of the wrong type, out of its range or not one of its choices: one line, EXIT_CONFIG_ERROR.
+
+    So a graph with respawn stops instead of restarting the node; before, a traceback and exit code 1.
+    """
+    out = subprocess.run([sys.executable, "-m", "sigma_ros.controller_node", "--ros-args", "-p", param],
+                         capture_output=True, text=True, timeout=120,
+                         env=node_env(domain_id_for("test_ros_bad_parameter")))
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == graph.EXIT_CONFIG_ERROR, out.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"controller_node: cannot start: {message}"), out.stderr
