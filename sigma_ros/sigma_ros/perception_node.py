@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sigma_model.freshness import NS, StampedHistory, StampGate
+from sigma_model.freshness import NS, StaleInput, StampedHistory, StampGate
 from sigma_model.outputs import SigmaObservation
 from sigma_model.safety import JointLimits
 from sigma_ros import qos
@@ -179,6 +179,10 @@ class PerceptionNode(SigmaNode):
 
     def on_plan_request(self, msg) -> None:
         stamp = stamp_key(msg)  # a std_msgs/Header
+        ahead_s = (stamp - self.get_clock().now().nanoseconds) / NS
+        if ahead_s > self.p.stamp_future_tolerance_s:  # it would hide every request after it
+            raise StaleInput("future", f"plan_request: stamp {ahead_s:.3f}s in the future > "
+                                       f"{self.p.stamp_future_tolerance_s}s")
         if stamp > self.last_request_ns and not self.skip_before_reset("plan_request", stamp):
             self.request_ns = self.last_request_ns = stamp  # (the controller repeats a request until it is served)
 

@@ -580,3 +580,49 @@ def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
         time.sleep(0.3)
         assert g.rec.count("vision_tokens") == 2
         g.probe.destroy_publisher(request)
+
+
+def test_a_plan_request_from_the_future_is_refused_and_does_not_stall_perception():
+    """sync_plans: one plan_request stamped an hour ahead (a skewed clock, a stray publisher) is refused as "future".
+
+    Before, it was taken, and every later (correct) request looked like a repeat of it: perception never ran the
+    model again, also not after a reset, and said nothing.
+    """
+    from std_msgs.msg import Header
+
+    from sigma_ros import graph, qos
+
+    q0 = np.array([0.1, -0.1, 0.2, 0.0, 0.3, 0.1])
+    with GraphHarness("test_ros_future_request", nodes=("perception_node",),
+                      overrides={"perception_node": {"sync_plans": True}}) as g:
+        request = g.probe.create_publisher(Header, graph.TOPIC_BY_KEY["plan_request"].name, qos.PIPELINE)
+        g.wait_matched()
+        while request.get_subscription_count() < 1:
+            time.sleep(0.02)
+        g.stream_joint_states(q0)
+        time.sleep(0.3)
+        node = g.by_name["perception_node"]
+        size = node.config.image_size
+
+        def now():
+            return g.probe.get_clock().now().nanoseconds
+
+        def served(n: int) -> None:
+            """Publish a request stamped now, then frames until the n-th vision tokens come."""
+            request.publish(Header(stamp=time_from_ns(now())))
+            time.sleep(0.1)
+            deadline = time.monotonic() + 10
+            while g.rec.count("vision_tokens") < n and time.monotonic() < deadline:
+                g.send_image(np.zeros((size, size, 3), np.uint8), stamp=time_from_ns(now()))
+                time.sleep(0.15)
+            assert g.rec.count("vision_tokens") >= n, f"request {n} not served"
+
+        g.send_image(np.zeros((size, size, 3), np.uint8), stamp=time_from_ns(now()))
+        g.rec.wait_for("vision_tokens", 1, 10)  # the first frame runs without a request
+        served(2)
+        request.publish(Header(stamp=time_from_ns(now() + 3600 * 1_000_000_000)))
+        deadline = time.monotonic() + 5
+        while node.stats.drops.get("plan_request_future", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.stats.drops.get("plan_request_future", 0) == 1
+        served(3)
