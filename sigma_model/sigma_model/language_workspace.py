@@ -75,9 +75,12 @@ class LanguageIntentWorkspace(nn.Module):
         self.telepathy_projector = MLP(6 * c.d_model, 2 * c.d_model, c.d_tau, c.dropout)
         self.modulator = LanguageModulator(c.d_tau, c.d_model, c.lang_log_scale_init)
 
-    def tokenize(self, texts: list[str]) -> TextTokens:
-        """Instruction strings -> token ids and mask (the text encoder's tokenizer when there is one)."""
-        return (self.text_encoder or self.backbone).tokenize(texts, self.config.max_text_tokens)
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> TextTokens:
+        """Instruction strings -> token ids and mask (the text encoder's tokenizer when there is one).
+
+        At most ``max_length`` (default ``config.max_text_tokens``) tokens each.
+        """
+        return (self.text_encoder or self.backbone).tokenize(texts, max_length or self.config.max_text_tokens)
 
     def embed_text(self, text: TextTokens) -> torch.Tensor:
         """[B, L, backbone width]: the projected text-encoder states, else the backbone's embeddings."""

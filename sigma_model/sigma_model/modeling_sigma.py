@@ -79,11 +79,23 @@ class SigmaModel(nn.Module):
         return next(self.parameters()).device
 
     # ----------------------------------------------------------------- stages
-    def tokenize(self, texts: list[str]) -> TextTokens:
-        """Instruction strings -> token ids and mask on the model's device."""
+    def tokenize(self, texts: list[str], truncate: bool = True) -> TextTokens:
+        """Instruction strings -> token ids and mask on the model's device.
+
+        A text longer than ``config.max_text_tokens`` loses its end, or with ``truncate`` False raises ValueError
+        (a robot's instruction: its end may name the place).
+        """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a list of strings")
-        tokens = self._need("language").tokenize(list(texts))
+        language = self._need("language")
+        tokens = language.tokenize(list(texts))
+        if not truncate:  # a tokenizer with its own length (a VLA's preprocessor) gives the same tokens for both
+            limit = self.config.max_text_tokens
+            cut = language.tokenize(list(texts), limit + 1).mask.sum(dim=1) > tokens.mask.sum(dim=1)
+            if cut.any():
+                text = texts[int(torch.argmax(cut.int()))]
+                raise ValueError(f"instruction {text[:60]!r}... is longer than the model's {limit} tokens "
+                                 "(max_text_tokens): shorten it")
         return TextTokens(tokens.ids.to(self.device), tokens.mask.to(self.device), list(texts))
 
     def vision_stage(self, obs: SigmaObservation, tau_prev: torch.Tensor | None = None) -> VisionOutput:

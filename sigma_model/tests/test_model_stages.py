@@ -217,3 +217,7 @@ def test_tokenizer_truncates_and_handles_empty_and_unicode(model, config):
         obs = make_observation(config, batch=3)
         out = model(obs, tokens, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.motor_commands).all()
+    fits = "x" * (config.max_text_tokens - 2)  # BOS + bytes + EOS: exactly max_text_tokens
+    assert torch.equal(model.tokenize([fits], truncate=False).ids, model.tokenize([fits]).ids)
+    with pytest.raises(ValueError, match=f"longer than the model's {config.max_text_tokens} tokens"):
+        model.tokenize(["pick the cube", fits + "x"], truncate=False)  # one more byte would be cut

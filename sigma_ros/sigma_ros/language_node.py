@@ -91,7 +91,7 @@ class LanguageNode(SigmaNode):
     # --------------------------------------------------------------- inputs
     def set_instruction(self, text: str) -> None:
         with torch.inference_mode():
-            self.text = self.model.tokenize([text])
+            self.text = self.model.tokenize([text], truncate=False)  # too long: refused, the instruction stays
         self.instruction = text
         self.memory = None
         self.step_index = 0

@@ -130,8 +130,13 @@ def test_bad_joint_state_holds(h, kind):
     time.sleep(0.2)
 
 
-@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 2001])
+@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 2001,
+                                  "please carefully pick up the small red cube and place it on the right"])
 def test_bad_instruction_rejected(h, text):
+    """Empty, blank, over max_instruction_chars, or longer than the model's max_text_tokens.
+
+    The last would lose its end, here the word naming the place, so it cannot be told from the same text with "left".
+    """
     lang = h.by_name["language_node"]
     before = count(h, "language_node", "instruction")
     current = lang.instruction
