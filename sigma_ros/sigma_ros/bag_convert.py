@@ -128,7 +128,9 @@ def bag_to_lerobot(
     first frame).
     """
     check_choice("timestamps", timestamps, TIMESTAMPS)
-    from sigma_model.data.lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress
+    from sigma_model.data.lerobot_io import (
+        create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress, replacing_dataset,
+    )
 
     out_root = Path(out_root)
     summary = ConversionSummary(source=str(bag), target=str(out_root))
@@ -136,85 +138,87 @@ def bag_to_lerobot(
     stats = PairingStats()
     dataset = None
     episode_times: list[list[int]] = []  # recorded times (ns) of the saved episodes' frames
-    with BagReader(bag, backend) as reader, quiet_progress(), contextlib.ExitStack() as finish:
-        resolved = (topics or RobotTopics()).resolve(reader.topics, reader.name, ("camera", "joint_states", "action"))
-        period = estimate_period_s([m.t_ns for m in reader.messages([resolved.camera])])
-        if fps is None:
-            fps = max(1, int(round(1.0 / period))) if period else 30
-        if gap_s is None:
-            gap_s = default_gap_s(period)
-        cur_episode = None
-        ep_start = None
-        ep_times: list[int] = []
-        shape = None
+    with replacing_dataset(out_root, overwrite, keep=(bag,)) as partial_root:  # in place once complete
+        with BagReader(bag, backend) as reader, quiet_progress(), contextlib.ExitStack() as finish:
+            resolved = (topics or RobotTopics()).resolve(reader.topics, reader.name,
+                                                         ("camera", "joint_states", "action"))
+            period = estimate_period_s([m.t_ns for m in reader.messages([resolved.camera])])
+            if fps is None:
+                fps = max(1, int(round(1.0 / period))) if period else 30
+            if gap_s is None:
+                gap_s = default_gap_s(period)
+            cur_episode = None
+            ep_start = None
+            ep_times: list[int] = []
+            shape = None
 
-        def close_episode() -> None:
-            if dataset is None or not ep_times:
-                return
-            if len(ep_times) < min_episode_frames:
-                dataset.clear_episode_buffer()
-                skipped["short_episode"] += len(ep_times)
-            else:
-                dataset.save_episode()
-                episode_times.append(list(ep_times))
-            ep_times.clear()
+            def close_episode() -> None:
+                if dataset is None or not ep_times:
+                    return
+                if len(ep_times) < min_episode_frames:
+                    dataset.clear_episode_buffer()
+                    skipped["short_episode"] += len(ep_times)
+                else:
+                    dataset.save_episode()
+                    episode_times.append(list(ep_times))
+                ep_times.clear()
 
-        for frame in iter_paired_frames(reader, resolved, joint_names, action_align=action_align, max_age_s=max_age_s,
-                                        gap_s=gap_s, max_frames=max_frames, stats=stats):
-            task = frame.instruction if frame.instruction is not None else default_task
-            reason = ("no_image" if frame.image is None else "no_state" if frame.state is None
-                      else "no_action" if frame.action is None else "no_instruction" if task is None else None)
-            if reason:
-                skipped[reason] += 1
-                continue
-            if dataset is None:
-                n = len(stats.joint_names)
-                shape = tuple(image_size) if image_size else frame.image.shape[:2]
-                features = {
-                    IMAGE_KEY: {"dtype": "image", "shape": (int(shape[0]), int(shape[1]), 3),
-                                "names": ["height", "width", "channels"]},
-                    STATE_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
-                    ACTION_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
-                }
-                dataset = create_lerobot_dataset(out_root, repo_id or f"local/{Path(bag).name}", int(fps), features,
-                                                 robot_type, overwrite=overwrite)
-                finish.callback(finalize_lerobot_dataset, dataset)
-            if frame.episode != cur_episode:
-                close_episode()
-                cur_episode, ep_start = frame.episode, frame.t_ns
-            img = frame.image
-            if img.shape[:2] != tuple(shape):
-                if not image_size:
-                    raise BagError(f"{reader.name}: camera frame {frame.index} is {img.shape[1]}x{img.shape[0]}, "
-                                   f"earlier frames {shape[1]}x{shape[0]}: pass an image size to resize them")
-            if image_size:
-                img = _resize(img, tuple(image_size))
-            dataset.add_frame({IMAGE_KEY: img, STATE_KEY: frame.state.astype(np.float32),
-                               ACTION_KEY: frame.action.astype(np.float32), "task": task})
-            if timestamps == "recorded":  # LeRobot writes frame_index / fps; its add_frame refuses a "timestamp"
-                dataset.episode_buffer["timestamp"][-1] = (frame.t_ns - ep_start) / 1e9
-            ep_times.append(int(frame.t_ns))
-        close_episode()
-        info = bag_info(reader)
-    if dataset is None:
-        raise BagError(f"{bag}: no usable camera frame (each needs a joint state and a command within "
-                       f"max_age_s={max_age_s} and an instruction or a default task); skipped: {skipped}")
-    meta = dataset.meta
-    summary.episodes, summary.frames = int(meta.total_episodes), int(meta.total_frames)
-    summary.tasks = [] if meta.tasks is None else [str(t) for t in meta.tasks.index]
-    summary.skipped, summary.fps = skipped, int(fps)
-    summary.details = {
-        "bag": info, "pairing": stats.as_dict(), "action_align": action_align, "max_age_s": max_age_s,
-        "gap_s": gap_s, "timestamps": timestamps,
-    }
-    conversion = {
-        "source_bag": str(bag), "storage": info["storage"], "topics": stats.topics, "joint_names": stats.joint_names,
-        "action_type": stats.action_type, "fps": int(fps), "timestamps": timestamps,
-        "action_align": action_align, "max_age_s": max_age_s, "gap_s": gap_s, "skipped": skipped,
-        "image_key": IMAGE_KEY, "total_frames": summary.frames,
-        "episodes": [{"episode_index": i, "start_ns": t[0], "frame_t_ns": t} for i, t in enumerate(episode_times)],
-    }
-    (out_root / CONVERSION_META).write_text(json.dumps(conversion, indent=2) + "\n")
+            for frame in iter_paired_frames(reader, resolved, joint_names, action_align=action_align,
+                                            max_age_s=max_age_s, gap_s=gap_s, max_frames=max_frames, stats=stats):
+                task = frame.instruction if frame.instruction is not None else default_task
+                reason = ("no_image" if frame.image is None else "no_state" if frame.state is None
+                          else "no_action" if frame.action is None else "no_instruction" if task is None else None)
+                if reason:
+                    skipped[reason] += 1
+                    continue
+                if dataset is None:
+                    n = len(stats.joint_names)
+                    shape = tuple(image_size) if image_size else frame.image.shape[:2]
+                    features = {
+                        IMAGE_KEY: {"dtype": "image", "shape": (int(shape[0]), int(shape[1]), 3),
+                                    "names": ["height", "width", "channels"]},
+                        STATE_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
+                        ACTION_KEY: {"dtype": "float32", "shape": (n,), "names": _motor_names(stats.joint_names)},
+                    }
+                    dataset = create_lerobot_dataset(partial_root, repo_id or f"local/{Path(bag).name}", int(fps),
+                                                     features, robot_type)
+                    finish.callback(finalize_lerobot_dataset, dataset)
+                if frame.episode != cur_episode:
+                    close_episode()
+                    cur_episode, ep_start = frame.episode, frame.t_ns
+                img = frame.image
+                if img.shape[:2] != tuple(shape):
+                    if not image_size:
+                        raise BagError(f"{reader.name}: camera frame {frame.index} is {img.shape[1]}x{img.shape[0]}, "
+                                       f"earlier frames {shape[1]}x{shape[0]}: pass an image size to resize them")
+                if image_size:
+                    img = _resize(img, tuple(image_size))
+                dataset.add_frame({IMAGE_KEY: img, STATE_KEY: frame.state.astype(np.float32),
+                                   ACTION_KEY: frame.action.astype(np.float32), "task": task})
+                if timestamps == "recorded":  # LeRobot writes frame_index / fps; its add_frame refuses a "timestamp"
+                    dataset.episode_buffer["timestamp"][-1] = (frame.t_ns - ep_start) / 1e9
+                ep_times.append(int(frame.t_ns))
+            close_episode()
+            info = bag_info(reader)
+        if dataset is None:
+            raise BagError(f"{bag}: no usable camera frame (each needs a joint state and a command within "
+                           f"max_age_s={max_age_s} and an instruction or a default task); skipped: {skipped}")
+        meta = dataset.meta
+        summary.episodes, summary.frames = int(meta.total_episodes), int(meta.total_frames)
+        summary.tasks = [] if meta.tasks is None else [str(t) for t in meta.tasks.index]
+        summary.skipped, summary.fps = skipped, int(fps)
+        summary.details = {
+            "bag": info, "pairing": stats.as_dict(), "action_align": action_align, "max_age_s": max_age_s,
+            "gap_s": gap_s, "timestamps": timestamps,
+        }
+        conversion = {
+            "source_bag": str(bag), "storage": info["storage"], "topics": stats.topics,
+            "joint_names": stats.joint_names, "action_type": stats.action_type, "fps": int(fps),
+            "timestamps": timestamps, "action_align": action_align, "max_age_s": max_age_s, "gap_s": gap_s,
+            "skipped": skipped, "image_key": IMAGE_KEY, "total_frames": summary.frames,
+            "episodes": [{"episode_index": i, "start_ns": t[0], "frame_t_ns": t} for i, t in enumerate(episode_times)],
+        }
+        (partial_root / CONVERSION_META).write_text(json.dumps(conversion, indent=2) + "\n")
     return summary
 
 

@@ -19,7 +19,7 @@ from sigma_ros.bag_convert import (
     ACTION_KEY, CONVERSION_META, IMAGE_KEY, STATE_KEY, bag_to_lerobot, bag_to_lerobot_main, lerobot_to_bag,
     lerobot_to_bag_main,
 )
-from sigma_ros.bag_io import BagReader
+from sigma_ros.bag_io import BagError, BagReader
 from sigma_ros.bag_pairing import read_paired_frames
 from sigma_ros.bag_robot_writer import RobotBagWriter, write_synthetic_robot_bag
 
@@ -193,3 +193,43 @@ def test_command_lines(tmp_path, capsys):
     assert "sigma-bag-to-lerobot: error:" in err and str(tmp_path / "bag") in err and "truncated" in err
     assert lerobot_to_bag_main([f"--dataset={tmp_path / 'ds'}", f"--bag={tmp_path / 'back'}"]) == 2  # exists
     assert "exists already" in capsys.readouterr().err
+
+
+def test_overwrite_never_loses_the_input_or_the_dataset_before(tmp_path):
+    """--overwrite replaces a dataset only once the new one is complete, and never a folder that is not a dataset.
+
+    Before, it deleted the output first: a conversion that failed half-way left no dataset (only a partial one), and
+    an output folder holding the input bag lost the bag.
+    """
+    good = tmp_path / "good_bag"
+    write_synthetic_robot_bag(good, n_frames=12)
+    out = tmp_path / "dataset"
+    first = bag_to_lerobot(good, out)
+    before = _frames(out)
+    bad = tmp_path / "bad_bag"  # the camera changes size half-way: the conversion fails at frame 6
+    start = 1_700_000_000 * S
+    with RobotBagWriter(bad) as w:
+        w.instruction(start, "pick up the cube")
+        for k in range(12):
+            t = start + S // 1000 + k * S // 10
+            w.joint_state(t - 1000, np.zeros(6))
+            w.action(t - 1000, np.zeros(6))
+            w.image(t, np.zeros((32, 32, 3) if k < 6 else (24, 24, 3), np.uint8))
+    with pytest.raises(BagError, match="pass an image size"):
+        bag_to_lerobot(bad, out, overwrite=True)
+    _assert_same_lerobot(_frames(out), before)  # the dataset before, whole
+    assert json.loads((out / "meta" / "sigma_bag_conversion.json").read_text())["total_frames"] == first.frames
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_bag", "dataset", "good_bag"]  # no partial copy left
+    again = bag_to_lerobot(bad, out, overwrite=True, image_size=(24, 24))  # a conversion that succeeds replaces it
+    assert again.frames == 12 and len(_frames(out)) == 12
+    # an output folder that holds the input, or is not a dataset, is never replaced
+    recordings = tmp_path / "recordings"
+    write_synthetic_robot_bag(recordings / "run1", n_frames=12)
+    (recordings / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a LeRobot dataset"):
+        bag_to_lerobot(recordings / "run1", recordings, overwrite=True)
+    with pytest.raises(FileExistsError, match="holds"):
+        bag_to_lerobot(out / "meta", out, overwrite=True)
+    assert (recordings / "notes.txt").read_text() == "mine"
+    with BagReader(recordings / "run1") as reader:
+        assert reader.topics

@@ -5,8 +5,11 @@
 Recording goes through ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode`` / ``finalize``;
 this module adds what the project's recorders share around those calls:
 
-- :func:`create_lerobot_dataset`: refuses to replace a dataset unless asked, and stores camera
-  features as PNG images (default) or as video (``video=True``, AV1 by LeRobot's encoder);
+- :func:`create_lerobot_dataset`: refuses to replace a dataset unless asked (and anything but a
+  dataset always), and stores camera features as PNG images (default) or as video (``video=True``,
+  AV1 by LeRobot's encoder);
+- :func:`replacing_dataset`: writes a dataset beside its root and puts it in place only when
+  complete, so a failed or interrupted conversion leaves the dataset before it as it was;
 - :func:`finalize_lerobot_dataset`: ``finalize()`` plus ``meta/stats.json`` rewritten in the
   features' order (LeRobot aggregates over a ``set`` of keys, whose order changes with the Python
   hash seed), so the same recording gives the same bytes in every process;
@@ -33,7 +36,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 __all__ = ["CAMERA_DTYPES", "create_lerobot_dataset", "finalize_lerobot_dataset", "import_lerobot",
-           "normalization_stats", "quiet_progress"]
+           "normalization_stats", "quiet_progress", "replacing_dataset"]
 
 CAMERA_DTYPES = ("image", "video")
 
@@ -66,13 +69,12 @@ def create_lerobot_dataset(root: str | os.PathLike, repo_id: str, fps: int, feat
                            robot_type: str | None = None, *, overwrite: bool = False, video: bool = False):
     """``LeRobotDataset.create`` at ``root``; camera features become ``"video"`` if ``video`` else ``"image"``.
 
-    An existing non-empty ``root`` is refused (``FileExistsError``) unless ``overwrite``.
+    An existing non-empty ``root`` is refused (``FileExistsError``) unless ``overwrite``, and always when it is not
+    a LeRobot dataset (no ``meta/info.json``: a folder of other files, say the recording being converted).
     """
     root = Path(root)
     if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"dataset root {root} already exists and is not empty "
-                                  "(pass overwrite=True / --overwrite to replace it)")
+        _check_replaceable(root, overwrite)
         shutil.rmtree(root)
     elif root.exists() and not root.is_dir():
         raise FileExistsError(f"dataset root {root} is a file")
@@ -84,6 +86,47 @@ def create_lerobot_dataset(root: str | os.PathLike, repo_id: str, fps: int, feat
     feats = {k: ({**ft, "dtype": camera} if ft["dtype"] in CAMERA_DTYPES else dict(ft)) for k, ft in features.items()}
     return import_lerobot().LeRobotDataset.create(repo_id, int(fps), feats, root=root, robot_type=robot_type,
                                                   use_videos=video)
+
+
+def _check_replaceable(root: Path, overwrite: bool) -> None:
+    if not overwrite:
+        raise FileExistsError(f"dataset root {root} already exists and is not empty "
+                              "(pass overwrite=True / --overwrite to replace it)")
+    if not (root / "meta" / "info.json").is_file():
+        raise FileExistsError(f"{root} is not a LeRobot dataset (no meta/info.json): not replaced, even with "
+                              "overwrite; choose another path")
+
+
+@contextlib.contextmanager
+def replacing_dataset(root: str | os.PathLike, overwrite: bool = False,
+                      keep: tuple[str | os.PathLike, ...] = ()) -> Iterator[Path]:
+    """Yield a fresh path beside ``root`` to write a dataset at; it becomes ``root`` when the block succeeds.
+
+    An existing ``root`` is checked first as :func:`create_lerobot_dataset` does, and refused if it holds any of
+    ``keep`` (the input of a conversion). The dataset before stays in place until the new one is complete: a failure
+    or an interrupt removes the partial copy and leaves ``root`` as it was.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"dataset root {root} is a file")
+    if root.is_dir() and any(root.iterdir()):
+        _check_replaceable(root, overwrite)
+        for path in map(Path, keep):
+            if path.resolve().is_relative_to(root.resolve()):
+                raise FileExistsError(f"{root} holds {path}: not replaced; choose another output path")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    partial = root.with_name(f".{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run of this process id
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = root.with_name(f".{root.name}.old-{os.getpid()}")
+    if root.exists():
+        root.rename(old)
+    partial.rename(root)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def finalize_lerobot_dataset(dataset) -> None:
