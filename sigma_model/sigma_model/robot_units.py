@@ -215,6 +215,9 @@ def units_of_robot(robot: Any, joint_names: Sequence[str], range_lower: Sequence
                 raise ValueError(f"robot {type(robot).__name__} has no motor {name!r} (motors: {list(motors)})")
             mode = _mode_value(motors[name].norm_mode)
             cal = (getattr(bus, "calibration", None) or {}).get(name)
+            if cal is not None and not cal.range_max > cal.range_min:  # LeRobot normalises against it regardless
+                raise ValueError(f"motor {name!r}: calibrated range_min {cal.range_min} is not below range_max "
+                                 f"{cal.range_max}: recalibrate the arm (lerobot-calibrate)")
             if mode == DEGREES and cal is not None:
                 max_res = bus.model_resolution_table[motors[name].model] - 1
                 calibrated = degrees_range_rad(cal.range_min, cal.range_max, max_res)

@@ -144,6 +144,15 @@ def test_units_of_robot_read_the_motor_bus_or_norm_modes():
         == {RADIANS}
     with pytest.raises(ValueError, match="no motor 'wrist'"):
         units_of_robot(Arm(), ["wrist"], [0.0], [1.0])
+    for joint in ("gripper", "elbow_flex"):  # a calibration file with range_min > range_max (edited, or swapped)
+        inverted = {**cal, joint: MotorCalibration(id=1, drive_mode=0, homing_offset=0, range_min=3400,
+                                                   range_max=2000)}
+
+        class Inverted:
+            bus = FeetechMotorsBus("/dev/null", motors, calibration=inverted)
+
+        with pytest.raises(ValueError, match=f"motor '{joint}': calibrated range_min 3400 is not below range_max"):
+            units_of_robot(Inverted(), names, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS)
 
 
 def test_dataset_units_convert_an_so101_lerobot_record_dataset_to_radians():
