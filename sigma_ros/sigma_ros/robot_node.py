@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 
 from sigma_model.robot_bridge import TORQUE_POLICIES, BridgeError, RobotBridge, make_robot, robot_types
+from sigma_model.freshness import StampGate
 from sigma_model.robot_units import UNIT_CHOICES
 from sigma_model.safety import MODE_TRACK, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 from sigma_ros import graph, qos
-from sigma_ros.node_base import NodeConfigError, Param, SigmaNode, run_node, topic
+from sigma_ros.node_base import NodeConfigError, Param, SigmaNode, run_node, stamp_key, topic
 
 COMMAND_TYPES = ("joint_trajectory", "float64_multi_array")
 #: robot fields set by their own parameter (``robot.<field>``); the rest go in ``robot.config``
@@ -177,6 +178,10 @@ class RobotNode(SigmaNode):
         self._command_type = "trajectory_msgs/msg/JointTrajectory" if p.command_type == "joint_trajectory" \
             else "std_msgs/msg/Float64MultiArray"
         msg_type = JointTrajectory if p.command_type == "joint_trajectory" else Float64MultiArray
+        # a trajectory's stamp: one older than command_timeout_s (it sat in a queue) or from the future is refused;
+        # unstamped ones (ros2 topic pub) count as sent now; Float64MultiArray has no stamp
+        self.command_gate = StampGate("motor_commands", p.command_timeout_s, p.stamp_future_tolerance_s,
+                                      allow_unstamped=True)
         self.create_subscription(msg_type, topic("motor_commands"), self.guarded("motor_commands", self.on_command),
                                  self.COMMAND_QOS)
         self.ticks = 0
@@ -193,8 +198,18 @@ class RobotNode(SigmaNode):
     def on_command(self, msg) -> None:
         from sigma_ros.bag_messages import action_to_vector
 
-        self.bridge.command(action_to_vector(msg, self._command_type, self.p.joint_names, "motor_commands"),
-                            time.monotonic())
+        target = action_to_vector(msg, self._command_type, self.p.joint_names, "motor_commands")
+        self.accept_command_stamp(msg)
+        self.bridge.command(target, time.monotonic())
+
+    def accept_command_stamp(self, msg) -> None:
+        """Refuse (StaleInput) a command whose header stamp is too old, from the future or out of order."""
+        if hasattr(msg, "header"):
+            self.command_gate.accept(stamp_key(msg.header), self.get_clock().now().nanoseconds)
+
+    def restart_streams(self) -> None:
+        """Start the command stamps over (the clock jumped back)."""
+        self.command_gate.reset()
 
     # ----------------------------------------------------------------- loop
     def on_tick(self) -> None:

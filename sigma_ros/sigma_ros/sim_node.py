@@ -237,6 +237,9 @@ class SimNode(RobotNode):
             self.get_logger().error(f"bad sim/reset request {msg.data!r}: {err}")
 
     # ----------------------------------------------------------- commands
+    def accept_command_stamp(self, msg) -> None:
+        """Take every command: lock-step replays the ones held during a reset later, older than their timeout."""
+
     def on_command(self, msg) -> None:
         with self.lock:
             if self.p.step_mode == "on_command" and self.holding():

@@ -239,3 +239,44 @@ def test_a_robot_whose_disconnect_fails_still_shuts_the_node_down():
         node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+def test_a_command_that_sat_in_a_queue_or_comes_from_the_future_is_refused():
+    """A trajectory stamped longer than command_timeout_s ago, or ahead of the clock, is refused and counted.
+
+    Its stamp is its age: it sat in a queue or a stalled link (before, a command stamped 600 s ago was tracked as
+    fresh). An unstamped one (ros2 topic pub) counts as sent now.
+    """
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from sigma_model.robot_bridge import make_robot
+    from sigma_ros.conversions import time_from_ns
+    from sigma_ros.robot_node import RobotNode
+    from sigma_ros.testing import isolated_context
+
+    context = isolated_context("test_ros_robot_command_stamps")
+    try:
+        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32})
+        node = RobotNode(robot=robot, context=context)
+        assert not node.config_error, node.config_error
+        on_command = node.guarded("motor_commands", node.on_command)
+        here = node.bridge.measured
+
+        def command(offset_s: float | None) -> None:
+            msg = JointTrajectory(joint_names=list(node.p.joint_names),
+                                  points=[JointTrajectoryPoint(positions=here.tolist())])
+            if offset_s is not None:
+                msg.header.stamp = time_from_ns(node.get_clock().now().nanoseconds + int(offset_s * 1e9))
+            on_command(msg)
+
+        command(-600.0)
+        command(3600.0)
+        assert node.bridge.commands_in == 0
+        assert node.stats.drops["motor_commands_stale"] == 1 and node.stats.drops["motor_commands_future"] == 1
+        command(0.0)
+        command(None)
+        assert node.bridge.commands_in == 2
+        node.shutdown()
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
