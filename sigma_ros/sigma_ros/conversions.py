@@ -73,7 +73,7 @@ def tensor_from_msg(msg, expected: Sequence[int | None] | None = None, name: str
     if any(d < 0 for d in dims):
         raise ConversionError(f"{name}: negative dims {dims}")
     n = math.prod(dims) if dims else 1
-    if n > MAX_TENSOR_ELEMENTS:
+    if n > MAX_TENSOR_ELEMENTS or any(d > MAX_TENSOR_ELEMENTS for d in dims):  # a 0 among huge dims: n = 0
         raise ConversionError(f"{name}: dims {dims} ({n} elements) exceed the limit {MAX_TENSOR_ELEMENTS}")
     if len(data) != n:
         raise ConversionError(f"{name}: dims {dims} need {n} values, got {len(data)}")

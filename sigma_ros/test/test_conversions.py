@@ -136,3 +136,17 @@ def test_plans_that_do_not_fit_are_refused():
     for msg, reason in cases:
         with pytest.raises(ConversionError, match=reason):
             plan_from_msg(msg, c)
+
+
+@pytest.mark.parametrize("dims, data, match", [
+    ([0, 4294967295, 2147483648], [], "exceed the limit"),  # zero elements, but no array can have that shape
+    ([3], [1.0, 2.0], "need 3 values"),
+    ([2], [1.0, float("nan")], "NaN"),
+])
+def test_a_malformed_tensor_message_is_a_conversion_error(dims, data, match):
+    from sigma_ros_msgs.msg import Tensor
+
+    from sigma_ros.conversions import tensor_from_msg
+
+    with pytest.raises(ConversionError, match=match):
+        tensor_from_msg(Tensor(dims=dims, data=data), name="t")
