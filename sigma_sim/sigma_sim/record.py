@@ -296,7 +296,9 @@ def record_dataset(
             takes over: DAgger-style demonstrations of recovering from the policy's own mistakes.
         video: Store the camera as AV1 video instead of PNG images (smaller, slower to read).
     """
-    from sigma_model.data.lerobot_io import create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress
+    from sigma_model.data.lerobot_io import (
+        create_lerobot_dataset, finalize_lerobot_dataset, quiet_progress, replacing_dataset,
+    )
 
     sim_config = sim_config or SimConfig()
     if not sim_config.render_observations:
@@ -308,49 +310,49 @@ def record_dataset(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if lead_checkpoint is not None:
         lead_checkpoint = str(lead_checkpoint)
-    dataset = create_lerobot_dataset(
-        root,
-        repo_id=repo_id,
-        fps=fps,
-        features=dataset_features(sim_config.image_height, sim_config.image_width, env_state),
-        robot_type=ROBOT_TYPE,
-        overwrite=overwrite,
-        video=video,
-    )
-    max_tries = max_seed_tries or 2 * num_episodes + 10
-    summary = RecordSummary(root=str(root), episodes=0, frames=0, attempted=0, fps=fps)
-    t0 = time.perf_counter()
-    try:
-        with quiet_progress():
-            episodes = _episodes((sim_config, expert_config, lead_checkpoint),
-                                 (env_state, action_noise, lead_max_steps), seed, workers, keep_failed, summary,
-                                 num_episodes, max_tries)
-            for ep_seed, frames, result in episodes:
-                summary.attempted += 1
-                if result.success or keep_failed:
-                    for frame, task in frames:
-                        dataset.add_frame({**frame, "task": task})
-                    dataset.save_episode()
-                    summary.episodes += 1
-                    summary.frames += len(frames)
-                    summary.instructions[result.instruction] = summary.instructions.get(result.instruction, 0) + 1
-                if not result.success:
-                    summary.failed_seeds.append(ep_seed)
-                if progress:
-                    print(
-                        f"[sigma-sim-record] seed {ep_seed}: {'ok' if result.success else 'FAILED'} "
-                        f"{len(frames)} frames, {result.instruction!r} ({summary.episodes}/{num_episodes})",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    finally:
-        finalize_lerobot_dataset(dataset)
-    summary.seconds = time.perf_counter() - t0
-    summary.success_rate = 1.0 - len(summary.failed_seeds) / max(1, summary.attempted)
-    if summary.episodes < num_episodes:
-        raise RuntimeError(
-            f"only {summary.episodes}/{num_episodes} successful episodes in {summary.attempted} tries"
+    with replacing_dataset(root, overwrite) as partial_root:  # the dataset before stays until this one is complete
+        dataset = create_lerobot_dataset(
+            partial_root,
+            repo_id=repo_id,
+            fps=fps,
+            features=dataset_features(sim_config.image_height, sim_config.image_width, env_state),
+            robot_type=ROBOT_TYPE,
+            video=video,
         )
+        max_tries = max_seed_tries or 2 * num_episodes + 10
+        summary = RecordSummary(root=str(root), episodes=0, frames=0, attempted=0, fps=fps)
+        t0 = time.perf_counter()
+        try:
+            with quiet_progress():
+                episodes = _episodes((sim_config, expert_config, lead_checkpoint),
+                                     (env_state, action_noise, lead_max_steps), seed, workers, keep_failed, summary,
+                                     num_episodes, max_tries)
+                for ep_seed, frames, result in episodes:
+                    summary.attempted += 1
+                    if result.success or keep_failed:
+                        for frame, task in frames:
+                            dataset.add_frame({**frame, "task": task})
+                        dataset.save_episode()
+                        summary.episodes += 1
+                        summary.frames += len(frames)
+                        summary.instructions[result.instruction] = summary.instructions.get(result.instruction, 0) + 1
+                    if not result.success:
+                        summary.failed_seeds.append(ep_seed)
+                    if progress:
+                        print(
+                            f"[sigma-sim-record] seed {ep_seed}: {'ok' if result.success else 'FAILED'} "
+                            f"{len(frames)} frames, {result.instruction!r} ({summary.episodes}/{num_episodes})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        finally:
+            finalize_lerobot_dataset(dataset)
+        summary.seconds = time.perf_counter() - t0
+        summary.success_rate = 1.0 - len(summary.failed_seeds) / max(1, summary.attempted)
+        if summary.episodes < num_episodes:
+            raise RuntimeError(
+                f"only {summary.episodes}/{num_episodes} successful episodes in {summary.attempted} tries"
+            )
     return summary
 
 

@@ -19,6 +19,7 @@ from sigma_sim.record import (
     episode_frames,
     instruction_for_episode,
     main,
+    record_dataset,
 )
 from sigma_sim.so101_env import SimConfig, SO101PickPlaceEnv, instruction_target
 
@@ -121,6 +122,11 @@ def test_record_cli_writes_a_lerobot_dataset_that_reads_back_the_recorded_frames
     err = capsys.readouterr().err
     assert refused.value.code == 2 and err.startswith("sigma-sim-record: error: ") and "not empty" in err
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # never overwritten
+    # an overwrite that fails (too few successful episodes) leaves the dataset before whole, and no partial copy
+    with pytest.raises(RuntimeError, match="successful episodes"):
+        record_dataset(root, 3, seed=10, sim_config=config, overwrite=True, max_seed_tries=1)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
 def test_video_recording_reads_back_with_torchcodec(tmp_path, capsys):
