@@ -253,6 +253,34 @@ def test_not_a_dataset_and_missing_files(ds_root, tmp_path):
         load_lerobot_dataset(root)
 
 
+def test_incomplete_local_dataset_is_named_and_never_fetched_from_the_hub(tmp_path, monkeypatch):
+    """A local dataset without episodes or without meta/tasks.parquet: LeRobot would fall back to a hub download."""
+    from lerobot.datasets import lerobot_dataset
+
+    hub_calls: list = []
+    monkeypatch.setattr(lerobot_dataset, "snapshot_download", lambda *a, **k: hub_calls.append(a))
+    monkeypatch.setattr(lerobot_dataset, "get_safe_version", lambda *a, **k: hub_calls.append(a) or "v3.0")
+    empty = tmp_path / "empty"
+    finalize_lerobot_dataset(create_lerobot_dataset(empty, "local/empty", 10, synthetic_features((8, 8))))
+    with pytest.raises(DatasetUnavailableError) as err:
+        load_lerobot_dataset(empty)
+    assert str(err.value) == (f"{empty} is not a complete LeRobot dataset: it has no episodes "
+                              "(no meta/episodes/*/*.parquet)")
+    root = write_synthetic_dataset(tmp_path / "notasks", [(0, 2)])
+    (root / "meta" / "tasks.parquet").unlink()
+    with pytest.raises(DatasetUnavailableError) as err:
+        load_lerobot_dataset(root)
+    assert str(err.value) == f"{root} is not a complete LeRobot dataset (no meta/tasks.parquet)"
+    assert hub_calls == []
+
+
+@pytest.mark.parametrize("max_episodes", [-1, 0, True])
+def test_max_episodes_below_one_is_refused(ds_root, max_episodes):
+    with pytest.raises(ValueError) as err:
+        load_lerobot_dataset(ds_root, episodes=[0, 1], max_episodes=max_episodes)
+    assert str(err.value) == f"max_episodes must be >= 1 (or None for all episodes), got {max_episodes!r}"
+
+
 def test_normalization_stats_are_the_datasets_statistics(ds_root):
     frames = recorded_frames()
     actions = np.stack([f["action"] for f in frames]).astype(np.float64)

@@ -240,3 +240,38 @@ def test_changed_dataset_or_damaged_output_is_reported(tmp_path):
     write_synthetic_dataset(root, [(0, 10), (0, 12)], overwrite=True)
     with pytest.raises(PreprocessMismatchError, match="total_frames: 20 -> 22"):
         preprocess_dataset(root, out, cfg, shard_size=5, progress=False)
+
+
+def test_shards_of_unknown_parameters_are_never_kept(ds_root, tmp_path):
+    """Shards without meta.json (copied from another run, or meta.json deleted) are refused, never mixed in."""
+    out = tmp_path / "o"
+    other = WindowConfig(horizon_T=T + 2, stride=1, chunk_len=3, min_action_norm=MIN_NORM, image_size=(24, 24))
+    preprocess_dataset(ds_root, out, other, shard_size=8, progress=False)
+    (out / "meta.json").unlink()
+    before = _files(out)
+    with pytest.raises(PreprocessMismatchError) as err:
+        preprocess_dataset(ds_root, out, CFG, shard_size=8, progress=False)
+    assert str(err.value) == (f"{out} holds shards but no meta.json, so the parameters they were made with are "
+                              "unknown; use another --out_dir or pass --overwrite=true to replace them")
+    assert _files(out) == before
+    assert preprocess_dataset(ds_root, out, CFG, shard_size=8, progress=False, overwrite=True)["num_samples"] == 28
+
+
+def test_cli_bad_output_or_max_episodes_give_one_line(ds_root, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    bad_meta = tmp_path / "bad_meta"
+    bad_meta.mkdir()
+    (bad_meta / "meta.json").write_text("[1, 2]")
+    cases = [
+        (afile, [], f"shard directory {afile} exists and is not a directory"),
+        (bad_meta, [], f"{bad_meta / 'meta.json'} is malformed (expected a JSON object, found list)"),
+        (tmp_path / "o", ["--episodes=[0,1]", "--max_episodes=-1"],
+         "max_episodes must be >= 1 (or None for all episodes), got -1"),
+        (tmp_path / "o", ["--max_episodes=0"], "max_episodes must be >= 1 (or None for all episodes), got 0"),
+    ]
+    for out, argv, message in cases:
+        rc = main([f"--dataset={ds_root}", f"--out_dir={out}", f"--env_file={tmp_path / 'none.env'}",
+                   "--progress=false", *argv])
+        assert (rc, capsys.readouterr().err) == (1, f"sigma-preprocess: error: {message}\n")
+    assert afile.read_text() == "not a directory" and not (tmp_path / "o").exists()

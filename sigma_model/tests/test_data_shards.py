@@ -16,7 +16,9 @@ from sigma_model.data.shards import (
     ShardDataset,
     ShardWriter,
     collate_sigma_samples,
+    encode_shard,
     list_shards,
+    load_meta,
     read_shard,
     read_shard_header,
 )
@@ -416,3 +418,63 @@ def test_header_edge_cases(tmp_path, monkeypatch):
     _raw_shard(p, {"__metadata__": SIGMA_META, "x": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}}, b"abcd")
     with pytest.raises(ShardCorruptError, match=rf"^shard {p} is corrupt: "):  # safetensors refuses the dtype
         read_shard(p)
+
+
+def test_writer_never_mixes_sample_layouts(tmp_path):
+    """Shards of another config (other shapes) are refused on disk and for new samples; no file is removed."""
+    w = ShardWriter(tmp_path, shard_size=2)
+    w.extend(_sample(i) for i in range(5))
+    w.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    (tmp_path / "copy").mkdir()
+    for name in ("shard_00000.safetensors", "shard_00001.safetensors"):
+        (tmp_path / "copy" / name).write_bytes(before[name])
+    resumed = ShardWriter(tmp_path / "copy", shard_size=2)
+    other = {**_sample(4), "gt_action_trajectory": torch.zeros(5, 6), "vision_inputs": torch.zeros(3, 8, 8)}
+    resumed.add(other)
+    _exact(ShardCorruptError, f"shard {tmp_path / 'copy' / 'shard_00002.safetensors'} and shard_00000.safetensors "
+           "hold samples of different layouts (gt_action_trajectory, vision_inputs): the shards in "
+           f"{tmp_path / 'copy'} were made with other parameters; use a fresh output directory",
+           lambda: resumed.add(other))
+    assert len(list_shards(tmp_path / "copy")) == 2
+    # a partial last shard of another layout is refused, not removed
+    (tmp_path / "shard_00002.safetensors").write_bytes(encode_shard([other], first_sample_index=4))
+    with pytest.raises(ShardCorruptError, match="shard_00002.safetensors and shard_00000.safetensors hold samples "
+                       r"of different layouts \(gt_action_trajectory, vision_inputs\)"):
+        ShardWriter(tmp_path, shard_size=2)
+    assert len(list_shards(tmp_path)) == 3
+
+
+def test_writer_refuses_a_file_as_out_dir(tmp_path):
+    (tmp_path / "f").write_text("not a directory")
+    _exact(NotADirectoryError, f"shard directory {tmp_path / 'f'} exists and is not a directory",
+           lambda: ShardWriter(tmp_path / "f", overwrite=True))
+    assert (tmp_path / "f").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"[1, 2]", "is malformed (expected a JSON object, found list)"),
+    (b'{"complete": "yes"}', "is malformed ('complete' should be true or false)"),
+    (b'{"params": [1]}', "is malformed ('params' should be an object)"),
+    (b'{"shards": {"file": "x"}}', "is malformed ('shards' should be a list)"),
+    (b'{"complete": true, "shards": [{"num_samples": 2}]}', "is malformed (shards[0] has no valid 'file' name)"),
+    (b'{"shards": ["shard_00000.safetensors"]}', "is malformed (shards[0] has no valid 'file' name)"),
+    (b'{"shards": [{"file": "../shard_00000.safetensors"}]}', "is malformed (shards[0] has no valid 'file' name)"),
+    (b'{"shards": [{"file": "a", "sha256": 1}]}', "is malformed (shards[0]: 'sha256' should be a string)"),
+    (b'{"shards": [{"file": "a", "num_samples": true}]}',
+     "is malformed (shards[0]: 'num_samples' should be an integer)"),
+    (b'{"note": "\xff"}', "is corrupt (not valid UTF-8 JSON: 'utf-8' codec can't decode byte 0xff in position "
+                          "10: invalid start byte)"),
+    (b'{"complete": tru', "is corrupt (not valid UTF-8 JSON: Expecting value: line 1 column 14 (char 13))"),
+])
+def test_malformed_meta_json_is_one_error_naming_the_file(tmp_path, content, problem):
+    w = ShardWriter(tmp_path, shard_size=2)
+    w.extend(_sample(i) for i in range(2))
+    (tmp_path / "meta.json").write_bytes(content)
+    _exact(ShardCorruptError, f"{tmp_path / 'meta.json'} {problem}", lambda: ShardDataset(tmp_path))
+    _exact(ShardCorruptError, f"{tmp_path / 'meta.json'} {problem}", lambda: load_meta(tmp_path))
+
+
+def test_unreadable_meta_json_names_the_file(tmp_path):
+    (tmp_path / "meta.json").mkdir()
+    _exact(ShardCorruptError, f"cannot read {tmp_path / 'meta.json'}: Is a directory", lambda: load_meta(tmp_path))

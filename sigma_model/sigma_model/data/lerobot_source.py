@@ -400,11 +400,17 @@ def _looks_local(ref: str | os.PathLike) -> bool:
 
 
 def _local_root(ref: str) -> Path:
+    """Return the root of a local dataset, checked to hold the metadata LeRobot would otherwise fetch from the hub."""
     root = Path(ref).expanduser()
     if not root.exists():
         raise DatasetUnavailableError(f"local dataset path does not exist: {ref}")
     if not (root / "meta" / "info.json").is_file():
         raise DatasetUnavailableError(f"{ref} is not a LeRobot dataset (no meta/info.json)")
+    if not any((root / "meta" / "episodes").glob("*/*.parquet")):
+        raise DatasetUnavailableError(f"{ref} is not a complete LeRobot dataset: it has no episodes "
+                                      "(no meta/episodes/*/*.parquet)")
+    if not (root / "meta" / "tasks.parquet").is_file():
+        raise DatasetUnavailableError(f"{ref} is not a complete LeRobot dataset (no meta/tasks.parquet)")
     return root
 
 
@@ -466,12 +472,14 @@ def load_lerobot_dataset(
 ) -> FrameSource:
     """Open a LeRobot dataset by hub id (``lerobot/svla_so101_pickplace``) or local directory.
 
-    LeRobot's ``LeRobotDataset`` reads it; ``max_episodes`` keeps the first N episodes.
+    LeRobot's ``LeRobotDataset`` reads it; ``max_episodes`` (>= 1; None: all) keeps the first N episodes.
 
     A hub id: LeRobot downloads ``meta/``; :func:`prefetch_hf_dataset` then fetches the selected
     episodes' files into ``root`` (default ``$HF_LEROBOT_HOME/<repo_id>``) with backoff, unless they
     are there already, and ``LeRobotDataset`` reads them from there.
     """
+    if max_episodes is not None and (isinstance(max_episodes, bool) or int(max_episodes) < 1):
+        raise ValueError(f"max_episodes must be >= 1 (or None for all episodes), got {max_episodes!r}")
     policy = policy or RetryPolicy.from_env()
     lr = import_lerobot()
     ref = str(dataset)

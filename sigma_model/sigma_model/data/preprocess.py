@@ -9,7 +9,8 @@ L2 < ``min_action_norm`` -> ``ShardWriter`` (``shard_00000.safetensors`` ..., ``
 
 Re-running the same command after an interruption resumes: full shards on disk are kept and their
 windows skipped; the result is identical to an uninterrupted run.  Changing a preprocessing parameter
-for an existing output directory is refused unless ``--overwrite=true`` is given.
+for an existing output directory, or shards without their ``meta.json`` (parameters unknown), is
+refused unless ``--overwrite=true`` is given.
 
 Example::
 
@@ -35,7 +36,7 @@ from typing import Any
 from ..cli import fail, parse_cli
 from .env_file import DEFAULT_ENV_FILE, SigmaEnv, load_sigma_env
 from .lerobot_source import DatasetUnavailableError, FrameSource, RetryPolicy, load_lerobot_dataset
-from .shards import META_FILENAME, ShardCorruptError, ShardWriter, load_meta
+from .shards import META_FILENAME, ShardCorruptError, ShardWriter, list_shards, load_meta
 from .windows import WindowConfig, WindowStats, hold_state_baseline, iter_window_samples
 
 log = logging.getLogger("sigma_model.data.preprocess")
@@ -123,6 +124,10 @@ def preprocess_dataset(
     params = _params(source.dataset_id, cfg, shard_size, max_episodes, episodes, baseline_name, buffer_all_episodes)
 
     existing = None if overwrite else load_meta(out)
+    if existing is None and not overwrite and list_shards(out):
+        raise PreprocessMismatchError(
+            f"{out} holds shards but no {META_FILENAME}, so the parameters they were made with are unknown; "
+            "use another --out_dir or pass --overwrite=true to replace them")
     if existing is not None:
         if existing.get("params") != params:
             old = existing.get("params") or {}
@@ -266,7 +271,7 @@ class PreprocessCLI:
     # horizon_T, stride, chunk_len, static-window filter, image_size ([H, W] or null to keep), feature keys
     window: WindowConfig = field(default_factory=WindowConfig)
     shard_size: int = 1000  # samples per shard file
-    max_episodes: int | None = None  # only the first N episodes
+    max_episodes: int | None = None  # only the first N episodes (N >= 1)
     episodes: list[int] | None = None  # episode indices, e.g. [0,3,7]
     revision: str | None = None  # hub revision (default: SIGMA_DATASET_REVISION, else LeRobot's codebase-version tag)
     download_root: str | None = None  # download directory for hub datasets (default: $HF_LEROBOT_HOME/<repo_id>)
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (DatasetUnavailableError, PreprocessMismatchError, ShardCorruptError, FileNotFoundError, KeyError,
+    except (DatasetUnavailableError, PreprocessMismatchError, ShardCorruptError, OSError, KeyError,
             ValueError, ImportError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ Writes are atomic (temp file + fsync + ``os.replace`` + directory fsync).  On st
 kept, ``skip_count = shard_size * n_full`` windows are skipped by the producer, and writing continues
 with the next shard number.  A trailing partial shard (only written at the very end of a run) is
 rewritten.  So an interrupted run, resumed with the same parameters, produces exactly the same files
-as an uninterrupted one.
+as an uninterrupted one.  Shards never mix sample layouts (tensor names, dtypes, shapes): shards of
+different layouts on disk, or new samples unlike the kept shards, are refused.
 """
 
 from __future__ import annotations
@@ -151,12 +152,26 @@ def serialize_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping
     return struct.pack("<Q", len(hjson)) + hjson + b"".join(blobs)
 
 
+def _encode_stacked(tensors: Mapping[str, torch.Tensor], first_sample_index: int) -> bytes:
+    n = len(tensors[_TEXT_OFFSETS]) - 1
+    metadata = {"format": SHARD_FORMAT, "format_version": str(SHARD_FORMAT_VERSION),
+                "num_samples": str(n), "first_sample_index": str(int(first_sample_index))}
+    return serialize_safetensors(tensors, metadata)
+
+
 def encode_shard(samples: Sequence[Mapping[str, Any]], first_sample_index: int = 0) -> bytes:
     """Serialise samples to safetensors bytes (deterministic for identical inputs)."""
-    tensors = _stack_samples(samples)
-    metadata = {"format": SHARD_FORMAT, "format_version": str(SHARD_FORMAT_VERSION),
-                "num_samples": str(len(samples)), "first_sample_index": str(int(first_sample_index))}
-    return serialize_safetensors(tensors, metadata)
+    return _encode_stacked(_stack_samples(samples), first_sample_index)
+
+
+def _layout(tensors: Mapping[str, Any]) -> dict[str, tuple[str, list[int]]]:
+    """``{name: (dtype, per-sample shape)}`` of stacked tensors or of a shard header's tensor entries."""
+
+    def entry(v: Any) -> tuple[str, list[int]]:
+        return (_ST_DTYPES.get(v.dtype, str(v.dtype)), list(v.shape[1:])) if isinstance(v, torch.Tensor) else \
+            (v["dtype"], list(v["shape"][1:]))
+
+    return {k: entry(v) for k, v in tensors.items() if k not in (_TEXT_BYTES, _TEXT_OFFSETS)}
 
 
 def read_shard_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -189,6 +204,8 @@ def read_shard_header(path: str | os.PathLike) -> dict[str, Any]:
     for name, info in header.items():
         try:
             a, b = info["data_offsets"]
+            if not isinstance(info["dtype"], str) or not isinstance(info["shape"], list):
+                raise TypeError
         except (KeyError, TypeError, ValueError) as e:
             raise ShardCorruptError(f"shard {p} is corrupt (bad entry for tensor {name!r})") from e
         end = max(end, int(b))
@@ -306,7 +323,8 @@ class ShardWriter:
     """Buffers samples and writes ``shard_size``-sample shards atomically; resumable.
 
     After construction, ``skip_count`` samples are already safely on disk (full shards); the producer
-    must skip that many samples of its (deterministic) sample stream and :meth:`add` the rest.
+    must skip that many samples of its (deterministic) sample stream and :meth:`add` the rest, which must
+    have the kept shards' layout.
     ``next_shard_index`` is the number of the next shard file.  :meth:`close` writes the final partial
     shard and ``meta.json`` with ``"complete": true``.
     """
@@ -317,6 +335,8 @@ class ShardWriter:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.out_dir = Path(out_dir)
         self.shard_size = int(shard_size)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise NotADirectoryError(f"shard directory {self.out_dir} exists and is not a directory")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if overwrite:
             for _, p in list_shards(self.out_dir):
@@ -325,6 +345,7 @@ class ShardWriter:
         for tmp in self.out_dir.glob(".*.tmp"):  # leftovers of an interrupted atomic write
             tmp.unlink(missing_ok=True)
         self.shards: list[dict[str, Any]] = []
+        self._layout: dict[str, tuple[str, list[int]]] | None = None  # of the shards on disk
         self._buffer: list[Mapping[str, Any]] = []
         self.closed = False
         existing = list_shards(self.out_dir)
@@ -339,6 +360,7 @@ class ShardWriter:
             if idx != pos:
                 raise ShardCorruptError(f"shard numbering has a gap: expected {shard_filename(pos)}, found {path.name}")
             hdr = read_shard_header(path)
+            self._check_layout(path, _layout(hdr["tensors"]))
             n = hdr["num_samples"]
             first = int(hdr["metadata"].get("first_sample_index", -1))
             if first != pos * self.shard_size:
@@ -357,6 +379,18 @@ class ShardWriter:
             log.info(
                 "resume: %d full shards (%d samples) already in %s", len(self.shards), self.num_written, self.out_dir
             )
+        else:
+            self._layout = None  # a partial shard 0 was removed: nothing on disk to match
+
+    def _check_layout(self, path: Path, layout: dict[str, tuple[str, list[int]]]) -> None:
+        """Refuse a shard whose sample layout differs from the shards before it (another config made it)."""
+        if self._layout is None:
+            self._layout = layout
+        elif layout != self._layout:
+            diff = sorted(k for k in set(layout) | set(self._layout) if layout.get(k) != self._layout.get(k))
+            raise ShardCorruptError(
+                f"shard {path} and {shard_filename(0)} hold samples of different layouts ({', '.join(diff)}): "
+                f"the shards in {self.out_dir} were made with other parameters; use a fresh output directory")
 
     @staticmethod
     def _shard_entry(path: Path, n: int) -> dict[str, Any]:
@@ -389,9 +423,10 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
-        first = self.num_written
-        data = encode_shard(self._buffer, first_sample_index=first)
         path = self.out_dir / shard_filename(self.next_shard_index)
+        tensors = _stack_samples(self._buffer)
+        self._check_layout(path, _layout(tensors))
+        data = _encode_stacked(tensors, self.num_written)
         atomic_write_bytes(path, data)
         self.shards.append({"file": path.name, "num_samples": len(self._buffer),
                             "sha256": hashlib.sha256(data).hexdigest()})
@@ -431,14 +466,52 @@ class ShardWriter:
 # Reading
 # --------------------------------------------------------------------------------------------------
 
+#: Types of meta.json's fields that readers use (``None`` counts as absent).
+_META_FIELDS = {"complete": bool, "params": dict, "dataset": dict, "num_samples": int, "num_shards": int,
+                "shards": list}
+_SHARD_ENTRY_FIELDS = {"file": str, "num_samples": int, "sha256": str}
+_JSON_NAMES = {bool: "true or false", dict: "an object", list: "a list", int: "an integer", str: "a string"}
+
+
+def _mistyped(obj: Mapping[str, Any], fields: Mapping[str, type]) -> str | None:
+    """Return the first key of ``fields`` whose value in ``obj`` is set but not of its type, else None."""
+    for key, typ in fields.items():
+        v = obj.get(key)
+        if v is not None and (not isinstance(v, typ) or typ is int and isinstance(v, bool)):
+            return f"{key!r} should be {_JSON_NAMES[typ]}"
+    return None
+
+
+def _meta_problem(meta: Any) -> str | None:
+    """Return what is wrong with the structure of a parsed meta.json, or None."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, found {type(meta).__name__}"
+    if problem := _mistyped(meta, _META_FIELDS):
+        return problem
+    for i, entry in enumerate(meta.get("shards") or []):
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            return f"shards[{i}] has no valid 'file' name"
+        if problem := _mistyped(entry, _SHARD_ENTRY_FIELDS):
+            return f"shards[{i}]: {problem}"
+    return None
+
+
 def load_meta(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``out_dir/meta.json`` (None if there is none); raises ShardCorruptError naming it if it is malformed."""
     p = Path(out_dir) / META_FILENAME
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ShardCorruptError(f"{p} is not valid JSON: {e}") from e
+        meta = json.loads(p.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ShardCorruptError(f"cannot read {p}: {e.strerror or e}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ShardCorruptError(f"{p} is corrupt (not valid UTF-8 JSON: {e})") from e
+    problem = _meta_problem(meta)
+    if problem:
+        raise ShardCorruptError(f"{p} is malformed ({problem})")
+    return meta
 
 
 class ShardDataset(torch.utils.data.Dataset):
