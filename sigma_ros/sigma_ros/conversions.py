@@ -264,10 +264,11 @@ def clean_instruction(text: str, max_chars: int) -> str:
     bad = sorted({f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) == "Cc" and not ch.isspace()})
     if bad:
         raise ConversionError(f"instruction: control characters {', '.join(bad)} are not allowed")
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    original, text = text, "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     text = " ".join(text.split())
     if not text:
-        raise ConversionError("instruction: empty")
+        raise ConversionError("instruction: empty" if not original.strip() else
+                              "instruction: no printable text (only format, private-use or unassigned characters)")
     return text
 
 

@@ -105,7 +105,8 @@ def test_instructions():
         "prends le cube rouge, puis pose-le \u00e0 gauche \u2192 \u7bb1"
     with pytest.raises(ConversionError, match="100000 characters exceed max_instruction_chars=2000"):
         clean_instruction("\x00" * 100_000, 2000)  # the length is judged first, nothing is scanned
-    for text, reason in [(" \n\t\u3000", "empty"), ("pick\x1b[2J", "U\\+001B"), ("pick\x7f", "U\\+007F")]:
+    for text, reason in [(" \n\t\u3000", "empty"), ("pick\x1b[2J", "U\\+001B"), ("pick\x7f", "U\\+007F"),
+                         ("\ue000\u200b\ufeff", "no printable text")]:  # private use, zero width space, BOM
         with pytest.raises(ConversionError, match=reason):
             clean_instruction(text, 2000)
 
