@@ -419,6 +419,7 @@ def test_sigma_eval_config_path_then_flags(trained_run, tmp_path, capsys):
     (["--shards=s", "--checkpoint=c", "--replay.conditions=[nope]"], "conditions must be a non-empty subset"),
     (["--shards=s", "--checkpoint=c", "--adapter.min_scale=-1"], "AdapterConfig.min_scale must be >= 0"),
     (["--shards=s", "--checkpoint=c", "--confidence=2"], "--confidence must be in (0, 1)"),
+    (["--shards=s", "--checkpoint=c", "--n_bootstrap=-5"], "--n_bootstrap must be positive, got -5"),
     (["--shards=s", "--checkpoint=c", "--adapter.nonsense=1"], "unrecognized arguments: --adapter.nonsense=1"),
     (["--shards=s", "--checkpoint=c", "--threads=two"], "threads"),
 ])

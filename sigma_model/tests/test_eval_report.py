@@ -51,6 +51,8 @@ def test_bootstrap_interval():
     assert short["ci_high"] - short["ci_low"] > a["ci_high"] - a["ci_low"]
     single = R.relative_improvement([1.0], [0.5])
     assert single["estimate"] == pytest.approx(0.5) and single["ci_low"] is None
+    with pytest.raises(ValueError, match="n_boot must be positive, got -5"):
+        R.relative_improvement(ref, cand, n_boot=-5)
 
 
 def _records():

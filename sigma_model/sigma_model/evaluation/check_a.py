@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..training.checkpointing import HEADS_FILE, INIT_HEADS_FILE, heads_state_dict
+from ..training.checkpointing import HEADS_FILE, INIT_HEADS_FILE, heads_state_dict, load_tensors
 
 MIN_RELATIVE_CHANGE = 1e-3
 TELEPATHY_PATHS = {"action_residual_head": "action.residual_head.", "vision_tau_modulator": "vision.modulator.",
@@ -67,9 +67,7 @@ def check_a(model, heads_file: str | Path | None = None) -> dict[str, Any]:
     own = heads_tensors(model)
     if heads_file is None:
         return check_a_stats(own, "model")
-    from safetensors.torch import load_file
-
-    saved = load_file(str(heads_file))
+    saved = load_tensors(heads_file)
     stats = check_a_stats(saved, str(heads_file))
     stats["matches_model"] = set(saved) == set(own) and all(
         torch.equal(saved[k], own[k].detach().cpu()) for k in saved)
@@ -147,12 +145,10 @@ def check_a_section(model, heads_file: str | Path | None = None, init_heads: str
         out.update(passed=None, status="not run: no initialisation recorded (sigma-train writes "
                                        f"{INIT_HEADS_FILE} into its output directory; pass it with --init-heads)")
         return out
-    from safetensors.torch import load_file
-
     current = heads_tensors(model)
     if heads_file is not None:
-        current = {**current, **load_file(str(heads_file))}
+        current = {**current, **load_tensors(heads_file)}
     params = {n for n, _ in model.named_parameters()}
     names = sorted(n for n in current if n in params and current[n].is_floating_point())
-    out.update(compare_with_init(current, load_file(str(init_heads)), names, min_relative_change))
+    out.update(compare_with_init(current, load_tensors(init_heads), names, min_relative_change))
     return out

@@ -50,6 +50,8 @@ class ReportOptions:
         check_choice("--ci", self.ci, CI_METHODS)
         if not 0 < self.confidence < 1:
             raise ValueError("--confidence must be in (0, 1)")
+        if self.n_bootstrap <= 0:
+            raise ValueError(f"--n_bootstrap must be positive, got {self.n_bootstrap}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError("--threads must be positive")
 

@@ -165,6 +165,8 @@ def relative_improvement(
         raise ValueError(f"method must be 'bootstrap' or 't', got {method!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if method == "bootstrap" and n_boot <= 0:
+        raise ValueError(f"n_boot must be positive, got {n_boot}")
     ok = np.isfinite(ref) & np.isfinite(cand) & (w > 0)
     ref, cand, w = ref[ok], cand[ok], w[ok]
     n = int(ref.size)

@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checkpoint import external_prefixes, persistent_state_dict, save_checkpoint
+from ..config_io import read_json_object
 from ..configuration_sigma import SigmaConfig
 from .configuration_training import TrainingConfig
 from .ema import WeightEMA
@@ -58,11 +59,13 @@ HEADS_FILE = "sigma_telepathy_heads.safetensors"
 INIT_HEADS_FILE = "sigma_telepathy_heads_init.safetensors"
 BACKBONE_FILE = "backbone_frozen.safetensors"
 OPTIMIZER_TENSORS, OPTIMIZER_META = "optimizer.safetensors", "optimizer.json"
+OPTIMIZER_KEYS = ("class", "param_groups", "param_names", "scalar_state")
 SCHEDULER_FILE = "scheduler.json"
 RNG_TENSORS, RNG_META = "rng.safetensors", "rng.json"
 EMA_FILE = "ema.safetensors"
 TRAINER_STATE = "trainer_state.json"
 TRAINING_CONFIG, SIGMA_CONFIG = "training_config.json", "sigma_config.json"
+TRAINER_STATE_KEYS = ("step", "samples_seen", "data_epoch", "data_batch_index")  # non-negative ints
 LATEST = "latest"
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 FORMAT = "sigma-train-v1"
@@ -82,10 +85,29 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"training checkpoint file missing: {path}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_object(path, required)
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """Return trainer_state.json, checked: TRAINER_STATE_KEYS hold non-negative ints."""
+    state = _read_json(path, TRAINER_STATE_KEYS)
+    bad = [k for k in TRAINER_STATE_KEYS if type(state[k]) is not int or state[k] < 0]
+    if bad:
+        raise ValueError(f"{path}: {bad} must be non-negative integers")
+    return state
+
+
+@contextlib.contextmanager
+def _restoring(*paths: Path):
+    """Turn an error while restoring state from ``paths`` (content that does not fit) into one naming them."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        detail = f"missing {err}" if isinstance(err, KeyError) else err
+        raise ValueError(f"cannot restore {' + '.join(map(str, paths))}: {detail}") from err
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], kind: str) -> None:
@@ -96,7 +118,9 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], kind: str) -> No
     )
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Return a safetensors file's tensors; FileNotFoundError / ValueError naming the file when missing or corrupt."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training checkpoint file missing: {path}")
     try:
@@ -132,10 +156,14 @@ def backbone_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _load_partial(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    own = {plain_key(k): k for k in model.state_dict()}
+    current = model.state_dict()
+    own = {plain_key(k): k for k in current}
     unknown = [k for k in state if k not in own]
     if unknown:
         raise ValueError(f"{what} does not match the model: unexpected keys {unknown[:5]}")
+    reshaped = [k for k, v in state.items() if v.shape != current[own[k]].shape]
+    if reshaped:
+        raise ValueError(f"{what} does not match the model: other shapes for {reshaped[:5]}")
     result = model.load_state_dict({own[k]: v for k, v in state.items()}, strict=False)
     expected = set(own[k] for k in state)
     wrong = [k for k in result.missing_keys if k in expected]
@@ -161,7 +189,7 @@ def save_init_heads(model: nn.Module, output_dir: str | Path) -> Path:
 
 def load_heads(model: nn.Module, path: str | Path) -> None:
     """Load sigma_telepathy_heads.safetensors into a model (every non-backbone key must be there)."""
-    state = _load_tensors(Path(path))
+    state = load_tensors(path)
     need = set(heads_state_dict(model))
     missing = sorted(need - set(state))
     if missing:
@@ -376,9 +404,10 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     root = Path(root)
     pointer = root / LATEST
     if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / TRAINER_STATE).is_file():
-            return candidate
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        if STEP_DIR.match(name) and (root / name / TRAINER_STATE).is_file():
+            return root / name
+        log.warning("%s does not name a complete checkpoint; using the highest complete step", pointer)
     complete = [p for p in list_checkpoints(root) if (p / TRAINER_STATE).is_file()]
     return complete[-1] if complete else None
 
@@ -397,6 +426,9 @@ def read_checkpoint_configs(path: str | Path) -> tuple[TrainingConfig, SigmaConf
     path = Path(path)
     if not (path / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"{path} is not a Sigma training checkpoint (no {TRAINER_STATE})")
+    for name in (TRAINING_CONFIG, SIGMA_CONFIG):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"training checkpoint file missing: {path / name}")
     return TrainingConfig.load(path / TRAINING_CONFIG), SigmaConfig.load(path / SIGMA_CONFIG)
 
 
@@ -408,10 +440,19 @@ def load_model_state(path: str | Path, model: nn.Module) -> None:
     """
     path = Path(path)
     if (path / BACKBONE_FILE).is_file():
-        _load_partial(model, _load_tensors(path / BACKBONE_FILE), str(path / BACKBONE_FILE))
+        _load_partial(model, load_tensors(path / BACKBONE_FILE), str(path / BACKBONE_FILE))
     load_heads(model, path / HEADS_FILE)
     if has_lora(model):
         load_adapter(model, path / "adapter")
+
+
+def _check_scheduler_state(state: dict, step: int, groups: int) -> None:
+    """Check a scheduler state: stepped once per optimiser step, one base LR per parameter group."""
+    if state["last_epoch"] != step:
+        raise ValueError(f"last_epoch {state['last_epoch']!r} is not the checkpoint's step {step}")
+    lrs = state["base_lrs"]
+    if not (isinstance(lrs, list) and len(lrs) == groups and all(isinstance(x, (int, float)) for x in lrs)):
+        raise ValueError(f"base_lrs {lrs!r} is not {groups} learning rate(s)")
 
 
 def load_training_checkpoint(
@@ -425,18 +466,26 @@ def load_training_checkpoint(
 ) -> LoadedCheckpoint:
     """Restore model weights, optimiser, scheduler, RNG state and the weight average (when `ema`) in place.
 
-    Return the trainer state.
+    Return the trainer state. A missing, corrupt or unfitting file is an error naming it.
     """
     path = Path(path)
     training_config, sigma_config = read_checkpoint_configs(path)
+    trainer_state = read_trainer_state(path / TRAINER_STATE)
     load_model_state(path, model)
     if ema is not None:
-        ema.load_state_dict(_load_tensors(path / EMA_FILE))
-    optimizer_from_tensors(optimizer, _load_tensors(path / OPTIMIZER_TENSORS), _read_json(path / OPTIMIZER_META),
-                           param_names if param_names is not None else [])
-    scheduler.load_state_dict(_read_json(path / SCHEDULER_FILE))
-    restore_rng(_load_tensors(path / RNG_TENSORS), _read_json(path / RNG_META), generator)
-    return LoadedCheckpoint(path, _read_json(path / TRAINER_STATE), training_config, sigma_config)
+        with _restoring(path / EMA_FILE):
+            ema.load_state_dict(load_tensors(path / EMA_FILE))
+    tensors, meta = load_tensors(path / OPTIMIZER_TENSORS), _read_json(path / OPTIMIZER_META, OPTIMIZER_KEYS)
+    with _restoring(path / OPTIMIZER_TENSORS, path / OPTIMIZER_META):
+        optimizer_from_tensors(optimizer, tensors, meta, param_names if param_names is not None else [])
+    sched = _read_json(path / SCHEDULER_FILE, ("base_lrs", "last_epoch", "lr_lambdas"))
+    with _restoring(path / SCHEDULER_FILE):
+        _check_scheduler_state(sched, trainer_state["step"], len(optimizer.param_groups))
+        scheduler.load_state_dict(sched)
+    tensors, meta = load_tensors(path / RNG_TENSORS), _read_json(path / RNG_META, ("python",))
+    with _restoring(path / RNG_TENSORS, path / RNG_META):
+        restore_rng(tensors, meta, generator)
+    return LoadedCheckpoint(path, trainer_state, training_config, sigma_config)
 
 
 def non_tensor_only_files(directory: str | Path) -> list[Path]:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,40 @@ def _clean(value):
     return value
 
 
+def _parse_lines(path: Path, parse: Callable[[str], Any]) -> list[tuple[str, Any]]:
+    """Return (line, parse(line)) for each non-blank line of ``path``.
+
+    A half-written last line (a crash mid-write: no end of line, or one ``parse`` rejects) is dropped with a
+    warning; any other line ``parse`` rejects is a ValueError naming the file and the line.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a metrics log (not UTF-8 text: {err})") from err
+    lines = text.splitlines()
+    out = []
+    for number, line in enumerate(lines, 1):
+        last = number == len(lines)
+        try:
+            if last and not text.endswith("\n"):
+                raise ValueError("no end of line")
+            if line.strip():
+                out.append((line, parse(line)))
+        except (ValueError, KeyError, TypeError) as err:
+            if not last:
+                raise ValueError(f"{path} line {number} is corrupt ({err}): repair or delete it") from err
+            log.warning("%s: dropping the half-written last line %d (%s)", path, number, err)
+    return out
+
+
+def _jsonl_row(line: str) -> dict:
+    row = json.loads(line)
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    int(row["step"])
+    return row
+
+
 class MetricsLogger:
     """Append-only CSV + JSONL writer; on resume it drops rows logged after the checkpoint's step."""
 
@@ -88,12 +123,23 @@ class MetricsLogger:
 
     def _truncate_after(self, step: int) -> None:
         if self.jsonl_path.exists():
-            keep = [line for line in self.jsonl_path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= step]
+            keep = [line for line, row in _parse_lines(self.jsonl_path, _jsonl_row) if int(row["step"]) <= step]
             self.jsonl_path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
         if self.csv_path.exists():
-            with open(self.csv_path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
+            header: list[str] = []
+
+            def csv_row(line: str) -> dict | None:
+                values = next(csv.reader([line]))
+                if not header:
+                    header.extend(values)
+                    return None
+                if len(values) != len(header):
+                    raise ValueError(f"{len(values)} fields, the header has {len(header)}")
+                row = dict(zip(header, values))
+                int(row["step"])
+                return row
+
+            rows = [row for _, row in _parse_lines(self.csv_path, csv_row) if row is not None]
             with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
                 writer.writeheader()
@@ -119,6 +165,5 @@ class MetricsLogger:
 
 
 def read_metrics(directory: str | Path) -> list[dict]:
-    """Return the JSONL rows of a run (for tests and notebooks)."""
-    path = Path(directory) / JSONL_NAME
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Return the JSONL rows of a run (for tests and notebooks; a half-written last line is left out)."""
+    return [row for _, row in _parse_lines(Path(directory) / JSONL_NAME, _jsonl_row)]

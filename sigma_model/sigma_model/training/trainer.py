@@ -35,7 +35,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +59,7 @@ from .batching import (
     targets_from_batch,
 )
 from .checkpointing import (
-    latest_checkpoint, load_training_checkpoint, prune_checkpoints, read_checkpoint_configs,
+    INIT_HEADS_FILE, latest_checkpoint, load_training_checkpoint, prune_checkpoints, read_checkpoint_configs,
     save_init_heads, save_training_checkpoint,
 )
 from .configuration_training import TrainingConfig
@@ -65,11 +67,12 @@ from .curriculum import Curriculum
 from .ema import WeightEMA
 from ..backbones.quantization import require_4bit
 from .lora import prepare_finetuning, trainable_summary
-from .metrics import MetricsLogger
+from .metrics import CSV_NAME, JSONL_NAME, MetricsLogger
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
+RUN_FILES = (CHECKPOINT_SUBDIR, INIT_HEADS_FILE, CSV_NAME, JSONL_NAME)  # what a fresh run replaces (overwrite)
 
 
 # ------------------------------------------------------------------ setup
@@ -252,7 +255,8 @@ class SigmaTrainer:
 
     resume: None/False = fresh run (refuses to overwrite an existing run's checkpoints unless
     `overwrite`), True/"auto" = continue from the latest checkpoint in output_dir when there is
-    one, or a path to a specific checkpoint directory.
+    one, or a path to a specific checkpoint directory. An overwritten run is set aside only once the new
+    one is built, deleted after the new run's first step and moved back if the new run fails before.
     """
 
     def __init__(
@@ -266,13 +270,13 @@ class SigmaTrainer:
         self.output_dir = Path(config.output_dir)
         self.checkpoint_root = self.output_dir / CHECKPOINT_SUBDIR
         resume_path = self._resume_path(resume)
-        if resume_path is None and latest_checkpoint(self.checkpoint_root) is not None:
-            if not overwrite:
-                raise FileExistsError(
-                    f"{self.output_dir} already holds checkpoints; "
-                    "pass resume (--resume=auto) to continue it or overwrite (--overwrite=true)"
-                )
-            shutil.rmtree(self.checkpoint_root)  # a fresh run must not mix with the old run's checkpoints
+        replace_old_run = resume_path is None and latest_checkpoint(self.checkpoint_root) is not None
+        if replace_old_run and not overwrite:
+            raise FileExistsError(
+                f"{self.output_dir} already holds checkpoints; "
+                "pass resume (--resume=auto) to continue it or overwrite (--overwrite=true)"
+            )
+        self._old_run: Path | None = None
         if resume_path is not None:
             saved_config, saved_model_config = read_checkpoint_configs(resume_path)
             changed = {k for k, v in config.to_dict().items() if saved_config.to_dict().get(k) != v}
@@ -330,18 +334,43 @@ class SigmaTrainer:
             loaded = load_training_checkpoint(resume_path, self.model, self.optimizer, self.scheduler, self.generator,
                                               self.param_names, ema=self.ema)
             state = loaded.trainer_state
-            self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
-            position = DataPosition(int(state["data_epoch"]), int(state["data_batch_index"]))
+            self.step, self.samples_seen = state["step"], state["samples_seen"]
+            position = DataPosition(state["data_epoch"], state["data_batch_index"])
             log.info("resumed %s at step %d", resume_path, self.step)
         self.resumed_from = resume_path
-        if resume_path is None:  # the heads this run starts from, for CHECK A
-            save_init_heads(self.model, self.output_dir)
         self.stream = BatchStream(
             self.dataset, config.batch_size, config.seed, config.shuffle, config.drop_last, position,
             num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
         )
+        if replace_old_run:  # only now that the inputs are known to be good
+            self._set_aside_old_run()
+        if resume_path is None:  # the heads this run starts from, for CHECK A
+            save_init_heads(self.model, self.output_dir)
         self.last_saved_step = self.step if resume_path is not None else -1
         self.last_metrics: dict[str, float] = {}
+
+    def _set_aside_old_run(self) -> None:
+        """Move the old run's RUN_FILES into a hidden directory: a fresh run must not mix with them."""
+        self._old_run = Path(tempfile.mkdtemp(prefix=".replaced_run.", dir=self.output_dir))
+        for name in RUN_FILES:
+            if (self.output_dir / name).exists():
+                os.replace(self.output_dir / name, self._old_run / name)
+
+    def _finish_replacing(self, succeeded: bool) -> None:
+        """Delete the set-aside old run (the new one trained a step), or put it back in place of the new run's files."""
+        old, self._old_run = self._old_run, None
+        if old is None:
+            return
+        if not succeeded:
+            for name in RUN_FILES:
+                new = self.output_dir / name
+                if new.is_dir():
+                    shutil.rmtree(new)
+                new.unlink(missing_ok=True)
+                if (old / name).exists():
+                    os.replace(old / name, new)
+            log.warning("the new run failed before its first step: %s holds the old run again", self.output_dir)
+        shutil.rmtree(old)
 
     def _resume_path(self, resume) -> Path | None:
         if resume in (None, False):
@@ -474,10 +503,11 @@ class SigmaTrainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="sigma-train", unit="step", dynamic_ncols=True)
-        first_loss = None
+        first_loss, completed = None, False
         try:
             while self.step < stop:
                 metrics = self.train_step()
+                self._finish_replacing(succeeded=True)
                 first_loss = metrics["loss"] if first_loss is None else first_loss
                 if metrics["step"] % cfg.log_every == 0 or self.step == stop:
                     logger.log(metrics)
@@ -490,6 +520,7 @@ class SigmaTrainer:
                     )
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
+            completed = True
         except KeyboardInterrupt:
             if not self._rewind_partial_step():
                 log.warning("interrupted during the optimiser update: not saving; resume from the last checkpoint")
@@ -502,6 +533,7 @@ class SigmaTrainer:
             logger.close()
             if bar is not None:
                 bar.close()
+            self._finish_replacing(succeeded=completed)  # a no-op once the new run trained a step
         if self.step > self.last_saved_step:
             self.save()
         return {
