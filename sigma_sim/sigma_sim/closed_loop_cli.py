@@ -68,6 +68,7 @@ class ClosedLoopCLI(ClosedLoopConfig):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_cli(ClosedLoopCLI, argv, PROG, description=ClosedLoopCLI.__doc__, renamed=RENAMED)
+    from sigma_model.checkpoint import CheckpointError
     from sigma_model.evaluation.adapter import AdapterConfig
     from sigma_model.evaluation.report import REPORT_NAME, refuse_existing_report
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
             check_lerobot_conditions(cfg.conditions)
             policy = LeRobotPolicyAdapter.from_pretrained(args.policy_path, device=args.device)
+        adapter_config = AdapterConfig.load(args.adapter_config) if args.adapter_config else None
     except (ValueError, OSError) as err:
         fail(PROG, err)
     if lerobot:
@@ -87,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
         report = evaluate_lerobot_policy(policy, cfg, args.output, progress=not args.quiet)
     else:
-        adapter_config = AdapterConfig.load(args.adapter_config) if args.adapter_config else None
-        report = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, cfg, args.output,
-                                     adapter_config=adapter_config, baseline_checkpoint=args.baseline_checkpoint,
-                                     progress=not args.quiet, init_heads=args.init_heads)
+        try:  # the checkpoints load before any episode runs
+            report = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, cfg, args.output,
+                                         adapter_config=adapter_config, baseline_checkpoint=args.baseline_checkpoint,
+                                         progress=not args.quiet, init_heads=args.init_heads)
+        except CheckpointError as err:
+            fail(PROG, err)
     print(format_summary(report))
     if args.output:
         print(f"report: {Path(args.output) / REPORT_NAME}")

@@ -48,7 +48,8 @@ from typing import Any
 
 import torch
 
-from sigma_model.cli import check_choice, parse_cli
+from sigma_model.cli import check_choice, fail, parse_cli
+from sigma_model.config_io import read_json_object
 from sigma_model.training.batching import PreviousWindowDataset
 from sigma_sim.episode_variations import VARIATIONS, format_variation_table
 from sigma_sim.instructions import HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES, TRAINING_WORDINGS, instruction_target
@@ -228,11 +229,14 @@ def stage_record(args, work: Path) -> dict[str, Any]:
 
 
 def stage_preprocess(args, work: Path) -> dict[str, Any]:
-    from sigma_model.data.preprocess import preprocess_dataset
+    from sigma_model.data.preprocess import PreprocessMismatchError, preprocess_dataset
     from sigma_model.data.windows import WindowConfig
 
     t0 = time.perf_counter()
-    meta = preprocess_dataset(work / "demos", work / "shards", WindowConfig(horizon_T=16), progress=False)
+    try:
+        meta = preprocess_dataset(work / "demos", work / "shards", WindowConfig(horizon_T=16), progress=False)
+    except PreprocessMismatchError as err:  # its advice names sigma-preprocess's flags
+        fail(PROG, f"{str(err).split('; ')[0]}; use a fresh --work_dir")
     seconds = time.perf_counter() - t0
     n = meta.get("num_samples") or sum(s.get("num_samples", 0) for s in meta.get("shards", []))
     print(f"[make-default] preprocess: {n} windows in {seconds:.0f}s", file=sys.stderr)
@@ -575,11 +579,22 @@ def write_provenance(out: Path, prov: dict[str, Any]) -> None:
     (out / "PROVENANCE.md").write_text("\n".join(lines) + "\n")
 
 
+def settle_swap(out: Path, old: Path) -> None:
+    """End a swap of ``out`` for a new directory: delete ``old`` once ``out`` is there, else put ``old`` back."""
+    if old.exists():
+        if out.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, out)
+
+
 def stage_ship(args, prov: dict[str, Any], model_dir: Path, work: Path) -> Path:
+    """Write the shipped checkpoint to OUT.tmp, then swap it in: an interrupted run leaves the old or the new one."""
     from sigma_model.evaluation.check_a import INIT_HEADS_FILE, find_init_heads
 
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    settle_swap(out, old)  # leftovers of an interrupted run
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(model_dir, tmp)
@@ -592,9 +607,12 @@ def stage_ship(args, prov: dict[str, Any], model_dir: Path, work: Path) -> Path:
         shutil.copy2(init, tmp / INIT_HEADS_FILE)
     prov["checkpoint_bytes"] = sum(p.stat().st_size for p in tmp.glob("*.safetensors") if p.name != INIT_HEADS_FILE)
     write_provenance(tmp, prov)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    try:
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        settle_swap(out, old)
     return out
 
 
@@ -674,10 +692,11 @@ class MakeDefaultConfig:
                                       ALL_CONDITIONS), ("--eval_variations", self.eval_variations, VARIATIONS)):
             for value in values:
                 check_choice(flag, value, choices)
-        if min(self.episodes, self.record_workers, self.eval_episodes, self.eval_max_steps, self.max_steps or 1,
-               self.select_episodes, self.align_episodes) <= 0:
+        if min(self.episodes, self.record_workers, self.eval_episodes, self.eval_max_steps,
+               1 if self.max_steps is None else self.max_steps, self.select_episodes, self.align_episodes) <= 0:
             raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps, --max_steps, "
                              "--select_episodes and --align_episodes must be positive")
+        training_config(self, Path(self.work_dir))  # --max_steps with --train_set, checked before any stage runs
         from sigma_model.training.language_alignment import AlignmentConfig
 
         try:
@@ -715,14 +734,36 @@ def reproducing_command(argv: list[str]) -> str:
     return "sigma-make-default " + " ".join(shlex.quote(a) for a in kept)
 
 
+def check_episodes(args, work: Path, prov: dict[str, Any]) -> None:
+    """Refuse to record over demonstrations of another ``--episodes`` that an earlier run finished or preprocessed.
+
+    An interrupted recording is recorded again.
+    """
+    info = work / "demos" / "meta" / "info.json"
+    if "record" not in args.stages or not info.is_file() or ("record" not in prov and not (work / "shards").exists()):
+        return
+    done = read_json_object(info).get("total_episodes")
+    if done != args.episodes:
+        raise ValueError(f"{work / 'demos'} holds the {done} demonstrations of an earlier run, "
+                         f"not --episodes={args.episodes}: use a fresh --work_dir (or --episodes={done})")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_cli(MakeDefaultConfig, argv, PROG, description=__doc__, renamed=RENAMED)
     torch.set_num_threads(max(1, args.threads))
     work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     prov_path = work / "provenance_partial.json"
-    prov: dict[str, Any] = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    try:  # bad input ends the run here, before any stage
+        try:
+            prov = read_json_object(prov_path) if prov_path.is_file() else {}
+        except ValueError as err:
+            raise ValueError(f"{err}: delete it or use a fresh --work_dir") from None
+        check_episodes(args, work, prov)
+        notes = Path(args.notes_file).read_text() if args.notes_file else None
+        work.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as err:
+        fail(PROG, err)
     t_start = time.perf_counter()
     prov.setdefault("invocations", []).append("sigma-make-default " + " ".join(shlex.quote(a) for a in argv))
     prov.update({
@@ -781,8 +822,8 @@ def main(argv: list[str] | None = None) -> int:
         save_partial()
     prov["total_seconds"] = prov.get("total_seconds", 0.0) + (time.perf_counter() - t_start)
     save_partial()
-    if args.notes_file:
-        prov["notes_markdown"] = Path(args.notes_file).read_text()
+    if notes is not None:
+        prov["notes_markdown"] = notes
     if "ship" in args.stages:
         out = stage_ship(args, prov, model_dir, work)
         print(f"[make-default] shipped {out} ({prov['checkpoint_bytes'] / 1e6:.1f} MB)", file=sys.stderr)
