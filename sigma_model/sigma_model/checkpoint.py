@@ -11,6 +11,7 @@ holds only their LoRA adapters (re-applied at load from `config.backbone_lora`).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -42,22 +43,44 @@ def persistent_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
     """Write config.json and <workspace>.safetensors for each workspace the model holds.
 
-    Each file is written to a temporary name and renamed, so an interrupted save never leaves a
-    truncated checkpoint behind.
+    The checkpoint is written into a new directory beside ``directory`` (holding links to the other files already
+    there, such as a PROVENANCE.md), which then takes its place: an interrupted save leaves the checkpoint before
+    whole, never a mix of old and new files or a truncated one.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = persistent_state_dict(model)
-    for workspace in model.workspaces:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith(workspace + ".")}
-        target = workspace_file(directory, workspace)
-        tmp = target.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata={"workspace": workspace, "format": "sigma-v1"})
-        os.replace(tmp, target)
-    tmp = directory / (CONFIG_NAME + ".tmp")
-    model.config.save(tmp)
-    os.replace(tmp, directory / CONFIG_NAME)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"cannot save a checkpoint at {directory}: it is a file")
+    staging = directory.with_name(f".{directory.name}.saving-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted save of this process id
+    try:
+        if directory.is_dir():
+            shutil.copytree(directory, staging, copy_function=_link_or_copy)
+        staging.mkdir(parents=True, exist_ok=True)
+        state = persistent_state_dict(model)
+        for workspace in model.workspaces:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith(workspace + ".")}
+            target = workspace_file(staging, workspace)
+            target.unlink(missing_ok=True)  # a link to the old file: never write through it
+            save_file(tensors, str(target), metadata={"workspace": workspace, "format": "sigma-v1"})
+        (staging / CONFIG_NAME).unlink(missing_ok=True)
+        model.config.save(staging / CONFIG_NAME)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst`` (nothing copied), or copy it where the file system has no links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 class CheckpointError(ValueError):
@@ -87,7 +110,7 @@ def load_checkpoint(
     try:
         config = SigmaConfig.load(config_path)
     except (OSError, ValueError, TypeError) as err:
-        raise CheckpointError(f"corrupt checkpoint config {config_path}: {err}") from err
+        raise CheckpointError(f"corrupt checkpoint config: {err}") from err
     model = SigmaModel(config, workspaces=workspaces)
     expected = persistent_state_dict(model)
     state: dict[str, torch.Tensor] = {}

@@ -87,13 +87,50 @@ def test_checkpoint_errors_are_clear(model, tmp_path):
         load_checkpoint(tmp_path, workspaces=("vision",))
 
 
+def test_an_interrupted_save_leaves_the_checkpoint_before_whole(model, tmp_path, monkeypatch):
+    """Saving over a checkpoint writes beside it and swaps: an interrupt leaves no mix of old and new files.
+
+    Other files in the directory (a PROVENANCE.md, a report) are kept; a file in the directory's place is refused.
+    """
+    from sigma_model import checkpoint as checkpoint_module
+
+    target = tmp_path / "ckpt"
+    randomize_(model, seed=1)
+    save_checkpoint(model, target)
+    (target / "PROVENANCE.md").write_text("how it was made")
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    randomize_(model, seed=2)
+    real_save, calls = checkpoint_module.save_file, []
+
+    def interrupted(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, target)
+    monkeypatch.setattr(checkpoint_module, "save_file", real_save)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no partial copy left
+    save_checkpoint(model, target)
+    loaded = load_checkpoint(target)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert (target / "PROVENANCE.md").read_text() == "how it was made"
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(FileExistsError, match="it is a file"):
+        save_checkpoint(model, tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_checkpoint_rejects_mismatched_config(model, tmp_path):
     save_checkpoint(model, tmp_path)
     SigmaConfig(**{**model.config.to_dict(), "d_tau": 9}).save(tmp_path / "config.json")
     with pytest.raises(CheckpointError, match=r"action.safetensors does not match config.json: \d+ tensors"):
         load_checkpoint(tmp_path, workspaces=("action",))
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="corrupt checkpoint config .*config.json"):
+    with pytest.raises(CheckpointError, match="corrupt checkpoint config: .*config.json"):
         load_checkpoint(tmp_path, workspaces=("action",))
 
 
