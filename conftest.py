@@ -16,6 +16,18 @@ from sigma_model.testing import make_observation, save_tiny_llama, small_config
 torch.set_num_threads(1)
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread and restore the count after it (a CLI under test may set its own).
+
+    Tiny models gain nothing from intra-op threads; on a busy 2-core machine OpenMP spinning makes a step ~50x slower.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     """Return a tiny Llama with hidden size 24 (not d_model) and a word-level tokenizer, saved locally (no hub)."""

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from sigma_model.training.configuration_training import TrainingConfig
@@ -23,12 +22,7 @@ from test_eval_replay import _write_shards
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_help_lists_the_config_fields(capsys):

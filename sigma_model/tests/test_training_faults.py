@@ -36,12 +36,7 @@ FLAGS = ["--train.synthetic_samples=8", "--train.batch_size=4", "--train.warmup_
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

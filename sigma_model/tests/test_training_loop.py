@@ -27,16 +27,7 @@ from sigma_model.training.trainer import SigmaTrainer
 from sigma_model.testing import small_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads.
-
-    On a busy 2-core machine OpenMP spinning makes each step ~50x slower; run these tests single-threaded.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_config(**overrides):

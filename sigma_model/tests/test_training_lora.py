@@ -21,12 +21,7 @@ from sigma_model.testing import small_config
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lora_parameter_count_matches_formula():
