@@ -10,6 +10,7 @@ node's joint states.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -158,23 +159,39 @@ def test_graph_drives_the_emulated_arm_within_its_limits(tmp_path):
     assert final["Torque_Enable"] == {str(i): 1 for i in range(1, 7)}
 
 
-def test_robot_node_shutdown_after_its_timer_was_destroyed_still_closes_the_robot():
-    """On SIGINT rclpy's handler destroys the node's timer first: shutdown still holds and disconnects the robot."""
+def sim_robot(**options):
     from sigma_model.robot_bridge import make_robot
+
+    return make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32, **options})
+
+
+@contextlib.contextmanager
+def robot_node(robot, name: str):
+    """Yield a RobotNode bridging ``robot`` in its own context; shut down and destroyed afterwards."""
     from sigma_ros.robot_node import RobotNode
     from sigma_ros.testing import isolated_context
 
-    context = isolated_context("test_ros_robot_shutdown")
+    context = isolated_context(name)
     try:
-        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32})
         node = RobotNode(robot=robot, context=context)
-        assert not node.config_error and robot.is_connected
+        assert not node.config_error, node.config_error
+        try:
+            yield node
+        finally:
+            node.shutdown()  # again after a test's own shutdown: a no-op
+            node.destroy_node()
+    finally:
+        context.try_shutdown()
+
+
+def test_robot_node_shutdown_after_its_timer_was_destroyed_still_closes_the_robot():
+    """On SIGINT rclpy's handler destroys the node's timer first: shutdown still holds and disconnects the robot."""
+    robot = sim_robot()
+    with robot_node(robot, "test_ros_robot_shutdown") as node:
+        assert robot.is_connected
         node.timer.destroy()
         node.shutdown()
         assert not robot.is_connected
-        node.destroy_node()
-    finally:
-        context.try_shutdown()
 
 
 @pytest.mark.parametrize("bad", [np.zeros((32, 32, 3), np.float32), np.zeros((32, 32, 4), np.uint8),
@@ -184,28 +201,16 @@ def test_a_bad_camera_frame_is_dropped_and_the_robot_loop_goes_on(bad):
 
     The joint states and the following good frames are published (before, the timer callback raised: the node died).
     """
-    from rclpy.executors import SingleThreadedExecutor
+    robot = sim_robot(camera_fps=30.0)
+    observe, reads = robot.get_observation, []
 
-    from sigma_model.robot_bridge import make_robot
-    from sigma_ros.robot_node import RobotNode
-    from sigma_ros.testing import isolated_context
+    def get_observation():
+        obs = observe()
+        reads.append(1)
+        return {**obs, "front": bad.copy()} if len(reads) in (3, 4) else obs
 
-    context = isolated_context("test_ros_robot_bad_frame")
-    try:
-        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32, "camera_fps": 30.0})
-        observe = robot.get_observation
-        reads = []
-
-        def get_observation():
-            obs = observe()
-            reads.append(1)
-            return {**obs, "front": bad.copy()} if len(reads) in (3, 4) else obs
-
-        robot.get_observation = get_observation
-        node = RobotNode(robot=robot, context=context)
-        assert not node.config_error, node.config_error
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
+    robot.get_observation = get_observation
+    with robot_node(robot, "test_ros_robot_bad_frame") as node:
         frames = []
         node.image_pubs["front"].publish = frames.append
         for _ in range(8):
@@ -213,32 +218,18 @@ def test_a_bad_camera_frame_is_dropped_and_the_robot_loop_goes_on(bad):
         assert node.ticks == 8 and node.stats.drops["robot_io"] == 2, node.stats.drops
         assert "camera front: array_to_image expects" in node.stats.last_error
         assert len(frames) == 6 and all(f.height == 32 and f.width == 32 and f.encoding == "rgb8" for f in frames)
-        node.shutdown()
-        node.destroy_node()
-    finally:
-        context.try_shutdown()
 
 
 def test_a_robot_whose_disconnect_fails_still_shuts_the_node_down():
     """A port already gone (unplugged) makes disconnect raise: the bridge logs it, and the node's own shutdown runs."""
-    from sigma_model.robot_bridge import make_robot
-    from sigma_ros.robot_node import RobotNode
-    from sigma_ros.testing import isolated_context
+    robot = sim_robot()
 
-    context = isolated_context("test_ros_robot_disconnect")
-    try:
-        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32})
-        node = RobotNode(robot=robot, context=context)
-        assert not node.config_error and robot.is_connected
+    def unplugged():
+        raise OSError("[Errno 5] Input/output error: '/dev/ttyACM0'")
 
-        def unplugged():
-            raise OSError("[Errno 5] Input/output error: '/dev/ttyACM0'")
-
+    with robot_node(robot, "test_ros_robot_disconnect") as node:
         robot.disconnect = unplugged
         node.shutdown()  # returns
-        node.destroy_node()
-    finally:
-        context.try_shutdown()
 
 
 def test_a_command_that_sat_in_a_queue_or_comes_from_the_future_is_refused():
@@ -249,16 +240,9 @@ def test_a_command_that_sat_in_a_queue_or_comes_from_the_future_is_refused():
     """
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    from sigma_model.robot_bridge import make_robot
     from sigma_ros.conversions import time_from_ns
-    from sigma_ros.robot_node import RobotNode
-    from sigma_ros.testing import isolated_context
 
-    context = isolated_context("test_ros_robot_command_stamps")
-    try:
-        robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32})
-        node = RobotNode(robot=robot, context=context)
-        assert not node.config_error, node.config_error
+    with robot_node(sim_robot(), "test_ros_robot_command_stamps") as node:
         on_command = node.guarded("motor_commands", node.on_command)
         here = node.bridge.measured
 
@@ -276,7 +260,3 @@ def test_a_command_that_sat_in_a_queue_or_comes_from_the_future_is_refused():
         command(0.0)
         command(None)
         assert node.bridge.commands_in == 2
-        node.shutdown()
-        node.destroy_node()
-    finally:
-        context.try_shutdown()
