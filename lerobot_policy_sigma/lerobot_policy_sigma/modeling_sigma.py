@@ -13,7 +13,9 @@ Acting: `predict_action_chunk` runs one plan (vision -> language -> action on th
 tau and the semantic memory of the previous plan) and returns the fused targets phi(vector, chunk,
 trajectory) of its first n_action_steps control ticks; `select_action` queues them, as the closed-loop
 evaluation and the ROS controller run a plan for n_action_steps ticks; `reset` clears tau, memory
-and the queue. States and actions are in the processors' normalised units.
+and the queue; a batch of another size before `reset` is refused (a new episode starts with `reset`, LeRobot's
+convention). States and actions are in the processors' normalised units; images are uint8 or float in [0, 1]
+(float16/float64 are cast to float32, as states are).
 
 LeRobot datasets and robots carry no audio: a model with `use_audio` hears silence (a zero chunk) in
 training and acting, as the simulator's runtime feeds it (closed-loop evaluation, sim node).
@@ -21,11 +23,14 @@ training and acting, as the simulator's runtime feeds it (closed-loop evaluation
 
 from __future__ import annotations
 
+import unicodedata
 from collections import deque
+from pathlib import Path
 
 import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_STATE
+from safetensors import SafetensorError
 from sigma_model.modeling_sigma import SigmaModel
 from sigma_model.training.batching import observation_from_batch
 from sigma_model.training.curriculum import Curriculum
@@ -34,6 +39,10 @@ from sigma_model.training.trainer import compute_losses
 from torch import Tensor
 
 from .configuration_sigma import SigmaConfig
+from .processor_sigma import check_saved_processors
+
+#: how far a float image may stray outside [0, 1] (resampling overshoot) before it is refused
+IMAGE_RANGE_TOLERANCE = 1e-3
 
 
 class SigmaPolicy(PreTrainedPolicy):
@@ -54,11 +63,36 @@ class SigmaPolicy(PreTrainedPolicy):
         self.register_buffer("curriculum_step", torch.zeros((), dtype=torch.long))
         self.reset()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_name_or_path: str | Path, **kwargs) -> SigmaPolicy:
+        """LeRobot's, with one-line errors for a local directory.
+
+        FileNotFoundError for a file that its saved processors reference and that is missing (LeRobot would take the
+        directory for a Hub repo id); ValueError for weights that are no safetensors file or do not fit config.json.
+        """
+        path = Path(pretrained_name_or_path)
+        if not path.is_dir():
+            return super().from_pretrained(pretrained_name_or_path, **kwargs)
+        check_saved_processors(path)
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} is missing: no weights in the saved policy {path}")
+        try:
+            return super().from_pretrained(pretrained_name_or_path, **kwargs)
+        except SafetensorError as err:
+            raise ValueError(f"{weights} is not a readable safetensors file ({err})") from None
+        except RuntimeError as err:  # load_state_dict: "Error(s) in loading state_dict ...", one line per tensor
+            problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+            if not str(err).startswith("Error(s) in loading state_dict") or not problems:
+                raise
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(f"{weights} does not fit {path / 'config.json'}: {problems[0]}{more}") from None
+
     def get_optim_params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
     def reset(self) -> None:
-        """Start of an episode: no tau, no semantic memory, no queued actions."""
+        """Start of an episode: no tau, no semantic memory, no queued actions (any batch size may follow)."""
         self._tau: Tensor | None = None
         self._memory: Tensor | None = None
         self._queue: deque[Tensor] = deque()
@@ -76,7 +110,35 @@ class SigmaPolicy(PreTrainedPolicy):
         tasks = [task] if isinstance(task, str) else list(task)
         if len(tasks) != batch_size or not all(isinstance(t, str) for t in tasks):
             raise ValueError(f"sigma policy: 'task' must hold {batch_size} strings, got {task!r}")
+        # blank as the ROS path sees it (sigma_ros.conversions.clean_instruction): no printable text
+        if any(not "".join(ch for ch in t if unicodedata.category(ch)[0] != "C").strip() for t in tasks):
+            raise ValueError(f"sigma policy: 'task' holds a blank instruction: {task!r}")
         return tasks
+
+    def inputs(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """Return the batch's (image, state), checked: a non-empty batch, images uint8 or float in [0, 1].
+
+        float16/float64 images become float32 (as states do); ValueError otherwise.
+        """
+        image, state = batch[self.config.camera_key], batch[OBS_STATE]
+        if state.dim() == 0 or state.shape[0] == 0 or image.dim() == 0 or image.shape[0] == 0:
+            raise ValueError(f"sigma policy: empty batch (image {list(image.shape)}, state {list(state.shape)})")
+        if image.dtype == torch.uint8:
+            return image, state
+        if not image.is_floating_point():
+            raise ValueError(f"sigma policy: images must be uint8 or float in [0, 1], got {image.dtype}")
+        image = image.float()
+        low, high = image.min().item(), image.max().item()  # NaN passes here, the model refuses it
+        if low < -IMAGE_RANGE_TOLERANCE or high > 1 + IMAGE_RANGE_TOLERANCE:
+            raise ValueError(f"sigma policy: float images must be in [0, 1] (LeRobot's convention; or uint8 in "
+                             f"0..255), got values in [{low:g}, {high:g}]")
+        return image, state
+
+    def check_episode(self, batch_size: int) -> None:
+        """Refuse a batch of another size than the episode's plans (tau's) before `reset`."""
+        if self._tau is not None and self._tau.shape[0] != batch_size:
+            raise ValueError(f"sigma policy: a batch of {batch_size} in an episode of batches of "
+                             f"{self._tau.shape[0]}; call reset() at the start of each episode")
 
     def silence(self, batch_size: int, device: torch.device) -> Tensor | None:
         """Return the audio chunk the model hears: zeros when it uses audio, else None."""
@@ -92,7 +154,7 @@ class SigmaPolicy(PreTrainedPolicy):
         is its own previous one, as in the shards); audio (and prev_audio) is silence for a model that uses audio.
         """
         c = self.model.config
-        image, state, actions = batch[self.config.camera_key], batch[OBS_STATE], batch[ACTION]
+        (image, state), actions = self.inputs(batch), batch[ACTION]
         if actions.dim() != 3 or actions.shape[1] < c.traj_len:
             raise ValueError(
                 f"sigma policy: 'action' must be [B, {c.traj_len}, {c.action_dim}] (action_delta_indices), "
@@ -136,8 +198,9 @@ class SigmaPolicy(PreTrainedPolicy):
         """
         self.eval()
         m = self.model
-        state = batch[OBS_STATE]
-        obs = observation_from_batch({"vision_inputs": batch[self.config.camera_key], "robot_state": state,
+        image, state = self.inputs(batch)
+        self.check_episode(state.shape[0])
+        obs = observation_from_batch({"vision_inputs": image, "robot_state": state,
                                       "audio": self.silence(state.shape[0], state.device)}, m.config, m.device)
         out = m(obs, m.tokenize(self.tasks(batch, obs.robot_state.shape[0])), tau_prev=self._tau,
                 memory_prev=self._memory, telepathy=self.config.loss.telepathy)
@@ -150,6 +213,7 @@ class SigmaPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def select_action(self, batch: dict, **kwargs) -> Tensor:
         """Return the next action [B, A]: a new plan every n_action_steps calls."""
+        self.check_episode(self.inputs(batch)[1].shape[0])
         if not self._queue:
             self._queue.extend(self.predict_action_chunk(batch).transpose(0, 1))
         return self._queue.popleft()

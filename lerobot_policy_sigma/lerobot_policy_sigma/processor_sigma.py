@@ -15,6 +15,8 @@ language node tokenise the same way, so there is one tokenisation path for every
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,3 +67,23 @@ def make_sigma_pre_post_processors(
             to_transition=policy_action_to_transition, to_output=transition_to_policy_action,
         ),
     )
+
+
+def check_saved_processors(directory: str | Path) -> None:
+    """Check that the files the processors saved in `directory` reference (their statistics) are there.
+
+    FileNotFoundError naming the missing file (LeRobot would take the directory for a Hub repo id and report that);
+    ValueError for a processor json that is not JSON. Processors not saved there are not checked.
+    """
+    directory = Path(directory)
+    for name in (POLICY_PREPROCESSOR_DEFAULT_NAME, POLICY_POSTPROCESSOR_DEFAULT_NAME):
+        config = directory / f"{name}.json"
+        if not config.is_file():
+            continue
+        try:
+            steps = json.loads(config.read_text()).get("steps", [])
+        except (ValueError, AttributeError) as err:
+            raise ValueError(f"{config} is not a saved processor pipeline ({err})") from None
+        for state_file in (step.get("state_file") for step in steps if isinstance(step, dict)):
+            if state_file and not (directory / state_file).is_file():
+                raise FileNotFoundError(f"{directory / state_file} is missing ({config.name} references it)")

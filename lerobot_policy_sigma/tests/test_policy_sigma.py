@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +14,15 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import NormalizationMode
 from sigma_model.training import Curriculum, SigmaTrainer, TrainingConfig
 
+from sigma_model.testing import cli_error
+
 from conftest import CURRICULUM_STEPS, IMAGE_KEY, TINY_MODEL, policy_config
 from lerobot_policy_sigma import (
     SigmaConfig,
     SigmaPolicy,
     make_sigma_pre_post_processors,
 )
+from lerobot_policy_sigma.export import main as export_main
 
 B = 2
 
@@ -208,6 +213,94 @@ def test_save_and_from_pretrained_keep_weights_and_curriculum(tmp_path):
     assert int(loaded.curriculum_step) == 2
     obs = observation(policy.config)
     assert torch.equal(loaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+
+
+def save_policy(directory: Path, config: SigmaConfig | None = None) -> Path:
+    """Save a tiny sigma policy with its processors (unit statistics) as lerobot-train does."""
+    config = config or policy_config()
+    unit = {"mean": torch.zeros(6), "std": torch.ones(6)}
+    make_policy(config).save_pretrained(directory)
+    for processor in make_sigma_pre_post_processors(config, {"observation.state": unit, "action": unit}):
+        processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("task", ["", ["", ""], ["  ", "\n"], ["pick the cube", "\u200b"]])
+def test_blank_instructions_are_refused(task):
+    policy = make_policy()
+    n = 1 if isinstance(task, str) else len(task)
+    obs = {k: v[:n] for k, v in observation(policy.config).items() if k != "task"}
+    with pytest.raises(ValueError, match="blank instruction"):
+        policy.predict_action_chunk({**obs, "task": task})
+    batch = {k: v[:n] for k, v in lerobot_batch(policy.config).items() if k != "task"}
+    with pytest.raises(ValueError, match="blank instruction"):
+        policy({**batch, "task": task})
+
+
+def test_images_are_uint8_or_float_in_the_unit_range():
+    policy = make_policy()
+    obs = observation(policy.config)
+    pixels = (obs[IMAGE_KEY] * 255).round().to(torch.uint8)
+    unit = {**obs, IMAGE_KEY: pixels.float() / 255}
+    want = policy.predict_action_chunk(unit)
+    for image in (pixels, unit[IMAGE_KEY].double()):
+        policy.reset()
+        assert torch.allclose(policy.predict_action_chunk({**obs, IMAGE_KEY: image}), want, atol=1e-6)
+    policy.reset()
+    assert torch.allclose(policy.predict_action_chunk({**obs, IMAGE_KEY: unit[IMAGE_KEY].half()}), want, atol=1e-2)
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\].*uint8"):
+        policy.predict_action_chunk({**obs, IMAGE_KEY: pixels.float()})
+    batch = lerobot_batch(policy.config)
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\]"):
+        policy({**batch, IMAGE_KEY: batch[IMAGE_KEY] * 255})
+    assert torch.isfinite(policy({**batch, IMAGE_KEY: batch[IMAGE_KEY].double()})[0])
+
+
+def test_an_empty_batch_is_refused():
+    policy = make_policy()
+    obs, batch = observation(policy.config), lerobot_batch(policy.config)
+    with pytest.raises(ValueError, match="empty batch"):
+        policy.predict_action_chunk({**{k: v[:0] for k, v in obs.items()}, "task": []})
+    with pytest.raises(ValueError, match="empty batch"):
+        policy({**{k: v[:0] for k, v in batch.items()}, "task": []})
+
+
+def test_a_batch_of_another_size_before_reset_is_refused():
+    policy = make_policy()
+    obs = observation(policy.config)
+    one = {k: v[:1] for k, v in obs.items()}
+    policy.select_action(obs)
+    for act in (policy.select_action, policy.predict_action_chunk):
+        with pytest.raises(ValueError, match=r"a batch of 1 in an episode of batches of 2; call reset\(\)"):
+            act(one)
+    policy.reset()
+    assert policy.select_action(one).shape == (1, policy.config.model.action_dim)
+
+
+def test_unusable_saved_policies_are_one_line_errors(tmp_path, capsys):
+    base = save_policy(tmp_path / "base")
+    other = save_policy(tmp_path / "other", policy_config(model=dataclasses.replace(TINY_MODEL, d_model=64)))
+    weights = "model.safetensors"
+    stats = "policy_preprocessor_step_3_normalizer_processor.safetensors"
+    truncated = (base / weights).read_bytes()[:1000]
+    cases = {
+        "truncated": (lambda d: (d / weights).write_bytes(truncated), f"{weights} is not a readable safetensors"),
+        "empty": (lambda d: (d / weights).write_bytes(b""), f"{weights} is not a readable safetensors"),
+        "no_weights": (lambda d: (d / weights).unlink(), f"{weights} is missing"),
+        "other_weights": (lambda d: shutil.copy(other / weights, d), "config.json: size mismatch for model."),
+        "other_config": (lambda d: shutil.copy(other / "config.json", d), "config.json: size mismatch for model."),
+        "no_stats": (lambda d: (d / stats).unlink(), f"{stats} is missing (policy_preprocessor.json references it)"),
+    }
+    for name, (damage, message) in cases.items():
+        directory = shutil.copytree(base, tmp_path / name)
+        damage(directory)
+        with pytest.raises((ValueError, FileNotFoundError)) as raised:
+            SigmaPolicy.from_pretrained(directory)
+        assert str(directory) in str(raised.value) and message in str(raised.value), (name, raised.value)
+        assert "\n" not in str(raised.value)
+        error = cli_error(export_main, [f"--pretrained={directory}", f"--output={tmp_path / 'out'}"], capsys)
+        assert error.startswith(f"sigma-from-lerobot: error: {directory}/") and message in error, (name, error)
+    assert isinstance(SigmaPolicy.from_pretrained(base), SigmaPolicy)
 
 
 # -------------------------------------------------------------------- processors

@@ -47,6 +47,31 @@ def test_closed_loop_missing_checkpoint_or_bad_adapter_config_is_one_line(tmp_pa
         assert error.startswith(f"sigma-closed-loop: error: {bad}")
 
 
+def test_closed_loop_unusable_sigma_policy_is_one_line(tmp_path, capsys):
+    """Weights that are no safetensors file, a missing statistics file: named, not a traceback or a repo-id error."""
+    pytest.importorskip("lerobot_policy_sigma")
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot_policy_sigma import SigmaConfig, SigmaPolicy, make_sigma_pre_post_processors
+    from sigma_model.testing import small_config
+
+    config = SigmaConfig(model=small_config(), device="cpu")
+    config.input_features = {"observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 32, 32)),
+                             "observation.state": PolicyFeature(FeatureType.STATE, (6,))}
+    config.output_features = {"action": PolicyFeature(FeatureType.ACTION, (6,))}
+    unit = {"mean": [0.0] * 6, "std": [1.0] * 6}
+    for name in ("weights", "stats"):
+        SigmaPolicy(config).save_pretrained(tmp_path / name)
+        for processor in make_sigma_pre_post_processors(config, {"observation.state": unit, "action": unit}):
+            processor.save_pretrained(tmp_path / name)
+    (tmp_path / "weights" / "model.safetensors").write_bytes(b"garbage")
+    stats = tmp_path / "stats" / "policy_preprocessor_step_3_normalizer_processor.safetensors"
+    stats.unlink()
+    for name, words in (("weights", "model.safetensors is not a readable safetensors file"),
+                        ("stats", f"{stats} is missing (policy_preprocessor.json references it)")):
+        error = cli_error(closed_loop_cli.main, [f"--policy_path={tmp_path / name}", "--episodes=1"], capsys)
+        assert error.startswith(f"sigma-closed-loop: error: {tmp_path / name}/") and words in error, error
+
+
 def test_make_default_corrupt_partial_provenance_is_one_line(tmp_path, no_stage, capsys):
     work = tmp_path / "work"
     work.mkdir()
