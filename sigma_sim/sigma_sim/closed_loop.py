@@ -33,12 +33,12 @@ paraphrase_selection), which vary the episode, not the policy; each variation of
 ``seed + i``, so it is paired with the nominal run.
 Per episode it records success, time to success, action smoothness (mean |delta command| per
 tick and the mean squared third difference of the commands, "jerk"), per-stage latency and the
-safety filter's interventions. Every plan of a Sigma condition is also scored as the paper scores a
-replayed window (:class:`ExpertReference`): its action vector, chunk and trajectory against the
-scripted expert's actions from the same simulator state (a physics-only copy takes over and runs
-the horizon; the episode itself is untouched), with tau L2, the semantic-text alignment and the hard
-plans. :func:`build_closed_loop_report` aggregates them with
-``sigma_model.evaluation.report.build_report`` into ``sigma_eval_report.json`` (format
+safety filter's interventions (step-limited ticks; targets it rejected, non-finite or mis-sized, while the
+arm held). Every plan of a Sigma condition is also scored as the paper scores a replayed window
+(:class:`ExpertReference`): its action vector, chunk and trajectory against the scripted expert's actions
+from the same simulator state (a physics-only copy takes over and runs the horizon; the episode itself is
+untouched), with tau L2, the semantic-text alignment and the hard plans. :func:`build_closed_loop_report`
+aggregates them with ``sigma_model.evaluation.report.build_report`` into ``sigma_eval_report.json`` (format
 ``sigma-eval-v2``): a *sample* is a plan and a *batch* an episode, so ``num_samples`` counts plans and
 ``avg_mse_*`` are means over plans; ``episode_success_rate`` is the fraction of episodes solved (no
 window success rate here); fields that do not apply (the expert condition is the reference itself)
@@ -46,7 +46,9 @@ are null with the reason under ``not_applicable``. CHECK A compares the checkpoi
 initialisation its training run recorded. A ``closed_loop`` section adds Wilson confidence intervals. The
 report's paper fields, ``conditions`` and ``closed_loop`` describe the nominal episodes; each condition's
 ``episode_success_by_variation`` has every variation's success rate (Wilson 95% CI) and its discordant pairs
-with the nominal episodes, and ``variations`` says what each variation changed.
+with the nominal episodes and its ``safety_rejected_targets`` the policy targets the safety filter rejected, per
+variation (a policy emitting NaN shows there and in the printed summary); ``variations`` says what each variation
+changed.
 
 Command line::
 
@@ -348,6 +350,7 @@ class EpisodeOutcome:
     wall_s: float = 0.0
     plan_errors: dict[str, Any] = field(default_factory=dict)  # plan_errors(): the plans' MSEs against the expert
     variation: str = "nominal"
+    rejected_targets: int = 0  # policy targets the safety filter rejected (non-finite or mis-sized): the arm held
 
     def record(self) -> dict[str, Any]:
         """Return a per-episode record for sigma_model.evaluation.report.build_report.
@@ -360,7 +363,7 @@ class EpisodeOutcome:
             "time_to_success_s": self.time_to_success_s, "episode_steps": self.steps,
             "lifted": float(self.was_lifted), "mean_abs_delta_command": self.mean_abs_delta_command,
             "mean_sq_jerk": self.mean_sq_jerk, "safety_step_limited_fraction": self.safety_step_limited_fraction,
-            "plans": self.plans, "wall_s": self.wall_s,
+            "safety_rejected_targets": self.rejected_targets, "plans": self.plans, "wall_s": self.wall_s,
         }
         rec.update(self.diagnostics)
         for k, v in self.latency_ms.items():
@@ -437,6 +440,11 @@ class EvalEpisode:
     def done(self) -> bool:
         return self.success or self.steps >= self.config.max_steps
 
+    @property
+    def rejected_targets(self) -> int:
+        """Targets of this episode the safety filter rejected (non-finite or mis-sized; the arm held)."""
+        return self.safety.rejected_targets
+
     def step(self, target) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if self.done:
             raise RuntimeError("the episode is over: reset it first")
@@ -478,7 +486,7 @@ def run_episode(env, policy, seed: int, instruction: str, config: ClosedLoopConf
         was_lifted=bool(run.info.get("was_lifted", False)), mean_abs_delta_command=d_cmd, mean_sq_jerk=jerk,
         safety_step_limited_fraction=run.step_limited / max(1, run.steps), plans=policy.plans, latency_ms=latency,
         diagnostics=diagnostics, wall_s=time.perf_counter() - t_wall, plan_errors=plan_errors(policy, config),
-        variation=variation,
+        variation=variation, rejected_targets=run.rejected_targets,
     )
 
 
@@ -509,6 +517,14 @@ def run_conditions(
 
 
 # -------------------------------------------------------------------------------- evaluation
+def rejected_by_variation(outcomes: list[EpisodeOutcome]) -> dict[str, int]:
+    """{variation: policy targets the safety filter rejected over its episodes}."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.variation] = counts.get(o.variation, 0) + o.rejected_targets
+    return counts
+
+
 def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopConfig,
                              condition_info: dict[str, dict[str, Any]] | None = None,
                              meta: dict[str, Any] | None = None,
@@ -539,6 +555,7 @@ def build_closed_loop_report(outcomes: list[EpisodeOutcome], config: ClosedLoopC
             "failed_seeds": [o.seed for o in outs if not o.success],
             "instructions": list(dict.fromkeys(o.instruction for o in outs)),  # distinct, in episode order
             "episode_success_by_variation": success_by_variation([o for o in outcomes if o.condition == name]),
+            "safety_rejected_targets": rejected_by_variation([o for o in outcomes if o.condition == name]),
         }
     expert = "the scripted expert is the reference of the plan errors"
     not_applicable = {
@@ -702,8 +719,11 @@ def format_summary(report: dict[str, Any]) -> str:
 
     lines = [f"{'condition':<36}{'success':>9}{'95% CI':>15}{'t_success(s)':>14}{'|dcmd|':>9}{'jerk':>11}"
              f"{'mse vec/chk/trj vs expert':>30}"]
-    for name, c in report.get("closed_loop", {}).items():
-        label = report.get("conditions", {}).get(name, {}).get("label") or LABELS.get(name, name)
+    closed = report.get("closed_loop", {})
+    labels = {name: report.get("conditions", {}).get(name, {}).get("label") or LABELS.get(name, name)
+              for name in closed}
+    for name, c in closed.items():
+        label = labels[name]
         lo, hi = c["episode_success_rate_ci95"]
         ci = "-" if lo is None else f"[{lo:.2f},{hi:.2f}]"
         t = c["mean_time_to_success_s"]
@@ -715,6 +735,11 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{'-' if t is None else f'{t:.2f}':>14}{c['mean_abs_delta_command']:>9.4f}{c['mean_sq_jerk']:>11.2e}"
             f"{mse_s:>30}"
         )
+    for name, c in closed.items():
+        rejected = {v: n for v, n in c.get("safety_rejected_targets", {}).items() if n}
+        if rejected:
+            lines.append(f"WARNING {labels[name]}: the safety filter rejected policy targets (non-finite or "
+                         f"mis-sized; the arm held): {', '.join(f'{v} {n}' for v, n in rejected.items())}")
     lines += format_variation_table(report, LABELS)
     if report.get("check_a"):
         lines.append(format_check_a(report["check_a"]))

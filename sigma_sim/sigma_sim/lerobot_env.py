@@ -25,7 +25,10 @@ and ``agent_pos`` (the joint positions, rad), which LeRobot turns into ``observa
 and ``observation.state``, the features of sigma-sim-record's datasets. The reward is 1.0 on the
 ticks the task is solved. ``--env.variation`` (``wide_range``, ``perturbed_view``, ``paraphrase``,
 ``paraphrase_selection``; default ``nominal``) plays every episode under that variation of sigma-closed-loop's
-(:mod:`sigma_sim.episode_variations`), with the same seeds.
+(:mod:`sigma_sim.episode_variations`), with the same seeds. ``reset`` takes no ``options`` (the seed and the
+variation choose the episode; any other is a ValueError). An action not of shape ``(6,)`` is a ValueError; a
+non-finite one is rejected by the safety filter, the arm holds, and ``info["rejected_actions"]`` counts the
+episode's rejected actions.
 """
 
 from __future__ import annotations
@@ -78,7 +81,13 @@ class SO101LeRobotGymEnv(gym.Env):
         })
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Episode ``seed - first_seed`` of the evaluation under ``variation`` (no seed: the one after the last)."""
+        """Episode ``seed - first_seed`` of the evaluation under ``variation`` (no seed: the one after the last).
+
+        ``options`` must be None or empty: the episode is the seed's (ValueError otherwise).
+        """
+        if options is not None and (not isinstance(options, dict) or options):
+            raise ValueError(f"reset options are not supported, got {options!r}: the seed and the env's variation "
+                             "choose the episode")
         super().reset(seed=seed)
         seed = self._next_seed if seed is None else int(seed)
         self._next_seed = seed + 1
@@ -87,11 +96,21 @@ class SO101LeRobotGymEnv(gym.Env):
         return self._observation(obs), {"task": self.episode.instruction, "is_success": False}
 
     def step(self, action):
-        obs, info = self.episode.step(np.asarray(action, dtype=np.float64))
+        """One tick; ValueError for an action not of shape (6,); a non-finite one holds the arm and is counted."""
+        try:
+            target = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            target = None
+        if target is None or target.shape != self.action_space.shape:
+            got = "non-numeric values" if target is None else f"shape {target.shape}"
+            raise ValueError(f"action must be {self.action_space.shape[0]} joint targets (rad) of shape "
+                             f"{self.action_space.shape}, got {got} ({type(action).__name__})")
+        obs, info = self.episode.step(target)
         terminated = self.episode.success
         truncated = self.episode.done and not terminated
         return (self._observation(obs), float(info["success"]), terminated, truncated,
-                {"task": self.episode.instruction, "is_success": self.episode.success})
+                {"task": self.episode.instruction, "is_success": self.episode.success,
+                 "rejected_actions": self.episode.rejected_targets})
 
     def task_description(self) -> str:
         """Return the episode's instruction (LeRobot passes it to the policy as the task)."""
