@@ -5,9 +5,11 @@
 :func:`iter_paired_frames`: each camera frame gets the newest valid joint state and commanded
 action (``action_align="latest"``: the newest at or before the frame; ``"next"``: the first at or
 after it) and the current instruction, following the Sigma nodes' rules (a frame whose joint state
-is older than ``max_age_s`` has no state, an invalid joint state invalidates the last one,
-instructions are normalised as the language node does). Frames are grouped into episodes that end
-at an instruction change or a time gap between camera frames larger than ``gap_s``.
+is older than ``max_age_s`` has no state, an invalid joint state invalidates the last one;
+invalid as the perception node judges it: not finite, or beyond the joint limits by more than the
+tolerance, the nodes' defaults for the SO-101's joints unless given; instructions are normalised as
+the language node does). Frames are grouped into episodes that end at an instruction change or a
+time gap between camera frames larger than ``gap_s``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sigma_model.safety import SO101_JOINT_NAMES, JointLimits
 
 from sigma_ros.bag_io import (
     ROLE_ORDER,
@@ -143,6 +146,7 @@ class PairingStats:
     topics: dict[str, str | None] = field(default_factory=dict)
     camera_period_s: float | None = None
     gap_s: float | None = None
+    joint_limits: dict[str, list[float]] | None = None  # the joint-state plausibility check applied (None: none)
     errors: list[str] = field(default_factory=list)  # first few conversion errors
 
     def note(self, text: str) -> None:
@@ -186,6 +190,14 @@ def resolve_joint_names(reader: BagReader, topics: RobotTopics, joint_names: Seq
     return [f"joint_{i}" for i in range(n)]
 
 
+def node_joint_limits(joint_names: Sequence[str]) -> JointLimits | None:
+    """Return the nodes' default joint-state check (SO-101 limits, 0.1 rad tolerance) for the SO-101's joints.
+
+    None for other joints (another robot's recording: its limits are not known here).
+    """
+    return JointLimits() if tuple(joint_names) == SO101_JOINT_NAMES else None
+
+
 def time_groups(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:
     """Consecutive messages that share one receive time, as lists."""
     group: list[RawMessage] = []
@@ -211,11 +223,13 @@ def iter_paired_frames(
     max_frames: int | None = None,
     stats: PairingStats | None = None,
     require_action: bool = True,
+    joint_limits: JointLimits | None = None,
 ) -> Iterator[PairedFrame]:
     """Every camera frame of the recording, paired (see the module docstring), in time order.
 
     ``max_age_s`` (None/0: no limit) applies to the joint state and, with ``"latest"``, to the
-    command; ``gap_s`` None: :func:`default_gap_s` of the camera period.
+    command; ``gap_s`` None: :func:`default_gap_s` of the camera period; ``joint_limits`` None:
+    :func:`node_joint_limits`.
     """
     if action_align not in ("latest", "next"):
         raise ValueError(f"action_align must be 'latest' or 'next', got {action_align!r}")
@@ -227,6 +241,10 @@ def iter_paired_frames(
     )
     joints = resolve_joint_names(reader, topics, joint_names)
     stats.joint_names = list(joints)
+    limits = joint_limits if joint_limits is not None else node_joint_limits(joints)
+    stats.joint_limits = None if limits is None else {
+        "lower": limits.lower.tolist(), "upper": limits.upper.tolist(),
+        "tolerance": limits.measurement_tolerance.tolist()}
     stats.topics = topics.as_dict()
     stats.action_type = reader.topics.get(topics.action, "") if topics.action else ""
     if gap_s is None:
@@ -265,7 +283,12 @@ def iter_paired_frames(
             if role == "joint_states":
                 msg = reader.decode(m)
                 try:
-                    state = (m.t_ns, joint_state_to_vector(msg, joints))
+                    vec = joint_state_to_vector(msg, joints)
+                    if limits is not None:
+                        vec, fault = limits.check(vec)
+                        if fault:
+                            raise ConversionError(f"joint_states: {fault}")
+                    state = (m.t_ns, vec)
                 except ConversionError as err:
                     state = None  # as the perception node: a faulty reading invalidates the last state
                     stats.invalid_joint_states += 1

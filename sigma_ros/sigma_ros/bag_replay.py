@@ -184,6 +184,11 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
         if len(joints) != c.state_dim or len(joints) != c.action_dim:
             raise ValueError(f"{bag}: {len(joints)} joints {joints}, the model has state_dim {c.state_dim} and "
                              f"action_dim {c.action_dim} (choose the joints with --joint_names)")
+        for text in sorted({f.instruction for f in frames if f.instruction is not None}):
+            try:  # the language node refuses an instruction the model would cut: no comparison could hold
+                model.tokenize([text], truncate=False)
+            except ValueError as err:
+                raise ValueError(f"{bag}: {err}") from None
         steps = schedule(frames, cfg.telepathy, cfg.tau_timeout_s)
         attach_targets(frames, steps, c.chunk_len, c.traj_len)
         read_s = time.perf_counter() - t_read

@@ -48,7 +48,7 @@ TOL = 1e-4  # same weights, same inputs, same seeds: the paths agree to float ro
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    model = SigmaModel(small_config()).eval()
+    model = SigmaModel(small_config(max_text_tokens=32)).eval()  # room for the instructions (bytes)
     make_tau_matter_(model, seed=5)  # tau changes vision, language and action, as after training
     path = tmp_path_factory.mktemp("bag_ckpt")
     save_checkpoint(model, path)
@@ -297,3 +297,8 @@ def test_offline_command_line_and_errors(checkpoint, bags, tmp_path, capsys):
     assert main([f"--bag={bags['sqlite3']}", f"--checkpoint={checkpoint}", f"--output={tmp_path / 'y'}",
                  "--ros=false", "--quiet=true", "--joint_names=[shoulder_pan,gripper]"]) == 2
     assert "2 joints" in capsys.readouterr().err
+    # an instruction the model would cut: the language node refuses it, so no comparison could hold
+    short = save_checkpoint(SigmaModel(small_config(max_text_tokens=16)), tmp_path / "short_text")
+    assert main([f"--bag={bags['sqlite3']}", f"--checkpoint={short}", f"--output={tmp_path / 'z'}", "--ros=false",
+                 "--quiet=true"]) == 2
+    assert "is longer than the model's 16 tokens" in capsys.readouterr().err
