@@ -548,7 +548,6 @@ def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
 
     from sigma_ros import graph, qos
 
-    ms = 1_000_000
     blank = np.zeros((96, 96, 3), np.uint8)
     with GraphHarness("test_ros_sync_requests", nodes=("perception_node",),
                       overrides={"perception_node": {"sync_plans": True}}) as g:
@@ -560,8 +559,8 @@ def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
         g.stream_joint_states(Q0)
         time.sleep(0.3)
 
-        def frame(offset_ms=0):
-            t = g.probe.get_clock().now().nanoseconds + offset_ms * ms
+        def frame(t=None):
+            t = g.probe.get_clock().now().nanoseconds if t is None else t
             g.send_image(blank, stamp=time_from_ns(t))
             time.sleep(0.1)
             return t
@@ -569,11 +568,11 @@ def test_sync_plans_run_the_model_on_the_first_frame_from_each_plan_request():
         frame()
         g.rec.wait_for("vision_tokens", 1, 10)  # the first frame after start
         for _ in range(3):
-            frame()
-        t_req = g.probe.get_clock().now().nanoseconds + 300 * ms
+            last = frame()
+        t_req = g.probe.get_clock().now().nanoseconds  # a controller stamps its request with its own clock's now
         request.publish(Header(stamp=time_from_ns(t_req)))
         time.sleep(0.1)
-        frame()  # stamped before the request
+        frame((last + t_req) // 2)  # stamped before the request (and after the frames before it)
         time.sleep(0.3)
         assert g.rec.count("vision_tokens") == 1
         time.sleep(0.3)
