@@ -61,6 +61,7 @@ class LeRobotPolicyAdapter:
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
         from lerobot.utils.import_utils import register_third_party_plugins
+        from safetensors import SafetensorError
 
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -73,7 +74,11 @@ class LeRobotPolicyAdapter:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"{path / 'config.json'} is not a LeRobot policy config ({first})") from None
         config.device = device
-        policy = get_policy_class(config.type).from_pretrained(path, config=config)
+        try:
+            policy = get_policy_class(config.type).from_pretrained(path, config=config)
+        except (RuntimeError, SafetensorError) as err:  # weights unreadable, or of another config (size mismatch)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path}: the policy's weights do not load ({first[:300]})") from None
         pre, post = make_pre_post_processors(config, pretrained_path=str(path),
                                              preprocessor_overrides={"device_processor": {"device": device}})
         return cls(policy, pre, post, path)

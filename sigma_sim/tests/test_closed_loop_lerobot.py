@@ -10,6 +10,7 @@ lerobot_policy_sigma/tests.)
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -62,9 +63,15 @@ def test_policy_path_that_holds_no_usable_policy_is_a_one_line_error(capsys, tmp
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"type": "act", "chunk_size": "many"}))
     wrong_action = make_tiny_act(tmp_path / "act7", action_dim=7)
+    truncated = shutil.copytree(tiny_act_dir, tmp_path / "truncated")  # weights cut short, or of another config
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    other = shutil.copytree(wrong_action, tmp_path / "other")
+    shutil.copy2(tiny_act_dir / "model.safetensors", other / "model.safetensors")
     for path, words in [(missing, "no config.json"), (a_file, "no config.json"), (tmp_path, "no config.json"),
                         (broken, "is not a LeRobot policy config"),
-                        (wrong_action, "action of shape (7,) (the simulator takes 6 joint targets)")]:
+                        (wrong_action, "action of shape (7,) (the simulator takes 6 joint targets)"),
+                        (truncated, "the policy's weights do not load"), (other, "the policy's weights do not load")]:
         line = error_of(capsys, [f"--policy_path={path}", "--episodes=1", "--quiet=true"])
         assert words in line, (path, line)
         assert len(capsys.readouterr().err) == 0
