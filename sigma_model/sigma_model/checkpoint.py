@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .configuration_sigma import WORKSPACES, SigmaConfig
+from .data._io import replacing_directory
 from .modeling_sigma import SigmaModel
 
 CONFIG_NAME = "config.json"
@@ -50,9 +51,7 @@ def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise FileExistsError(f"cannot save a checkpoint at {directory}: it is a file")
-    staging = directory.with_name(f".{directory.name}.saving-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted save of this process id
-    try:
+    with replacing_directory(directory) as staging:
         if directory.is_dir():
             shutil.copytree(directory, staging, copy_function=_link_or_copy)
         staging.mkdir(parents=True, exist_ok=True)
@@ -64,14 +63,6 @@ def save_checkpoint(model: SigmaModel, directory: str | Path) -> Path:
             save_file(tensors, str(target), metadata={"workspace": workspace, "format": "sigma-v1"})
         (staging / CONFIG_NAME).unlink(missing_ok=True)
         model.config.save(staging / CONFIG_NAME)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    shutil.rmtree(old, ignore_errors=True)
     return directory
 
 

@@ -1,16 +1,19 @@
 # Copyright 2026 The Sigma Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Small file-system helpers shared by the data modules (atomic writes, JSON)."""
+"""Small file-system helpers (atomic writes, a directory replaced whole, JSON)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_dir", "json_dumps_stable"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_dir", "json_dumps_stable", "replacing_directory"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -62,3 +65,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = Tr
     else:
         text = json.dumps(obj, indent=4, ensure_ascii=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def replacing_directory(root: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh path beside ``root`` to build its new content at; it becomes ``root`` when the block succeeds.
+
+    What was at ``root`` stays until then: a failure or an interrupt removes the partial copy and leaves ``root`` as
+    it was; on success the old one is renamed aside, the new one renamed into place, the old one deleted.
+    """
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    partial = root.with_name(f".{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run of this process id
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = root.with_name(f".{root.name}.old-{os.getpid()}")
+    if root.exists():
+        os.replace(root, old)
+    os.replace(partial, root)
+    shutil.rmtree(old, ignore_errors=True)

@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._io import replacing_directory
+
 log = logging.getLogger(__name__)
 
 __all__ = ["CAMERA_DTYPES", "create_lerobot_dataset", "finalize_lerobot_dataset", "import_lerobot",
@@ -114,19 +116,8 @@ def replacing_dataset(root: str | os.PathLike, overwrite: bool = False,
         for path in map(Path, keep):
             if path.resolve().is_relative_to(root.resolve()):
                 raise FileExistsError(f"{root} holds {path}: not replaced; choose another output path")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    partial = root.with_name(f".{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run of this process id
-    try:
+    with replacing_directory(root) as partial:
         yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    old = root.with_name(f".{root.name}.old-{os.getpid()}")
-    if root.exists():
-        root.rename(old)
-    partial.rename(root)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def finalize_lerobot_dataset(dataset) -> None:
