@@ -128,7 +128,8 @@ class SigmaPolicy(PreTrainedPolicy):
         if not image.is_floating_point():
             raise ValueError(f"sigma policy: images must be uint8 or float in [0, 1], got {image.dtype}")
         image = image.float()
-        low, high = image.min().item(), image.max().item()  # NaN passes here, the model refuses it
+        low, high = torch.aminmax(image)  # NaN passes here, the model refuses it
+        low, high = low.item(), high.item()
         if low < -IMAGE_RANGE_TOLERANCE or high > 1 + IMAGE_RANGE_TOLERANCE:
             raise ValueError(f"sigma policy: float images must be in [0, 1] (LeRobot's convention; or uint8 in "
                              f"0..255), got values in [{low:g}, {high:g}]")
