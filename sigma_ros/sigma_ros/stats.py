@@ -47,11 +47,6 @@ class NodeStats:
         with self._lock:
             self.drops.setdefault(name, 0)
 
-    @property
-    def dropped_total(self) -> int:
-        with self._lock:
-            return sum(self.drops.values())
-
     def _trim(self, q: deque, now: float, key=lambda x: x[0]) -> None:
         while q and now - key(q[0]) > self.window_s:
             q.popleft()

@@ -147,8 +147,3 @@ def probe_gl_backend(backend: str | None = None, timeout: float = 60.0) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
-
-
-def working_gl_backends() -> list[str]:
-    """All headless backends that can render here (each probed in a subprocess)."""
-    return [b for b in _PREFERENCE if _library_present(b) and probe_gl_backend(b)]

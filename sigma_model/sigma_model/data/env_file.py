@@ -114,14 +114,6 @@ class SigmaEnv(Mapping[str, str]):
     def masked(self) -> dict[str, str]:
         return {k: ("***" if self.is_secret_key(k) and v else v) for k, v in self._values.items()}
 
-    def get_int(self, key: str, default: int) -> int:
-        v = self._values.get(key)
-        return int(v) if v not in (None, "") else default
-
-    def get_float(self, key: str, default: float) -> float:
-        v = self._values.get(key)
-        return float(v) if v not in (None, "") else default
-
     def describe(self) -> str:
         src = str(self.path) if self.path else "<none>"
         keys = ", ".join(sorted(k for k in self._values if not self.is_secret_key(k))) or "-"

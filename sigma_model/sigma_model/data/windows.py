@@ -317,14 +317,6 @@ def _resize_hwc_uint8(a: np.ndarray, size: tuple[int, int] | None) -> np.ndarray
     return np.asarray(Image.fromarray(a).resize((int(w), int(h)), Image.BILINEAR), dtype=np.uint8)
 
 
-def resize_chw_uint8(img: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    """Antialiased bilinear resize of a uint8 ``[3, H, W]`` image to ``size=(H, W)`` (Pillow)."""
-    if size is None or tuple(img.shape[-2:]) == tuple(size):
-        return img
-    hwc = _resize_hwc_uint8(np.ascontiguousarray(img.permute(1, 2, 0).numpy()), size)
-    return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
-
-
 def pick_rgb_from_example(example: Mapping[str, Any], key: str | None = None,
                           size: tuple[int, int] | None = None) -> torch.Tensor:
     """Return the example's RGB image as uint8 ``[3, H, W]`` (optionally resized to ``size=(H, W)``).
