@@ -43,6 +43,25 @@ from .processor_sigma import check_saved_processors
 
 #: how far a float image may stray outside [0, 1] (resampling overshoot) before it is refused
 IMAGE_RANGE_TOLERANCE = 1e-3
+#: how many of the missing / unexpected weights a loading error names
+NAMED_KEYS = 5
+
+
+def load_problems(err: RuntimeError) -> str | None:
+    """Return load_state_dict's error (a header, then one line per problem) as one line; None for another error.
+
+    A list of keys keeps its first NAMED_KEYS names and its count; past two problems, their number.
+    """
+    head, *problems = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+    if not head.startswith("Error(s) in loading state_dict") or not problems:
+        return None
+    for i, line in enumerate(problems):
+        kind, _, keys = line.partition(" key(s) in state_dict: ")
+        names = keys.split(", ")
+        if keys and len(names) > NAMED_KEYS:
+            problems[i] = f"{kind} key(s) in state_dict: {', '.join(names[:NAMED_KEYS])}, ... ({len(names)} in all)"
+    more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+    return "; ".join(problems[:2]) + more
 
 
 class SigmaPolicy(PreTrainedPolicy):
@@ -65,28 +84,36 @@ class SigmaPolicy(PreTrainedPolicy):
 
     @classmethod
     def from_pretrained(cls, pretrained_name_or_path: str | Path, **kwargs) -> SigmaPolicy:
-        """LeRobot's, with one-line errors for a local directory.
+        """LeRobot's, with one-line errors for a local directory (and the weights checked: `_load_as_safetensor`).
 
         FileNotFoundError for a file that its saved processors reference and that is missing (LeRobot would take the
-        directory for a Hub repo id); ValueError for weights that are no safetensors file or do not fit config.json.
+        directory for a Hub repo id).
         """
         path = Path(pretrained_name_or_path)
-        if not path.is_dir():
-            return super().from_pretrained(pretrained_name_or_path, **kwargs)
-        check_saved_processors(path)
-        weights = path / "model.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights} is missing: no weights in the saved policy {path}")
+        if path.is_dir():
+            check_saved_processors(path)
+            weights = path / "model.safetensors"
+            if not weights.is_file():
+                raise FileNotFoundError(f"{weights} is missing: no weights in the saved policy {path}")
+        return super().from_pretrained(pretrained_name_or_path, **kwargs)
+
+    @classmethod
+    def _load_as_safetensor(cls, model: SigmaPolicy, model_file: str, map_location: str, strict: bool) -> SigmaPolicy:
+        """LeRobot's, always strict, whatever `strict` the caller passes.
+
+        Non-strict, a weight the file lacks would stay at random init with only a log line. ValueError (one line)
+        for a file that is no safetensors file, lacks weights of the policy, holds others, or holds them in other
+        shapes.
+        """
         try:
-            return super().from_pretrained(pretrained_name_or_path, **kwargs)
+            return super()._load_as_safetensor(model, model_file, map_location, True)
         except SafetensorError as err:
-            raise ValueError(f"{weights} is not a readable safetensors file ({err})") from None
-        except RuntimeError as err:  # load_state_dict: "Error(s) in loading state_dict ...", one line per tensor
-            problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-            if not str(err).startswith("Error(s) in loading state_dict") or not problems:
+            raise ValueError(f"{model_file} is not a readable safetensors file ({err})") from None
+        except RuntimeError as err:
+            problems = load_problems(err)
+            if problems is None:
                 raise
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise ValueError(f"{weights} does not fit {path / 'config.json'}: {problems[0]}{more}") from None
+            raise ValueError(f"{model_file} does not fit its config.json: {problems}") from None
 
     def get_optim_params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -12,9 +12,11 @@ import pytest
 import torch
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import NormalizationMode
+from safetensors.torch import load_file, save_file
 from sigma_model.training import Curriculum, SigmaTrainer, TrainingConfig
 
 from sigma_model.testing import cli_error
+from sigma_sim.closed_loop_cli import main as closed_loop_main
 
 from conftest import CURRICULUM_STEPS, IMAGE_KEY, TINY_MODEL, policy_config
 from lerobot_policy_sigma import (
@@ -23,6 +25,7 @@ from lerobot_policy_sigma import (
     make_sigma_pre_post_processors,
 )
 from lerobot_policy_sigma.export import main as export_main
+from lerobot_policy_sigma.modeling_sigma import NAMED_KEYS
 
 B = 2
 
@@ -301,6 +304,32 @@ def test_unusable_saved_policies_are_one_line_errors(tmp_path, capsys):
         error = cli_error(export_main, [f"--pretrained={directory}", f"--output={tmp_path / 'out'}"], capsys)
         assert error.startswith(f"sigma-from-lerobot: error: {directory}/") and message in error, (name, error)
     assert isinstance(SigmaPolicy.from_pretrained(base), SigmaPolicy)
+
+
+def test_weights_missing_from_or_foreign_to_the_file_are_refused_whatever_strict_says(tmp_path, capsys):
+    """LeRobot loads non-strictly (a missing head would act at random init): each loading path names the keys."""
+    base = save_policy(tmp_path / "base")
+    weights = load_file(base / "model.safetensors")
+    head = sorted(k for k in weights if ".action_token_head." in k)
+    many = sorted(weights)[:NAMED_KEYS + 2]
+    cases = {
+        "missing_head": ({k: v for k, v in weights.items() if k not in head},
+                         "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in head)),
+        "missing_many": ({k: v for k, v in weights.items() if k not in many},
+                         f'"{many[NAMED_KEYS - 1]}", ... ({len(many)} in all)'),
+        "unexpected": ({**weights, "model.stray": torch.zeros(2)}, 'Unexpected key(s) in state_dict: "model.stray"'),
+    }
+    for name, (tensors, message) in cases.items():
+        directory = shutil.copytree(base, tmp_path / name)
+        save_file(tensors, directory / "model.safetensors")
+        for strict in ({}, {"strict": False}, {"strict": True}):
+            with pytest.raises(ValueError) as raised:
+                SigmaPolicy.from_pretrained(directory, **strict)
+            line = str(raised.value)
+            assert line.startswith(f"{directory}/model.safetensors does not fit its config.json: "), line
+            assert message in line and "\n" not in line, (name, strict, line)
+        error = cli_error(closed_loop_main, [f"--policy_path={directory}", "--episodes=1"], capsys)
+        assert error.startswith(f"sigma-closed-loop: error: {directory}/") and message in error, (name, error)
 
 
 # -------------------------------------------------------------------- processors
