@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sigma_model.robot_bridge import RobotBridge, make_robot, robot_types
-from sigma_model.safety import SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
+from sigma_model.safety import KNOWN_JOINT_LIMITS, SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 
 
 def test_sim_robot_is_a_lerobot_robot_type_driven_through_the_bridge():
@@ -103,5 +103,27 @@ def test_a_robot_reporting_goals_that_cannot_be_is_a_failed_send_not_a_crash(rep
         assert np.abs(np.diff(sent, axis=0)).max() <= 0.05 + 1e-9
         assert ((sent >= SO101_LOWER_LIMITS) & (sent <= SO101_UPPER_LIMITS)).all()
         np.testing.assert_allclose(sent[-1], target, atol=1e-9)  # and the loop went on to its target
+    finally:
+        bridge.close()
+
+
+def test_the_bridge_takes_each_joints_limits_and_range_by_name_in_any_joint_order():
+    """joint_names reversed, no limits or ranges given: each joint gets its own, by name.
+
+    Before, the robot node passed the SO-101's limits and ranges in their order: reversed, the gripper's 0..100 spanned
+    shoulder_pan's range and its targets were kept within shoulder_pan's limits.
+    """
+    names = tuple(reversed(SO101_JOINT_NAMES))
+    robot = make_robot("sigma_so101_sim", {"image_width": 32, "image_height": 32, "seed": 3})
+    bridge = RobotBridge(robot, names, max_step=10.0, max_relative_target=None)
+    first = bridge.connect()
+    try:
+        np.testing.assert_allclose(first.positions, robot.env.joint_positions[::-1], atol=1e-9)
+        lo, hi = bridge.limits
+        assert dict(zip(names, lo)) == pytest.approx({j: KNOWN_JOINT_LIMITS[j][0] for j in names})
+        assert dict(zip(names, hi)) == pytest.approx({j: KNOWN_JOINT_LIMITS[j][1] for j in names})
+        bridge.command(np.full(6, 3.0), 0.0)
+        tick = bridge.tick(0.0)
+        assert dict(zip(names, tick.sent)) == pytest.approx({j: KNOWN_JOINT_LIMITS[j][1] for j in names})
     finally:
         bridge.close()

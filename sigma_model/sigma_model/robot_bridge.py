@@ -34,8 +34,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sigma_model.robot_units import RobotUnits, units_of_robot
-from sigma_model.safety import SafetyConfig, SafetyDecision, SafetyFilter
+from sigma_model.robot_units import RANGES, RobotUnits, units_of_robot
+from sigma_model.safety import SafetyConfig, SafetyDecision, SafetyFilter, limits_by_name
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +128,15 @@ def camera_keys(robot: Any) -> list[str]:
 class RobotBridge:
     """See the module docstring.
 
-    ``max_step`` (rad per tick, scalar or per joint) and ``max_relative_target`` (rad, LeRobot's check, ``None``: not
-    set) are in radians.
+    ``lower``/``upper`` (joint limits) and ``range_lower``/``range_upper`` (the joint angles at the ends of a motor's
+    normalised range) are in ``joint_names`` order, or None: each joint's built-in ones by name
+    (:func:`sigma_model.safety.limits_by_name`). ``max_step`` (rad per tick, scalar or per joint) and
+    ``max_relative_target`` (rad, LeRobot's check, ``None``: not set) are in radians.
     """
 
-    def __init__(self, robot: Any, joint_names: Sequence[str], lower: Sequence[float], upper: Sequence[float],
-                 range_lower: Sequence[float], range_upper: Sequence[float], max_step: Sequence[float] | float = 0.2,
+    def __init__(self, robot: Any, joint_names: Sequence[str], lower: Sequence[float] | None = None,
+                 upper: Sequence[float] | None = None, range_lower: Sequence[float] | None = None,
+                 range_upper: Sequence[float] | None = None, max_step: Sequence[float] | float = 0.2,
                  command_timeout_s: float = 0.5, measurement_tolerance: float = 0.1,
                  max_relative_target: Sequence[float] | float | None = 0.25, motor_units: str = "auto",
                  torque_on_exit: str = "hold", robot_type: str | None = None) -> None:
@@ -142,15 +145,16 @@ class RobotBridge:
         self.robot = robot
         self.robot_type = robot_type or getattr(getattr(robot, "config", None), "type", robot.name)
         self.joint_names = tuple(joint_names)
+        self._check_features()
+        lower, upper = limits_by_name(self.joint_names, lower, upper)
         self.lower, self.upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-        self.range_lower, self.range_upper = range_lower, range_upper
+        self.range_lower, self.range_upper = limits_by_name(self.joint_names, range_lower, range_upper, RANGES)
         self.max_step = np.broadcast_to(np.asarray(max_step, dtype=np.float64), (len(self.joint_names),)).copy()
         self.command_timeout_s = float(command_timeout_s)
         self.measurement_tolerance = float(measurement_tolerance)
         self.max_relative_target = max_relative_target
         self.motor_units = motor_units
         self.torque_on_exit = torque_on_exit
-        self._check_features()
         config = getattr(robot, "config", None)
         if config is not None and hasattr(config, "disable_torque_on_disconnect"):
             config.disable_torque_on_disconnect = torque_on_exit == "release"

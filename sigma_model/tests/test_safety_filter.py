@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sigma_model.safety import MODE_HOLD, MODE_NO_STATE, MODE_TRACK, SafetyConfig, SafetyFilter
+from sigma_model.safety import (
+    KNOWN_JOINT_LIMITS, MODE_HOLD, MODE_NO_STATE, MODE_TRACK, SO101_JOINT_NAMES, JointLimits, SafetyConfig,
+    SafetyFilter,
+)
 
 LOWER = [-1.0, -1.0, -1.0]
 UPPER = [1.0, 1.0, 0.5]
@@ -312,3 +315,36 @@ def test_a_plan_from_after_now_is_not_followed(now):
     assert f.step([0.05, 0.0, 0.0], np.zeros(3), 5.2).mode == MODE_TRACK  # the plan's own time again
     with pytest.raises(ValueError, match="finite"):
         f.feed_plan(float("nan"))
+
+
+@pytest.mark.parametrize("names", [SO101_JOINT_NAMES, tuple(reversed(SO101_JOINT_NAMES)),
+                                   SO101_JOINT_NAMES[1:] + SO101_JOINT_NAMES[:1]], ids=["so101", "reversed", "rotated"])
+def test_without_explicit_limits_each_joint_gets_its_own_limits_by_name_in_any_order(names):
+    """The gripper at 1.95 rad is implausible (its limit 1.745 + 0.1), however joint_names orders the joints.
+
+    The filter clamps each joint to its own limits. Before, the SO-101's limits applied in their order: reversed,
+    the gripper was judged by shoulder_pan's (+-1.92) and shoulder_pan by the gripper's.
+    """
+    at = {j: i for i, j in enumerate(names)}
+    q = np.zeros(6)
+    q[at["gripper"]] = 1.95
+    measured, fault = JointLimits(joint_names=names).check(q)
+    assert measured is None and fault.startswith("implausible joint state: gripper = 1.95 rad")
+    f = SafetyFilter(SafetyConfig(max_step=10.0, joint_names=names))
+    f.feed_plan(0.0)
+    d = f.step(np.full(6, 3.0), np.zeros(6), 0.0)
+    assert {j: d.command[at[j]] for j in names} == pytest.approx({j: KNOWN_JOINT_LIMITS[j][1] for j in names})
+    d = f.step(np.full(6, -3.0), d.command, 0.0)
+    assert {j: d.command[at[j]] for j in names} == pytest.approx({j: KNOWN_JOINT_LIMITS[j][0] for j in names})
+
+
+def test_a_joint_without_built_in_limits_needs_explicit_ones():
+    with pytest.raises(ValueError) as err:
+        JointLimits(joint_names=("shoulder_pan", "j1"))
+    assert "\n" not in str(err.value) and str(err.value).startswith(
+        "no built-in limits for joint(s) ['j1'] (built in: ['shoulder_pan',")
+    assert "give explicit joint limits" in str(err.value)
+    with pytest.raises(ValueError, match=r"no built-in limits for joint\(s\) \['j0'\]"):
+        SafetyConfig(upper=[1.0], joint_names=("j0",))  # one side given: the other is looked up
+    explicit = JointLimits([-1.0, -2.0], [1.0, 2.0], joint_names=("gripper", "j1"))  # explicit: joint_names order
+    assert explicit.lower.tolist() == [-1.0, -2.0] and explicit.upper.tolist() == [1.0, 2.0]

@@ -7,7 +7,7 @@ action (``action_align="latest"``: the newest at or before the frame; ``"next"``
 after it) and the current instruction, following the Sigma nodes' rules (a frame whose joint state
 is older than ``max_age_s`` has no state, an invalid joint state invalidates the last one;
 invalid as the perception node judges it: not finite, or beyond the joint limits by more than the
-tolerance, the nodes' defaults for the SO-101's joints unless given; instructions are normalised as
+tolerance, the nodes' defaults (each joint's built-in limits by name) unless given; instructions are normalised as
 the language node does). Frames are grouped into episodes that end at an instruction change or a
 time gap between camera frames larger than ``gap_s``.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sigma_model.safety import SO101_JOINT_NAMES, JointLimits
+from sigma_model.safety import KNOWN_JOINT_LIMITS, JointLimits
 
 from sigma_ros.bag_io import (
     ROLE_ORDER,
@@ -191,11 +191,12 @@ def resolve_joint_names(reader: BagReader, topics: RobotTopics, joint_names: Seq
 
 
 def node_joint_limits(joint_names: Sequence[str]) -> JointLimits | None:
-    """Return the nodes' default joint-state check (SO-101 limits, 0.1 rad tolerance) for the SO-101's joints.
+    """Return the nodes' default joint-state check (built-in limits by name, 0.1 rad tolerance).
 
-    None for other joints (another robot's recording: its limits are not known here).
+    None when a joint has no built-in limits (another robot's recording: its limits are not known here; a conversion
+    keeps its joint states, an evaluation passes the limits of its graph).
     """
-    return JointLimits() if tuple(joint_names) == SO101_JOINT_NAMES else None
+    return JointLimits(joint_names=joint_names) if all(j in KNOWN_JOINT_LIMITS for j in joint_names) else None
 
 
 def time_groups(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:

@@ -32,7 +32,8 @@ paired frame by frame. Conditions of the report:
 * ``offline``: the same checkpoint's stage functions (``vision_stage`` -> ``language_stage`` ->
   ``action_stage``) run frame by frame in this process, following the nodes' rules: tau_prev is the
   previous processed frame's tau unless older than ``tau_timeout_s``; the semantic memory resets on
-  an instruction change; a frame without a valid joint state (within ``max_age_s``) is skipped,
+  an instruction change; a frame without a valid joint state (within ``max_age_s``; valid as the graph's perception
+  node judges it, :func:`graph_joint_limits`, counted in ``meta.pairing.invalid_joint_states``) is skipped,
   one before the first instruction gets no plan; the diffusion sampler is reseeded with ``--seed``
   for every plan (the action node's ``reseed_every_plan``).
 
@@ -68,9 +69,10 @@ from typing import Any, Sequence
 import torch
 from sigma_model.cli import check_choice, parse_cli
 from sigma_model.evaluation.evaluate import ReportOptions, format_summary
+from sigma_model.safety import JointLimits
 
 from sigma_ros.bag_io import BACKENDS, BagError, BagReader, bag_info
-from sigma_ros.bag_pairing import PairingStats, RobotTopics, iter_paired_frames
+from sigma_ros.bag_pairing import PairingStats, RobotTopics, iter_paired_frames, resolve_joint_names
 
 from sigma_ros.bag_replay_config import CONDITION_OFFLINE, CONDITION_ROS, FRAMES_LOG_NAME, BagEvalConfig
 from sigma_ros.bag_replay_graph import run_graph
@@ -164,6 +166,26 @@ def evaluate_bag(
             shutil.rmtree(merged_dir, ignore_errors=True)
 
 
+def graph_joint_limits(joint_names: Sequence[str]) -> JointLimits:
+    """Return the joint-state check of the replayed graph's perception node over ``joint_names``.
+
+    Built as the node builds it from the graph's parameter file (``/**``, then ``perception_node``):
+    ``joint_lower_limits``/``joint_upper_limits`` (empty or absent: each joint's built-in limits by name) and
+    ``joint_state_tolerance_rad``. ValueError (one line) where the node would not configure, e.g. for joints without
+    built-in limits.
+    """
+    import yaml
+
+    from sigma_ros import graph
+
+    data = yaml.safe_load(graph.default_config_file().read_text()) or {}
+    params: dict[str, Any] = {}
+    for section in ("/**", "perception_node", "/perception_node"):
+        params.update((data.get(section) or {}).get("ros__parameters") or {})
+    return JointLimits(params.get("joint_lower_limits") or None, params.get("joint_upper_limits") or None,
+                       params.get("joint_state_tolerance_rad", JointLimits.measurement_tolerance), joint_names)
+
+
 def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, heads_file, backend, ci_method,
               confidence, n_boot, table_every, plots, progress, model, checkpoint_dir):
     from sigma_model.evaluation.check_a import check_a_section, find_init_heads
@@ -173,17 +195,18 @@ def _evaluate(bag, checkpoint, out_dir, cfg, topics, joint_names, ros, offline, 
     stats = PairingStats()
     t_read = time.perf_counter()
     with BagReader(bag, backend) as reader:
-        frames = list(iter_paired_frames(reader, topics, joint_names, action_align=cfg.action_align,
+        topics = (topics or RobotTopics()).resolve(reader.topics, reader.name, ("camera", "joint_states", "action"))
+        joints = resolve_joint_names(reader, topics, joint_names)
+        if len(joints) != c.state_dim or len(joints) != c.action_dim:
+            raise ValueError(f"{bag}: {len(joints)} joints {joints}, the model has state_dim {c.state_dim} and "
+                             f"action_dim {c.action_dim} (choose the joints with --joint_names)")
+        frames = list(iter_paired_frames(reader, topics, joints, action_align=cfg.action_align,
                                          max_age_s=cfg.max_age_s, gap_s=cfg.gap_s, max_frames=cfg.max_frames,
-                                         stats=stats))
+                                         stats=stats, joint_limits=graph_joint_limits(joints)))
         info = bag_info(reader)
         if not frames:
             raise BagError(f"{reader.name}: no camera frames")
         assert all(f.index == i for i, f in enumerate(frames))
-        joints = stats.joint_names
-        if len(joints) != c.state_dim or len(joints) != c.action_dim:
-            raise ValueError(f"{bag}: {len(joints)} joints {joints}, the model has state_dim {c.state_dim} and "
-                             f"action_dim {c.action_dim} (choose the joints with --joint_names)")
         for text in sorted({f.instruction for f in frames if f.instruction is not None}):
             try:  # the language node refuses an instruction the model would cut: no comparison could hold
                 model.tokenize([text], truncate=False)

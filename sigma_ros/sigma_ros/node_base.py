@@ -28,7 +28,6 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 from sigma_model.freshness import NS, StaleInput
-from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 from sigma_ros import qos
 from sigma_ros.conversions import ConversionError
 from sigma_ros.diagnostics import DropWatch, diagnostic_array, judge, key_values
@@ -55,7 +54,10 @@ class NodeConfigError(RuntimeError):
 
 @dataclass(frozen=True)
 class Param:
-    """One node parameter: name, default (its type is the parameter's type), description."""
+    """One node parameter: name, default (its type is the parameter's type), description.
+
+    ``item_type``: the element type of a list parameter whose default is empty.
+    """
 
     name: str
     default: Any
@@ -64,12 +66,13 @@ class Param:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
+    item_type: type | None = None
 
     def descriptor(self) -> ParameterDescriptor:
         d = ParameterDescriptor(name=self.name, description=self.description, read_only=True)
         v = self.default
         if isinstance(v, (list, tuple)):
-            d.type = _ARRAY_TYPES[type(v[0])]
+            d.type = _ARRAY_TYPES[type(v[0]) if v else self.item_type]
         else:
             d.type = _TYPES[type(v)]
         constraints = self.constraints
@@ -103,8 +106,10 @@ COMMON_PARAMS: tuple[Param, ...] = (
           "one aligned to its frame's stamp)"),
     Param("joint_names", ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"],
           "Joint names in the order of the model's state/action vectors"),
-    Param("joint_lower_limits", list(SO101_LOWER_LIMITS), "Lower joint position limits (rad), in joint_names order"),
-    Param("joint_upper_limits", list(SO101_UPPER_LIMITS), "Upper joint position limits (rad), in joint_names order"),
+    Param("joint_lower_limits", [], "Lower joint position limits (rad), in joint_names order; empty: each joint's "
+          "built-in limit by name (the SO-101's; another joint is a configuration error)", item_type=float),
+    Param("joint_upper_limits", [], "Upper joint position limits (rad), in joint_names order; empty: each joint's "
+          "built-in limit by name (the SO-101's; another joint is a configuration error)", item_type=float),
     Param("joint_state_tolerance_rad", 0.1, "A measured position beyond the limits by more than this is a sensor "
           "fault: refused, counted, the arm holds (capped at the controller's max_step_rad)", min=0.0, max=10.0),
     Param("stamp_future_tolerance_s", 0.1, "Inputs stamped further in the future than this are refused (clock "
@@ -128,15 +133,25 @@ class Params:
 
 
 def declare_parameters(node: Node, params: Sequence[Param]) -> Params:
-    """Declare ``params`` on ``node``; a value of the wrong type, out of range or not a choice is a NodeConfigError."""
+    """Declare ``params`` on ``node``; a value of the wrong type, out of range or not a choice is a NodeConfigError.
+
+    A list parameter with an empty default is declared by its type (rclpy would type an empty list as bytes); an empty
+    list given in a parameter file reads as not set: the default.
+    """
     from rclpy.exceptions import ParameterException
+    from rclpy.parameter import Parameter
 
     values = {}
     for p in params:
+        descriptor = p.descriptor()
+        empty = isinstance(p.default, (list, tuple)) and not p.default
+        default = Parameter.Type(descriptor.type) if empty else p.default
         try:
-            value = node.declare_parameter(p.name, p.default, p.descriptor()).value
+            value = node.declare_parameter(p.name, default, descriptor).value
         except ParameterException as err:  # e.g. an integer given for a double: rclpy's multi-line message
             raise NodeConfigError(f"parameter {p.name}: {' '.join(str(err).split())}") from None
+        if value is None:
+            value = p.default
         if isinstance(p.default, tuple):
             value = tuple(value)
         if p.choices and value not in p.choices:

@@ -43,7 +43,7 @@ import numpy as np
 from sigma_model.robot_bridge import TORQUE_POLICIES, BridgeError, RobotBridge, make_robot, robot_types
 from sigma_model.freshness import StampGate
 from sigma_model.robot_units import UNIT_CHOICES
-from sigma_model.safety import MODE_TRACK, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
+from sigma_model.safety import MODE_TRACK
 from sigma_ros import graph, qos
 from sigma_ros.node_base import NodeConfigError, Param, SigmaNode, run_node, stamp_key, topic
 
@@ -68,10 +68,11 @@ ROBOT_PARAMS: tuple[Param, ...] = (
           "measured position (rad): one value or one per joint"),
     Param("max_relative_target_rad", [0.25], "LeRobot's max_relative_target (the robot's own cap on "
           "|goal - present|, in rad; converted to its units), set when its config has it unset; 0: leave it"),
-    Param("range_lower_rad", list(SO101_LOWER_LIMITS), "Joint angles (rad) at the low end of a motor's "
-          "normalised range (range_m100_100: -100, range_0_100: 0), joint_names order"),
-    Param("range_upper_rad", list(SO101_UPPER_LIMITS), "Joint angles (rad) at the high end of a motor's "
-          "normalised range (+100), joint_names order"),
+    Param("range_lower_rad", [], "Joint angles (rad) at the low end of a motor's normalised range (range_m100_100: "
+          "-100, range_0_100: 0), joint_names order; empty: each joint's built-in one by name (the SO-101's joint "
+          "limits)", item_type=float),
+    Param("range_upper_rad", [], "Joint angles (rad) at the high end of a motor's normalised range (+100), "
+          "joint_names order; empty: each joint's built-in one by name (the SO-101's joint limits)", item_type=float),
     Param("motor_units", "auto", "auto: each motor's unit from the robot's bus; degrees or radians: for "
           "every joint of a robot without a motor bus", choices=UNIT_CHOICES),
     Param("torque_on_exit", "hold", "hold: the motors keep their torque after the node exits (the arm "
@@ -146,8 +147,8 @@ class RobotNode(SigmaNode):
             self.robot = robot if robot is not None else make_robot(getattr(p, "robot.type"), robot_fields(p))
             rel = p.max_relative_target_rad
             self.bridge = RobotBridge(
-                self.robot, p.joint_names, p.joint_lower_limits, p.joint_upper_limits,
-                p.range_lower_rad, p.range_upper_rad, max_step=_per_joint(p.max_step_rad, n),
+                self.robot, p.joint_names, p.joint_lower_limits or None, p.joint_upper_limits or None,
+                p.range_lower_rad or None, p.range_upper_rad or None, max_step=_per_joint(p.max_step_rad, n),
                 command_timeout_s=p.command_timeout_s, measurement_tolerance=p.joint_state_tolerance_rad,
                 max_relative_target=None if not any(rel) else _per_joint(rel, n), motor_units=p.motor_units,
                 torque_on_exit=p.torque_on_exit, robot_type=getattr(p, "robot.type") if robot is None else None)

@@ -30,6 +30,8 @@ from sigma_model.testing import small_config
 from sigma_model.testing import PAPER_FIELDS
 from sigma_model.testing import make_tau_matter_
 
+from test_bag_eval_faults import BEYOND, REVERSED, write_bag
+
 
 def _has_ros() -> bool:
     try:
@@ -170,6 +172,22 @@ def test_recorded_rate_replay(checkpoint, bags, tmp_path):
     assert c["frames_compared"] + c["frames_diverged"] <= g["plans_received"]
     lines = [json.loads(x) for x in (out / FRAMES_LOG_NAME).read_text().splitlines()]
     assert len(lines) == 16 and sum(x["plan_received"] for x in lines) == g["plans_received"]
+
+
+@needs_ros
+def test_lockstep_replay_of_reordered_joints_steps_the_frames_the_offline_path_steps(checkpoint, tmp_path):
+    """--joint_names in another order than the SO-101's: the graph's perception node refuses the gripper beyond it.
+
+    Each joint is judged by its own limits, by name (before, by the SO-101's in their order: the gripper by
+    shoulder_pan's, so the frame was stepped); the offline path skips the same frame, so no plan is awaited in vain.
+    """
+    write_bag(tmp_path / "bag", REVERSED)
+    cfg = BagEvalConfig(rate=0.0, batch_size=2, frame_timeout_s=10.0)
+    report, details = evaluate_bag(str(tmp_path / "bag"), checkpoint, None, config=cfg, joint_names=REVERSED,
+                                   n_boot=10, plots=False)
+    planned = [s.index for s in details["steps"] if s.plan]
+    assert BEYOND not in planned and sorted(details["graph"].outputs) == planned
+    assert report["meta"]["pairing"]["invalid_joint_states"] == 1
 
 
 A, B = "pick up the red cube", "place it in the bowl"

@@ -21,6 +21,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from sigma_ros_msgs.msg import ActionPlan, AudioChunk, HighLevelRep, StateTokens, TelepathyFactors, VisionTokens  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
+from sigma_model.safety import KNOWN_JOINT_LIMITS, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS  # noqa: E402
 from sigma_ros.conversions import array_to_image, make_audio_chunk, tensor_to_msg, time_from_ns  # noqa: E402
 from sigma_ros.testing import JOINTS, GraphHarness, drops  # noqa: E402
 
@@ -307,13 +308,53 @@ def test_implausible_joint_state_is_a_fault_and_holds(h, reading):
     assert ctrl.safety.faults > faults
     assert ctrl.mode == "hold" and "implausible joint state" in ctrl.reason, (ctrl.mode, ctrl.reason)
     cmds = [np.array(m.points[0].positions) for m in h.rec.get("motor_commands")[n_cmd:]]
-    lo, hi = np.array(ctrl.p.joint_lower_limits), np.array(ctrl.p.joint_upper_limits)
+    lo, hi = np.array(SO101_LOWER_LIMITS), np.array(SO101_UPPER_LIMITS)
     for prev, c in zip(cmds, cmds[1:]):
         assert (np.abs(c - prev) <= 0.15 + 1e-12).all() and (c >= lo).all() and (c <= hi).all()
     st = h.status_of("controller_node")
     assert dict(zip(st.metric_names, st.metric_values))["joint_state_faults"] > faults
     h.set_joint_positions(Q0)
     time.sleep(0.2)
+
+
+def test_reordered_joint_names_get_each_joints_own_limits():
+    """joint_names reversed, no limits given: both nodes judge and clamp each joint by its own limits, by name.
+
+    Before, the SO-101's limits applied in their order: the gripper was judged and clamped by shoulder_pan's (+-1.92
+    rad), so a gripper reading of 1.95 rad passed both nodes and a hold at 1.80 rad was sent as it was.
+    """
+    names = list(reversed(JOINTS))
+    q = dict(zip(JOINTS, Q0), gripper=1.8)  # beyond the gripper's 1.745 rad, within the 0.1 rad tolerance
+    with GraphHarness("test_ros_bad_inputs_reordered", nodes=("perception_node", "controller_node"),
+                      overrides={n: {"joint_names": names} for n in ("perception_node", "controller_node")}) as h:
+        h.wait_matched()
+        perception, ctrl = h.by_name["perception_node"], h.by_name["controller_node"]
+        h.stream_joint_states([q[j] for j in JOINTS])  # named: the nodes map them to their order
+        deadline = time.monotonic() + 5
+        while not h.rec.get("motor_commands") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        hold = h.rec.get("motor_commands")[-1]  # before any plan: the measurement within the limits
+        sent = dict(zip(hold.joint_names, hold.points[0].positions))
+        assert list(hold.joint_names) == names
+        assert sent == pytest.approx(dict(q, gripper=KNOWN_JOINT_LIMITS["gripper"][1]))
+        assert count(h, "perception_node", "joint_states") == 0
+        faults = ctrl.safety.faults
+        h.set_joint_positions([dict(q, gripper=1.95)[j] for j in JOINTS])
+        wait_drop(h, "perception_node", "joint_states", 0)
+        assert "implausible joint state: gripper = 1.95 rad" in perception.stats.last_error
+        deadline = time.monotonic() + 5
+        while ctrl.safety.faults == faults and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ctrl.safety.faults > faults and "gripper = 1.95 rad" in ctrl.reason
+
+
+def test_joints_without_built_in_limits_and_no_limits_given_are_a_one_line_configuration_error():
+    renamed = [f"j{i}" for i in range(6)]
+    with pytest.raises(RuntimeError) as err:
+        GraphHarness("test_ros_bad_inputs_renamed", nodes=("controller_node",),
+                     overrides={"controller_node": {"joint_names": renamed}})
+    assert str(err.value).startswith(f"controller_node: cannot start: no built-in limits for joint(s) {renamed}")
+    assert "joint_lower_limits, joint_upper_limits" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_instruction_with_control_characters_is_rejected(h):

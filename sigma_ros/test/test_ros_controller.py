@@ -20,6 +20,7 @@ pytest.importorskip("sigma_ros_msgs.msg")
 import torch  # noqa: E402
 from sigma_ros_msgs.msg import ActionPlan  # noqa: E402
 
+from sigma_model.safety import SO101_LOWER_LIMITS, SO101_UPPER_LIMITS  # noqa: E402
 from sigma_ros.conversions import plan_to_msg  # noqa: E402
 from sigma_ros.model_loader import build_full_model  # noqa: E402
 from sigma_ros.testing import JOINTS, GraphHarness  # noqa: E402
@@ -211,8 +212,7 @@ def test_float64_multi_array_output_and_limits(model):
         cmds, _ = commands(h)
         assert cmds and all(c.shape == (6,) and np.isfinite(c).all() for c in cmds)
         # per-tick relative limit around the measured position and the previous command, joint limits
-        ctrl = h.by_name["controller_node"]
-        lo, hi = np.array(ctrl.p.joint_lower_limits), np.array(ctrl.p.joint_upper_limits)
+        lo, hi = np.array(SO101_LOWER_LIMITS), np.array(SO101_UPPER_LIMITS)
         for prev, c in zip([Q0] + cmds, cmds):
             assert (np.abs(c - Q0) <= 0.05 + 1e-12).all()
             assert (np.abs(c - prev) <= 0.05 + 1e-12).all()
