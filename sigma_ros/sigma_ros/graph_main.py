@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from sigma_model.cli import fail, parse_cli
 
@@ -293,24 +294,35 @@ def bring_up_nodes(nodes, manager_node, timeout_s: float = STARTUP_TIMEOUT_S) ->
 
 
 def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_level,
-                       startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> int:
-    """Return the nodes composed in this process on one executor.
+                       startup_timeout: float = STARTUP_TIMEOUT_S, robot: dict[str, str] | None = None) -> NoReturn:
+    """Run the nodes composed in this process on one executor until SIGINT/SIGTERM, then exit.
 
     sigma-graph's own node brings them up through their lifecycle services. Exit code EXIT_CONFIG_ERROR when one cannot
-    start.
+    start. Once the nodes are shut down and the context too the process leaves by ``node_base.exit_now``: a node
+    still configuring in a worker thread (loading its model, minutes on a loaded machine) is not waited for.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
     from sigma_ros.executors import make_executor
+    from sigma_ros.node_base import exit_now
 
-    # SIGINT/SIGTERM: rclpy's handler (installed by init, in front of these) shuts the context down, which ends
-    # spin() at a safe point. These handlers only note the signal: a KeyboardInterrupt raised at an arbitrary
-    # bytecode could leave rclpy objects half built (a Task without `_exception`, whose __del__ then fails).
+    # SIGINT/SIGTERM: rclpy's handler (installed by init, in front of these) shuts the context down, which ends the
+    # spin loop at a safe point; once spinning these handlers only note the signal (a KeyboardInterrupt raised at an
+    # arbitrary bytecode could leave rclpy objects half built: a Task without `_exception`, whose __del__ then fails).
+    # Until then the first signal raises KeyboardInterrupt: it cuts the imports and the nodes' construction short, and
+    # one that comes before rclpy.init (whose handler is not there yet) is not lost.
     signals: list[int] = []
+    starting = [True]
+
+    def on_signal(signum, _frame) -> None:
+        signals.append(signum)
+        if starting[0]:
+            starting[0] = False
+            raise KeyboardInterrupt
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: signals.append(signum))
-    rclpy.init(args=[sys.argv[0]])
+        signal.signal(sig, on_signal)
     nodes = []
     failure: list[str] = []
 
@@ -323,28 +335,36 @@ def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_leve
             print(f"[sigma-graph] {', '.join(n.get_name() for n in nodes)} active (one process)", flush=True)
 
     try:
+        rclpy.init(args=[sys.argv[0]])
         nodes = create_nodes(specs, params_file, remaps, checkpoint, dry_run, log_level=log_level, robot=robot)
         manager = rclpy.create_node("sigma_graph")
         executor = make_executor()
         for n in (*nodes, manager):
             executor.add_node(n)
         threading.Thread(target=bring_up, daemon=True).start()
-        executor.spin()
-    except ExternalShutdownException:
-        rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the nodes)
+        starting[0] = False
+        # not spin(): rclpy's signal thread wakes the executor and then shuts the context down, which wakes nothing;
+        # a spin() that checked the context in between waited on (for good while a node configured and nothing else ran)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.5)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # a signal (rclpy's own handler, once installed, shuts the context down); cleaned up below
     except Exception:
         if not signals:
             raise
-        rclpy.try_shutdown()  # a signal shut the context down under a call in progress (e.g. creating the nodes)
+        # a signal shut the context down under a call in progress (e.g. creating the nodes), or the
+        # KeyboardInterrupt hit inside a pybind11 call, which reports it as a RuntimeError
     finally:
+        starting[0] = False
         for n in nodes:
             n.shutdown()
             n.destroy_node()
         rclpy.try_shutdown()
     if failure:
         print(f"sigma-graph: {failure[0]}", file=sys.stderr, flush=True)
-        return graph.EXIT_CONFIG_ERROR
-    return 0
+        exit_now(graph.EXIT_CONFIG_ERROR)
+    exit_now(0)
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(PROG, err)
     robot = robot_fields(cfg)
     if cfg.composition == "single_process":
-        return run_single_process(specs, params_file, remaps, cfg.checkpoint, cfg.dry_run, cfg.log_level,
-                                  cfg.startup_timeout, robot)
+        run_single_process(specs, params_file, remaps, cfg.checkpoint, cfg.dry_run, cfg.log_level, cfg.startup_timeout,
+                           robot)
     return run_subprocesses(specs, params_file, remaps, cfg.checkpoint, cfg.dry_run, cfg.log_level,
                             cfg.respawn_delay if cfg.respawn else None, cfg.startup_timeout, robot)
 

@@ -8,6 +8,7 @@ and a clean ``main``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -568,7 +569,7 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
-    _exit_now(code)
+    exit_now(code)
 
 
 _SIGNALS: list[int] = []  # the signal that stops this node process (at most one)
@@ -590,8 +591,13 @@ def _interrupt_once() -> None:
         signal.signal(sig, handler)
 
 
-def _exit_now(code: int) -> NoReturn:
-    """Flush Python's output and logging, then leave without the interpreter's teardown."""
+def exit_now(code: int) -> NoReturn:
+    """Run the exit handlers (e.g. removing sigma-graph's parameter files), flush output and logging, then leave.
+
+    Without the interpreter's teardown, which joins worker threads (a node still configuring: its model loading, minutes
+    on a loaded machine) and takes seconds more. ``atexit._run_exitfuncs`` is what a normal exit runs first.
+    """
+    atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -132,9 +132,13 @@ def _drive(h, graph, text: str):
     return frames
 
 
-def _pids(log, name: str) -> list[int]:
+def _text(log) -> str:
     log.seek(0)
-    return [int(p) for p in re.findall(rf"{name} started \(pid (\d+)\)", log.read())]
+    return log.read()
+
+
+def _pids(log, name: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"{name} started \(pid (\d+)\)", _text(log))]
 
 
 def test_sigma_graph_restarts_a_killed_node_and_the_graph_recovers(tmp_path):
@@ -258,6 +262,56 @@ def test_sigma_graph_single_process_with_a_bad_checkpoint_is_one_line_and_exit_c
     assert rc == 2, out
     assert f"sigma-graph: action_node: cannot start: no Sigma checkpoint at {tmp_path / 'missing'}" in out
     assert "Traceback" not in out
+
+
+# sigma-graph --composition=single_process interrupted during its start. "init": a SIGINT just before rclpy.init (whose
+# handler is not installed yet); "configuring": the controller's configure (the model loading of a loaded machine)
+# runs on in an executor worker thread, and the test sends SIGINT once it printed "configuring"; "unwoken": that
+# configure shuts the context down as rclpy's signal thread does after it woke the executor, which wakes nothing.
+_INTERRUPTED_GRAPH = """
+import os, signal, sys, time
+import rclpy
+from sigma_ros import graph_main
+from sigma_ros.controller_node import ControllerNode
+
+def configure(self):
+    print("configuring", flush=True)
+    if sys.argv[1] == "unwoken":
+        with self.context.handle:
+            self.context.handle.shutdown()
+    time.sleep(600)
+
+if sys.argv[1] == "init":
+    init = rclpy.init
+    rclpy.init = lambda **kw: (os.kill(os.getpid(), signal.SIGINT), init(**kw))
+else:
+    ControllerNode.configure = configure
+graph_main.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("when", ["init", "configuring", "unwoken"])
+def test_sigma_graph_single_process_stops_when_interrupted_during_its_start(tmp_path, when):
+    """Exit 0 at once.
+
+    A SIGINT before rclpy.init is not lost, a node still configuring is not waited for, and the spin loop ends on a
+    context shut down without a wake-up.
+    """
+    log = open(tmp_path / "graph.log", "w+")
+    graph = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_GRAPH, when, "--composition=single_process",
+                              f"--checkpoint={SHIPPED}", "--nodes=[controller_node]"],
+                             env=_env(domain_id_for("test_ros_graph_single_interrupted")), stdout=log,
+                             stderr=subprocess.STDOUT)
+    try:
+        if when != "init":
+            _wait(lambda: "configuring" in _text(log), 120, "the configure", graph)
+        if when == "configuring":
+            graph.send_signal(signal.SIGINT)
+        rc = graph.wait(timeout=120 if when == "init" else 30)
+    finally:
+        _, out = _stop_graph(graph, log)
+    assert rc == 0, out
+    assert "Traceback" not in out and "active (one process)" not in out, out
 
 
 @pytest.mark.parametrize("text", ["pick the\x07 cube", "   ", "pick\x1b[2J the cube"])
