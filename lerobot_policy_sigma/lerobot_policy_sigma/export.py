@@ -20,10 +20,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from draccus.utils import ParsingError
 from lerobot.configs.types import FeatureType, NormalizationMode
 from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline
 from lerobot.utils.constants import ACTION, OBS_STATE, POLICY_PREPROCESSOR_DEFAULT_NAME
 from sigma_model.cli import fail, parse_cli
+from sigma_model.config_io import read_json_object
 from sigma_model.configuration_sigma import SigmaConfig as SigmaModelConfig
 from sigma_model.training.checkpointing import export_merged_model
 
@@ -66,6 +68,24 @@ def export_sigma_checkpoint(policy, preprocessor: PolicyProcessorPipeline, direc
 PROG = "sigma-from-lerobot"
 
 
+def check_lerobot_config(directory: Path) -> None:
+    """Raise a one-line error unless ``directory`` holds a LeRobot policy's config.json (with its policy ``type``).
+
+    A plain Sigma checkpoint is named as one: it needs no conversion.
+    """
+    path = directory / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved LeRobot policy (no config.json)")
+    if "type" in read_json_object(path):
+        return
+    try:
+        SigmaModelConfig.load(path)
+    except ValueError:
+        raise ValueError(f"{directory} is not a saved LeRobot policy (its config.json names no policy type)") from None
+    raise ValueError(f"{directory} is a plain Sigma checkpoint, not a saved LeRobot policy: it needs no conversion, "
+                     f"use it directly (e.g. sigma-closed-loop --checkpoint={directory})")
+
+
 @dataclass
 class ExportConfig:
     """sigma-from-lerobot's command line."""
@@ -89,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     from .modeling_sigma import SigmaPolicy
 
     try:
-        if not Path(cfg.pretrained, "config.json").is_file():
-            raise FileNotFoundError(f"{cfg.pretrained} is not a saved LeRobot policy (no config.json)")
-        config = PreTrainedConfig.from_pretrained(cfg.pretrained)
+        check_lerobot_config(Path(cfg.pretrained))
+        try:
+            config = PreTrainedConfig.from_pretrained(cfg.pretrained)
+        except ParsingError as err:  # an unknown policy type, fields it does not have
+            raise ValueError(f"{cfg.pretrained}/config.json is not a LeRobot policy config: {err}") from err
         if not isinstance(config, SigmaConfig):
             raise ValueError(f"{cfg.pretrained} holds a {config.type!r} policy, not sigma")
         policy = SigmaPolicy.from_pretrained(cfg.pretrained, config=config)

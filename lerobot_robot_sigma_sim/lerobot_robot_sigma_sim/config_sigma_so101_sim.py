@@ -4,9 +4,18 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 from lerobot.robots.config import RobotConfig
+
+
+def _positive(value, name: str) -> float:
+    """Return ``value`` as a float; ValueError unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 @RobotConfig.register_subclass("sigma_so101_sim")
@@ -33,12 +42,25 @@ class SigmaSO101SimConfig(RobotConfig):
     max_episode_s: float = 15.0
     #: As so101_follower: arm joints in degrees (else -100..100); the gripper is 0..100 either way.
     use_degrees: bool = True
-    #: As so101_follower: per-step cap on |goal - present| in the robot's units (None: off).
+    #: As so101_follower: per-step cap on |goal - present| in the robot's units (None: off), one number or
+    #: ``{joint: cap}`` for every joint.
     max_relative_target: float | dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (self.control_hz > 0 and self.camera_fps > 0):
-            raise ValueError("control_hz and camera_fps must be > 0")
+        for name in ("control_hz", "camera_fps", "max_episode_s"):
+            _positive(getattr(self, name), name)
+        if not (math.isfinite(self.success_hold_s) and self.success_hold_s >= 0):
+            raise ValueError(f"success_hold_s must be a finite number >= 0, got {self.success_hold_s!r}")
         if self.image_width <= 0 or self.image_height <= 0:
             raise ValueError("image_width and image_height must be > 0")
+        cap = self.max_relative_target
+        if isinstance(cap, dict):
+            from sigma_sim.scene import JOINT_NAMES
+
+            if set(cap) != set(JOINT_NAMES):
+                raise ValueError(f"max_relative_target must give a cap for each joint of {list(JOINT_NAMES)} and no "
+                                 f"other, got {list(cap)}")
+            self.max_relative_target = {j: _positive(cap[j], f"max_relative_target[{j}]") for j in JOINT_NAMES}
+        elif cap is not None:
+            self.max_relative_target = _positive(cap, "max_relative_target")

@@ -219,8 +219,15 @@ class SigmaSO101Sim(Robot):
         return obs
 
     def send_action(self, action: dict[str, Any]) -> dict[str, Any]:
-        """Hold the goal for one control period; returns the goal sent (after ``max_relative_target``)."""
+        """Hold the goal for one control period; returns the goal held (after ``max_relative_target`` and the ranges).
+
+        Raises:
+            ValueError: If ``action`` lacks a joint (one line naming them); nothing is sent then.
+        """
         self._check_connected()
+        missing = [k for k in self.action_features if k not in action]
+        if missing:
+            raise ValueError(f"action lacks {missing}; sigma_so101_sim needs {list(self.action_features)}")
         goal = {k: float(action[k]) for k in self.action_features}
         if self.config.max_relative_target is not None:
             present = self.units.from_radians(self.env.joint_positions)
@@ -228,19 +235,17 @@ class SigmaSO101Sim(Robot):
             if isinstance(cap, dict):
                 cap = {f"{j}.pos": v for j, v in cap.items()}
             goal = ensure_safe_goal_position({k: (g, present[k]) for k, g in goal.items()}, cap)
-        target = self.units.to_radians(goal)
-        success = self._timed("physics_step", self.env.step, target)[-1]["success"]
+        success = self._timed("physics_step", self.env.step, self.units.to_radians(goal))[-1]["success"]
+        held = self.units.from_radians(self.env.last_action)  # what lerobot-record records: the goal sent
         self.episode_steps += 1
-        if self.success:
-            return goal
-        if success:
+        if success and not self.success:
             if self.streak == 0:
                 self.first_success_step = self.episode_steps
             self.streak += 1
             self.success = self.streak >= self.success_hold
-        else:
+        elif not self.success:
             self.streak = 0
-        return goal
+        return held
 
     def applied_goal(self) -> np.ndarray:
         """Return the joint targets (rad) the physics holds now (after the joint ranges)."""

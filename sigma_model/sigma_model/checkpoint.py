@@ -102,7 +102,10 @@ def load_checkpoint(
         config = SigmaConfig.load(config_path)
     except (OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"corrupt checkpoint config: {err}") from err
-    model = SigmaModel(config, workspaces=workspaces)
+    try:  # e.g. a text encoder the config names that is not installed
+        model = SigmaModel(config, workspaces=workspaces)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {directory}: cannot build the model {CONFIG_NAME} describes: {err}") from err
     expected = persistent_state_dict(model)
     state: dict[str, torch.Tensor] = {}
     for workspace in model.workspaces:

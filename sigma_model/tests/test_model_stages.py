@@ -134,6 +134,17 @@ def test_checkpoint_rejects_mismatched_config(model, tmp_path):
         load_checkpoint(tmp_path, workspaces=("action",))
 
 
+def test_a_config_naming_a_text_encoder_that_is_not_installed_is_a_checkpoint_error(model, tmp_path):
+    """Before, SigmaModel's ValueError escaped load_checkpoint: sigma-closed-loop ended in a traceback."""
+    save_checkpoint(model, tmp_path)
+    config = SigmaConfig(**{**model.config.to_dict(), "text_encoder": str(tmp_path / "no_encoder")})
+    config.save(tmp_path / "config.json")
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(tmp_path)
+    assert str(raised.value).startswith(f"checkpoint {tmp_path}: cannot build the model config.json describes: "
+                                        "text_encoder ") and "\n" not in str(raised.value)
+
+
 def test_missing_workspace_is_a_clear_error(config, obs):
     vision_only = SigmaModel(config, workspaces=("vision",))
     with pytest.raises(RuntimeError, match="without the language workspace"):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sigma_model.cli import check_choice, parse_cli
+from sigma_model.cli import check_choice, fail, parse_cli
 
 from sigma_ros.graph import COMPOSITIONS, composition
 from sigma_ros.graph_main import stop_processes
@@ -92,6 +92,7 @@ class DemoConfig:
     # telepathy_off, telepathy_off_adapter; the graph is restarted for each) instead of --telepathy/--adapter
     conditions: list[str] | None = None
     report: str | None = None  # write sigma_eval_report.json (sigma-closed-loop's report format) in this directory
+    overwrite: bool = False  # replace an existing --json file or a report already in --report
     verbose: bool = False  # show the nodes' own log output
 
     def __post_init__(self) -> None:
@@ -520,8 +521,33 @@ def ros_report(runs: dict[str, dict[str, Any]], cfg: DemoConfig) -> tuple[dict[s
     return report, records
 
 
+def check_outputs(cfg: DemoConfig) -> None:
+    """Before any episode: ``--report`` and ``--json`` must be writable and hold no result unless ``--overwrite``.
+
+    Raises:
+        OSError: One line naming the path.
+    """
+    if cfg.report:
+        from sigma_sim.closed_loop import prepare_report_dir
+
+        prepare_report_dir(cfg.report, cfg.overwrite)
+    if cfg.json:
+        path = Path(cfg.json)
+        if path.is_dir():
+            raise IsADirectoryError(f"--json {path} is a directory, not a file")
+        if path.exists() and not cfg.overwrite:
+            raise FileExistsError(f"{path} exists already; pass --overwrite=true to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"--json {path}: its directory is not writable")
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_cli(DemoConfig, argv, PROG, description=__doc__)
+    try:
+        check_outputs(cfg)
+    except OSError as err:
+        fail(PROG, err)
     conditions = cfg.conditions or [next(k for k, v in CONDITION_FLAGS.items() if v == (cfg.telepathy, cfg.adapter))]
     runs: dict[str, dict[str, Any]] = {}
     try:
@@ -537,8 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     if cfg.json:
+        from sigma_model.data._io import atomic_write_bytes
+
         data = runs[conditions[0]] if len(runs) == 1 else runs
-        Path(cfg.json).write_text(json.dumps(data, indent=2, default=str) + "\n")
+        atomic_write_bytes(cfg.json, (json.dumps(data, indent=2, default=str) + "\n").encode())
     if cfg.report:
         from sigma_sim.closed_loop import format_summary, write_closed_loop_report
 

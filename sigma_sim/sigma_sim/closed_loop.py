@@ -58,6 +58,8 @@ Command line::
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -136,8 +138,13 @@ class ClosedLoopConfig:
         if not isinstance(self.plan_latency_ticks, int) or self.plan_latency_ticks < 0:
             raise ValueError(f"ClosedLoopConfig.plan_latency_ticks must be an int >= 0, "
                              f"got {self.plan_latency_ticks!r}")
-        if not self.max_step_rad > 0:
-            raise ValueError("max_step_rad must be > 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"ClosedLoopConfig.seed must be an int >= 0, got {self.seed!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads <= 0:
+            raise ValueError(f"ClosedLoopConfig.threads must be a positive int, got {self.threads!r}")
+        for name in ("max_step_rad", "control_hz"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"ClosedLoopConfig.{name} must be a finite number > 0, got {getattr(self, name)!r}")
 
 
 #: ``SigmaConfig.notes["env_state"]`` of models trained on :func:`cube_env_state` features.
@@ -633,8 +640,7 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
                          "sigma_sim.lerobot_closed_loop.evaluate_lerobot_policy (sigma-closed-loop --policy-path)")
     if cfg.replan_every is None and model is not None:
         cfg = replace(cfg, replan_every=model.config.n_action_steps)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads)
     own_env = env is None
     if env is None:
         size = model.config.image_size if model is not None else 96
@@ -674,6 +680,23 @@ def evaluate(model, config: ClosedLoopConfig | None = None, adapter_config=None,
     check = (check_a_section(model, init_heads=init_heads, control_model=baseline_model) if model is not None
              else {"passed": None, "status": "not run: no model (expert only)"})
     return build_closed_loop_report(outcomes, cfg, info, meta, check)
+
+
+def prepare_report_dir(out_dir: str | Path, overwrite: bool) -> None:
+    """Before any episode: refuse a report already in ``out_dir`` (unless ``overwrite``), create ``out_dir``.
+
+    Raises:
+        OSError: One line: a report there, ``out_dir`` not a directory or not writable.
+    """
+    from sigma_model.evaluation.report import refuse_existing_report
+
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file, not a directory for the report")
+    refuse_existing_report(path, overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path} is not writable")
 
 
 def write_closed_loop_report(report: dict[str, Any], records: list[dict[str, Any]], out_dir: str | Path) -> Path:

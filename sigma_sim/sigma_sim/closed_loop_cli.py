@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sigma_model.cli import fail, parse_cli
-from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint, format_summary
+from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint, format_summary, prepare_report_dir
 from sigma_sim.episode_variations import VARIATIONS
 
 PROG = "sigma-closed-loop"
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_cli(ClosedLoopCLI, argv, PROG, description=ClosedLoopCLI.__doc__, renamed=RENAMED)
     from sigma_model.checkpoint import CheckpointError
     from sigma_model.evaluation.adapter import AdapterConfig
-    from sigma_model.evaluation.report import REPORT_NAME, refuse_existing_report
+    from sigma_model.evaluation.report import REPORT_NAME
 
     cfg, lerobot = args.closed_loop_config(), args.policy_path is not None
     try:
         if args.output:
-            refuse_existing_report(args.output, args.overwrite)
+            prepare_report_dir(args.output, args.overwrite)
         if lerobot:
             from sigma_sim.lerobot_closed_loop import LeRobotPolicyAdapter, check_lerobot_conditions
 

@@ -4,13 +4,14 @@
 
 One command runs the whole pipeline and writes the shipped checkpoint with its provenance::
 
-    sigma-make-default          # the recipe of checkpoints/sigma_so101_default (see its PROVENANCE)
+    sigma-make-default --overwrite=true   # rebuild checkpoints/sigma_so101_default with its recipe (PROVENANCE)
     sigma-make-default --episodes=10 --max_steps=200 --eval_episodes=4 --out=/tmp/tiny_default   # smoke run
 
 Stages (``--stages=[record,preprocess]`` picks a subset; every stage reads the previous stage's output in
 ``--work_dir``):
 
-1. ``record``     scripted-expert demonstrations (:mod:`sigma_sim.record`), a LeRobot v3.0 dataset;
+1. ``record``     scripted-expert demonstrations (:mod:`sigma_sim.record`), a LeRobot v3.0 dataset (reused by a
+                  later run with the same recording settings, refused with others);
 2. ``preprocess`` LeRobot dataset -> safetensors shards, horizon 16 (:mod:`sigma_model.data.preprocess`);
 3. ``train``      the default small Sigma configuration with :class:`sigma_model.training.SigmaTrainer`
                   (TRAF + TSAC + curriculum) on vision (96x96 front camera) + joint positions, with
@@ -26,7 +27,8 @@ Stages (``--stages=[record,preprocess]`` picks a subset; every stage reads the p
                   on, off, with the adapter, over randomised seeded episodes never seen in training;
 7. ``ship``       copies the merged checkpoint (config.json + <workspace>.safetensors) to ``--out``
                   with ``PROVENANCE.md`` / ``provenance.json`` (command, seeds, dataset size, steps,
-                  wall times, eval figures) and the closed-loop report.
+                  wall times, eval figures) and the closed-loop report; an existing non-empty ``--out`` is
+                  refused unless ``--overwrite=true``.
 
 Inputs are vision + joints only unless ``--privileged_cube_pose=true`` is given (see PROVENANCE).
 ``--aux_cube_pose=true`` (the default recipe) uses the simulator's cube pose as a *training target* only:
@@ -36,6 +38,7 @@ an auxiliary head on the vision tokens learns to predict it, the policy never re
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -50,6 +53,7 @@ import torch
 
 from sigma_model.cli import check_choice, fail, parse_cli
 from sigma_model.config_io import read_json_object
+from sigma_model.data._io import atomic_write_json
 from sigma_model.training.batching import PreviousWindowDataset
 from sigma_sim.episode_variations import VARIATIONS, format_variation_table
 from sigma_sim.instructions import HELD_OUT_PARAPHRASES, SELECTION_PARAPHRASES, TRAINING_WORDINGS, instruction_target
@@ -203,22 +207,61 @@ class SimTrainingWindows(PreviousWindowDataset):
 
 
 # ----------------------------------------------------------------------------------- stages
+#: The settings WORK/demos was recorded with (:func:`record_settings`), beside it in WORK.
+RECORD_SETTINGS = "record_settings.json"
+#: How a recording setting is named to the user (default: its flag ``--<name>``).
+SETTING_NAMES = {"env_state": "cube pose recorded (--aux_cube_pose or --privileged_cube_pose)"}
+
+
+def record_settings(args) -> dict[str, Any]:
+    """Return what the recorded demonstrations depend on (not --record_workers: the same dataset for any number)."""
+    return {"episodes": args.episodes, "seed": args.seed, "expert_noise": args.expert_noise,
+            "expert_set": args.expert_set, "lead_checkpoint": args.lead_checkpoint,
+            "lead_max_steps": args.lead_max_steps if args.lead_checkpoint else None,
+            "env_state": bool(args.privileged_cube_pose or args.aux_cube_pose)}
+
+
+def stored_record_settings(work: Path) -> dict[str, Any] | None:
+    """Return the settings WORK/demos was recorded with, or None: no demos, or no readable settings stored."""
+    path = work / RECORD_SETTINGS
+    if not (work / "demos" / "meta" / "info.json").is_file() or not path.is_file():
+        return None
+    try:
+        return read_json_object(path)
+    except ValueError:  # a write cut short: unknown settings
+        return None
+
+
+def format_settings(settings: dict[str, Any], names) -> str:
+    """``--seed=0, --expert_set={hover_z: 0.12}``: the settings ``names`` as the user writes them."""
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k}: {text(v)}" for k, v in value.items()) + "}"
+        return "unset" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    return ", ".join(f"{SETTING_NAMES.get(n, '--' + n)}={text(settings.get(n))}" for n in names)
+
+
 def stage_record(args, work: Path) -> dict[str, Any]:
+    """Record WORK/demos, or reuse it when it was recorded with the same settings (:func:`record_settings`)."""
     from sigma_sim.expert import ExpertConfig
     from sigma_sim.record import record_dataset
 
     root = work / "demos"
-    info = root / "meta" / "info.json"
-    if info.is_file() and json.loads(info.read_text()).get("total_episodes") == args.episodes:
+    settings = record_settings(args)
+    if stored_record_settings(work) == settings:
         print(f"[make-default] record: reusing {root}", file=sys.stderr)
-        meta = json.loads(info.read_text())
-        return {"root": str(root), "episodes": meta["total_episodes"], "frames": meta["total_frames"], "reused": True}
+        meta = json.loads((root / "meta" / "info.json").read_text())
+        return {"root": str(root), "episodes": meta["total_episodes"], "frames": meta["total_frames"], "reused": True,
+                "settings": settings}
     t0 = time.perf_counter()
     summary = record_dataset(root, args.episodes, seed=args.seed, overwrite=True, progress=not args.quiet,
                              env_state=args.privileged_cube_pose or args.aux_cube_pose, action_noise=args.expert_noise,
                              expert_config=ExpertConfig(**args.expert_set), workers=args.record_workers,
                              lead_checkpoint=args.lead_checkpoint, lead_max_steps=args.lead_max_steps)
+    atomic_write_json(work / RECORD_SETTINGS, settings)
     out = asdict(summary)
+    out["settings"] = settings
     out["expert_noise_rad"] = args.expert_noise
     if args.lead_checkpoint:
         out["lead"] = {"checkpoint": args.lead_checkpoint, "max_steps": args.lead_max_steps}
@@ -632,6 +675,7 @@ class MakeDefaultConfig:
     """sigma-make-default: build the embedded default Sigma model for the simulated SO-101 (stages: see above)."""
 
     out: str = DEFAULT_OUT  # shipped checkpoint directory
+    overwrite: bool = False  # ship: replace an existing non-empty --out (swapped in once the new one is written)
     work_dir: str = DEFAULT_WORK_DIR  # intermediate files
     # a subset of [record,preprocess,train,select,eval,ship]
     stages: list[str] = field(default_factory=lambda: list(STAGES))
@@ -693,9 +737,20 @@ class MakeDefaultConfig:
             for value in values:
                 check_choice(flag, value, choices)
         if min(self.episodes, self.record_workers, self.eval_episodes, self.eval_max_steps,
-               1 if self.max_steps is None else self.max_steps, self.select_episodes, self.align_episodes) <= 0:
+               1 if self.max_steps is None else self.max_steps, self.select_episodes, self.align_episodes,
+               self.threads, self.lead_max_steps) <= 0:
             raise ValueError("--episodes, --record_workers, --eval_episodes, --eval_max_steps, --max_steps, "
-                             "--select_episodes and --align_episodes must be positive")
+                             "--select_episodes, --align_episodes, --threads and --lead_max_steps must be positive")
+        if min(self.seed, self.eval_seed, self.select_seed, self.align_seed) < 0:
+            raise ValueError("--seed, --eval_seed, --select_seed and --align_seed must be >= 0")
+        if not (math.isfinite(self.expert_noise) and self.expert_noise >= 0):
+            raise ValueError(f"--expert_noise must be a finite number >= 0 (rad), got {self.expert_noise}")
+        from sigma_sim.expert import ExpertConfig
+
+        try:
+            ExpertConfig(**self.expert_set)
+        except TypeError as e:
+            raise ValueError(f"--expert_set: {e} (fields: {', '.join(ExpertConfig.__dataclass_fields__)})") from None
         training_config(self, Path(self.work_dir))  # --max_steps with --train_set, checked before any stage runs
         from sigma_model.training.language_alignment import AlignmentConfig
 
@@ -717,7 +772,8 @@ class MakeDefaultConfig:
 #: former flags that are not just ``--a-b`` for ``--a_b``
 RENAMED = {f"--no-{name}": f"--{name.replace('-', '_')}=false" for name in ("aux-cube-pose", "language-augmentation",
                                                                             "normalize")}
-NO_EFFECT = ("--stages", "--notes_file", "--model_dir", "--work_dir", "--record_workers", "--quiet")
+NO_EFFECT = ("--stages", "--notes_file", "--model_dir", "--work_dir", "--record_workers", "--quiet",
+             "--overwrite")
 
 
 def reproducing_command(argv: list[str]) -> str:
@@ -734,24 +790,42 @@ def reproducing_command(argv: list[str]) -> str:
     return "sigma-make-default " + " ".join(shlex.quote(a) for a in kept)
 
 
-def check_episodes(args, work: Path, prov: dict[str, Any]) -> None:
-    """Refuse to record over demonstrations of another ``--episodes`` that an earlier run finished or preprocessed.
+def check_recording(args, work: Path, prov: dict[str, Any]) -> None:
+    """Refuse to record over demonstrations of other settings that an earlier run finished or preprocessed.
 
-    An interrupted recording is recorded again.
+    Demonstrations of the same settings are reused; an interrupted recording is recorded again.
     """
     info = work / "demos" / "meta" / "info.json"
     if "record" not in args.stages or not info.is_file() or ("record" not in prov and not (work / "shards").exists()):
         return
-    done = read_json_object(info).get("total_episodes")
-    if done != args.episodes:
-        raise ValueError(f"{work / 'demos'} holds the {done} demonstrations of an earlier run, "
-                         f"not --episodes={args.episodes}: use a fresh --work_dir (or --episodes={done})")
+    wanted, stored = record_settings(args), stored_record_settings(work)
+    if stored is None:
+        raise ValueError(f"{work / 'demos'} holds the {read_json_object(info).get('total_episodes')} demonstrations "
+                         f"of an earlier run whose settings are not stored (no readable {work / RECORD_SETTINGS}): use "
+                         "a fresh --work_dir, or leave record out of --stages to train on them as they are")
+    differ = [name for name in wanted if stored.get(name) != wanted[name]]
+    if differ:
+        raise ValueError(f"{work / 'demos'} holds the demonstrations of an earlier run recorded with "
+                         f"{format_settings(stored, differ)}, not {format_settings(wanted, differ)}: use a fresh "
+                         "--work_dir (or those settings)")
+
+
+def check_out(args) -> None:
+    """Refuse a file as ``--out``, or a non-empty directory unless ``--overwrite=true`` (the ship stage replaces it)."""
+    out = Path(args.out)
+    if "ship" not in args.stages or not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory")
+    if not args.overwrite and any(out.iterdir()):
+        raise FileExistsError(f"--out {out} exists already (the ship stage replaces it): pass --overwrite=true to "
+                              "replace it, or choose another --out")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_cli(MakeDefaultConfig, argv, PROG, description=__doc__, renamed=RENAMED)
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     work = Path(args.work_dir)
     prov_path = work / "provenance_partial.json"
     try:  # bad input ends the run here, before any stage
@@ -759,7 +833,8 @@ def main(argv: list[str] | None = None) -> int:
             prov = read_json_object(prov_path) if prov_path.is_file() else {}
         except ValueError as err:
             raise ValueError(f"{err}: delete it or use a fresh --work_dir") from None
-        check_episodes(args, work, prov)
+        check_recording(args, work, prov)
+        check_out(args)
         notes = Path(args.notes_file).read_text() if args.notes_file else None
         work.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as err:

@@ -145,8 +145,7 @@ def evaluate_lerobot_policy(policy: LeRobotPolicyAdapter, config: ClosedLoopConf
     check_lerobot_conditions(cfg.conditions)
     pconf = policy.policy.config
     cfg = replace(cfg, replan_every=getattr(pconf, "n_action_steps", None) or cfg.replan_every)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads)
     height, width = policy.image_size
     name = f"lerobot_{pconf.type}"
     info = {name: {"label": f"LeRobot {pconf.type}", "policy_type": pconf.type, "policy_path": policy.path,

@@ -213,8 +213,13 @@ class SO101PickPlaceEnv(gym.Env):
         config = config or SimConfig()
         if overrides:
             config = replace(config, **overrides)
-        if config.control_hz <= 0:
-            raise ValueError("control_hz must be positive")
+        for name in ("control_hz", "max_physics_dt"):
+            value = getattr(config, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"SimConfig.{name} must be a finite number > 0, got {value!r}")
+        for name in ("image_width", "image_height", "max_episode_steps"):
+            if getattr(config, name) <= 0:
+                raise ValueError(f"SimConfig.{name} must be positive, got {getattr(config, name)!r}")
         for name in ("cube_x_range", "cube_y_range", "cube_yaw_range"):
             low, high = getattr(config, name)
             if not (math.isfinite(low) and math.isfinite(high) and low <= high):
@@ -391,17 +396,20 @@ class SO101PickPlaceEnv(gym.Env):
                 centre by that factor), ``options["perturb_view"]`` (bool) perturbs the camera pose
                 and the lights, drawn from the episode's random stream after the pose
                 (:class:`sigma_sim.episode_variations.SceneView`); without it the view is nominal.
-            instruction: Text naming the placement region (``"left"``/``"right"``);
-                defaults to a random entry of :data:`INSTRUCTIONS`.
+            instruction: Text naming the placement region (``"left"``/``"right"``); None: a
+                random entry of :data:`INSTRUCTIONS`; an empty text is refused (ValueError).
 
         Returns:
             ``(observation, info)``.
         """
-        super().reset(seed=seed)
         options = check_reset_options(options)
+        if instruction is None:
+            instruction = options.get("instruction")
+        if instruction is not None and not (isinstance(instruction, str) and instruction.strip()):
+            raise ValueError(f"instruction must be a non-empty text (None: drawn from the seed), got {instruction!r}")
+        super().reset(seed=seed)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        instruction = instruction or options.get("instruction")
         cfg = self.config
         rng = self._rng
 

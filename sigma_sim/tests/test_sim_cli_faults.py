@@ -72,6 +72,49 @@ def test_closed_loop_unusable_sigma_policy_is_one_line(tmp_path, capsys):
         assert error.startswith(f"sigma-closed-loop: error: {tmp_path / name}/") and words in error, error
 
 
+@pytest.mark.parametrize("flag", ["--seed=-5", "--control_hz=0", "--control_hz=-30", "--control_hz=nan",
+                                  "--control_hz=inf", "--max_step_rad=inf", "--max_step_rad=0", "--max_step_rad=nan",
+                                  "--threads=0", "--threads=-2"])
+def test_closed_loop_bad_numbers_are_one_line_before_any_episode(flag, monkeypatch, capsys):
+    """Before, these ended in a traceback once the simulator ran (--threads <= 0: silently ignored)."""
+    monkeypatch.setattr(closed_loop_cli, "evaluate_checkpoint", lambda *a, **k: pytest.fail("episodes ran"))
+    error = cli_error(closed_loop_cli.main, [flag], capsys)
+    assert error.startswith(f"sigma-closed-loop: error: ClosedLoopConfig.{flag[2:].split('=')[0]} must be "), error
+
+
+def test_closed_loop_output_is_checked_and_made_before_any_episode(tmp_path, checkpoint, monkeypatch, capsys):
+    """Before, a file as --output ran the whole evaluation, then a traceback: the results were lost."""
+    from sigma_model.checkpoint import CheckpointError
+
+    made = []
+
+    def evaluate(path, cfg, out_dir, **_):  # the episodes would start here
+        made.append(Path(out_dir).is_dir())
+        raise CheckpointError("stop here")
+
+    monkeypatch.setattr(closed_loop_cli, "evaluate_checkpoint", evaluate)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for output, words in ((afile, f"{afile} is a file, not a directory for the report"),
+                          (afile / "sub", f"{afile / 'sub'}")):
+        error = cli_error(closed_loop_cli.main, [f"--checkpoint={checkpoint}", f"--output={output}"], capsys)
+        assert error.startswith("sigma-closed-loop: error: ") and words in error, error
+    assert afile.read_text() == "mine" and made == []
+    new = tmp_path / "new" / "report"
+    assert cli_error(closed_loop_cli.main, [f"--checkpoint={checkpoint}", f"--output={new}"], capsys) == \
+        "sigma-closed-loop: error: stop here"
+    assert made == [True]
+
+
+def test_closed_loop_checkpoint_naming_a_missing_text_encoder_is_one_line(tmp_path, checkpoint, capsys):
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "text_encoder": "no_such_encoder"}))
+    error = cli_error(closed_loop_cli.main, [f"--checkpoint={checkpoint}", "--episodes=1", "--conditions=[sigma]"],
+                      capsys)
+    assert error.startswith(f"sigma-closed-loop: error: checkpoint {checkpoint}: cannot build the model config.json "
+                            "describes: text_encoder 'no_such_encoder' is neither"), error
+
+
 def test_make_default_corrupt_partial_provenance_is_one_line(tmp_path, no_stage, capsys):
     work = tmp_path / "work"
     work.mkdir()
@@ -102,21 +145,100 @@ def test_make_default_max_steps_and_train_set_are_checked_before_any_stage(tmp_p
     assert default_model.training_config(parse(["--max_steps=1"]), tmp_path).max_steps == 1
 
 
+def recorded_demos(work: Path, argv: list[str], episodes: int) -> dict:
+    """Write WORK/demos's metadata and the settings ``argv`` records with (no simulator); return those settings."""
+    (work / "demos" / "meta").mkdir(parents=True)
+    (work / "demos" / "meta" / "info.json").write_text(json.dumps({"total_episodes": episodes, "total_frames": 9}))
+    settings = default_model.record_settings(parse_cli(default_model.MakeDefaultConfig, argv, default_model.PROG))
+    (work / default_model.RECORD_SETTINGS).write_text(json.dumps(settings))
+    return settings
+
+
 def test_make_default_refuses_to_record_over_an_earlier_runs_demonstrations(tmp_path, monkeypatch, capsys):
     work, recorded = tmp_path / "work", []
     monkeypatch.setattr(default_model, "stage_record", lambda args, work: recorded.append(args.episodes) or {})
-    (work / "demos" / "meta").mkdir(parents=True)
-    (work / "demos" / "meta" / "info.json").write_text(json.dumps({"total_episodes": 2}))
+    recorded_demos(work, ["--episodes=2"], 2)
     argv = [f"--work_dir={work}", "--episodes=3", "--stages=[record]"]
     assert default_model.main(argv) == 0 and recorded == [3]  # an interrupted recording: recorded again
-    refused = (f"sigma-make-default: error: {work / 'demos'} holds the 2 demonstrations of an earlier run, "
-               "not --episodes=3: use a fresh --work_dir (or --episodes=2)")
+    refused = (f"sigma-make-default: error: {work / 'demos'} holds the demonstrations of an earlier run recorded with "
+               "--episodes=2, not --episodes=3: use a fresh --work_dir (or those settings)")
     (work / "provenance_partial.json").write_text(json.dumps({"record": {"episodes": 2}}))  # a finished recording
     assert cli_error(default_model.main, argv, capsys) == refused
     (work / "provenance_partial.json").unlink()
     (work / "shards").mkdir()  # a preprocessed one
     assert cli_error(default_model.main, argv, capsys) == refused
     assert recorded == [3]
+
+
+def test_make_default_reuses_demonstrations_only_of_the_same_recording_settings(tmp_path, monkeypatch, capsys):
+    """Before, any demonstrations of --episodes were reused: other seeds, noise, expert, lead or cube-pose column."""
+    from sigma_sim import record
+
+    calls, work = [], tmp_path / "work"
+    monkeypatch.setattr(record, "record_dataset", lambda root, n, **k: calls.append(k["seed"]) or
+                        record.RecordSummary(root=str(root), episodes=n, frames=9, attempted=n))
+    first = ["--episodes=2", "--seed=0", "--expert_noise=0.02"]
+    settings = recorded_demos(work, first, 2)
+    (work / "provenance_partial.json").write_text(json.dumps({"record": {"episodes": 2}}))
+    common = [f"--work_dir={work}", "--stages=[record]"]
+    assert default_model.main([*common, *first, "--record_workers=3"]) == 0  # workers: the same dataset
+    stage = json.loads((work / "provenance_partial.json").read_text())["record"]
+    assert stage["reused"] and stage["settings"] == settings
+    for other, words in ((["--seed=7", "--expert_noise=0.3", "--expert_set={hover_z: 0.12}"],
+                          "--seed=0, --expert_noise=0.02, --expert_set={}, not --seed=7, --expert_noise=0.3, "
+                          "--expert_set={hover_z: 0.12}"),
+                         (["--lead_checkpoint=ck", "--lead_max_steps=9"],
+                          "--lead_checkpoint=unset, --lead_max_steps=unset, not --lead_checkpoint=ck, "
+                          "--lead_max_steps=9"),
+                         (["--aux_cube_pose=false"], "cube pose recorded (--aux_cube_pose or --privileged_cube_pose)"
+                                                     "=true, not cube pose recorded")):
+        error = cli_error(default_model.main, [*common, "--episodes=2", *other], capsys)
+        assert error.startswith(f"sigma-make-default: error: {work / 'demos'} holds the demonstrations of an earlier "
+                                "run recorded with ") and words in error, error
+        assert error.endswith("use a fresh --work_dir (or those settings)")
+    for unknown in ("unlink", '{"seed": '):  # recorded before the settings were stored; a write cut short
+        path = work / default_model.RECORD_SETTINGS
+        path.unlink() if unknown == "unlink" else path.write_text(unknown)
+        error = cli_error(default_model.main, [*common, *first], capsys)
+        assert "whose settings are not stored" in error and "leave record out of --stages" in error and calls == []
+    (work / default_model.RECORD_SETTINGS).write_text(json.dumps(settings))
+    (work / "provenance_partial.json").unlink()  # no finished recording: one of other settings is recorded again
+    assert default_model.main([*common, "--episodes=2", "--seed=7"]) == 0 and calls == [7]
+    assert json.loads((work / default_model.RECORD_SETTINGS).read_text())["seed"] == 7
+
+
+def test_make_default_refuses_an_existing_out_before_any_stage(tmp_path, no_stage, checkpoint, capsys):
+    """Before, the ship stage replaced --out whatever it held (its default: the shipped model)."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    (out / "MY_MODEL.txt").write_text("mine")
+    argv = [f"--work_dir={work}", f"--model_dir={checkpoint}", "--quiet=true", "--stages=[eval,ship]", f"--out={out}"]
+    assert cli_error(default_model.main, argv, capsys) == (
+        f"sigma-make-default: error: --out {out} exists already (the ship stage replaces it): pass --overwrite=true "
+        "to replace it, or choose another --out")
+    assert (out / "MY_MODEL.txt").read_text() == "mine" and not work.exists()
+    (tmp_path / "file").write_text("mine")
+    error = cli_error(default_model.main, [*argv[:-1], f"--out={tmp_path / 'file'}", "--overwrite=true"], capsys)
+    assert error == f"sigma-make-default: error: --out {tmp_path / 'file'} is a file, not a directory"
+    ship = [*argv[:3], "--stages=[ship]"]
+    assert default_model.main([*ship, f"--out={out}", "--overwrite=true"]) == 0
+    assert (out / "config.json").is_file() and not (out / "MY_MODEL.txt").exists()
+    (tmp_path / "empty").mkdir()
+    assert default_model.main([*ship, f"--out={tmp_path / 'empty'}"]) == 0  # an empty directory holds nothing to lose
+    assert "--overwrite" not in json.loads((out / "provenance.json").read_text())["command"]
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--threads=0", "--threads and --lead_max_steps must be positive"),
+    ("--lead_max_steps=-1", "--threads and --lead_max_steps must be positive"),
+    ("--seed=-1", "--seed, --eval_seed, --select_seed and --align_seed must be >= 0"),
+    ("--expert_noise=nan", "--expert_noise must be a finite number >= 0 (rad), got nan"),
+    ("--expert_noise=-0.1", "--expert_noise must be a finite number >= 0 (rad), got -0.1"),
+    ("--expert_set={hover: 1}", "--expert_set: "),
+])
+def test_make_default_bad_recording_and_thread_options_are_one_line(flag, words, capsys):
+    error = cli_error(lambda argv: parse_cli(default_model.MakeDefaultConfig, argv, default_model.PROG), [flag], capsys)
+    assert error.startswith("sigma-make-default: error: ") and words in error, error
 
 
 def test_make_default_stale_shards_name_its_own_remedy(tmp_path, monkeypatch, capsys):
@@ -141,6 +263,7 @@ def test_make_default_ship_interrupted_leaves_a_model_and_a_rerun_recovers(tmp_p
     def ship(note: str) -> int:
         (tmp_path / "notes.md").write_text(note)
         return default_model.main([f"--out={out}", f"--work_dir={work}", "--stages=[ship]", "--quiet=true",
+                                   "--overwrite=true",
                                    f"--model_dir={checkpoint}", f"--notes_file={tmp_path / 'notes.md'}"])
 
     def shipped_note() -> str:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -99,6 +101,25 @@ def test_instruction_selects_target_region(env):
     _, info = env.reset(seed=5, options={"instruction": "move the cube to the right", "cube_xy": (0.2, 0.0)})
     assert info["target"] == "right"
     assert np.allclose(info["cube_pos"][:2], (0.2, 0.0))
+
+
+def test_an_empty_instruction_is_refused_not_drawn_at_random(env):
+    """Before, "" silently became a random instruction (the seed's), where None asks for one."""
+    env.reset(seed=5, instruction="move the cube to the left")
+    for bad in ("", "  ", 3):
+        for kwargs in ({"instruction": bad}, {"options": {"instruction": bad}}):
+            with pytest.raises(ValueError, match=r"^instruction must be a non-empty text \(None: drawn from"):
+                env.reset(seed=6, **kwargs)
+    assert env.instruction == "move the cube to the left"
+
+
+@pytest.mark.parametrize("field, value", [("control_hz", math.nan), ("control_hz", math.inf), ("control_hz", 0.0),
+                                          ("max_physics_dt", 0.0), ("max_physics_dt", math.nan), ("image_width", 0),
+                                          ("image_height", -1), ("max_episode_steps", 0)])
+def test_unusable_settings_are_one_line(field, value):
+    """Before, NaN or inf rates and a zero physics step ended in raw errors; a zero image or episode was accepted."""
+    with pytest.raises(ValueError, match=rf"^SimConfig\.{field} must be .*, got {value!r}$"):
+        SO101PickPlaceEnv(render_observations=False, **{field: value})
 
 
 def test_joint_targets_are_tracked(env):
