@@ -29,12 +29,14 @@ Examples::
 
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import NoReturn
 
 from sigma_model.cli import fail, parse_cli
@@ -55,6 +57,7 @@ def resolve(cfg: GraphConfig) -> tuple[str, list[tuple[str, str]], list[graph.No
     params_file = cfg.config_file or str(graph.default_config_file())
     if not os.path.isfile(params_file):
         raise ValueError(f"parameter file not found: {params_file}")
+    check_params_file(params_file, [s.name for s in graph.graph_nodes(robot="any")])
     remaps = graph.remap_rules({k: getattr(cfg, f"{k}_topic") for k in graph.EXTERNAL_TOPICS})
     remaps += [tuple(rule.split(":=", 1)) for rule in cfg.remap]
     specs = list(graph.graph_nodes(cfg.robot))
@@ -65,6 +68,46 @@ def resolve(cfg: GraphConfig) -> tuple[str, list[tuple[str, str]], list[graph.No
             raise ValueError(f"unknown nodes {unknown} (known: {sorted(by_name)})")
         specs = [by_name[n] for n in cfg.nodes]
     return params_file, remaps, specs
+
+
+def check_params_file(path: str, node_names) -> None:
+    """ValueError (one line) unless ``path`` is a ROS 2 parameter file whose sections are graph nodes.
+
+    A mapping of sections, each ``{ros__parameters: {...}}``, keyed by a node name, ``/**`` or ``*`` (``/``-prefixed or
+    namespaced: ``/ns/<node>``, ``/**/<node>``) or a namespace holding such sections; every node would otherwise fail
+    to parse the file, or silently ignore a misspelt section.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        raise ValueError(f"parameter file {path}: not valid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+                         f"{err.problem}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"parameter file {path}: {' '.join(str(err).split())}") from None
+
+    def check(sections, prefix: str) -> None:
+        if not isinstance(sections, dict) or not sections:
+            where = f"section {prefix!r}" if prefix else "the file"
+            raise ValueError(f"parameter file {path}: {where} is not a mapping of node sections "
+                             "(<node name>: {ros__parameters: {<parameter>: <value>}})")
+        for key, section in sections.items():
+            name = f"{prefix}/{key}" if prefix else str(key)
+            if isinstance(section, dict) and "ros__parameters" in section:
+                if not isinstance(section["ros__parameters"], dict):
+                    raise ValueError(f"parameter file {path}: {name}.ros__parameters must be a mapping of parameters")
+                last = name.rsplit("/", 1)[-1]
+                if last not in ("**", "*", *node_names):
+                    close = difflib.get_close_matches(last, node_names, n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    raise ValueError(f"parameter file {path}: unknown node section {key!r}{hint}; the nodes are "
+                                     f"{', '.join(node_names)} and /** (all)")
+            else:
+                check(section, name)  # a namespace
+
+    check(data, "")
 
 
 def node_cli_args(spec: graph.NodeSpec, params_file: str, remaps, checkpoint: str, dry_run, log_level: str = "",
@@ -266,15 +309,24 @@ def create_nodes(specs, params_file, remaps, checkpoint="", dry_run=None, contex
     """Instantiate the nodes in this process.
 
     Each with the --ros-args a launched node would get (extra_overrides. {node name: {parameter: value}} added as -p
-    rules, for tests).
+    rules, for tests). A node's configuration error (its parameters, its ROS arguments) is a NodeConfigError
+    ``<node>: cannot start: <reason>``.
     """
+    from sigma_ros.node_base import NodeConfigError, configuration_error
+
     nodes = []
     for spec in specs:
         cls = spec.load_class()
         extra = (extra_overrides or {}).get(spec.name)
-        nodes.append(cls(context=context,
-                         cli_args=node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level, extra,
-                                                robot)))
+        try:
+            nodes.append(cls(context=context,
+                             cli_args=node_cli_args(spec, params_file, remaps, checkpoint, dry_run, log_level, extra,
+                                                    robot)))
+        except RuntimeError as err:
+            reason = configuration_error(err)
+            if not reason:
+                raise
+            raise NodeConfigError(f"{spec.name}: cannot start: {reason}") from None
     return nodes
 
 
@@ -305,7 +357,7 @@ def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_leve
     from rclpy.executors import ExternalShutdownException
 
     from sigma_ros.executors import make_executor
-    from sigma_ros.node_base import exit_now
+    from sigma_ros.node_base import NodeConfigError, exit_now
 
     # SIGINT/SIGTERM: rclpy's handler (installed by init, in front of these) shuts the context down, which ends the
     # spin loop at a safe point; once spinning these handlers only note the signal (a KeyboardInterrupt raised at an
@@ -349,6 +401,8 @@ def run_single_process(specs, params_file, remaps, checkpoint, dry_run, log_leve
             executor.spin_once(timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # a signal (rclpy's own handler, once installed, shuts the context down); cleaned up below
+    except NodeConfigError as err:  # from create_nodes: one line, EXIT_CONFIG_ERROR below
+        failure.append(str(err))
     except Exception:
         if not signals:
             raise

@@ -9,9 +9,11 @@ and a clean ``main``.
 from __future__ import annotations
 
 import atexit
+import difflib
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -163,6 +165,38 @@ def declare_parameters(node: Node, params: Sequence[Param]) -> Params:
     return Params(values)
 
 
+def check_parameter_names(node: Node) -> None:
+    """NodeConfigError naming each parameter given to ``node`` (parameter file, ``-p``) that it does not declare.
+
+    rclpy would ignore it silently: a misspelt ``max_step_rad`` would leave the safety limit at its default. Call it
+    once the node has declared its parameters; ``qos_overrides.*`` (declared with the entities they tune) are left out.
+    """
+    declared = sorted(node._parameters)
+    unknown = sorted(n for n in node._parameter_overrides if n not in node._parameters
+                     and not n.startswith("qos_overrides."))
+    if unknown:
+        names = [f"{n!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(n, declared, n=1))
+                 for n in unknown]
+        raise NodeConfigError(f"unknown parameter{'s' if len(names) > 1 else ''} {', '.join(names)} "
+                              "(sigma-graph --list_params=true lists them)")
+
+
+def configuration_error(err: BaseException) -> str:
+    """Return why the node cannot start as configured (one line), or '' when ``err`` is no configuration error.
+
+    A NodeConfigError, or rclpy refusing the ROS arguments (e.g. a bad ``--params-file``).
+    """
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+    if isinstance(err, NodeConfigError):
+        return str(err)
+    text = str(err)
+    if isinstance(err, _rclpy.RCLInvalidROSArgsError) or (isinstance(err, _rclpy.RCLError)
+                                                          and "Couldn't parse" in text):
+        return " ".join(re.sub(r", at \S+:\d+", "", text).split())  # without rcl's source locations
+    return ""
+
+
 def topic(key: str) -> str:
     """Default (relative, remappable) name of a graph topic."""
     return TOPIC_BY_KEY[key].name
@@ -197,6 +231,7 @@ class SigmaNode(LifecycleNode):
     def __init__(self, node_name: str, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, COMMON_PARAMS + tuple(self.PARAMS))
+        check_parameter_names(self)
         self.stats = NodeStats(window_s=max(5.0, 2 * self.p.status_period_s))
         self.mode, self.reason = "unconfigured", "not configured yet"
         self.active = self.configured = False
@@ -555,15 +590,18 @@ def run_node(node_cls, args: list[str] | None = None) -> NoReturn:
             code = EXIT_CONFIG_ERROR
     except (KeyboardInterrupt, ExternalShutdownException):
         rclpy.try_shutdown()  # rclpy's own handler is shutting the context down (and finalizing the node)
-    except NodeConfigError as err:  # raised before configure (parameters; a RuntimeError, so caught first)
-        print(f"{Path(sys.argv[0]).stem}: cannot start: {err}", file=sys.stderr)
-        code = EXIT_CONFIG_ERROR
-    except RuntimeError:
-        if not _SIGNALS:
+    except RuntimeError as err:
+        # raised before configure: the parameters (a NodeConfigError), or rclpy.init or the node refusing the ROS
+        # arguments (a bad --params-file)
+        reason = configuration_error(err)
+        if reason:
+            print(f"{Path(sys.argv[0]).stem}: cannot start: {reason}", file=sys.stderr)
+            code = EXIT_CONFIG_ERROR
+        elif not _SIGNALS:
             raise
-        # the KeyboardInterrupt hit inside a pybind11 call (e.g. rclpy's take_message), which reports it as
-        # "Unable to convert call argument": the same signal
-        rclpy.try_shutdown()
+        else:  # the KeyboardInterrupt hit inside a pybind11 call (e.g. rclpy's take_message), which reports it as
+            # "Unable to convert call argument": the same signal
+            rclpy.try_shutdown()
     finally:
         if node is not None:
             node.shutdown()
