@@ -36,12 +36,14 @@ class SimClock:
         self.h, self.now_ns = h, start_ns
         self.pub = h.probe.create_publisher(Clock, "/clock", 10)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop, self._paused = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.01):
+            if self._paused.is_set():
+                continue
             with self._lock:
                 self.now_ns += NS // 100
                 stamp = time_from_ns(self.now_ns)
@@ -53,8 +55,16 @@ class SimClock:
             return time_from_ns(self.now_ns)
 
     def jump(self, delta_ns: int) -> None:
+        """Move the clock by ``delta_ns`` once the messages of the old timeline are delivered.
+
+        One stamped before a jump back and delivered after it is refused as from the future, the reason the nodes
+        then report last.
+        """
+        self._paused.set()
+        time.sleep(0.3)
         with self._lock:
             self.now_ns += delta_ns
+        self._paused.clear()
 
     def stop(self) -> None:
         self._stop.set()
