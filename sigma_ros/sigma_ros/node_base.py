@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import difflib
 import functools
-import logging
 import os
 import re
 import signal
@@ -630,13 +629,12 @@ def _interrupt_once() -> None:
 
 
 def exit_now(code: int) -> NoReturn:
-    """Run the exit handlers (e.g. removing sigma-graph's parameter files), flush output and logging, then leave.
+    """Run the exit handlers (e.g. removing sigma-graph's parameter files; logging's flush is one), flush output, leave.
 
     Without the interpreter's teardown, which joins worker threads (a node still configuring: its model loading, minutes
     on a loaded machine) and takes seconds more. ``atexit._run_exitfuncs`` is what a normal exit runs first.
     """
     atexit._run_exitfuncs()
-    logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
