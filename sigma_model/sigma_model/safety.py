@@ -52,18 +52,20 @@ Limits = Sequence[float] | np.ndarray | float
 def limits_by_name(joint_names: Sequence[str], lower: Limits | None = None, upper: Limits | None = None,
                    what: str = "joint limits (ROS parameters joint_lower_limits, joint_upper_limits)"
                    ) -> tuple[Limits, Limits]:
-    """Return (lower, upper): each as given (``joint_names`` order), or when None each joint's built-in one by name.
+    """Return (lower, upper): each as given (``joint_names`` order), else each joint's built-in one by name.
 
-    ValueError (one line) when one is None and a joint has no built-in limits (``what`` names what to give).
+    Not given: None or empty (a ROS parameter's default). ValueError (one line) when one is not given and a joint
+    has no built-in limits (``what`` names what to give).
     """
-    if lower is not None and upper is not None:
+    given_lower, given_upper = lower is not None and np.size(lower) > 0, upper is not None and np.size(upper) > 0
+    if given_lower and given_upper:
         return lower, upper
     unknown = [j for j in joint_names if j not in KNOWN_JOINT_LIMITS]
     if unknown:
         raise ValueError(f"no built-in limits for joint(s) {unknown} (built in: {list(KNOWN_JOINT_LIMITS)}): give "
                          f"explicit {what}, in joint_names order")
-    return (lower if lower is not None else [KNOWN_JOINT_LIMITS[j][0] for j in joint_names],
-            upper if upper is not None else [KNOWN_JOINT_LIMITS[j][1] for j in joint_names])
+    return (lower if given_lower else [KNOWN_JOINT_LIMITS[j][0] for j in joint_names],
+            upper if given_upper else [KNOWN_JOINT_LIMITS[j][1] for j in joint_names])
 
 
 def _as_vector(name: str, value: Sequence[float] | np.ndarray | float, n: int) -> np.ndarray:

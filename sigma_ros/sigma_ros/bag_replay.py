@@ -182,7 +182,7 @@ def graph_joint_limits(joint_names: Sequence[str]) -> JointLimits:
     params: dict[str, Any] = {}
     for section in ("/**", "perception_node", "/perception_node"):
         params.update((data.get(section) or {}).get("ros__parameters") or {})
-    return JointLimits(params.get("joint_lower_limits") or None, params.get("joint_upper_limits") or None,
+    return JointLimits(params.get("joint_lower_limits"), params.get("joint_upper_limits"),
                        params.get("joint_state_tolerance_rad", JointLimits.measurement_tolerance), joint_names)
 
 

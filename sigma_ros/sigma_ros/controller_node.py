@@ -75,7 +75,7 @@ class ControllerNode(SigmaNode):
             raise ValueError(f"joint_names has {n} joints but the model's action_dim is {self.config.action_dim}")
         max_step = np.asarray(self.p.max_step_rad if len(self.p.max_step_rad) > 1 else self.p.max_step_rad * n)
         safety = SafetyFilter(SafetyConfig(
-            lower=self.p.joint_lower_limits or None, upper=self.p.joint_upper_limits or None, max_step=max_step,
+            lower=self.p.joint_lower_limits, upper=self.p.joint_upper_limits, max_step=max_step,
             measurement_tolerance=np.minimum(self.p.joint_state_tolerance_rad, max_step),
             plan_timeout_s=self.p.plan_timeout_s, dry_run=self.p.dry_run, joint_names=self.p.joint_names,
         ))

@@ -91,7 +91,7 @@ class PerceptionNode(SigmaNode):
         if self.p.use_depth and not c.use_depth:
             self.get_logger().warn("use_depth is set but the model has use_depth=false: depth ignored")
         self.audio = AudioBuffer(c.audio_chunk_samples)
-        self.limits = JointLimits(self.p.joint_lower_limits or None, self.p.joint_upper_limits or None,
+        self.limits = JointLimits(self.p.joint_lower_limits, self.p.joint_upper_limits,
                                   self.p.joint_state_tolerance_rad, self.p.joint_names)
         future, unstamped = self.p.stamp_future_tolerance_s, self.p.accept_unstamped
         self.gates = {

@@ -147,8 +147,8 @@ class RobotNode(SigmaNode):
             self.robot = robot if robot is not None else make_robot(getattr(p, "robot.type"), robot_fields(p))
             rel = p.max_relative_target_rad
             self.bridge = RobotBridge(
-                self.robot, p.joint_names, p.joint_lower_limits or None, p.joint_upper_limits or None,
-                p.range_lower_rad or None, p.range_upper_rad or None, max_step=_per_joint(p.max_step_rad, n),
+                self.robot, p.joint_names, p.joint_lower_limits, p.joint_upper_limits,
+                p.range_lower_rad, p.range_upper_rad, max_step=_per_joint(p.max_step_rad, n),
                 command_timeout_s=p.command_timeout_s, measurement_tolerance=p.joint_state_tolerance_rad,
                 max_relative_target=None if not any(rel) else _per_joint(rel, n), motor_units=p.motor_units,
                 torque_on_exit=p.torque_on_exit, robot_type=getattr(p, "robot.type") if robot is None else None)
