@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sigma_model.robot_bridge import RobotBridge, make_robot, robot_types
+from sigma_model.robot_bridge import BridgeError, RobotBridge, make_robot, robot_types
 from sigma_model.safety import KNOWN_JOINT_LIMITS, SO101_JOINT_NAMES, SO101_LOWER_LIMITS, SO101_UPPER_LIMITS
 
 
@@ -43,6 +43,19 @@ def test_sim_robot_is_a_lerobot_robot_type_driven_through_the_bridge():
     assert not robot.is_connected
     with pytest.raises(Exception, match="unknown robot type 'no_such_robot'"):
         make_robot("no_such_robot")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"max_relative_target": -1}, "robot config of sigma_so101_sim: max_relative_target must be a finite number > 0, "
+                                  "got -1.0"),  # the config's own check, not draccus' "Couldn't instantiate"
+    ({"max_relative_target": "x"}, "robot config of sigma_so101_sim: `max_relative_target`: Could not decode the value "
+                                   "into any of the given types: float: Couldn't parse 'x' into a float dict: "),
+    ({"bogus": 1}, "robot config of sigma_so101_sim: The fields `bogus` are not valid for SigmaSO101SimConfig"),
+])
+def test_a_bad_robot_config_is_one_line_that_names_the_cause(fields, message):
+    with pytest.raises(BridgeError) as refused:
+        make_robot("sigma_so101_sim", fields)
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value), str(refused.value)
 
 
 def test_after_a_reset_the_bridge_starts_from_the_new_position_not_the_old_one():

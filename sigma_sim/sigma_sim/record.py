@@ -381,6 +381,10 @@ class RecordConfig:
             raise ValueError("--root is required")
         if self.episodes <= 0 or self.fps <= 0 or self.image_size <= 0 or self.workers <= 0:
             raise ValueError("--episodes, --fps, --image_size and --workers must be positive")
+        if self.lead_max_steps <= 0:
+            raise ValueError(f"--lead_max_steps must be positive, got {self.lead_max_steps}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0 (episode seeds are seed + i), got {self.seed}")
 
 
 def main(argv: list[str] | None = None) -> int:

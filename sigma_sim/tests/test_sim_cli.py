@@ -76,6 +76,8 @@ def test_peers_dry_run_prints_the_lerobot_train_command(capsys):
     (record.main, ["--root=x", "--episodes=0"], "sigma-sim-record: error: --episodes, --fps, --image_size and"),
     (record.main, ["--root=x", "--image-size=32"], "sigma-sim-record: error: unrecognized arguments: --image-size=32"),
     (record.main, ["--root=x", "--workers=two"], "sigma-sim-record: error: `workers`: Couldn't parse 'two'"),
+    (record.main, ["--root=x", "--lead_max_steps=-1"], "sigma-sim-record: error: --lead_max_steps must be positive"),
+    (record.main, ["--root=x", "--seed=-3"], "sigma-sim-record: error: --seed must be >= 0"),
     (expert.main, ["--episodes=-1"], "python -m sigma_sim.expert: error: --episodes and --fps must be positive"),
     (expert.main, ["--fps=fast"], "python -m sigma_sim.expert: error: `fps`: Couldn't parse 'fast'"),
     (closed_loop_cli.main, ["--episodes=0"], "sigma-closed-loop: error: ClosedLoopConfig.episodes must be a positive"),
