@@ -95,8 +95,14 @@ class ActionWorkspace(nn.Module):
         )
         self.residual_head = MLP(c.d_model + c.d_tau, 2 * c.d_model, a * (1 + c.chunk_len + c.traj_len)).zero_last()
         self.condition_to_tau = nn.Linear(c.d_model, c.d_tau, bias=False)
-        self.register_buffer("fusion_weights", torch.tensor(c.fusion_weights, dtype=torch.float32))
+        # from config.json like the normalisation statistics: not in the state dict (see _load_from_state_dict)
+        self.register_buffer("fusion_weights", torch.tensor(c.fusion_weights, dtype=torch.float32), persistent=False)
         self.action_norm = Standardize(a, c.action_mean, c.action_std)  # heads and DiT work in normalised units
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints written before the fusion weights left the state dict hold a copy: config.json's decide."""
+        state_dict.pop(prefix + "fusion_weights", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def branches(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Paths A and B: action vector [B,A] and action chunk [B,chunk,A]."""

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint, save_checkpoint
 from sigma_model.checkpoint import CheckpointError, workspace_file
@@ -122,6 +122,23 @@ def test_an_interrupted_save_leaves_the_checkpoint_before_whole(model, tmp_path,
     with pytest.raises(FileExistsError, match="it is a file"):
         save_checkpoint(model, tmp_path / "file")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_config_json_fusion_weights_decide_over_a_copy_in_the_weights_file(model, obs, tmp_path):
+    """A user's edit of config.json's fusion weights takes effect, also for checkpoints that stored a copy."""
+    save_checkpoint(model, tmp_path)
+    path = workspace_file(tmp_path, "action")
+    tensors = load_file(str(path))
+    assert "action.fusion_weights" not in tensors  # the config holds them
+    save_file({**tensors, "action.fusion_weights": torch.tensor([1.0, 1.0, 1.0])}, str(path))  # as older ones did
+    SigmaConfig(**{**model.config.to_dict(), "fusion_weights": (0.0, 0.0, 1.0)}).save(tmp_path / "config.json")
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.action.fusion_weights.tolist() == [0.0, 0.0, 1.0]
+    model.action.fusion_weights.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    with torch.no_grad():
+        out = [m.eval()(obs, m.tokenize(TEXT), generator=torch.Generator().manual_seed(1)).motor_commands
+               for m in (model, loaded)]
+    assert torch.equal(out[0], out[1])
 
 
 def test_checkpoint_rejects_mismatched_config(model, tmp_path):
