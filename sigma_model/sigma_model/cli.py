@@ -51,11 +51,16 @@ def _field_help_where_declared(lookup):
 docstring.get_attribute_docstring = _field_help_where_declared(docstring.get_attribute_docstring)
 
 
-def fail(prog: str, err: BaseException | str) -> None:
-    """Exit 2 with ``prog: error: <one line>``; a dataclass's own validation error is shown, not draccus's wrapper."""
+def error_line(err: BaseException | str) -> str:
+    """``err`` on one line; a dataclass's own validation error, not draccus's "Couldn't instantiate" around it."""
     if isinstance(err, ParsingError) and not isinstance(err, DecodingError) and isinstance(err.__cause__, ValueError):
         err = err.__cause__
-    print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+    return " ".join(str(err).split())
+
+
+def fail(prog: str, err: BaseException | str) -> None:
+    """Exit 2 with ``prog: error: <one line>`` (:func:`error_line`)."""
+    print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
     raise SystemExit(2)
 
 

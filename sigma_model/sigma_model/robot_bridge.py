@@ -110,21 +110,16 @@ def make_robot(robot_type: str, fields: dict[str, Any] | None = None) -> Any:
     import draccus
     from lerobot.robots import RobotConfig, make_robot_from_config
 
+    from .cli import error_line
+
     known = _registries(stop_at=robot_type)
     if robot_type not in known:
         raise BridgeError(f"unknown robot type {robot_type!r}; robot types: {', '.join(robot_types())}")
     try:
         config = draccus.decode(RobotConfig, {"type": robot_type, **(fields or {})})
     except Exception as err:  # noqa: BLE001 - draccus' DecodingError and the configs' own checks
-        raise BridgeError(f"robot config of {robot_type}: {_root_message(err)}") from err
+        raise BridgeError(f"robot config of {robot_type}: {error_line(err)}") from err
     return make_robot_from_config(config)
-
-
-def _root_message(err: BaseException) -> str:
-    """``err`` on one line, a config's own check rather than draccus' "Couldn't instantiate" around it."""
-    while str(err).startswith("Couldn't instantiate") and (err.__cause__ or err.__context__) is not None:
-        err = err.__cause__ or err.__context__
-    return " ".join(str(err).split())
 
 
 def camera_keys(robot: Any) -> list[str]:

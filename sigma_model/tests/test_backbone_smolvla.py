@@ -230,3 +230,30 @@ def test_mismatched_or_incomplete_backbone_is_a_clear_error(smolvla_dir, tmp_pat
     save_file(weights, str(broken / "model.safetensors"))
     with pytest.raises(RuntimeError, match="lacks 1 weights of the policy"):
         SigmaModel(vla_config(broken))
+
+
+def test_loading_in_parallel_threads_leaves_draccus_config_type_as_it_was(smolvla_dir):
+    """Nodes loading their backbone in parallel threads leave draccus' process-wide config type as it was.
+
+    LeRobot's loading sets it for a moment (``draccus.config_type``, not thread-safe): unserialised, it stayed
+    "json", and every later ``--field=[a,b]`` list on a command line in that process failed to parse.
+    """
+    import threading
+
+    from draccus.options import Options
+    from sigma_model.backbones.vla import load_lerobot_policy
+
+    before = Options.get_config_type()
+    start = threading.Barrier(4)
+
+    def load():
+        start.wait()
+        load_lerobot_policy("smolvla", str(smolvla_dir))
+
+    for _ in range(2):
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert Options.get_config_type() == before
