@@ -124,14 +124,31 @@ def node_command(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps
                                                                 log_level, overrides, robot)
 
 
+def spawn_node(cmd: list[str], **popen) -> subprocess.Popen:
+    """``subprocess.Popen(cmd)`` for a node process: SIGINT ignored in it until ``run_node`` takes it over.
+
+    Ctrl-C reaches every process of the terminal's group, and a node still importing torch (seconds) died of it with a
+    KeyboardInterrupt traceback. An ignored signal stays ignored across exec (Python then installs no KeyboardInterrupt
+    handler) until ``node_base.run_node`` installs its own; :func:`stop_processes` stops nodes with SIGTERM, which ends
+    one still importing at once and quietly.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
+        return subprocess.Popen(cmd, **popen)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen(cmd, **popen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def start_node_process(spec: graph.NodeSpec, params_file: str, checkpoint: str, remaps=(), dry_run=None,
                        log_level: str = "", overrides: dict | None = None, env: dict | None = None,
                        log=None, say=None, robot: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start :func:`node_command`; output to ``log`` (a file) or inherited."""
+    """Start :func:`node_command` (:func:`spawn_node`); output to ``log`` (a file) or inherited."""
     cmd = node_command(spec, params_file, checkpoint, remaps, dry_run, log_level, overrides, robot)
     if say is not None:
         say(f"starting {spec.name}: {' '.join(cmd)}")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=None if log is None else subprocess.STDOUT)
+    return spawn_node(cmd, env=env, stdout=log, stderr=None if log is None else subprocess.STDOUT)
 
 
 def list_params() -> int:
@@ -220,7 +237,7 @@ class NodeProcess:
         self.proc = self.start()
 
     def start(self) -> subprocess.Popen:
-        proc = subprocess.Popen(self.cmd)
+        proc = spawn_node(self.cmd)
         self.say(f"{self.spec.name} started (pid {proc.pid})")
         if self.manager is not None:
             self.manager.bring_up_async(self.spec.name, proc)
@@ -285,17 +302,21 @@ def run_subprocesses(specs, params_file, remaps, checkpoint, dry_run, log_level,
 
 
 def stop_processes(procs: list[tuple[str, subprocess.Popen]], timeout: float = 10.0, say=None) -> None:
-    """SIGINT every running (name, process), wait up to ``timeout`` in all, then terminate, then kill."""
+    """SIGTERM every running (name, process), wait up to ``timeout`` in all, then terminate again, then kill.
+
+    A node handles SIGTERM as SIGINT (``node_base.run_node``); one still importing, where SIGINT is ignored
+    (:func:`spawn_node`), ends at once.
+    """
     for _, p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
+            p.terminate()
     deadline = time.monotonic() + timeout
     for name, p in procs:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             if say is not None:
-                say(f"{name} did not stop on SIGINT; terminating")
+                say(f"{name} did not stop on SIGTERM within {timeout:g} s; terminating again")
             p.terminate()
             try:
                 p.wait(timeout=3.0)

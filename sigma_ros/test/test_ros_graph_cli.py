@@ -220,6 +220,28 @@ def test_sigma_graph_no_respawn_stops_the_graph(tmp_path):
     assert "controller_node exited with -9; stopping the graph" in out and "restarting" not in out
 
 
+def test_ctrl_c_while_the_nodes_still_import_stops_the_graph_quietly_and_at_once(tmp_path):
+    """Ctrl-C reaches the terminal's whole process group: sigma-graph and its nodes, importing torch for seconds.
+
+    Before, each node process still importing died of it with a KeyboardInterrupt traceback.
+    """
+    log = open(tmp_path / "graph.log", "w+")
+    graph = subprocess.Popen([sys.executable, "-m", "sigma_ros.graph_main", f"--checkpoint={SHIPPED}"],
+                             env=_env(domain_id_for("test_ros_graph_ctrl_c_early")), stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)  # a group of its own, as in a terminal
+    try:
+        _wait(lambda: len(_pids(log, "")) == 4, 60, "the four node processes", graph)
+        os.killpg(graph.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        t0 = time.monotonic()
+        rc = graph.wait(timeout=30)
+        seconds = time.monotonic() - t0
+    finally:
+        _, out = _stop_graph(graph, log)
+    assert rc == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "did not stop" not in out and seconds < 8, (seconds, out)  # no node waited for to its SIGTERM timeout
+
+
 def test_sigma_graph_single_process_composes_the_active_graph(tmp_path):
     """--composition=single_process.
 
