@@ -99,6 +99,9 @@ class DemoConfig:
         if not (self.episodes > 0 and self.real_time_factor > 0 and self.max_episode_s > 0
                 and self.startup_timeout > 0):
             raise ValueError("--episodes, --real_time_factor, --max_episode_s and --startup_timeout must be positive")
+        if not 0 <= self.seed <= 2**31 - self.episodes:  # the sim node's seed parameter (int32), episode i: seed + i
+            raise ValueError(f"--seed must be in 0..{2**31 - self.episodes} for {self.episodes} episodes, "
+                             f"got {self.seed}")
         check_choice("--step_mode", self.step_mode, STEP_MODES)
         composition(self.composition)
         unknown = sorted(set(self.conditions or ()) - set(CONDITION_FLAGS))

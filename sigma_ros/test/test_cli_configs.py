@@ -56,6 +56,8 @@ def test_help_lists_the_config_fields(prog, fields, capsys):
 
 @pytest.mark.parametrize("prog, argv, message", [
     ("sigma-demo", ["--episodes=0"], "--episodes, --real_time_factor, --max_episode_s and --startup_timeout must"),
+    ("sigma-demo", ["--seed=-1"], "--seed must be in 0..2147483645 for 3 episodes, got -1"),
+    ("sigma-demo", ["--seed=2147483646"], "--seed must be in 0..2147483645 for 3 episodes, got 2147483646"),
     ("sigma-demo", ["--episodes=x"], "`episodes`: Couldn't parse 'x' into an int"),
     ("sigma-demo", ["--conditions=[sigma,fast]"], "--conditions must be a non-empty list of"),
     ("sigma-demo", ["--step_mode=fast"], "--step_mode must be one of"),
