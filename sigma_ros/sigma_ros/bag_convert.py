@@ -402,6 +402,11 @@ class LeRobotToBagConfig(RecordingOptions):
         check_choice("--storage", self.storage, STORAGES)
         if self.action_type is not None:
             check_choice("--action_type", self.action_type, sorted(ACTION_TYPES))
+        if self.episode_gap_s is not None and not self.episode_gap_s > 0:  # NaN too
+            # a gap <= 0 would run the episodes together: sigma-bag-to-lerobot splits them at the gaps
+            raise ValueError(f"--episode_gap_s must be > 0, got {self.episode_gap_s}")
+        if self.start_ns is not None and self.start_ns < 0:
+            raise ValueError(f"--start_ns must be >= 0 (ns since the epoch), got {self.start_ns}")
 
 
 def bag_to_lerobot_main(argv: list[str] | None = None) -> int:
