@@ -377,6 +377,13 @@ class BagToLeRobotConfig(RecordingOptions):
             raise ValueError("--bag and --output are required")
         check_choice("--action_align", self.action_align, ("latest", "next"))
         check_choice("--timestamps", self.timestamps, TIMESTAMPS)
+        if self.gap_s is not None and not self.gap_s > 0:  # NaN too
+            raise ValueError(f"--gap_s must be > 0, got {self.gap_s}")
+        if not self.max_age_s >= 0:
+            raise ValueError(f"--max_age_s must be >= 0 (0: no limit), got {self.max_age_s}")
+        if self.min_episode_frames < 1 or (self.max_frames is not None and self.max_frames < 1):
+            raise ValueError(f"--min_episode_frames and --max_frames must be >= 1, got {self.min_episode_frames} and "
+                             f"{self.max_frames}")
 
 
 @dataclass
