@@ -49,8 +49,8 @@ INSTALL_HINT = {
              "'transformers @ git+https://github.com/huggingface/transformers.git@fix/lerobot_openpi'"),
 }
 SAFETENSORS_FILE = "model.safetensors"
-#: LeRobot's loading sets draccus' process-wide config type for a while (``draccus.config_type``, not thread-safe):
-#: nodes loading in parallel threads would leave it at "json" for the rest of the process
+#: LeRobot's config loading sets draccus' process-wide config type for a while (``draccus.config_type``, not
+#: thread-safe): nodes loading in parallel threads would leave it at "json" for the rest of the process
 _LOAD_LOCK = threading.Lock()
 
 
@@ -271,12 +271,12 @@ def load_lerobot_policy(kind: str, path_or_id: str, drop: tuple[str, ...] = (), 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     where = "local directory" if os.path.isdir(path_or_id) else "hub id (needs network or a warm cache)"
     try:
-        with _LOAD_LOCK:
+        with _LOAD_LOCK:  # the policy's own from_pretrained, given the config, does not read it again
             config = PreTrainedConfig.from_pretrained(path_or_id, local_files_only=offline)
-            if config.type != kind:
-                raise RuntimeError(f"{path_or_id} holds a {config.type!r} policy, not {kind!r}")
-            config.device = "cpu"
-            policy = cls.from_pretrained(path_or_id, config=config, local_files_only=offline)
+        if config.type != kind:
+            raise RuntimeError(f"{path_or_id} holds a {config.type!r} policy, not {kind!r}")
+        config.device = "cpu"
+        policy = cls.from_pretrained(path_or_id, config=config, local_files_only=offline)
         _check_weights_loaded(policy, path_or_id, drop, policy_keys or (lambda _, keys: set(keys)))
     except (OSError, ValueError) as err:
         hint = f" (pi0.5 needs {INSTALL_HINT['pi05']})" if kind == "pi05" else ""
