@@ -81,7 +81,7 @@ def test_a_non_finite_loss_stops_the_step(tmp_path):
 
 METRICS = {"loss", "L_act", "L_sem", "L_int", "L_tau", "L_act_hard", "w_sem", "w_int", "w_tau", "hard_ratio", "tau_rms",
            "L_act_base", "L_flow", "L_aux", "L_time", "L_mi", "mse_vec", "mse_chk", "mse_trj", "baseline_from_data",
-           "prev_window"}
+           "prev_window", "telepathy"}
 
 
 def batch_of(mc, n=6, **kw):
@@ -119,7 +119,8 @@ def test_compute_losses_metrics_by_hand(tmp_path):
     l_hard = float(per[0][hard].mean() + 2 * per[1][hard].mean() + 3 * per[2][hard].mean())
     assert (m["L_act_base"], m["L_act_hard"], m["L_act"]) == pytest.approx((base, l_hard, base + 0.7 * l_hard),
                                                                            rel=1e-5)
-    assert (m["hard_ratio"], m["baseline_from_data"], m["prev_window"], m["L_aux"]) == (0.5, 1.0, 0.5, 0.0)
+    assert (m["hard_ratio"], m["baseline_from_data"], m["prev_window"], m["L_aux"], m["telepathy"]) == \
+        (0.5, 1.0, 0.5, 0.0, 1.0)
     assert (m["w_sem"], m["w_int"], m["w_tau"]) == (weights.w_sem, weights.w_int, weights.w_tau)
     assert m["L_sem"] == pytest.approx(m["L_time"] + 0.3 * m["L_mi"], rel=1e-5)
     assert m["loss"] == pytest.approx(m["L_act"] + 0.4 * m["L_flow"] + m["w_sem"] * m["L_sem"] + m["w_int"] * m["L_int"]
@@ -290,3 +291,44 @@ def test_a_head_without_a_loss_in_a_step_is_not_moved(tmp_path):
     assert all(torch.equal(after_first[n], p) for n, p in head.items())
     t.model.eval().select_action(make_observation(mc, 1), ["pick"])
     assert len(calls) == 1
+
+
+@torch.no_grad()
+def test_telepathy_dropout_runs_whole_batches_at_tau_zero_in_training_only(tmp_path):
+    """A dropped batch is the telepathy-off step (tau = 0 everywhere); eval mode and dropout 0 never drop nor draw."""
+    mc = small_config(use_audio=False)
+    torch.manual_seed(0)
+    model = make_tau_matter_(SigmaModel(mc), seed=3)
+    batch = batch_of(mc, with_previous=True)
+    weights = Curriculum.from_config(step_config(tmp_path))(1)
+
+    def losses(train: bool, seed: int = 0, skip: int = 0, **overrides):
+        model.train(train)
+        generator = torch.Generator().manual_seed(seed)
+        torch.rand(skip, generator=generator)
+        return compute_losses(model, batch, step_config(tmp_path, **overrides), weights, generator).metrics
+
+    on, off = losses(False), losses(False, telepathy=False)
+    assert on["mse_trj"] != pytest.approx(off["mse_trj"], rel=1e-3)  # tau matters in this model
+    dropped = losses(True, telepathy_dropout=1.0)
+    assert dropped == losses(True, skip=1, telepathy=False) and dropped["telepathy"] == 0.0  # after its one draw
+    assert losses(False, telepathy_dropout=1.0) == on  # eval mode: no dropout
+    # p = 0 leaves the noise sequence alone; p > 0 draws once per batch from the trainer's generator, first
+    states = []
+    for train in (True, False):
+        model.train(train)
+        generator = torch.Generator().manual_seed(0)
+        compute_losses(model, batch, step_config(tmp_path), weights, generator)
+        states.append(generator.get_state())
+    assert torch.equal(*states) and losses(True)["telepathy"] == 1.0
+    draws = [losses(True, seed=s, telepathy_dropout=0.5)["telepathy"] for s in range(40)]
+    assert draws == [float(torch.rand((), generator=torch.Generator().manual_seed(s)) >= 0.5) for s in range(40)]
+    assert 10 < sum(draws) < 30
+
+
+@pytest.mark.parametrize("bad", [{"telepathy_dropout": -0.1}, {"telepathy_dropout": 1.5},
+                                 {"telepathy_dropout": float("nan")},
+                                 {"telepathy_dropout": 0.5, "telepathy": False}])
+def test_telepathy_dropout_is_checked(tmp_path, bad):
+    with pytest.raises(ValueError, match="telepathy_dropout"):
+        step_config(tmp_path, **bad)

@@ -121,6 +121,9 @@ class LossConfig:
     curriculum_steps: int = 82
 
     telepathy: bool = True
+    # chance that a training batch runs with telepathy off (tau = 0 everywhere), drawn from the trainer's generator;
+    # trains the tau = 0 path as a policy of its own beside the telepathy one (0: never; needs telepathy = true)
+    telepathy_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int(self, "curriculum_steps", allow_zero=True)
@@ -128,6 +131,9 @@ class LossConfig:
         _check_choice(self, "memory_mode", MEMORY_MODES)
         _check_number(self, "rho_hard", 0.0, 1.0, lo_open=True)
         _check_number(self, "nce_temperature", 0.0, lo_open=True)
+        _check_number(self, "telepathy_dropout", 0.0, 1.0)
+        if self.telepathy_dropout > 0 and not self.telepathy:
+            raise ValueError("telepathy_dropout needs telepathy = true (with telepathy off every batch is at tau = 0)")
         for name in ("alpha_vec", "alpha_chunk", "alpha_traj", "lambda_hard", "flow_weight", "aux_weight",
                      "beta_mi", "tau_l2_weight", "tau_0", "lambda_collapse", "eta_var",
                      "w_sem_start", "w_sem_target", "w_int_start", "w_int_target", "w_tau_start", "w_tau_target"):

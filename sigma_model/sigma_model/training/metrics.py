@@ -44,6 +44,7 @@ EXTRA_COLUMNS = (
     "mse_trj",
     "baseline_from_data",
     "prev_window",
+    "telepathy",
     "lr",
     "grad_norm",
     "epoch",

@@ -17,7 +17,8 @@ One optimiser step = `grad_accum_steps` micro-batches of `batch_size` windows. F
    not gradient paths).
    memory_mode = "zeros" skips the first pass (m_prev = 0, tau_prev = 0); L_time then compares
    against the zero vector (1 - cos = 1, constant), so only use it for ablations.
-2. The full Sigma step with the ground-truth trajectory as the DiT flow-matching target.
+2. The full Sigma step with the ground-truth trajectory as the DiT flow-matching target; with telepathy off
+   for the whole batch (tau = 0 everywhere) at the chance `telepathy_dropout` (training mode only).
 3. TRAF (residual over dataset baselines when present, else over the model's own tau = 0
    baseline) + flow loss + curriculum-weighted TSAC terms (see losses.py).
 
@@ -185,6 +186,14 @@ class StepResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def telepathy_dropped(model: SigmaModel, config: TrainingConfig, generator: torch.Generator | None) -> bool:
+    """Whether this training batch runs with telepathy off (``config.telepathy_dropout``; never in eval mode)."""
+    if not (model.training and config.telepathy and config.telepathy_dropout > 0):
+        return False  # no draw: runs without dropout keep their noise sequence
+    device = generator.device if generator is not None else model.device
+    return bool(torch.rand((), generator=generator, device=device) < config.telepathy_dropout)
+
+
 def compute_losses(
     model: SigmaModel, batch: dict, config: TrainingConfig, weights, generator: torch.Generator | None,
     autocast: torch.dtype | None = None,
@@ -206,8 +215,9 @@ def compute_losses(
                                       image_tokens=v0.backbone_image_tokens, robot_state=prev_obs.robot_state,
                                       with_actions=False)
         tau_prev, m_prev = l0.tau.float().detach(), l0.memory.float().detach()
+    telepathy = config.telepathy and not telepathy_dropped(model, config, generator)
     with amp:
-        out = model(obs, text, tau_prev=tau_prev, memory_prev=m_prev, telepathy=config.telepathy,
+        out = model(obs, text, tau_prev=tau_prev, memory_prev=m_prev, telepathy=telepathy,
                     generator=generator, trajectory_target=targets["traj"])
     lang, act = out.language, out.action
     if m_prev is None:
@@ -245,6 +255,7 @@ def compute_losses(
         "mse_chk": traf.mse["chunk"].item(), "mse_trj": traf.mse["traj"].item(),
         "baseline_from_data": float(sum(used.values())) / 3.0,
         "prev_window": float(batch["has_previous"].float().mean()) if "has_previous" in batch else 0.0,
+        "telepathy": float(telepathy),
     }
     return StepResult(loss=loss, metrics=metrics)
 
