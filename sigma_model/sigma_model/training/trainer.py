@@ -188,7 +188,7 @@ class StepResult:
 
 def telepathy_dropped(model: SigmaModel, config: TrainingConfig, generator: torch.Generator | None) -> bool:
     """Whether this training batch runs with telepathy off (``config.telepathy_dropout``; never in eval mode)."""
-    if not (model.training and config.telepathy and config.telepathy_dropout > 0):
+    if not (model.training and config.telepathy_dropout > 0):  # the config refuses dropout with telepathy off
         return False  # no draw: runs without dropout keep their noise sequence
     device = generator.device if generator is not None else model.device
     return bool(torch.rand((), generator=generator, device=device) < config.telepathy_dropout)
