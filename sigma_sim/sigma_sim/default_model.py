@@ -93,6 +93,9 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "save_every": 1000,
     "keep_checkpoints": 0,
     "log_every": 50,
+    # checkpoints export an average of the weights: it damps the closed-loop swings between neighbouring
+    # checkpoints (README, "Weight averaging"); the shipped checkpoint was trained before this (PROVENANCE)
+    "ema_decay": 0.9995,
 }
 
 

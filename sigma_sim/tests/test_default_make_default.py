@@ -32,6 +32,10 @@ def test_make_default_tiny_pipeline(tmp_path):
     assert prov["align"]["model"] == prov["train"]["model"] and "no text encoder" in prov["align"]["skipped"]
     assert prov["train"]["last_metrics"]["L_aux"] > 0.0  # the cube pose is a training target...
     assert prov["preprocess"]["windows"] > 0
+    # the default recipe keeps a weight average, and the checkpoints export it as their model/
+    last = work / "train" / "checkpoints" / "step_00000003"
+    assert json.loads((last / "training_config.json").read_text())["ema_decay"] == 0.9995
+    assert (last / "ema.safetensors").is_file()
     assert set(prov["eval"]["report"]["closed_loop"]) == {"sigma", "telepathy_off"}
     # the shipped model carries the heads its training started from; its report ran CHECK A against them
     assert (out / "sigma_telepathy_heads_init.safetensors").is_file()
