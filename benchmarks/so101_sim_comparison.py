@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -62,6 +63,8 @@ METHODS = {  # method -> (kind, closed-loop condition, telepathy in training)
     "diffusion": ("lerobot", "lerobot", None),
 }
 STAGES = ("train", "evaluate", "report")
+#: the cube start-pose bins of the results (pose_bins): yaw thirds, then x halves (near the base, far)
+POSE_BINS = ("yaw_low", "yaw_mid", "yaw_high", "x_near", "x_far")
 PROG = "python benchmarks/so101_sim_comparison.py"
 TRAIN_RECORD = "comparison_train.json"
 #: sigma-make-default options the comparison sets itself (the same for every method and seed)
@@ -406,11 +409,41 @@ def cached_results(run: Run, condition: str, settings: dict[str, Any], label: st
     return results
 
 
+def pose_bins() -> dict[str, Any]:
+    """Return the cube start-pose bins of the results: thirds of the start box's yaw range, halves of its x range."""
+    from sigma_sim.so101_env import SimConfig
+
+    sim = SimConfig()
+    (y0, y1), (x0, x1) = sim.cube_yaw_range, sim.cube_x_range
+    return {"yaw_deg": [math.degrees(y0 + (y1 - y0) * k / 3) for k in range(4)], "x_m": [x0, (x0 + x1) / 2, x1]}
+
+
+def pose_bin(seed: int, bins: dict[str, Any]) -> tuple[str, str]:
+    """Return the (yaw, x) bin names of episode `seed`'s cube start (nominal episodes)."""
+    from sigma_sim.so101_env import episode_cube_pose
+
+    x, _, yaw = episode_cube_pose(seed)
+    third = sum(math.degrees(yaw) >= edge for edge in bins["yaw_deg"][1:3])
+    return ("yaw_low", "yaw_mid", "yaw_high")[third], "x_near" if x < bins["x_m"][1] else "x_far"
+
+
+def successes_by_pose(results: list[dict[str, Any]], bins: dict[str, Any]) -> dict[str, list[int]]:
+    """Return {bin: [successes, episodes]} over the evaluated checkpoints' cached results (each episode in two bins)."""
+    counts = {name: [0, 0] for name in POSE_BINS}
+    for cached in results:
+        failed = set(cached["failed_seeds"])
+        for seed in range(cached["seed"], cached["seed"] + cached["episodes"]):
+            for name in pose_bin(seed, bins):
+                counts[name][0] += seed not in failed
+                counts[name][1] += 1
+    return counts
+
+
 def method_result(args, work: Path, method: str) -> dict[str, Any]:
     settings, condition = eval_settings(args), METHODS[method][1]
     out: dict[str, Any] = {"seeds": list(args.seeds), "success": [], "successes": [], "checkpoints": {},
                            "final_step": [], "failed_seeds": {}, "train_wall_s": [], "samples": [], "runs": {},
-                           "reach_80": [], "selected": {}}
+                           "reach_80": [], "selected": {}, "by_pose": {}}
     devices, sources, missing = [], set(), []
     for seed in args.seeds:
         run = read_run(work, method, seed)
@@ -441,6 +474,7 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
         out["samples"].append(facts["samples"])
         out["reach_80"].append(time_to_reach(out["checkpoints"][str(seed)], run.total_steps, facts["train_wall_s"]))
         out["runs"][str(seed)] = str(run.path.resolve())
+        out["by_pose"][str(seed)] = successes_by_pose(list(rates.values()), pose_bins())
         devices.append(facts["device"])
         sources.add(facts["wall_source"])
         out["condition"], out["eval_device"] = final["condition"], final["eval_device"]
@@ -524,6 +558,8 @@ def stage_report(args, work: Path) -> dict[str, Any]:
                              "checkpoints, the later on a tie (sigma-make-default's select stage)"}
                if args.select_episodes else None,
                "budget": {"steps": args.steps, "batch_size": args.batch_size, "samples": args.steps * args.batch_size},
+               "pose_bins": {**pose_bins(), "bins": list(POSE_BINS), "counted": "held-out episodes of every evaluated "
+                             "checkpoint, by the cube's start yaw (thirds of its range) and x (halves)"},
                "generated_utc": utc_now()}
     samples = {s for m in results["methods"].values() for s in m["samples"]}
     if len(samples) > 1:

@@ -90,7 +90,24 @@ def markdown(results: dict[str, Any]) -> str:
                           "success is reported, the held-out episodes never choose." if sel else "")
               + " Recipes:", ""]
     lines += [f"- {name}: {m['recipe']['summary']}" for name, m in results["methods"].items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + pose_table(results)) + "\n"
+
+
+def pose_table(results: dict[str, Any]) -> list[str]:
+    """Markdown lines: each method's and seed's held-out success by the cube's start pose (results["pose_bins"])."""
+    bins = results.get("pose_bins")
+    if not bins:
+        return []
+    y, x = bins["yaw_deg"], bins["x_m"]
+    heads = [f"yaw {y[k]:.0f} to {y[k + 1]:.0f} deg" for k in range(3)] + [f"x < {x[1]:.2f} m (near)",
+                                                                           f"x >= {x[1]:.2f} m"]
+    lines = ["", f"Held-out success by the cube's start pose ({bins['counted']}; successes / episodes):", "",
+             "| method | seed | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
+    for name, m in results["methods"].items():
+        for seed, counts in m["by_pose"].items():
+            cells = [f"{100 * s / n:.0f}% ({s}/{n})" if n else "-" for s, n in (counts[b] for b in bins["bins"])]
+            lines.append(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -176,6 +176,43 @@ class SimConfig:
 RESET_OPTIONS = ("instruction", "cube_xy", "cube_yaw", "cube_range_scale", "perturb_view")
 
 
+@dataclass(frozen=True)
+class EpisodeStart:
+    """What a reset draws from the episode's random stream, in this order (a seed pins it)."""
+
+    pick_region: str  # the placement region when no instruction is given
+    pick_text: int  # ... and the index of its wording
+    cube_xy: np.ndarray
+    cube_yaw: float
+    qpos_noise: np.ndarray  # added to the arm's home position
+
+
+def draw_episode_start(rng: np.random.Generator, config: SimConfig, options: dict[str, Any]) -> EpisodeStart:
+    """Draw an episode's start from `rng` as :meth:`SO101PickPlaceEnv.reset` does (``cube_range_scale`` applied)."""
+    regions = tuple(config.regions)
+    pick_region = regions[int(rng.integers(len(regions)))]
+    pick_text = int(rng.integers(1 << 30))
+    cube_xy = np.array([rng.uniform(*config.cube_x_range), rng.uniform(*config.cube_y_range)])
+    cube_yaw = float(rng.uniform(*config.cube_yaw_range))
+    qpos_noise = rng.uniform(-1.0, 1.0, size=len(ARM_JOINTS)) * config.init_qpos_noise
+    if options.get("cube_range_scale", 1.0) != 1.0:  # the nominal draw, moved out from the box's centre
+        centre = np.array([sum(config.cube_x_range), sum(config.cube_y_range)]) / 2
+        cube_xy = centre + options["cube_range_scale"] * (cube_xy - centre)
+    return EpisodeStart(pick_region, pick_text, cube_xy, cube_yaw, qpos_noise)
+
+
+def episode_cube_pose(seed: int, options: dict[str, Any] | None = None,
+                      config: SimConfig | None = None) -> tuple[float, float, float]:
+    """Return the cube's start (x, y, yaw) of episode `seed`, as ``reset(seed=seed, options=options)`` places it.
+
+    No simulator is built: the analysis of results by cube pose (benchmarks/so101_sim_comparison.py) calls this.
+    """
+    options = check_reset_options(options)
+    start = draw_episode_start(np.random.default_rng(seed), config or SimConfig(), options)
+    x, y = (float(v) for v in options.get("cube_xy", start.cube_xy))
+    return x, y, float(options.get("cube_yaw", start.cube_yaw))
+
+
 def check_reset_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Return a copy of reset ``options``; ValueError (one line) for an unknown key or a bad value."""
     options = dict(options or {})
@@ -415,18 +452,12 @@ class SO101PickPlaceEnv(gym.Env):
 
         # Draw every random number in a fixed order so a seed pins the episode.
         region_names = tuple(cfg.regions)
-        pick_region = region_names[int(rng.integers(len(region_names)))]
-        pick_text = int(rng.integers(1 << 30))
-        cube_xy = np.array([rng.uniform(*cfg.cube_x_range), rng.uniform(*cfg.cube_y_range)])
-        cube_yaw = float(rng.uniform(*cfg.cube_yaw_range))
-        qpos_noise = rng.uniform(-1.0, 1.0, size=len(ARM_JOINTS)) * cfg.init_qpos_noise
-        if options.get("cube_range_scale", 1.0) != 1.0:  # the nominal draw, moved out from the box's centre
-            centre = np.array([sum(cfg.cube_x_range), sum(cfg.cube_y_range)]) / 2
-            cube_xy = centre + options["cube_range_scale"] * (cube_xy - centre)
+        start = draw_episode_start(rng, cfg, options)
+        cube_xy, cube_yaw = start.cube_xy, start.cube_yaw
 
         if instruction is None:
-            texts = INSTRUCTIONS.get(pick_region, (f"pick the cube and place it on the {pick_region}",))
-            instruction = texts[pick_text % len(texts)]
+            texts = INSTRUCTIONS.get(start.pick_region, (f"pick the cube and place it on the {start.pick_region}",))
+            instruction = texts[start.pick_text % len(texts)]
         self.target = instruction_target(instruction, region_names)
         self.instruction = instruction
         if "cube_xy" in options:
@@ -438,7 +469,7 @@ class SO101PickPlaceEnv(gym.Env):
         self.view.apply(m, rng if options.get("perturb_view", False) else None)
         mujoco.mj_resetData(m, d)
         q0 = HOME_QPOS.copy()
-        q0[: len(ARM_JOINTS)] += qpos_noise
+        q0[: len(ARM_JOINTS)] += start.qpos_noise
         q0 = np.clip(q0, self.joint_low, self.joint_high)
         d.qpos[self.qpos_adr] = q0
         d.ctrl[self.actuator_ids] = np.clip(q0, self.ctrl_low, self.ctrl_high)

@@ -18,6 +18,7 @@ from sigma_sim.so101_env import (
     JOINT_NAMES,
     SimConfig,
     SO101PickPlaceEnv,
+    episode_cube_pose,
     instruction_target,
 )
 
@@ -87,6 +88,21 @@ def test_reset_and_step_are_deterministic_under_a_seed():
     # A different seed moves the cube.
     obs_e, _ = a.reset(seed=124)
     assert not np.allclose(obs_e["cube_pos"], obs_c["cube_pos"])
+
+
+@pytest.mark.parametrize("options", [{}, {"cube_range_scale": 1.2}, {"cube_yaw": 0.1, "cube_xy": (0.2, 0.01)}])
+def test_episode_cube_pose_is_where_reset_places_the_cube(env, options):
+    """The cube pose of a seed without a simulator (results by cube pose) is the pose the seed's reset gives."""
+    for seed in (0, 7, 123, 20007):
+        obs, _ = env.reset(seed=seed, options=options)
+        w, qx, qy, qz = obs["cube_quat"]
+        yaw = math.atan2(2 * (w * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
+        assert episode_cube_pose(seed, options) == pytest.approx((*obs["cube_pos"][:2], yaw), abs=1e-6)
+    # a seed keeps its episode: the draw order of every recorded and evaluated episode so far
+    assert episode_cube_pose(20007) == pytest.approx((0.18693417024034634, 0.048570422947925254, 0.22982294670381287),
+                                                     abs=1e-12)
+    with pytest.raises(ValueError, match="unknown reset options"):
+        episode_cube_pose(0, {"cube_z": 0.1})
 
 
 def test_instruction_selects_target_region(env):

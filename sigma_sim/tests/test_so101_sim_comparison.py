@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import sigma_sim
+from sigma_sim.so101_env import episode_cube_pose
 
 pytestmark = pytest.mark.skipif(sigma_sim.GL_BACKEND is None, reason="no headless OpenGL (libegl1 / libosmesa6)")
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,10 +93,12 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
 
     # the report reads the cached results: plant a success in sigma's last checkpoint
     final = cache_of(checkpoint_dirs(work, "sigma")[2])
-    final.write_text(json.dumps({**json.loads(final.read_text()), "successes": 1, "success_rate": 1.0}))
+    final.write_text(json.dumps({**json.loads(final.read_text()), "successes": 1, "success_rate": 1.0,
+                                 "failed_seeds": []}))
     # ... and a selection success in its first checkpoint: the chosen one (the others tie: the later step)
     (chosen,) = checkpoint_dirs(work, "sigma")[1].glob("comparison_eval_*_seeds10000x1_10ticks.json")
-    chosen.write_text(json.dumps({**json.loads(chosen.read_text()), "successes": 1, "success_rate": 1.0}))
+    chosen.write_text(json.dumps({**json.loads(chosen.read_text()), "successes": 1, "success_rate": 1.0,
+                                  "failed_seeds": []}))
     capsys.readouterr()
     assert cmp.main(["--stages=[report]", *options]) == 0
     results = json.loads(out.read_text())
@@ -104,6 +108,10 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     assert results["seeds"]["training"] == [0] and results["seeds"]["held_out"] == "20000..20000"
     assert results["selection"]["seed"] == 10000 and results["selection"]["episodes"] == 1
     assert results["seeds"]["demonstrations"]["episodes"] == 2
+    bins = results["pose_bins"]
+    assert bins["bins"] == ["yaw_low", "yaw_mid", "yaw_high", "x_near", "x_far"]
+    assert bins["yaw_deg"] == pytest.approx([-20.05, -6.68, 6.68, 20.05], abs=0.01)
+    assert bins["x_m"] == pytest.approx([0.17, 0.21, 0.25])
     for method, m in results["methods"].items():
         rates = {str(step): caches[method, step]["success_rate"] for step in (1, 2)}
         if method == "sigma":
@@ -116,6 +124,12 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
         assert m["selected"]["0"]["step"] == step and m["selected"]["0"]["success"] == rates[str(step)], method
         assert m["selected_summary"]["mean"] == rates[str(step)]
         assert m["reach_80"][0]["step"] == next((s for s in (1, 2) if rates[str(s)] >= 0.8), None), method
+        # held-out successes by the cube's start pose: episode 20000 of both checkpoints, in its yaw and its x bin
+        x, _, yaw = episode_cube_pose(20000)
+        yaw_bin = ("yaw_low", "yaw_mid", "yaw_high")[sum(math.degrees(yaw) >= e for e in bins["yaw_deg"][1:3])]
+        x_bin = "x_near" if x < bins["x_m"][1] else "x_far"
+        wins = round(sum(rates.values()))
+        assert m["by_pose"] == {"0": {b: [wins, 2] if b in (yaw_bin, x_bin) else [0, 0] for b in bins["bins"]}}, method
     sigma_reach = results["methods"]["sigma"]["reach_80"][0]
     assert sigma_reach["wall_s_est"] == pytest.approx(results["methods"]["sigma"]["train_wall_s"][0])
     assert results["methods"]["sigma"]["ci95"][1] == 1.0 and results["methods"]["sigma"]["ci95"][0] > 0.1
@@ -124,10 +138,12 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     assert results["methods"]["act"]["recipe"]["peer"] == "act_small"
     table = out.with_suffix(".md").read_text()
     assert table == capsys.readouterr().out.rstrip("\n") + "\n"
-    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == list(METHODS)
+    for part in table.split("Held-out success by the cube's start pose"):  # the main table, the one by cube pose
+        assert [line.split("|")[1].strip() for line in part.splitlines() if line.startswith("| ")][1:] == list(METHODS)
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     picked = results["methods"]["sigma"]["selected"]["0"]
     assert "checkpoint chosen on episodes 10000..10000" in table and f"| 1 ({100 * picked['success']:.0f}%) |" in table
+    assert "| method | seed | yaw -20 to -7 deg | yaw -7 to 7 deg | yaw 7 to 20 deg | x < 0.21 m (near) |" in table
 
     written = out.read_bytes()
     with pytest.raises(SystemExit) as refused:  # never overwritten without --force
