@@ -424,16 +424,19 @@ def pose_bin(seed: int, bins: dict[str, Any]) -> tuple[str, str]:
 
     x, _, yaw = episode_cube_pose(seed)
     third = sum(math.degrees(yaw) >= edge for edge in bins["yaw_deg"][1:3])
-    return ("yaw_low", "yaw_mid", "yaw_high")[third], "x_near" if x < bins["x_m"][1] else "x_far"
+    return POSE_BINS[third], POSE_BINS[3] if x < bins["x_m"][1] else POSE_BINS[4]
 
 
 def successes_by_pose(results: list[dict[str, Any]], bins: dict[str, Any]) -> dict[str, list[int]]:
     """Return {bin: [successes, episodes]} over the evaluated checkpoints' cached results (each episode in two bins)."""
     counts = {name: [0, 0] for name in POSE_BINS}
+    names: dict[int, tuple[str, str]] = {}  # each episode's bins, drawn once for all checkpoints
     for cached in results:
         failed = set(cached["failed_seeds"])
         for seed in range(cached["seed"], cached["seed"] + cached["episodes"]):
-            for name in pose_bin(seed, bins):
+            if seed not in names:
+                names[seed] = pose_bin(seed, bins)
+            for name in names[seed]:
                 counts[name][0] += seed not in failed
                 counts[name][1] += 1
     return counts
@@ -444,7 +447,7 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": list(args.seeds), "success": [], "successes": [], "checkpoints": {},
                            "final_step": [], "failed_seeds": {}, "train_wall_s": [], "samples": [], "runs": {},
                            "reach_80": [], "selected": {}, "by_pose": {}}
-    devices, sources, missing = [], set(), []
+    devices, sources, missing, bins = [], set(), [], pose_bins()
     for seed in args.seeds:
         run = read_run(work, method, seed)
         if not run.complete:
@@ -474,7 +477,7 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
         out["samples"].append(facts["samples"])
         out["reach_80"].append(time_to_reach(out["checkpoints"][str(seed)], run.total_steps, facts["train_wall_s"]))
         out["runs"][str(seed)] = str(run.path.resolve())
-        out["by_pose"][str(seed)] = successes_by_pose(list(rates.values()), pose_bins())
+        out["by_pose"][str(seed)] = successes_by_pose(list(rates.values()), bins)
         devices.append(facts["device"])
         sources.add(facts["wall_source"])
         out["condition"], out["eval_device"] = final["condition"], final["eval_device"]

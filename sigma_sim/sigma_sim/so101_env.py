@@ -188,7 +188,11 @@ class EpisodeStart:
 
 
 def draw_episode_start(rng: np.random.Generator, config: SimConfig, options: dict[str, Any]) -> EpisodeStart:
-    """Draw an episode's start from `rng` as :meth:`SO101PickPlaceEnv.reset` does (``cube_range_scale`` applied)."""
+    """Draw an episode's start from `rng` as :meth:`SO101PickPlaceEnv.reset` does, with the cube options applied.
+
+    Every number is drawn whatever the options (``cube_range_scale`` moves the drawn cube; ``cube_xy`` / ``cube_yaw``
+    replace it), so a seed's other draws stay the same.
+    """
     regions = tuple(config.regions)
     pick_region = regions[int(rng.integers(len(regions)))]
     pick_text = int(rng.integers(1 << 30))
@@ -198,6 +202,10 @@ def draw_episode_start(rng: np.random.Generator, config: SimConfig, options: dic
     if options.get("cube_range_scale", 1.0) != 1.0:  # the nominal draw, moved out from the box's centre
         centre = np.array([sum(config.cube_x_range), sum(config.cube_y_range)]) / 2
         cube_xy = centre + options["cube_range_scale"] * (cube_xy - centre)
+    if "cube_xy" in options:
+        cube_xy = np.asarray(options["cube_xy"], dtype=float)
+    if "cube_yaw" in options:
+        cube_yaw = float(options["cube_yaw"])
     return EpisodeStart(pick_region, pick_text, cube_xy, cube_yaw, qpos_noise)
 
 
@@ -209,8 +217,7 @@ def episode_cube_pose(seed: int, options: dict[str, Any] | None = None,
     """
     options = check_reset_options(options)
     start = draw_episode_start(np.random.default_rng(seed), config or SimConfig(), options)
-    x, y = (float(v) for v in options.get("cube_xy", start.cube_xy))
-    return x, y, float(options.get("cube_yaw", start.cube_yaw))
+    return float(start.cube_xy[0]), float(start.cube_xy[1]), start.cube_yaw
 
 
 def check_reset_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -453,17 +460,13 @@ class SO101PickPlaceEnv(gym.Env):
         # Draw every random number in a fixed order so a seed pins the episode.
         region_names = tuple(cfg.regions)
         start = draw_episode_start(rng, cfg, options)
-        cube_xy, cube_yaw = start.cube_xy, start.cube_yaw
+        cube_xy, cube_yaw = start.cube_xy, start.cube_yaw  # the options' cube_xy / cube_yaw applied
 
         if instruction is None:
             texts = INSTRUCTIONS.get(start.pick_region, (f"pick the cube and place it on the {start.pick_region}",))
             instruction = texts[start.pick_text % len(texts)]
         self.target = instruction_target(instruction, region_names)
         self.instruction = instruction
-        if "cube_xy" in options:
-            cube_xy = np.asarray(options["cube_xy"], dtype=float)
-        if "cube_yaw" in options:
-            cube_yaw = float(options["cube_yaw"])
 
         m, d = self.model, self.data
         self.view.apply(m, rng if options.get("perturb_view", False) else None)

@@ -98,6 +98,8 @@ def test_episode_cube_pose_is_where_reset_places_the_cube(env, options):
         w, qx, qy, qz = obs["cube_quat"]
         yaw = math.atan2(2 * (w * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
         assert episode_cube_pose(seed, options) == pytest.approx((*obs["cube_pos"][:2], yaw), abs=1e-6)
+        if "cube_yaw" in options:  # a pose the options fix is the pose the cube starts in
+            assert (*obs["cube_pos"][:2], yaw) == pytest.approx((*options["cube_xy"], options["cube_yaw"]), abs=1e-6)
     # a seed keeps its episode: the draw order of every recorded and evaluated episode so far
     assert episode_cube_pose(20007) == pytest.approx((0.18693417024034634, 0.048570422947925254, 0.22982294670381287),
                                                      abs=1e-12)
