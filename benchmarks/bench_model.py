@@ -19,12 +19,15 @@ all of them alike; their ratios are the robust figures:
 * the action stage and the whole step at each of `--steps` integration steps, against the config's own;
 * the whole step with the cross-attentions (pools, resampler, action queries) through `layers.cross_attend` against
   nn.MultiheadAttention's own call, the same maths with its per-call checks (the path before cross_attend);
+* the whole step replayed from a CUDA graph (`sigma_model/cuda_graph.py`, on CUDA) against the eager step, with the
+  largest difference of their outputs;
 * the whole step on 1 thread against `--threads` threads (what a node's `torch_threads` chooses);
 * the whole step against the sum of its stages (a ratio near 1 means no hidden overhead).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 import statistics
@@ -37,6 +40,7 @@ import torch
 from sigma_model import SigmaConfig, SigmaModel, SigmaObservation, load_checkpoint
 from sigma_model import layers
 from sigma_model.cli import parse_cli
+from sigma_model.cuda_graph import GraphedStep
 
 
 def medians_ms(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
@@ -175,6 +179,13 @@ def main(argv: list[str] | None = None) -> None:
                 model.config.diffusion_steps = own_steps
             return run
 
+        graphed = GraphedStep(model)
+        graph_runs = {"eager": lambda: model(obs, text, lang.tau, lang.memory),
+                      "graphed": lambda: graphed(obs, text, lang.tau, lang.memory)}
+        outputs = {name: fn() for name, fn in graph_runs.items()}  # graphed: its first call records the graph
+        outputs["graphed"] = graph_runs["graphed"]()  # a replay
+        graph = medians_ms(graph_runs, args.iters, device)
+
         threads = torch.get_num_threads()
 
         def on_threads(n: int):
@@ -216,6 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     new, old = attention["cross_attend"], attention["MultiheadAttention"]
     print(f"whole step with cross_attend {new:.2f} ms, through nn.MultiheadAttention's own call {old:.2f} ms: "
           f"cross_attend / MultiheadAttention = {new / old:.2f}")
+    new, old = graph["graphed"], graph["eager"]
+    part = lambda out, name: functools.reduce(getattr, name.split("."), out)  # noqa: E731
+    differences = ", ".join(f"{name} {(part(outputs['graphed'], name) - part(outputs['eager'], name)).abs().max():.2e}"
+                            for name in ("motor_commands", "action.action_trajectory", "language.tau"))
+    print(f"whole step replayed by GraphedStep {new:.2f} ms, eager {old:.2f} ms: graphed / eager = {new / old:.2f}"
+          + ("" if graphed.use_graphs else " (not CUDA: its buffers run eagerly, no graph)")
+          + (f"; max |graphed - eager|: {differences}" if config.diffusion_noise_scale == 0
+             else " (noise scale > 0: the draws differ, outputs not compared)"))
     print(f"whole step on 1 thread {by_threads[1]:.2f} ms, on {threads} threads {by_threads[threads]:.2f} ms: "
           f"{threads} threads / 1 thread = {by_threads[threads] / by_threads[1]:.2f}")
     print("integration steps (ratios against the config's own steps in the same rounds):")

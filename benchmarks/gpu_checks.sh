@@ -18,7 +18,8 @@
 #
 # The checks, most important first (a check past its limit is cut and the next one runs):
 #   env            python, torch, the GPU, the commit
-#   test_cuda      python -m pytest sigma_model/tests/test_cuda.py (bf16 and 4-bit training, GPU <-> CPU checkpoints)
+#   test_cuda      python -m pytest sigma_model/tests/test_cuda.py test_cuda_graph.py (bf16 and 4-bit training,
+#                  GPU <-> CPU checkpoints, the step replayed from a CUDA graph against the eager one)
 #   bench_model    the stages and the whole step at batch 1 (issue 18.2: at most 3 ms), shipped config, random weights
 #   bench_train    training samples/s of the default config at batch 128, 512 and 2048 in bf16 (18.3: at least 10,000)
 #   bench_scaling  latency and training throughput against batch, image size and trajectory length (18.5)
@@ -79,7 +80,8 @@ EOF
     check env 30 bash -c "$python -c 'import sys, torch; print(sys.version); print(\"torch\", torch.__version__, \
 \"cuda\", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else \"\")'; \
 nvidia-smi -L 2>/dev/null; git rev-parse HEAD 2>/dev/null || echo 'commit: not a git checkout'"
-    check test_cuda 150 "$python" -m pytest -q -p no:cacheprovider sigma_model/tests/test_cuda.py
+    check test_cuda 150 "$python" -m pytest -q -p no:cacheprovider sigma_model/tests/test_cuda.py \
+        sigma_model/tests/test_cuda_graph.py
     check bench_model 120 "$python" benchmarks/bench_model.py --config="$config" --device=$device --iters=$iters
     local b
     for b in "${batches[@]}"; do

@@ -83,7 +83,12 @@ class LanguageIntentWorkspace(nn.Module):
         return (self.text_encoder or self.backbone).tokenize(texts, max_length or self.config.max_text_tokens)
 
     def embed_text(self, text: TextTokens) -> torch.Tensor:
-        """[B, L, backbone width]: the projected text-encoder states, else the backbone's embeddings."""
+        """[B, L, backbone width]: the projected text-encoder states, else the backbone's embeddings.
+
+        ``text.embeds`` when the tokens carry them (made by this function beforehand).
+        """
+        if text.embeds is not None:
+            return text.embeds
         if self.text_encoder is None:
             return self.backbone.embed_text(text.ids)
         return self.text_projection(self.text_encoder(text.ids, text.mask).to(self.text_projection.weight.dtype))
@@ -101,11 +106,8 @@ class LanguageIntentWorkspace(nn.Module):
         embeds = torch.cat([text_emb, perceptual], dim=1)
         valid = torch.cat([text.mask, text.mask.new_ones(b, perceptual.shape[1])], dim=1)
         hidden = self.from_backbone(self.backbone(embeds, valid, context).to(vision_tokens.dtype))
-        segment = torch.cat([
-            torch.zeros(text.ids.shape[1], dtype=torch.long),
-            torch.ones(vision_tokens.shape[1], dtype=torch.long),
-            torch.full((state_tokens.shape[1],), 2, dtype=torch.long),
-        ]).to(hidden.device)
+        sizes = (text.ids.shape[1], vision_tokens.shape[1], state_tokens.shape[1])
+        segment = torch.cat([torch.full((n,), i, dtype=torch.long, device=hidden.device) for i, n in enumerate(sizes)])
         return hidden, valid, segment
 
     def forward(

@@ -10,6 +10,7 @@ loads only its own part).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
 import time
 
 import torch
@@ -98,33 +99,39 @@ class SigmaModel(nn.Module):
                                  "(max_text_tokens): shorten it")
         return TextTokens(tokens.ids.to(self.device), tokens.mask.to(self.device), list(texts))
 
-    def vision_stage(self, obs: SigmaObservation, tau_prev: torch.Tensor | None = None) -> VisionOutput:
-        """Cognitive vision workspace; tau_prev is the previous step's tau (zeros when None)."""
+    def vision_stage(self, obs: SigmaObservation, tau_prev: torch.Tensor | None = None,
+                     check_values: bool = True) -> VisionOutput:
+        """Cognitive vision workspace; tau_prev is the previous step's tau (zeros when None).
+
+        Every stage checks its inputs' shapes, and with ``check_values`` that they are finite: a test that reads the
+        values on the host, which a caller that checked them already turns off (a CUDA graph's capture cannot read).
+        """
         c = self.config
+        check = functools.partial(check_tensor, finite=check_values)
         workspace = self._need("vision")
         image = obs.image
         b = image.shape[0] if isinstance(image, torch.Tensor) and image.dim() == 4 else None
-        check_tensor("image", image, (b, c.image_channels, c.image_size, c.image_size))
+        check("image", image, (b, c.image_channels, c.image_size, c.image_size))
         if image.dtype == torch.uint8:
             image = image.float() / 255.0
-        check_tensor("robot_state", obs.robot_state, (b, c.state_dim))
+        check("robot_state", obs.robot_state, (b, c.state_dim))
         audio = obs.audio
         if audio is not None:
-            check_tensor("audio", audio, (b, c.audio_chunk_samples))
+            check("audio", audio, (b, c.audio_chunk_samples))
         depth = obs.depth
         if depth is not None:
-            check_tensor("depth", depth, (b, 1, c.image_size, c.image_size))
+            check("depth", depth, (b, 1, c.image_size, c.image_size))
         env_state = obs.env_state
         if c.env_state_dim:
             if env_state is None:
                 raise ValueError(f"env_state [B,{c.env_state_dim}] is required by this config (env_state_dim > 0)")
-            check_tensor("env_state", env_state, (b, c.env_state_dim))
+            check("env_state", env_state, (b, c.env_state_dim))
             env_state = env_state.float()
         elif env_state is not None:
             raise ValueError("env_state given but this config has env_state_dim = 0")
         if tau_prev is None:
             tau_prev = image.new_zeros(b, c.d_tau)
-        check_tensor("tau_prev", tau_prev, (b, c.d_tau))
+        check("tau_prev", tau_prev, (b, c.d_tau))
         obs = SigmaObservation(
             image=image, robot_state=obs.robot_state.float(), audio=audio, depth=depth, env_state=env_state
         )
@@ -141,6 +148,7 @@ class SigmaModel(nn.Module):
         robot_state: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         with_actions: bool = True,
+        check_values: bool = True,
     ) -> LanguageOutput:
         """Language intent workspace; memory_prev is m_{t-1} (zeros when None, e.g. a new instruction).
 
@@ -150,20 +158,21 @@ class SigmaModel(nn.Module):
         robot state (radians), and (with_actions) samples its action chunk with `generator`.
         """
         c = self.config
+        check = functools.partial(check_tensor, finite=check_values)
         workspace = self._need("language")
         b = text.ids.shape[0]
-        check_tensor("text.ids", text.ids, (b, None))
-        check_tensor("text.mask", text.mask, (b, text.ids.shape[1]))
-        check_tensor("vision_tokens", vision_tokens, (b, c.n_vision_tokens, c.d_model))
-        check_tensor("state_tokens", state_tokens, (b, c.n_state_tokens, c.d_model))
+        check("text.ids", text.ids, (b, None))
+        check("text.mask", text.mask, (b, text.ids.shape[1]))
+        check("vision_tokens", vision_tokens, (b, c.n_vision_tokens, c.d_model))
+        check("state_tokens", state_tokens, (b, c.n_state_tokens, c.d_model))
         if memory_prev is None:
             memory_prev = vision_tokens.new_zeros(b, c.d_model)
-        check_tensor("memory_prev", memory_prev, (b, c.d_model))
+        check("memory_prev", memory_prev, (b, c.d_model))
         if c.vla_backbone:
             if image_tokens is None or robot_state is None:
                 raise ValueError(f"the {c.backbone} backbone's prefix needs image_tokens and robot_state")
-            check_tensor("image_tokens", image_tokens, (b, None, workspace.backbone.hidden_size))
-            check_tensor("robot_state", robot_state, (b, c.state_dim))
+            check("image_tokens", image_tokens, (b, None, workspace.backbone.hidden_size))
+            check("robot_state", robot_state, (b, c.state_dim))
         return workspace(text, vision_tokens, state_tokens, memory_prev, telepathy, image_tokens, robot_state,
                          generator, with_actions)
 
@@ -177,22 +186,24 @@ class SigmaModel(nn.Module):
         generator: torch.Generator | None = None,
         trajectory_target: torch.Tensor | None = None,
         backbone_actions: torch.Tensor | None = None,
+        check_values: bool = True,
     ) -> ActionOutput:
         """Run the action trajectory workspace: baseline at tau = 0 plus (telepathy on) the tau residual.
 
         With a VLA backbone the baseline is its chunk, `backbone_actions` (LanguageOutput's).
         """
         c = self.config
+        check = functools.partial(check_tensor, finite=check_values)
         workspace = self._need("action")
         b = tau.shape[0]
-        check_tensor("high_level_rep", high_level_rep, (b, None, c.d_model))
-        check_tensor("high_level_mask", high_level_mask, (b, high_level_rep.shape[1]))
-        check_tensor("tau", tau, (b, c.d_tau))
-        check_tensor("state_tokens", state_tokens, (b, c.n_state_tokens, c.d_model))
+        check("high_level_rep", high_level_rep, (b, None, c.d_model))
+        check("high_level_mask", high_level_mask, (b, high_level_rep.shape[1]))
+        check("tau", tau, (b, c.d_tau))
+        check("state_tokens", state_tokens, (b, c.n_state_tokens, c.d_model))
         if trajectory_target is not None:
-            check_tensor("trajectory_target", trajectory_target, (b, c.traj_len, c.action_dim))
+            check("trajectory_target", trajectory_target, (b, c.traj_len, c.action_dim))
         if backbone_actions is not None:
-            check_tensor("backbone_actions", backbone_actions, (b, None, c.action_dim))
+            check("backbone_actions", backbone_actions, (b, None, c.action_dim))
             if backbone_actions.shape[1] < max(c.chunk_len, c.traj_len):
                 raise ValueError(
                     f"backbone_actions has {backbone_actions.shape[1]} steps, fewer than chunk_len/traj_len"
@@ -215,15 +226,17 @@ class SigmaModel(nn.Module):
         action_trajectory: torch.Tensor,
         robot_state: torch.Tensor,
         step_index: int = 0,
+        check_values: bool = True,
     ) -> torch.Tensor:
         """Apply action fusion phi at control tick `step_index` of a plan, then the low-level controller."""
         c = self.config
+        check = functools.partial(check_tensor, finite=check_values)
         workspace = self._need("action")
         b = action_vector.shape[0]
-        check_tensor("action_vector", action_vector, (b, c.action_dim))
-        check_tensor("action_chunk", action_chunk, (b, c.chunk_len, c.action_dim))
-        check_tensor("action_trajectory", action_trajectory, (b, c.traj_len, c.action_dim))
-        check_tensor("robot_state", robot_state, (b, c.state_dim))
+        check("action_vector", action_vector, (b, c.action_dim))
+        check("action_chunk", action_chunk, (b, c.chunk_len, c.action_dim))
+        check("action_trajectory", action_trajectory, (b, c.traj_len, c.action_dim))
+        check("robot_state", robot_state, (b, c.state_dim))
         if c.state_dim != c.action_dim:
             raise ValueError("the low-level controller tracks joint targets: state_dim must equal action_dim")
         u = workspace.fuse(action_vector, action_chunk, action_trajectory, step_index)
@@ -239,24 +252,26 @@ class SigmaModel(nn.Module):
         telepathy: bool = True,
         generator: torch.Generator | None = None,
         trajectory_target: torch.Tensor | None = None,
+        check_values: bool = True,
     ) -> SigmaOutput:
-        """One Sigma step: vision -> language -> action -> control.
+        """One Sigma step: vision -> language -> action -> control (``check_values``: see :meth:`vision_stage`).
 
         With telepathy off, tau = 0 everywhere: vision FiLM, language modulator and action residual (tau is still
         computed and reported, and carried as memory is).
         """
         if not telepathy:
             tau_prev = None
-        vision = self.vision_stage(obs, tau_prev)
+        vision = self.vision_stage(obs, tau_prev, check_values)
         language = self.language_stage(text, vision.vision_tokens, vision.state_tokens, memory_prev, telepathy,
                                        image_tokens=vision.backbone_image_tokens, robot_state=obs.robot_state,
-                                       generator=generator)
+                                       generator=generator, check_values=check_values)
         action = self.action_stage(
             language.high_level_rep, language.high_level_mask, language.tau, vision.state_tokens,
-            telepathy, generator, trajectory_target, language.backbone_actions,
+            telepathy, generator, trajectory_target, language.backbone_actions, check_values,
         )
         commands = self.control_stage(
-            action.action_vector, action.action_chunk, action.action_trajectory, obs.robot_state
+            action.action_vector, action.action_chunk, action.action_trajectory, obs.robot_state,
+            check_values=check_values,
         )
         return SigmaOutput(vision=vision, language=language, action=action, motor_commands=commands)
 

@@ -29,12 +29,15 @@ class SigmaObservation:
 class TextTokens:
     """Token ids [B,L], their validity mask [B,L] (True = real token) and, from ``tokenize``.
 
-    The instruction strings (a VLA backbone whose prompt depends on the state re-tokenizes them).
+    The instruction strings (a VLA backbone whose prompt depends on the state re-tokenizes them). ``embeds``: the
+    language workspace's ``embed_text`` of these tokens, made beforehand (a CUDA graph's step reads them from a
+    buffer; the text encoder's cache reads the ids on the host).
     """
 
     ids: torch.Tensor
     mask: torch.Tensor
     texts: list[str] | None = None
+    embeds: torch.Tensor | None = None
 
 
 @dataclass

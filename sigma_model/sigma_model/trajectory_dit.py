@@ -107,7 +107,8 @@ class TrajectoryDiT(nn.Module):
         Per block: its modulation at each step's time (6 x [steps, B, 1, d]) and its cross-attention keys and values.
         """
         dt = 1.0 / steps
-        t = torch.tensor([i * dt for i in range(steps)], device=condition.device, dtype=condition.dtype)
+        # made on the device (no host copy: a CUDA graph can capture it), from doubles as i * dt in Python
+        t = (torch.arange(steps, dtype=torch.float64, device=condition.device) * dt).to(condition.dtype)
         cond = self.step_condition(t[:, None].expand(steps, condition.shape[0]), condition)  # [steps, B, d]
         mods = [block.modulation(cond) for block in self.blocks]
         kvs = [block.context_kv(context, context_valid) for block in self.blocks]

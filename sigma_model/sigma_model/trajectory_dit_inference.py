@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 
 def plan(dit, context: torch.Tensor, context_valid: torch.Tensor, condition: torch.Tensor, steps: int):
-    """Return :func:`euler`'s per-step, per-block and head tensors and its mask (None when all keys are valid)."""
+    """Return :func:`euler`'s per-step, per-block and head tensors and its mask (None: all keys valid, on the CPU)."""
     b = condition.shape[0]
     dt, mods, kvs = dit.step_plan(context, context_valid, condition, steps)
     per_step: list[list[torch.Tensor]] = [[] for _ in range(steps)]
@@ -42,7 +42,9 @@ def plan(dit, context: torch.Tensor, context_valid: torch.Tensor, condition: tor
                           mlp[0].weight, mlp[0].bias, mlp[3].weight, mlp[3].bias])
     head = [dit.in_proj.weight.t().expand(b, -1, -1), (dit.in_proj.bias + dit.pos).expand(b, -1, -1),
             dit.out_norm.weight, dit.out_norm.bias, dt * dit.out.weight, dt * dit.out.bias]
-    mask = None if bool(context_valid.all()) else context_valid[:, None, None, :]
+    # reading a CPU mask is free; off the CPU the test would stall the stream (and break a CUDA graph's capture)
+    all_valid = context_valid.device.type == "cpu" and bool(context_valid.all())
+    mask = None if all_valid else context_valid[:, None, None, :]
     return per_step, per_block, head, mask
 
 

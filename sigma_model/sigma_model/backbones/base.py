@@ -60,13 +60,14 @@ def run_decoder(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask:
 
     One pass, so no KV cache. A padded batch of a plain causal decoder on SDPA gets its causal + padding mask from
     here: the boolean [B,1,L,L] mask that transformers builds itself by vmap, at several ms per call on the CPU at
-    Sigma's sizes. Other decoders (e.g. a sliding window) keep transformers' own masking.
+    Sigma's sizes. Other decoders (e.g. a sliding window) keep transformers' own masking. Off the CPU that mask is
+    built whether or not the batch is padded: asking would stall the stream (and break a CUDA graph's capture).
     """
     valid = attention_mask.bool()
     mask = attention_mask.long()
     config = decoder.config
     if (getattr(config, "_attn_implementation", None) == "sdpa" and config.model_type in PLAIN_CAUSAL_DECODERS
-            and not bool(valid.all())):
+            and (valid.device.type != "cpu" or not bool(valid.all()))):
         n = valid.shape[1]
         mask = torch.ones(n, n, dtype=torch.bool, device=valid.device).tril() & valid[:, None, None, :]
     return decoder(inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False).last_hidden_state

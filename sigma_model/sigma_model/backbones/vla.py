@@ -183,7 +183,7 @@ class VLABackbone(SigmaBackbone):
         dt = -1.0 / self.flow_steps
         x = noise
         for step in range(self.flow_steps):
-            t = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device).expand(noise.shape[0])
+            t = noise.new_full((noise.shape[0],), 1.0 + step * dt, dtype=torch.float32)
             x = x + dt * self.policy.model.denoise_step(prefix_pad_masks=context.pad_mask,
                                                         past_key_values=context.past_key_values, x_t=x, timestep=t)
         return x
