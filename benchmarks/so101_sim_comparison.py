@@ -16,7 +16,10 @@ episodes, safety filter and success criterion for every method) on the same held
 
     train     each (method, seed) into WORK/runs/<method>/seed<S>; finished runs are skipped, interrupted ones
               resumed (sigma-make-default --resume=true, lerobot-train --resume=true)
-    evaluate  each checkpoint's result is cached in a JSON next to it; cached evaluations are reused
+    evaluate  each checkpoint's result is cached in a JSON next to it; cached evaluations are reused; then the
+              checkpoint each run's selection episodes choose runs the held-out episodes once more with every
+              --variations (the generalisation columns: the cube's range widened, the view perturbed, held-out
+              paraphrases of the instruction; sigma_sim.episode_variations)
     report    the results JSON, a Markdown table (.md) and a plot of success against step (.png) beside it;
               an existing results file is replaced only with --force=true
 
@@ -51,8 +54,12 @@ from typing import Any
 import yaml
 from sigma_model.cli import check_choice, fail, parse_cli
 from sigma_sim.default_model import choose_checkpoint, ranges_overlap, seed_range
+from sigma_sim.episode_variations import VARIATIONS
 
 from so101_sim_comparison_report import markdown, plot, summary, time_to_reach
+
+#: the generalisation columns by default (sigma_sim.episode_variations; paraphrase_selection only chooses)
+GENERALISATION = ("wide_range", "perturbed_view", "paraphrase")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "so101_sim_comparison.json"
@@ -326,8 +333,14 @@ def all_settings(args) -> list[dict[str, Any]]:
     return [eval_settings(args)] + ([select_settings(args)] if args.select_episodes else [])
 
 
+def variation_settings(args) -> dict[str, Any]:
+    """Return the held-out episodes' settings with the variations of the generalisation columns (nominal first)."""
+    return {**eval_settings(args), "variations": ["nominal", *args.variations]}
+
+
 def cache_path(checkpoint: Path, condition: str, settings: dict[str, Any]) -> Path:
-    return checkpoint / (f"comparison_eval_{condition}_seeds{settings['seed']}x{settings['episodes']}_"
+    variations = "".join(f"_{v}" for v in settings.get("variations", ())[1:])
+    return checkpoint / (f"comparison_eval_{condition}{variations}_seeds{settings['seed']}x{settings['episodes']}_"
                          f"{settings['max_steps']}ticks.json")
 
 
@@ -345,7 +358,8 @@ def evaluate_one(kind: str, condition: str, model: str, cache: str, settings: di
     from sigma_sim.closed_loop import ClosedLoopConfig, evaluate_checkpoint
 
     cfg = ClosedLoopConfig(episodes=settings["episodes"], seed=settings["seed"], max_steps=settings["max_steps"],
-                           conditions=(condition,), expert_reference=False)
+                           conditions=(condition,), variations=tuple(settings.get("variations", ("nominal",))),
+                           expert_reference=False)
     t0 = time.perf_counter()
     if kind == "sigma":
         report, device = evaluate_checkpoint(model, cfg), "cpu"
@@ -357,30 +371,70 @@ def evaluate_one(kind: str, condition: str, model: str, cache: str, settings: di
     cached = {**settings, "condition": name, "checkpoint": model, "successes": result["successes"],
               "success_rate": result["episode_success_rate"], "failed_seeds": result["failed_seeds"],
               "seconds": time.perf_counter() - t0, "eval_device": device, "evaluated_utc": utc_now()}
+    if "variations" in settings:
+        cached["by_variation"] = {v: {k: entry[k] for k in ("successes", "episodes", "failed_seeds")}
+                                  for v, entry in result["episode_success_by_variation"].items()}
     write_json(Path(cache), cached)
     return cached
 
 
-def stage_evaluate(args, work: Path) -> None:
-    jobs, reused = [], 0
+def finished_runs(args, work: Path):
+    """Yield (method, seed, run) of every finished, checked run; ComparisonError for one not trained yet."""
     for method in args.methods:
         for seed in args.seeds:
             run = read_run(work, method, seed)
             if not run.complete:
                 raise ComparisonError(f"{method} seed {seed}: no finished run in {run.path} (run the train stage)")
             check_run(run, args)
-            kind, condition, _ = METHODS[method]
-            for rank, step in enumerate(run.evaluated_steps()):
-                for settings in all_settings(args):
-                    cache = cache_path(run.checkpoints[step], condition, settings)
-                    if read_cache(cache, settings) is not None:
-                        reused += 1
-                        continue
-                    episodes = seed_range(settings["seed"], settings["episodes"])
-                    jobs.append((rank, f"{method} seed {seed} step {step} episodes {episodes}",
-                                 (kind, condition, str(run.models[step]), str(cache), settings, args.eval_device)))
+            yield method, seed, run
+
+
+def chosen_step(args, run: Run, condition: str) -> int | None:
+    """Return the checkpoint the selection episodes choose (the last one without selection); None: not evaluated."""
+    if not args.select_episodes:
+        return run.total_steps
+    chosen = {}
+    for step in run.evaluated_steps():
+        cached = read_cache(cache_path(run.checkpoints[step], condition, select_settings(args)), select_settings(args))
+        if cached is None:
+            return None
+        chosen[step] = cached["successes"]
+    return choose_checkpoint(chosen)
+
+
+def stage_evaluate(args, work: Path) -> None:
+    """Evaluate every checkpoint on the held-out (and selection) episodes, then the chosen ones with variations."""
+    jobs, reused = [], 0
+    for method, seed, run in finished_runs(args, work):
+        kind, condition, _ = METHODS[method]
+        for rank, step in enumerate(run.evaluated_steps()):
+            for settings in all_settings(args):
+                cache = cache_path(run.checkpoints[step], condition, settings)
+                if read_cache(cache, settings) is not None:
+                    reused += 1
+                    continue
+                episodes = seed_range(settings["seed"], settings["episodes"])
+                jobs.append((rank, f"{method} seed {seed} step {step} episodes {episodes}",
+                             (kind, condition, str(run.models[step]), str(cache), settings, args.eval_device)))
     jobs.sort(key=lambda job: job[0])  # every run's last checkpoint first
     log(f"evaluate: {reused} checkpoint evaluation(s) cached, {len(jobs)} to run")
+    run_jobs(args, jobs)
+    if not args.variations:
+        return
+    jobs, settings = [], variation_settings(args)
+    for method, seed, run in finished_runs(args, work):
+        kind, condition, _ = METHODS[method]
+        step = chosen_step(args, run, condition)
+        cache = cache_path(run.checkpoints[step], condition, settings)
+        if read_cache(cache, settings) is None:
+            jobs.append((0, f"{method} seed {seed} chosen step {step} with {', '.join(args.variations)}",
+                         (kind, condition, str(run.models[step]), str(cache), settings, args.eval_device)))
+    log(f"evaluate: {len(jobs)} chosen checkpoint(s) to run with the variations {', '.join(args.variations)}")
+    run_jobs(args, jobs)
+
+
+def run_jobs(args, jobs: list[tuple]) -> None:
+    """Run evaluate_one for each (rank, label, arguments) job, in --workers processes."""
     if args.workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(min(args.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
             futures = [(label, pool.submit(evaluate_one, *job)) for _, label, job in jobs]
@@ -446,7 +500,7 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
     settings, condition = eval_settings(args), METHODS[method][1]
     out: dict[str, Any] = {"seeds": list(args.seeds), "success": [], "successes": [], "checkpoints": {},
                            "final_step": [], "failed_seeds": {}, "train_wall_s": [], "samples": [], "runs": {},
-                           "reach_80": [], "selected": {}, "by_pose": {}}
+                           "reach_80": [], "selected": {}, "by_pose": {}, "generalisation": {}}
     devices, sources, missing, bins = [], set(), [], pose_bins()
     for seed in args.seeds:
         run = read_run(work, method, seed)
@@ -478,6 +532,9 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
         out["reach_80"].append(time_to_reach(out["checkpoints"][str(seed)], run.total_steps, facts["train_wall_s"]))
         out["runs"][str(seed)] = str(run.path.resolve())
         out["by_pose"][str(seed)] = successes_by_pose(list(rates.values()), bins)
+        if args.variations:  # the chosen checkpoint (with a selection missing, the report stops below)
+            step = choose_checkpoint(chosen) if chosen else run.total_steps
+            out["generalisation"][str(seed)] = generalisation(args, run, condition, step, rates[step], label, missing)
         devices.append(facts["device"])
         sources.add(facts["wall_source"])
         out["condition"], out["eval_device"] = final["condition"], final["eval_device"]
@@ -488,11 +545,36 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
         picked = list(out["selected"].values())
         out["selected_summary"] = summary([p["success"] for p in picked], [p["successes"] for p in picked],
                                           settings["episodes"])
+    if args.variations and not missing:
+        out["generalisation_summary"] = {}
+        for v in variation_settings(args)["variations"]:
+            solved = [g["by_variation"][v]["successes"] for g in out["generalisation"].values()]
+            out["generalisation_summary"][v] = summary([k / settings["episodes"] for k in solved], solved,
+                                                       settings["episodes"])
     out["second_half_min"] = min(r for seed in out["checkpoints"].values() for r in seed.values())
     out["device"] = "; ".join(dict.fromkeys(str(d) for d in devices))
     out["train_wall_source"] = "; ".join(sorted(sources))
     out["recipe"], out["scaled_down"] = recipe_of(args, work, method)
     return out
+
+
+def generalisation(args, run: Run, condition: str, step: int, nominal: dict[str, Any], label: str,
+                   missing: list[str]) -> dict[str, Any] | None:
+    """Return the chosen checkpoint's held-out successes with each variation (None, and noted in `missing`, if not run).
+
+    Its nominal episodes ran once more beside the variations: they must repeat the checkpoint's own held-out result
+    (the episodes are deterministic), else a warning.
+    """
+    settings = variation_settings(args)
+    cached = read_cache(cache_path(run.checkpoints[step], condition, settings), settings)
+    if cached is None:
+        missing.append(f"{label} step {step} with {', '.join(args.variations)}")
+        return None
+    again = cached["by_variation"]["nominal"]["successes"]
+    if again != nominal["successes"]:
+        log(f"warning: {label} step {step}: its nominal held-out episodes solved {again} beside the variations, "
+            f"{nominal['successes']} before: the evaluation is not deterministic")
+    return {"step": step, "by_variation": cached["by_variation"]}
 
 
 def recipe_of(args, work: Path, method: str) -> tuple[dict[str, Any], bool]:
@@ -560,6 +642,8 @@ def stage_report(args, work: Path) -> dict[str, Any]:
                              "rule": "most selection successes among the evaluated "
                              "checkpoints, the later on a tie (sigma-make-default's select stage)"}
                if args.select_episodes else None,
+               "generalisation": {**variation_settings(args), "checkpoint": "each run's chosen checkpoint (the "
+                                  "last without selection)"} if args.variations else None,
                "budget": {"steps": args.steps, "batch_size": args.batch_size, "samples": args.steps * args.batch_size},
                "pose_bins": {**pose_bins(), "bins": list(POSE_BINS), "counted": "held-out episodes of every evaluated "
                              "checkpoint, by the cube's start yaw (thirds of its range) and x (halves)"},
@@ -605,6 +689,9 @@ class Options:
     # these episodes, and the report gives the held-out success of the checkpoint they choose (0: no selection)
     select_episodes: int = 50
     select_seed: int = 10_000  # first selection episode seed (never overlapping the held-out ones)
+    # generalisation columns: each run's chosen checkpoint on the held-out episodes with these episode variations
+    # (of wide_range, perturbed_view, paraphrase, paraphrase_selection; [] for none: reports made before them)
+    variations: list[str] = field(default_factory=lambda: list(GENERALISATION))
     eval_device: str = "cpu"  # device of the LeRobot policies in evaluation
     workers: int = 1  # checkpoints evaluated in parallel processes
     output: str = str(DEFAULT_OUTPUT)  # results JSON (.md and .png beside it)
@@ -617,6 +704,9 @@ class Options:
             for value in values:
                 check_choice(flag, value, choices)
         check_choice("--device", self.device, ("cpu", "cuda"))
+        for value in self.variations:
+            check_choice("--variations", value, [v for v in VARIATIONS if v != "nominal"])
+        self.variations = list(dict.fromkeys(self.variations))
         if self.act_recipe is not None:
             check_choice("--act_recipe", self.act_recipe, ("act", "act_small"))
         if self.diffusion_recipe is not None:

@@ -90,7 +90,7 @@ def markdown(results: dict[str, Any]) -> str:
                           "success is reported, the held-out episodes never choose." if sel else "")
               + " Recipes:", ""]
     lines += [f"- {name}: {m['recipe']['summary']}" for name, m in results["methods"].items()]
-    return "\n".join(lines + pose_table(results)) + "\n"
+    return "\n".join(lines + pose_table(results) + generalisation_table(results)) + "\n"
 
 
 def pose_table(results: dict[str, Any]) -> list[str]:
@@ -107,6 +107,28 @@ def pose_table(results: dict[str, Any]) -> list[str]:
         for seed, counts in m["by_pose"].items():
             cells = [f"{100 * s / n:.0f}% ({s}/{n})" if n else "-" for s, n in (counts[b] for b in bins["bins"])]
             lines.append(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def generalisation_table(results: dict[str, Any]) -> list[str]:
+    """Markdown lines: each method's chosen checkpoints on the held-out episodes with each variation."""
+    gen = results.get("generalisation")
+    if not gen:
+        return []
+    variations = gen["variations"]
+    lines = ["", f"Generalisation: {gen['checkpoint']}, the held-out episodes with each variation (mean [95% CI]; "
+             "successes per seed; nominal: the same episodes again):", "",
+             "| method | chosen step per seed | " + " | ".join(variations) + " |",
+             "|---|---|" + "---|" * len(variations)]
+    for name, m in results["methods"].items():
+        per_seed = m["generalisation"]
+        cells = []
+        for v in variations:
+            mean = m["generalisation_summary"][v]
+            cells.append(f"{100 * mean['mean']:.0f}% [{100 * mean['ci95'][0]:.0f}%, {100 * mean['ci95'][1]:.0f}%] ("
+                         + ", ".join(str(g["by_variation"][v]["successes"]) for g in per_seed.values()) + ")")
+        steps = ", ".join(str(g["step"]) for g in per_seed.values())
+        lines.append(f"| {name} | {steps} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -54,8 +55,11 @@ def checkpoint_dirs(work: Path, method: str) -> dict[int, Path]:
     return {int(d.name.removeprefix("step_")): d for d in dirs}
 
 
-def cache_of(checkpoint: Path) -> Path:
-    (path,) = checkpoint.glob("comparison_eval_*_seeds20000x1_10ticks.json")
+def cache_of(checkpoint: Path, variations: str = "") -> Path:
+    """Return a checkpoint's held-out evaluation, or with ``variations`` ("_wide_range_...") its generalisation one."""
+    (path,) = [p for p in checkpoint.glob("comparison_eval_*_seeds20000x1_10ticks.json")
+               if re.fullmatch(f"comparison_eval_(sigma|telepathy_off|lerobot){variations}_seeds20000x1_10ticks.json",
+                               p.name)]
     return path
 
 
@@ -70,7 +74,9 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     capsys.readouterr()
 
     assert cmp.main(["--stages=[evaluate]", "--workers=2", *options]) == 0  # in 2 worker processes
-    assert "0 checkpoint evaluation(s) cached, 12 to run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "0 checkpoint evaluation(s) cached, 12 to run" in err
+    assert "3 chosen checkpoint(s) to run with the variations wide_range, perturbed_view, paraphrase" in err
     caches = {(m, step): json.loads(cache_of(d).read_text()) for m in METHODS
               for step, d in checkpoint_dirs(work, m).items()}
     assert {c["condition"] for c in caches.values()} == {"sigma", "telepathy_off", "lerobot_act"}
@@ -88,8 +94,10 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     record = json.loads((work / "runs" / "sigma" / "seed0" / "comparison_train.json").read_text())
     assert len(record["segments"]) == 2 and record["segments"][1]["command"].endswith("--resume=true")
     assert all(s["returncode"] == 0 and s["wall_s"] > 0 for s in record["segments"])
-    assert [Path(job[2]).parent.name for job in calls] == ["step_00000002"] * 2 and calls[0][1] == "sigma"
-    assert sorted(job[4]["seed"] for job in calls) == [10000, 20000]  # its held-out and selection episodes
+    assert [Path(job[2]).parent.name for job in calls] == ["step_00000002"] * 3 and calls[0][1] == "sigma"
+    assert sorted(job[4]["seed"] for job in calls[:2]) == [10000, 20000]  # its held-out and selection episodes
+    # then, chosen again (selection ties go to the later step), with the variations
+    assert calls[2][4]["variations"] == ["nominal", "wide_range", "perturbed_view", "paraphrase"]
 
     # the report reads the cached results: plant a success in sigma's last checkpoint
     final = cache_of(checkpoint_dirs(work, "sigma")[2])
@@ -100,7 +108,17 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     chosen.write_text(json.dumps({**json.loads(chosen.read_text()), "successes": 1, "success_rate": 1.0,
                                   "failed_seeds": []}))
     capsys.readouterr()
+    with pytest.raises(SystemExit):  # the chosen checkpoint changed: its variations are not evaluated yet
+        cmp.main(["--stages=[report]", *options])
+    assert "not evaluated yet" in capsys.readouterr().err and not out.exists()
+    calls.clear()
+    assert cmp.main(["--stages=[evaluate]", *options]) == 0
+    assert [(job[1], Path(job[2]).parent.name, len(job[4]["variations"])) for job in calls] == [
+        ("sigma", "step_00000001", 4)]
+    capsys.readouterr()
     assert cmp.main(["--stages=[report]", *options]) == 0
+    printed = capsys.readouterr()
+    assert "not deterministic" not in printed.err  # each chosen checkpoint's nominal episodes repeated
     results = json.loads(out.read_text())
     assert set(results["methods"]) == set(METHODS)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -130,6 +148,15 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
         x_bin = "x_near" if x < bins["x_m"][1] else "x_far"
         wins = round(sum(rates.values()))
         assert m["by_pose"] == {"0": {b: [wins, 2] if b in (yaw_bin, x_bin) else [0, 0] for b in bins["bins"]}}, method
+        # generalisation: the chosen checkpoint's held-out episode with each variation, as its cache holds them
+        cached = json.loads(cache_of(checkpoint_dirs(work, method)[step], "_wide_range_perturbed_view_paraphrase")
+                            .read_text())
+        gen = m["generalisation"]["0"]
+        assert gen["step"] == step and list(gen["by_variation"]) == results["generalisation"]["variations"], method
+        assert {v: e["successes"] for v, e in gen["by_variation"].items()} == {
+            v: e["successes"] for v, e in cached["by_variation"].items()}
+        assert cached["by_variation"]["paraphrase"]["episodes"] == 1 and cached["seed"] == 20000
+        assert m["generalisation_summary"]["wide_range"]["mean"] == gen["by_variation"]["wide_range"]["successes"]
     sigma_reach = results["methods"]["sigma"]["reach_80"][0]
     assert sigma_reach["wall_s_est"] == pytest.approx(results["methods"]["sigma"]["train_wall_s"][0])
     assert results["methods"]["sigma"]["ci95"][1] == 1.0 and results["methods"]["sigma"]["ci95"][0] > 0.1
@@ -137,13 +164,17 @@ def test_train_evaluate_report_resumable_with_cached_evaluations(comparison, mon
     assert results["methods"]["sigma_no_telepathy"]["recipe"]["telepathy_in_training"] is False
     assert results["methods"]["act"]["recipe"]["peer"] == "act_small"
     table = out.with_suffix(".md").read_text()
-    assert table == capsys.readouterr().out.rstrip("\n") + "\n"
-    for part in table.split("Held-out success by the cube's start pose"):  # the main table, the one by cube pose
+    assert table == printed.out.rstrip("\n") + "\n"
+    # the main table, the one by cube pose, the generalisation one
+    for part in re.split("Held-out success by the cube's start pose|Generalisation:", table):
         assert [line.split("|")[1].strip() for line in part.splitlines() if line.startswith("| ")][1:] == list(METHODS)
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     picked = results["methods"]["sigma"]["selected"]["0"]
     assert "checkpoint chosen on episodes 10000..10000" in table and f"| 1 ({100 * picked['success']:.0f}%) |" in table
     assert "| method | seed | yaw -20 to -7 deg | yaw -7 to 7 deg | yaw 7 to 20 deg | x < 0.21 m (near) |" in table
+    assert "| method | chosen step per seed | nominal | wide_range | perturbed_view | paraphrase |" in table
+    assert [line.split("|")[1:3] for line in table.split("Generalisation:")[1].splitlines() if line.startswith("| ")][
+        1:] == [[" sigma ", " 1 "], [" sigma_no_telepathy ", " 2 "], [" act ", " 2 "]]
 
     written = out.read_bytes()
     with pytest.raises(SystemExit) as refused:  # never overwritten without --force
