@@ -378,9 +378,9 @@ def evaluate_one(kind: str, condition: str, model: str, cache: str, settings: di
     return cached
 
 
-def finished_runs(args, work: Path):
+def finished_runs(args, work: Path, methods: list[str]):
     """Yield (method, seed, run) of every finished, checked run; ComparisonError for one not trained yet."""
-    for method in args.methods:
+    for method in methods:
         for seed in args.seeds:
             run = read_run(work, method, seed)
             if not run.complete:
@@ -389,23 +389,23 @@ def finished_runs(args, work: Path):
             yield method, seed, run
 
 
-def chosen_step(args, run: Run, condition: str) -> int | None:
-    """Return the checkpoint the selection episodes choose (the last one without selection); None: not evaluated."""
+def selection_successes(args, run: Run, condition: str, label: str, missing: list[str]) -> dict[int, int]:
+    """Return each evaluated checkpoint's successes on the selection episodes ({} without selection)."""
     if not args.select_episodes:
-        return run.total_steps
-    chosen = {}
-    for step in run.evaluated_steps():
-        cached = read_cache(cache_path(run.checkpoints[step], condition, select_settings(args)), select_settings(args))
-        if cached is None:
-            return None
-        chosen[step] = cached["successes"]
-    return choose_checkpoint(chosen)
+        return {}
+    selection = cached_results(run, condition, select_settings(args), f"{label} (selection episodes)", missing)
+    return {step: cached["successes"] for step, cached in selection.items()}
+
+
+def chosen_step(run: Run, successes: dict[int, int]) -> int:
+    """Return the checkpoint the selection episodes choose (:func:`selection_successes`); the last without selection."""
+    return choose_checkpoint(successes) if successes else run.total_steps
 
 
 def stage_evaluate(args, work: Path) -> None:
     """Evaluate every checkpoint on the held-out (and selection) episodes, then the chosen ones with variations."""
     jobs, reused = [], 0
-    for method, seed, run in finished_runs(args, work):
+    for method, seed, run in finished_runs(args, work, args.methods):
         kind, condition, _ = METHODS[method]
         for rank, step in enumerate(run.evaluated_steps()):
             for settings in all_settings(args):
@@ -421,10 +421,12 @@ def stage_evaluate(args, work: Path) -> None:
     run_jobs(args, jobs)
     if not args.variations:
         return
-    jobs, settings = [], variation_settings(args)
-    for method, seed, run in finished_runs(args, work):
+    jobs, settings, missing = [], variation_settings(args), []
+    for method, seed, run in finished_runs(args, work, args.methods):
         kind, condition, _ = METHODS[method]
-        step = chosen_step(args, run, condition)
+        step = chosen_step(run, selection_successes(args, run, condition, f"{method} seed {seed}", missing))
+        if missing:  # the first pass evaluated them all: only a cache written meanwhile by another process is gone
+            raise ComparisonError(f"not evaluated: {', '.join(missing)}")
         cache = cache_path(run.checkpoints[step], condition, settings)
         if read_cache(cache, settings) is None:
             jobs.append((0, f"{method} seed {seed} chosen step {step} with {', '.join(args.variations)}",
@@ -502,21 +504,14 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
                            "final_step": [], "failed_seeds": {}, "train_wall_s": [], "samples": [], "runs": {},
                            "reach_80": [], "selected": {}, "by_pose": {}, "generalisation": {}}
     devices, sources, missing, bins = [], set(), [], pose_bins()
-    for seed in args.seeds:
-        run = read_run(work, method, seed)
-        if not run.complete:
-            raise ComparisonError(f"{method} seed {seed}: no finished run in {run.path} (run the train stage)")
-        check_run(run, args)
+    for _, seed, run in finished_runs(args, work, [method]):
         label = f"{method} seed {seed}"
         rates = cached_results(run, condition, settings, label, missing)
-        chosen = {}
-        if args.select_episodes:
-            selection = cached_results(run, condition, select_settings(args), f"{label} (selection episodes)", missing)
-            chosen = {step: cached["successes"] for step, cached in selection.items()}
+        chosen = selection_successes(args, run, condition, label, missing)
         if run.total_steps not in rates:
             continue
-        if chosen and not missing:  # with an evaluation missing the report stops below
-            step = choose_checkpoint(chosen)
+        step = chosen_step(run, chosen)  # with an evaluation missing the report stops below
+        if chosen and not missing:
             out["selected"][str(seed)] = {"step": step, "success": rates[step]["success_rate"],
                                           "successes": rates[step]["successes"],
                                           "selection_successes": {str(k): v for k, v in sorted(chosen.items())}}
@@ -532,8 +527,7 @@ def method_result(args, work: Path, method: str) -> dict[str, Any]:
         out["reach_80"].append(time_to_reach(out["checkpoints"][str(seed)], run.total_steps, facts["train_wall_s"]))
         out["runs"][str(seed)] = str(run.path.resolve())
         out["by_pose"][str(seed)] = successes_by_pose(list(rates.values()), bins)
-        if args.variations:  # the chosen checkpoint (with a selection missing, the report stops below)
-            step = choose_checkpoint(chosen) if chosen else run.total_steps
+        if args.variations and step in rates:  # the chosen checkpoint (not evaluated: noted in missing)
             out["generalisation"][str(seed)] = generalisation(args, run, condition, step, rates[step], label, missing)
         devices.append(facts["device"])
         sources.add(facts["wall_source"])
